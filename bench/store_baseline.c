@@ -1,0 +1,119 @@
+/* store_baseline.c - the least an event store must do, in plain C: write
+ * N events of 100-byte data with the store's record encoding and chain
+ * hashes (docs/STORAGE.md) in LevelDB WriteBatches of 1000, without sync,
+ * with the store's LevelDB options. Also, for context, plain 100-byte puts.
+ *
+ *   store_baseline DIR N MODE     MODE: chain | plain
+ * prints "<events> <seconds>". */
+#include <leveldb/c.h>
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void be64(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
+}
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c(uint32_t crc,
+                                                     const uint8_t *p,
+                                                     size_t n) {
+  uint64_t c = ~crc;
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c = __builtin_ia32_crc32di(c, w);
+    p += 8;
+    n -= 8;
+  }
+  crc = (uint32_t)c;
+  while (n--) crc = __builtin_ia32_crc32qi(crc, *p++);
+  return ~crc;
+}
+
+int main(int argc, char **argv) {
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+  leveldb_writebatch_t *b = leveldb_writebatch_create();
+  char *err = NULL;
+  long n = argc > 2 ? atol(argv[2]) : 1000000;
+  int chain = argc > 3 && strcmp(argv[3], "chain") == 0;
+  uint8_t hash[32], key[17], val[4 + 32 + 8 + 1 + 5 + 100], data[100];
+  const char *type = "bench";
+  EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  leveldb_t *db;
+  double t0;
+  if (argc < 4) {
+    fprintf(stderr, "usage: store_baseline DIR N chain|plain\n");
+    return 2;
+  }
+  leveldb_options_set_create_if_missing(o, 1);
+  leveldb_options_set_paranoid_checks(o, 1);
+  leveldb_options_set_cache(o, leveldb_cache_create_lru(8u << 20));
+  leveldb_options_set_filter_policy(o, leveldb_filterpolicy_create_bloom(10));
+  leveldb_options_set_write_buffer_size(o, 8u << 20);
+  leveldb_options_set_max_open_files(o, 256);
+  leveldb_writeoptions_set_sync(wo, 0);
+  db = leveldb_open(o, argv[1], &err);
+  if (err) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  memset(data, 'x', sizeof data);
+  memset(hash, 0, sizeof hash);
+  t0 = now();
+  for (long rev = 1; rev <= n; rev++) {
+    size_t vlen;
+    key[0] = 'e';
+    be64(key + 1, 1);
+    be64(key + 9, (uint64_t)rev);
+    if (chain) {
+      uint8_t head[17], dlen[4] = {0, 0, 0, 100};
+      uint64_t ts = (uint64_t)time(NULL) * 1000;
+      uint32_t crc;
+      be64(head, (uint64_t)rev);
+      be64(head + 8, ts);
+      head[16] = 5;
+      EVP_DigestInit_ex2(ctx, md, NULL);
+      EVP_DigestUpdate(ctx, hash, 32);
+      EVP_DigestUpdate(ctx, head, 17);
+      EVP_DigestUpdate(ctx, type, 5);
+      EVP_DigestUpdate(ctx, dlen, 4);
+      EVP_DigestUpdate(ctx, data, 100);
+      EVP_DigestFinal_ex(ctx, hash, NULL);
+      memcpy(val + 4, hash, 32);
+      be64(val + 36, ts);
+      val[44] = 5;
+      memcpy(val + 45, type, 5);
+      memcpy(val + 50, data, 100);
+      vlen = 150;
+      crc = crc32c(crc32c(0, key, 17), val + 4, vlen - 4);
+      val[0] = (uint8_t)(crc >> 24); val[1] = (uint8_t)(crc >> 16);
+      val[2] = (uint8_t)(crc >> 8); val[3] = (uint8_t)crc;
+    } else {
+      memcpy(val, data, 100);
+      vlen = 100;
+    }
+    leveldb_writebatch_put(b, (const char *)key, 17, (const char *)val, vlen);
+    if (rev % 1000 == 0 || rev == n) {
+      leveldb_write(db, wo, b, &err);
+      if (err) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+      }
+      leveldb_writebatch_clear(b);
+    }
+  }
+  printf("%ld %.6f\n", n, now() - t0);
+  leveldb_close(db);
+  return 0;
+}

@@ -1,0 +1,108 @@
+/* event.c - the canonical event encoding, chain hashing (SHA-256 through
+ * OpenSSL's EVP interface) and the Lua form of an event. */
+#include <stdio.h>
+
+#include "event.h"
+
+int odo_hasher_init(odo_hasher *h) {
+  h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+  h->ctx = EVP_MD_CTX_new();
+  if (h->md == NULL || h->ctx == NULL) {
+    odo_hasher_free(h);
+    return 0;
+  }
+  return 1;
+}
+
+void odo_hasher_free(odo_hasher *h) {
+  EVP_MD_CTX_free(h->ctx);
+  EVP_MD_free(h->md);
+  h->ctx = NULL;
+  h->md = NULL;
+}
+
+int odo_sha256(odo_hasher *h, const void *p, size_t n,
+               uint8_t out[ODO_HASH_LEN]) {
+  return EVP_DigestInit_ex2(h->ctx, h->md, NULL) &&
+         EVP_DigestUpdate(h->ctx, p, n) &&
+         EVP_DigestFinal_ex(h->ctx, out, NULL);
+}
+
+int odo_chain_genesis(odo_hasher *h, const char *stream_id, size_t len,
+                      uint8_t out[ODO_HASH_LEN]) {
+  static const char tag[] = "odo-journal chain v1"; /* + its NUL */
+  return EVP_DigestInit_ex2(h->ctx, h->md, NULL) &&
+         EVP_DigestUpdate(h->ctx, tag, sizeof tag) &&
+         EVP_DigestUpdate(h->ctx, stream_id, len) &&
+         EVP_DigestFinal_ex(h->ctx, out, NULL);
+}
+
+int odo_chain_next(odo_hasher *h, const uint8_t prev[ODO_HASH_LEN],
+                   const odo_event *ev, uint8_t out[ODO_HASH_LEN]) {
+  uint8_t head[8 + 8 + 1], dlen[4];
+  odo_put_be64(head, ev->rev);
+  odo_put_be64(head + 8, ev->ts);
+  head[16] = (uint8_t)ev->type_len;
+  odo_put_be32(dlen, (uint32_t)ev->data_len);
+  return EVP_DigestInit_ex2(h->ctx, h->md, NULL) &&
+         EVP_DigestUpdate(h->ctx, prev, ODO_HASH_LEN) &&
+         EVP_DigestUpdate(h->ctx, head, sizeof head) &&
+         EVP_DigestUpdate(h->ctx, ev->type, ev->type_len) &&
+         EVP_DigestUpdate(h->ctx, dlen, sizeof dlen) &&
+         EVP_DigestUpdate(h->ctx, ev->data, ev->data_len) &&
+         EVP_DigestFinal_ex(h->ctx, out, NULL);
+}
+
+void odo_push_event(lua_State *L, const odo_event *ev, int with_hash) {
+  lua_createtable(L, 0, 5);
+  odo_pushu64(L, ev->rev);
+  lua_setfield(L, -2, "rev");
+  odo_pushu64(L, ev->ts);
+  lua_setfield(L, -2, "ts");
+  lua_pushlstring(L, ev->type, ev->type_len);
+  lua_setfield(L, -2, "type");
+  lua_pushlstring(L, ev->data, ev->data_len);
+  lua_setfield(L, -2, "data");
+  if (with_hash) {
+    lua_pushlstring(L, (const char *)ev->hash, ODO_HASH_LEN);
+    lua_setfield(L, -2, "hash");
+  }
+}
+
+const char *odo_check_event(lua_State *L, int idx, odo_event *ev,
+                            uint64_t def_ts, char *msg, size_t msglen) {
+  if (lua_type(L, idx) != LUA_TTABLE)
+    luaL_error(L, "an event must be a table, got %s", luaL_typename(L, idx));
+  lua_getfield(L, idx, "type");
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "event.type must be a string, got %s",
+               luaL_typename(L, -1));
+  ev->type = lua_tolstring(L, -1, &ev->type_len);
+  lua_getfield(L, idx, "data");
+  if (lua_isnil(L, -1)) {
+    ev->data = "";
+    ev->data_len = 0;
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    ev->data = lua_tolstring(L, -1, &ev->data_len);
+  } else {
+    luaL_error(L, "event.data must be a string, got %s", luaL_typename(L, -1));
+  }
+  /* Both strings stay referenced by the event table at idx. */
+  lua_pop(L, 2);
+  ev->ts = odo_fieldu64(L, idx, "ts", def_ts);
+  if (ev->type_len == 0) {
+    snprintf(msg, msglen, "an event type must not be empty");
+    return "EINVAL";
+  }
+  if (ev->type_len > ODO_MAX_TYPE) {
+    snprintf(msg, msglen, "event type is %zu bytes; the limit is %d",
+             ev->type_len, ODO_MAX_TYPE);
+    return "ETOOBIG";
+  }
+  if (ev->data_len > ODO_MAX_DATA) {
+    snprintf(msg, msglen, "event data is %zu bytes; the limit is %u",
+             ev->data_len, ODO_MAX_DATA);
+    return "ETOOBIG";
+  }
+  return NULL;
+}

@@ -1,0 +1,127 @@
+/* odo.h - types, limits and helpers shared by every file of odo.core.
+ *
+ * Each responsibility lives in its own file and registers its functions
+ * through an xxx_open(L) called from luaopen_odo_core (core.c). This header
+ * holds only what more than one of them needs: the failure convention,
+ * byte order helpers, a growable buffer, CRC-32C and the limits.
+ */
+#ifndef ODO_H
+#define ODO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "compat.h"
+
+/* Limits. Every length read from disk or from the wire is checked against
+ * one of these before anything is allocated. */
+#define ODO_MAX_NODE_ID 128         /* bytes of a node id */
+#define ODO_MAX_STREAM_ID 255       /* bytes of a full stream id */
+#define ODO_MAX_TYPE 255            /* bytes of an event type */
+#define ODO_MAX_DATA (4u << 20)     /* bytes of one event's data */
+#define ODO_MAX_BATCH_EVENTS 100000 /* events in one append call */
+#define ODO_MAX_BATCH_BYTES (64u << 20) /* data bytes in one append call */
+#define ODO_MAX_REV ((uint64_t)1 << 53) /* exact in a double, for Lua 5.1 */
+#define ODO_HASH_LEN 32             /* SHA-256 */
+#define ODO_MAX_SIG 1024            /* bytes of a signature (RSA-8192 fits) */
+
+/* Runtime failure, luv's convention: pushes nil, "NAME: message", "NAME"
+ * and returns 3, so C functions can `return odo_fail(L, "EX", ...)`. */
+int odo_fail(lua_State *L, const char *name, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Pushes an unsigned 64-bit count or revision as a Lua integer. */
+void odo_pushu64(lua_State *L, uint64_t v);
+/* Reads an optional non-negative integer argument or field (raises on a
+ * wrong type or a negative value). */
+uint64_t odo_checku64(lua_State *L, int idx, const char *what);
+uint64_t odo_optu64(lua_State *L, int idx, uint64_t def, const char *what);
+/* t[k] as a non-negative integer, or def when nil; raises otherwise. */
+uint64_t odo_fieldu64(lua_State *L, int t, const char *k, uint64_t def);
+/* t[k] as a boolean (nil -> def). */
+int odo_fieldbool(lua_State *L, int t, const char *k, int def);
+
+/* Milliseconds since the Unix epoch (wall clock) and a monotonic clock. */
+uint64_t odo_now_ms(void);
+uint64_t odo_mono_ns(void);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
+void odo_hex(const uint8_t *in, size_t n, char *out);
+
+/* CRC-32C (Castagnoli), hardware accelerated where the CPU has it. */
+uint32_t odo_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* Big- and little-endian fixed-width integers. */
+static inline void odo_put_be64(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
+}
+static inline uint64_t odo_get_be64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+static inline void odo_put_be32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline uint32_t odo_get_be32(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+         ((uint32_t)p[2] << 8) | p[3];
+}
+static inline void odo_put_be16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v;
+}
+static inline uint16_t odo_get_be16(const uint8_t *p) {
+  return (uint16_t)(((unsigned)p[0] << 8) | p[1]);
+}
+
+/* A growable byte buffer. Allocation failure raises a Lua memory error
+ * through odo_buf_reserve's caller-supplied state when L is not NULL. */
+typedef struct odo_buf {
+  uint8_t *p;
+  size_t len, cap;
+} odo_buf;
+
+void odo_buf_init(odo_buf *b);
+void odo_buf_free(odo_buf *b);
+/* Ensures room for n more bytes; returns 0 on allocation failure. */
+int odo_buf_reserve(odo_buf *b, size_t n);
+int odo_buf_add(odo_buf *b, const void *p, size_t n);
+int odo_buf_add_u8(odo_buf *b, uint8_t v);
+int odo_buf_add_be16(odo_buf *b, uint16_t v);
+int odo_buf_add_be32(odo_buf *b, uint32_t v);
+int odo_buf_add_be64(odo_buf *b, uint64_t v);
+/* Drops n bytes from the front. */
+void odo_buf_consume(odo_buf *b, size_t n);
+
+/* A bounds-checked reader over a byte range: every get fails (returns 0)
+ * instead of reading past the end, and the error sticks. */
+typedef struct odo_rd {
+  const uint8_t *p;
+  size_t len, pos;
+  int bad;
+} odo_rd;
+
+static inline void odo_rd_init(odo_rd *r, const void *p, size_t len) {
+  r->p = (const uint8_t *)p; r->len = len; r->pos = 0; r->bad = 0;
+}
+static inline size_t odo_rd_left(const odo_rd *r) { return r->len - r->pos; }
+const uint8_t *odo_rd_bytes(odo_rd *r, size_t n);
+uint8_t odo_rd_u8(odo_rd *r);
+uint16_t odo_rd_be16(odo_rd *r);
+uint32_t odo_rd_be32(odo_rd *r);
+uint64_t odo_rd_be64(odo_rd *r);
+
+/* Registration of each part of odo.core into the module table on top. */
+void odo_store_open(lua_State *L);
+
+/* Creates a metatable `name` with methods (in __index), __gc, __close and
+ * __tostring from the given lists; leaves nothing on the stack. */
+void odo_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                  lua_CFunction gc, lua_CFunction tostring);
+
+#endif

@@ -1,0 +1,203 @@
+/* store.h - the event store's in-memory state and the C interface that
+ * other parts of the core (snapshot builder, sync engine) use directly.
+ *
+ * A store is one LevelDB database bound to one node id. Every stream it
+ * knows has a catalogue entry kept in memory and on disk; changes are
+ * staged in a transaction (a LevelDB WriteBatch plus staged copies of the
+ * catalogue entries it touches) and become visible in memory only after
+ * the write succeeded, so a failed write changes nothing. The key and
+ * value layout is in docs/STORAGE.md.
+ */
+#ifndef ODO_STORE_H
+#define ODO_STORE_H
+
+#include <leveldb/c.h>
+
+#include "event.h"
+
+#define ODO_STORE_CLASS "odo.store"
+#define ODO_ITER_CLASS "odo.store.iterator"
+#define ODO_STORE_FORMAT 1
+
+/* Snapshot origins. */
+#define ODO_ORIGIN_SOURCE 1 /* made (and later signed) by the stream's source */
+#define ODO_ORIGIN_LOCAL 2  /* built by this replica for its own use */
+
+/* One stream's catalogue entry. */
+typedef struct odo_cat {
+  uint64_t first;  /* first revision held (last + 1 when none are) */
+  uint64_t last;   /* last revision, 0 for an empty stream */
+  uint64_t snap;   /* revision of the newest source snapshot, 0 if none */
+  uint64_t purged; /* events up to here are deleted from disk */
+  uint8_t base[ODO_HASH_LEN]; /* h(first - 1) */
+  uint8_t hash[ODO_HASH_LEN]; /* h(last) */
+} odo_cat;
+
+typedef struct odo_stream {
+  char *id;
+  size_t id_len, src_len; /* the source id is id[0 .. src_len) */
+  uint64_t num;           /* key prefix of this stream's records */
+  int own;                /* this node is the stream's source */
+  odo_cat cat;            /* committed state */
+  odo_cat staged;         /* state inside the open transaction */
+  int in_txn, is_new, changed;
+  struct odo_stream *next; /* hash bucket chain */
+} odo_stream;
+
+/* A failure: a luv-style NAME and a message a person can act on. */
+typedef struct odo_err {
+  const char *name;
+  char msg[400];
+} odo_err;
+
+int odo_err_set(odo_err *e, const char *name, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+int odo_err_push(lua_State *L, const odo_err *e);
+
+/* Something in C (the sync engine) that wants to hear of every commit
+ * that advanced a stream, without a call into Lua. */
+typedef struct odo_store_listener {
+  void (*on_advance)(void *ud, odo_stream *st, uint64_t from, uint64_t to);
+  void *ud;
+  struct odo_store_listener *next;
+} odo_store_listener;
+
+typedef struct odo_iter odo_iter;
+
+typedef struct odo_store {
+  leveldb_t *db;
+  leveldb_options_t *options;
+  leveldb_cache_t *cache;
+  leveldb_filterpolicy_t *filter;
+  leveldb_readoptions_t *ropts;
+  leveldb_writeoptions_t *wsync, *wnosync;
+  leveldb_writebatch_t *batch;
+  char *path;
+  char node_id[ODO_MAX_NODE_ID + 1];
+  size_t node_len;
+  uint64_t created;
+  int sync_default;
+  odo_hasher hasher;
+  odo_stream **buckets;
+  size_t nbuckets, nstreams;
+  uint64_t next_num;
+  /* the open transaction */
+  int txn_open;
+  odo_stream **touched;
+  size_t ntouched, captouched;
+  /* streams advanced since Lua last asked (store:changes()) */
+  odo_stream **changed;
+  size_t nchanged, capchanged;
+  odo_store_listener *listeners;
+  odo_iter *iters; /* open iterators, closed with the store */
+  odo_buf val;     /* scratch for encoding values */
+} odo_store;
+
+/* Key layout (docs/STORAGE.md). */
+#define ODO_K_META 'm'
+#define ODO_K_CAT 'c'
+#define ODO_K_EVENT 'e'
+#define ODO_K_HEAD 'h'
+#define ODO_K_SNAP 's'
+#define ODO_K_PEER 'p'
+#define ODO_NUMKEY_LEN 17 /* tag, u64be stream number, u64be revision */
+
+void odo_numkey(uint8_t key[ODO_NUMKEY_LEN], char tag, uint64_t num,
+                uint64_t rev);
+
+/* The checked argument at idx; raises if it is not an open store. */
+odo_store *odo_store_check(lua_State *L, int idx);
+
+odo_stream *odo_store_find(odo_store *s, const char *id, size_t len);
+/* Whether id names a stream this node is the source of. */
+int odo_store_own_id(const odo_store *s, const char *id, size_t len);
+/* Finds or, when create is set, makes the stream (in the open
+ * transaction); NULL with e set when the id is not valid. */
+odo_stream *odo_store_stream(odo_store *s, const char *id, size_t len,
+                             int create, odo_err *e);
+
+/* Transactions: begin, stage changes, commit (one atomic write) or abort.
+ * odo_store_touch makes st part of the transaction and returns its staged
+ * entry to modify. */
+void odo_txn_begin(odo_store *s);
+odo_cat *odo_txn_touch(odo_store *s, odo_stream *st);
+int odo_txn_commit(odo_store *s, int sync, odo_err *e);
+void odo_txn_abort(odo_store *s);
+
+/* Framed values: u32be CRC-32C over key and payload, then the payload.
+ * odo_val_reset starts a payload in b with the 4 checksum bytes reserved;
+ * odo_store_put fills them in and adds the value to the transaction. */
+void odo_val_reset(odo_buf *b);
+int odo_store_put(odo_store *s, const uint8_t *key, size_t klen,
+                  const odo_buf *payload);
+void odo_store_del(odo_store *s, const uint8_t *key, size_t klen);
+/* Checks a framed value read under key; returns the payload or NULL. */
+const uint8_t *odo_value_check(const uint8_t *key, size_t klen,
+                               const char *val, size_t vlen, size_t *plen);
+/* leveldb_get of one framed value into out (malloc'd payload, caller
+ * frees *raw). 1 found, 0 absent, -1 failure with e set. */
+int odo_store_get(odo_store *s, const uint8_t *key, size_t klen,
+                  char **raw, const uint8_t **payload, size_t *plen,
+                  odo_err *e);
+/* Maps a LevelDB error string to a NAME and a message; frees it. */
+int odo_store_dberr(odo_err *e, char *dberr, const char *doing);
+
+/* Event records. */
+int odo_stage_own(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                  odo_err *e);
+int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs,
+                      size_t n, odo_err *e);
+/* Decodes an event value read under its key. */
+int odo_event_decode(const uint8_t *key, const char *val, size_t vlen,
+                     odo_event *ev);
+/* The source (or local) snapshot's revision and h(rev); 1 found, 0 none,
+ * -1 failure with e set. */
+int odo_snapshot_meta(odo_store *s, odo_stream *st, int origin, uint64_t *rev,
+                      uint8_t hash[ODO_HASH_LEN], odo_err *e);
+/* Hash of revision rev as held (event, or h(first-1)); 0 if not held. */
+int odo_store_hash_at(odo_store *s, odo_stream *st, uint64_t rev,
+                      uint8_t out[ODO_HASH_LEN], odo_err *e);
+
+/* A forward reader over one stream's events from a revision on, used by
+ * Lua iterators, the snapshot builder and the sync engine. */
+typedef struct odo_reader {
+  leveldb_iterator_t *it;
+  uint64_t num, next, to;
+  char stream_id[ODO_MAX_STREAM_ID + 1];
+  int started;
+} odo_reader;
+
+int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
+                    odo_reader *r, odo_err *e);
+/* 1 and ev filled (pointers valid until the next call), 0 at the end,
+ * -1 on corruption with e set. */
+int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e);
+void odo_reader_close(odo_reader *r);
+
+void odo_store_add_listener(odo_store *s, odo_store_listener *l);
+void odo_store_remove_listener(odo_store *s, odo_store_listener *l);
+
+/* Lua methods defined in the store's other files. */
+int odo_store_l_append(lua_State *L);
+int odo_store_l_append_many(lua_State *L);
+int odo_store_l_append_replica(lua_State *L);
+int odo_store_l_read(lua_State *L);
+int odo_store_l_iter(lua_State *L);
+int odo_store_l_verify(lua_State *L);
+int odo_store_l_snapshot_put(lua_State *L);
+int odo_store_l_snapshot_get(lua_State *L);
+int odo_store_l_snapshot_install(lua_State *L);
+int odo_store_l_compact(lua_State *L);
+int odo_store_l_purge(lua_State *L);
+int odo_store_l_head_put(lua_State *L);
+int odo_store_l_head_find(lua_State *L);
+int odo_store_l_peer_put(lua_State *L);
+int odo_store_l_peers(lua_State *L);
+int odo_store_l_peer_delete(lua_State *L);
+void odo_iter_register(lua_State *L);
+void odo_iter_close_all(odo_store *s);
+
+#endif

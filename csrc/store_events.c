@@ -1,0 +1,668 @@
+/* store_events.c - event records: appends by the source, replica appends
+ * that must continue the chain, reads of a range, iterators that walk a
+ * large range a slice at a time, and chain verification.
+ *
+ * Event value payload: hash[32] | u64be ts | u8 type_len | type | data. */
+#include <stdlib.h>
+
+#include "store.h"
+
+#define EVENT_FIXED (ODO_HASH_LEN + 8 + 1)
+
+static const char *stream_arg(lua_State *L, int idx, size_t *len) {
+  return luaL_checklstring(L, idx, len);
+}
+
+static int encode_event(odo_store *s, odo_stream *st, const odo_event *ev) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  odo_numkey(key, ODO_K_EVENT, st->num, ev->rev);
+  odo_val_reset(&s->val);
+  if (!odo_buf_reserve(&s->val, EVENT_FIXED + ev->type_len + ev->data_len))
+    return 0;
+  odo_buf_add(&s->val, ev->hash, ODO_HASH_LEN);
+  odo_buf_add_be64(&s->val, ev->ts);
+  odo_buf_add_u8(&s->val, (uint8_t)ev->type_len);
+  odo_buf_add(&s->val, ev->type, ev->type_len);
+  odo_buf_add(&s->val, ev->data, ev->data_len);
+  return odo_store_put(s, key, sizeof key, &s->val);
+}
+
+int odo_event_decode(const uint8_t *key, const char *val, size_t vlen,
+                     odo_event *ev) {
+  size_t plen;
+  const uint8_t *p = odo_value_check(key, ODO_NUMKEY_LEN, val, vlen, &plen);
+  odo_rd r;
+  const uint8_t *h;
+  if (p == NULL) return 0;
+  odo_rd_init(&r, p, plen);
+  h = odo_rd_bytes(&r, ODO_HASH_LEN);
+  if (h == NULL) return 0;
+  memcpy(ev->hash, h, ODO_HASH_LEN);
+  ev->ts = odo_rd_be64(&r);
+  ev->type_len = odo_rd_u8(&r);
+  ev->type = (const char *)odo_rd_bytes(&r, ev->type_len);
+  if (r.bad || ev->type_len == 0) return 0;
+  ev->data = (const char *)p + r.pos;
+  ev->data_len = odo_rd_left(&r);
+  ev->rev = odo_get_be64(key + 9);
+  return 1;
+}
+
+static int check_room(odo_stream *st, const odo_cat *c, size_t n,
+                      odo_err *e) {
+  if (c->last + n > ODO_MAX_REV)
+    return odo_err_set(e, "ETOOBIG", "stream %s would pass revision 2^53",
+                       st->id);
+  return 1;
+}
+
+int odo_stage_own(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                  odo_err *e) {
+  odo_cat *c;
+  if (!st->own)
+    return odo_err_set(e, "ENOTSOURCE",
+                       "this node (%s) is not the source of stream %s; only "
+                       "its source appends to it",
+                       s->node_id, st->id);
+  c = odo_txn_touch(s, st);
+  if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
+  if (!check_room(st, c, n, e)) return 0;
+  for (size_t i = 0; i < n; i++) {
+    evs[i].rev = c->last + 1;
+    if (!odo_chain_next(&s->hasher, c->hash, &evs[i], evs[i].hash))
+      return odo_err_set(e, "EIO", "SHA-256 failed");
+    if (!encode_event(s, st, &evs[i]))
+      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+    memcpy(c->hash, evs[i].hash, ODO_HASH_LEN);
+    c->last++;
+  }
+  return 1;
+}
+
+int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                      odo_err *e) {
+  odo_cat *c;
+  uint8_t h[ODO_HASH_LEN];
+  char hex[2 * ODO_HASH_LEN + 1];
+  if (st->own)
+    return odo_err_set(e, "ESOURCE",
+                       "this node is the source of stream %s; it never "
+                       "accepts that stream's events from elsewhere",
+                       st->id);
+  c = odo_txn_touch(s, st);
+  if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
+  if (!check_room(st, c, n, e)) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (evs[i].rev != c->last + 1)
+      return odo_err_set(e, "EGAP",
+                         "stream %s is at revision %llu; event %llu does not "
+                         "continue it (expected %llu)",
+                         st->id, (unsigned long long)c->last,
+                         (unsigned long long)evs[i].rev,
+                         (unsigned long long)(c->last + 1));
+    if (!odo_chain_next(&s->hasher, c->hash, &evs[i], h))
+      return odo_err_set(e, "EIO", "SHA-256 failed");
+    if (memcmp(h, evs[i].hash, ODO_HASH_LEN) != 0) {
+      odo_hex(h, ODO_HASH_LEN, hex);
+      return odo_err_set(e, "ECHAIN",
+                         "event %llu of stream %s does not match its chain "
+                         "hash (computed %s); it is not what the source wrote",
+                         (unsigned long long)evs[i].rev, st->id, hex);
+    }
+    if (!encode_event(s, st, &evs[i]))
+      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+    memcpy(c->hash, h, ODO_HASH_LEN);
+    c->last++;
+  }
+  return 1;
+}
+
+/* Reads the event array at idx into a GC-managed odo_event array pushed on
+ * the stack (so a raise while reading leaks nothing). Returns NULL with msg
+ * set when an event breaks a limit. */
+static odo_event *check_events(lua_State *L, int idx, size_t *n,
+                               int replica, odo_err *e) {
+  size_t count, total = 0;
+  odo_event *evs;
+  uint64_t now = odo_now_ms();
+  luaL_checktype(L, idx, LUA_TTABLE);
+  count = lua_rawlen(L, idx);
+  if (count > ODO_MAX_BATCH_EVENTS) {
+    odo_err_set(e, "ETOOBIG", "%zu events in one batch; the limit is %d",
+                count, ODO_MAX_BATCH_EVENTS);
+    return NULL;
+  }
+  evs = lua_newuserdatauv(L, (count ? count : 1) * sizeof *evs, 0);
+  for (size_t i = 0; i < count; i++) {
+    const char *bad;
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    bad = odo_check_event(L, lua_gettop(L), &evs[i], now, e->msg,
+                          sizeof e->msg);
+    if (replica) {
+      size_t hl;
+      const char *h;
+      evs[i].rev = odo_fieldu64(L, -1, "rev", 0);
+      lua_getfield(L, -1, "hash");
+      h = lua_tolstring(L, -1, &hl);
+      if (h == NULL || hl != ODO_HASH_LEN)
+        luaL_error(L, "replica event %d needs rev and a 32-byte hash",
+                   (int)i + 1);
+      memcpy(evs[i].hash, h, ODO_HASH_LEN);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (bad) {
+      e->name = bad;
+      return NULL;
+    }
+    total += evs[i].data_len;
+    if (total > ODO_MAX_BATCH_BYTES) {
+      odo_err_set(e, "ETOOBIG",
+                  "a batch carries over %u bytes of data; split it",
+                  ODO_MAX_BATCH_BYTES);
+      return NULL;
+    }
+  }
+  *n = count;
+  return evs;
+}
+
+static int sync_opt(lua_State *L, odo_store *s, int idx) {
+  return lua_istable(L, idx) ? odo_fieldbool(L, idx, "sync", s->sync_default)
+                             : s->sync_default;
+}
+
+/* The expected revision check, done before anything is staged. */
+static int check_expected(lua_State *L, int opts, odo_store *s,
+                          const char *id, size_t len, odo_err *e) {
+  odo_stream *st;
+  uint64_t expected, last;
+  lua_getfield(L, opts, "expected");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  expected = odo_checku64(L, -1, "expected");
+  lua_pop(L, 1);
+  st = odo_store_find(s, id, len);
+  last = st ? (st->in_txn ? st->staged.last : st->cat.last) : 0;
+  if (expected != last)
+    return odo_err_set(e, "ECONFLICT",
+                       "stream %.*s is at revision %llu, not the expected "
+                       "%llu; nothing was written",
+                       (int)len, id, (unsigned long long)last,
+                       (unsigned long long)expected);
+  return 1;
+}
+
+/* Stages one group: stream id at `sidx`, events at `eidx`, options at
+ * `oidx` (0 for none). */
+static int stage_group(lua_State *L, odo_store *s, int sidx, int eidx,
+                       int oidx, odo_err *e) {
+  size_t len, n = 0;
+  const char *id;
+  odo_event *evs;
+  odo_stream *st;
+  int top = lua_gettop(L), ok;
+  if (lua_isnil(L, sidx)) {
+    id = s->node_id;
+    len = s->node_len;
+  } else {
+    id = stream_arg(L, sidx, &len);
+  }
+  evs = check_events(L, eidx, &n, 0, e);
+  if (evs == NULL) {
+    lua_settop(L, top);
+    return 0;
+  }
+  if (oidx && !check_expected(L, oidx, s, id, len, e)) {
+    lua_settop(L, top);
+    return 0;
+  }
+  if (n > 0 && odo_store_find(s, id, len) == NULL &&
+      !odo_store_own_id(s, id, len)) {
+    lua_settop(L, top);
+    return odo_err_set(e, "ENOTSOURCE",
+                       "this node (%s) is not the source of stream %.*s; "
+                       "only its source appends to it",
+                       s->node_id, (int)len, id);
+  }
+  st = odo_store_stream(s, id, len, n > 0, e);
+  ok = st == NULL ? (n == 0 && e->name == NULL)
+                  : odo_stage_own(s, st, evs, n, e);
+  lua_settop(L, top);
+  return ok;
+}
+
+static uint64_t last_of(odo_store *s, lua_State *L, int sidx) {
+  size_t len;
+  const char *id = lua_isnil(L, sidx) ? s->node_id : lua_tolstring(L, sidx, &len);
+  odo_stream *st;
+  if (lua_isnil(L, sidx)) len = s->node_len;
+  st = odo_store_find(s, id, len);
+  return st ? st->cat.last : 0;
+}
+
+/***
+ * Appends events to a stream this node is the source of, in one atomic
+ * write.
+ * @function append
+ * @tparam ?string stream full stream id (nil: the node's own stream)
+ * @tparam table events array of {type=, data=, ts=}
+ * @tparam[opt] table opts `expected` (revision the stream must be at),
+ *   `sync` (default: the store's)
+ * @treturn integer the stream's new last revision
+ * @treturn[2] nil
+ * @treturn[2] string "ECONFLICT: ...", "ETOOBIG: ...", ...
+ */
+int odo_store_l_append(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_err e = {0};
+  int opts = lua_istable(L, 4) ? 4 : 0;
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TSTRING);
+  odo_txn_begin(s);
+  if (!stage_group(L, s, 2, 3, opts, &e) ||
+      !odo_txn_commit(s, sync_opt(L, s, 4), &e)) {
+    odo_txn_abort(s);
+    return odo_err_push(L, &e);
+  }
+  odo_pushu64(L, last_of(s, L, 2));
+  return 1;
+}
+
+/***
+ * Appends several groups in one atomic write and one sync (group commit).
+ * A group that fails its expected revision or a limit is skipped; the
+ * others are written.
+ * @function append_many
+ * @tparam table groups array of {stream=, events=, expected=}
+ * @tparam[opt] table opts `sync`
+ * @treturn table per group: the new last revision, or "NAME: message"
+ */
+int odo_store_l_append_many(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_err e = {0};
+  size_t n;
+  int results;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = lua_rawlen(L, 2);
+  lua_createtable(L, (int)n, 0);
+  results = lua_gettop(L);
+  odo_txn_begin(s);
+  for (size_t i = 1; i <= n; i++) {
+    int g;
+    lua_rawgeti(L, 2, (lua_Integer)i);
+    luaL_checktype(L, -1, LUA_TTABLE);
+    g = lua_gettop(L);
+    lua_getfield(L, g, "stream");
+    if (!lua_isnil(L, -1)) luaL_checktype(L, -1, LUA_TSTRING);
+    lua_getfield(L, g, "events");
+    memset(&e, 0, sizeof e);
+    if (stage_group(L, s, g + 1, g + 2, g, &e)) {
+      size_t len;
+      const char *id = lua_isnil(L, g + 1) ? s->node_id
+                                           : lua_tolstring(L, g + 1, &len);
+      odo_stream *st;
+      if (lua_isnil(L, g + 1)) len = s->node_len;
+      st = odo_store_find(s, id, len);
+      odo_pushu64(L, st ? (st->in_txn ? st->staged.last : st->cat.last) : 0);
+    } else {
+      lua_pushfstring(L, "%s: %s", e.name, e.msg);
+    }
+    lua_rawseti(L, results, (lua_Integer)i);
+    lua_settop(L, results);
+  }
+  memset(&e, 0, sizeof e);
+  if (!odo_txn_commit(s, sync_opt(L, s, 3), &e)) return odo_err_push(L, &e);
+  return 1;
+}
+
+/***
+ * Appends events received from another node: they must continue the
+ * stream at last + 1 and match their chain hashes, else nothing is written.
+ * @function append_replica
+ * @tparam string stream
+ * @tparam table events array of {rev=, ts=, type=, data=, hash=}
+ * @tparam[opt] table opts `sync`
+ */
+int odo_store_l_append_replica(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len, n = 0;
+  const char *id = stream_arg(L, 2, &len);
+  odo_err e = {0};
+  odo_event *evs = check_events(L, 3, &n, 1, &e);
+  odo_stream *st;
+  if (evs == NULL) return odo_err_push(L, &e);
+  odo_txn_begin(s);
+  st = odo_store_stream(s, id, len, n > 0, &e);
+  if (n > 0 && (st == NULL || !odo_stage_replica(s, st, evs, n, &e) ||
+                !odo_txn_commit(s, sync_opt(L, s, 4), &e))) {
+    odo_txn_abort(s);
+    return odo_err_push(L, &e);
+  }
+  odo_txn_abort(s);
+  st = odo_store_find(s, id, len);
+  odo_pushu64(L, st ? st->cat.last : 0);
+  return 1;
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static int compacted(odo_stream *st, uint64_t from, odo_err *e) {
+  return odo_err_set(e, "ECOMPACTED",
+                     "revision %llu of stream %s is compacted; events are "
+                     "held from %llu, and the snapshot at %llu covers the "
+                     "rest",
+                     (unsigned long long)from, st->id,
+                     (unsigned long long)st->cat.first,
+                     (unsigned long long)st->cat.snap);
+}
+
+int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
+                    odo_reader *r, odo_err *e) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  memset(r, 0, sizeof *r);
+  if (from == 0) from = 1;
+  if (from < st->cat.first) return compacted(st, from, e);
+  r->num = st->num;
+  r->next = from;
+  r->to = to < st->cat.last ? to : st->cat.last;
+  memcpy(r->stream_id, st->id, st->id_len + 1);
+  if (r->next > r->to) return 1; /* nothing to read; no iterator needed */
+  r->it = leveldb_create_iterator(s->db, s->ropts);
+  odo_numkey(key, ODO_K_EVENT, r->num, from);
+  leveldb_iter_seek(r->it, (const char *)key, sizeof key);
+  return 1;
+}
+
+int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e) {
+  size_t klen, vlen;
+  const char *k, *v;
+  char *err = NULL;
+  if (r->next > r->to || r->it == NULL) return 0;
+  if (r->started) leveldb_iter_next(r->it);
+  r->started = 1;
+  if (!leveldb_iter_valid(r->it)) {
+    leveldb_iter_get_error(r->it, &err);
+    if (err) return odo_store_dberr(e, err, "reading events"), -1;
+    goto missing;
+  }
+  k = leveldb_iter_key(r->it, &klen);
+  if (klen != ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT ||
+      odo_get_be64((const uint8_t *)k + 1) != r->num)
+    goto missing;
+  if (odo_get_be64((const uint8_t *)k + 9) != r->next) goto missing;
+  v = leveldb_iter_value(r->it, &vlen);
+  if (!odo_event_decode((const uint8_t *)k, v, vlen, ev)) {
+    odo_err_set(e, "ECORRUPT",
+                "event %llu of stream %s is damaged (checksum mismatch)",
+                (unsigned long long)r->next, r->stream_id);
+    return -1;
+  }
+  r->next++;
+  return 1;
+missing:
+  odo_err_set(e, "ECORRUPT", "event %llu of stream %s is missing",
+              (unsigned long long)r->next, r->stream_id);
+  return -1;
+}
+
+void odo_reader_close(odo_reader *r) {
+  if (r->it) leveldb_iter_destroy(r->it);
+  r->it = NULL;
+}
+
+/* Reads up to limit events from r into a new Lua array on the stack.
+ * Returns the count, or -1 with e set (nothing pushed). */
+static long read_into(lua_State *L, odo_reader *r, uint64_t limit,
+                      int with_hash, odo_err *e) {
+  odo_event ev;
+  long n = 0;
+  uint64_t want = r->to >= r->next ? r->to - r->next + 1 : 0;
+  if (want > limit) want = limit;
+  lua_createtable(L, want < 65536 ? (int)want : 65536, 0);
+  while ((uint64_t)n < limit) {
+    int rc = odo_reader_next(r, &ev, e);
+    if (rc < 0) {
+      lua_pop(L, 1);
+      return -1;
+    }
+    if (rc == 0) break;
+    odo_push_event(L, &ev, with_hash);
+    lua_rawseti(L, -2, ++n);
+  }
+  return n;
+}
+
+/***
+ * Reads events from..to (inclusive), at most limit of them, as one array.
+ * @function read
+ * @tparam string stream
+ * @tparam[opt] integer from default: the first revision held
+ * @tparam[opt] integer to default: the last revision
+ * @tparam[opt] integer limit default: no limit
+ * @treturn table array of {rev, ts, type, data, hash}
+ * @treturn[2] nil
+ * @treturn[2] string "ECOMPACTED: ..." or "ECORRUPT: ..."
+ */
+int odo_store_l_read(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len;
+  const char *id = stream_arg(L, 2, &len);
+  odo_stream *st = odo_store_find(s, id, len);
+  uint64_t from, to, limit;
+  odo_reader r;
+  odo_err e = {0};
+  long n;
+  if (st == NULL) {
+    lua_newtable(L);
+    return 1;
+  }
+  from = odo_optu64(L, 3, st->cat.first, "from");
+  to = odo_optu64(L, 4, st->cat.last, "to");
+  limit = odo_optu64(L, 5, UINT64_MAX, "limit");
+  if (!odo_reader_open(s, st, from, to, &r, &e)) return odo_err_push(L, &e);
+  n = read_into(L, &r, limit, 1, &e);
+  odo_reader_close(&r);
+  if (n < 0) return odo_err_push(L, &e);
+  return 1;
+}
+
+/* ---- iterators ----------------------------------------------------------- */
+
+struct odo_iter {
+  odo_reader r;
+  odo_store *store;
+  odo_iter *prev, *next;
+  int open;
+};
+
+static void iter_unlink(odo_iter *it) {
+  if (!it->open) return;
+  odo_reader_close(&it->r);
+  if (it->prev) it->prev->next = it->next;
+  else it->store->iters = it->next;
+  if (it->next) it->next->prev = it->prev;
+  it->open = 0;
+}
+
+void odo_iter_close_all(odo_store *s) {
+  while (s->iters) iter_unlink(s->iters);
+}
+
+/***
+ * An iterator over a large range that holds one slice at a time.
+ * @function iter
+ * @tparam string stream
+ * @tparam[opt] integer from
+ * @tparam[opt] integer to default: the last revision now
+ * @treturn odo.store.iterator with `next(n)` and `close()`
+ */
+int odo_store_l_iter(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len;
+  const char *id = stream_arg(L, 2, &len);
+  odo_stream *st = odo_store_find(s, id, len);
+  odo_iter *it;
+  odo_err e = {0};
+  uint64_t from = odo_optu64(L, 3, st ? st->cat.first : 1, "from");
+  uint64_t to = odo_optu64(L, 4, st ? st->cat.last : 0, "to");
+  it = lua_newuserdatauv(L, sizeof *it, 1);
+  memset(it, 0, sizeof *it);
+  luaL_setmetatable(L, ODO_ITER_CLASS);
+  if (st && !odo_reader_open(s, st, from, to, &it->r, &e))
+    return odo_err_push(L, &e);
+  it->store = s;
+  it->open = 1;
+  it->next = s->iters;
+  if (s->iters) s->iters->prev = it;
+  s->iters = it;
+  lua_pushvalue(L, 1); /* the iterator keeps its store alive */
+#if LUA_VERSION_NUM >= 504
+  lua_setiuservalue(L, -2, 1);
+#else
+  lua_setuservalue(L, -2);
+#endif
+  return 1;
+}
+
+static odo_iter *check_iter(lua_State *L) {
+  odo_iter *it = luaL_checkudata(L, 1, ODO_ITER_CLASS);
+  if (!it->open) luaL_error(L, "attempt to use a closed iterator");
+  return it;
+}
+
+/***
+ * The next slice of at most n events (default 1000), or nil at the end.
+ * @function iterator:next
+ */
+static int l_iter_next(lua_State *L) {
+  odo_iter *it = check_iter(L);
+  uint64_t n = odo_optu64(L, 2, 1000, "n");
+  odo_err e = {0};
+  long got = read_into(L, &it->r, n ? n : 1, 1, &e);
+  if (got < 0) return odo_err_push(L, &e);
+  if (got == 0) {
+    iter_unlink(it);
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+static int l_iter_close(lua_State *L) {
+  odo_iter *it = luaL_checkudata(L, 1, ODO_ITER_CLASS);
+  iter_unlink(it);
+  return 0;
+}
+
+static int l_iter_tostring(lua_State *L) {
+  odo_iter *it = luaL_checkudata(L, 1, ODO_ITER_CLASS);
+  lua_pushfstring(L, "odo.store.iterator (%s)", it->open ? "open" : "closed");
+  return 1;
+}
+
+void odo_iter_register(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"next", l_iter_next}, {"close", l_iter_close}, {NULL, NULL}};
+  odo_newclass(L, ODO_ITER_CLASS, methods, l_iter_close, l_iter_tostring);
+}
+
+/* ---- hashes and verification -------------------------------------------- */
+
+int odo_store_hash_at(odo_store *s, odo_stream *st, uint64_t rev,
+                      uint8_t out[ODO_HASH_LEN], odo_err *e) {
+  odo_reader r;
+  odo_event ev;
+  int rc;
+  if (rev + 1 == st->cat.first) {
+    memcpy(out, st->cat.base, ODO_HASH_LEN);
+    return 1;
+  }
+  if (rev < st->cat.first || rev > st->cat.last) return 0;
+  if (rev == st->cat.last) {
+    memcpy(out, st->cat.hash, ODO_HASH_LEN);
+    return 1;
+  }
+  if (!odo_reader_open(s, st, rev, rev, &r, e)) return -1;
+  rc = odo_reader_next(&r, &ev, e);
+  if (rc == 1) memcpy(out, ev.hash, ODO_HASH_LEN);
+  odo_reader_close(&r);
+  return rc;
+}
+
+/***
+ * Recomputes a stream's chain over the events it holds and checks it
+ * against the stored hashes, the catalogue and the snapshots.
+ * @function verify
+ * @tparam string stream
+ * @treturn true
+ * @treturn[2] nil
+ * @treturn[2] string "ECORRUPT: ..." naming the first bad revision
+ * @treturn[2] string "ECORRUPT"
+ * @treturn[2] integer the first bad revision
+ */
+int odo_store_l_verify(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len;
+  const char *id = stream_arg(L, 2, &len);
+  odo_stream *st = odo_store_find(s, id, len);
+  uint8_t h[ODO_HASH_LEN], computed[ODO_HASH_LEN];
+  odo_reader r;
+  odo_event ev;
+  odo_err e = {0};
+  uint64_t bad = 0;
+  int rc;
+  if (st == NULL) return odo_fail(L, "ENOENT", "no stream %s", id);
+  memcpy(h, st->cat.base, ODO_HASH_LEN);
+  if (!odo_reader_open(s, st, st->cat.first, st->cat.last, &r, &e))
+    return odo_err_push(L, &e);
+  while ((rc = odo_reader_next(&r, &ev, &e)) == 1) {
+    if (!odo_chain_next(&s->hasher, h, &ev, computed)) {
+      odo_reader_close(&r);
+      return luaL_error(L, "SHA-256 failed");
+    }
+    if (memcmp(computed, ev.hash, ODO_HASH_LEN) != 0) {
+      bad = ev.rev;
+      odo_err_set(&e, "ECORRUPT",
+                  "stream %s: event %llu does not match its chain hash", id,
+                  (unsigned long long)bad);
+      break;
+    }
+    memcpy(h, computed, ODO_HASH_LEN);
+  }
+  odo_reader_close(&r);
+  if (rc < 0) bad = r.next;
+  if (!bad && rc == 0 && memcmp(h, st->cat.hash, ODO_HASH_LEN) != 0) {
+    bad = st->cat.last;
+    odo_err_set(&e, "ECORRUPT",
+                "stream %s: the catalogue's head hash does not match event "
+                "%llu",
+                id, (unsigned long long)bad);
+  }
+  for (int origin = ODO_ORIGIN_SOURCE; !bad && origin <= ODO_ORIGIN_LOCAL;
+       origin++) {
+    uint64_t srev;
+    uint8_t sh[ODO_HASH_LEN], held[ODO_HASH_LEN];
+    int got = odo_snapshot_meta(s, st, origin, &srev, sh, &e);
+    if (got < 0) {
+      bad = st->cat.first;
+      break;
+    }
+    if (got == 1 && odo_store_hash_at(s, st, srev, held, &e) == 1 &&
+        memcmp(held, sh, ODO_HASH_LEN) != 0) {
+      bad = srev;
+      odo_err_set(&e, "ECORRUPT",
+                  "stream %s: the %s snapshot at %llu does not match the "
+                  "chain",
+                  id, origin == ODO_ORIGIN_SOURCE ? "source" : "local",
+                  (unsigned long long)srev);
+    }
+  }
+  if (bad) {
+    odo_err_push(L, &e);
+    odo_pushu64(L, bad);
+    return 4;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}

@@ -1,0 +1,142 @@
+/* store_peers.c - peer history: the peers this node has been introduced
+ * to, so a restarted node finds them again without seeds.
+ *
+ * Key: 'p' | peer id. Payload: u16be port | u64be last_seen_ms
+ *      | u8 host_len | host | u16be reason_len | reason */
+#include <stdlib.h>
+
+#include "store.h"
+
+#define MAX_HOST 255
+#define MAX_REASON 1024
+
+static int peer_key(odo_buf *k, const char *id, size_t len) {
+  k->len = 0;
+  return odo_buf_add_u8(k, ODO_K_PEER) && odo_buf_add(k, id, len);
+}
+
+static const char *field_str(lua_State *L, int t, const char *k, size_t *len,
+                             size_t max, int required) {
+  const char *v;
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1) && !required) {
+    lua_pop(L, 1);
+    *len = 0;
+    return "";
+  }
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "peer.%s must be a string", k);
+  v = lua_tolstring(L, -1, len);
+  if (*len > max) luaL_error(L, "peer.%s is longer than %d bytes", k, (int)max);
+  lua_pop(L, 1); /* still referenced by the table */
+  return v;
+}
+
+/***
+ * Records a peer: {id, host, port, last_seen (ms, default now), reason}.
+ * @function peer_put
+ */
+int odo_store_l_peer_put(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t id_len, host_len, reason_len;
+  const char *id, *host, *reason;
+  uint64_t port, seen;
+  odo_buf k;
+  odo_err e = {0};
+  luaL_checktype(L, 2, LUA_TTABLE);
+  id = field_str(L, 2, "id", &id_len, ODO_MAX_NODE_ID, 1);
+  host = field_str(L, 2, "host", &host_len, MAX_HOST, 1);
+  reason = field_str(L, 2, "reason", &reason_len, MAX_REASON, 0);
+  port = odo_fieldu64(L, 2, "port", 0);
+  seen = odo_fieldu64(L, 2, "last_seen", odo_now_ms());
+  if (id_len == 0 || port == 0 || port > 65535)
+    return luaL_error(L, "a peer needs an id and a port from 1 to 65535");
+  odo_buf_init(&k);
+  if (!peer_key(&k, id, id_len)) return luaL_error(L, "out of memory");
+  odo_txn_begin(s);
+  odo_val_reset(&s->val);
+  odo_buf_add_be16(&s->val, (uint16_t)port);
+  odo_buf_add_be64(&s->val, seen);
+  odo_buf_add_u8(&s->val, (uint8_t)host_len);
+  odo_buf_add(&s->val, host, host_len);
+  odo_buf_add_be16(&s->val, (uint16_t)reason_len);
+  odo_buf_add(&s->val, reason, reason_len);
+  odo_store_put(s, k.p, k.len, &s->val);
+  odo_buf_free(&k);
+  if (!odo_txn_commit(s, 0, &e)) return odo_err_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/***
+ * Every recorded peer, sorted by id.
+ * @function peers
+ * @treturn table array of {id, host, port, last_seen, reason}
+ */
+int odo_store_l_peers(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts);
+  char tag = ODO_K_PEER;
+  int n = 0;
+  lua_newtable(L);
+  leveldb_iter_seek(it, &tag, 1);
+  for (; leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    size_t kl, vl, pl;
+    const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
+    const char *v = leveldb_iter_value(it, &vl);
+    const uint8_t *p, *host, *reason;
+    uint16_t port, reason_len;
+    uint8_t host_len;
+    uint64_t seen;
+    odo_rd r;
+    if (kl < 2 || k[0] != ODO_K_PEER) break;
+    p = odo_value_check(k, kl, v, vl, &pl);
+    odo_rd_init(&r, p, p ? pl : 0);
+    port = odo_rd_be16(&r);
+    seen = odo_rd_be64(&r);
+    host_len = odo_rd_u8(&r);
+    host = odo_rd_bytes(&r, host_len);
+    reason_len = odo_rd_be16(&r);
+    reason = odo_rd_bytes(&r, reason_len);
+    if (p == NULL || r.bad) {
+      leveldb_iter_destroy(it);
+      return odo_fail(L, "ECORRUPT", "the history record of peer %.*s is "
+                      "damaged", (int)(kl - 1), (const char *)k + 1);
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushlstring(L, (const char *)k + 1, kl - 1);
+    lua_setfield(L, -2, "id");
+    lua_pushlstring(L, (const char *)host, host_len);
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "port");
+    odo_pushu64(L, seen);
+    lua_setfield(L, -2, "last_seen");
+    lua_pushlstring(L, (const char *)reason, reason_len);
+    lua_setfield(L, -2, "reason");
+    lua_rawseti(L, -2, ++n);
+  }
+  leveldb_iter_destroy(it);
+  return 1;
+}
+
+/***
+ * Forgets a peer.
+ * @function peer_delete
+ * @tparam string id
+ */
+int odo_store_l_peer_delete(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len;
+  const char *id = luaL_checklstring(L, 2, &len);
+  odo_buf k;
+  odo_err e = {0};
+  odo_buf_init(&k);
+  if (!peer_key(&k, id, len)) return luaL_error(L, "out of memory");
+  odo_txn_begin(s);
+  odo_store_del(s, k.p, k.len);
+  odo_buf_free(&k);
+  if (!odo_txn_commit(s, 0, &e)) return odo_err_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}

@@ -1,0 +1,489 @@
+/* store_snapshots.c - snapshots, compaction and signed heads.
+ *
+ * A stream keeps at most one snapshot per origin (source, local), each
+ * stored with h(rev) so the chain continues after it. Compaction is two
+ * steps: compact() moves the first held revision forward in one atomic
+ * write, purge() then deletes the old records in bounded slices. A replica
+ * installing a received source snapshot does both moves in one write.
+ *
+ * Snapshot payload: u64be rev | hash[32] | u8 format_len | format
+ *                   | u16be sig_len | sig | data
+ * Head payload:     hash[32] | u16be sig_len | sig
+ */
+#include <stdlib.h>
+
+#include "store.h"
+
+static const char *origin_name(int origin) {
+  return origin == ODO_ORIGIN_SOURCE ? "source" : "local";
+}
+
+static int check_origin(lua_State *L, const char *name) {
+  if (strcmp(name, "source") == 0) return ODO_ORIGIN_SOURCE;
+  if (strcmp(name, "local") == 0) return ODO_ORIGIN_LOCAL;
+  return luaL_error(L, "origin must be 'source' or 'local', got '%s'", name);
+}
+
+static odo_stream *check_stream(lua_State *L, odo_store *s, int idx) {
+  size_t len;
+  const char *id = luaL_checklstring(L, idx, &len);
+  return odo_store_find(s, id, len);
+}
+
+typedef struct snap_rec {
+  uint64_t rev;
+  const uint8_t *hash, *format, *sig, *data;
+  size_t format_len, sig_len, data_len;
+} snap_rec;
+
+static int snap_decode(const uint8_t *p, size_t n, snap_rec *sr) {
+  odo_rd r;
+  odo_rd_init(&r, p, n);
+  sr->rev = odo_rd_be64(&r);
+  sr->hash = odo_rd_bytes(&r, ODO_HASH_LEN);
+  sr->format_len = odo_rd_u8(&r);
+  sr->format = odo_rd_bytes(&r, sr->format_len);
+  sr->sig_len = odo_rd_be16(&r);
+  sr->sig = odo_rd_bytes(&r, sr->sig_len);
+  if (r.bad) return 0;
+  sr->data = p + r.pos;
+  sr->data_len = odo_rd_left(&r);
+  return 1;
+}
+
+/* Reads a snapshot record: 1 found (free *raw), 0 none, -1 failure. */
+static int snap_read(odo_store *s, odo_stream *st, int origin, char **raw,
+                     snap_rec *sr, odo_err *e) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  const uint8_t *p;
+  size_t n;
+  int rc;
+  odo_numkey(key, ODO_K_SNAP, st->num, (uint64_t)origin);
+  rc = odo_store_get(s, key, sizeof key, raw, &p, &n, e);
+  if (rc != 1) return rc;
+  if (!snap_decode(p, n, sr)) {
+    leveldb_free(*raw);
+    *raw = NULL;
+    odo_err_set(e, "ECORRUPT", "the %s snapshot of stream %s is damaged",
+                origin_name(origin), st->id);
+    return -1;
+  }
+  return 1;
+}
+
+int odo_snapshot_meta(odo_store *s, odo_stream *st, int origin, uint64_t *rev,
+                      uint8_t hash[ODO_HASH_LEN], odo_err *e) {
+  char *raw = NULL;
+  snap_rec sr;
+  int rc = snap_read(s, st, origin, &raw, &sr, e);
+  if (rc == 1) {
+    *rev = sr.rev;
+    memcpy(hash, sr.hash, ODO_HASH_LEN);
+    leveldb_free(raw);
+  }
+  return rc;
+}
+
+static void snap_stage(odo_store *s, odo_stream *st, int origin, uint64_t rev,
+                       const uint8_t *hash, const char *format,
+                       size_t format_len, const char *sig, size_t sig_len,
+                       const char *data, size_t data_len) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  odo_numkey(key, ODO_K_SNAP, st->num, (uint64_t)origin);
+  odo_val_reset(&s->val);
+  odo_buf_add_be64(&s->val, rev);
+  odo_buf_add(&s->val, hash, ODO_HASH_LEN);
+  odo_buf_add_u8(&s->val, (uint8_t)format_len);
+  odo_buf_add(&s->val, format, format_len);
+  odo_buf_add_be16(&s->val, (uint16_t)sig_len);
+  odo_buf_add(&s->val, sig, sig_len);
+  odo_buf_add(&s->val, data, data_len);
+  odo_store_put(s, key, sizeof key, &s->val);
+}
+
+/* Optional string field of the table at idx, limited to max bytes. */
+static const char *opt_str(lua_State *L, int idx, const char *k, size_t *len,
+                           size_t max) {
+  const char *v;
+  *len = 0;
+  if (!lua_istable(L, idx)) return "";
+  lua_getfield(L, idx, k);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return "";
+  }
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "%s must be a string", k);
+  v = lua_tolstring(L, -1, len);
+  if (*len > max) luaL_error(L, "%s is longer than %d bytes", k, (int)max);
+  lua_pop(L, 1); /* still referenced by the table */
+  return v;
+}
+
+/***
+ * Stores a snapshot of a stream at revision rev, with h(rev).
+ * @function snapshot_put
+ * @tparam string stream
+ * @tparam integer rev between the first held revision - 1 and the last
+ * @tparam string data the snapshot's bytes
+ * @tparam[opt] table opts `origin` ("source" on own streams, "local" by
+ *   default on replicas), `format` (e.g. "kv"), `sig`, `sync`
+ */
+int odo_store_l_snapshot_put(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_stream *st = check_stream(L, s, 2);
+  uint64_t rev = odo_checku64(L, 3, "rev"), old_rev;
+  size_t data_len, format_len, sig_len;
+  const char *data = luaL_checklstring(L, 4, &data_len);
+  const char *format = opt_str(L, 5, "format", &format_len, 255);
+  const char *sig = opt_str(L, 5, "sig", &sig_len, ODO_MAX_SIG);
+  int origin, rc;
+  uint8_t hash[ODO_HASH_LEN], old_hash[ODO_HASH_LEN];
+  odo_err e = {0};
+  if (st == NULL)
+    return odo_fail(L, "ENOENT", "no stream %s", lua_tostring(L, 2));
+  origin = st->own ? ODO_ORIGIN_SOURCE : ODO_ORIGIN_LOCAL;
+  if (lua_istable(L, 5)) {
+    lua_getfield(L, 5, "origin");
+    if (!lua_isnil(L, -1)) origin = check_origin(L, luaL_checkstring(L, -1));
+    lua_pop(L, 1);
+  }
+  if (st->own && origin != ODO_ORIGIN_SOURCE)
+    return luaL_error(L, "snapshots of an own stream have origin 'source'");
+  if (rev == 0) return odo_fail(L, "EINVAL", "a snapshot covers revision 1 or later");
+  rc = odo_store_hash_at(s, st, rev, hash, &e);
+  if (rc < 0) return odo_err_push(L, &e);
+  if (rc == 0)
+    return odo_fail(L, "ERANGE",
+                    "stream %s holds revisions %llu to %llu; no snapshot at "
+                    "%llu",
+                    st->id, (unsigned long long)st->cat.first,
+                    (unsigned long long)st->cat.last,
+                    (unsigned long long)rev);
+  rc = odo_snapshot_meta(s, st, origin, &old_rev, old_hash, &e);
+  if (rc < 0) return odo_err_push(L, &e);
+  if (rc == 1 && old_rev > rev)
+    return odo_fail(L, "ESTALE",
+                    "stream %s already has a %s snapshot at %llu, newer "
+                    "than %llu",
+                    st->id, origin_name(origin), (unsigned long long)old_rev,
+                    (unsigned long long)rev);
+  odo_txn_begin(s);
+  snap_stage(s, st, origin, rev, hash, format, format_len, sig, sig_len, data,
+             data_len);
+  if (origin == ODO_ORIGIN_SOURCE) odo_txn_touch(s, st)->snap = rev;
+  if (!odo_txn_commit(s, lua_istable(L, 5) ? odo_fieldbool(L, 5, "sync", 1) : 1,
+                      &e))
+    return odo_err_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void push_snap(lua_State *L, const snap_rec *sr, int origin) {
+  lua_createtable(L, 0, 6);
+  odo_pushu64(L, sr->rev);
+  lua_setfield(L, -2, "rev");
+  lua_pushlstring(L, (const char *)sr->hash, ODO_HASH_LEN);
+  lua_setfield(L, -2, "hash");
+  lua_pushstring(L, origin_name(origin));
+  lua_setfield(L, -2, "origin");
+  lua_pushlstring(L, (const char *)sr->format, sr->format_len);
+  lua_setfield(L, -2, "format");
+  lua_pushlstring(L, (const char *)sr->sig, sr->sig_len);
+  lua_setfield(L, -2, "sig");
+  lua_pushlstring(L, (const char *)sr->data, sr->data_len);
+  lua_setfield(L, -2, "data");
+}
+
+/***
+ * The latest snapshot of a stream (of one origin, or of either: the newest,
+ * the source's on a tie), or nil when there is none.
+ * @function snapshot_get
+ * @tparam string stream
+ * @tparam[opt] string origin "source" or "local"
+ * @treturn table {rev, hash, origin, format, sig, data}
+ */
+int odo_store_l_snapshot_get(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_stream *st = check_stream(L, s, 2);
+  int lo = ODO_ORIGIN_SOURCE, hi = ODO_ORIGIN_LOCAL, best = 0;
+  char *raw[3] = {NULL, NULL, NULL};
+  snap_rec sr[3];
+  odo_err e = {0};
+  if (!lua_isnoneornil(L, 3)) lo = hi = check_origin(L, luaL_checkstring(L, 3));
+  if (st == NULL) return 0;
+  for (int o = lo; o <= hi; o++) {
+    int rc = snap_read(s, st, o, &raw[o], &sr[o], &e);
+    if (rc < 0) {
+      for (int i = 1; i <= 2; i++) leveldb_free(raw[i]);
+      return odo_err_push(L, &e);
+    }
+    if (rc == 1 && (best == 0 || sr[o].rev > sr[best].rev)) best = o;
+  }
+  if (best) push_snap(L, &sr[best], best);
+  for (int i = 1; i <= 2; i++) leveldb_free(raw[i]);
+  return best ? 1 : 0;
+}
+
+/***
+ * Installs a snapshot received from the stream's source (on a replica):
+ * stores it and moves the first held revision past it in one write.
+ * @function snapshot_install
+ * @tparam string stream
+ * @tparam table snap {rev=, hash=, data=, format=, sig=}
+ * @treturn integer the stream's first held revision afterwards
+ */
+int odo_store_l_snapshot_install(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len, hl, data_len, format_len, sig_len;
+  const char *id = luaL_checklstring(L, 2, &len), *hash, *data, *format, *sig;
+  uint64_t rev;
+  uint8_t held[ODO_HASH_LEN];
+  odo_stream *st;
+  odo_cat *c;
+  odo_err e = {0};
+  int rc;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  rev = odo_fieldu64(L, 3, "rev", 0);
+  lua_getfield(L, 3, "hash");
+  hash = lua_tolstring(L, -1, &hl);
+  if (hash == NULL || hl != ODO_HASH_LEN)
+    return luaL_error(L, "snap.hash must be 32 bytes");
+  lua_getfield(L, 3, "data");
+  data = luaL_checklstring(L, -1, &data_len);
+  lua_pop(L, 2);
+  format = opt_str(L, 3, "format", &format_len, 255);
+  sig = opt_str(L, 3, "sig", &sig_len, ODO_MAX_SIG);
+  if (rev == 0) return luaL_error(L, "snap.rev must be 1 or more");
+  odo_txn_begin(s);
+  st = odo_store_stream(s, id, len, 1, &e);
+  if (st == NULL) return odo_err_push(L, &e);
+  if (st->own) {
+    odo_txn_abort(s);
+    return odo_fail(L, "ESOURCE",
+                    "this node is the source of stream %s; it installs no "
+                    "snapshot from elsewhere",
+                    st->id);
+  }
+  c = odo_txn_touch(s, st);
+  if (rev + 1 < c->first) {
+    odo_txn_abort(s);
+    return odo_fail(L, "ESTALE",
+                    "stream %s is held from %llu; a snapshot at %llu is "
+                    "older",
+                    st->id, (unsigned long long)c->first,
+                    (unsigned long long)rev);
+  }
+  if (rev <= c->last) {
+    rc = odo_store_hash_at(s, st, rev, held, &e);
+    if (rc < 0) {
+      odo_txn_abort(s);
+      return odo_err_push(L, &e);
+    }
+    if (rc == 1 && memcmp(held, hash, ODO_HASH_LEN) != 0) {
+      odo_txn_abort(s);
+      return odo_fail(L, "ECHAIN",
+                      "the snapshot at %llu of stream %s does not match the "
+                      "events held",
+                      (unsigned long long)rev, st->id);
+    }
+  } else {
+    c->last = rev;
+    memcpy(c->hash, hash, ODO_HASH_LEN);
+  }
+  c->first = rev + 1;
+  memcpy(c->base, hash, ODO_HASH_LEN);
+  c->snap = rev;
+  snap_stage(s, st, ODO_ORIGIN_SOURCE, rev, (const uint8_t *)hash, format,
+             format_len, sig, sig_len, data, data_len);
+  if (!odo_txn_commit(s, 1, &e)) return odo_err_push(L, &e);
+  odo_pushu64(L, st->cat.first);
+  return 1;
+}
+
+/***
+ * Moves the first held revision to upto + 1 (at most the source snapshot's
+ * revision + 1) in one atomic write; purge() then deletes the records.
+ * @function compact
+ * @tparam string stream
+ * @tparam[opt] integer upto default: the source snapshot's revision
+ * @treturn integer the first held revision afterwards
+ */
+int odo_store_l_compact(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_stream *st = check_stream(L, s, 2);
+  uint64_t upto;
+  uint8_t hash[ODO_HASH_LEN];
+  odo_err e = {0};
+  int rc;
+  if (st == NULL)
+    return odo_fail(L, "ENOENT", "no stream %s", lua_tostring(L, 2));
+  upto = odo_optu64(L, 3, st->cat.snap, "upto");
+  if (upto > st->cat.snap)
+    return odo_fail(L, "ERANGE",
+                    "stream %s can be compacted up to its source snapshot at "
+                    "%llu, not %llu",
+                    st->id, (unsigned long long)st->cat.snap,
+                    (unsigned long long)upto);
+  if (upto + 1 > st->cat.first) {
+    rc = odo_store_hash_at(s, st, upto, hash, &e);
+    if (rc <= 0)
+      return rc < 0 ? odo_err_push(L, &e)
+                    : odo_fail(L, "ECORRUPT", "no hash held for %llu",
+                               (unsigned long long)upto);
+    odo_txn_begin(s);
+    {
+      odo_cat *c = odo_txn_touch(s, st);
+      c->first = upto + 1;
+      memcpy(c->base, hash, ODO_HASH_LEN);
+    }
+    if (!odo_txn_commit(s, 1, &e)) return odo_err_push(L, &e);
+  }
+  odo_pushu64(L, st->cat.first);
+  return 1;
+}
+
+/***
+ * Deletes at most max compacted records of a stream (events below the
+ * first held revision, and signed heads below it).
+ * @function purge
+ * @tparam string stream
+ * @tparam[opt] integer max default 10000
+ * @treturn integer how many compacted events are still on disk
+ */
+int odo_store_l_purge(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_stream *st = check_stream(L, s, 2);
+  uint64_t max = odo_optu64(L, 3, 10000, "max"), end, upto, rev;
+  uint8_t key[ODO_NUMKEY_LEN];
+  odo_err e = {0};
+  if (st == NULL) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  end = st->cat.first - 1;
+  if (st->cat.purged >= end) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  upto = end - st->cat.purged > max ? st->cat.purged + max : end;
+  odo_txn_begin(s);
+  for (rev = st->cat.purged + 1; rev <= upto; rev++) {
+    odo_numkey(key, ODO_K_EVENT, st->num, rev);
+    odo_store_del(s, key, sizeof key);
+  }
+  {
+    /* Heads are sparse: walk the ones in range instead of guessing. */
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts);
+    odo_numkey(key, ODO_K_HEAD, st->num, st->cat.purged + 1);
+    for (leveldb_iter_seek(it, (const char *)key, sizeof key);
+         leveldb_iter_valid(it); leveldb_iter_next(it)) {
+      size_t kl;
+      const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
+      if (kl != ODO_NUMKEY_LEN || k[0] != ODO_K_HEAD ||
+          odo_get_be64(k + 1) != st->num || odo_get_be64(k + 9) > upto)
+        break;
+      odo_store_del(s, k, kl);
+    }
+    leveldb_iter_destroy(it);
+  }
+  odo_txn_touch(s, st)->purged = upto;
+  if (!odo_txn_commit(s, 0, &e)) return odo_err_push(L, &e);
+  odo_pushu64(L, end - upto);
+  return 1;
+}
+
+/***
+ * Stores a signed head {rev, hash, sig}; hash must be h(rev) as held.
+ * @function head_put
+ */
+int odo_store_l_head_put(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_stream *st = check_stream(L, s, 2);
+  uint64_t rev = odo_checku64(L, 3, "rev");
+  size_t hl, sl;
+  const char *hash = luaL_checklstring(L, 4, &hl);
+  const char *sig = luaL_optlstring(L, 5, "", &sl);
+  uint8_t held[ODO_HASH_LEN], key[ODO_NUMKEY_LEN];
+  odo_err e = {0};
+  int rc;
+  if (hl != ODO_HASH_LEN) return luaL_argerror(L, 4, "a hash is 32 bytes");
+  if (sl > ODO_MAX_SIG) return luaL_argerror(L, 5, "signature too long");
+  if (st == NULL)
+    return odo_fail(L, "ENOENT", "no stream %s", lua_tostring(L, 2));
+  rc = odo_store_hash_at(s, st, rev, held, &e);
+  if (rc < 0) return odo_err_push(L, &e);
+  if (rc == 0 || memcmp(held, hash, ODO_HASH_LEN) != 0)
+    return odo_fail(L, "ECHAIN",
+                    "the head at %llu of stream %s does not match the events "
+                    "held",
+                    (unsigned long long)rev, st->id);
+  odo_txn_begin(s);
+  odo_numkey(key, ODO_K_HEAD, st->num, rev);
+  odo_val_reset(&s->val);
+  odo_buf_add(&s->val, hash, ODO_HASH_LEN);
+  odo_buf_add_be16(&s->val, (uint16_t)sl);
+  odo_buf_add(&s->val, sig, sl);
+  odo_store_put(s, key, sizeof key, &s->val);
+  if (!odo_txn_commit(s, 0, &e)) return odo_err_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/***
+ * The first signed head at or after rev, or (with `last` true) the newest
+ * one; nil when there is none.
+ * @function head_find
+ * @treturn table {rev, hash, sig}
+ */
+int odo_store_l_head_find(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_stream *st = check_stream(L, s, 2);
+  int last = lua_toboolean(L, 4);
+  uint64_t rev = last ? 0 : odo_checku64(L, 3, "rev");
+  uint8_t key[ODO_NUMKEY_LEN];
+  leveldb_iterator_t *it;
+  int found = 0;
+  if (st == NULL) return 0;
+  it = leveldb_create_iterator(s->db, s->ropts);
+  if (last) {
+    odo_numkey(key, ODO_K_HEAD, st->num + 1, 0);
+    leveldb_iter_seek(it, (const char *)key, sizeof key);
+    if (leveldb_iter_valid(it)) leveldb_iter_prev(it);
+    else leveldb_iter_seek_to_last(it);
+  } else {
+    odo_numkey(key, ODO_K_HEAD, st->num, rev);
+    leveldb_iter_seek(it, (const char *)key, sizeof key);
+  }
+  if (leveldb_iter_valid(it)) {
+    size_t kl, vl, pl;
+    const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
+    const char *v = leveldb_iter_value(it, &vl);
+    if (kl == ODO_NUMKEY_LEN && k[0] == ODO_K_HEAD &&
+        odo_get_be64(k + 1) == st->num) {
+      const uint8_t *p = odo_value_check(k, kl, v, vl, &pl);
+      odo_rd r;
+      const uint8_t *h, *sig;
+      uint16_t sl;
+      odo_rd_init(&r, p, p ? pl : 0);
+      h = odo_rd_bytes(&r, ODO_HASH_LEN);
+      sl = odo_rd_be16(&r);
+      sig = odo_rd_bytes(&r, sl);
+      if (p == NULL || r.bad) {
+        leveldb_iter_destroy(it);
+        return odo_fail(L, "ECORRUPT", "a signed head of stream %s is damaged",
+                        st->id);
+      }
+      lua_createtable(L, 0, 3);
+      odo_pushu64(L, odo_get_be64(k + 9));
+      lua_setfield(L, -2, "rev");
+      lua_pushlstring(L, (const char *)h, ODO_HASH_LEN);
+      lua_setfield(L, -2, "hash");
+      lua_pushlstring(L, (const char *)sig, sl);
+      lua_setfield(L, -2, "sig");
+      found = 1;
+    }
+  }
+  leveldb_iter_destroy(it);
+  return found;
+}

@@ -1,0 +1,80 @@
+-- spec/helper.lua - what specs share: temporary directories, running
+-- commands, the raw LevelDB tool, hex.
+local H = {}
+
+H.root = (function()
+  local p = io.popen("pwd")
+  local d = p:read("*l")
+  p:close()
+  return d
+end)()
+
+--- Runs a shell command; returns its output (stdout and stderr) and
+-- whether it exited 0.
+function H.run(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1")
+  local out = p:read("*a")
+  local ok = p:close()
+  return out, ok == true
+end
+
+local dirs = {}
+
+--- A fresh, empty temporary directory, removed by H.cleanup().
+function H.tmpdir()
+  local out = H.run("mktemp -d /tmp/odo-spec.XXXXXX")
+  local d = out:gsub("%s+$", "")
+  dirs[#dirs + 1] = d
+  return d
+end
+
+function H.cleanup()
+  for i = #dirs, 1, -1 do
+    os.execute("rm -rf '" .. dirs[i] .. "'")
+    dirs[i] = nil
+  end
+end
+
+function H.hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+function H.unhex(h)
+  return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+--- Runs build/tools/ldb (raw LevelDB access behind the store's back).
+function H.ldb(...)
+  local args = { H.root .. "/build/tools/ldb" }
+  for _, a in ipairs({ ... }) do args[#args + 1] = "'" .. a .. "'" end
+  return H.run(table.concat(args, " "))
+end
+
+--- Every raw record of a closed store as {key=bytes, value=bytes}.
+function H.records(dir)
+  local out, ok = H.ldb("list", dir)
+  assert(ok, out)
+  local recs = {}
+  for k, v in out:gmatch("(%x+) (%x*)\n") do
+    recs[#recs + 1] = { key = H.unhex(k), value = H.unhex(v) }
+  end
+  return recs
+end
+
+--- SHA-256 by the openssl command, an implementation independent of ours.
+function H.sha256(bytes)
+  local f = os.tmpname()
+  local fh = assert(io.open(f, "wb"))
+  fh:write(bytes)
+  fh:close()
+  local out = H.run("openssl dgst -sha256 -binary '" .. f .. "' | od -An -tx1 | tr -d ' \\n'")
+  os.remove(f)
+  return H.unhex(out)
+end
+
+--- The documented event encoding (docs/STORAGE.md), built independently.
+function H.encode_event(rev, ts, typ, data)
+  return string.pack(">I8I8s1s4", rev, ts, typ, data)
+end
+
+return H
