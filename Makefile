@@ -7,7 +7,7 @@ CC         ?= cc
 CFLAGS     ?= -O2 -g
 WARN        = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wno-unused-parameter
 CPPFLAGS   += $(LUA_INC)
-LIBS        = -lleveldb -lssl -lcrypto
+LIBS        = -lleveldb -lssl -lcrypto -pthread
 BUSTED      = busted --lua=$(LUA)
 
 SRC   = $(sort $(wildcard csrc/*.c))
@@ -17,7 +17,7 @@ CORE  = build/odo/core.so
 ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps test test-asan lint demo bench bench-store docs clean check-compat
+.PHONY: all deps test test-asan lint demo bench bench-store bench-local docs clean check-compat
 
 all: $(CORE)
 
@@ -70,10 +70,13 @@ lint:
 demo: deps all
 	$(LUA) examples/demo.lua
 
-bench: bench-store
+bench: bench-store bench-local
 
 bench-store: deps all build/bench/store_baseline
 	$(LUA) bench/store.lua build/bench/store_baseline
+
+bench-local: deps all build/bench/store_baseline
+	$(LUA) bench/local.lua build/bench/store_baseline
 
 build/bench/%: bench/%.c
 	@mkdir -p $(dir $@)

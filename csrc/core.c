@@ -1,5 +1,7 @@
 /* core.c - luaopen_odo_core: builds the module table from every part of
  * the C core. Each part registers its own classes and functions. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <openssl/opensslv.h>
 
 #include "odo.h"
@@ -17,9 +19,22 @@ static int l_leak_check(lua_State *L) {
 
 int luaopen_odo_core(lua_State *L);
 
+/* LevelDB runs compactions on a background thread that lives as long as
+ * the process. When Lua closes, it unloads C modules; unloading this one
+ * would unload LevelDB under that thread (which then crashes the process
+ * on exit, now and then). So this module pins itself in memory. */
+static void pin_module(void) {
+  Dl_info info;
+  if (dladdr((void *)pin_module, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int luaopen_odo_core(lua_State *L) {
+  pin_module();
   lua_newtable(L);
+  odo_util_open(L);
   odo_store_open(L);
+  odo_snapshot_open(L);
   lua_pushstring(L, OPENSSL_VERSION_TEXT);
   lua_setfield(L, -2, "openssl_version");
   lua_pushinteger(L, ODO_MAX_DATA);

@@ -117,7 +117,9 @@ uint32_t odo_rd_be32(odo_rd *r);
 uint64_t odo_rd_be64(odo_rd *r);
 
 /* Registration of each part of odo.core into the module table on top. */
+void odo_util_open(lua_State *L);
 void odo_store_open(lua_State *L);
+void odo_snapshot_open(lua_State *L);
 
 /* Creates a metatable `name` with methods (in __index), __gc, __close and
  * __tostring from the given lists; leaves nothing on the stack. */

@@ -550,6 +550,18 @@ static int init_meta(odo_store *s, const char *node_id, odo_err *e) {
   return 1;
 }
 
+/* A snapshot written by a worker thread is recorded in the catalogue by
+ * a second write; if the node stopped between the two, the snapshot
+ * record is the truth. */
+static int cat_find_snap(odo_store *s, odo_stream *st, odo_err *e) {
+  uint64_t rev;
+  uint8_t hash[ODO_HASH_LEN];
+  int rc = odo_snapshot_meta(s, st, ODO_ORIGIN_SOURCE, &rev, hash, e);
+  if (rc < 0) return 0;
+  if (rc == 1 && rev > st->cat.snap && rev <= st->cat.last) st->cat.snap = rev;
+  return 1;
+}
+
 static int load_catalogue(odo_store *s, odo_err *e) {
   leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts);
   leveldb_iterator_t *evit = leveldb_create_iterator(s->db, s->ropts);
@@ -587,7 +599,8 @@ static int load_catalogue(odo_store *s, odo_err *e) {
     st->own = odo_store_own_id(s, k + 1, klen - 1);
     st->num = num;
     st->cat = c;
-    if (!cat_find_last(s, st, evit, e) || !map_insert(s, st)) {
+    if (!cat_find_last(s, st, evit, e) || !cat_find_snap(s, st, e) ||
+        !map_insert(s, st)) {
       stream_free(st);
       ok = e->name ? 0
                    : odo_err_set(e, "ENOMEM",
@@ -604,7 +617,22 @@ static int load_catalogue(odo_store *s, odo_err *e) {
   return ok;
 }
 
+void odo_store_add_dependent(odo_store *s, odo_dependent *d) {
+  d->next = s->dependents;
+  s->dependents = d;
+}
+
+void odo_store_remove_dependent(odo_store *s, odo_dependent *d) {
+  for (odo_dependent **pp = &s->dependents; *pp; pp = &(*pp)->next)
+    if (*pp == d) {
+      *pp = d->next;
+      return;
+    }
+}
+
 static void store_release(odo_store *s) {
+  /* each one removes itself from the list */
+  while (s->dependents) s->dependents->release(s->dependents);
   odo_iter_close_all(s);
   if (s->db) leveldb_close(s->db);
   s->db = NULL;

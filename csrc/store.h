@@ -67,6 +67,15 @@ typedef struct odo_store_listener {
 
 typedef struct odo_iter odo_iter;
 
+/* Something that holds LevelDB resources of a store (a snapshot builder
+ * with its iterator and perhaps a worker thread). When the store closes it
+ * calls release(), which must free those resources and call
+ * odo_store_remove_dependent. */
+typedef struct odo_dependent {
+  void (*release)(struct odo_dependent *d);
+  struct odo_dependent *next;
+} odo_dependent;
+
 typedef struct odo_store {
   leveldb_t *db;
   leveldb_options_t *options;
@@ -93,6 +102,7 @@ typedef struct odo_store {
   size_t nchanged, capchanged;
   odo_store_listener *listeners;
   odo_iter *iters; /* open iterators, closed with the store */
+  odo_dependent *dependents; /* released before the store closes */
   odo_buf val;     /* scratch for encoding values */
 } odo_store;
 
@@ -157,6 +167,20 @@ int odo_event_decode(const uint8_t *key, const char *val, size_t vlen,
  * -1 failure with e set. */
 int odo_snapshot_meta(odo_store *s, odo_stream *st, int origin, uint64_t *rev,
                       uint8_t hash[ODO_HASH_LEN], odo_err *e);
+/* A snapshot to store: its bytes, format name and signature. */
+typedef struct odo_snapshot_in {
+  const char *data, *format, *sig;
+  size_t data_len, format_len, sig_len;
+} odo_snapshot_in;
+
+/* Stores a snapshot at rev (with h(rev) as held) in one write; a source
+ * snapshot also sets the catalogue's snapshot revision. */
+int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
+                       const odo_snapshot_in *in, int sync, odo_err *e);
+/* The snapshot record of one origin: 1 found (*raw to leveldb_free; the
+ * pointers point into it), 0 none, -1 failure. */
+int odo_snapshot_read(odo_store *s, odo_stream *st, int origin, char **raw,
+                      uint64_t *rev, odo_snapshot_in *out, odo_err *e);
 /* Hash of revision rev as held (event, or h(first-1)); 0 if not held. */
 int odo_store_hash_at(odo_store *s, odo_stream *st, uint64_t rev,
                       uint8_t out[ODO_HASH_LEN], odo_err *e);
@@ -176,6 +200,9 @@ int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
  * -1 on corruption with e set. */
 int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e);
 void odo_reader_close(odo_reader *r);
+
+void odo_store_add_dependent(odo_store *s, odo_dependent *d);
+void odo_store_remove_dependent(odo_store *s, odo_dependent *d);
 
 void odo_store_add_listener(odo_store *s, odo_store_listener *l);
 void odo_store_remove_listener(odo_store *s, odo_store_listener *l);

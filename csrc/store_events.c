@@ -441,6 +441,7 @@ static long read_into(lua_State *L, odo_reader *r, uint64_t limit,
  * @tparam[opt] integer from default: the first revision held
  * @tparam[opt] integer to default: the last revision
  * @tparam[opt] integer limit default: no limit
+ * @tparam[opt] boolean with_hash default true: include each event's hash
  * @treturn table array of {rev, ts, type, data, hash}
  * @treturn[2] nil
  * @treturn[2] string "ECOMPACTED: ..." or "ECORRUPT: ..."
@@ -462,7 +463,7 @@ int odo_store_l_read(lua_State *L) {
   to = odo_optu64(L, 4, st->cat.last, "to");
   limit = odo_optu64(L, 5, UINT64_MAX, "limit");
   if (!odo_reader_open(s, st, from, to, &r, &e)) return odo_err_push(L, &e);
-  n = read_into(L, &r, limit, 1, &e);
+  n = read_into(L, &r, limit, lua_isnoneornil(L, 6) || lua_toboolean(L, 6), &e);
   odo_reader_close(&r);
   if (n < 0) return odo_err_push(L, &e);
   return 1;

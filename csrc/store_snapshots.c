@@ -84,6 +84,21 @@ int odo_snapshot_meta(odo_store *s, odo_stream *st, int origin, uint64_t *rev,
   return rc;
 }
 
+int odo_snapshot_read(odo_store *s, odo_stream *st, int origin, char **raw,
+                      uint64_t *rev, odo_snapshot_in *out, odo_err *e) {
+  snap_rec sr;
+  int rc = snap_read(s, st, origin, raw, &sr, e);
+  if (rc != 1) return rc;
+  *rev = sr.rev;
+  out->data = (const char *)sr.data;
+  out->data_len = sr.data_len;
+  out->format = (const char *)sr.format;
+  out->format_len = sr.format_len;
+  out->sig = (const char *)sr.sig;
+  out->sig_len = sr.sig_len;
+  return 1;
+}
+
 static void snap_stage(odo_store *s, odo_stream *st, int origin, uint64_t rev,
                        const uint8_t *hash, const char *format,
                        size_t format_len, const char *sig, size_t sig_len,
@@ -120,6 +135,37 @@ static const char *opt_str(lua_State *L, int idx, const char *k, size_t *len,
   return v;
 }
 
+int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
+                       const odo_snapshot_in *in, int sync, odo_err *e) {
+  uint8_t hash[ODO_HASH_LEN], old_hash[ODO_HASH_LEN];
+  uint64_t old_rev;
+  int rc;
+  if (rev == 0)
+    return odo_err_set(e, "EINVAL", "a snapshot covers revision 1 or later");
+  rc = odo_store_hash_at(s, st, rev, hash, e);
+  if (rc < 0) return 0;
+  if (rc == 0)
+    return odo_err_set(e, "ERANGE",
+                       "stream %s holds revisions %llu to %llu; no snapshot "
+                       "at %llu",
+                       st->id, (unsigned long long)st->cat.first,
+                       (unsigned long long)st->cat.last,
+                       (unsigned long long)rev);
+  rc = odo_snapshot_meta(s, st, origin, &old_rev, old_hash, e);
+  if (rc < 0) return 0;
+  if (rc == 1 && old_rev > rev)
+    return odo_err_set(e, "ESTALE",
+                       "stream %s already has a %s snapshot at %llu, newer "
+                       "than %llu",
+                       st->id, origin_name(origin),
+                       (unsigned long long)old_rev, (unsigned long long)rev);
+  odo_txn_begin(s);
+  snap_stage(s, st, origin, rev, hash, in->format, in->format_len, in->sig,
+             in->sig_len, in->data, in->data_len);
+  if (origin == ODO_ORIGIN_SOURCE) odo_txn_touch(s, st)->snap = rev;
+  return odo_txn_commit(s, sync, e);
+}
+
 /***
  * Stores a snapshot of a stream at revision rev, with h(rev).
  * @function snapshot_put
@@ -132,14 +178,13 @@ static const char *opt_str(lua_State *L, int idx, const char *k, size_t *len,
 int odo_store_l_snapshot_put(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   odo_stream *st = check_stream(L, s, 2);
-  uint64_t rev = odo_checku64(L, 3, "rev"), old_rev;
-  size_t data_len, format_len, sig_len;
-  const char *data = luaL_checklstring(L, 4, &data_len);
-  const char *format = opt_str(L, 5, "format", &format_len, 255);
-  const char *sig = opt_str(L, 5, "sig", &sig_len, ODO_MAX_SIG);
-  int origin, rc;
-  uint8_t hash[ODO_HASH_LEN], old_hash[ODO_HASH_LEN];
+  uint64_t rev = odo_checku64(L, 3, "rev");
+  odo_snapshot_in in;
+  int origin;
   odo_err e = {0};
+  in.data = luaL_checklstring(L, 4, &in.data_len);
+  in.format = opt_str(L, 5, "format", &in.format_len, 255);
+  in.sig = opt_str(L, 5, "sig", &in.sig_len, ODO_MAX_SIG);
   if (st == NULL)
     return odo_fail(L, "ENOENT", "no stream %s", lua_tostring(L, 2));
   origin = st->own ? ODO_ORIGIN_SOURCE : ODO_ORIGIN_LOCAL;
@@ -150,30 +195,9 @@ int odo_store_l_snapshot_put(lua_State *L) {
   }
   if (st->own && origin != ODO_ORIGIN_SOURCE)
     return luaL_error(L, "snapshots of an own stream have origin 'source'");
-  if (rev == 0) return odo_fail(L, "EINVAL", "a snapshot covers revision 1 or later");
-  rc = odo_store_hash_at(s, st, rev, hash, &e);
-  if (rc < 0) return odo_err_push(L, &e);
-  if (rc == 0)
-    return odo_fail(L, "ERANGE",
-                    "stream %s holds revisions %llu to %llu; no snapshot at "
-                    "%llu",
-                    st->id, (unsigned long long)st->cat.first,
-                    (unsigned long long)st->cat.last,
-                    (unsigned long long)rev);
-  rc = odo_snapshot_meta(s, st, origin, &old_rev, old_hash, &e);
-  if (rc < 0) return odo_err_push(L, &e);
-  if (rc == 1 && old_rev > rev)
-    return odo_fail(L, "ESTALE",
-                    "stream %s already has a %s snapshot at %llu, newer "
-                    "than %llu",
-                    st->id, origin_name(origin), (unsigned long long)old_rev,
-                    (unsigned long long)rev);
-  odo_txn_begin(s);
-  snap_stage(s, st, origin, rev, hash, format, format_len, sig, sig_len, data,
-             data_len);
-  if (origin == ODO_ORIGIN_SOURCE) odo_txn_touch(s, st)->snap = rev;
-  if (!odo_txn_commit(s, lua_istable(L, 5) ? odo_fieldbool(L, 5, "sync", 1) : 1,
-                      &e))
+  if (!odo_snapshot_store(s, st, origin, rev, &in,
+                          lua_istable(L, 5) ? odo_fieldbool(L, 5, "sync", 1) : 1,
+                          &e))
     return odo_err_push(L, &e);
   lua_pushboolean(L, 1);
   return 1;

@@ -2,9 +2,11 @@
  * convention, integer argument checks, clocks, hex, CRC-32C, the growable
  * buffer and the bounds-checked reader, and class registration. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "odo.h"
@@ -236,4 +238,41 @@ void odo_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
   lua_pushstring(L, name);
   lua_setfield(L, -2, "__name");
   lua_pop(L, 1);
+}
+
+/***
+ * Creates a directory and its missing parents (like mkdir -p).
+ * @function mkdirs
+ * @tparam string path
+ * @tparam[opt] integer mode default 0755 (0700 for private folders)
+ * @return true, or nil, message, name
+ */
+static int l_mkdirs(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  mode_t mode = (mode_t)luaL_optinteger(L, 2, 0755);
+  char buf[4096];
+  struct stat st;
+  if (len == 0 || len >= sizeof buf) return luaL_argerror(L, 1, "bad path");
+  memcpy(buf, path, len + 1);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || *p == '\0') {
+      char c = *p;
+      *p = '\0';
+      if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        return odo_fail(L, errno == EACCES ? "EACCES" : "EIO",
+                        "cannot create %s: %s", buf, strerror(errno));
+      *p = c;
+      if (c == '\0') break;
+    }
+  }
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+    return odo_fail(L, "ENOTDIR", "%s is not a directory", path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+void odo_util_open(lua_State *L) {
+  lua_pushcfunction(L, l_mkdirs);
+  lua_setfield(L, -2, "mkdirs");
 }

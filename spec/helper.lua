@@ -77,4 +77,58 @@ function H.encode_event(rev, ts, typ, data)
   return string.pack(">I8I8s1s4", rev, ts, typ, data)
 end
 
+-- ---- driving a loop ---------------------------------------------------------
+
+--- Runs luv's loop until cond() is true or `timeout_ms` passed (default
+-- 10000, multiplied by ODO_SLOW under sanitizers); returns cond().
+function H.luv_until(cond, timeout_ms)
+  local uv = require "luv"
+  local deadline = uv.now() + (timeout_ms or 10000) * H.slow
+  local wake = uv.new_timer()
+  wake:start(5, 5, function() end) -- never block longer than 5 ms
+  while not cond() and uv.now() < deadline do
+    uv.run("once")
+    uv.update_time()
+  end
+  wake:close()
+  uv.run("nowait")
+  return not not cond()
+end
+
+H.slow = tonumber(os.getenv("ODO_SLOW")) or 1
+
+--- Handles of luv's default loop that are still active (after a spec has
+-- closed everything, there should be none).
+function H.active_handles()
+  local uv = require "luv"
+  uv.run("nowait")
+  local list = {}
+  uv.walk(function(h)
+    if not h:is_closing() and h:is_active() then list[#list + 1] = tostring(h) end
+  end)
+  return list
+end
+
+--- A node for specs: errors raised in callbacks are collected in
+-- `node.errors` (specs assert there are none) instead of printed.
+function H.node(opts)
+  local odo = require "odo"
+  opts = opts or {}
+  opts.dir = opts.dir or H.tmpdir()
+  if opts.node_id == nil then opts.node_id = "node-a" end
+  local errors = {}
+  opts.on_error = opts.on_error or function(e) errors[#errors + 1] = e end
+  local node, err = odo.node(opts)
+  assert(node, err)
+  node.errors = errors
+  return node
+end
+
+--- Events of n for append: {type = "t", data = prefix .. i}.
+function H.events(n, prefix)
+  local t = {}
+  for i = 1, n do t[i] = { type = "t", data = (prefix or "e") .. i } end
+  return t
+end
+
 return H

@@ -1,0 +1,156 @@
+-- bench/local.lua BASELINE - the local journal on luv, in one process.
+--
+-- Measures live delivery throughput to a Lua subscriber (appends in
+-- batches of 1000), append-to-handler latency for single appends, catch-up
+-- throughput of 1,000,000 events, and the largest loop stall a 1 ms
+-- repeating timer sees during that catch-up and during a kv snapshot build
+-- over 1,000,000 events. For context, a plain C scan of the same records
+-- (bench/store_baseline.c, `scan`) runs in the same invocation.
+-- Ends with `catchup_per_s: X` and `max_stall_ms: Y`.
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = (os.getenv("ODO_CPATH") or "build/?.so") .. ";" .. package.cpath
+local odo = require "odo"
+local uv = require "luv"
+
+local baseline = assert(arg[1], "usage: lua5.4 bench/local.lua BASELINE_BINARY")
+local N = tonumber(os.getenv("ODO_BENCH_EVENTS")) or 1000000
+
+local dirs = {}
+local function fresh()
+  local p = io.popen("mktemp -d /tmp/odo-bench.XXXXXX")
+  local d = p:read("*l")
+  p:close()
+  dirs[#dirs + 1] = d
+  return d
+end
+
+local function secs(t0) return (uv.hrtime() - t0) / 1e9 end
+
+local function percentile(t, p)
+  table.sort(t)
+  return t[math.max(1, math.ceil(#t * p))]
+end
+
+-- A 1 ms repeating timer that records the largest gap between its fires,
+-- beyond the 1 ms it asked for.
+local function stall_probe()
+  local timer, last, worst = uv.new_timer(), uv.hrtime(), 0
+  timer:start(1, 1, function()
+    local now = uv.hrtime()
+    worst = math.max(worst, (now - last) / 1e6 - 1)
+    last = now
+  end)
+  return function()
+    timer:close()
+    return worst
+  end
+end
+
+local data = ("x"):rep(100)
+local batch = {}
+for i = 1, 1000 do batch[i] = { type = "bench", data = data } end
+
+-- 1. live delivery: appends of 1000 events, one per loop turn
+local dir = fresh()
+local node = assert(odo.node { dir = dir, node_id = "bench", sync = false })
+local delivered = 0
+node:subscribe(nil, "live", function(b) delivered = delivered + #b end)
+local appended = 0
+local t0 = uv.hrtime()
+local function pump()
+  if appended < N then
+    node:append(nil, batch)
+    appended = appended + #batch
+    node.adapter.defer(pump)
+  end
+end
+pump()
+while delivered < N do uv.run("once") end
+local live_rate = N / secs(t0)
+
+-- 2. append-to-handler latency of single appends (1 per ms), without and
+-- with a sync per append
+local function latency(sync)
+  local samples, sent = {}, {}
+  local sub = node:subscribe(nil, "live", function(b)
+    local now = uv.hrtime()
+    for _, ev in ipairs(b) do
+      local i = tonumber(ev.data)
+      if i and sent[i] then samples[#samples + 1] = (now - sent[i]) / 1e6 end
+    end
+  end)
+  local i = 0
+  local timer = uv.new_timer()
+  timer:start(1, 1, function()
+    i = i + 1
+    if i > 2000 then return timer:stop() end
+    sent[i] = uv.hrtime()
+    node:append(nil, { type = "ping", data = tostring(i) }, { sync = sync })
+  end)
+  while #samples < 2000 do uv.run("once") end
+  timer:close()
+  sub:close()
+  return percentile(samples, 0.5), percentile(samples, 0.99)
+end
+local p50, p99 = latency(false)
+local dp50, dp99 = latency(true)
+node:close()
+
+-- 3. catch-up of 1,000,000 events from a reopened store (LevelDB settled)
+node = assert(odo.node { dir = dir, node_id = "bench", sync = false })
+local total = node.store:stream(node.id).last
+local got = 0
+local stop_probe = stall_probe()
+t0 = uv.hrtime()
+node:subscribe(nil, 1, function(b) got = got + #b end)
+while got < total do uv.run("once") end
+local catchup_rate = got / secs(t0)
+local catchup_stall = stop_probe()
+node:close()
+
+-- 4. a kv snapshot build over 1,000,000 put events (10,000 keys)
+local kdir = fresh()
+node = assert(odo.node { dir = kdir, node_id = "bench", sync = false })
+local kv = {}
+for i = 1, 1000 do kv[i] = odo.kv.put("key" .. (i % 10000), data) end
+for r = 1, N // 1000 do
+  for i = 1, 1000 do kv[i] = odo.kv.put("key" .. ((r * 1000 + i) % 10000), data) end
+  node:append(nil, kv)
+end
+node:close()
+node = assert(odo.node { dir = kdir, node_id = "bench" })
+stop_probe = stall_probe()
+local built
+t0 = uv.hrtime()
+node:snapshot(nil, function(rev, err) built = assert(rev, err) end, "kv")
+while not built do uv.run("once") end
+local build_secs = secs(t0)
+local build_stall = stop_probe()
+node:close()
+require("odo.adapter.luv").shutdown()
+uv.run() -- let closing handles finish before the process exits
+
+-- the C baseline: write then scan the same records
+local bdir = fresh()
+local function baseline_run(mode)
+  local p = io.popen(("%s %s/db %d %s"):format(baseline, bdir, N, mode))
+  local out = p:read("*a")
+  assert(p:close(), "baseline failed: " .. out)
+  local n, s = out:match("(%d+) ([%d.]+)")
+  return tonumber(n) / tonumber(s)
+end
+baseline_run("chain")
+local scan_rate = baseline_run("scan")
+
+for _, d in ipairs(dirs) do os.execute("rm -rf '" .. d .. "'") end
+
+print(("events: %d of 100 bytes"):format(N))
+print(("live_delivery_per_s: %.0f  (appends of 1000, no sync)"):format(live_rate))
+print(("append_to_handler_ms: p50 %.3f p99 %.3f  (no sync)"):format(p50, p99))
+print(("append_to_handler_durable_ms: p50 %.3f p99 %.3f  (one sync per append)"):format(dp50, dp99))
+print(("snapshot_build_s: %.2f  (kv, %d events)"):format(build_secs, N))
+print(("stall_ms: catch-up %.1f, snapshot build %.1f"):format(catchup_stall, build_stall))
+print(("baseline_scan_per_s: %.0f  (plain C LevelDB scan with checksums)"):format(scan_rate))
+print(("catchup_ratio: %.2f  (catch-up / baseline scan)"):format(catchup_rate / scan_rate))
+print(("catchup_per_s: %.0f"):format(catchup_rate))
+print(("max_stall_ms: %.1f"):format(math.max(catchup_stall, build_stall)))

@@ -1,0 +1,286 @@
+--- A node: a store, its subscriptions and its policies, on an event loop.
+--
+-- `odo.node{...}` opens (or creates) the node's folder and store. Appends
+-- are durable when they return; subscriptions deliver batches of events to
+-- Lua handlers, catch-up first, then live; snapshots and compaction follow
+-- the policy (`odo.policy`). Every callback the node runs is a protected
+-- call: an error goes to the node's error handler (default: print it with
+-- a traceback and carry on), never ends the process.
+--
+-- @module odo.node
+local core = require "odo.core"
+local Store = require "odo.store"
+local Journal = require "odo.journal"
+local Snapshots = require "odo.snapshots"
+local policy_mod = require "odo.policy"
+local emitter = require "odo.emitter"
+local compat = require "odo.compat"
+
+local Node = {}
+Node.__index = Node
+Node.__name = "odo.Node"
+
+local function default_adapter()
+  return require "odo.adapter.luv"
+end
+
+--- Opens a node.
+-- @tparam table opts
+--   `dir` (string, required): the node's folder; the store is `dir/store`.
+--   `node_id` (string): the node's id when it has no certificate (local
+--   journals, specs).
+--   `adapter` (table): timers and sockets (default `odo.adapter.luv`).
+--   `policy` (table): replacements for `odo.policy` defaults.
+--   `sync` (boolean, default true): appends return once durable.
+--   `on_error` (function): the error handler, `function(message)`.
+-- @treturn Node
+-- @treturn[2] nil
+-- @treturn[2] string "NAME: message" (EBUSY, EIDENTITY, ECORRUPT, ...)
+-- @treturn[2] string NAME
+function Node.new(opts)
+  assert(type(opts) == "table", "odo.node takes a table of options")
+  assert(type(opts.dir) == "string", "opts.dir (the node's folder) is required")
+  assert(opts.node_id == nil or type(opts.node_id) == "string", "opts.node_id must be a string")
+  assert(opts.on_error == nil or type(opts.on_error) == "function", "opts.on_error must be a function")
+  local policy = policy_mod.merge(opts.policy)
+  local ok, err, name = core.mkdirs(opts.dir, 448) -- 0700: it holds keys
+  if not ok then return nil, err, name end
+  local store
+  store, err, name = Store.open(opts.dir .. "/store", {
+    node_id = opts.node_id,
+    sync = opts.sync ~= false,
+  })
+  if not store then return nil, err, name end
+  local self = emitter.mixin(setmetatable({
+    id = store.node_id,
+    dir = opts.dir,
+    store = store,
+    adapter = opts.adapter or default_adapter(),
+    policy = policy,
+    on_error = opts.on_error,
+    commits = {},
+    closed = false,
+  }, Node))
+  self.journal = Journal.new(self)
+  self.snapshots = Snapshots.new(self)
+  self.ticker = self.adapter.every(policy.tick_ms, function()
+    self:_protect(self._tick, self)
+  end)
+  return self
+end
+
+function Node:__tostring()
+  return ("odo.Node(%s%s)"):format(self.id, self.closed and ", closed" or "")
+end
+
+-- ---- errors and protected calls ----------------------------------------------
+
+--- Reports an error to the node's error handler.
+function Node:_error(msg)
+  if self._listeners.error and #self._listeners.error > 0 then
+    for _, fn in ipairs(self._listeners.error) do
+      local ok, e = pcall(fn, msg)
+      if not ok then io.stderr:write("odo: error handler failed: ", tostring(e), "\n") end
+    end
+  elseif self.on_error then
+    local ok, e = pcall(self.on_error, msg)
+    if not ok then io.stderr:write("odo: error handler failed: ", tostring(e), "\n") end
+  else
+    io.stderr:write("odo: ", tostring(msg), "\n")
+  end
+end
+
+--- Calls fn(...) in a protected call; an error goes to the error handler.
+-- Returns fn's results, or nothing after an error.
+function Node:_protect(fn, ...)
+  local res = compat.pack(xpcall(fn, debug.traceback, ...))
+  if not res[1] then
+    self:_error(res[2])
+    return
+  end
+  return compat.unpack(res, 2, res.n)
+end
+
+--- Resumes a coroutine; an error inside it goes to the error handler.
+function Node:_resume(co, ...)
+  if coroutine.status(co) ~= "suspended" then return end
+  local ok, err = coroutine.resume(co, ...)
+  if not ok then self:_error(debug.traceback(co, err)) end
+end
+
+--- Runs fn(...) in a new coroutine, protected; inside it, `append_wait` and
+-- `sub:batches()` yield to the loop instead of blocking it.
+function Node:spawn(fn, ...)
+  assert(type(fn) == "function", "spawn takes a function")
+  local co = coroutine.create(fn)
+  self:_resume(co, ...)
+  return co
+end
+
+local function check_open(self)
+  if self.closed then error("attempt to use a closed node", 3) end
+end
+
+-- After anything that may have changed the store: tell subscriptions and
+-- the snapshot policy which streams moved.
+function Node:_changed()
+  local ids = self.store:changes()
+  if #ids == 0 then return end
+  self.journal:notify(ids)
+  self.snapshots:check(ids)
+end
+
+function Node:_tick()
+  if self.closed then return end
+  self.snapshots:tick()
+end
+
+-- ---- appending ------------------------------------------------------------------
+
+--- The full id of this node's named stream (`<node id>/<name>`), or its own
+-- stream's id when name is nil.
+function Node:stream_id(name)
+  return self.store:stream_id(name)
+end
+
+--- Appends one event or an array of events to a stream this node is the
+-- source of; returns once the write is durable (one sync for the call).
+-- @tparam ?string stream a full stream id; nil for the node's own stream
+-- @tparam table events `{type=, data=, ts=}` or an array of them
+-- @tparam[opt] table opts `expected` (revision), `sync`
+-- @treturn integer the stream's new last revision
+-- @treturn[2] nil
+-- @treturn[2] string "ECONFLICT: ...", ...
+function Node:append(stream, events, opts)
+  check_open(self)
+  local last, err, name = self.store:append(stream, events, opts)
+  self:_changed()
+  return last, err, name
+end
+
+function Node:_flush_commits()
+  local q = self.commits
+  if #q == 0 then return end
+  self.commits = {}
+  local groups = {}
+  for i, c in ipairs(q) do
+    groups[i] = { stream = c.stream, events = c.events, expected = c.expected }
+  end
+  local res, err, name = self.store:append_many(groups)
+  self:_changed()
+  for i, c in ipairs(q) do
+    if not res then
+      self:_protect(c.cb, nil, err, name)
+    elseif compat.is_integer(res[i]) then
+      self:_protect(c.cb, res[i])
+    else
+      self:_protect(c.cb, nil, res[i], res[i]:match("^(%u+):"))
+    end
+  end
+end
+
+--- Appends without waiting: appends issued in the same loop turn share one
+-- write and one sync (group commit); `cb(last)` or `cb(nil, err, name)`
+-- runs once the write is durable.
+function Node:append_async(stream, events, opts, cb)
+  check_open(self)
+  assert(type(cb) == "function", "append_async needs a callback")
+  assert(type(events) == "table", "events must be a table")
+  self.commits[#self.commits + 1] = {
+    stream = stream,
+    events = events,
+    expected = opts and opts.expected,
+    cb = cb,
+  }
+  if #self.commits == 1 then
+    self.adapter.defer(function() self:_protect(self._flush_commits, self) end)
+  end
+end
+
+--- Inside a coroutine (see `spawn`): appends with group commit, yielding
+-- to the loop until the write is durable; returns what `append` returns.
+function Node:append_wait(stream, events, opts)
+  assert(compat.in_coroutine(), "append_wait must run inside a coroutine (see node:spawn)")
+  local co = coroutine.running()
+  local res
+  self:append_async(stream, events, opts, function(...)
+    res = compat.pack(...)
+    self:_resume(co)
+  end)
+  while not res do coroutine.yield() end
+  return compat.unpack(res, 1, res.n)
+end
+
+-- ---- reading and subscribing ------------------------------------------------------
+
+--- Reads events `from..to` of a stream (see `odo.store` `read`).
+function Node:read(stream, from, to, limit)
+  check_open(self)
+  return self.store:read(stream, from, to, limit)
+end
+
+--- Subscribes to a stream's events, or to every stream's.
+-- The handler receives batches: arrays of `{rev, ts, type, data, hash}`
+-- with `batch.stream` set, first what the store holds from `from` on (in
+-- slices between loop turns), then live as events are appended, with no
+-- gap and no duplicate. When `from` is behind the stream's compaction
+-- point, it first receives `{ stream = id, snapshot = {rev, data, format,
+-- hash, ...} }`, then the events after the snapshot.
+-- @tparam ?string stream a stream id, or "*" / nil for every stream
+-- @tparam[opt] integer|string from first revision (default 1), or "live"
+-- @tparam ?function handler `function(batch, sub)`; nil for a subscription
+--   read with `sub:batches()` in a coroutine
+-- @tparam[opt] table opts `slice` (events per batch, default
+--   policy.slice), `on_caught_up` (`function(sub)`, each time it switches
+--   from catching up to live)
+-- @treturn odo.Subscription
+function Node:subscribe(stream, from, handler, opts)
+  check_open(self)
+  return self.journal:subscribe(stream, from, handler, opts)
+end
+
+-- ---- snapshots ---------------------------------------------------------------------
+
+--- Builds a snapshot of a stream now (with the policy's reducer, or
+-- `reducer`), in slices; `cb(rev)` or `cb(nil, err)` when stored.
+function Node:snapshot(stream, cb, reducer)
+  check_open(self)
+  return self.snapshots:build(stream or self.id, cb, reducer)
+end
+
+--- Compacts a stream up to `upto` (default: its source snapshot), then
+-- purges the old events in slices; `cb(first)` when done.
+function Node:compact(stream, upto, cb)
+  check_open(self)
+  stream = stream or self.id
+  local st = self.store:stream(stream)
+  return self.snapshots:compact(stream, upto or (st and st.snapshot) or 0, cb)
+end
+
+--- The node's state: `{id, streams = catalogue}`.
+function Node:status()
+  check_open(self)
+  return { id = self.id, streams = self.store:streams() }
+end
+
+--- Runs the loop (luv: until nothing is left; see `close`).
+function Node:run()
+  return self.adapter.run()
+end
+
+--- Closes subscriptions, timers and the store. Pending group commits are
+-- written first. Idempotent.
+function Node:close()
+  if self.closed then return end
+  self:_flush_commits()
+  self.closed = true
+  if self.ticker then self.ticker.stop() end
+  self.journal:close()
+  self.snapshots:close()
+  self.store:close()
+  self:emit("close")
+end
+
+Node.__close = Node.close
+
+return Node

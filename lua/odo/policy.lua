@@ -1,0 +1,83 @@
+--- Every policy of a node, with its default, in one place.
+--
+-- Pass replacements in `odo.node{ policy = { ... } }`: each entry is a
+-- plain value or a function, and a user's entry replaces the default
+-- whole. Functions receive the node as their last argument.
+--
+-- @module odo.policy
+local P = {}
+
+--- How often the node re-evaluates time-based policies (ms).
+P.tick_ms = 1000
+
+--- Events handed to a subscriber's handler per call (at most).
+P.slice = 1000
+
+--- Longest a delivery turn may run before yielding to the loop (ms).
+P.turn_budget_ms = 5
+
+--- Which reducer snapshots a stream: nil (no snapshots: the default, as
+-- compaction then never discards history), "kv", "last", or a Lua reducer
+-- `{ name = "...", reduce = function(state, events) return state end,
+--    init = function() return {} end, codec = { encode =, decode = } }`
+-- (codec default: JSON through lua-cjson). May be a function
+-- `function(stream_id, node) return reducer end`.
+P.reducer = nil
+
+--- Seed sync rule 7: snapshot a stream after this many events since its
+-- previous snapshot...
+P.snapshot_every_events = 10000
+--- ...or after this long (ms) when it has new events.
+P.snapshot_every_ms = 10 * 60 * 1000
+
+--- Events folded per loop turn while building a snapshot.
+P.snapshot_slice = 10000
+
+--- Seed sync rule 8: delete the events before the latest snapshot once
+-- this many events were appended after it...
+P.compact_after_events = 1000
+--- ...or this long (ms) after it was made.
+P.compact_after_ms = 60 * 1000
+--- Events to keep behind the snapshot when compacting (history).
+P.compact_keep = 0
+--- Old events deleted per loop turn after a compaction.
+P.purge_slice = 5000
+
+--- Whether stream `st` (a catalogue entry) is due for a snapshot. `state`
+-- holds `last_snapshot_ms` and `snapshot_rev` (of the snapshot this node
+-- builds: source snapshots on own streams, local ones on replicas).
+function P.snapshot_due(st, state, now, policy)
+  local since = st.last - state.snapshot_rev
+  if since <= 0 then return false end
+  return since >= policy.snapshot_every_events
+    or now - state.last_snapshot_ms >= policy.snapshot_every_ms
+end
+
+--- Up to which revision stream `st` should be compacted now, or nil.
+-- Compacts only against the source's snapshot (`st.snapshot`).
+function P.compact_upto(st, state, now, policy)
+  local upto = st.snapshot - policy.compact_keep
+  if st.snapshot == 0 or upto < st.first then return nil end
+  if st.last - st.snapshot >= policy.compact_after_events
+    or now - state.snapshot_seen_ms >= policy.compact_after_ms then
+    return upto
+  end
+  return nil
+end
+
+--- Returns a policy table: the defaults, with the user's entries on top.
+function P.merge(user)
+  local p = {}
+  for k, v in pairs(P) do
+    if k ~= "merge" then p[k] = v end
+  end
+  for k, v in pairs(user or {}) do
+    if P[k] == nil and k ~= "reducer" then
+      error("unknown policy '" .. tostring(k) .. "'", 3)
+    end
+    p[k] = v
+  end
+  return p
+end
+
+return P
