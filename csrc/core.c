@@ -35,6 +35,7 @@ int luaopen_odo_core(lua_State *L) {
   odo_util_open(L);
   odo_store_open(L);
   odo_snapshot_open(L);
+  odo_certgen_open(L);
   lua_pushstring(L, OPENSSL_VERSION_TEXT);
   lua_setfield(L, -2, "openssl_version");
   lua_pushinteger(L, ODO_MAX_DATA);
