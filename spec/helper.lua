@@ -131,4 +131,88 @@ function H.events(n, prefix)
   return t
 end
 
+-- ---- certificates ------------------------------------------------------------
+
+local function sh(cmd)
+  local out, ok = H.run(cmd)
+  assert(ok, cmd .. "\n" .. out)
+  return out
+end
+
+--- Test certificates made with the openssl command line in `dir`:
+--   an Ed25519 CA with nodes signed by it (`pki.node(name)` makes one),
+--   an untrusted CA with node "mallory", an expired node,
+--   seed-style self-signed RSA certificates sharing one subject
+--   (`pki.seed(name, bits)`), and bundles of them.
+-- Each node is `{ca=, cert=, key=}`, ready for core.tls_context.
+function H.pki(dir)
+  local p = { dir = dir }
+  local function ca(name)
+    sh(("cd '%s' && openssl req -x509 -newkey ed25519 -nodes -keyout %s.key -out %s.pem -subj /CN=%s -days 30 2>&1")
+      :format(dir, name, name, name))
+    return dir .. "/" .. name .. ".pem"
+  end
+  p.ca = ca("ca")
+  p.evil_ca = ca("evil")
+  local function signed(name, by, days)
+    sh(("cd '%s' && openssl req -newkey ed25519 -nodes -keyout %s.key -out %s.csr -subj /CN=%s 2>&1"
+      .. " && openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -out %s.pem -days %d 2>&1")
+      :format(dir, name, name, name, name, by, by, name, days))
+    return { ca = p.ca, cert = dir .. "/" .. name .. ".pem", key = dir .. "/" .. name .. ".key" }
+  end
+  function p.node(name) return signed(name, "ca", 30) end
+  p.mallory = signed("mallory", "evil", 30)
+  p.mallory.ca = p.evil_ca
+  p.expired = signed("expired", "ca", -1)
+  --- A self-signed RSA certificate made as the seed's README does, with
+  -- the subject `openssl req` gives when its questions are answered with
+  -- the defaults.
+  function p.seed(name, bits)
+    sh(("cd '%s' && openssl genrsa -out %s.key %d 2>&1 && openssl req -new -key %s.key -out %s.csr"
+      .. " -subj '/C=AU/ST=Some-State/O=Internet Widgits Pty Ltd' 2>&1"
+      .. " && openssl x509 -req -days 365 -in %s.csr -signkey %s.key -out %s.pem 2>&1")
+      :format(dir, name, bits or 2048, name, name, name, name, name))
+    return { cert = dir .. "/" .. name .. ".pem", key = dir .. "/" .. name .. ".key" }
+  end
+  --- A bundle file of the given certificates (the seed's CA file).
+  function p.bundle(name, nodes)
+    local files = {}
+    for _, n in ipairs(nodes) do files[#files + 1] = "'" .. n.cert .. "'" end
+    sh(("cat %s > '%s/%s'"):format(table.concat(files, " "), dir, name))
+    for _, n in ipairs(nodes) do n.ca = dir .. "/" .. name end
+    return dir .. "/" .. name
+  end
+  return p
+end
+
+--- Moves ciphertext between two core sessions until neither has output;
+-- returns the events each one saw.
+function H.pump(a, b, now)
+  local ea, eb = {}, {}
+  for _ = 1, 100 do
+    local moved = false
+    local o = a:output()
+    if o then
+      a:written(#o)
+      for _, e in ipairs(b:feed(o, now or 0)) do eb[#eb + 1] = e end
+      moved = true
+    end
+    o = b:output()
+    if o then
+      b:written(#o)
+      for _, e in ipairs(a:feed(o, now or 0)) do ea[#ea + 1] = e end
+      moved = true
+    end
+    if not moved then break end
+  end
+  return ea, eb
+end
+
+--- The first event named `name` in a list, or nil.
+function H.find_event(events, name)
+  for _, e in ipairs(events) do
+    if e.event == name then return e end
+  end
+end
+
 return H

@@ -88,6 +88,133 @@ function A.defer(fn)
   end
 end
 
+-- ---- sockets ------------------------------------------------------------------
+
+-- A stream socket as the transport sees it.
+local Sock = {}
+Sock.__index = Sock
+
+local function wrap(tcp)
+  return setmetatable({ tcp = tcp }, Sock)
+end
+
+--- Starts reading: fn(err, data); data is nil at end of stream.
+function Sock:read_start(fn)
+  self.tcp:read_start(fn)
+end
+
+--- Writes data; cb(err) once it reached the kernel.
+function Sock:write(data, cb)
+  local ok, err = self.tcp:write(data, cb)
+  if not ok and cb then A.defer(function() cb(err or "write failed") end) end
+end
+
+--- Bytes queued in libuv, not yet written.
+function Sock:queued()
+  return self.tcp:get_write_queue_size()
+end
+
+--- The remote address: host, port.
+function Sock:peer()
+  local a = self.tcp:getpeername()
+  if not a then return nil end
+  return a.ip, a.port
+end
+
+--- The local address: host, port.
+function Sock:local_address()
+  local a = self.tcp:getsockname()
+  if not a then return nil end
+  return a.ip, a.port
+end
+
+--- Closes the socket (idempotent).
+function Sock:close()
+  if not self.tcp:is_closing() then self.tcp:close() end
+end
+
+--- Listens on host:port (port 0: any free port); on_conn(sock) for each
+-- accepted connection. Returns {port = bound port, close = function}, or
+-- nil, "NAME: message", "NAME".
+function A.listen(host, port, on_conn)
+  local server = uv.new_tcp()
+  local ok, err, name = server:bind(host, port)
+  if ok then ok, err, name = server:listen(128, function(lerr)
+    if lerr then return end
+    local client = uv.new_tcp()
+    if server:accept(client) then
+      client:nodelay(true)
+      on_conn(wrap(client))
+    else
+      client:close()
+    end
+  end) end
+  if not ok then
+    server:close()
+    return nil, err, name
+  end
+  return {
+    port = server:getsockname().port,
+    host = host,
+    close = function()
+      if not server:is_closing() then server:close() end
+    end,
+  }
+end
+
+local function is_ip(host)
+  return host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true)
+end
+
+--- Connects to host:port (an IP address or a name to resolve); cb(sock)
+-- or cb(nil, "NAME: message", "NAME"). Returns a handle with cancel().
+function A.connect(host, port, cb)
+  local tcp, done = nil, false
+  local function finish(sock, err, name)
+    if done then
+      if sock then sock:close() end
+      return
+    end
+    done = true
+    cb(sock, err, name)
+  end
+  local function dial(ip)
+    tcp = uv.new_tcp()
+    local ok, err = pcall(tcp.connect, tcp, ip, port, function(cerr)
+      if cerr then
+        tcp:close()
+        local name = tostring(cerr):match("^(%u+)") or "ECONNECT"
+        return finish(nil, ("%s: cannot connect to %s:%d"):format(name, host, port), name)
+      end
+      tcp:nodelay(true)
+      finish(wrap(tcp))
+    end)
+    if not ok or not err then
+      tcp:close()
+      A.defer(function() finish(nil, "EINVAL: " .. tostring(err), "EINVAL") end)
+    end
+  end
+  if is_ip(host) then
+    dial(host)
+  else
+    uv.getaddrinfo(host, nil, { socktype = "stream" }, function(err, res)
+      if done then return end
+      if err or not res or not res[1] then
+        return finish(nil, ("ENOTFOUND: cannot resolve %s (%s)"):format(host, tostring(err)), "ENOTFOUND")
+      end
+      dial(res[1].addr)
+    end)
+  end
+  return {
+    cancel = function()
+      if not done then
+        done = true
+        if tcp and not tcp:is_closing() then tcp:close() end
+      end
+    end,
+  }
+end
+
 --- Runs the loop until nothing is left to do.
 function A.run()
   return uv.run()

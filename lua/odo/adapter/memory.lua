@@ -94,6 +94,118 @@ function M.new(start_ms)
     return n
   end
 
+  -- ---- an in-memory network ---------------------------------------------
+  -- Hosts are names ("10.0.0.1"); a write is delivered to the other end on
+  -- a deferred call, in order. `a.hold(host)` keeps everything sent to or
+  -- by a host in flight (a host that stopped answering) until
+  -- `a.release(host)`; `a.tap(fn)` lets a spec see or change traffic:
+  -- fn(from_host, to_host, data) returns the data to deliver (nil drops it).
+  local listeners, next_port, held, tap = {}, 40000, {}, nil
+  local in_transit = {}
+
+  local Sock = {}
+  Sock.__index = Sock
+
+  function Sock:read_start(fn)
+    self.reader = fn
+    local inbox = self.inbox
+    self.inbox = {}
+    for _, d in ipairs(inbox) do fn(d[1], d[2]) end
+  end
+
+  local function deliver(sock, err, data)
+    if sock.closed then return end
+    if sock.reader then sock.reader(err, data)
+    else sock.inbox[#sock.inbox + 1] = { err, data } end
+  end
+
+  local function send(from, to, data, cb)
+    in_transit[#in_transit + 1] = { from = from, to = to, data = data, cb = cb }
+    a.defer(function() a.flush_network() end)
+  end
+
+  --- Delivers what is in transit, except to or from held hosts.
+  function a.flush_network()
+    local q = in_transit
+    in_transit = {}
+    for _, m in ipairs(q) do
+      if held[m.from.host] or held[m.to.host] then
+        in_transit[#in_transit + 1] = m
+      else
+        local data = m.data
+        if data and tap then data = tap(m.from.host, m.to.host, data) end
+        if data or m.data == nil then deliver(m.to, nil, data) end
+        if m.cb then m.cb() end
+      end
+    end
+  end
+
+  function Sock:write(data, cb)
+    if self.closed or self.peer_sock.closed then
+      if cb then a.defer(function() cb("EPIPE: the connection is closed") end) end
+      return
+    end
+    send(self, self.peer_sock, data, cb)
+  end
+
+  function Sock.queued() return 0 end
+  function Sock:peer() return self.remote_host, self.remote_port end
+  function Sock:local_address() return self.host, self.port end
+
+  function Sock:close()
+    if self.closed then return end
+    self.closed = true
+    if not self.peer_sock.closed then send(self, self.peer_sock, nil, nil) end
+  end
+
+  --- Listens on host:port (port 0 picks one); on_conn(sock) per connection.
+  function a.listen(host, port, on_conn)
+    if port == 0 then
+      repeat
+        next_port = next_port + 1
+      until not listeners[host .. ":" .. next_port]
+      port = next_port
+    end
+    local key = host .. ":" .. port
+    if listeners[key] then
+      return nil, "EADDRINUSE: " .. key .. " is in use", "EADDRINUSE"
+    end
+    listeners[key] = on_conn
+    return { host = host, port = port, close = function() listeners[key] = nil end }
+  end
+
+  --- Connects to host:port from `from` (a host name, default 127.0.0.1).
+  function a.connect(host, port, cb, from)
+    local cancelled = false
+    a.defer(function()
+      if cancelled then return end
+      local on_conn = listeners[host .. ":" .. port]
+      if not on_conn or held[host] then
+        if held[host] then return end -- no answer at all: a timeout will tell
+        return cb(nil, ("ECONNREFUSED: cannot connect to %s:%d"):format(host, port), "ECONNREFUSED")
+      end
+      next_port = next_port + 1
+      from = from or "127.0.0.1"
+      local c = setmetatable({ host = from, port = next_port, remote_host = host,
+        remote_port = port, inbox = {} }, Sock)
+      local s = setmetatable({ host = host, port = port, remote_host = from,
+        remote_port = next_port, inbox = {} }, Sock)
+      c.peer_sock, s.peer_sock = s, c
+      on_conn(s)
+      cb(c)
+    end)
+    return { cancel = function() cancelled = true end }
+  end
+
+  function a.hold(host) held[host] = true end
+
+  function a.release(host)
+    held[host] = nil
+    a.defer(function() a.flush_network() end)
+  end
+
+  function a.tap(fn) tap = fn end
+
   a.step = a.drain
   a.run = a.drain
   return a

@@ -1,0 +1,54 @@
+/* session.h - one peer session (see session.c): the state the sync engine
+ * reaches from C to queue frames without a Lua call per event. */
+#ifndef ODO_SESSION_H
+#define ODO_SESSION_H
+
+#include "tls.h"
+#include "wire.h"
+
+#define ODO_SESSION_CLASS "odo.session"
+
+enum {
+  ODO_SESSION_HANDSHAKE = 0,
+  ODO_SESSION_INTRO = 1, /* TLS done, HELLO not yet received */
+  ODO_SESSION_OPEN = 2,
+  ODO_SESSION_CLOSED = 3
+};
+
+/* Close codes that never travel in a BYE. */
+#define ODO_CLOSE_TLS 100 /* the TLS handshake or a record failed */
+#define ODO_CLOSE_EOF 101 /* the connection ended without a BYE */
+
+typedef struct odo_session {
+  SSL *ssl;
+  odo_tls *tls;
+  int server, state, blocked;
+  size_t max_frame, high, low;
+  odo_buf in;       /* plaintext received and not yet parsed, from in_off */
+  size_t in_off;
+  odo_buf pending;  /* plaintext queued before the handshake finished */
+  odo_buf scratch;  /* one frame being built */
+  size_t in_flight; /* ciphertext handed to the socket, not yet written */
+  odo_hello ours, theirs;
+  char peer_id[ODO_NODE_ID_HEX + 1];
+  uint64_t ping_nonce;
+  double ping_at, rtt;
+  int ping_outstanding;
+  uint64_t bytes_in, bytes_out, frames_in, frames_out;
+  uint16_t close_code;
+  char reason[300];
+} odo_session;
+
+/* Queues one frame (encrypting it once the handshake is done); 0 on
+ * allocation failure or a TLS write error. */
+int odo_session_frame(odo_session *s, uint8_t type, const void *payload,
+                      size_t plen);
+/* Bytes queued: ciphertext not yet taken, plaintext waiting for the
+ * handshake, and ciphertext in flight to the socket. */
+size_t odo_session_queued(const odo_session *s);
+/* Open and under the watermarks (with hysteresis). */
+int odo_session_writable(odo_session *s);
+
+void odo_session_open(lua_State *L);
+
+#endif
