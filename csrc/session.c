@@ -255,10 +255,12 @@ static void handshake_done(lua_State *L, int ev, odo_session *s) {
   lua_setfield(L, -2, "peer");
   ev_end(L, ev);
   /* HELLO goes first, then whatever was queued during the handshake */
-  s->scratch.len = 0;
-  odo_hello_put(&s->scratch, &s->ours);
-  s->frames_out++;
-  flush_scratch(s);
+  if (!s->no_hello) {
+    s->scratch.len = 0;
+    odo_hello_put(&s->scratch, &s->ours);
+    s->frames_out++;
+    flush_scratch(s);
+  }
   if (s->pending.len) {
     odo_buf q = s->pending;
     odo_buf_init(&s->pending);
@@ -388,6 +390,7 @@ static int l_session(lua_State *L) {
       hex_id(lua_tostring(L, -1), s->ours.id);
     lua_pop(L, 1);
     s->ours.version = (uint16_t)odo_fieldu64(L, opts, "_version", ODO_PROTOCOL_VERSION);
+    s->no_hello = odo_fieldbool(L, opts, "_no_hello", 0);
   }
   s->ssl = odo_tls_engine(t, s->server, err, sizeof err);
   if (s->ssl == NULL) return odo_fail(L, "ETLS", "%s", err);
@@ -606,6 +609,16 @@ static int l_writable(lua_State *L) {
   return 1;
 }
 
+/* Test hook (specs and the fuzzer): writes raw plaintext into the TLS
+ * stream, framed or not, as a misbehaving peer would. */
+static int l_inject(lua_State *L) {
+  odo_session *s = check_session(L);
+  size_t n;
+  const char *p = luaL_checklstring(L, 2, &n);
+  lua_pushboolean(L, session_write(s, (const uint8_t *)p, n));
+  return 1;
+}
+
 static int l_gc(lua_State *L) {
   session_release(luaL_checkudata(L, 1, ODO_SESSION_CLASS));
   return 0;
@@ -651,7 +664,8 @@ void odo_session_open(lua_State *L) {
       {"output", l_output},     {"written", l_written},
       {"send", l_send},         {"ping", l_ping},   {"bye", l_bye},
       {"info", l_info},         {"writable", l_writable},
-      {"release", l_gc},        {NULL, NULL}};
+      {"release", l_gc},        {"_inject", l_inject},
+      {NULL, NULL}};
   odo_newclass(L, ODO_SESSION_CLASS, methods, l_gc, l_tostring);
   lua_pushcfunction(L, l_session);
   lua_setfield(L, -2, "session");

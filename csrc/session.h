@@ -37,6 +37,7 @@ typedef struct odo_session {
   uint64_t bytes_in, bytes_out, frames_in, frames_out;
   uint16_t close_code;
   char reason[300];
+  int no_hello; /* test hook: skip our HELLO (specs and the fuzzer) */
 } odo_session;
 
 /* Queues one frame (encrypting it once the handshake is done); 0 on

@@ -115,7 +115,8 @@ function H.node(opts)
   local odo = require "odo"
   opts = opts or {}
   opts.dir = opts.dir or H.tmpdir()
-  if opts.node_id == nil then opts.node_id = "node-a" end
+  if opts.node_id == nil and not opts.tls then opts.node_id = "node-a" end
+  if opts.node_id == false then opts.node_id = nil end
   local errors = {}
   opts.on_error = opts.on_error or function(e) errors[#errors + 1] = e end
   local node, err = odo.node(opts)

@@ -202,6 +202,69 @@ describe("sessions", function()
     assert.equal(4, n)
   end)
 
+  describe("a misbehaving peer", function()
+    local function raw_pair()
+      local a = core.session(ctx(pki.a), { _no_hello = true })
+      local b = core.session(ctx(pki.b), { server = true })
+      a:start()
+      H.pump(a, b)
+      return a, b
+    end
+    local function frame(t, payload) return string.pack(">I4B", #payload + 1, t) .. payload end
+
+    for _, case in ipairs({
+      { "a frame before HELLO", frame(0x20, "x"), "a frame of type 32 before HELLO" },
+      { "a malformed HELLO", frame(0x01, "short"), "a malformed HELLO %(5 bytes%)" },
+      { "a frame of length 0", "\0\0\0\0\1", "a frame of length 0" },
+      { "an oversize frame header", "\255\255\255\255\1", "over the limit" },
+    }) do
+      it("is refused: " .. case[1], function()
+        local a, b = raw_pair()
+        a:_inject(case[2])
+        local _, eb = H.pump(a, b)
+        local closed = H.find_event(eb, "closed")
+        assert.equal("protocol", closed.name)
+        assert.matches(case[3], closed.reason)
+        assert.is_nil(H.find_event(eb, "hello"))
+      end)
+    end
+
+    local function hello_of(t)
+      local raw = core.wire_encode("hello", { id = t:id(), port = 1 })
+      return raw
+    end
+
+    for _, case in ipairs({
+      { "a second HELLO", function(t) return hello_of(t) end, "a second HELLO" },
+      { "an unknown session message type", function() return frame(0x07, "") end, "unknown type 7" },
+      { "a malformed PING", function() return frame(0x02, "123") end, "a malformed frame of type 2" },
+      { "a malformed BYE", function() return frame(0x04, "x") end, "a malformed BYE" },
+    }) do
+      it("is refused after introductions: " .. case[1], function()
+        local a, b = raw_pair()
+        local ta = ctx(pki.a)
+        a:_inject(hello_of(ta))
+        local _, eb = H.pump(a, b)
+        assert.is_truthy(H.find_event(eb, "hello"))
+        a:_inject(case[2](ta))
+        _, eb = H.pump(a, b)
+        local closed = H.find_event(eb, "closed")
+        assert.equal("protocol", closed.name)
+        assert.matches(case[3], closed.reason)
+      end)
+    end
+
+    it("a PONG with an unknown nonce is ignored", function()
+      local a, b = raw_pair()
+      a:_inject(hello_of(ctx(pki.a)))
+      H.pump(a, b)
+      a:_inject(frame(0x03, string.pack(">I8", 99)))
+      local _, eb = H.pump(a, b)
+      assert.same({}, eb)
+      assert.equal("open", b:info().state)
+    end)
+  end)
+
   it("queue frames sent before the handshake and deliver them after HELLO", function()
     local a = core.session(ctx(pki.a), {})
     local b = core.session(ctx(pki.b), { server = true })

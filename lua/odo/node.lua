@@ -15,6 +15,8 @@ local Snapshots = require "odo.snapshots"
 local policy_mod = require "odo.policy"
 local emitter = require "odo.emitter"
 local compat = require "odo.compat"
+local Swarm = require "odo.swarm"
+local discovery = require "odo.discovery"
 
 local Node = {}
 Node.__index = Node
@@ -27,6 +29,12 @@ end
 --- Opens a node.
 -- @tparam table opts
 --   `dir` (string, required): the node's folder; the store is `dir/store`.
+--   `tls` (table): `{ca =, cert =, key =}` PEM files; the node id is the
+--   certificate's, and the node talks to peers. Without it the node is a
+--   local journal.
+--   `listen` (string): "host:port" to accept peers on (port 0: any).
+--   `peers` (table): seed addresses "host:port", always retried.
+--   `discovery` (table): more discovery sources (`odo.discovery`).
 --   `node_id` (string): the node's id when it has no certificate (local
 --   journals, specs).
 --   `adapter` (table): timers and sockets (default `odo.adapter.luv`).
@@ -43,11 +51,31 @@ function Node.new(opts)
   assert(opts.node_id == nil or type(opts.node_id) == "string", "opts.node_id must be a string")
   assert(opts.on_error == nil or type(opts.on_error) == "function", "opts.on_error must be a function")
   local policy = policy_mod.merge(opts.policy)
+  local tls, listen
+  local node_id = opts.node_id
+  if opts.tls ~= nil then
+    assert(type(opts.tls) == "table" and type(opts.tls.ca) == "string" and type(opts.tls.cert) == "string"
+      and type(opts.tls.key) == "string", "opts.tls needs ca, cert and key (paths of PEM files)")
+    local err, name
+    tls, err, name = core.tls_context(opts.tls)
+    if not tls then return nil, err, name end
+    if node_id and node_id ~= tls:id() then
+      return nil, ("EIDENTITY: opts.node_id %s is not the certificate's id %s"):format(node_id, tls:id()), "EIDENTITY"
+    end
+    node_id = tls:id()
+  end
+  if opts.listen ~= nil then
+    assert(tls, "opts.listen needs opts.tls")
+    local host, port = tostring(opts.listen):match("^%[?([^%]]+)%]?:(%d+)$")
+    assert(host and tonumber(port) <= 65535, "opts.listen must be HOST:PORT")
+    listen = { host = host, port = tonumber(port) }
+  end
+  assert(opts.peers == nil or type(opts.peers) == "table", "opts.peers must be an array of HOST:PORT")
   local ok, err, name = core.mkdirs(opts.dir, 448) -- 0700: it holds keys
   if not ok then return nil, err, name end
   local store
   store, err, name = Store.open(opts.dir .. "/store", {
-    node_id = opts.node_id,
+    node_id = node_id,
     sync = opts.sync ~= false,
   })
   if not store then return nil, err, name end
@@ -66,6 +94,18 @@ function Node.new(opts)
   self.ticker = self.adapter.every(policy.tick_ms, function()
     self:_protect(self._tick, self)
   end)
+  if tls then
+    self.swarm = Swarm.new(self, { tls = tls, host = opts.host or (listen and listen.host) })
+    self.instance = self.swarm.instance
+    local sources = { discovery.static(opts.peers), discovery.history(store) }
+    for _, src in ipairs(opts.discovery or {}) do sources[#sources + 1] = src end
+    ok, err, name = self.swarm:start(listen, sources)
+    if not ok then
+      self:close()
+      return nil, err, name
+    end
+    self.listen = self.swarm.listen
+  end
   return self
 end
 
@@ -257,10 +297,25 @@ function Node:compact(stream, upto, cb)
   return self.snapshots:compact(stream, upto or (st and st.snapshot) or 0, cb)
 end
 
---- The node's state: `{id, streams = catalogue}`.
+--- Every peer the node knows: `{id, host, port, state, reason, detail,
+-- attempts, last_activity, rtt, incoming, pinned}`.
+function Node:peers()
+  check_open(self)
+  return self.swarm and self.swarm:list() or {}
+end
+
+--- Offers a candidate peer address (as a discovery source would).
+function Node:discover(host, port)
+  check_open(self)
+  assert(self.swarm, "the node has no network (no opts.tls)")
+  self.swarm:discover(host, port)
+end
+
+--- The node's state: `{id, listen, peers, streams}`.
 function Node:status()
   check_open(self)
-  return { id = self.id, streams = self.store:streams() }
+  local listen = self.listen and (self.listen.host .. ":" .. self.listen.port) or nil
+  return { id = self.id, listen = listen, peers = self:peers(), streams = self.store:streams() }
 end
 
 --- Runs the loop (luv: until nothing is left; see `close`).
@@ -274,6 +329,7 @@ function Node:close()
   if self.closed then return end
   self:_flush_commits()
   self.closed = true
+  if self.swarm then self.swarm:close("the node is stopping") end
   if self.ticker then self.ticker.stop() end
   self.journal:close()
   self.snapshots:close()

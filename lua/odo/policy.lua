@@ -43,6 +43,41 @@ P.compact_keep = 0
 --- Old events deleted per loop turn after a compaction.
 P.purge_slice = 5000
 
+-- ---- peers (the swarm) ------------------------------------------------------------
+
+--- Most peers connecting, introducing or active at once; more discovered
+-- addresses wait, more incoming connections are refused (BYE "full").
+P.max_peers = 64
+
+--- Introductions (TCP, TLS and HELLO) must finish within this (ms), or the
+-- attempt fails with "timeout".
+P.handshake_timeout_ms = 10000
+
+--- An active peer that sent nothing for this long (ms) gets a heartbeat...
+P.heartbeat_interval_ms = 5000
+--- ...and one that does not answer it within this long (ms) is dropped.
+P.heartbeat_timeout_ms = 10000
+
+--- How long (ms) a peer stays in purgatory ("self", "duplicate") before it
+-- is deleted and may be discovered again.
+P.purgatory_ms = 5 * 60 * 1000
+
+--- Reconnection delays (ms) for a peer in lifesupport, by consecutive
+-- failure: a table, or `function(attempt, peer) return ms or nil end`.
+-- When it runs out (nil), the peer is deleted, unless it is pinned (a
+-- configured seed), which keeps retrying at the last delay.
+P.backoff = { 500, 1000, 2000, 4000, 8000, 16000, 30000, 60000, 60000, 60000 }
+--- Each delay is spread by up to this fraction either way, so peers that
+-- failed together do not all retry together.
+P.backoff_jitter = 0.2
+--- No delay is longer than this (ms).
+P.backoff_cap_ms = 60000
+
+--- Which discovered addresses to try: `function(host, port, node)`.
+function P.accept_address(host, port)
+  return type(host) == "string" and host ~= "" and port > 0 and port < 65536
+end
+
 --- Whether stream `st` (a catalogue entry) is due for a snapshot. `state`
 -- holds `last_snapshot_ms` and `snapshot_rev` (of the snapshot this node
 -- builds: source snapshots on own streams, local ones on replicas).

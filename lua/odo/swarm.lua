@@ -1,0 +1,508 @@
+--- The swarm: every peer's lifecycle, as the seed's discovery rules say.
+--
+-- States: connecting (we dial), incoming (they dialled; introductions under
+-- way), active, lifesupport (waiting to retry), purgatory (refused for a
+-- while: "self", "duplicate"), deleted (forgotten). A peer's address is the
+-- IP it is reached at and the listen port it announces in HELLO. Every
+-- transition is a "peer" event on the node: `(peer, old, new, reason)`.
+-- Every timing and choice is a policy (`odo.policy`).
+--
+-- @module odo.swarm
+local Transport = require "odo.transport"
+
+local Swarm = {}
+Swarm.__index = Swarm
+
+--- A swarm for `node`, listening on `listen` ("host:port", optional).
+function Swarm.new(node, opts)
+  local self = setmetatable({
+    node = node,
+    adapter = node.adapter,
+    policy = node.policy,
+    id = node.id,
+    peers = {},    -- by address "host:port"
+    by_id = {},    -- active peers by node id
+    floating = {}, -- peers with no address (incoming, not yet introduced)
+    sources = {},
+    handlers = opts.handlers or {}, -- on_active(peer), on_inactive(peer), on_message(peer, type, payload)
+    closed = false,
+  }, Swarm)
+  self.transport = Transport.new {
+    adapter = self.adapter,
+    tls = opts.tls,
+    host = opts.host,
+    handshake_timeout_ms = self.policy.handshake_timeout_ms,
+    protect = function(fn, ...) return node:_protect(fn, ...) end,
+  }
+  self.instance = self.transport.instance
+  return self
+end
+
+local function now(self) return self.adapter.now() end
+
+-- ---- bookkeeping -----------------------------------------------------------------
+
+--- What `node:peers()` shows of a peer.
+function Swarm.info(p)
+  return {
+    id = p.id,
+    host = p.host,
+    port = p.port,
+    state = p.state,
+    reason = p.reason,
+    detail = p.detail,
+    attempts = p.attempts,
+    last_activity = p.conn and p.conn.last_rx or p.last_activity,
+    rtt = p.rtt,
+    incoming = p.conn and p.conn.incoming or false,
+    pinned = p.pinned or false,
+  }
+end
+
+function Swarm:_set(p, new, reason, detail)
+  local old = p.state or "none"
+  p.state, p.reason, p.detail, p.since = new, reason, detail, now(self)
+  self.node:emit("peer", Swarm.info(p), old, new, reason)
+end
+
+function Swarm:_live_count()
+  local n = 0
+  local function count(p)
+    if p.state == "connecting" or p.state == "incoming" or p.state == "active" then n = n + 1 end
+  end
+  for _, p in pairs(self.peers) do count(p) end
+  for p in pairs(self.floating) do count(p) end
+  return n
+end
+
+function Swarm._stop_timer(_, p)
+  if p.timer then
+    p.timer.stop()
+    p.timer = nil
+  end
+end
+
+-- Forgets a peer (state "deleted").
+function Swarm:_forget(p, reason, detail)
+  self:_stop_timer(p)
+  if p.addr and self.peers[p.addr] == p then self.peers[p.addr] = nil end
+  self.floating[p] = nil
+  if p.id and self.by_id[p.id] == p then
+    self.by_id[p.id] = nil
+    if p.state == "active" then self:_inactive(p) end
+  end
+  self:_set(p, "deleted", reason, detail)
+end
+
+function Swarm:_inactive(p)
+  if self.handlers.on_inactive then self.handlers.on_inactive(p) end
+end
+
+-- ---- discovery (rule 1) --------------------------------------------------------------
+
+--- Offers a candidate address. An address that matches a known peer's (in
+-- any state) is ignored; a new one is dialled.
+function Swarm:discover(host, port, source)
+  if self.closed then return end
+  port = tonumber(port)
+  if not port or not self.policy.accept_address(host, port, self.node) then return end
+  local key = host .. ":" .. port
+  if self.peers[key] then return end
+  if self:_live_count() >= self.policy.max_peers then return end
+  local p = { addr = key, host = host, port = port, attempts = 0, failures = 0,
+    pinned = source and source.pinned or false, dialled = true }
+  self.peers[key] = p
+  self:_set(p, "connecting", "discovered", source and source.name)
+  self:_dial(p)
+end
+
+-- ---- dialling (rules 2, 3, 8) -----------------------------------------------------
+
+local function error_reason(name)
+  if name == "ECONNREFUSED" then return "refused" end
+  if name == "ETIMEDOUT" then return "timeout" end
+  return name and name:lower() or "error"
+end
+
+function Swarm:_handlers(p)
+  return {
+    on_error = function(err, name) self:_attempt_failed(p, nil, error_reason(name), err) end,
+    on_connect = function(conn)
+      conn.entry = p
+      if p.state ~= "connecting" or p.attempt_id ~= conn.attempt_id then
+        conn.superseded = true
+        return conn:close("a stale attempt")
+      end
+    end,
+    on_hello = function(conn, hello) self:_introduced(conn, hello) end,
+    on_message = function(conn, t, payload) self:_message(conn, t, payload) end,
+    on_pong = function(conn, rtt)
+      local e = conn.entry
+      if e then e.rtt, e.ping_at = rtt, nil end
+    end,
+    on_drain = function(conn)
+      local e = conn.entry
+      if e and e.conn == conn and self.handlers.on_drain then self.handlers.on_drain(e) end
+    end,
+    on_close = function(conn, info) self:_closed(conn, info) end,
+  }
+end
+
+function Swarm:_dial(p)
+  p.attempts = p.attempts + 1
+  local attempt = {}
+  p.attempt_id = attempt
+  local handlers = self:_handlers(p)
+  local on_connect = handlers.on_connect
+  handlers.on_connect = function(conn)
+    conn.attempt_id = attempt
+    if p.attempt_id == attempt then p.conn = conn end
+    on_connect(conn)
+  end
+  local on_error = handlers.on_error
+  handlers.on_error = function(...)
+    if p.attempt_id == attempt then on_error(...) end
+  end
+  p.dial = self.transport:dial(p.host, p.port, handlers)
+  -- the whole attempt (TCP, TLS, HELLO) must finish in time
+  self:_stop_timer(p)
+  p.timer = self.adapter.timer(self.policy.handshake_timeout_ms, function()
+    self.node:_protect(function()
+      p.timer = nil
+      if p.attempt_id == attempt and p.state == "connecting" then
+        self:_attempt_failed(p, p.conn, "timeout",
+          ("introductions did not finish within %d ms"):format(self.policy.handshake_timeout_ms))
+      end
+    end)
+  end)
+end
+
+local function backoff_delay(self, p)
+  local b, pol = self.policy.backoff, self.policy
+  local delay
+  if type(b) == "function" then
+    delay = b(p.failures, Swarm.info(p))
+  else
+    delay = b[p.failures]
+    if delay == nil and p.pinned then delay = b[#b] end
+  end
+  if delay == nil and p.pinned then delay = pol.backoff_cap_ms end
+  if delay == nil then return nil end
+  delay = math.min(delay, pol.backoff_cap_ms)
+  local j = pol.backoff_jitter or 0
+  if j > 0 then delay = delay * (1 - j + 2 * j * math.random()) end
+  return math.max(0, math.floor(delay))
+end
+
+-- An outgoing attempt or an outgoing connection failed: lifesupport, and a
+-- retry after the backoff (rule 3, rule 7, rule 8).
+function Swarm:_attempt_failed(p, conn, reason, detail)
+  if p.state == "deleted" or p.state == "purgatory" then return end
+  self:_stop_timer(p)
+  p.attempt_id = nil
+  if p.dial then p.dial.cancel() end
+  if conn and not conn.closed then
+    conn.superseded = true
+    if reason == "timeout" then conn:bye("timeout", detail) else conn:close(detail) end
+  end
+  if p.conn == conn then p.conn = nil end
+  if p.state == "active" and self.by_id[p.id] == p then
+    self.by_id[p.id] = nil
+    self:_inactive(p)
+  end
+  p.failures = p.failures + 1
+  self:_set(p, "lifesupport", reason, detail)
+  local delay = backoff_delay(self, p)
+  if not delay then
+    return self:_forget(p, "exhausted", ("no answer after %d attempts (last: %s)"):format(p.attempts, reason))
+  end
+  p.retry_at = now(self) + delay
+  p.timer = self.adapter.timer(delay, function()
+    self.node:_protect(function()
+      p.timer = nil
+      if p.state == "lifesupport" and not self.closed then
+        self:_set(p, "connecting", "retry", ("attempt %d"):format(p.attempts + 1))
+        self:_dial(p)
+      end
+    end)
+  end)
+end
+
+-- ---- incoming connections ----------------------------------------------------------
+
+function Swarm:_accept(conn)
+  if self.closed then return conn:close("the node is stopping") end
+  local p = { host = conn.remote_host, port = nil, attempts = 0, failures = 0,
+    conn = conn, dialled = false }
+  -- over the maximum: refused once introduced (a BYE needs TLS first)
+  if self:_live_count() >= self.policy.max_peers then p.refuse = "full" end
+  conn.entry = p
+  conn.handlers = self:_handlers(p)
+  self.floating[p] = true
+  self:_set(p, "incoming", "accepted", ("from %s:%s"):format(tostring(conn.remote_host), tostring(conn.remote_port)))
+end
+
+-- ---- introductions (rules 4, 5) ---------------------------------------------------------
+
+function Swarm:_introduced(conn, hello)
+  local p = conn.entry
+  if not p or conn.superseded then return end
+  if hello.id == self.id then
+    -- shared keys end in the transport; this is us, dialling ourselves
+    conn.superseded = true
+    conn:bye("self", "this address is this node")
+    if p.dialled then
+      self:_stop_timer(p)
+      p.conn, p.attempt_id = nil, nil
+      p.id = hello.id
+      self:_purgatory(p, "self", "dialled its own address")
+    else
+      self:_forget(p, "self", "an incoming connection from this node itself")
+    end
+    return
+  end
+  p.id = hello.id
+  if p.refuse then
+    conn.superseded = true
+    local why = ("this node has its maximum of %d peers"):format(self.policy.max_peers)
+    conn:bye(p.refuse, why)
+    return self:_forget(p, p.refuse, why)
+  end
+  if not p.dialled then
+    p.port = hello.port ~= 0 and hello.port or nil
+  end
+  local existing = self.by_id[hello.id]
+  if existing then return self:_resolve(existing, p, conn) end
+  if not p.dialled then
+    -- an introduced incoming peer gets its address, or joins the entry we
+    -- keep for that address (a dial under way, or waiting to retry)
+    local key = p.port and (p.host .. ":" .. p.port)
+    local e = key and self.peers[key]
+    if e and (e.state == "connecting" or e.state == "lifesupport") then
+      self.floating[p] = nil
+      self:_stop_timer(e)
+      if e.state == "connecting" and e.conn and e.conn ~= conn then e.dial_conn = e.conn end
+      e.conn, e.id = conn, hello.id
+      conn.entry = e
+      p = e
+    elseif key and not e then
+      self.floating[p] = nil
+      p.addr = key
+      self.peers[key] = p
+    end
+  end
+  self:_activate(p, conn)
+end
+
+function Swarm:_activate(p, conn)
+  self:_stop_timer(p)
+  p.conn = conn
+  p.attempts, p.failures = 0, 0
+  p.ping_at = nil
+  self.by_id[p.id] = p
+  self:_set(p, "active", "introduced", conn.incoming and "incoming" or "outgoing")
+  if p.host and p.port then
+    local ok, err = self.node.store:peer_put { id = p.id, host = p.host, port = p.port, reason = "active" }
+    if not ok then self.node:_error("peer history: " .. tostring(err)) end
+  end
+  if self.handlers.on_active then self.handlers.on_active(p) end
+end
+
+function Swarm:_purgatory(p, reason, detail)
+  self:_stop_timer(p)
+  self:_set(p, "purgatory", reason, detail)
+  p.timer = self.adapter.timer(self.policy.purgatory_ms, function()
+    self.node:_protect(function()
+      p.timer = nil
+      if p.state == "purgatory" then self:_forget(p, "purgatory over") end
+    end)
+  end)
+end
+
+-- Two connections to one peer. Between a connection we dialled and one it
+-- dialled, the one dialled by the lower node id survives, on both sides
+-- alike, and the other ends as "duplicate" without touching the survivor.
+-- Two in the same direction: the newer one ends, and (ours) its address
+-- goes to purgatory "duplicate" (rule 4).
+function Swarm:_resolve(e, p, conn)
+  local old = e.conn
+  local keep_new = false
+  if old and old.incoming ~= conn.incoming then
+    local lower = self.id < e.id and self.id or e.id
+    local dialler = conn.incoming and e.id or self.id
+    keep_new = dialler == lower
+  end
+  local why = "already connected to this peer; kept the connection dialled by the lower node id"
+  if not keep_new then
+    conn.superseded = true
+    conn:bye("duplicate", why)
+    if p == e then
+      e.dial_conn = nil
+    elseif not p.dialled then
+      self:_forget(p, "duplicate", why)
+    elseif old and old.incoming ~= conn.incoming then
+      self:_forget(p, "duplicate", why) -- the pair resolved: no purgatory
+    else
+      self:_stop_timer(p)
+      p.conn, p.attempt_id = nil, nil
+      self:_purgatory(p, "duplicate", "this address leads to a peer already connected")
+    end
+    return
+  end
+  -- the new connection survives: the entry with an address keeps it
+  if old then
+    old.superseded = true
+    old:bye("duplicate", why)
+  end
+  local keeper, other = e, p
+  if not e.addr and p.addr then keeper, other = p, e end
+  keeper.dial_conn = nil
+  conn.entry = keeper
+  if other ~= keeper then self:_forget(other, "duplicate", why) end
+  if keeper.state == "active" then
+    -- same peer, another connection: layers above start over on it
+    self:_inactive(keeper)
+    keeper.conn, keeper.ping_at = conn, nil
+    if self.handlers.on_active then self.handlers.on_active(keeper) end
+  else
+    self:_activate(keeper, conn)
+  end
+end
+
+-- ---- connections ending (rule 7) ----------------------------------------------------------
+
+function Swarm:_closed(conn, info)
+  if conn.superseded or self.closed then return end
+  local p = conn.entry
+  if not p then return end
+  if p.dial_conn == conn then
+    p.dial_conn = nil
+    return
+  end
+  if p.conn ~= conn then return end
+  local reason = info.name
+  if info.name == "eof" or info.name == "normal" then reason = "closed" end
+  if info.name == "shared key" then
+    p.conn = nil
+    if p.dialled then return self:_purgatory(p, "shared key", info.reason) end
+    return self:_forget(p, "shared key", info.reason)
+  end
+  if not p.dialled then
+    -- the side that dialled reconnects
+    p.conn = nil
+    return self:_forget(p, reason, info.reason)
+  end
+  self:_attempt_failed(p, conn, reason, info.reason)
+end
+
+function Swarm:_message(conn, t, payload)
+  local p = conn.entry
+  if conn.superseded or not p or p.conn ~= conn or p.state ~= "active" then return end
+  if self.handlers.on_message then self.handlers.on_message(p, t, payload) end
+end
+
+-- ---- heartbeats (rules 6, 7) and purgatory (rule 9) ---------------------------------------
+
+function Swarm:_tick()
+  if self.closed then return end
+  local t, pol = now(self), self.policy
+  for _, p in pairs(self.peers) do self:_heartbeat(p, t, pol) end
+  for p in pairs(self.floating) do self:_heartbeat(p, t, pol) end
+end
+
+function Swarm:_heartbeat(p, t, pol)
+  if p.state ~= "active" or not p.conn then return end
+  local last = p.conn.last_rx or p.since
+  if p.ping_at then
+    if last >= p.ping_at then
+      p.ping_at = nil -- it spoke since: alive
+    elseif t - p.ping_at >= pol.heartbeat_timeout_ms then
+      local detail = ("no answer to a heartbeat for %d ms"):format(t - p.ping_at)
+      if p.dialled then
+        return self:_attempt_failed(p, p.conn, "heartbeat", detail)
+      end
+      local conn = p.conn
+      conn.superseded = true
+      conn:bye("timeout", detail)
+      p.conn = nil
+      return self:_forget(p, "heartbeat", detail)
+    end
+  end
+  if not p.ping_at and t - last >= pol.heartbeat_interval_ms then
+    p.ping_at = t
+    p.conn:ping()
+  end
+end
+
+-- ---- lifecycle -----------------------------------------------------------------------------
+
+--- Starts listening (`listen` = {host, port}, optional) and the discovery
+-- sources. Returns true, or nil, err, name when the address is taken.
+function Swarm:start(listen, sources)
+  if listen then
+    local server, err, name = self.transport:listen(listen.host, listen.port, function(conn)
+      self:_accept(conn)
+    end)
+    if not server then return nil, err, name end
+    self.server = server
+    self.transport.port = server.port
+    self.listen = { host = listen.host, port = server.port }
+  end
+  self.ticker = self.adapter.every(math.min(self.policy.tick_ms, self.policy.heartbeat_interval_ms), function()
+    self.node:_protect(self._tick, self)
+  end)
+  -- sources start on the next loop turn, so whoever made the node can
+  -- listen for "peer" events from the first one on
+  self.adapter.defer(function()
+    if self.closed then return end
+    for _, src in ipairs(sources or {}) do self.node:_protect(self.add_source, self, src) end
+  end)
+  return true
+end
+
+--- Adds a discovery source (see `odo.discovery`) and starts it.
+function Swarm:add_source(src)
+  assert(type(src) == "table" and type(src.start) == "function" and type(src.stop) == "function",
+    "a discovery source has start(self, report) and stop(self)")
+  self.sources[#self.sources + 1] = src
+  src:start(function(host, port)
+    self.node:_protect(self.discover, self, host, port, src)
+  end)
+end
+
+--- Every peer, as `info` shows them, sorted by address then id.
+function Swarm:list()
+  local out = {}
+  for _, p in pairs(self.peers) do out[#out + 1] = Swarm.info(p) end
+  for p in pairs(self.floating) do out[#out + 1] = Swarm.info(p) end
+  table.sort(out, function(a, b)
+    local ka = (a.host or "") .. ":" .. (a.port or 0) .. (a.id or "")
+    local kb = (b.host or "") .. ":" .. (b.port or 0) .. (b.id or "")
+    return ka < kb
+  end)
+  return out
+end
+
+--- The active peer with node id `id`, or nil.
+function Swarm:active(id)
+  return self.by_id[id]
+end
+
+--- Says BYE to every peer, stops listening, discovery and timers.
+function Swarm:close(reason)
+  if self.closed then return end
+  self.closed = true
+  for _, src in ipairs(self.sources) do self.node:_protect(src.stop, src) end
+  if self.ticker then self.ticker.stop() end
+  local all = {}
+  for _, p in pairs(self.peers) do all[#all + 1] = p end
+  for p in pairs(self.floating) do all[#all + 1] = p end
+  for _, p in ipairs(all) do
+    self:_stop_timer(p)
+    if p.dial then p.dial.cancel() end
+  end
+  self.transport:close(reason or "the node is stopping")
+  if self.server then self.server.close() end
+end
+
+return Swarm

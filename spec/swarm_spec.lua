@@ -1,0 +1,380 @@
+-- The swarm's rules, one by one, on the in-memory adapter with its manual
+-- clock: real TLS and real sessions, simulated sockets and time.
+local H = require "helper"
+local odo = require "odo"
+local memory = require "odo.adapter.memory"
+
+-- Quick timings for specs (each rule is checked against these).
+local FAST = {
+  handshake_timeout_ms = 3000,
+  heartbeat_interval_ms = 2000,
+  heartbeat_timeout_ms = 4000,
+  purgatory_ms = 60000,
+  tick_ms = 500,
+  backoff = { 1000, 2000, 4000 },
+  backoff_jitter = 0,
+}
+
+local function merge(a, b)
+  local t = {}
+  for k, v in pairs(a) do t[k] = v end
+  for k, v in pairs(b or {}) do t[k] = v end
+  return t
+end
+
+describe("swarm", function()
+  local pki, net, nodes
+  setup(function()
+    pki = H.pki(H.tmpdir())
+    pki.n = {}
+    for i = 1, 4 do pki.n[i] = pki.node("n" .. i) end
+  end)
+  teardown(H.cleanup)
+
+  before_each(function()
+    net = memory.new(1000000)
+    nodes = {}
+  end)
+  after_each(function()
+    for _, n in ipairs(nodes) do n:close() end
+    net.run_until(function() return false end, 50)
+    for _, n in ipairs(nodes) do assert.same({}, n.errors) end
+    assert.equal(0, net.pending_timers())
+  end)
+
+  -- node i listens on 10.0.0.i:4000; `opts.peers` are seeds; every "peer"
+  -- event is logged in node.events as {old, new, reason, id, host, port}
+  local function node(i, opts)
+    opts = opts or {}
+    local n = H.node {
+      dir = opts.dir or H.tmpdir(),
+      node_id = false,
+      tls = opts.tls or pki.n[i],
+      listen = opts.listen or ("10.0.0." .. i .. ":4000"),
+      peers = opts.peers,
+      adapter = net,
+      policy = merge(FAST, opts.policy),
+    }
+    n.events = {}
+    n:on("peer", function(p, old, new, reason)
+      n.events[#n.events + 1] = { old = old, new = new, reason = reason, id = p.id, host = p.host,
+        port = p.port, at = net.now(), detail = p.detail }
+    end)
+    nodes[#nodes + 1] = n
+    return n
+  end
+
+  local function states(n)
+    local out = {}
+    for _, p in ipairs(n:peers()) do out[#out + 1] = p.state end
+    table.sort(out)
+    return out
+  end
+
+  local function active_with(n, other)
+    for _, p in ipairs(n:peers()) do
+      if p.state == "active" and p.id == other.id then return p end
+    end
+  end
+
+  local function transitions(n, filter)
+    local out = {}
+    for _, e in ipairs(n.events) do
+      if not filter or filter(e) then out[#out + 1] = e.old .. ">" .. e.new .. ":" .. e.reason end
+    end
+    return out
+  end
+
+  it("rule 1: a new address is dialled; a known one, in any state, is ignored", function()
+    local a, b = node(1), node(2)
+    a:discover("10.0.0.2", 4000)
+    a:discover("10.0.0.2", 4000) -- while connecting
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    a:discover("10.0.0.2", 4000) -- while active
+    net.advance(100)
+    assert.same({ "none>connecting:discovered", "connecting>active:introduced" }, transitions(a))
+    -- in lifesupport too
+    a:discover("10.0.0.9", 4000)
+    assert.is_true(net.run_until(function() return #transitions(a) == 4 end, 1000))
+    a:discover("10.0.0.9", 4000)
+    net.advance(10)
+    assert.same({ "connecting>lifesupport:refused" }, { transitions(a)[4] })
+    assert.equal(4, #transitions(a))
+  end)
+
+  it("rule 2: an attempt is TLS then introductions, which give the peer's id", function()
+    local a, b = node(1), node(2)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    local p = active_with(a, b)
+    assert.equal(b.id, p.id)
+    assert.equal("10.0.0.2", p.host)
+    assert.equal(4000, p.port)
+    -- the side that was dialled knows the dialler by its announced port
+    local q = active_with(b, a)
+    assert.same({ "10.0.0.1", 4000, true }, { q.host, q.port, q.incoming })
+  end)
+
+  it("rule 3: a refused connection, a silent listener and an untrusted peer go to lifesupport with the reason", function()
+    local a = node(1)
+    -- accepts TCP, never speaks TLS
+    net.listen("10.0.0.7", 4000, function(sock) sock:read_start(function() end) end)
+    local m = node(3, { tls = pki.mallory })
+    a:discover("10.0.0.9", 4000)
+    a:discover("10.0.0.7", 4000)
+    a:discover("10.0.0.3", 4000)
+    net.advance(2999)
+    local by_host = {}
+    for _, p in ipairs(a:peers()) do by_host[p.host] = p end
+    assert.same({ "lifesupport", "refused" }, { by_host["10.0.0.9"].state, by_host["10.0.0.9"].reason })
+    assert.same({ "lifesupport", "tls" }, { by_host["10.0.0.3"].state, by_host["10.0.0.3"].reason })
+    assert.equal("connecting", by_host["10.0.0.7"].state)
+    net.advance(1)
+    by_host = {}
+    for _, p in ipairs(a:peers()) do by_host[p.host] = p end
+    assert.same({ "lifesupport", "timeout" }, { by_host["10.0.0.7"].state, by_host["10.0.0.7"].reason })
+    assert.is_nil(active_with(m, a))
+  end)
+
+  it("rule 4: dialling our own address sends it to purgatory 'self'", function()
+    local a = node(1)
+    a:discover("10.0.0.1", 4000)
+    net.advance(100)
+    local p = a:peers()
+    assert.equal(1, #p)
+    assert.same({ "purgatory", "self", a.id }, { p[1].state, p[1].reason, p[1].id })
+  end)
+
+  it("rule 4: another address of an active peer goes to purgatory 'duplicate'", function()
+    local a, b = node(1), node(2)
+    -- b answers on a second address too
+    b.swarm.transport:listen("10.0.0.20", 4000, function(conn) b.swarm:_accept(conn) end)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    a:discover("10.0.0.20", 4000)
+    net.advance(100)
+    local by_host = {}
+    for _, p in ipairs(a:peers()) do by_host[p.host] = p end
+    assert.same({ "purgatory", "duplicate" }, { by_host["10.0.0.20"].state, by_host["10.0.0.20"].reason })
+    assert.equal("active", by_host["10.0.0.2"].state)
+    -- the surviving connection was not disturbed
+    assert.same({ "none>connecting:discovered", "connecting>active:introduced" },
+      transitions(a, function(e) return e.host == "10.0.0.2" end))
+    assert.same({ "active" }, states(b))
+  end)
+
+  it("rule 4: simultaneous dials end with exactly one connection, the one dialled by the lower id", function()
+    local a = node(1, { peers = { "10.0.0.2:4000" } })
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    net.advance(5000)
+    assert.same({ "active" }, states(a))
+    assert.same({ "active" }, states(b))
+    local lower, higher = a, b
+    if b.id < a.id then lower, higher = b, a end
+    -- the lower id dialled the surviving connection
+    assert.is_false(active_with(lower, higher).incoming)
+    assert.is_true(active_with(higher, lower).incoming)
+    -- no purgatory entry on either side
+    for _, n in ipairs({ a, b }) do
+      for _, e in ipairs(n.events) do assert.is_not.equal("purgatory", e.new) end
+    end
+    -- and it stays that way: one connection, heartbeats flowing
+    net.advance(20000)
+    assert.same({ "active" }, states(a))
+    assert.same({ "active" }, states(b))
+    local conns = 0
+    for _ in pairs(a.swarm.transport.conns) do conns = conns + 1 end
+    assert.equal(1, conns)
+  end)
+
+  it("rule 5: an active peer is saved to history, and a restarted node finds it without seeds", function()
+    local dir = H.tmpdir()
+    local a = node(1, { dir = dir })
+    local b = node(2)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    local hist = a.store:peers()
+    assert.same({ { b.id, "10.0.0.2", 4000 } }, { { hist[1].id, hist[1].host, hist[1].port } })
+    a:close()
+    net.advance(100)
+    assert.same({}, states(b)) -- b forgot the incoming peer when it ended
+    local a2 = node(1, { dir = dir })
+    assert.is_true(net.run_until(function() return active_with(a2, b) end, 5000))
+    assert.same({ "none>connecting:discovered", "connecting>active:introduced" }, transitions(a2))
+  end)
+
+  it("rule 6: an active peer with no traffic for the heartbeat interval gets a heartbeat", function()
+    local a, b = node(1), node(2)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    local conn = a.swarm:active(b.id).conn
+    local sent = conn.session:info().frames_out
+    net.advance(1500) -- quiet, but under the interval
+    assert.equal(sent, conn.session:info().frames_out)
+    net.advance(1000)
+    assert.is_true(conn.session:info().frames_out > sent)
+    assert.is_number(active_with(a, b).rtt)
+    assert.same({ "active" }, states(a))
+  end)
+
+  it("rule 7: a missed heartbeat sends a dialled peer to lifesupport, forgets an incoming one, and the dialler reconnects", function()
+    local a, b = node(1), node(2)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    net.hold("10.0.0.2") -- b stops answering
+    net.advance(10000)
+    assert.equal("lifesupport", a:peers()[1].state)
+    assert.same({ "active>lifesupport:heartbeat" },
+      transitions(a, function(e) return e.old == "active" end))
+    -- b, on its side, forgot the incoming peer
+    assert.same({}, states(b))
+    net.release("10.0.0.2")
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 20000))
+    assert.same({ "lifesupport>connecting:retry", "connecting>active:introduced" },
+      { transitions(a)[#transitions(a) - 1], transitions(a)[#transitions(a)] })
+  end)
+
+  it("rule 7: a closed connection sends a dialled peer to lifesupport", function()
+    local a, b = node(1), node(2)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    b:close() -- says BYE
+    net.advance(10)
+    local p = a:peers()[1]
+    assert.same({ "lifesupport", "shutdown" }, { p.state, p.reason })
+  end)
+
+  it("rule 8: lifesupport retries on the backoff schedule, then deletes an unpinned peer", function()
+    local a = node(1)
+    a:discover("10.0.0.9", 4000)
+    net.advance(20000)
+    local t = transitions(a)
+    assert.same({
+      "none>connecting:discovered", "connecting>lifesupport:refused",
+      "lifesupport>connecting:retry", "connecting>lifesupport:refused",
+      "lifesupport>connecting:retry", "connecting>lifesupport:refused",
+      "lifesupport>connecting:retry", "connecting>lifesupport:refused",
+      "lifesupport>deleted:exhausted",
+    }, t)
+    local retries = {}
+    for _, e in ipairs(a.events) do
+      if e.reason == "retry" then retries[#retries + 1] = e.at end
+    end
+    local t0 = a.events[2].at
+    assert.same({ 1000, 3000, 7000 }, { retries[1] - t0, retries[2] - t0, retries[3] - t0 })
+    assert.same({}, a:peers())
+  end)
+
+  it("rule 8: a pinned seed is never deleted; it retries at the last delay", function()
+    local a = node(1, { peers = { "10.0.0.9:4000" } })
+    net.advance(60000)
+    local p = a:peers()
+    assert.equal(1, #p)
+    assert.is_true(p[1].pinned)
+    assert.is_true(p[1].attempts >= 10)
+    -- when it appears, it is found
+    local b = node(9, { tls = pki.n[2], listen = "10.0.0.9:4000" })
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 10000))
+  end)
+
+  it("rule 8: the backoff may be a function, and is spread by jitter within bounds", function()
+    local asked = {}
+    local a = node(1, { policy = {
+      backoff = function(attempt) asked[#asked + 1] = attempt; return attempt <= 2 and 1000 or nil end,
+    } })
+    a:discover("10.0.0.9", 4000)
+    net.advance(10000)
+    assert.same({ 1, 2, 3 }, asked)
+    assert.equal("lifesupport>deleted:exhausted", transitions(a)[#transitions(a)])
+    local j = node(2, { policy = { backoff = { 1000, 1000, 1000 }, backoff_jitter = 0.5 } })
+    j:discover("10.0.0.9", 4000)
+    net.advance(10000)
+    local last
+    for _, e in ipairs(j.events) do
+      if e.new == "lifesupport" then last = e.at end
+      if e.reason == "retry" then
+        local d = e.at - last
+        assert.is_true(d >= 500 and d <= 1500, "delay " .. d)
+      end
+    end
+  end)
+
+  it("rule 9: purgatory entries are deleted after the purgatory timeout", function()
+    local a = node(1)
+    a:discover("10.0.0.1", 4000)
+    net.advance(100)
+    assert.same({ "purgatory" }, states(a))
+    net.advance(59000)
+    assert.same({ "purgatory" }, states(a))
+    net.advance(1000)
+    assert.same({}, states(a))
+    assert.equal("purgatory>deleted:purgatory over", transitions(a)[#transitions(a)])
+  end)
+
+  it("an incoming connection is 'incoming' until introductions finish, and dropped if they never do", function()
+    local a, b = node(1), node(2)
+    -- a TCP connection that never speaks TLS
+    net.connect("10.0.0.1", 4000, function(sock) sock:read_start(function() end) end, "10.0.0.8")
+    net.advance(10)
+    assert.same({ "incoming" }, states(a))
+    net.advance(3000)
+    assert.same({}, states(a))
+    assert.same({ "none>incoming:accepted", "incoming>deleted:timeout" }, transitions(a))
+    -- a real peer: incoming, then active
+    b:discover("10.0.0.1", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    assert.same({ "none>incoming:accepted", "incoming>active:introduced" },
+      { transitions(a)[3], transitions(a)[4] })
+  end)
+
+  it("refuses incoming peers over the maximum, and ignores discoveries", function()
+    local a = node(1, { policy = { max_peers = 1 } })
+    local b, c = node(2), node(3)
+    b:discover("10.0.0.1", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    c:discover("10.0.0.1", 4000)
+    net.advance(100)
+    local p = c:peers()[1]
+    assert.same({ "lifesupport", "full" }, { p.state, p.reason })
+    a:discover("10.0.0.3", 4000)
+    net.advance(10)
+    assert.same({ "active" }, states(a))
+  end)
+
+  it("asks the policy which discovered addresses to accept", function()
+    local a = node(1, { policy = { accept_address = function(host) return host ~= "10.0.0.2" end } })
+    a:discover("10.0.0.2", 4000)
+    a:discover("10.0.0.3", 4000)
+    net.advance(10)
+    local hosts = {}
+    for _, p in ipairs(a:peers()) do hosts[#hosts + 1] = p.host end
+    assert.same({ "10.0.0.3" }, hosts)
+  end)
+
+  it("lists peers with id, host, port, state, reason, attempts, last activity and rtt", function()
+    local a, b = node(1), node(2)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    net.advance(3000)
+    local p = a:peers()[1]
+    for _, k in ipairs({ "id", "host", "port", "state", "reason", "attempts", "last_activity", "rtt" }) do
+      assert.is_not_nil(p[k], k)
+    end
+    assert.equal(0, p.attempts)
+  end)
+
+  it("takes discovery sources with start(report) and stop()", function()
+    local stopped = false
+    local src = {
+      start = function(_, report) report("10.0.0.2", 4000) end,
+      stop = function() stopped = true end,
+    }
+    local b = node(2)
+    local a = H.node { dir = H.tmpdir(), node_id = false, tls = pki.n[1], listen = "10.0.0.1:4000",
+      adapter = net, policy = FAST, discovery = { src } }
+    nodes[#nodes + 1] = a
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    a:close()
+    assert.is_true(stopped)
+  end)
+end)
