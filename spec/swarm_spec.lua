@@ -1,7 +1,6 @@
 -- The swarm's rules, one by one, on the in-memory adapter with its manual
 -- clock: real TLS and real sessions, simulated sockets and time.
 local H = require "helper"
-local odo = require "odo"
 local memory = require "odo.adapter.memory"
 
 -- Quick timings for specs (each rule is checked against these).
@@ -115,7 +114,7 @@ describe("swarm", function()
     assert.same({ "10.0.0.1", 4000, true }, { q.host, q.port, q.incoming })
   end)
 
-  it("rule 3: a refused connection, a silent listener and an untrusted peer go to lifesupport with the reason", function()
+  it("rule 3: refused, silent and untrusted peers go to lifesupport with the reason", function()
     local a = node(1)
     -- accepts TCP, never speaks TLS
     net.listen("10.0.0.7", 4000, function(sock) sock:read_start(function() end) end)
@@ -217,7 +216,7 @@ describe("swarm", function()
     assert.same({ "active" }, states(a))
   end)
 
-  it("rule 7: a missed heartbeat sends a dialled peer to lifesupport, forgets an incoming one, and the dialler reconnects", function()
+  it("rule 7: a missed heartbeat: a dialled peer to lifesupport, an incoming one forgotten; redial", function()
     local a, b = node(1), node(2)
     a:discover("10.0.0.2", 4000)
     assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
