@@ -294,12 +294,15 @@ describe("odo cert", function()
       assert.matches("\n%s+node%s", out)
     end)
 
-    it("says a command that is not built yet is not built", function()
-      local status, out, err = odo("run", "--dir", dir, "--listen", "127.0.0.1:0", "--ca", "ca.pem",
-        "--cert", "node.pem", "--key", "node.key", "--peer", "127.0.0.1:1", "--peer", "[::1]:2", "--mdns")
-      assert.equal(1, status)
-      assert.equal("", out)
-      assert.equal("odo: 'run' is not built yet\n", err)
+    it("says a discovery back-end that is not built yet is not built", function()
+      for _, flags in ipairs({ { "--mdns" }, { "--dns", "peers.example" }, { "--dht-bootstrap", "127.0.0.1:9" } }) do
+        local status, out, err = odo("run", "--dir", dir, "--listen", "127.0.0.1:0", "--ca", "ca.pem",
+          "--cert", "node.pem", "--key", "node.key", "--peer", "127.0.0.1:1", "--peer", "[::1]:2",
+          table.unpack(flags))
+        assert.equal(1, status)
+        assert.equal("", out)
+        assert.matches("^odo: %-%-%S+: that discovery back%-end is not built yet\n$", err)
+      end
     end)
   end)
 

@@ -132,6 +132,69 @@ function H.events(n, prefix)
   return t
 end
 
+-- ---- processes --------------------------------------------------------------------
+
+--- n distinct free TCP ports on 127.0.0.1 (bound at once, then released).
+function H.free_ports(n)
+  local uv = require "luv"
+  local socks, ports = {}, {}
+  for i = 1, n do
+    local s = uv.new_tcp()
+    assert(s:bind("127.0.0.1", 0))
+    socks[i] = s
+    ports[i] = s:getsockname().port
+  end
+  for _, s in ipairs(socks) do s:close() end
+  uv.run("nowait")
+  return ports
+end
+
+--- Starts a shell command in the background with its output in `log`;
+-- returns its pid.
+function H.spawn(cmd, log)
+  local out = H.run(("(%s) >'%s' 2>&1 & echo $!"):format(cmd, log))
+  return tonumber(out:match("(%d+)"))
+end
+
+function H.kill(pid, sig)
+  os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", pid))
+end
+
+function H.alive(pid)
+  return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
+end
+
+--- Polls cond() every 50 ms of real time until it is true or timeout_ms
+-- (times ODO_SLOW) passed; returns cond()'s last value as a boolean.
+function H.wait(cond, timeout_ms)
+  local uv = require "luv"
+  local deadline = uv.hrtime() + (timeout_ms or 10000) * H.slow * 1e6
+  while not cond() do
+    if uv.hrtime() > deadline then return not not cond() end
+    uv.sleep(50)
+  end
+  return true
+end
+
+function H.read_file(path)
+  local fh = io.open(path, "rb")
+  if not fh then return "" end
+  local s = fh:read("a")
+  fh:close()
+  return s
+end
+
+--- bin/odo with the core under test (ODO_CPATH passes through).
+H.odo = H.root .. "/bin/odo"
+
+--- The JSON of `odo status --dir DIR --json`, or nil.
+function H.status(dir)
+  local out, ok = H.run(("'%s' status --dir '%s' --json 2>/dev/null"):format(H.odo, dir))
+  if not ok then return nil end
+  local okj, t = pcall(require("cjson").decode, out)
+  return okj and t or nil
+end
+
 -- ---- certificates ------------------------------------------------------------
 
 local function sh(cmd)

@@ -417,7 +417,7 @@ function Swarm:_heartbeat(p, t, pol)
     if last >= p.ping_at then
       p.ping_at = nil -- it spoke since: alive
     elseif t - p.ping_at >= pol.heartbeat_timeout_ms then
-      local detail = ("no answer to a heartbeat for %d ms"):format(t - p.ping_at)
+      local detail = ("no answer to a heartbeat for %.0f ms"):format(t - p.ping_at)
       if p.dialled then
         return self:_attempt_failed(p, p.conn, "heartbeat", detail)
       end

@@ -90,6 +90,18 @@ end
 
 -- ---- sockets ------------------------------------------------------------------
 
+-- Writing to a socket whose peer is gone raises SIGPIPE, which ends the
+-- process unless handled; libuv leaves it alone. A (never called, unref'd)
+-- handler turns it into EPIPE from the write, as every network program
+-- needs. Installed with the first socket.
+local sigpipe
+local function ignore_sigpipe()
+  if sigpipe then return end
+  sigpipe = uv.new_signal()
+  sigpipe:start("sigpipe", function() end)
+  sigpipe:unref()
+end
+
 -- A stream socket as the transport sees it.
 local Sock = {}
 Sock.__index = Sock
@@ -116,8 +128,9 @@ end
 
 --- The remote address: host, port.
 function Sock:peer()
+  if not self.tcp.getpeername then return nil end
   local a = self.tcp:getpeername()
-  if not a then return nil end
+  if type(a) ~= "table" then return nil end
   return a.ip, a.port
 end
 
@@ -137,6 +150,7 @@ end
 -- accepted connection. Returns {port = bound port, close = function}, or
 -- nil, "NAME: message", "NAME".
 function A.listen(host, port, on_conn)
+  ignore_sigpipe()
   local server = uv.new_tcp()
   local ok, err, name = server:bind(host, port)
   if ok then ok, err, name = server:listen(128, function(lerr)
@@ -162,6 +176,49 @@ function A.listen(host, port, on_conn)
   }
 end
 
+--- Listens on a unix socket at `path` (mode 0600), replacing a stale
+-- socket file no one answers on; on_conn(sock) per connection. Returns
+-- {path, close} or nil, "NAME: message", "NAME".
+function A.listen_unix(path, on_conn)
+  ignore_sigpipe()
+  local probe = uv.new_pipe(false)
+  local alive
+  -- a socket file left by a node that died: connecting to it fails at once
+  if uv.fs_stat(path) then
+    local ok = pcall(probe.connect, probe, path, function(err) alive = not err end)
+    if ok then
+      while alive == nil do uv.run("once") end
+    end
+    if alive then
+      probe:close()
+      return nil, "EADDRINUSE: a node is already running with " .. path, "EADDRINUSE"
+    end
+    os.remove(path)
+  end
+  probe:close()
+  local server = uv.new_pipe(false)
+  local ok, err, name = server:bind(path)
+  if ok then
+    uv.fs_chmod(path, 384) -- 0600
+    ok, err, name = server:listen(16, function(lerr)
+      if lerr then return end
+      local client = uv.new_pipe(false)
+      if server:accept(client) then on_conn(wrap(client)) else client:close() end
+    end)
+  end
+  if not ok then
+    server:close()
+    return nil, ("%s: cannot listen on %s: %s"):format(name or "EIO", path, tostring(err)), name or "EIO"
+  end
+  return {
+    path = path,
+    close = function()
+      if not server:is_closing() then server:close() end
+      os.remove(path)
+    end,
+  }
+end
+
 local function is_ip(host)
   return host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true)
 end
@@ -169,6 +226,7 @@ end
 --- Connects to host:port (an IP address or a name to resolve); cb(sock)
 -- or cb(nil, "NAME: message", "NAME"). Returns a handle with cancel().
 function A.connect(host, port, cb)
+  ignore_sigpipe()
   local tcp, done = nil, false
   local function finish(sock, err, name)
     if done then
@@ -230,7 +288,10 @@ function A.shutdown()
   if idle and not idle:is_closing() then
     idle:close()
   end
-  idle = nil
+  if sigpipe and not sigpipe:is_closing() then
+    sigpipe:close()
+  end
+  idle, sigpipe = nil, nil
   queue = {}
 end
 

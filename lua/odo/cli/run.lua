@@ -1,0 +1,89 @@
+--- `odo run`: a node in the foreground. Logs every peer transition to
+-- stderr, one line each; serves the control socket DIR/odo.sock;
+-- SIGINT/SIGTERM say BYE to every peer, close the store and exit 0.
+--
+-- @module odo.cli.run
+local odo = require "odo"
+local cli = require "odo.cli"
+local Control = require "odo.control"
+
+local function log(fmt, ...)
+  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), fmt:format(...), "\n")
+  io.stderr:flush()
+end
+
+local function short(id) return id and id:sub(1, 16) or "?" end
+
+-- Discovery back-ends that are not part of this build yet.
+local function unbuilt(args)
+  if #args.dns > 0 or args.dns_server then return "--dns" end
+  if args.mdns then return "--mdns" end
+  if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
+end
+
+--- A --config file: Lua returning `{ policy = {...}, discovery = {...},
+-- sync = true, ... }`, run with the standard library available.
+local function load_config(path)
+  local env = setmetatable({}, { __index = _G })
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then return nil, err end
+  local ok, conf = pcall(chunk)
+  if not ok then return nil, conf end
+  if type(conf) ~= "table" then return nil, path .. " must return a table" end
+  return conf
+end
+
+return function(args)
+  local flag = unbuilt(args)
+  if flag then return cli.fail(flag .. ": that discovery back-end is not built yet") end
+  local conf = {}
+  if args.config then
+    local c, err = load_config(args.config)
+    if not c then return cli.fail("config: " .. tostring(err)) end
+    conf = c
+  end
+  local uv = require "luv"
+  local node, err, name
+  -- a command-line tool (odo status, tail...) may hold the store for a
+  -- moment while this node starts: wait for it rather than fail
+  for _ = 1, 50 do
+    node, err, name = odo.node {
+      dir = args.dir,
+      tls = { ca = args.ca, cert = args.cert, key = args.key },
+      listen = args.listen,
+      peers = args.peer,
+      discovery = conf.discovery,
+      policy = conf.policy,
+      on_error = function(msg) log("error: %s", tostring(msg)) end,
+    }
+    if node or name ~= "EBUSY" then break end
+    uv.sleep(100)
+  end
+  if not node then return cli.fail(err) end
+  node:on("peer", function(p, old, new, reason)
+    log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
+      reason or "", p.detail and (": " .. p.detail) or "")
+  end)
+  local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
+  if not control then
+    node:close()
+    return cli.fail(cerr)
+  end
+  log("node %s listening on %s:%d", node.id, node.listen.host, node.listen.port)
+  local signals = {}
+  local function stop(signame)
+    log("%s: saying goodbye to every peer and closing the store", signame)
+    for _, s in ipairs(signals) do if not s:is_closing() then s:close() end end
+    control.close()
+    node:close()
+    require("odo.adapter.luv").shutdown()
+  end
+  for _, signame in ipairs({ "sigint", "sigterm" }) do
+    local s = uv.new_signal()
+    s:start(signame, function() stop(signame:upper()) end)
+    signals[#signals + 1] = s
+  end
+  uv.run()
+  log("stopped")
+  return 0
+end
