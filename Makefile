@@ -17,7 +17,7 @@ CORE  = build/odo/core.so
 ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps test test-asan lint demo bench bench-store bench-local docs clean check-compat
+.PHONY: all deps test test-asan lint demo bench bench-store bench-local bench-transport fuzz fuzz-smoke docs clean check-compat
 
 all: $(CORE)
 
@@ -70,13 +70,23 @@ lint:
 demo: deps all
 	$(LUA) examples/demo.lua
 
-bench: bench-store bench-local
+bench: bench-store bench-local bench-transport
 
 bench-store: deps all build/bench/store_baseline
 	$(LUA) bench/store.lua build/bench/store_baseline
 
 bench-local: deps all build/bench/store_baseline
 	$(LUA) bench/local.lua build/bench/store_baseline
+
+bench-transport: deps all build/bench/tls_pump
+	$(LUA) bench/transport.lua build/bench/tls_pump
+
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	fuzz/run $(FUZZ_SECONDS)
+
+fuzz-smoke: deps
+	fuzz/run 15
 
 build/bench/%: bench/%.c
 	@mkdir -p $(dir $@)

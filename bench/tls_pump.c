@@ -170,7 +170,7 @@ static void serve(int lfd, SSL_CTX *ctx, long n, size_t frame) {
   rc = SSL_read_ex(ssl, buf, sizeof buf, &got); /* the client's close_notify */
   if (rc == 1 || SSL_get_error(ssl, rc) != SSL_ERROR_ZERO_RETURN)
     die_ssl(ssl, rc, "waiting for close_notify");
-  SSL_shutdown(ssl);
+  if ((rc = SSL_shutdown(ssl)) != 1) die_ssl(ssl, rc, "SSL_shutdown");
   printf("server %ld %llu %s %ld\n", frames, (unsigned long long)bytes,
          SSL_get_cipher_name(ssl), rss_anon_kb());
   fflush(stdout);
@@ -231,6 +231,7 @@ int main(int argc, char **argv) {
                     "CLIENT_KEY FRAMES BYTES\n");
     return 2;
   }
+  signal(SIGPIPE, SIG_IGN); /* a peer that went away is an error, not a signal */
   n = atol(argv[6]);
   frame = (size_t)atol(argv[7]);
   if (n < 1 || frame <= FRAME_HEADER || frame - 4 > MAX_FRAME) {

@@ -68,6 +68,13 @@ int odo_session_frame(odo_session *s, uint8_t type, const void *payload,
   return flush_scratch(s);
 }
 
+int odo_session_write_frames(odo_session *s, const uint8_t *p, size_t n,
+                             unsigned nframes) {
+  if (s->state != ODO_SESSION_OPEN) return 0;
+  s->frames_out += nframes;
+  return session_write(s, p, n);
+}
+
 size_t odo_session_queued(const odo_session *s) {
   return (s->ssl ? BIO_ctrl_pending(SSL_get_wbio(s->ssl)) : 0) +
          s->pending.len + s->in_flight;

@@ -44,6 +44,9 @@ typedef struct odo_session {
  * allocation failure or a TLS write error. */
 int odo_session_frame(odo_session *s, uint8_t type, const void *payload,
                       size_t plen);
+/* Writes frames already built (header included) on an open session. */
+int odo_session_write_frames(odo_session *s, const uint8_t *p, size_t n,
+                             unsigned nframes);
 /* Bytes queued: ciphertext not yet taken, plaintext waiting for the
  * handshake, and ciphertext in flight to the socket. */
 size_t odo_session_queued(const odo_session *s);

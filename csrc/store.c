@@ -917,6 +917,8 @@ void odo_store_open(lua_State *L) {
       {"peer_put", odo_store_l_peer_put},
       {"peers", odo_store_l_peers},
       {"peer_delete", odo_store_l_peer_delete},
+      {"key_put", odo_store_l_key_put},
+      {"key_get", odo_store_l_key_get},
       {NULL, NULL}};
   odo_newclass(L, ODO_STORE_CLASS, methods, l_close, l_tostring);
   odo_iter_register(L);

@@ -113,6 +113,7 @@ typedef struct odo_store {
 #define ODO_K_HEAD 'h'
 #define ODO_K_SNAP 's'
 #define ODO_K_PEER 'p'
+#define ODO_K_KEY 'k'
 #define ODO_NUMKEY_LEN 17 /* tag, u64be stream number, u64be revision */
 
 void odo_numkey(uint8_t key[ODO_NUMKEY_LEN], char tag, uint64_t num,
@@ -160,6 +161,10 @@ int odo_stage_own(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                   odo_err *e);
 int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs,
                       size_t n, odo_err *e);
+/* Like odo_stage_replica, but computes each event's hash instead of
+ * checking a given one (the caller checks the last against a head). */
+int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                    odo_err *e);
 /* Decodes an event value read under its key. */
 int odo_event_decode(const uint8_t *key, const char *val, size_t vlen,
                      odo_event *ev);
@@ -181,6 +186,36 @@ int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
  * pointers point into it), 0 none, -1 failure. */
 int odo_snapshot_read(odo_store *s, odo_stream *st, int origin, char **raw,
                       uint64_t *rev, odo_snapshot_in *out, odo_err *e);
+/* Installs a source snapshot on a replica: stores it and moves the first
+ * held revision past it, in one write. */
+int odo_snapshot_install(odo_store *s, const char *id, size_t len,
+                         uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
+                         const odo_snapshot_in *in, odo_err *e);
+
+/* A signed head. */
+typedef struct odo_head {
+  uint64_t rev;
+  uint8_t hash[ODO_HASH_LEN];
+  uint8_t sig[ODO_MAX_SIG];
+  size_t sig_len;
+} odo_head;
+
+/* Adds a head record to the open transaction. */
+void odo_stage_head(odo_store *s, odo_stream *st, uint64_t rev,
+                    const uint8_t hash[ODO_HASH_LEN], const uint8_t *sig,
+                    size_t sig_len);
+/* The first head at or after rev (or, with last, the newest): 1 found,
+ * 0 none, -1 failure. */
+int odo_head_read(odo_store *s, odo_stream *st, uint64_t rev, int last,
+                  odo_head *h, odo_err *e);
+
+/* Source public keys (SubjectPublicKeyInfo DER) by source id. */
+int odo_store_key_put(odo_store *s, const char *id, size_t len,
+                      const uint8_t *der, size_t n, odo_err *e);
+/* 1 found (*raw to leveldb_free; der points into it), 0 none, -1 bad. */
+int odo_store_key_get(odo_store *s, const char *id, size_t len, char **raw,
+                      const uint8_t **der, size_t *n, odo_err *e);
+
 /* Hash of revision rev as held (event, or h(first-1)); 0 if not held. */
 int odo_store_hash_at(odo_store *s, odo_stream *st, uint64_t rev,
                       uint8_t out[ODO_HASH_LEN], odo_err *e);
@@ -224,6 +259,8 @@ int odo_store_l_head_find(lua_State *L);
 int odo_store_l_peer_put(lua_State *L);
 int odo_store_l_peers(lua_State *L);
 int odo_store_l_peer_delete(lua_State *L);
+int odo_store_l_key_put(lua_State *L);
+int odo_store_l_key_get(lua_State *L);
 void odo_iter_register(lua_State *L);
 void odo_iter_close_all(odo_store *s);
 

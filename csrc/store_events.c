@@ -117,6 +117,34 @@ int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   return 1;
 }
 
+int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                    odo_err *e) {
+  odo_cat *c;
+  if (st->own)
+    return odo_err_set(e, "ESOURCE",
+                       "this node is the source of stream %s; it never "
+                       "accepts that stream's events from elsewhere",
+                       st->id);
+  c = odo_txn_touch(s, st);
+  if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
+  if (!check_room(st, c, n, e)) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (evs[i].rev != c->last + 1)
+      return odo_err_set(e, "EGAP",
+                         "stream %s is at revision %llu; event %llu does not "
+                         "continue it",
+                         st->id, (unsigned long long)c->last,
+                         (unsigned long long)evs[i].rev);
+    if (!odo_chain_next(&s->hasher, c->hash, &evs[i], evs[i].hash))
+      return odo_err_set(e, "EIO", "SHA-256 failed");
+    if (!encode_event(s, st, &evs[i]))
+      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+    memcpy(c->hash, evs[i].hash, ODO_HASH_LEN);
+    c->last++;
+  }
+  return 1;
+}
+
 /* Reads the event array at idx into a GC-managed odo_event array pushed on
  * the stack (so a raise while reading leaks nothing). Returns NULL with msg
  * set when an event breaks a limit. */

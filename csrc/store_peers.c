@@ -1,8 +1,11 @@
-/* store_peers.c - peer history: the peers this node has been introduced
- * to, so a restarted node finds them again without seeds.
+/* store_peers.c - what a node keeps about other nodes: peer history (the
+ * peers it has been introduced to, so a restarted node finds them again
+ * without seeds) and source keys (the public keys of the streams' sources,
+ * to verify their signatures and hand on to others).
  *
- * Key: 'p' | peer id. Payload: u16be port | u64be last_seen_ms
- *      | u8 host_len | host | u16be reason_len | reason */
+ * Peer:  'p' | peer id.   Payload: u16be port | u64be last_seen_ms
+ *        | u8 host_len | host | u16be reason_len | reason
+ * Key:   'k' | source id. Payload: SubjectPublicKeyInfo DER */
 #include <stdlib.h>
 
 #include "store.h"
@@ -138,5 +141,72 @@ int odo_store_l_peer_delete(lua_State *L) {
   odo_buf_free(&k);
   if (!odo_txn_commit(s, 0, &e)) return odo_err_push(L, &e);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- source keys ---------------------------------------------------------- */
+
+static int key_key(odo_buf *k, const char *id, size_t len) {
+  k->len = 0;
+  return odo_buf_add_u8(k, ODO_K_KEY) && odo_buf_add(k, id, len);
+}
+
+int odo_store_key_put(odo_store *s, const char *id, size_t len,
+                      const uint8_t *der, size_t n, odo_err *e) {
+  odo_buf k;
+  int ok;
+  odo_buf_init(&k);
+  if (!key_key(&k, id, len)) return odo_err_set(e, "ENOMEM", "out of memory");
+  odo_txn_begin(s);
+  odo_val_reset(&s->val);
+  odo_buf_add(&s->val, der, n);
+  odo_store_put(s, k.p, k.len, &s->val);
+  odo_buf_free(&k);
+  ok = odo_txn_commit(s, 0, e);
+  return ok;
+}
+
+int odo_store_key_get(odo_store *s, const char *id, size_t len, char **raw,
+                      const uint8_t **der, size_t *n, odo_err *e) {
+  odo_buf k;
+  int rc;
+  odo_buf_init(&k);
+  if (!key_key(&k, id, len)) return odo_err_set(e, "ENOMEM", "out of memory"), -1;
+  rc = odo_store_get(s, k.p, k.len, raw, der, n, e);
+  odo_buf_free(&k);
+  return rc;
+}
+
+/***
+ * Records a source's public key (SubjectPublicKeyInfo DER).
+ * @function key_put
+ */
+int odo_store_l_key_put(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len, n;
+  const char *id = luaL_checklstring(L, 2, &len);
+  const char *der = luaL_checklstring(L, 3, &n);
+  odo_err e = {0};
+  if (!odo_store_key_put(s, id, len, (const uint8_t *)der, n, &e)) return odo_err_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/***
+ * A source's public key, or nil.
+ * @function key_get
+ */
+int odo_store_l_key_get(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len, n;
+  const char *id = luaL_checklstring(L, 2, &len);
+  const uint8_t *der;
+  char *raw = NULL;
+  odo_err e = {0};
+  int rc = odo_store_key_get(s, id, len, &raw, &der, &n, &e);
+  if (rc < 0) return odo_err_push(L, &e);
+  if (rc == 0) return 0;
+  lua_pushlstring(L, (const char *)der, n);
+  leveldb_free(raw);
   return 1;
 }

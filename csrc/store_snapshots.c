@@ -249,6 +249,57 @@ int odo_store_l_snapshot_get(lua_State *L) {
   return best ? 1 : 0;
 }
 
+int odo_snapshot_install(odo_store *s, const char *id, size_t len,
+                         uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
+                         const odo_snapshot_in *in, odo_err *e) {
+  uint8_t held[ODO_HASH_LEN];
+  odo_stream *st;
+  odo_cat *c;
+  int rc;
+  if (rev == 0) return odo_err_set(e, "EINVAL", "a snapshot covers revision 1 or later");
+  odo_txn_begin(s);
+  st = odo_store_stream(s, id, len, 1, e);
+  if (st == NULL) return 0;
+  if (st->own) {
+    odo_txn_abort(s);
+    return odo_err_set(e, "ESOURCE",
+                       "this node is the source of stream %s; it installs no "
+                       "snapshot from elsewhere",
+                       st->id);
+  }
+  c = odo_txn_touch(s, st);
+  if (rev + 1 < c->first) {
+    odo_txn_abort(s);
+    return odo_err_set(e, "ESTALE",
+                       "stream %s is held from %llu; a snapshot at %llu is older",
+                       st->id, (unsigned long long)c->first,
+                       (unsigned long long)rev);
+  }
+  if (rev <= c->last) {
+    rc = odo_store_hash_at(s, st, rev, held, e);
+    if (rc < 0) {
+      odo_txn_abort(s);
+      return 0;
+    }
+    if (rc == 1 && memcmp(held, hash, ODO_HASH_LEN) != 0) {
+      odo_txn_abort(s);
+      return odo_err_set(e, "ECHAIN",
+                         "the snapshot at %llu of stream %s does not match "
+                         "the events held",
+                         (unsigned long long)rev, st->id);
+    }
+  } else {
+    c->last = rev;
+    memcpy(c->hash, hash, ODO_HASH_LEN);
+  }
+  c->first = rev + 1;
+  memcpy(c->base, hash, ODO_HASH_LEN);
+  c->snap = rev;
+  snap_stage(s, st, ODO_ORIGIN_SOURCE, rev, hash, in->format, in->format_len,
+             in->sig, in->sig_len, in->data, in->data_len);
+  return odo_txn_commit(s, 1, e);
+}
+
 /***
  * Installs a snapshot received from the stream's source (on a replica):
  * stores it and moves the first held revision past it in one write.
@@ -259,14 +310,11 @@ int odo_store_l_snapshot_get(lua_State *L) {
  */
 int odo_store_l_snapshot_install(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
-  size_t len, hl, data_len, format_len, sig_len;
-  const char *id = luaL_checklstring(L, 2, &len), *hash, *data, *format, *sig;
+  size_t len, hl;
+  const char *id = luaL_checklstring(L, 2, &len), *hash;
+  odo_snapshot_in in;
   uint64_t rev;
-  uint8_t held[ODO_HASH_LEN];
-  odo_stream *st;
-  odo_cat *c;
   odo_err e = {0};
-  int rc;
   luaL_checktype(L, 3, LUA_TTABLE);
   rev = odo_fieldu64(L, 3, "rev", 0);
   lua_getfield(L, 3, "hash");
@@ -274,54 +322,14 @@ int odo_store_l_snapshot_install(lua_State *L) {
   if (hash == NULL || hl != ODO_HASH_LEN)
     return luaL_error(L, "snap.hash must be 32 bytes");
   lua_getfield(L, 3, "data");
-  data = luaL_checklstring(L, -1, &data_len);
+  in.data = luaL_checklstring(L, -1, &in.data_len);
   lua_pop(L, 2);
-  format = opt_str(L, 3, "format", &format_len, 255);
-  sig = opt_str(L, 3, "sig", &sig_len, ODO_MAX_SIG);
+  in.format = opt_str(L, 3, "format", &in.format_len, 255);
+  in.sig = opt_str(L, 3, "sig", &in.sig_len, ODO_MAX_SIG);
   if (rev == 0) return luaL_error(L, "snap.rev must be 1 or more");
-  odo_txn_begin(s);
-  st = odo_store_stream(s, id, len, 1, &e);
-  if (st == NULL) return odo_err_push(L, &e);
-  if (st->own) {
-    odo_txn_abort(s);
-    return odo_fail(L, "ESOURCE",
-                    "this node is the source of stream %s; it installs no "
-                    "snapshot from elsewhere",
-                    st->id);
-  }
-  c = odo_txn_touch(s, st);
-  if (rev + 1 < c->first) {
-    odo_txn_abort(s);
-    return odo_fail(L, "ESTALE",
-                    "stream %s is held from %llu; a snapshot at %llu is "
-                    "older",
-                    st->id, (unsigned long long)c->first,
-                    (unsigned long long)rev);
-  }
-  if (rev <= c->last) {
-    rc = odo_store_hash_at(s, st, rev, held, &e);
-    if (rc < 0) {
-      odo_txn_abort(s);
-      return odo_err_push(L, &e);
-    }
-    if (rc == 1 && memcmp(held, hash, ODO_HASH_LEN) != 0) {
-      odo_txn_abort(s);
-      return odo_fail(L, "ECHAIN",
-                      "the snapshot at %llu of stream %s does not match the "
-                      "events held",
-                      (unsigned long long)rev, st->id);
-    }
-  } else {
-    c->last = rev;
-    memcpy(c->hash, hash, ODO_HASH_LEN);
-  }
-  c->first = rev + 1;
-  memcpy(c->base, hash, ODO_HASH_LEN);
-  c->snap = rev;
-  snap_stage(s, st, ODO_ORIGIN_SOURCE, rev, (const uint8_t *)hash, format,
-             format_len, sig, sig_len, data, data_len);
-  if (!odo_txn_commit(s, 1, &e)) return odo_err_push(L, &e);
-  odo_pushu64(L, st->cat.first);
+  if (!odo_snapshot_install(s, id, len, rev, (const uint8_t *)hash, &in, &e))
+    return odo_err_push(L, &e);
+  odo_pushu64(L, odo_store_find(s, id, len)->cat.first);
   return 1;
 }
 
@@ -417,6 +425,58 @@ int odo_store_l_purge(lua_State *L) {
   return 1;
 }
 
+void odo_stage_head(odo_store *s, odo_stream *st, uint64_t rev,
+                    const uint8_t hash[ODO_HASH_LEN], const uint8_t *sig,
+                    size_t sig_len) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  odo_numkey(key, ODO_K_HEAD, st->num, rev);
+  odo_val_reset(&s->val);
+  odo_buf_add(&s->val, hash, ODO_HASH_LEN);
+  odo_buf_add_be16(&s->val, (uint16_t)sig_len);
+  odo_buf_add(&s->val, sig, sig_len);
+  odo_store_put(s, key, sizeof key, &s->val);
+}
+
+int odo_head_read(odo_store *s, odo_stream *st, uint64_t rev, int last,
+                  odo_head *h, odo_err *e) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts);
+  int found = 0;
+  if (last) {
+    odo_numkey(key, ODO_K_HEAD, st->num + 1, 0);
+    leveldb_iter_seek(it, (const char *)key, sizeof key);
+    if (leveldb_iter_valid(it)) leveldb_iter_prev(it);
+    else leveldb_iter_seek_to_last(it);
+  } else {
+    odo_numkey(key, ODO_K_HEAD, st->num, rev);
+    leveldb_iter_seek(it, (const char *)key, sizeof key);
+  }
+  if (leveldb_iter_valid(it)) {
+    size_t kl, vl, pl;
+    const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
+    const char *v = leveldb_iter_value(it, &vl);
+    if (kl == ODO_NUMKEY_LEN && k[0] == ODO_K_HEAD &&
+        odo_get_be64(k + 1) == st->num) {
+      const uint8_t *p = odo_value_check(k, kl, v, vl, &pl), *hash, *sig;
+      odo_rd r;
+      odo_rd_init(&r, p, p ? pl : 0);
+      hash = odo_rd_bytes(&r, ODO_HASH_LEN);
+      h->sig_len = odo_rd_be16(&r);
+      sig = odo_rd_bytes(&r, h->sig_len);
+      if (p == NULL || r.bad || h->sig_len > ODO_MAX_SIG) {
+        leveldb_iter_destroy(it);
+        return odo_err_set(e, "ECORRUPT", "a signed head of stream %s is damaged", st->id), -1;
+      }
+      h->rev = odo_get_be64(k + 9);
+      memcpy(h->hash, hash, ODO_HASH_LEN);
+      memcpy(h->sig, sig, h->sig_len);
+      found = 1;
+    }
+  }
+  leveldb_iter_destroy(it);
+  return found;
+}
+
 /***
  * Stores a signed head {rev, hash, sig}; hash must be h(rev) as held.
  * @function head_put
@@ -465,49 +525,19 @@ int odo_store_l_head_find(lua_State *L) {
   odo_stream *st = check_stream(L, s, 2);
   int last = lua_toboolean(L, 4);
   uint64_t rev = last ? 0 : odo_checku64(L, 3, "rev");
-  uint8_t key[ODO_NUMKEY_LEN];
-  leveldb_iterator_t *it;
-  int found = 0;
+  odo_head h;
+  odo_err e = {0};
+  int rc;
   if (st == NULL) return 0;
-  it = leveldb_create_iterator(s->db, s->ropts);
-  if (last) {
-    odo_numkey(key, ODO_K_HEAD, st->num + 1, 0);
-    leveldb_iter_seek(it, (const char *)key, sizeof key);
-    if (leveldb_iter_valid(it)) leveldb_iter_prev(it);
-    else leveldb_iter_seek_to_last(it);
-  } else {
-    odo_numkey(key, ODO_K_HEAD, st->num, rev);
-    leveldb_iter_seek(it, (const char *)key, sizeof key);
-  }
-  if (leveldb_iter_valid(it)) {
-    size_t kl, vl, pl;
-    const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
-    const char *v = leveldb_iter_value(it, &vl);
-    if (kl == ODO_NUMKEY_LEN && k[0] == ODO_K_HEAD &&
-        odo_get_be64(k + 1) == st->num) {
-      const uint8_t *p = odo_value_check(k, kl, v, vl, &pl);
-      odo_rd r;
-      const uint8_t *h, *sig;
-      uint16_t sl;
-      odo_rd_init(&r, p, p ? pl : 0);
-      h = odo_rd_bytes(&r, ODO_HASH_LEN);
-      sl = odo_rd_be16(&r);
-      sig = odo_rd_bytes(&r, sl);
-      if (p == NULL || r.bad) {
-        leveldb_iter_destroy(it);
-        return odo_fail(L, "ECORRUPT", "a signed head of stream %s is damaged",
-                        st->id);
-      }
-      lua_createtable(L, 0, 3);
-      odo_pushu64(L, odo_get_be64(k + 9));
-      lua_setfield(L, -2, "rev");
-      lua_pushlstring(L, (const char *)h, ODO_HASH_LEN);
-      lua_setfield(L, -2, "hash");
-      lua_pushlstring(L, (const char *)sig, sl);
-      lua_setfield(L, -2, "sig");
-      found = 1;
-    }
-  }
-  leveldb_iter_destroy(it);
-  return found;
+  rc = odo_head_read(s, st, rev, last, &h, &e);
+  if (rc < 0) return odo_err_push(L, &e);
+  if (rc == 0) return 0;
+  lua_createtable(L, 0, 3);
+  odo_pushu64(L, h.rev);
+  lua_setfield(L, -2, "rev");
+  lua_pushlstring(L, (const char *)h.hash, ODO_HASH_LEN);
+  lua_setfield(L, -2, "hash");
+  lua_pushlstring(L, (const char *)h.sig, h.sig_len);
+  lua_setfield(L, -2, "sig");
+  return 1;
 }

@@ -16,6 +16,7 @@ local policy_mod = require "odo.policy"
 local emitter = require "odo.emitter"
 local compat = require "odo.compat"
 local Swarm = require "odo.swarm"
+local Sync = require "odo.sync"
 local discovery = require "odo.discovery"
 
 local Node = {}
@@ -95,7 +96,18 @@ function Node.new(opts)
     self:_protect(self._tick, self)
   end)
   if tls then
-    self.swarm = Swarm.new(self, { tls = tls, host = opts.host or (listen and listen.host) })
+    core.tune_allocator()
+    self.sync = Sync.new(self, tls)
+    self.swarm = Swarm.new(self, {
+      tls = tls,
+      host = opts.host or (listen and listen.host),
+      handlers = {
+        on_active = function(p) self.sync:on_active(p) end,
+        on_inactive = function(p) self.sync:on_inactive(p) end,
+        on_message = function(p, t, payload) self.sync:on_message(p, t, payload) end,
+        on_drain = function(p) self.sync:on_drain(p) end,
+      },
+    })
     self.instance = self.swarm.instance
     local sources = { discovery.static(opts.peers), discovery.history(store) }
     for _, src in ipairs(opts.discovery or {}) do sources[#sources + 1] = src end
@@ -168,6 +180,7 @@ function Node:_changed()
   if #ids == 0 then return end
   self.journal:notify(ids)
   self.snapshots:check(ids)
+  if self.sync then self.sync:on_changed(ids) end
 end
 
 function Node:_tick()
@@ -315,7 +328,17 @@ end
 function Node:status()
   check_open(self)
   local listen = self.listen and (self.listen.host .. ":" .. self.listen.port) or nil
-  return { id = self.id, listen = listen, peers = self:peers(), streams = self.store:streams() }
+  local streams = self.store:streams()
+  local upstreams = {}
+  if self.sync then
+    local sync = self.sync:streams_status()
+    for _, st in ipairs(streams) do
+      local x = sync[st.id]
+      if x then st.upstream, st.lag, st.caught_up = x.upstream, x.lag, x.caught_up end
+      upstreams[st.id] = st.upstream
+    end
+  end
+  return { id = self.id, listen = listen, peers = self:peers(), streams = streams, upstreams = upstreams }
 end
 
 --- Runs the loop (luv: until nothing is left; see `close`).
@@ -330,6 +353,7 @@ function Node:close()
   self:_flush_commits()
   self.closed = true
   if self.swarm then self.swarm:close("the node is stopping") end
+  if self.sync then self.sync:close() end
   if self.ticker then self.ticker.stop() end
   self.journal:close()
   self.snapshots:close()

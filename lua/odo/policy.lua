@@ -78,6 +78,56 @@ function P.accept_address(host, port)
   return type(host) == "string" and host ~= "" and port > 0 and port < 65536
 end
 
+-- ---- sync ---------------------------------------------------------------------------
+
+--- Which streams to replicate: `function(stream_id, node)`; all of them by
+-- default.
+function P.replicate()
+  return true
+end
+
+--- The upstream to follow for a stream, among `candidates` (active peers
+-- that have it: `{id, last, first, snapshot, source, direct}`):
+-- `function(stream_id, candidates, our_last, current, node)` returns a
+-- peer id or nil. By default: the source itself when connected; else a
+-- peer subscribed directly to the source, with the highest revision; else
+-- the highest revision. The current upstream is kept unless a better kind
+-- appears or one is `upstream_switch_lag` revisions ahead of it.
+function P.upstream(stream, candidates, _, current, node)
+  local source = stream:match("^([^/]+)")
+  local function rank(c)
+    if c.id == source then return 3 end
+    return c.direct and 2 or 1
+  end
+  local best, cur
+  for _, c in ipairs(candidates) do
+    if c.id == current then cur = c end
+    if not best or rank(c) > rank(best)
+      or (rank(c) == rank(best) and (c.last > best.last or (c.last == best.last and c.id < best.id))) then
+      best = c
+    end
+  end
+  if not best then return nil end
+  if cur and rank(best) <= rank(cur) and best.last <= cur.last + node.policy.upstream_switch_lag then
+    return cur.id
+  end
+  return best.id
+end
+P.upstream_switch_lag = 1000
+
+--- Check the source's signature on every batch and snapshot received
+-- (chain hashes are checked always). Turn off only to measure its cost.
+P.verify_signatures = true
+--- Sync replicated events to disk before acknowledging them (they can be
+-- fetched again after a crash, so not by default).
+P.replica_sync = false
+--- Catalogue updates are coalesced over this many ms.
+P.catalogue_push_ms = 25
+--- Frames the sync engine sends per loop turn, at most.
+P.sync_pump_budget = 256
+--- Events walked per loop turn when signing heads.
+P.sign_budget = 100000
+
 --- Whether stream `st` (a catalogue entry) is due for a snapshot. `state`
 -- holds `last_snapshot_ms` and `snapshot_rev` (of the snapshot this node
 -- builds: source snapshots on own streams, local ones on replicas).

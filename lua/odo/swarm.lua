@@ -382,6 +382,16 @@ function Swarm:_closed(conn, info)
   if p.conn ~= conn then return end
   local reason = info.name
   if info.name == "eof" or info.name == "normal" then reason = "closed" end
+  if info.name == "verification failed" then
+    -- it sent what its source did not write: not to be trusted for a while
+    p.conn = nil
+    if p.dialled then
+      self:_stop_timer(p)
+      p.attempt_id = nil
+      return self:_purgatory(p, "verification failed", info.reason)
+    end
+    return self:_forget(p, "verification failed", info.reason)
+  end
   if info.name == "shared key" then
     p.conn = nil
     if p.dialled then return self:_purgatory(p, "shared key", info.reason) end

@@ -1,0 +1,1275 @@
+/* sync.c - the sync engine: catalogues, subscriptions, catch-up and live
+ * streaming between a store and peer sessions, and the source's signed
+ * heads and snapshots.
+ *
+ * Serving: every subscription has the next revision it owes. pump() sends,
+ * while the session is under its high watermark, the source snapshot when
+ * the subscriber is behind the compaction point, then batches of events
+ * that each end exactly at a stored signed head and carry it; when nothing
+ * is left it sends CAUGHT_UP once. Catch-up and live streaming are the same
+ * loop, so no gap and no duplicate whatever races it, and memory does not
+ * grow with a stream's length. Lua calls pump() after anything that may
+ * have made work (an append, new heads, a subscription, a drained socket):
+ * one call for any number of events and sessions.
+ *
+ * Receiving: each EVENTS batch is checked (it continues the stream at
+ * last + 1; its chain hashes end at the head's hash; the head carries the
+ * source's signature) before it is written, with its head, in one write.
+ * Nothing unverified reaches the store. */
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sync.h"
+
+#define SYNC_CLASS "odo.sync"
+
+typedef struct sync_sub {
+  char stream[ODO_MAX_STREAM_ID + 1];
+  size_t len;
+  uint64_t next;  /* next revision owed */
+  int live;       /* keep streaming after catching up */
+  int caught_up;  /* CAUGHT_UP sent since the last batch */
+  /* a snapshot being sent */
+  char *snap_raw;
+  odo_snapshot_in snap;
+  uint64_t snap_rev;
+  uint8_t snap_hash[ODO_HASH_LEN];
+  size_t snap_off;
+  struct sync_sub *next_sub;
+} sync_sub;
+
+/* A stream this node asked a peer for (so stale batches are dropped). */
+typedef struct sync_want {
+  char stream[ODO_MAX_STREAM_ID + 1];
+  size_t len;
+  struct sync_want *next;
+} sync_want;
+
+typedef struct sync_peer {
+  odo_session *s;
+  int ref; /* registry reference keeping the session alive */
+  char id[ODO_NODE_ID_HEX + 1];
+  sync_sub *subs;
+  sync_want *wants;
+  /* a snapshot being received */
+  odo_buf snap;
+  char snap_stream[ODO_MAX_STREAM_ID + 1];
+  size_t snap_len;
+  uint64_t snap_rev;
+  uint32_t snap_total;
+  struct sync_peer *next;
+} sync_peer;
+
+typedef struct src_key {
+  char id[ODO_NODE_ID_HEX + 1];
+  EVP_PKEY *key;
+  struct src_key *next;
+} src_key;
+
+typedef struct odo_sync {
+  odo_store *store;
+  odo_tls *tls;
+  sync_peer *peers;
+  src_key *keys;
+  int verify;         /* check signatures on what arrives */
+  int replica_sync;   /* fsync replica writes */
+  size_t max_batch;   /* bytes of one EVENTS frame we build */
+  odo_buf out;        /* frames being built */
+  odo_event *evs;     /* scratch for decoding a batch */
+  size_t cap_evs;
+} odo_sync;
+
+/* ---- bookkeeping ----------------------------------------------------------- */
+
+static sync_peer *find_peer(odo_sync *y, const odo_session *s) {
+  for (sync_peer *p = y->peers; p; p = p->next)
+    if (p->s == s) return p;
+  return NULL;
+}
+
+static void sub_free(sync_sub *sub) {
+  if (sub->snap_raw) leveldb_free(sub->snap_raw);
+  free(sub);
+}
+
+static void peer_free(lua_State *L, sync_peer *p) {
+  while (p->subs) {
+    sync_sub *n = p->subs->next_sub;
+    sub_free(p->subs);
+    p->subs = n;
+  }
+  while (p->wants) {
+    sync_want *n = p->wants->next;
+    free(p->wants);
+    p->wants = n;
+  }
+  odo_buf_free(&p->snap);
+  if (L) luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
+  free(p);
+}
+
+static sync_want **find_want(sync_peer *p, const char *id, size_t len) {
+  sync_want **w = &p->wants;
+  for (; *w; w = &(*w)->next)
+    if ((*w)->len == len && memcmp((*w)->stream, id, len) == 0) break;
+  return w;
+}
+
+static sync_sub **find_sub(sync_peer *p, const char *id, size_t len) {
+  sync_sub **s = &p->subs;
+  for (; *s; s = &(*s)->next_sub)
+    if ((*s)->len == len && memcmp((*s)->stream, id, len) == 0) break;
+  return s;
+}
+
+/* The public key of a stream's source: ours, cached, or from the store. */
+static EVP_PKEY *source_key(odo_sync *y, const char *src, size_t len,
+                            odo_err *e) {
+  char *raw = NULL;
+  const uint8_t *der;
+  size_t n;
+  src_key *k;
+  int rc;
+  if (len != ODO_NODE_ID_HEX)
+    return odo_err_set(e, "EKEY", "source id %.*s is not a key's id", (int)len, src), NULL;
+  if (y->tls && memcmp(y->tls->id, src, len) == 0) return y->tls->key;
+  for (k = y->keys; k; k = k->next)
+    if (memcmp(k->id, src, len) == 0) return k->key;
+  rc = odo_store_key_get(y->store, src, len, &raw, &der, &n, e);
+  if (rc <= 0) {
+    if (rc == 0)
+      odo_err_set(e, "EKEY", "no public key is known for source %.16s...", src);
+    return NULL;
+  }
+  k = calloc(1, sizeof *k);
+  if (k) k->key = odo_source_key(der, n, src, len, e);
+  leveldb_free(raw);
+  if (k == NULL || k->key == NULL) {
+    free(k);
+    return NULL;
+  }
+  memcpy(k->id, src, len);
+  k->next = y->keys;
+  y->keys = k;
+  return k->key;
+}
+
+static size_t source_len(const char *id, size_t len) {
+  const char *slash = memchr(id, '/', len);
+  return slash ? (size_t)(slash - id) : len;
+}
+
+/* ---- building frames ----------------------------------------------------------- */
+
+static int put_str8(odo_buf *b, const void *p, size_t n) {
+  return n <= 255 && odo_buf_add_u8(b, (uint8_t)n) && odo_buf_add(b, p, n);
+}
+
+static int put_str16(odo_buf *b, const void *p, size_t n) {
+  return n <= 65535 && odo_buf_add_be16(b, (uint16_t)n) && odo_buf_add(b, p, n);
+}
+
+static int send_out(odo_sync *y, sync_peer *p, unsigned frames) {
+  int ok = odo_session_write_frames(p->s, y->out.p, y->out.len, frames);
+  y->out.len = 0;
+  return ok;
+}
+
+static void send_refused(odo_sync *y, sync_peer *p, const char *id, size_t len,
+                         uint16_t code, const char *why) {
+  size_t f = odo_frame_begin(&y->out, ODO_MSG_REFUSED);
+  put_str8(&y->out, id, len);
+  odo_buf_add_be16(&y->out, code);
+  put_str16(&y->out, why, strlen(why));
+  odo_frame_end(&y->out, f);
+  send_out(y, p, 1);
+}
+
+static void send_caught_up(odo_sync *y, sync_peer *p, sync_sub *sub,
+                           uint64_t rev) {
+  size_t f = odo_frame_begin(&y->out, ODO_MSG_CAUGHT_UP);
+  put_str8(&y->out, sub->stream, sub->len);
+  odo_buf_add_be64(&y->out, rev);
+  odo_frame_end(&y->out, f);
+  send_out(y, p, 1);
+  sub->caught_up = 1;
+}
+
+/* One chunk of the source snapshot a subscriber behind the compaction
+ * point needs. Returns 1 while chunks remain, 0 when done, -1 on error. */
+static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
+                               odo_stream *st) {
+  odo_err e = {0};
+  size_t n, f;
+  if (sub->snap_raw == NULL) {
+    int rc = odo_snapshot_read(y->store, st, ODO_ORIGIN_SOURCE, &sub->snap_raw,
+                               &sub->snap_rev, &sub->snap, &e);
+    if (rc <= 0 || sub->snap_rev + 1 < st->cat.first || sub->snap.sig_len == 0 ||
+        sub->snap.data_len > ODO_MAX_SNAPSHOT) {
+      if (sub->snap_raw) leveldb_free(sub->snap_raw);
+      sub->snap_raw = NULL;
+      send_refused(y, p, sub->stream, sub->len, ODO_REFUSED_GONE,
+                   "events before the first held are compacted and no "
+                   "signed source snapshot covers them");
+      return -1;
+    }
+    /* h(rev): held as the base of the first held event */
+    if (odo_store_hash_at(y->store, st, sub->snap_rev, sub->snap_hash, &e) != 1)
+      memset(sub->snap_hash, 0, ODO_HASH_LEN);
+    sub->snap_off = 0;
+  }
+  n = sub->snap.data_len - sub->snap_off;
+  if (n > ODO_SNAPSHOT_CHUNK) n = ODO_SNAPSHOT_CHUNK;
+  f = odo_frame_begin(&y->out, ODO_MSG_SNAPSHOT);
+  put_str8(&y->out, sub->stream, sub->len);
+  odo_buf_add_be64(&y->out, sub->snap_rev);
+  odo_buf_add(&y->out, sub->snap_hash, ODO_HASH_LEN);
+  put_str8(&y->out, sub->snap.format, sub->snap.format_len);
+  put_str16(&y->out, sub->snap.sig, sub->snap.sig_len);
+  odo_buf_add_be32(&y->out, (uint32_t)sub->snap.data_len);
+  odo_buf_add_be32(&y->out, (uint32_t)sub->snap_off);
+  odo_buf_add(&y->out, sub->snap.data + sub->snap_off, n);
+  odo_frame_end(&y->out, f);
+  send_out(y, p, 1);
+  sub->snap_off += n;
+  if (sub->snap_off < sub->snap.data_len) return 1;
+  sub->next = sub->snap_rev + 1;
+  leveldb_free(sub->snap_raw);
+  sub->snap_raw = NULL;
+  return 0;
+}
+
+/* Encodes events next..head.rev and the head as one EVENTS frame.
+ * Returns the frame's size, 0 when there is no head to end at yet, or -1
+ * with e set. */
+static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
+                        uint64_t *end, odo_err *e) {
+  odo_head h;
+  odo_reader r;
+  odo_event ev;
+  size_t f, count_at;
+  uint32_t count = 0;
+  int rc = odo_head_read(y->store, st, next, 0, &h, e);
+  if (rc <= 0) return rc;
+  if (h.rev > st->cat.last) return 0;
+  if (!odo_reader_open(y->store, st, next, h.rev, &r, e)) return -1;
+  f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
+  put_str8(&y->out, st->id, st->id_len);
+  odo_buf_add_be64(&y->out, next);
+  count_at = y->out.len;
+  odo_buf_add_be32(&y->out, 0);
+  while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
+    if (!odo_buf_reserve(&y->out, 8 + 1 + ev.type_len + 4 + ev.data_len)) {
+      rc = -1;
+      odo_err_set(e, "ENOMEM", "out of memory building a batch");
+      break;
+    }
+    odo_buf_add_be64(&y->out, ev.ts);
+    put_str8(&y->out, ev.type, ev.type_len);
+    odo_buf_add_be32(&y->out, (uint32_t)ev.data_len);
+    odo_buf_add(&y->out, ev.data, ev.data_len);
+    count++;
+  }
+  odo_reader_close(&r);
+  if (rc < 0) {
+    y->out.len = f;
+    return -1;
+  }
+  if (count != h.rev - next + 1) {
+    y->out.len = f;
+    return odo_err_set(e, "ECORRUPT", "stream %s: events missing before head %llu",
+                       st->id, (unsigned long long)h.rev), -1;
+  }
+  odo_put_be32(y->out.p + count_at, count);
+  odo_buf_add_be64(&y->out, h.rev);
+  odo_buf_add(&y->out, h.hash, ODO_HASH_LEN);
+  put_str16(&y->out, h.sig, h.sig_len);
+  odo_frame_end(&y->out, f);
+  *end = h.rev;
+  if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
+    y->out.len = f;
+    return odo_err_set(e, "ETOOBIG", "a batch of stream %s is too big to send", st->id), -1;
+  }
+  return (long)(y->out.len - f);
+}
+
+/* Moves one subscription forward by at most one frame. Returns 1 when it
+ * sent something, 0 when it has nothing to send now. */
+static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
+                    int ev) {
+  sync_sub *sub = *pp;
+  odo_stream *st = odo_store_find(y->store, sub->stream, sub->len);
+  odo_err e = {0};
+  long n;
+  uint64_t end = 0;
+  if (st == NULL) return 0;
+  if (sub->snap_raw || sub->next < st->cat.first) {
+    int rc = send_snapshot_chunk(y, p, sub, st);
+    if (rc < 0) {
+      *pp = sub->next_sub;
+      sub_free(sub);
+    }
+    return 1;
+  }
+  if (sub->next > st->cat.last) {
+    if (!sub->caught_up) {
+      send_caught_up(y, p, sub, st->cat.last);
+      if (!sub->live) {
+        *pp = sub->next_sub;
+        sub_free(sub);
+      }
+      return 1;
+    }
+    return 0;
+  }
+  n = build_batch(y, st, sub->next, &end, &e);
+  if (n == 0) return 0; /* not signed yet: the next head brings it */
+  if (n < 0) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, "error");
+    lua_setfield(L, -2, "event");
+    lua_pushlstring(L, sub->stream, sub->len);
+    lua_setfield(L, -2, "stream");
+    lua_pushfstring(L, "%s: %s", e.name, e.msg);
+    lua_setfield(L, -2, "reason");
+    lua_rawseti(L, ev, (lua_Integer)lua_rawlen(L, ev) + 1);
+    y->out.len = 0;
+    send_refused(y, p, sub->stream, sub->len, ODO_REFUSED_TOO_BIG, e.msg);
+    *pp = sub->next_sub;
+    sub_free(sub);
+    return 1;
+  }
+  /* the head ends the batch: what it covers is sent */
+  sub->next = end + 1;
+  send_out(y, p, 1);
+  sub->caught_up = 0;
+  return 1;
+}
+
+/***
+ * Sends what subscriptions are owed, while sessions are under their high
+ * watermark, at most `budget` frames in all (default 256).
+ * @function sync:pump
+ * @treturn boolean whether work is left (call again on a later turn)
+ * @treturn table events: {event = "error", stream, reason}
+ */
+static int l_pump(lua_State *L);
+
+/* ---- receiving ------------------------------------------------------------------ */
+
+static void note(lua_State *L, int ev, const char *kind, const char *stream,
+                 size_t len) {
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "event");
+  if (stream) {
+    lua_pushlstring(L, stream, len);
+    lua_setfield(L, -2, "stream");
+  }
+}
+
+static void note_end(lua_State *L, int ev) {
+  lua_rawseti(L, ev, (lua_Integer)lua_rawlen(L, ev) + 1);
+}
+
+/* A peer sent something wrong: the session ends with `code` (Lua reports
+ * and decides what happens to the peer). */
+static void violation(lua_State *L, int ev, const char *stream, size_t len,
+                      const char *code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 6, 7)))
+#endif
+    ;
+
+static void violation(lua_State *L, int ev, const char *stream, size_t len,
+                      const char *code, const char *fmt, ...) {
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  note(L, ev, "violation", stream, len);
+  lua_pushstring(L, code);
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "reason");
+  note_end(L, ev);
+}
+
+static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
+                         size_t n) {
+  odo_rd r;
+  uint8_t flags;
+  uint16_t nkeys;
+  uint32_t count;
+  size_t keys_at;
+  odo_rd_init(&r, p, n);
+  flags = odo_rd_u8(&r);
+  nkeys = odo_rd_be16(&r);
+  keys_at = r.pos;
+  for (uint16_t i = 0; i < nkeys && !r.bad; i++) odo_rd_bytes(&r, odo_rd_be16(&r));
+  count = odo_rd_be32(&r);
+  if (r.bad || count > odo_rd_left(&r) / (1 + 8 + 8 + 8 + 1 + 2 + 1))
+    return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE");
+  note(L, ev, "catalogue", NULL, 0);
+  lua_pushboolean(L, flags & 1);
+  lua_setfield(L, -2, "full");
+  lua_createtable(L, (int)count, 0);
+  for (uint32_t i = 0; i < count; i++) {
+    uint8_t sl = odo_rd_u8(&r), ef;
+    const char *id = (const char *)odo_rd_bytes(&r, sl);
+    uint64_t first = odo_rd_be64(&r), last = odo_rd_be64(&r), snap = odo_rd_be64(&r);
+    uint16_t ki;
+    ef = odo_rd_u8(&r);
+    ki = odo_rd_be16(&r);
+    if (r.bad || sl == 0) break;
+    /* the source's key, when offered and not yet known: bound to its id */
+    if (ki != 0xffff && ki < nkeys) {
+      odo_rd kr;
+      size_t src = source_len(id, sl);
+      uint16_t kl = 0;
+      const uint8_t *der = NULL;
+      odo_err e = {0};
+      odo_rd_init(&kr, p + keys_at, n - keys_at);
+      for (uint16_t k = 0; k <= ki; k++) der = odo_rd_bytes(&kr, kl = odo_rd_be16(&kr));
+      if (der && !kr.bad && source_key(y, id, src, &e) == NULL) {
+        EVP_PKEY *key = odo_source_key(der, kl, id, src, &e);
+        if (key) {
+          odo_err e2 = {0};
+          EVP_PKEY_free(key);
+          odo_store_key_put(y->store, id, src, der, kl, &e2);
+        }
+      }
+    }
+    lua_createtable(L, 0, 6);
+    lua_pushlstring(L, id, sl);
+    lua_setfield(L, -2, "id");
+    odo_pushu64(L, first);
+    lua_setfield(L, -2, "first");
+    odo_pushu64(L, last);
+    lua_setfield(L, -2, "last");
+    odo_pushu64(L, snap);
+    lua_setfield(L, -2, "snapshot");
+    lua_pushboolean(L, ef & 1);
+    lua_setfield(L, -2, "source");
+    lua_pushboolean(L, ef & 2);
+    lua_setfield(L, -2, "direct");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "entries");
+  if (r.bad) {
+    lua_pop(L, 1);
+    return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE entry");
+  }
+  note_end(L, ev);
+}
+
+static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                         const uint8_t *m, size_t n) {
+  odo_rd r;
+  uint8_t flags;
+  uint32_t count;
+  odo_rd_init(&r, m, n);
+  flags = odo_rd_u8(&r);
+  count = odo_rd_be32(&r);
+  if (r.bad || count > odo_rd_left(&r) / 10)
+    return violation(L, ev, NULL, 0, "protocol", "a malformed SUBSCRIBE");
+  for (uint32_t i = 0; i < count; i++) {
+    uint8_t sl = odo_rd_u8(&r);
+    const char *id = (const char *)odo_rd_bytes(&r, sl);
+    uint64_t from = odo_rd_be64(&r);
+    sync_sub **pp, *sub;
+    if (r.bad || sl == 0)
+      return violation(L, ev, NULL, 0, "protocol", "a malformed SUBSCRIBE entry");
+    if (odo_store_find(y->store, id, sl) == NULL) {
+      send_refused(y, p, id, sl, ODO_REFUSED_UNKNOWN, "this node has no such stream");
+      continue;
+    }
+    pp = find_sub(p, id, sl);
+    sub = *pp;
+    if (sub == NULL) {
+      sub = calloc(1, sizeof *sub);
+      if (sub == NULL) return violation(L, ev, id, sl, "protocol", "out of memory");
+      memcpy(sub->stream, id, sl);
+      sub->len = sl;
+      *pp = sub;
+    } else if (sub->snap_raw) {
+      leveldb_free(sub->snap_raw);
+      sub->snap_raw = NULL;
+    }
+    sub->next = from ? from : 1;
+    sub->live = flags & 1;
+    sub->caught_up = 0;
+    note(L, ev, "subscribed", id, sl);
+    odo_pushu64(L, sub->next);
+    lua_setfield(L, -2, "from");
+    note_end(L, ev);
+  }
+}
+
+static void on_unsubscribe(lua_State *L, int ev, sync_peer *p,
+                           const uint8_t *m, size_t n) {
+  odo_rd r;
+  uint32_t count;
+  odo_rd_init(&r, m, n);
+  count = odo_rd_be32(&r);
+  if (r.bad || count > odo_rd_left(&r) / 2)
+    return violation(L, ev, NULL, 0, "protocol", "a malformed UNSUBSCRIBE");
+  for (uint32_t i = 0; i < count; i++) {
+    uint8_t sl = odo_rd_u8(&r);
+    const char *id = (const char *)odo_rd_bytes(&r, sl);
+    sync_sub **pp;
+    if (r.bad) return violation(L, ev, NULL, 0, "protocol", "a malformed UNSUBSCRIBE");
+    pp = find_sub(p, id, sl);
+    if (*pp) {
+      sync_sub *sub = *pp;
+      *pp = sub->next_sub;
+      sub_free(sub);
+    }
+  }
+}
+
+/* Checks a batch's head signature against the stream's source. */
+static int verify_head(odo_sync *y, const char *id, size_t len, uint64_t rev,
+                       const uint8_t hash[ODO_HASH_LEN], const uint8_t *sig,
+                       size_t sig_len, odo_err *e) {
+  uint8_t msg[ODO_SIGNED_MAX];
+  EVP_PKEY *key;
+  size_t mlen;
+  if (!y->verify) return 1;
+  key = source_key(y, id, source_len(id, len), e);
+  if (key == NULL) return 0;
+  mlen = odo_head_message(msg, id, len, rev, hash);
+  if (sig_len == 0 || !odo_verify(key, msg, mlen, sig, sig_len))
+    return odo_err_set(e, "EVERIFY",
+                       "the head at %llu of stream %.*s is not signed by its "
+                       "source",
+                       (unsigned long long)rev, (int)len, id);
+  return 1;
+}
+
+static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                      const uint8_t *m, size_t n) {
+  odo_rd r;
+  uint8_t sl;
+  const char *id;
+  uint64_t first, head_rev;
+  uint32_t count;
+  const uint8_t *head_hash, *sig;
+  uint16_t sig_len;
+  odo_stream *st;
+  odo_err e = {0};
+  odo_rd_init(&r, m, n);
+  sl = odo_rd_u8(&r);
+  id = (const char *)odo_rd_bytes(&r, sl);
+  first = odo_rd_be64(&r);
+  count = odo_rd_be32(&r);
+  if (r.bad || sl == 0 || count == 0 || count > odo_rd_left(&r) / 14)
+    return violation(L, ev, NULL, 0, "protocol", "a malformed EVENTS");
+  if (*find_want(p, id, sl) == NULL) return; /* no longer asked for: stale */
+  if (count > y->cap_evs) {
+    odo_event *evs = realloc(y->evs, count * sizeof *evs);
+    if (evs == NULL) return violation(L, ev, id, sl, "protocol", "out of memory");
+    y->evs = evs;
+    y->cap_evs = count;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    odo_event *x = &y->evs[i];
+    uint32_t dl;
+    x->rev = first + i;
+    x->ts = odo_rd_be64(&r);
+    x->type_len = odo_rd_u8(&r);
+    x->type = (const char *)odo_rd_bytes(&r, x->type_len);
+    dl = odo_rd_be32(&r);
+    x->data = (const char *)odo_rd_bytes(&r, dl);
+    x->data_len = dl;
+    if (r.bad || x->type_len == 0 || dl > ODO_MAX_DATA)
+      return violation(L, ev, id, sl, "protocol", "a malformed event in EVENTS");
+  }
+  head_rev = odo_rd_be64(&r);
+  head_hash = odo_rd_bytes(&r, ODO_HASH_LEN);
+  sig_len = odo_rd_be16(&r);
+  sig = odo_rd_bytes(&r, sig_len);
+  if (r.bad || odo_rd_left(&r) != 0 || sig_len > ODO_MAX_SIG)
+    return violation(L, ev, id, sl, "protocol", "a malformed EVENTS head");
+  if (head_rev != first + count - 1)
+    return violation(L, ev, id, sl, "verification failed",
+                     "a batch of %u events from %llu does not end at its head %llu",
+                     count, (unsigned long long)first, (unsigned long long)head_rev);
+  if (!verify_head(y, id, sl, head_rev, head_hash, sig, sig_len, &e))
+    return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+  odo_txn_begin(y->store);
+  st = odo_store_stream(y->store, id, sl, 1, &e);
+  if (st == NULL) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "protocol", "%s", e.msg);
+  }
+  if (st->own) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "verification failed",
+                     "a peer sent events of a stream this node is the source of");
+  }
+  if (!odo_stage_chain(y->store, st, y->evs, count, &e)) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+  }
+  if (memcmp(y->evs[count - 1].hash, head_hash, ODO_HASH_LEN) != 0) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "verification failed",
+                     "events %llu to %llu of stream %.*s do not chain to their "
+                     "signed head: they are not what the source wrote",
+                     (unsigned long long)first, (unsigned long long)head_rev,
+                     (int)sl, id);
+  }
+  odo_stage_head(y->store, st, head_rev, head_hash, sig, sig_len);
+  if (!odo_txn_commit(y->store, y->replica_sync, &e))
+    return violation(L, ev, id, sl, "store", "%s: %s", e.name, e.msg);
+  note(L, ev, "events", id, sl);
+  odo_pushu64(L, head_rev);
+  lua_setfield(L, -2, "last");
+  lua_pushinteger(L, count);
+  lua_setfield(L, -2, "count");
+  note_end(L, ev);
+}
+
+static void on_snapshot(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                        const uint8_t *m, size_t n) {
+  odo_rd r;
+  uint8_t sl, fl;
+  const char *id, *format;
+  const uint8_t *hash, *sig, *chunk;
+  uint16_t sig_len;
+  uint64_t rev;
+  uint32_t total, off;
+  size_t clen;
+  odo_err e = {0};
+  odo_rd_init(&r, m, n);
+  sl = odo_rd_u8(&r);
+  id = (const char *)odo_rd_bytes(&r, sl);
+  rev = odo_rd_be64(&r);
+  hash = odo_rd_bytes(&r, ODO_HASH_LEN);
+  fl = odo_rd_u8(&r);
+  format = (const char *)odo_rd_bytes(&r, fl);
+  sig_len = odo_rd_be16(&r);
+  sig = odo_rd_bytes(&r, sig_len);
+  total = odo_rd_be32(&r);
+  off = odo_rd_be32(&r);
+  clen = odo_rd_left(&r);
+  chunk = odo_rd_bytes(&r, clen);
+  if (r.bad || sl == 0 || rev == 0 || total > ODO_MAX_SNAPSHOT || sig_len > ODO_MAX_SIG)
+    return violation(L, ev, NULL, 0, "protocol", "a malformed SNAPSHOT");
+  if (*find_want(p, id, sl) == NULL) return;
+  if (off == 0) {
+    p->snap.len = 0;
+    memcpy(p->snap_stream, id, sl);
+    p->snap_len = sl;
+    p->snap_rev = rev;
+    p->snap_total = total;
+  }
+  if (p->snap_len != sl || memcmp(p->snap_stream, id, sl) != 0 ||
+      p->snap_rev != rev || p->snap_total != total || off != p->snap.len ||
+      clen > total - off)
+    return violation(L, ev, id, sl, "protocol", "SNAPSHOT chunks out of order");
+  if (!odo_buf_add(&p->snap, chunk, clen))
+    return violation(L, ev, id, sl, "protocol", "out of memory receiving a snapshot");
+  if (p->snap.len < total) return;
+  /* whole: the source's signature covers stream, rev, h(rev), the data */
+  if (y->verify) {
+    uint8_t msg[ODO_SIGNED_MAX], dh[ODO_HASH_LEN];
+    EVP_PKEY *key = source_key(y, id, source_len(id, sl), &e);
+    size_t mlen;
+    if (key == NULL) return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+    odo_sha256(&y->store->hasher, p->snap.p ? p->snap.p : (const uint8_t *)"", p->snap.len, dh);
+    mlen = odo_snapshot_message(msg, id, sl, rev, hash, dh, format, fl);
+    if (sig_len == 0 || !odo_verify(key, msg, mlen, sig, sig_len))
+      return violation(L, ev, id, sl, "verification failed",
+                       "the snapshot at %llu of stream %.*s is not signed by its source",
+                       (unsigned long long)rev, (int)sl, id);
+  }
+  {
+    odo_snapshot_in in;
+    in.data = p->snap.p ? (const char *)p->snap.p : "";
+    in.data_len = p->snap.len;
+    in.format = format;
+    in.format_len = fl;
+    in.sig = (const char *)sig;
+    in.sig_len = sig_len;
+    if (!odo_snapshot_install(y->store, id, sl, rev, hash, &in, &e)) {
+      odo_buf_free(&p->snap);
+      return violation(L, ev, id, sl, strcmp(e.name, "ECHAIN") == 0 ? "verification failed" : "store",
+                       "%s: %s", e.name, e.msg);
+    }
+  }
+  odo_buf_free(&p->snap);
+  note(L, ev, "snapshot", id, sl);
+  odo_pushu64(L, rev);
+  lua_setfield(L, -2, "rev");
+  note_end(L, ev);
+}
+
+static void on_caught_up(lua_State *L, int ev, sync_peer *p, const uint8_t *m,
+                         size_t n, int refused) {
+  odo_rd r;
+  uint8_t sl;
+  const char *id;
+  odo_rd_init(&r, m, n);
+  sl = odo_rd_u8(&r);
+  id = (const char *)odo_rd_bytes(&r, sl);
+  if (r.bad || sl == 0) return violation(L, ev, NULL, 0, "protocol", "a malformed frame");
+  if (refused) {
+    uint16_t code = odo_rd_be16(&r), rl = odo_rd_be16(&r);
+    const char *why = (const char *)odo_rd_bytes(&r, rl);
+    if (r.bad) return violation(L, ev, NULL, 0, "protocol", "a malformed REFUSED");
+    note(L, ev, "refused", id, sl);
+    lua_pushinteger(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushlstring(L, why, rl);
+    lua_setfield(L, -2, "reason");
+    note_end(L, ev);
+    return;
+  }
+  {
+    uint64_t rev = odo_rd_be64(&r);
+    if (r.bad) return violation(L, ev, NULL, 0, "protocol", "a malformed CAUGHT_UP");
+    if (*find_want(p, id, sl) == NULL) return;
+    note(L, ev, "caught_up", id, sl);
+    odo_pushu64(L, rev);
+    lua_setfield(L, -2, "rev");
+    note_end(L, ev);
+  }
+}
+
+/* ---- signing ------------------------------------------------------------------ */
+
+/* Signs and stores heads for an own stream's unsigned events: one every
+ * ODO_HEAD_EVENTS revisions or ODO_HEAD_BYTES of data, and one at the
+ * last revision. Walks at most `budget` events; returns heads signed, or
+ * -1 with e set. *more is set when events are left. */
+static int sign_stream(odo_sync *y, odo_stream *st, uint64_t budget, int *more,
+                       odo_err *e) {
+  odo_head last;
+  odo_reader r;
+  odo_event ev;
+  uint64_t from, until, since = 0;
+  size_t bytes = 0;
+  int rc, signed_n = 0;
+  uint8_t msg[ODO_SIGNED_MAX], sig[ODO_MAX_SIG];
+  rc = odo_head_read(y->store, st, 0, 1, &last, e);
+  if (rc < 0) return -1;
+  from = rc == 1 ? last.rev + 1 : st->cat.first;
+  if (from < st->cat.first) from = st->cat.first;
+  if (from > st->cat.last) return 0;
+  until = st->cat.last;
+  if (until - from + 1 > budget) {
+    until = from + budget - 1;
+    *more = 1;
+  }
+  if (!odo_reader_open(y->store, st, from, until, &r, e)) return -1;
+  odo_txn_begin(y->store);
+  while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
+    since++;
+    bytes += ev.data_len;
+    if (since >= ODO_HEAD_EVENTS || bytes >= ODO_HEAD_BYTES || ev.rev == until) {
+      size_t sl = sizeof sig;
+      size_t mlen = odo_head_message(msg, st->id, st->id_len, ev.rev, ev.hash);
+      if (!odo_sign(y->tls->key, msg, mlen, sig, &sl, e)) {
+        rc = -1;
+        break;
+      }
+      odo_stage_head(y->store, st, ev.rev, ev.hash, sig, sl);
+      signed_n++;
+      since = 0;
+      bytes = 0;
+    }
+  }
+  odo_reader_close(&r);
+  if (rc < 0 || !odo_txn_commit(y->store, 0, e)) {
+    odo_txn_abort(y->store);
+    return -1;
+  }
+  return signed_n;
+}
+
+/***
+ * Signs heads for this node's own streams' unsigned events (events
+ * appended while it was stopped included), walking at most `budget`
+ * events (default 100000).
+ * @function sync:sign_heads
+ * @treturn integer heads signed
+ * @treturn boolean whether events are left to sign
+ */
+static int l_sign_heads(lua_State *L);
+
+/* ---- the Lua class -------------------------------------------------------------- */
+
+static odo_sync *check_sync(lua_State *L) {
+  odo_sync *y = luaL_checkudata(L, 1, SYNC_CLASS);
+  if (y->store == NULL || y->store->db == NULL)
+    luaL_error(L, "attempt to use a closed sync engine");
+  return y;
+}
+
+static odo_session *check_sess(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, ODO_SESSION_CLASS);
+}
+
+static sync_peer *check_peer(lua_State *L, odo_sync *y, int idx) {
+  sync_peer *p = find_peer(y, check_sess(L, idx));
+  if (p == NULL) luaL_error(L, "the session is not attached to the sync engine");
+  return p;
+}
+
+static void sync_release(lua_State *L, odo_sync *y) {
+  while (y->peers) {
+    sync_peer *n = y->peers->next;
+    peer_free(L, y->peers);
+    y->peers = n;
+  }
+  while (y->keys) {
+    src_key *n = y->keys->next;
+    EVP_PKEY_free(y->keys->key);
+    free(y->keys);
+    y->keys = n;
+  }
+  odo_buf_free(&y->out);
+  free(y->evs);
+  y->evs = NULL;
+  y->cap_evs = 0;
+  y->store = NULL;
+}
+
+/***
+ * A sync engine over a store, with the node's TLS context (its key signs
+ * heads and snapshots).
+ * @function sync
+ * @tparam odo.store store
+ * @tparam odo.tls_context tls
+ * @tparam[opt] table opts `verify` (default true: check signatures),
+ *   `replica_sync` (default false: fsync replica writes), `max_batch`
+ */
+static int l_sync(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  odo_tls *t = odo_tls_check(L, 2);
+  odo_sync *y = lua_newuserdatauv(L, sizeof *y, 2);
+  memset(y, 0, sizeof *y);
+  luaL_setmetatable(L, SYNC_CLASS);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, 2);
+  y->store = s;
+  y->tls = t;
+  y->verify = lua_istable(L, 3) ? odo_fieldbool(L, 3, "verify", 1) : 1;
+  y->replica_sync = lua_istable(L, 3) ? odo_fieldbool(L, 3, "replica_sync", 0) : 0;
+  y->max_batch = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "max_batch", 15u << 20)
+                                   : (15u << 20);
+  return 1;
+}
+
+/***
+ * Starts syncing with a peer over an open session.
+ * @function sync:attach
+ * @tparam odo.session session
+ * @tparam string peer_id
+ */
+static int l_attach(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  odo_session *s = check_sess(L, 2);
+  const char *id = luaL_checkstring(L, 3);
+  sync_peer *p;
+  if (find_peer(y, s)) return 0;
+  p = calloc(1, sizeof *p);
+  if (p == NULL) return luaL_error(L, "out of memory");
+  p->s = s;
+  snprintf(p->id, sizeof p->id, "%s", id);
+  lua_pushvalue(L, 2);
+  p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  p->next = y->peers;
+  y->peers = p;
+  return 0;
+}
+
+/***
+ * Forgets a peer: its subscriptions here and ours there (seed rule 6).
+ * @function sync:detach
+ */
+static int l_detach(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  odo_session *s = check_sess(L, 2);
+  for (sync_peer **pp = &y->peers; *pp; pp = &(*pp)->next)
+    if ((*pp)->s == s) {
+      sync_peer *p = *pp;
+      *pp = p->next;
+      peer_free(L, p);
+      break;
+    }
+  return 0;
+}
+
+/***
+ * Handles a sync message (type 0x10..0x16) received on an attached
+ * session. Returns events for Lua: catalogue {full, entries}, subscribed
+ * {stream, from}, events {stream, last, count}, snapshot {stream, rev},
+ * caught_up {stream, rev}, refused {stream, code, reason}, violation
+ * {stream, code, reason} (end the session with BYE `code`).
+ * @function sync:handle
+ */
+static int l_handle(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  sync_peer *p = check_peer(L, y, 2);
+  lua_Integer type = luaL_checkinteger(L, 3);
+  size_t n;
+  const uint8_t *m = (const uint8_t *)luaL_checklstring(L, 4, &n);
+  int ev;
+  lua_newtable(L);
+  ev = lua_gettop(L);
+  switch (type) {
+  case ODO_MSG_CATALOGUE: on_catalogue(L, ev, y, m, n); break;
+  case ODO_MSG_SUBSCRIBE: on_subscribe(L, ev, y, p, m, n); break;
+  case ODO_MSG_UNSUBSCRIBE: on_unsubscribe(L, ev, p, m, n); break;
+  case ODO_MSG_EVENTS: on_events(L, ev, y, p, m, n); break;
+  case ODO_MSG_SNAPSHOT: on_snapshot(L, ev, y, p, m, n); break;
+  case ODO_MSG_CAUGHT_UP: on_caught_up(L, ev, p, m, n, 0); break;
+  case ODO_MSG_REFUSED: on_caught_up(L, ev, p, m, n, 1); break;
+  default:
+    violation(L, ev, NULL, 0, "protocol", "an unknown message type %d", (int)type);
+  }
+  return 1;
+}
+
+/***
+ * Asks a peer for streams: `streams` is an array of {id, from}; `live`
+ * keeps them streaming after the catch-up.
+ * @function sync:subscribe
+ */
+static int l_subscribe(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  sync_peer *p = check_peer(L, y, 2);
+  int live = lua_toboolean(L, 4);
+  size_t n, f, count_at;
+  uint32_t count = 0;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  n = lua_rawlen(L, 3);
+  f = odo_frame_begin(&y->out, ODO_MSG_SUBSCRIBE);
+  odo_buf_add_u8(&y->out, live ? 1 : 0);
+  count_at = y->out.len;
+  odo_buf_add_be32(&y->out, 0);
+  for (size_t i = 1; i <= n; i++) {
+    size_t sl;
+    const char *id;
+    uint64_t from;
+    sync_want **w;
+    lua_rawgeti(L, 3, (lua_Integer)i);
+    lua_getfield(L, -1, "id");
+    id = luaL_checklstring(L, -1, &sl);
+    from = odo_fieldu64(L, -2, "from", 1);
+    if (sl == 0 || sl > ODO_MAX_STREAM_ID) luaL_error(L, "bad stream id");
+    w = find_want(p, id, sl);
+    if (*w == NULL) {
+      *w = calloc(1, sizeof **w);
+      if (*w == NULL) return luaL_error(L, "out of memory");
+      memcpy((*w)->stream, id, sl);
+      (*w)->len = sl;
+    }
+    put_str8(&y->out, id, sl);
+    odo_buf_add_be64(&y->out, from);
+    count++;
+    lua_pop(L, 2);
+  }
+  odo_put_be32(y->out.p + count_at, count);
+  odo_frame_end(&y->out, f);
+  lua_pushboolean(L, send_out(y, p, 1));
+  return 1;
+}
+
+/***
+ * Stops asking a peer for streams (an array of ids); batches of them
+ * still in flight are dropped.
+ * @function sync:unsubscribe
+ */
+static int l_unsubscribe(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  sync_peer *p = check_peer(L, y, 2);
+  size_t n, f;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  n = lua_rawlen(L, 3);
+  f = odo_frame_begin(&y->out, ODO_MSG_UNSUBSCRIBE);
+  odo_buf_add_be32(&y->out, (uint32_t)n);
+  for (size_t i = 1; i <= n; i++) {
+    size_t sl;
+    const char *id;
+    sync_want **w;
+    lua_rawgeti(L, 3, (lua_Integer)i);
+    id = luaL_checklstring(L, -1, &sl);
+    put_str8(&y->out, id, sl);
+    w = find_want(p, id, sl);
+    if (*w) {
+      sync_want *x = *w;
+      *w = x->next;
+      free(x);
+    }
+    lua_pop(L, 1);
+  }
+  odo_frame_end(&y->out, f);
+  lua_pushboolean(L, send_out(y, p, 1));
+  return 1;
+}
+
+/* The DER of a source's key for a catalogue: ours, or the stored one. */
+static int key_der(odo_sync *y, const char *src, size_t len, odo_buf *out) {
+  char *raw = NULL;
+  const uint8_t *der;
+  size_t n;
+  odo_err e = {0};
+  out->len = 0;
+  if (y->tls && len == ODO_NODE_ID_HEX && memcmp(y->tls->id, src, len) == 0) {
+    unsigned char *d = NULL;
+    int dn = i2d_PUBKEY(y->tls->key, &d);
+    int ok = dn > 0 && odo_buf_add(out, d, (size_t)dn);
+    OPENSSL_free(d);
+    return ok;
+  }
+  if (odo_store_key_get(y->store, src, len, &raw, &der, &n, &e) != 1) return 0;
+  odo_buf_add(out, der, n);
+  leveldb_free(raw);
+  return 1;
+}
+
+/***
+ * Sends our catalogue to a peer: every stream (full) when `ids` is nil,
+ * else those streams; `direct` is a set of stream ids whose upstream is
+ * their source.
+ * @function sync:catalogue
+ */
+static int l_catalogue(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  sync_peer *p = check_peer(L, y, 2);
+  int full = lua_isnoneornil(L, 3);
+  odo_stream **list;
+  size_t nlist = 0, f, count_at;
+  char (*srcs)[ODO_NODE_ID_HEX + 1];
+  uint16_t nsrc = 0;
+  odo_buf keys, der;
+  odo_store *s = y->store;
+  list = malloc((s->nstreams + 1) * sizeof *list);
+  srcs = malloc((s->nstreams + 1) * sizeof *srcs);
+  if (list == NULL || srcs == NULL) {
+    free(list);
+    free(srcs);
+    return luaL_error(L, "out of memory");
+  }
+  if (full) {
+    for (size_t i = 0; i < s->nbuckets; i++)
+      for (odo_stream *st = s->buckets[i]; st; st = st->next) list[nlist++] = st;
+  } else {
+    size_t n = lua_rawlen(L, 3);
+    for (size_t i = 1; i <= n && nlist < s->nstreams; i++) {
+      size_t sl;
+      const char *id;
+      odo_stream *st;
+      lua_rawgeti(L, 3, (lua_Integer)i);
+      id = lua_tolstring(L, -1, &sl);
+      st = id ? odo_store_find(s, id, sl) : NULL;
+      if (st) list[nlist++] = st;
+      lua_pop(L, 1);
+    }
+  }
+  odo_buf_init(&keys);
+  odo_buf_init(&der);
+  /* the keys section: one key per source, by index */
+  for (size_t i = 0; i < nlist; i++) {
+    odo_stream *st = list[i];
+    uint16_t k;
+    if (st->src_len != ODO_NODE_ID_HEX) continue;
+    for (k = 0; k < nsrc; k++)
+      if (memcmp(srcs[k], st->id, ODO_NODE_ID_HEX) == 0) break;
+    if (k < nsrc) continue;
+    if (!key_der(y, st->id, st->src_len, &der)) continue;
+    memcpy(srcs[nsrc], st->id, ODO_NODE_ID_HEX);
+    srcs[nsrc][ODO_NODE_ID_HEX] = '\0';
+    nsrc++;
+    put_str16(&keys, der.p, der.len);
+  }
+  f = odo_frame_begin(&y->out, ODO_MSG_CATALOGUE);
+  odo_buf_add_u8(&y->out, full ? 1 : 0);
+  odo_buf_add_be16(&y->out, nsrc);
+  odo_buf_add(&y->out, keys.p, keys.len);
+  count_at = y->out.len;
+  odo_buf_add_be32(&y->out, (uint32_t)nlist);
+  for (size_t i = 0; i < nlist; i++) {
+    odo_stream *st = list[i];
+    uint8_t flags = st->own ? 1 : 0;
+    uint16_t k = 0xffff;
+    if (lua_istable(L, 4)) {
+      lua_pushlstring(L, st->id, st->id_len);
+      if (lua_rawget(L, 4) != LUA_TNIL) flags |= 2;
+      lua_pop(L, 1);
+    }
+    if (st->own) flags |= 2;
+    for (uint16_t j = 0; j < nsrc; j++)
+      if (st->src_len == ODO_NODE_ID_HEX && memcmp(srcs[j], st->id, ODO_NODE_ID_HEX) == 0) k = j;
+    put_str8(&y->out, st->id, st->id_len);
+    odo_buf_add_be64(&y->out, st->cat.first);
+    odo_buf_add_be64(&y->out, st->cat.last);
+    odo_buf_add_be64(&y->out, st->cat.snap);
+    odo_buf_add_u8(&y->out, flags);
+    odo_buf_add_be16(&y->out, k);
+  }
+  (void)count_at;
+  odo_frame_end(&y->out, f);
+  odo_buf_free(&keys);
+  odo_buf_free(&der);
+  free(list);
+  free(srcs);
+  lua_pushboolean(L, send_out(y, p, 1));
+  return 1;
+}
+
+static int l_pump(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  lua_Integer budget = luaL_optinteger(L, 2, 256);
+  int more = 0, ev;
+  lua_pushnil(L); /* placeholder for `more` */
+  lua_newtable(L);
+  ev = lua_gettop(L);
+  for (sync_peer *p = y->peers; p && budget > 0; p = p->next) {
+    int progress = 1;
+    while (progress && budget > 0 && odo_session_writable(p->s)) {
+      progress = 0;
+      for (sync_sub **pp = &p->subs; *pp && budget > 0;) {
+        sync_sub *sub = *pp;
+        if (!odo_session_writable(p->s)) break;
+        if (pump_sub(L, y, p, pp, ev)) {
+          progress = 1;
+          budget--;
+        }
+        if (*pp == sub) pp = &sub->next_sub;
+      }
+    }
+    if (budget <= 0) more = 1;
+  }
+  if (budget <= 0) more = 1;
+  lua_pushboolean(L, more);
+  lua_replace(L, ev - 1);
+  return 2;
+}
+
+static int l_sign_heads(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  uint64_t budget = odo_optu64(L, 2, 100000, "budget");
+  odo_store *s = y->store;
+  int total = 0, more = 0;
+  odo_err e = {0};
+  for (size_t i = 0; i < s->nbuckets; i++)
+    for (odo_stream *st = s->buckets[i]; st; st = st->next) {
+      int n;
+      if (!st->own) continue;
+      n = sign_stream(y, st, budget, &more, &e);
+      if (n < 0) return odo_err_push(L, &e);
+      total += n;
+    }
+  lua_pushinteger(L, total);
+  lua_pushboolean(L, more);
+  return 2;
+}
+
+/***
+ * Signs this node's source snapshot of an own stream, if unsigned.
+ * @function sync:sign_snapshot
+ * @treturn boolean whether it signed one
+ */
+static int l_sign_snapshot(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  size_t len;
+  const char *id = luaL_checklstring(L, 2, &len);
+  odo_stream *st = odo_store_find(y->store, id, len);
+  odo_snapshot_in in;
+  char *raw = NULL;
+  uint64_t rev;
+  uint8_t hash[ODO_HASH_LEN], dh[ODO_HASH_LEN], msg[ODO_SIGNED_MAX], sig[ODO_MAX_SIG];
+  size_t sl = sizeof sig, mlen;
+  odo_err e = {0};
+  int rc;
+  if (st == NULL || !st->own) return 0;
+  rc = odo_snapshot_read(y->store, st, ODO_ORIGIN_SOURCE, &raw, &rev, &in, &e);
+  if (rc < 0) return odo_err_push(L, &e);
+  if (rc == 0 || in.sig_len > 0) {
+    if (raw) leveldb_free(raw);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  rc = odo_store_hash_at(y->store, st, rev, hash, &e);
+  if (rc != 1) {
+    leveldb_free(raw);
+    return rc < 0 ? odo_err_push(L, &e) : odo_fail(L, "ECORRUPT", "no hash for %llu", (unsigned long long)rev);
+  }
+  odo_sha256(&y->store->hasher, in.data, in.data_len, dh);
+  mlen = odo_snapshot_message(msg, st->id, st->id_len, rev, hash, dh, in.format, in.format_len);
+  if (!odo_sign(y->tls->key, msg, mlen, sig, &sl, &e)) {
+    leveldb_free(raw);
+    return odo_err_push(L, &e);
+  }
+  in.sig = (const char *)sig;
+  in.sig_len = sl;
+  rc = odo_snapshot_store(y->store, st, ODO_ORIGIN_SOURCE, rev, &in, 1, &e);
+  leveldb_free(raw);
+  if (!rc) return odo_err_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/***
+ * What a peer and this node ask of each other: {serving = {stream =
+ * next}, wanted = {stream = true}}.
+ * @function sync:info
+ */
+static int l_info(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  sync_peer *p = check_peer(L, y, 2);
+  lua_createtable(L, 0, 2);
+  lua_newtable(L);
+  for (sync_sub *s = p->subs; s; s = s->next_sub) {
+    lua_pushlstring(L, s->stream, s->len);
+    odo_pushu64(L, s->next);
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "serving");
+  lua_newtable(L);
+  for (sync_want *w = p->wants; w; w = w->next) {
+    lua_pushlstring(L, w->stream, w->len);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "wanted");
+  return 1;
+}
+
+static int l_sync_gc(lua_State *L) {
+  odo_sync *y = luaL_checkudata(L, 1, SYNC_CLASS);
+  sync_release(L, y);
+  return 0;
+}
+
+static int l_sync_tostring(lua_State *L) {
+  odo_sync *y = luaL_checkudata(L, 1, SYNC_CLASS);
+  int n = 0;
+  for (sync_peer *p = y->peers; p; p = p->next) n++;
+  lua_pushfstring(L, "odo.sync (%d peers)", n);
+  return 1;
+}
+
+void odo_sync_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"attach", l_attach},           {"detach", l_detach},
+      {"handle", l_handle},           {"subscribe", l_subscribe},
+      {"unsubscribe", l_unsubscribe}, {"catalogue", l_catalogue},
+      {"pump", l_pump},               {"sign_heads", l_sign_heads},
+      {"sign_snapshot", l_sign_snapshot}, {"info", l_info},
+      {"close", l_sync_gc},           {NULL, NULL}};
+  odo_newclass(L, SYNC_CLASS, methods, l_sync_gc, l_sync_tostring);
+  lua_pushcfunction(L, l_sync);
+  lua_setfield(L, -2, "sync");
+}

@@ -1,0 +1,275 @@
+--- Sync policy: which streams to replicate, from which upstream, and when
+-- the C engine (`odo.core` sync) catalogues, signs and pumps.
+--
+-- Seed rules: peers exchange catalogues when they meet (1) and push
+-- updates, coalesced, when a stream appears or advances; a node asks its
+-- chosen upstream for each stream it replicates from its last known
+-- revision (2, 4); the upstream streams a snapshot when needed, then
+-- every event, then live (3, 5); a lost peer drops its subscriptions and
+-- the policy picks another upstream (6). Every batch is verified against
+-- the source's signed head before it is stored.
+--
+-- @module odo.sync
+local core = require "odo.core"
+
+local Sync = {}
+Sync.__index = Sync
+
+local function source_of(id) return id:match("^([^/]+)") end
+
+--- The sync layer of `node` (which has a swarm and a TLS context).
+function Sync.new(node, tls)
+  local policy = node.policy
+  local self = setmetatable({
+    node = node,
+    store = node.store,
+    adapter = node.adapter,
+    policy = policy,
+    engine = core.sync(node.store.core, tls, {
+      verify = policy.verify_signatures,
+      replica_sync = policy.replica_sync,
+    }),
+    peers = {},     -- by peer id: {peer, session, catalogue = {id = entry}, refused = {id = true}}
+    upstream = {},  -- stream id -> peer id
+    caught_up = {}, -- stream id -> revision the upstream said we caught up at
+    changed = {},   -- stream ids to push in the next catalogue update
+    closed = false,
+  }, Sync)
+  node:on("snapshot", function(id)
+    local st = self.store:stream(id)
+    if st and st.own then
+      local ok, err = self.engine:sign_snapshot(id)
+      if ok == nil then node:_error("signing the snapshot of " .. id .. ": " .. tostring(err)) end
+    end
+  end)
+  -- events appended while the node was stopped get their heads now
+  self:_schedule_sign()
+  for _, st in ipairs(self.store:streams()) do
+    if st.own and st.snapshot > 0 then self.engine:sign_snapshot(st.id) end
+  end
+  return self
+end
+
+-- ---- work on later loop turns --------------------------------------------------
+
+function Sync:_flush_all()
+  for _, rec in pairs(self.peers) do
+    local conn = rec.peer.conn
+    if conn then conn:_flush() end
+  end
+end
+
+function Sync:_schedule_pump()
+  if self.pump_scheduled or self.closed then return end
+  self.pump_scheduled = true
+  self.adapter.defer(function()
+    self.node:_protect(function()
+      self.pump_scheduled = false
+      if self.closed then return end
+      local more, notes = self.engine:pump(self.policy.sync_pump_budget)
+      for _, n in ipairs(notes) do
+        self.node:_error(("serving %s: %s"):format(n.stream, n.reason))
+      end
+      self:_flush_all()
+      if more then self:_schedule_pump() end
+    end)
+  end)
+end
+
+-- Signs heads for new own events once per loop turn, whatever the number
+-- of appends in it (slow keys then sign fewer, bigger heads).
+function Sync:_schedule_sign()
+  if self.sign_scheduled or self.closed then return end
+  self.sign_scheduled = true
+  self.adapter.defer(function()
+    self.node:_protect(function()
+      self.sign_scheduled = false
+      if self.closed or not self.store:is_open() then return end
+      local n, more = self.engine:sign_heads(self.policy.sign_budget)
+      if n == nil then return self.node:_error("signing heads: " .. tostring(more)) end
+      if n > 0 then self:_schedule_pump() end
+      if more then self:_schedule_sign() end
+    end)
+  end)
+end
+
+-- Pushes the catalogue entries that changed, coalesced over a short while.
+function Sync:_schedule_catalogue()
+  if self.catalogue_timer or self.closed then return end
+  self.catalogue_timer = self.adapter.timer(self.policy.catalogue_push_ms, function()
+    self.node:_protect(function()
+      self.catalogue_timer = nil
+      if self.closed then return end
+      local ids = {}
+      for id in pairs(self.changed) do ids[#ids + 1] = id end
+      self.changed = {}
+      if #ids == 0 then return end
+      local direct = self:_direct()
+      for _, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, direct) end
+      self:_flush_all()
+    end)
+  end)
+end
+
+function Sync:_direct()
+  local d = {}
+  for id, up in pairs(self.upstream) do
+    if up == source_of(id) then d[id] = true end
+  end
+  return d
+end
+
+--- Streams changed in the store (appends, replication, snapshots).
+function Sync:on_changed(ids)
+  if self.closed then return end
+  local own = false
+  for _, id in ipairs(ids) do
+    self.changed[id] = true
+    local st = self.store:stream(id)
+    if st and st.own then own = true end
+  end
+  if own then self:_schedule_sign() end
+  self:_schedule_catalogue()
+  self:_schedule_pump()
+end
+
+-- ---- peers ---------------------------------------------------------------------
+
+function Sync:on_active(p)
+  local session = p.conn.session
+  self.engine:attach(session, p.id)
+  self.peers[p.id] = { peer = p, session = session, catalogue = {}, refused = {} }
+  self.engine:catalogue(session, nil, self:_direct())
+  p.conn:_flush()
+end
+
+function Sync:on_inactive(p)
+  local rec = self.peers[p.id]
+  if not rec then return end
+  self.engine:detach(rec.session)
+  self.peers[p.id] = nil
+  local lost = {}
+  for id, up in pairs(self.upstream) do
+    if up == p.id then
+      self.upstream[id] = nil
+      lost[#lost + 1] = id
+    end
+  end
+  self:_choose(lost)
+end
+
+function Sync:on_drain()
+  self:_schedule_pump()
+end
+
+function Sync:on_message(p, t, payload)
+  local rec = self.peers[p.id]
+  if not rec then return end
+  local notes = self.engine:handle(rec.session, t, payload)
+  local changed, choose = false, {}
+  for _, n in ipairs(notes) do
+    local kind = n.event
+    if kind == "catalogue" then
+      if n.full then rec.catalogue = {} end
+      for _, e in ipairs(n.entries) do
+        rec.catalogue[e.id] = e
+        choose[#choose + 1] = e.id
+      end
+    elseif kind == "events" or kind == "snapshot" then
+      changed = true
+    elseif kind == "subscribed" then
+      self:_schedule_pump()
+    elseif kind == "caught_up" then
+      self.caught_up[n.stream] = n.rev
+      self.node:emit("caught_up", n.stream, n.rev, p.id)
+    elseif kind == "refused" then
+      rec.refused[n.stream] = n.reason
+      if self.upstream[n.stream] == p.id then
+        self.upstream[n.stream] = nil
+        choose[#choose + 1] = n.stream
+      end
+    elseif kind == "violation" then
+      self.node:_error(("peer %s: %s (%s)"):format(p.id:sub(1, 16), n.reason, n.code))
+      self.node:emit("violation", p.id, n.stream, n.code, n.reason)
+      p.conn:bye(n.code, n.reason)
+      return
+    end
+  end
+  if changed then self.node:_changed() end
+  if #choose > 0 then self:_choose(choose) end
+  p.conn:_flush()
+end
+
+-- ---- upstream choice ---------------------------------------------------------------
+
+-- Re-evaluates the upstream of the given streams (rule 6 and the upstream
+-- policy): subscribes to a better one, unsubscribing from the old.
+function Sync:_choose(ids)
+  local policy = self.policy
+  local seen = {}
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local st = self.store:stream(id)
+      if not (st and st.own) and policy.replicate(id, self.node) then
+        local candidates = {}
+        for pid, rec in pairs(self.peers) do
+          local e = rec.catalogue[id]
+          if e and not rec.refused[id] then
+            candidates[#candidates + 1] = { id = pid, last = e.last, first = e.first,
+              source = e.source, direct = e.direct, snapshot = e.snapshot }
+          end
+        end
+        local ours = st and st.last or 0
+        local current = self.upstream[id]
+        local best = policy.upstream(id, candidates, ours, current, self.node)
+        if best ~= current then self:_switch(id, current, best, ours) end
+      end
+    end
+  end
+end
+
+function Sync:_switch(id, old, new, ours)
+  if old and self.peers[old] then
+    self.engine:unsubscribe(self.peers[old].session, { id })
+    self.peers[old].peer.conn:_flush()
+  end
+  self.upstream[id] = new
+  self.caught_up[id] = nil
+  if new and self.peers[new] then
+    self.engine:subscribe(self.peers[new].session, { { id = id, from = ours + 1 } }, true)
+    self.peers[new].peer.conn:_flush()
+  end
+  self.changed[id] = true -- the "direct" flag may have changed
+  self:_schedule_catalogue()
+  self.node:emit("upstream", id, new, old)
+end
+
+-- ---- status ------------------------------------------------------------------------
+
+--- For each stream: its upstream (peer id), and lag (revisions the best
+-- known copy is ahead of ours).
+function Sync:streams_status()
+  local out = {}
+  for _, st in ipairs(self.store:streams()) do
+    local best = st.last
+    for _, rec in pairs(self.peers) do
+      local e = rec.catalogue[st.id]
+      if e and e.last > best then best = e.last end
+    end
+    out[st.id] = {
+      upstream = st.own and "self" or self.upstream[st.id],
+      lag = best - st.last,
+      caught_up = self.caught_up[st.id] ~= nil and self.caught_up[st.id] >= st.last,
+    }
+  end
+  return out
+end
+
+function Sync:close()
+  self.closed = true
+  if self.catalogue_timer then self.catalogue_timer.stop() end
+  self.engine:close()
+end
+
+return Sync
