@@ -31,7 +31,9 @@ end
 --- JSON text of v, with arrays marked by `Control.array` kept arrays.
 function Control.encode(v)
   local text = cjson.encode(mark_empty(v))
-  return (text:gsub('"\\u0000odo%-empty%-array\\u0000"', "[]"))
+  text = text:gsub('"\\u0000odo%-empty%-array\\u0000"', "[]")
+  -- lua-cjson escapes "/" as "\/"; both are JSON, the plain one reads better
+  return (text:gsub("\\/", "/"))
 end
 
 local function hex(s)
@@ -76,11 +78,93 @@ function Control.status_table(id, listen, peers, streams, upstreams)
   }
 end
 
+-- ---- events as JSON lines -------------------------------------------------------
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+--- Base64 (RFC 4648, with padding).
+function Control.base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = {}
+    for k = 3, 0, -1 do
+      local v = (n >> (6 * k)) & 63
+      q[#q + 1] = B64:sub(v + 1, v + 1)
+    end
+    if not b then q[3], q[4] = "=", "="
+    elseif not c then q[4] = "=" end
+    out[#out + 1] = table.concat(q)
+  end
+  return table.concat(out)
+end
+
+--- An event as `odo tail` prints it: {stream, rev, ts, type, data} with
+-- `data` a string when the bytes are valid UTF-8, else `data_base64`.
+function Control.event_table(stream, ev)
+  local t = { stream = stream, rev = ev.rev, ts = ev.ts, type = ev.type }
+  if utf8.len(ev.data) then t.data = ev.data else t.data_base64 = Control.base64(ev.data) end
+  return t
+end
+
 Control.commands = {}
 
 function Control.commands.status(node)
   local st = node:status()
   return Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+end
+
+--- {stream = NAME or nil, type = TYPE, data = {DATA...}}: appends one event
+-- per datum, durably; the result is the stream's last revision.
+function Control.commands.append(node, req)
+  if type(req.data) ~= "table" or #req.data == 0 then return nil, "EINVAL: nothing to append" end
+  local stream = req.stream and node:stream_id(req.stream) or nil
+  local events = {}
+  for i, d in ipairs(req.data) do events[i] = { type = req.type or "text", data = tostring(d) } end
+  local last, err = node:append(stream, events)
+  if not last then return nil, err end
+  return { stream = stream or node.id, last = last }
+end
+
+--- {stream, from, follow}: the stream's events as lines {"event": ...};
+-- without follow, then {"ok": true, "result": "end"}; with follow, live
+-- events until the client goes away.
+function Control.commands.tail(node, req, reply, sock)
+  local st = node.store:stream(req.stream)
+  local from = math.tointeger(tonumber(req.from)) or (st and st.first) or 1
+  if type(req.stream) ~= "string" then return nil, "EINVAL: tail needs a stream id" end
+  local queued = 0
+  local sub
+  sub = node:subscribe(req.stream, from, function(batch)
+    if batch.snapshot then
+      reply { snapshot = { stream = batch.stream, rev = batch.snapshot.rev, format = batch.snapshot.format } }
+      return
+    end
+    for _, ev in ipairs(batch) do
+      local line = Control.encode { event = Control.event_table(batch.stream, ev) } .. "\n"
+      queued = queued + #line
+      sock:write(line, function(err)
+        queued = queued - #line
+        if err then return sub:close() end
+        if queued < 262144 and sub.paused then sub:resume() end
+      end)
+    end
+    if queued >= 1048576 then sub:pause() end -- a slow reader holds the node back no further
+  end, {
+    on_caught_up = function()
+      if not req.follow then
+        sub:close()
+        reply { ok = true, result = "end" }
+      end
+    end,
+  })
+  sock.on_close = function() sub:close() end
+end
+
+--- {stream}: recomputes chains and checks signatures (see odo verify).
+function Control.commands.verify(node, req)
+  return require("odo.verify").run(node.store, req.stream)
 end
 
 -- Reads newline-delimited JSON from a socket; calls on_line(obj) per line.
@@ -108,7 +192,10 @@ function Control.serve(node, path)
     local function reply(obj) sock:write(Control.encode(obj) .. "\n") end
     sock:read_start(reader(function(req)
       node:_protect(function()
-        if not req then return sock:close() end
+        if not req then
+          if sock.on_close then sock.on_close() end
+          return sock:close()
+        end
         local fn = Control.commands[req.cmd]
         if not fn then return reply { ok = false, error = "EINVAL: unknown command " .. tostring(req.cmd) } end
         if node.closed then return reply { ok = false, error = "ECLOSED: the node is stopping" } end
@@ -121,7 +208,8 @@ function Control.serve(node, path)
 end
 
 --- Sends one request to the node at `path` and runs luv's loop until the
--- first answer (or, with `on_line`, until it returns true for a line).
+-- first answer (or, with `on_line`, until it returns true for a line),
+-- at most `timeout_ms` (default 10 s; false: no limit).
 -- Returns the answer, or nil, "NAME: message", "NAME"; NAME is ENOENT or
 -- ECONNREFUSED when no node runs there.
 function Control.request(path, req, on_line, timeout_ms)
@@ -135,10 +223,12 @@ function Control.request(path, req, on_line, timeout_ms)
     if not timer:is_closing() then timer:close() end
     if not pipe:is_closing() then pipe:close() end
   end
-  timer:start(timeout_ms or 10000, 0, function()
-    failure = { "ETIMEDOUT: the node did not answer", "ETIMEDOUT" }
-    finish()
-  end)
+  if timeout_ms ~= false then
+    timer:start(timeout_ms or 10000, 0, function()
+      failure = { "ETIMEDOUT: the node did not answer", "ETIMEDOUT" }
+      finish()
+    end)
+  end
   local ok, err = pcall(pipe.connect, pipe, path, function(cerr)
     if cerr then
       local name = tostring(cerr):match("^(%u+)") or "ECONNREFUSED"

@@ -182,6 +182,12 @@ function Store:peers() return self.core:peers() end
 --- Forgets a peer.
 function Store:peer_delete(id) return self.core:peer_delete(id) end
 
+--- Records the public key (SubjectPublicKeyInfo DER) of a source.
+function Store:key_put(source_id, der) return self.core:key_put(source_id, der) end
+
+--- The public key of a source, or nil.
+function Store:key_get(source_id) return self.core:key_get(source_id) end
+
 --- Ids of streams whose catalogue entry changed since the last call.
 function Store:changes() return self.core:changes() end
 

@@ -1,0 +1,50 @@
+--- `odo append --dir DIR [--type TYPE] [--stream NAME] [DATA...]`: one
+-- event per DATA, or per line of stdin when there is none; prints the
+-- stream's last revision once the events are durable. Through the running
+-- node's control socket, or into the store when no node runs.
+--
+-- @module odo.cli.append
+local cli = require "odo.cli"
+local Control = require "odo.control"
+local Store = require "odo.store"
+
+local function read_stdin()
+  local data = {}
+  for line in io.stdin:lines() do data[#data + 1] = line end
+  return data
+end
+
+local function append_offline(args, data)
+  local store, err = Store.open(args.dir .. "/store", { create = false })
+  if not store then return nil, err end
+  local stream = args.stream and store:stream_id(args.stream) or nil
+  local events = {}
+  for i, d in ipairs(data) do events[i] = { type = args.type or "text", data = d } end
+  local last
+  last, err = store:append(stream, events)
+  store:close()
+  return last, err
+end
+
+return function(args)
+  local data = #args.data > 0 and args.data or read_stdin()
+  if #data == 0 then return cli.fail("nothing to append: give DATA or lines on stdin") end
+  local req = { cmd = "append", stream = args.stream, type = args.type, data = data }
+  for _ = 1, 30 do
+    local answer, err, name = Control.request(args.dir .. "/odo.sock", req)
+    if answer then
+      if not answer.ok then return cli.fail(answer.error) end
+      print(math.tointeger(answer.result.last))
+      return 0
+    end
+    if name ~= "ENOENT" and name ~= "ECONNREFUSED" then return cli.fail(err) end
+    local last, aerr, aname = append_offline(args, data)
+    if last then
+      print(last)
+      return 0
+    end
+    if aname ~= "EBUSY" then return cli.fail(aerr) end
+    require("luv").sleep(100) -- a node is starting: ask it
+  end
+  return cli.fail("the store is busy and no node answers on " .. args.dir .. "/odo.sock")
+end
