@@ -26,6 +26,18 @@
 
 #define SYNC_CLASS "odo.sync"
 
+/* What a tampering relay (a spec's test hook, never set otherwise) does to
+ * every batch or snapshot it serves. */
+enum {
+  TAMPER_NONE,
+  TAMPER_DATA,     /* changes one event's data */
+  TAMPER_DROP,     /* leaves out an event in the middle */
+  TAMPER_REORDER,  /* swaps two events */
+  TAMPER_FOREIGN,  /* sends another stream's events under this stream's id */
+  TAMPER_SNAPSHOT, /* changes a byte of a snapshot */
+  TAMPER_OLD_HEAD  /* ends a batch with an older signed head */
+};
+
 typedef struct sync_sub {
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t len;
@@ -78,6 +90,7 @@ typedef struct odo_sync {
   int replica_sync;   /* fsync replica writes */
   size_t max_batch;   /* bytes of one EVENTS frame we build */
   odo_buf out;        /* frames being built */
+  int tamper;         /* test hook: a relay that alters what it serves */
   odo_event *evs;     /* scratch for decoding a batch */
   size_t cap_evs;
 } odo_sync;
@@ -232,6 +245,7 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
   odo_buf_add_be32(&y->out, (uint32_t)sub->snap.data_len);
   odo_buf_add_be32(&y->out, (uint32_t)sub->snap_off);
   odo_buf_add(&y->out, sub->snap.data + sub->snap_off, n);
+  if (y->tamper == TAMPER_SNAPSHOT && n > 0) y->out.p[y->out.len - 1] ^= 0x01;
   odo_frame_end(&y->out, f);
   send_out(y, p, 1);
   sub->snap_off += n;
@@ -245,23 +259,47 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
 /* Encodes events next..head.rev and the head as one EVENTS frame.
  * Returns the frame's size, 0 when there is no head to end at yet, or -1
  * with e set. */
+/* Another stream than st, with a head, for TAMPER_FOREIGN. */
+static odo_stream *foreign_stream(odo_sync *y, odo_stream *st) {
+  odo_store *s = y->store;
+  for (size_t i = 0; i < s->nbuckets; i++)
+    for (odo_stream *o = s->buckets[i]; o; o = o->next)
+      if (o != st && o->cat.last >= o->cat.first) return o;
+  return NULL;
+}
+
 static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
                         uint64_t *end, odo_err *e) {
-  odo_head h;
+  odo_head h, old;
   odo_reader r;
   odo_event ev;
-  size_t f, count_at;
+  odo_stream *src = st;
+  size_t f, count_at, swap_at = 0, prev_at = 0;
   uint32_t count = 0;
+  uint64_t from = next, mid;
   int rc = odo_head_read(y->store, st, next, 0, &h, e);
   if (rc <= 0) return rc;
   if (h.rev > st->cat.last) return 0;
-  if (!odo_reader_open(y->store, st, next, h.rev, &r, e)) return -1;
+  *end = h.rev;
+  if (y->tamper == TAMPER_FOREIGN && (src = foreign_stream(y, st)) != NULL) {
+    /* the other stream's first batch, under this stream's id */
+    if (odo_head_read(y->store, src, src->cat.first, 0, &h, e) != 1) src = st;
+    else from = src->cat.first;
+  }
+  if (src == NULL) src = st;
+  if (y->tamper == TAMPER_OLD_HEAD && odo_head_read(y->store, st, 1, 0, &old, e) == 1 &&
+      old.rev < h.rev)
+    h = old; /* keeps the events, claims an older head */
+  mid = from + (*end - next) / 2;
+  if (!odo_reader_open(y->store, src, from, from + (*end - next), &r, e)) return -1;
   f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
   put_str8(&y->out, st->id, st->id_len);
   odo_buf_add_be64(&y->out, next);
   count_at = y->out.len;
   odo_buf_add_be32(&y->out, 0);
   while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
+    size_t at = y->out.len;
+    if (y->tamper == TAMPER_DROP && ev.rev == mid && *end > next) continue;
     if (!odo_buf_reserve(&y->out, 8 + 1 + ev.type_len + 4 + ev.data_len)) {
       rc = -1;
       odo_err_set(e, "ENOMEM", "out of memory building a batch");
@@ -271,6 +309,21 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
     put_str8(&y->out, ev.type, ev.type_len);
     odo_buf_add_be32(&y->out, (uint32_t)ev.data_len);
     odo_buf_add(&y->out, ev.data, ev.data_len);
+    if (y->tamper == TAMPER_DATA && ev.rev == mid) y->out.p[y->out.len - 1] ^= 0x20;
+    if (y->tamper == TAMPER_REORDER && ev.rev == mid + 1 && swap_at == 0) {
+      swap_at = at; /* swap this event with the one before it */
+      {
+        size_t a = at - prev_at, b = y->out.len - at;
+        uint8_t *tmp = malloc(a);
+        if (tmp) {
+          memcpy(tmp, y->out.p + prev_at, a);
+          memmove(y->out.p + prev_at, y->out.p + at, b);
+          memcpy(y->out.p + prev_at + b, tmp, a);
+          free(tmp);
+        }
+      }
+    }
+    prev_at = at;
     count++;
   }
   odo_reader_close(&r);
@@ -278,7 +331,7 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
     y->out.len = f;
     return -1;
   }
-  if (count != h.rev - next + 1) {
+  if (y->tamper == TAMPER_NONE && count != h.rev - next + 1) {
     y->out.len = f;
     return odo_err_set(e, "ECORRUPT", "stream %s: events missing before head %llu",
                        st->id, (unsigned long long)h.rev), -1;
@@ -288,7 +341,6 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   odo_buf_add(&y->out, h.hash, ODO_HASH_LEN);
   put_str16(&y->out, h.sig, h.sig_len);
   odo_frame_end(&y->out, f);
-  *end = h.rev;
   if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
     y->out.len = f;
     return odo_err_set(e, "ETOOBIG", "a batch of stream %s is too big to send", st->id), -1;
@@ -1247,6 +1299,15 @@ static int l_info(lua_State *L) {
   return 1;
 }
 
+/* Test hook: makes this engine a relay that alters what it serves. */
+static int l_tamper(lua_State *L) {
+  static const char *const kinds[] = {"none", "data", "drop", "reorder", "foreign",
+                                      "snapshot", "old_head", NULL};
+  odo_sync *y = check_sync(L);
+  y->tamper = luaL_checkoption(L, 2, "none", kinds);
+  return 0;
+}
+
 static int l_sync_gc(lua_State *L) {
   odo_sync *y = luaL_checkudata(L, 1, SYNC_CLASS);
   sync_release(L, y);
@@ -1268,7 +1329,8 @@ void odo_sync_open(lua_State *L) {
       {"unsubscribe", l_unsubscribe}, {"catalogue", l_catalogue},
       {"pump", l_pump},               {"sign_heads", l_sign_heads},
       {"sign_snapshot", l_sign_snapshot}, {"info", l_info},
-      {"close", l_sync_gc},           {NULL, NULL}};
+      {"close", l_sync_gc},           {"_tamper", l_tamper},
+      {NULL, NULL}};
   odo_newclass(L, SYNC_CLASS, methods, l_sync_gc, l_sync_tostring);
   lua_pushcfunction(L, l_sync);
   lua_setfield(L, -2, "sync");

@@ -382,6 +382,11 @@ function Swarm:_closed(conn, info)
   if p.conn ~= conn then return end
   local reason = info.name
   if info.name == "eof" or info.name == "normal" then reason = "closed" end
+  -- whatever comes next, the peer is no longer active
+  if p.state == "active" and self.by_id[p.id] == p then
+    self.by_id[p.id] = nil
+    self:_inactive(p)
+  end
   if info.name == "verification failed" then
     -- it sent what its source did not write: not to be trusted for a while
     p.conn = nil

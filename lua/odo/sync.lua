@@ -1,6 +1,12 @@
 --- Sync policy: which streams to replicate, from which upstream, and when
 -- the C engine (`odo.core` sync) catalogues, signs and pumps.
 --
+-- Node events it emits: "catalogue" (peer_id, entries, full), "subscribed"
+-- (peer_id, stream, from: a peer asked us), "replicated" (stream, last,
+-- peer_id, count, "events" or "snapshot"), "caught_up" (stream, rev,
+-- peer_id), "upstream" (stream, new, old), "violation" (peer_id, stream,
+-- code, reason).
+--
 -- Seed rules: peers exchange catalogues when they meet (1) and push
 -- updates, coalesced, when a stream appears or advances; a node asks its
 -- chosen upstream for each stream it replicates from its last known
@@ -177,9 +183,12 @@ function Sync:on_message(p, t, payload)
         rec.catalogue[e.id] = e
         choose[#choose + 1] = e.id
       end
+      self.node:emit("catalogue", p.id, n.entries, n.full)
     elseif kind == "events" or kind == "snapshot" then
       changed = true
+      self.node:emit("replicated", n.stream, n.last or n.rev, p.id, n.count, kind)
     elseif kind == "subscribed" then
+      self.node:emit("subscribed", p.id, n.stream, n.from)
       self:_schedule_pump()
     elseif kind == "caught_up" then
       self.caught_up[n.stream] = n.rev

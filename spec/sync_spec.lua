@@ -1,0 +1,367 @@
+-- Sync between nodes on the in-memory adapter (real TLS, real sessions,
+-- real stores; simulated sockets and time): the seed's sync rules 1-8 and
+-- the replication rules.
+local H = require "helper"
+local odo = require "odo"
+local memory = require "odo.adapter.memory"
+
+local FAST = {
+  handshake_timeout_ms = 3000,
+  heartbeat_interval_ms = 2000,
+  heartbeat_timeout_ms = 4000,
+  purgatory_ms = 600000,
+  tick_ms = 500,
+  backoff = { 500, 1000, 2000 },
+  backoff_jitter = 0,
+}
+
+local function merge(a, b)
+  local t = {}
+  for k, v in pairs(a) do t[k] = v end
+  for k, v in pairs(b or {}) do t[k] = v end
+  return t
+end
+
+describe("sync", function()
+  local pki, net, nodes
+  setup(function()
+    pki = H.pki(H.tmpdir())
+    pki.n = {}
+    for i = 1, 6 do pki.n[i] = pki.node("s" .. i) end
+  end)
+  teardown(H.cleanup)
+  before_each(function()
+    net = memory.new(1000000)
+    nodes = {}
+  end)
+  after_each(function()
+    for _, n in ipairs(nodes) do n:close() end
+    net.run_until(function() return false end, 50)
+    for _, n in ipairs(nodes) do assert.same({}, n.errors) end
+  end)
+
+  local function node(i, opts)
+    opts = opts or {}
+    local n = H.node {
+      dir = opts.dir or H.tmpdir(),
+      node_id = false,
+      tls = opts.tls or pki.n[i],
+      listen = "10.0.0." .. i .. ":4000",
+      peers = opts.peers,
+      adapter = net,
+      policy = merge(FAST, opts.policy),
+      on_error = opts.on_error,
+    }
+    nodes[#nodes + 1] = n
+    n.log = {}
+    for _, ev in ipairs({ "catalogue", "subscribed", "replicated", "caught_up", "upstream", "violation" }) do
+      n:on(ev, function(...) n.log[#n.log + 1] = { ev, ... } end)
+    end
+    n:on("peer", function(p, old, new, reason) n.log[#n.log + 1] = { "peer", p.id, old, new, reason } end)
+    return n
+  end
+
+  local function last(n, id)
+    local st = n.store:stream(id)
+    return st and st.last or 0
+  end
+
+  local function has(n, id, rev)
+    return function() return last(n, id) >= rev end
+  end
+
+  local function events_of(log, kind)
+    local out = {}
+    for _, e in ipairs(log) do
+      if e[1] == kind then out[#out + 1] = e end
+    end
+    return out
+  end
+
+  -- the replica holds exactly what the source wrote
+  local function same_stream(a, b, id)
+    local sa, sb = a.store:stream(id), b.store:stream(id)
+    assert.is_truthy(sa and sb)
+    assert.equal(sa.last, sb.last)
+    assert.equal(H.hex(sa.hash), H.hex(sb.hash))
+    assert.is_true(b.store:verify(id))
+  end
+
+  it("rule 1: peers exchange catalogues when they meet, then push coalesced updates", function()
+    local a = node(1)
+    a:append(nil, H.events(10))
+    a:append(a:stream_id("chat"), H.events(3))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(has(b, a.id, 10), 5000))
+    local cats = events_of(b.log, "catalogue")
+    assert.is_true(cats[1][4]) -- the first one is full
+    local seen = {}
+    for _, e in ipairs(cats[1][3]) do seen[e.id] = e end
+    assert.same({ 1, 10, true, true }, { seen[a.id].first, seen[a.id].last, seen[a.id].source, seen[a.id].direct })
+    assert.equal(3, seen[a:stream_id("chat")].last)
+    -- many appends within the push interval: one update
+    local before = #events_of(b.log, "catalogue")
+    for _ = 1, 20 do a:append(nil, H.events(1)) end
+    net.advance(100)
+    local after = events_of(b.log, "catalogue")
+    assert.equal(before + 1, #after)
+    assert.is_false(after[#after][4]) -- an update, not a full catalogue
+    local upd = {}
+    for _, e in ipairs(after[#after][3]) do upd[e.id] = e end
+    assert.equal(30, upd[a.id].last)
+    -- b's view of a never goes stale
+    assert.equal(30, b.sync.peers[a.id].catalogue[a.id].last)
+  end)
+
+  it("rules 2 and 4: a replica asks for what it lacks from its last known revision", function()
+    local a = node(1)
+    a:append(nil, H.events(1500))
+    -- b already holds 1..700 (copied from a with their chain)
+    local dir = H.tmpdir()
+    local b0 = H.node { dir = dir, node_id = false, tls = pki.n[2], adapter = net, policy = FAST }
+    local evs = a.store:read(a.id, 1, 700)
+    assert(b0.store:append_replica(a.id, evs))
+    b0:close()
+    local b = node(2, { dir = dir, peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(has(b, a.id, 1500), 5000))
+    local subs = events_of(a.log, "subscribed")
+    assert.same({ b.id, a.id, 701 }, { subs[1][2], subs[1][3], subs[1][4] })
+    same_stream(a, b, a.id)
+    -- and it stays subscribed: new events arrive live
+    a:append(nil, H.events(5))
+    assert.is_true(net.run_until(has(b, a.id, 1505), 1000))
+  end)
+
+  it("rule 3: events come in bounded batches that each end at a signed head", function()
+    local a = node(1)
+    for _ = 1, 5 do a:append(nil, H.events(1000)) end
+    a:append(nil, H.events(333))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(has(b, a.id, 5333), 10000))
+    local total = 0
+    for _, r in ipairs(events_of(b.log, "replicated")) do
+      assert.is_true(r[5] <= 1000, "a batch of " .. r[5])
+      total = total + r[5]
+      -- every batch ends at a head b now holds
+      assert.equal(r[3], b.store:head_find(a.id, r[3]).rev)
+    end
+    assert.equal(5333, total)
+    same_stream(a, b, a.id)
+  end)
+
+  it("rule 3: a subscriber that stops reading does not grow the server's memory past a bound", function()
+    local a = node(1)
+    local big = {}
+    for i = 1, 1000 do big[i] = { type = "t", data = ("x"):rep(1000) } end
+    for _ = 1, 40 do a:append(nil, big) end -- 40 MB of events
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(function() return last(b, a.id) > 0 end, 5000))
+    net.hold("10.0.0.2") -- b stops reading
+    local worst = 0
+    for _ = 1, 50 do
+      net.advance(20)
+      local conn = a.swarm:active(b.id) and a.swarm:active(b.id).conn
+      if conn then worst = math.max(worst, conn.session:info().queued) end
+    end
+    -- at most the high watermark (4 MiB) plus one batch (about 1 MB here)
+    assert.is_true(worst > 0)
+    assert.is_true(worst < 6 * 1024 * 1024, "queued " .. worst)
+    net.release("10.0.0.2")
+    assert.is_true(net.run_until(has(b, a.id, 40000), 60000))
+    same_stream(a, b, a.id)
+  end)
+
+  it("rule 5: no gap and no duplicate while appends race the catch-up, and a caught-up marker", function()
+    local a = node(1)
+    a:append(nil, H.events(5000))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    local seen = {}
+    b:subscribe(a.id, 1, function(batch)
+      for _, ev in ipairs(batch) do seen[#seen + 1] = ev.rev end
+    end)
+    local appended = 0
+    local t = net.every(1, function()
+      if appended < 200 then
+        a:append(nil, H.events(3))
+        appended = appended + 1
+      end
+    end)
+    assert.is_true(net.run_until(function() return appended == 200 and last(b, a.id) == 5600 end, 30000))
+    t.stop()
+    net.advance(100)
+    assert.equal(5600, #seen)
+    for i = 1, 5600 do assert.equal(i, seen[i]) end
+    same_stream(a, b, a.id)
+    local cu = events_of(b.log, "caught_up")
+    assert.is_true(#cu >= 1)
+    assert.equal(a.id, cu[1][2])
+    assert.same({ upstream = a.id, lag = 0, caught_up = true },
+      (function()
+        for _, st in ipairs(b:status().streams) do
+          if st.id == a.id then return { upstream = st.upstream, lag = st.lag, caught_up = st.caught_up } end
+        end
+      end)())
+  end)
+
+  it("rule 6: a lost connection drops subscriptions; another upstream takes over; reconnects start over", function()
+    local a = node(1)
+    a:append(nil, H.events(100))
+    local c = node(3, { peers = { "10.0.0.1:4000" } }) -- c follows a directly
+    local b = node(2, { peers = { "10.0.0.1:4000", "10.0.0.3:4000" } })
+    assert.is_true(net.run_until(function() return last(b, a.id) == 100 and last(c, a.id) == 100 end, 5000))
+    assert.equal(a.id, b.sync.upstream[a.id]) -- the source itself
+    -- the a-b link dies (a stops answering b)
+    net.tap(function(from, to, data)
+      if (from == "10.0.0.1" and to == "10.0.0.2") or (from == "10.0.0.2" and to == "10.0.0.1") then return nil end
+      return data
+    end)
+    a:append(nil, H.events(50))
+    assert.is_true(net.run_until(function() return b.sync.upstream[a.id] == c.id end, 20000))
+    assert.is_true(net.run_until(has(b, a.id, 150), 5000))
+    same_stream(a, b, a.id)
+    -- the link heals: b meets a again, exchanges catalogues and prefers the source
+    net.tap(nil)
+    local cats = #events_of(b.log, "catalogue")
+    a:append(nil, H.events(10))
+    assert.is_true(net.run_until(function() return b.sync.upstream[a.id] == a.id end, 30000))
+    assert.is_true(#events_of(b.log, "catalogue") > cats)
+    assert.is_true(net.run_until(has(b, a.id, 160), 5000))
+    same_stream(a, b, a.id)
+  end)
+
+  it("rules 7 and 8: a late joiner behind the compaction point gets the signed snapshot, then the tail", function()
+    local a = node(1, { policy = { reducer = "kv", snapshot_every_events = 1000, compact_after_events = 10,
+      snapshot_every_ms = 1e9, compact_after_ms = 1e9 } })
+    for i = 1, 1200 do a:append(nil, odo.kv.put("k" .. (i % 50), "v" .. i)) end
+    assert.is_true(net.run_until(function() return a.store:stream(a.id).first > 1 end, 5000))
+    local st = a.store:stream(a.id)
+    assert.equal(1000, st.snapshot)
+    assert.equal(1001, st.first)
+    assert.is_true(#a.store:snapshot_get(a.id).sig > 0) -- signed by the source
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    local got = {}
+    b:subscribe(a.id, 1, function(batch) got[#got + 1] = batch end)
+    assert.is_true(net.run_until(has(b, a.id, 1200), 5000))
+    local bs = b.store:stream(a.id)
+    assert.same({ 1001, 1200, 1000 }, { bs.first, bs.last, bs.snapshot })
+    same_stream(a, b, a.id)
+    assert.equal(1000, got[1].snapshot.rev)
+    assert.equal("v1000", odo.kv.decode(got[1].snapshot.data).k0)
+    -- the replica serves the source's snapshot onwards, untouched
+    local c = node(3, { peers = { "10.0.0.2:4000" } })
+    assert.is_true(net.run_until(has(c, a.id, 1200), 5000))
+    assert.equal(b.store:snapshot_get(a.id).sig, c.store:snapshot_get(a.id).sig)
+    same_stream(a, c, a.id)
+  end)
+
+  it("relays: C follows A through B when A and C are not connected", function()
+    local a = node(1)
+    a:append(nil, H.events(2500))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    local c = node(3, { peers = { "10.0.0.2:4000" } })
+    assert.is_true(net.run_until(has(c, a.id, 2500), 10000))
+    assert.equal(b.id, c.sync.upstream[a.id])
+    a:append(nil, H.events(7))
+    assert.is_true(net.run_until(has(c, a.id, 2507), 5000))
+    same_stream(a, c, a.id)
+    -- c's catalogue says b follows the source directly
+    assert.is_true(c.sync.peers[b.id].catalogue[a.id].direct)
+  end)
+
+  it("the upstream policy prefers the source, then a direct follower; switches when a better one appears", function()
+    local a = node(1)
+    a:append(nil, H.events(100))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(has(b, a.id, 100), 5000))
+    local c = node(3, { peers = { "10.0.0.2:4000" } })
+    assert.is_true(net.run_until(has(c, a.id, 100), 5000))
+    assert.equal(b.id, c.sync.upstream[a.id])
+    c:discover("10.0.0.1", 4000)
+    assert.is_true(net.run_until(function() return c.sync.upstream[a.id] == a.id end, 5000))
+    a:append(nil, H.events(5))
+    assert.is_true(net.run_until(has(c, a.id, 105), 5000))
+    same_stream(a, c, a.id)
+  end)
+
+  it("a filter chooses which streams to replicate", function()
+    local a = node(1)
+    a:append(nil, H.events(10))
+    a:append(a:stream_id("private"), H.events(10))
+    local b = node(2, { peers = { "10.0.0.1:4000" }, policy = {
+      replicate = function(id) return not id:find("/private", 1, true) end } })
+    assert.is_true(net.run_until(has(b, a.id, 10), 5000))
+    net.advance(500)
+    assert.is_nil(b.store:stream(a:stream_id("private")))
+  end)
+
+  it("five nodes in a mesh, each writing, converge to identical catalogues and chains", function()
+    local n = {}
+    for i = 1, 5 do
+      local peers = {}
+      for j = 1, i - 1 do peers[#peers + 1] = "10.0.0." .. j .. ":4000" end
+      n[i] = node(i, { peers = peers })
+    end
+    for round = 1, 5 do
+      for i = 1, 5 do n[i]:append(nil, H.events(37 * i + round)) end
+      net.advance(50)
+    end
+    local function converged()
+      for i = 1, 5 do
+        for j = 1, 5 do
+          if last(n[j], n[i].id) ~= n[i].store:stream(n[i].id).last then return false end
+        end
+      end
+      return true
+    end
+    assert.is_true(net.run_until(converged, 20000))
+    for i = 1, 5 do
+      for j = 1, 5 do
+        if i ~= j then same_stream(n[i], n[j], n[i].id) end
+      end
+    end
+  end)
+
+  it("never accepts events of a stream it is the source of, and drops the peer that sends them", function()
+    local errors = {}
+    local a = node(1, { on_error = function(e) errors[#errors + 1] = e end })
+    a:append(nil, H.events(10))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(has(b, a.id, 10), 5000))
+    -- make a ask b for a's own stream, as a confused policy would
+    local rec = a.sync.peers[b.id]
+    a.sync.engine:subscribe(rec.session, { { id = a.id, from = 1 } }, true)
+    rec.peer.conn:_flush()
+    net.advance(100)
+    local v = events_of(a.log, "violation")
+    assert.equal(1, #v)
+    assert.equal("verification failed", v[1][4])
+    assert.matches("stream this node is the source of", v[1][5])
+    assert.equal(10, last(a, a.id))
+    assert.is_true(a.store:verify(a.id))
+    -- b dialled a: a forgets it, with the reason (b redials, and is refused again)
+    local dropped
+    for _, e in ipairs(events_of(a.log, "peer")) do
+      if e[2] == b.id and e[3] == "active" then dropped = e end
+    end
+    assert.same({ "deleted", "verification failed" }, { dropped[4], dropped[5] })
+    assert.is_true(#errors >= 1)
+  end)
+
+  it("a restart during catch-up resumes at the last durable revision", function()
+    local a = node(1)
+    for _ = 1, 20 do a:append(nil, H.events(1000)) end
+    local dir = H.tmpdir()
+    local b = node(2, { dir = dir, peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(function() return last(b, a.id) >= 3000 end, 10000))
+    local got = last(b, a.id)
+    b:close()
+    local b2 = node(2, { dir = dir, peers = { "10.0.0.1:4000" } })
+    local from = last(b2, a.id)
+    assert.is_true(from >= 3000)
+    assert.is_true(net.run_until(has(b2, a.id, 20000), 20000))
+    local subs = events_of(a.log, "subscribed")
+    assert.equal(from + 1, subs[#subs][4])
+    same_stream(a, b2, a.id)
+    assert.is_true(got >= 3000)
+  end)
+end)

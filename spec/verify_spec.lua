@@ -1,0 +1,257 @@
+-- Verifiable streams: heads and snapshots signed by the source, checked by
+-- every replica whoever relays them. A test-only tampering relay (the sync
+-- engine's _tamper hook) alters what it serves; each alteration must be
+-- detected and refused, and the replica must converge through an honest
+-- relay. In memory (real TLS, real signatures), plus odo verify.
+local H = require "helper"
+local odo = require "odo"
+local core = require "odo.core"
+local memory = require "odo.adapter.memory"
+
+local FAST = {
+  handshake_timeout_ms = 3000, heartbeat_interval_ms = 2000, heartbeat_timeout_ms = 4000,
+  purgatory_ms = 600000, tick_ms = 500, backoff = { 500, 1000, 2000 }, backoff_jitter = 0,
+}
+
+local function merge(a, b)
+  local t = {}
+  for k, v in pairs(a) do t[k] = v end
+  for k, v in pairs(b or {}) do t[k] = v end
+  return t
+end
+
+describe("verifiable streams", function()
+  local pki, net, nodes
+  setup(function()
+    pki = H.pki(H.tmpdir())
+    pki.n = {}
+    for i = 1, 4 do pki.n[i] = pki.node("v" .. i) end
+  end)
+  teardown(H.cleanup)
+  before_each(function()
+    net = memory.new(1000000)
+    nodes = {}
+  end)
+  after_each(function()
+    for _, n in ipairs(nodes) do n:close() end
+    net.run_until(function() return false end, 50)
+  end)
+
+  local function node(i, opts)
+    opts = opts or {}
+    local n = H.node {
+      dir = H.tmpdir(), node_id = false, tls = opts.tls or pki.n[i],
+      listen = "10.0.0." .. i .. ":4000", peers = opts.peers, adapter = net,
+      policy = merge(FAST, opts.policy),
+      on_error = function(e) (opts.errors or {})[#(opts.errors or {}) + 1] = e end,
+    }
+    n.violations, n.peerlog = {}, {}
+    n:on("violation", function(pid, stream, code, reason)
+      n.violations[#n.violations + 1] = { pid, stream, code, reason }
+    end)
+    n:on("peer", function(p, old, new, reason) n.peerlog[#n.peerlog + 1] = { p.id, old, new, reason } end)
+    nodes[#nodes + 1] = n
+    return n
+  end
+
+  local function last(n, id)
+    local st = n.store:stream(id)
+    return st and st.last or 0
+  end
+
+  -- source a (10.0.0.1), a tampering relay m (.2) and an honest relay h
+  -- (.3) that both follow a; replica r (.4) knows only the relays and
+  -- prefers m
+  local function world(kind, source_policy, prepare)
+    local a = node(1, { policy = source_policy })
+    if prepare then prepare(a) else
+      for _ = 1, 3 do a:append(nil, H.events(1000)) end
+      a:append(a:stream_id("other"), H.events(1500, "other"))
+    end
+    local m = node(2, { peers = { "10.0.0.1:4000" } })
+    local h = node(3, { peers = { "10.0.0.1:4000" } })
+    local done = function()
+      for _, st in ipairs(a.store:streams()) do
+        if last(m, st.id) < st.last or last(h, st.id) < st.last then return false end
+      end
+      return true
+    end
+    assert.is_true(net.run_until(done, 20000))
+    m.sync.engine:_tamper(kind)
+    local r = node(4, { peers = { "10.0.0.2:4000", "10.0.0.3:4000" }, policy = {
+      upstream = function(stream, candidates, ours, current, n)
+        for _, c in ipairs(candidates) do if c.id == m.id then return m.id end end
+        return odo.policy.upstream(stream, candidates, ours, current, n)
+      end,
+    } })
+    -- everything r's application ever sees
+    r.seen = {}
+    r:subscribe(nil, 1, function(batch)
+      if batch.snapshot then r.seen[#r.seen + 1] = { batch.stream, "snapshot", batch.snapshot.data } return end
+      for _, ev in ipairs(batch) do r.seen[#r.seen + 1] = { batch.stream, ev.rev, ev.data } end
+    end)
+    return a, m, h, r
+  end
+
+  local function converged(a, r)
+    return function()
+      for _, st in ipairs(a.store:streams()) do
+        local rs = r.store:stream(st.id)
+        if not rs or rs.last ~= st.last then return false end
+      end
+      return true
+    end
+  end
+
+  local function honest(a, r)
+    for _, st in ipairs(a.store:streams()) do
+      local rs = r.store:stream(st.id)
+      assert.equal(H.hex(st.hash), H.hex(rs.hash))
+      assert.is_true(r.store:verify(st.id))
+    end
+    -- nothing r's application saw differs from what a wrote
+    for _, s in ipairs(r.seen) do
+      if s[2] ~= "snapshot" then
+        local ev = a.store:read(s[1], s[2], s[2])
+        if ev and ev[1] then assert.equal(ev[1].data, s[3]) end
+      end
+    end
+  end
+
+  local function refused(r, m, pattern)
+    assert.is_true(#r.violations >= 1, "no violation reported")
+    local v = r.violations[1]
+    assert.equal(m.id, v[1])
+    assert.equal("verification failed", v[3])
+    assert.matches(pattern, v[4])
+    local went
+    for _, e in ipairs(r.peerlog) do
+      if e[1] == m.id and e[3] == "purgatory" then went = e end
+    end
+    assert.is_truthy(went, "the tampering relay did not go to purgatory")
+    assert.equal("verification failed", went[4])
+  end
+
+  for _, case in ipairs({
+    { "data", "changes one event's data", "do not chain to their signed head" },
+    { "drop", "drops an event in the middle", "does not end at its head" },
+    { "reorder", "reorders two events", "do not chain to their signed head" },
+    { "foreign", "replays another stream's events under this stream's id", "" },
+    { "old_head", "replays an old signed head", "" },
+  }) do
+    it("detects a relay that " .. case[2] .. ", and converges through another", function()
+      local a, m, _, r = world(case[1])
+      assert.is_true(net.run_until(converged(a, r), 30000))
+      refused(r, m, case[3])
+      honest(a, r)
+    end)
+  end
+
+  it("detects a relay that forges a snapshot, and converges through another", function()
+    local a, m, _, r = world("snapshot", {
+      reducer = "kv", snapshot_every_events = 1000, compact_after_events = 1,
+      snapshot_every_ms = 1e9, compact_after_ms = 1e9,
+    }, function(a)
+      for i = 1, 1500 do a:append(nil, odo.kv.put("k" .. (i % 10), "v" .. i)) end
+      assert.is_true(net.run_until(function() return a.store:stream(a.id).first > 1 end, 5000))
+    end)
+    assert.is_true(net.run_until(converged(a, r), 30000))
+    refused(r, m, "snapshot at 1000 .* is not signed by its source")
+    honest(a, r)
+    local snap = r.store:snapshot_get(a.id)
+    assert.equal(a.store:snapshot_get(a.id).data, snap.data)
+    -- a replica that never met the source verifies its snapshot with the
+    -- key that travelled with the catalogue
+    assert.is_true(core.verify(r.store:key_get(a.id),
+      core.snapshot_message(a.id, snap.rev, snap.hash, snap.data, snap.format), snap.sig))
+  end)
+
+  it("signs a head every 1000 revisions and at the end of every live batch", function()
+    local a = node(1)
+    a:append(nil, H.events(2500))
+    net.drain()
+    local revs = {}
+    local rev = 1
+    while true do
+      local h = a.store:head_find(a.id, rev)
+      if not h then break end
+      revs[#revs + 1] = h.rev
+      rev = h.rev + 1
+    end
+    assert.same({ 1000, 2000, 2500 }, revs)
+    -- appends in one loop turn share one head (signing coalesces them)
+    for _ = 1, 30 do a:append(nil, H.events(1)) end
+    net.drain()
+    assert.equal(2530, a.store:head_find(a.id, 2501).rev)
+    assert.is_nil(a.store:head_find(a.id, 2531))
+  end)
+
+  it("signs events appended while the node was stopped when it next runs", function()
+    local dir = H.tmpdir()
+    local a = H.node { dir = dir, node_id = false, tls = pki.n[1], adapter = net, policy = FAST }
+    a:append(nil, H.events(10))
+    net.drain()
+    a:close()
+    local s = assert(odo.store.open(dir .. "/store"))
+    s:append(nil, H.events(1500, "offline"))
+    local verdict = require("odo.verify").stream(s, s.node_id)
+    assert.is_true(verdict.ok)
+    assert.matches("events 11 to 1510 are not signed yet", verdict.notes[1])
+    s:close()
+    local a2 = H.node { dir = dir, node_id = false, tls = pki.n[1], adapter = net, policy = FAST }
+    nodes[#nodes + 1] = a2
+    net.drain()
+    assert.equal(1510, a2.store:head_last(a2.id).rev)
+    verdict = require("odo.verify").stream(a2.store, a2.id)
+    assert.same({}, verdict.notes)
+    assert.is_true(verdict.ok)
+  end)
+
+  it("works end to end with the seed README's RSA-4096 self-signed certificates", function()
+    local r1, r2 = pki.seed("rsa1", 4096), pki.seed("rsa2", 4096)
+    pki.bundle("rsa-bundle.pem", { r1, r2 })
+    local a = node(1, { tls = r1 })
+    local b = node(2, { tls = r2, peers = { "10.0.0.1:4000" } })
+    for _ = 1, 40 do a:append(nil, H.events(1)) end -- one loop turn: one head
+    a:append(nil, H.events(2000))
+    assert.is_true(net.run_until(function() return last(b, a.id) == 2040 end, 30000))
+    assert.is_true(b.store:verify(a.id))
+    local h = b.store:head_last(a.id)
+    assert.equal(2040, h.rev)
+    assert.equal(512, #h.sig) -- RSA-4096
+    assert.is_true(core.verify(b.store:key_get(a.id), core.head_message(a.id, h.rev, h.hash), h.sig))
+    assert.is_true(require("odo.verify").stream(b.store, a.id).ok)
+  end)
+
+  it("odo verify reports a tampered store, saying what and where", function()
+    local a = node(1)
+    a:append(nil, H.events(1500))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(function() return last(b, a.id) == 1500 end, 10000))
+    local dir = b.dir
+    b:close()
+    net.drain()
+    -- forge event 700's data behind the store's back, with a valid checksum
+    local num
+    for _, rec in ipairs(H.records(dir .. "/store")) do
+      if rec.key == "c" .. a.id then num = string.unpack(">I8", rec.value, 6) end
+    end
+    local key = "e" .. string.pack(">I8I8", num, 700)
+    local raw
+    for _, rec in ipairs(H.records(dir .. "/store")) do
+      if rec.key == key then raw = rec.value end
+    end
+    local payload = raw:sub(5, -2) .. string.char((raw:byte(-1) + 1) % 256)
+    local out, ok = H.ldb("putframed", dir .. "/store", H.hex(key), H.hex(payload))
+    assert(ok, out)
+    out = H.run(("'%s' verify --dir '%s'"):format(H.odo, dir))
+    assert.matches("BAD +" .. a.id, out)
+    assert.matches("chain broken at revision 700", out)
+    local _, rc = H.run(("'%s' verify --dir '%s' '%s'"):format(H.odo, dir, a.id))
+    assert.is_false(rc)
+    -- the source's own copy is fine
+    a:close()
+    out, rc = H.run(("'%s' verify --dir '%s' '%s'"):format(H.odo, a.dir, a.id))
+    assert.is_true(rc, out)
+  end)
+end)
