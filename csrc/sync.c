@@ -44,6 +44,7 @@ typedef struct sync_sub {
   uint64_t next;  /* next revision owed */
   int live;       /* keep streaming after catching up */
   int caught_up;  /* CAUGHT_UP sent since the last batch */
+  int want_snap;  /* send the source snapshot even when not behind it */
   /* a snapshot being sent */
   char *snap_raw;
   odo_snapshot_in snap;
@@ -222,11 +223,16 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
                                &sub->snap_rev, &sub->snap, &e);
     if (rc <= 0 || sub->snap_rev + 1 < st->cat.first || sub->snap.sig_len == 0 ||
         sub->snap.data_len > ODO_MAX_SNAPSHOT) {
+      int asked = sub->want_snap && sub->next >= st->cat.first;
       if (sub->snap_raw) leveldb_free(sub->snap_raw);
       sub->snap_raw = NULL;
+      sub->want_snap = 0;
+      if (asked) return 0; /* no snapshot to give: go on with the events */
       send_refused(y, p, sub->stream, sub->len, ODO_REFUSED_GONE,
-                   "events before the first held are compacted and no "
-                   "signed source snapshot covers them");
+                   rc == 1 && sub->snap.data_len > ODO_MAX_SNAPSHOT
+                       ? "the source snapshot is too large to send"
+                       : "events before the first held are compacted and no "
+                         "signed source snapshot covers them");
       return -1;
     }
     /* h(rev): held as the base of the first held event */
@@ -250,7 +256,8 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
   send_out(y, p, 1);
   sub->snap_off += n;
   if (sub->snap_off < sub->snap.data_len) return 1;
-  sub->next = sub->snap_rev + 1;
+  if (sub->next < sub->snap_rev + 1) sub->next = sub->snap_rev + 1;
+  sub->want_snap = 0;
   leveldb_free(sub->snap_raw);
   sub->snap_raw = NULL;
   return 0;
@@ -358,7 +365,7 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
   long n;
   uint64_t end = 0;
   if (st == NULL) return 0;
-  if (sub->snap_raw || sub->next < st->cat.first) {
+  if (sub->snap_raw || sub->want_snap || sub->next < st->cat.first) {
     int rc = send_snapshot_chunk(y, p, sub, st);
     if (rc < 0) {
       *pp = sub->next_sub;
@@ -457,15 +464,23 @@ static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
   uint8_t flags;
   uint16_t nkeys;
   uint32_t count;
-  size_t keys_at;
+  size_t *key_off;
+  int bad = 0;
   odo_rd_init(&r, p, n);
   flags = odo_rd_u8(&r);
   nkeys = odo_rd_be16(&r);
-  keys_at = r.pos;
-  for (uint16_t i = 0; i < nkeys && !r.bad; i++) odo_rd_bytes(&r, odo_rd_be16(&r));
+  if (r.bad || nkeys == 0xffff) return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE");
+  key_off = malloc((nkeys + 1u) * sizeof *key_off);
+  if (key_off == NULL) return violation(L, ev, NULL, 0, "protocol", "out of memory");
+  for (uint16_t i = 0; i < nkeys && !r.bad; i++) {
+    key_off[i] = r.pos;
+    odo_rd_bytes(&r, odo_rd_be16(&r));
+  }
   count = odo_rd_be32(&r);
-  if (r.bad || count > odo_rd_left(&r) / (1 + 8 + 8 + 8 + 1 + 2 + 1))
+  if (r.bad || count > odo_rd_left(&r) / (1 + 8 + 8 + 8 + 1 + 2 + 1)) {
+    free(key_off);
     return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE");
+  }
   note(L, ev, "catalogue", NULL, 0);
   lua_pushboolean(L, flags & 1);
   lua_setfield(L, -2, "full");
@@ -477,16 +492,20 @@ static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
     uint16_t ki;
     ef = odo_rd_u8(&r);
     ki = odo_rd_be16(&r);
-    if (r.bad || sl == 0) break;
+    if (r.bad || sl == 0) {
+      bad = 1;
+      break;
+    }
     /* the source's key, when offered and not yet known: bound to its id */
     if (ki != 0xffff && ki < nkeys) {
       odo_rd kr;
       size_t src = source_len(id, sl);
-      uint16_t kl = 0;
-      const uint8_t *der = NULL;
+      uint16_t kl;
+      const uint8_t *der;
       odo_err e = {0};
-      odo_rd_init(&kr, p + keys_at, n - keys_at);
-      for (uint16_t k = 0; k <= ki; k++) der = odo_rd_bytes(&kr, kl = odo_rd_be16(&kr));
+      odo_rd_init(&kr, p + key_off[ki], n - key_off[ki]);
+      kl = odo_rd_be16(&kr);
+      der = odo_rd_bytes(&kr, kl);
       if (der && !kr.bad && source_key(y, id, src, &e) == NULL) {
         EVP_PKEY *key = odo_source_key(der, kl, id, src, &e);
         if (key) {
@@ -511,8 +530,9 @@ static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
     lua_setfield(L, -2, "direct");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
+  free(key_off);
   lua_setfield(L, -2, "entries");
-  if (r.bad) {
+  if (bad || r.bad || odo_rd_left(&r) != 0) {
     lua_pop(L, 1);
     return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE entry");
   }
@@ -536,6 +556,8 @@ static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     sync_sub **pp, *sub;
     if (r.bad || sl == 0)
       return violation(L, ev, NULL, 0, "protocol", "a malformed SUBSCRIBE entry");
+    if (i + 1 == count && odo_rd_left(&r) != 0)
+      return violation(L, ev, NULL, 0, "protocol", "trailing bytes after SUBSCRIBE");
     if (odo_store_find(y->store, id, sl) == NULL) {
       send_refused(y, p, id, sl, ODO_REFUSED_UNKNOWN, "this node has no such stream");
       continue;
@@ -554,6 +576,7 @@ static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     }
     sub->next = from ? from : 1;
     sub->live = flags & 1;
+    sub->want_snap = (flags & 2) != 0;
     sub->caught_up = 0;
     note(L, ev, "subscribed", id, sl);
     odo_pushu64(L, sub->next);
@@ -574,7 +597,7 @@ static void on_unsubscribe(lua_State *L, int ev, sync_peer *p,
     uint8_t sl = odo_rd_u8(&r);
     const char *id = (const char *)odo_rd_bytes(&r, sl);
     sync_sub **pp;
-    if (r.bad) return violation(L, ev, NULL, 0, "protocol", "a malformed UNSUBSCRIBE");
+    if (r.bad || sl == 0) return violation(L, ev, NULL, 0, "protocol", "a malformed UNSUBSCRIBE");
     pp = find_sub(p, id, sl);
     if (*pp) {
       sync_sub *sub = *pp;
@@ -664,6 +687,20 @@ static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     return violation(L, ev, id, sl, "verification failed",
                      "a peer sent events of a stream this node is the source of");
   }
+  {
+    uint64_t have = st->in_txn ? st->staged.last : st->cat.last;
+    if (first <= have) {
+      /* what we hold already: left over from an earlier subscription */
+      odo_txn_abort(y->store);
+      return;
+    }
+    if (first != have + 1) {
+      odo_txn_abort(y->store);
+      return violation(L, ev, id, sl, "protocol",
+                       "a batch of stream %.*s starts at %llu; this node is at %llu",
+                       (int)sl, id, (unsigned long long)first, (unsigned long long)have);
+    }
+  }
   if (!odo_stage_chain(y->store, st, y->evs, count, &e)) {
     odo_txn_abort(y->store);
     return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
@@ -678,7 +715,7 @@ static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   }
   odo_stage_head(y->store, st, head_rev, head_hash, sig, sig_len);
   if (!odo_txn_commit(y->store, y->replica_sync, &e))
-    return violation(L, ev, id, sl, "store", "%s: %s", e.name, e.msg);
+    return violation(L, ev, id, sl, "local", "%s: %s", e.name, e.msg);
   note(L, ev, "events", id, sl);
   odo_pushu64(L, head_rev);
   lua_setfield(L, -2, "last");
@@ -743,15 +780,33 @@ static void on_snapshot(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   }
   {
     odo_snapshot_in in;
+    odo_stream *st = odo_store_find(y->store, id, sl);
+    int ok;
     in.data = p->snap.p ? (const char *)p->snap.p : "";
     in.data_len = p->snap.len;
     in.format = format;
     in.format_len = fl;
     in.sig = (const char *)sig;
     in.sig_len = sig_len;
-    if (!odo_snapshot_install(y->store, id, sl, rev, hash, &in, &e)) {
+    if (st && rev <= st->cat.last && rev + 1 >= st->cat.first) {
+      /* we hold its revision: keep it (compaction follows the policy) */
+      uint8_t held[ODO_HASH_LEN];
+      ok = odo_store_hash_at(y->store, st, rev, held, &e) == 1;
+      if (ok && memcmp(held, hash, ODO_HASH_LEN) != 0)
+        ok = odo_err_set(&e, "ECHAIN", "the snapshot at %llu does not match the events held",
+                         (unsigned long long)rev);
+      if (ok) ok = st->own ? odo_err_set(&e, "ESOURCE", "a snapshot of our own stream")
+                           : odo_snapshot_store(y->store, st, ODO_ORIGIN_SOURCE, rev, &in, 1, &e);
+    } else {
+      ok = odo_snapshot_install(y->store, id, sl, rev, hash, &in, &e);
+    }
+    if (!ok) {
       odo_buf_free(&p->snap);
-      return violation(L, ev, id, sl, strcmp(e.name, "ECHAIN") == 0 ? "verification failed" : "store",
+      if (strcmp(e.name, "ESTALE") == 0) return; /* older than ours: nothing to do */
+      return violation(L, ev, id, sl,
+                       strcmp(e.name, "ECHAIN") == 0 || strcmp(e.name, "ESOURCE") == 0
+                           ? "verification failed"
+                           : "local",
                        "%s: %s", e.name, e.msg);
     }
   }
@@ -774,7 +829,8 @@ static void on_caught_up(lua_State *L, int ev, sync_peer *p, const uint8_t *m,
   if (refused) {
     uint16_t code = odo_rd_be16(&r), rl = odo_rd_be16(&r);
     const char *why = (const char *)odo_rd_bytes(&r, rl);
-    if (r.bad) return violation(L, ev, NULL, 0, "protocol", "a malformed REFUSED");
+    if (r.bad || odo_rd_left(&r) != 0) return violation(L, ev, NULL, 0, "protocol", "a malformed REFUSED");
+    if (*find_want(p, id, sl) == NULL) return;
     note(L, ev, "refused", id, sl);
     lua_pushinteger(L, code);
     lua_setfield(L, -2, "code");
@@ -785,7 +841,7 @@ static void on_caught_up(lua_State *L, int ev, sync_peer *p, const uint8_t *m,
   }
   {
     uint64_t rev = odo_rd_be64(&r);
-    if (r.bad) return violation(L, ev, NULL, 0, "protocol", "a malformed CAUGHT_UP");
+    if (r.bad || odo_rd_left(&r) != 0) return violation(L, ev, NULL, 0, "protocol", "a malformed CAUGHT_UP");
     if (*find_want(p, id, sl) == NULL) return;
     note(L, ev, "caught_up", id, sl);
     odo_pushu64(L, rev);
@@ -994,19 +1050,20 @@ static int l_handle(lua_State *L) {
 
 /***
  * Asks a peer for streams: `streams` is an array of {id, from}; `live`
- * keeps them streaming after the catch-up.
+ * keeps them streaming after the catch-up; `snapshot` asks for the source
+ * snapshot first even when not behind it (to compact against it).
  * @function sync:subscribe
  */
 static int l_subscribe(lua_State *L) {
   odo_sync *y = check_sync(L);
   sync_peer *p = check_peer(L, y, 2);
-  int live = lua_toboolean(L, 4);
+  int live = lua_toboolean(L, 4), snap = lua_toboolean(L, 5);
   size_t n, f, count_at;
   uint32_t count = 0;
   luaL_checktype(L, 3, LUA_TTABLE);
   n = lua_rawlen(L, 3);
   f = odo_frame_begin(&y->out, ODO_MSG_SUBSCRIBE);
-  odo_buf_add_u8(&y->out, live ? 1 : 0);
+  odo_buf_add_u8(&y->out, (uint8_t)((live ? 1 : 0) | (snap ? 2 : 0)));
   count_at = y->out.len;
   odo_buf_add_be32(&y->out, 0);
   for (size_t i = 1; i <= n; i++) {
@@ -1096,23 +1153,76 @@ static int key_der(odo_sync *y, const char *src, size_t len, odo_buf *out) {
  * their source.
  * @function sync:catalogue
  */
+/* One CATALOGUE frame for list[0..n): its own key section. */
+static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
+                            size_t n, int full, int direct_idx) {
+  char (*srcs)[ODO_NODE_ID_HEX + 1] = malloc((n + 1) * sizeof *srcs);
+  uint16_t nsrc = 0;
+  odo_buf keys, der;
+  size_t f;
+  if (srcs == NULL) return;
+  odo_buf_init(&keys);
+  odo_buf_init(&der);
+  for (size_t i = 0; i < n; i++) {
+    odo_stream *st = list[i];
+    uint16_t k;
+    if (st->src_len != ODO_NODE_ID_HEX) continue;
+    for (k = 0; k < nsrc; k++)
+      if (memcmp(srcs[k], st->id, ODO_NODE_ID_HEX) == 0) break;
+    if (k < nsrc || !key_der(y, st->id, st->src_len, &der)) continue;
+    memcpy(srcs[nsrc], st->id, ODO_NODE_ID_HEX);
+    srcs[nsrc][ODO_NODE_ID_HEX] = '\0';
+    nsrc++;
+    put_str16(&keys, der.p, der.len);
+  }
+  f = odo_frame_begin(&y->out, ODO_MSG_CATALOGUE);
+  odo_buf_add_u8(&y->out, full ? 1 : 0);
+  odo_buf_add_be16(&y->out, nsrc);
+  odo_buf_add(&y->out, keys.p, keys.len);
+  odo_buf_add_be32(&y->out, (uint32_t)n);
+  for (size_t i = 0; i < n; i++) {
+    odo_stream *st = list[i];
+    uint8_t flags = st->own ? 3 : 0;
+    uint16_t k = 0xffff;
+    if (direct_idx) {
+      lua_pushlstring(L, st->id, st->id_len);
+      if (lua_rawget(L, direct_idx) != LUA_TNIL) flags |= 2;
+      lua_pop(L, 1);
+    }
+    for (uint16_t j = 0; j < nsrc; j++)
+      if (st->src_len == ODO_NODE_ID_HEX && memcmp(srcs[j], st->id, ODO_NODE_ID_HEX) == 0) k = j;
+    put_str8(&y->out, st->id, st->id_len);
+    odo_buf_add_be64(&y->out, st->cat.first);
+    odo_buf_add_be64(&y->out, st->cat.last);
+    odo_buf_add_be64(&y->out, st->cat.snap);
+    odo_buf_add_u8(&y->out, flags);
+    odo_buf_add_be16(&y->out, k);
+  }
+  odo_frame_end(&y->out, f);
+  odo_buf_free(&keys);
+  odo_buf_free(&der);
+  free(srcs);
+}
+
+#define CATALOGUE_FRAME_ENTRIES 4096
+
+/***
+ * Sends our catalogue to a peer: every stream (full) when `ids` is nil,
+ * else those streams; `direct` is a set of stream ids whose upstream is
+ * their source. A large catalogue goes out in several frames (the first
+ * marked full).
+ * @function sync:catalogue
+ */
 static int l_catalogue(lua_State *L) {
   odo_sync *y = check_sync(L);
   sync_peer *p = check_peer(L, y, 2);
-  int full = lua_isnoneornil(L, 3);
-  odo_stream **list;
-  size_t nlist = 0, f, count_at;
-  char (*srcs)[ODO_NODE_ID_HEX + 1];
-  uint16_t nsrc = 0;
-  odo_buf keys, der;
+  int full = lua_isnoneornil(L, 3), ok = 1;
+  int direct = lua_istable(L, 4) ? 4 : 0;
   odo_store *s = y->store;
-  list = malloc((s->nstreams + 1) * sizeof *list);
-  srcs = malloc((s->nstreams + 1) * sizeof *srcs);
-  if (list == NULL || srcs == NULL) {
-    free(list);
-    free(srcs);
-    return luaL_error(L, "out of memory");
-  }
+  odo_stream **list = malloc((s->nstreams + 1) * sizeof *list);
+  size_t nlist = 0;
+  unsigned frames = 0;
+  if (list == NULL) return luaL_error(L, "out of memory");
   if (full) {
     for (size_t i = 0; i < s->nbuckets; i++)
       for (odo_stream *st = s->buckets[i]; st; st = st->next) list[nlist++] = st;
@@ -1129,54 +1239,15 @@ static int l_catalogue(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  odo_buf_init(&keys);
-  odo_buf_init(&der);
-  /* the keys section: one key per source, by index */
-  for (size_t i = 0; i < nlist; i++) {
-    odo_stream *st = list[i];
-    uint16_t k;
-    if (st->src_len != ODO_NODE_ID_HEX) continue;
-    for (k = 0; k < nsrc; k++)
-      if (memcmp(srcs[k], st->id, ODO_NODE_ID_HEX) == 0) break;
-    if (k < nsrc) continue;
-    if (!key_der(y, st->id, st->src_len, &der)) continue;
-    memcpy(srcs[nsrc], st->id, ODO_NODE_ID_HEX);
-    srcs[nsrc][ODO_NODE_ID_HEX] = '\0';
-    nsrc++;
-    put_str16(&keys, der.p, der.len);
+  for (size_t at = 0; at < nlist || (full && at == 0); at += CATALOGUE_FRAME_ENTRIES) {
+    size_t n = nlist - at < CATALOGUE_FRAME_ENTRIES ? nlist - at : CATALOGUE_FRAME_ENTRIES;
+    catalogue_frame(L, y, list + at, n, full && at == 0, direct);
+    frames++;
+    if (nlist == 0) break;
   }
-  f = odo_frame_begin(&y->out, ODO_MSG_CATALOGUE);
-  odo_buf_add_u8(&y->out, full ? 1 : 0);
-  odo_buf_add_be16(&y->out, nsrc);
-  odo_buf_add(&y->out, keys.p, keys.len);
-  count_at = y->out.len;
-  odo_buf_add_be32(&y->out, (uint32_t)nlist);
-  for (size_t i = 0; i < nlist; i++) {
-    odo_stream *st = list[i];
-    uint8_t flags = st->own ? 1 : 0;
-    uint16_t k = 0xffff;
-    if (lua_istable(L, 4)) {
-      lua_pushlstring(L, st->id, st->id_len);
-      if (lua_rawget(L, 4) != LUA_TNIL) flags |= 2;
-      lua_pop(L, 1);
-    }
-    if (st->own) flags |= 2;
-    for (uint16_t j = 0; j < nsrc; j++)
-      if (st->src_len == ODO_NODE_ID_HEX && memcmp(srcs[j], st->id, ODO_NODE_ID_HEX) == 0) k = j;
-    put_str8(&y->out, st->id, st->id_len);
-    odo_buf_add_be64(&y->out, st->cat.first);
-    odo_buf_add_be64(&y->out, st->cat.last);
-    odo_buf_add_be64(&y->out, st->cat.snap);
-    odo_buf_add_u8(&y->out, flags);
-    odo_buf_add_be16(&y->out, k);
-  }
-  (void)count_at;
-  odo_frame_end(&y->out, f);
-  odo_buf_free(&keys);
-  odo_buf_free(&der);
   free(list);
-  free(srcs);
-  lua_pushboolean(L, send_out(y, p, 1));
+  if (frames) ok = send_out(y, p, frames);
+  lua_pushboolean(L, ok);
   return 1;
 }
 
@@ -1190,7 +1261,19 @@ static int l_pump(lua_State *L) {
   for (sync_peer *p = y->peers; p && budget > 0; p = p->next) {
     int progress = 1;
     while (progress && budget > 0 && odo_session_writable(p->s)) {
+      /* a snapshot goes out whole before anything else on this session:
+       * a receiver assembles one snapshot at a time */
+      sync_sub **busy = NULL;
       progress = 0;
+      for (sync_sub **pp = &p->subs; *pp; pp = &(*pp)->next_sub)
+        if ((*pp)->snap_raw) busy = pp;
+      if (busy) {
+        if (pump_sub(L, y, p, busy, ev)) {
+          progress = 1;
+          budget--;
+        }
+        continue;
+      }
       for (sync_sub **pp = &p->subs; *pp && budget > 0;) {
         sync_sub *sub = *pp;
         if (!odo_session_writable(p->s)) break;
@@ -1199,6 +1282,7 @@ static int l_pump(lua_State *L) {
           budget--;
         }
         if (*pp == sub) pp = &sub->next_sub;
+        if (sub->snap_raw) break; /* it started a snapshot: finish it first */
       }
     }
     if (budget <= 0) more = 1;

@@ -187,6 +187,26 @@ end
 --- bin/odo with the core under test (ODO_CPATH passes through).
 H.odo = H.root .. "/bin/odo"
 
+--- Starts `odo run` in the background: `opts` = {dir, port, certs =
+-- {ca, cert, key}, peers = {port...}, config = path}; returns
+-- {pid, dir, log, port}. Its log is dir .. ".log".
+function H.odo_run(opts)
+  local args = { ("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s'")
+    :format(H.odo, opts.dir, opts.port, opts.certs.ca, opts.certs.cert, opts.certs.key) }
+  if opts.config then args[#args + 1] = ("--config '%s'"):format(opts.config) end
+  for _, p in ipairs(opts.peers or {}) do args[#args + 1] = "--peer 127.0.0.1:" .. p end
+  local p = { dir = opts.dir, log = opts.dir .. ".log", port = opts.port }
+  p.pid = H.spawn(table.concat(args, " "), p.log)
+  return p
+end
+
+--- Runs `odo CMD ...` (arguments quoted); returns output and success.
+function H.odo_cmd(...)
+  local args = { "'" .. H.odo .. "'" }
+  for _, a in ipairs({ ... }) do args[#args + 1] = "'" .. tostring(a) .. "'" end
+  return H.run(table.concat(args, " "))
+end
+
 --- The JSON of `odo status --dir DIR --json`, or nil.
 function H.status(dir)
   local out, ok = H.run(("'%s' status --dir '%s' --json 2>/dev/null"):format(H.odo, dir))

@@ -38,15 +38,10 @@ describe("odo run", function()
   -- starts `odo run` for a node named `name` (a certificate of the test CA)
   local function run(name, port, peers, dir)
     n = n + 1
-    dir = dir or (tmp .. "/" .. name .. "-" .. n)
-    local certs = pki[name] or pki.node(name)
-    pki[name] = certs
-    local args = { ("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' --config '%s'")
-      :format(H.odo, dir, port, certs.ca, certs.cert, certs.key, tmp .. "/fast.lua") }
-    for _, p in ipairs(peers or {}) do args[#args + 1] = "--peer 127.0.0.1:" .. p end
-    local log = dir .. ".log"
-    local p = { name = name, dir = dir, log = log, port = port }
-    p.pid = H.spawn(table.concat(args, " "), log)
+    pki[name] = pki[name] or pki.node(name)
+    local p = H.odo_run { dir = dir or (tmp .. "/" .. name .. "-" .. n), port = port, certs = pki[name],
+      peers = peers, config = tmp .. "/fast.lua" }
+    p.name = name
     procs[#procs + 1] = p
     return p
   end

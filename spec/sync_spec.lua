@@ -254,6 +254,43 @@ describe("sync", function()
     same_stream(a, c, a.id)
   end)
 
+  it("rule 8: a replica that follows live fetches the source's snapshot and compacts against it", function()
+    local pol = { reducer = "kv", snapshot_every_events = 1000, compact_after_events = 100,
+      snapshot_every_ms = 1e9, compact_after_ms = 1e9 }
+    local a = node(1, { policy = pol })
+    a:append(nil, odo.kv.put("k0", "v0"))
+    local b = node(2, { peers = { "10.0.0.1:4000" }, policy = pol })
+    assert.is_true(net.run_until(function() return b.sync.upstream[a.id] == a.id end, 5000))
+    for i = 2, 1300 do a:append(nil, odo.kv.put("k" .. (i % 30), "v" .. i)) end
+    assert.is_true(net.run_until(function()
+      local st = b.store:stream(a.id)
+      return st and st.last == 1300 and st.snapshot == 1000 and st.first == 1001
+    end, 10000))
+    local snap = b.store:snapshot_get(a.id, "source")
+    assert.equal(a.store:snapshot_get(a.id).sig, snap.sig)
+    same_stream(a, b, a.id)
+  end)
+
+  it("two streams that both need a large snapshot arrive whole, one after the other", function()
+    local big = ("z"):rep(3000)
+    local a = node(1, { policy = { reducer = "kv", snapshot_every_events = 1000, compact_after_events = 1,
+      snapshot_every_ms = 1e9, compact_after_ms = 1e9 } })
+    for _, id in ipairs({ a.id, a:stream_id("two") }) do
+      for i = 1, 1001 do a:append(id, odo.kv.put(id:sub(-3) .. i, big)) end
+    end
+    assert.is_true(net.run_until(function()
+      return a.store:stream(a.id).first > 1 and a.store:stream(a:stream_id("two")).first > 1
+    end, 10000))
+    assert.is_true(#a.store:snapshot_get(a.id).data > 2 * 1024 * 1024) -- several chunks each
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(function()
+      return last(b, a.id) == 1001 and last(b, a:stream_id("two")) == 1001
+    end, 20000))
+    same_stream(a, b, a.id)
+    same_stream(a, b, a:stream_id("two"))
+    assert.same({}, events_of(b.log, "violation"))
+  end)
+
   it("relays: C follows A through B when A and C are not connected", function()
     local a = node(1)
     a:append(nil, H.events(2500))

@@ -120,10 +120,16 @@ end
 function Control.commands.append(node, req)
   if type(req.data) ~= "table" or #req.data == 0 then return nil, "EINVAL: nothing to append" end
   local stream = req.stream and node:stream_id(req.stream) or nil
-  local events = {}
-  for i, d in ipairs(req.data) do events[i] = { type = req.type or "text", data = tostring(d) } end
-  local last, err = node:append(stream, events)
-  if not last then return nil, err end
+  local last, err
+  -- one durable write per 10,000 events (a batch's limit is 100,000)
+  for at = 1, #req.data, 10000 do
+    local events = {}
+    for i = at, math.min(at + 9999, #req.data) do
+      events[#events + 1] = { type = req.type or "text", data = tostring(req.data[i]) }
+    end
+    last, err = node:append(stream, events)
+    if not last then return nil, err end
+  end
   return { stream = stream or node.id, last = last }
 end
 

@@ -39,6 +39,7 @@ function Sync.new(node, tls)
     upstream = {},  -- stream id -> peer id
     caught_up = {}, -- stream id -> revision the upstream said we caught up at
     changed = {},   -- stream ids to push in the next catalogue update
+    snap_asked = {}, -- stream id -> source snapshot revision asked for
     closed = false,
   }, Sync)
   -- our own key, so `odo verify` can check our streams with no node running
@@ -144,6 +145,8 @@ end
 -- ---- peers ---------------------------------------------------------------------
 
 function Sync:on_active(p)
+  local hello = p.conn.hello
+  if not hello or (hello.features or 0) & 1 == 0 then return end -- no sync on that side
   local session = p.conn.session
   self.engine:attach(session, p.id)
   self.peers[p.id] = { peer = p, session = session, catalogue = {}, refused = {} }
@@ -201,14 +204,38 @@ function Sync:on_message(p, t, payload)
       end
     elseif kind == "violation" then
       self.node:_error(("peer %s: %s (%s)"):format(p.id:sub(1, 16), n.reason, n.code))
-      self.node:emit("violation", p.id, n.stream, n.code, n.reason)
-      p.conn:bye(n.code, n.reason)
+      if n.code == "local" then
+        -- our own store failed: not the peer's fault; start over later
+        p.conn:bye("normal", "this node could not store what it received: " .. n.reason)
+      else
+        self.node:emit("violation", p.id, n.stream, n.code, n.reason)
+        p.conn:bye(n.code, n.reason)
+      end
       return
     end
   end
   if changed then self.node:_changed() end
-  if #choose > 0 then self:_choose(choose) end
+  if #choose > 0 then
+    self:_choose(choose)
+    self:_fetch_snapshots(p.id, choose)
+  end
   p.conn:_flush()
+end
+
+-- Rule 8 on replicas: when our upstream has a newer source snapshot of a
+-- stream we hold, ask for it (once per revision), so we can compact
+-- against it like the source does.
+function Sync:_fetch_snapshots(pid, ids)
+  local rec = self.peers[pid]
+  for _, id in ipairs(ids) do
+    local e = rec.catalogue[id]
+    local st = self.store:stream(id)
+    if e and st and not st.own and self.upstream[id] == pid and e.snapshot > st.snapshot
+      and e.snapshot <= st.last and (self.snap_asked[id] or 0) < e.snapshot then
+      self.snap_asked[id] = e.snapshot
+      self.engine:subscribe(rec.session, { { id = id, from = st.last + 1 } }, true, true)
+    end
+  end
 end
 
 -- ---- upstream choice ---------------------------------------------------------------

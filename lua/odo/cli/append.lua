@@ -15,15 +15,18 @@ local function read_stdin()
 end
 
 local function append_offline(args, data)
-  local store, err = Store.open(args.dir .. "/store", { create = false })
-  if not store then return nil, err end
+  local store, err, ename = Store.open(args.dir .. "/store", { create = false })
+  if not store then return nil, err, ename end
   local stream = args.stream and store:stream_id(args.stream) or nil
-  local events = {}
-  for i, d in ipairs(data) do events[i] = { type = args.type or "text", data = d } end
-  local last
-  last, err = store:append(stream, events)
+  local last, name
+  for at = 1, #data, 10000 do
+    local events = {}
+    for i = at, math.min(at + 9999, #data) do events[#events + 1] = { type = args.type or "text", data = data[i] } end
+    last, err, name = store:append(stream, events)
+    if not last then break end
+  end
   store:close()
-  return last, err
+  return last, err, name
 end
 
 return function(args)
