@@ -1,0 +1,172 @@
+-- Sync end to end: `odo run` processes on loopback, events written with
+-- `odo append`, read with `odo tail` and `odo status`, checked with
+-- `odo verify`. Generous timeouts; timings shortened by --config.
+local H = require "helper"
+local cjson = require "cjson"
+
+local CONFIG = [[
+return { policy = {
+  tick_ms = 100, heartbeat_interval_ms = 500, heartbeat_timeout_ms = 2000,
+  handshake_timeout_ms = 2000, backoff = { 200, 400, 800, 800, 800, 800, 800, 800 },
+  backoff_cap_ms = 800,
+  reducer = "last", snapshot_every_events = 1000, snapshot_every_ms = 1e9,
+  compact_after_events = 10, compact_after_ms = 1e9,
+} }
+]]
+
+describe("sync between odo run processes", function()
+  local tmp, pki, procs, n
+  setup(function()
+    tmp = H.tmpdir()
+    pki = H.pki(tmp)
+    local fh = assert(io.open(tmp .. "/fast.lua", "w"))
+    fh:write(CONFIG)
+    fh:close()
+    n = 0
+  end)
+  teardown(H.cleanup)
+  before_each(function() procs = {} end)
+  after_each(function()
+    for _, p in ipairs(procs) do H.kill(p.pid, "KILL") end
+    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
+  end)
+
+  local function run(name, port, peers, dir)
+    n = n + 1
+    pki[name] = pki[name] or pki.node(name)
+    local p = H.odo_run { dir = dir or (tmp .. "/" .. name .. "-" .. n), port = port, certs = pki[name],
+      peers = peers, config = tmp .. "/fast.lua" }
+    procs[#procs + 1] = p
+    return p
+  end
+
+  local function stream_of(p, id)
+    local st = H.status(p.dir)
+    for _, s in ipairs(st and st.streams or {}) do
+      if s.id == id then return s end
+    end
+  end
+
+  local function node_id(p)
+    local id
+    H.wait(function()
+      local st = H.status(p.dir)
+      id = st and st.running and st.id
+      return id
+    end, 20000)
+    return id
+  end
+
+  local function has(p, id, rev)
+    return function()
+      local s = stream_of(p, id)
+      return s and math.tointeger(s.last) == rev
+    end
+  end
+
+  local function verified(p)
+    local out, ok = H.odo_cmd("verify", "--dir", p.dir)
+    assert.is_true(ok, out)
+    return out
+  end
+
+  it("two nodes: appended on one, tailed and verified on the other", function()
+    local ports = H.free_ports(2)
+    local a = run("a", ports[1])
+    local b = run("b", ports[2], { ports[1] })
+    local aid = node_id(a)
+    local out, ok = H.odo_cmd("append", "--dir", a.dir, "--type", "greeting", "hello", "wörld")
+    assert.is_true(ok, out)
+    assert.equal("2\n", out)
+    assert.is_true(H.wait(has(b, aid, 2), 20000))
+    out = H.odo_cmd("tail", "--dir", b.dir, aid)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = cjson.decode(line) end
+    assert.equal(2, #lines)
+    assert.same({ aid, 1, "greeting", "hello" }, { lines[1].stream, lines[1].rev, lines[1].type, lines[1].data })
+    assert.equal("wörld", lines[2].data)
+    assert.equal(aid, stream_of(b, aid).upstream)
+    verified(b)
+  end)
+
+  it("a three-node chain relays: C follows A through B", function()
+    local ports = H.free_ports(3)
+    local a = run("a", ports[1])
+    run("b", ports[2], { ports[1] })
+    local c = run("c", ports[3], { ports[2] })
+    local aid = node_id(a)
+    local data = {}
+    for i = 1, 3000 do data[i] = "event " .. i end
+    local fh = assert(io.open(tmp .. "/lines", "w"))
+    fh:write(table.concat(data, "\n"), "\n")
+    fh:close()
+    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, a.dir, tmp .. "/lines"))
+    assert.is_true(ok, out)
+    assert.is_true(H.wait(has(c, aid, 3000), 30000))
+    local up = stream_of(c, aid).upstream
+    assert.is_truthy(up)
+    assert.is_not.equal(aid, up) -- through b
+    verified(c)
+  end)
+
+  it("SIGKILL of an upstream mid-stream: the replica switches and ends with no gap and no duplicate", function()
+    local ports = H.free_ports(3)
+    local adir = tmp .. "/big-a"
+    -- a's store with 300,000 events, written while no node runs
+    local a0 = run("a", ports[1], nil, adir)
+    local aid = node_id(a0)
+    H.kill(a0.pid, "TERM")
+    assert.is_true(H.wait(function() return not H.alive(a0.pid) end, 10000))
+    local lines = {}
+    for i = 1, 300000 do lines[i] = ("%06d %s"):format(i, ("x"):rep(90)) end
+    local fh = assert(io.open(tmp .. "/big", "w"))
+    fh:write(table.concat(lines, "\n"), "\n")
+    fh:close()
+    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, adir, tmp .. "/big"))
+    assert.is_true(ok, out)
+    local a = run("a", ports[1], nil, adir)
+    local b = run("b", ports[2], { ports[1] })
+    assert.is_true(H.wait(has(b, aid, 300000), 120000), "b did not catch up")
+    local r = run("r", ports[3], { ports[1], ports[2] })
+    -- r follows the source itself; kill it while r is part way
+    assert.is_true(H.wait(function()
+      local s = stream_of(r, aid)
+      return s and s.last > 0
+    end, 60000))
+    local s = stream_of(r, aid)
+    H.kill(a.pid, "KILL")
+    assert.is_true(s.last < 300000, "r was done before the kill: make the stream longer")
+    assert.is_true(H.wait(has(r, aid, 300000), 120000), "r did not finish through b")
+    local st = stream_of(r, aid)
+    assert.equal(stream_of(b, aid).head, st.head) -- the same chain hash: same history
+    verified(r)
+  end)
+
+  it("a node joining after compaction gets the snapshot and the tail", function()
+    local ports = H.free_ports(2)
+    local a = run("a", ports[1])
+    local aid = node_id(a)
+    local data = {}
+    for i = 1, 1500 do data[i] = "e" .. i end
+    local fh = assert(io.open(tmp .. "/lines1500", "w"))
+    fh:write(table.concat(data, "\n"), "\n")
+    fh:close()
+    assert.is_true(select(2, H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, a.dir, tmp .. "/lines1500"))))
+    -- a snapshot at 1500; 20 more events pass compact_after_events
+    for i = 1, 20 do H.odo_cmd("append", "--dir", a.dir, "more " .. i) end
+    assert.is_true(H.wait(function()
+      local s = stream_of(a, aid)
+      return s and s.first > 1
+    end, 20000), "a did not compact")
+    local src = stream_of(a, aid)
+    local d = run("d", ports[2], { ports[1] })
+    assert.is_true(H.wait(has(d, aid, math.tointeger(src.last)), 20000))
+    local s = stream_of(d, aid)
+    assert.equal(src.snapshot, s.snapshot)
+    assert.equal(src.snapshot + 1, s.first)
+    verified(d)
+    local out = H.odo_cmd("tail", "--dir", d.dir, aid)
+    local first = cjson.decode(out:match("^[^\n]+"))
+    assert.equal(src.snapshot + 1, first.rev)
+  end)
+end)
