@@ -9,6 +9,10 @@
  * links instead of renaming, so a file that appears meanwhile is not
  * overwritten either.
  */
+
+/***
+ * @submodule odo.core
+ */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,13 @@
 /* core.c - luaopen_odo_core: builds the module table from every part of
  * the C core. Each part registers its own classes and functions. */
+
+/***
+ * The C core: the event store, the snapshot builder, TLS contexts and
+ * sessions, frames, the sync engine, signatures and certificates. Lua
+ * code uses it through `odo`; its functions are documented here for
+ * those who drive it directly.
+ * @module odo.core
+ */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <openssl/opensslv.h>

@@ -12,6 +12,10 @@
  *   message   {type, payload} a frame for a layer above (type >= 0x10)
  *   closed    {code, name, reason, by}  by = "us" or "peer"; exactly once
  */
+
+/***
+ * @submodule odo.core
+ */
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <stdio.h>

@@ -1,6 +1,10 @@
 /* sign.c - source signatures over heads and snapshots: the signed bytes,
  * signing with the node's key whatever its type, verifying with a
  * source's public key, and binding a public key to a source id. */
+
+/***
+ * @submodule odo.core
+ */
 #include <openssl/err.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>

@@ -10,6 +10,10 @@
  *         sorted by key bytes. Other event types are ignored.
  *   last  the snapshot is the last event, in the canonical encoding
  *         (event.h). */
+
+/***
+ * @submodule odo.core
+ */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>

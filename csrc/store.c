@@ -3,6 +3,10 @@
  * (a hash map of streams), transactions, framed values with checksums,
  * LevelDB error mapping, and the Lua class that ties the other store files
  * (store_events.c, store_snapshots.c, store_peers.c) together. */
+
+/***
+ * @submodule odo.core
+ */
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
 #include <stdio.h>

@@ -3,6 +3,10 @@
  * large range a slice at a time, and chain verification.
  *
  * Event value payload: hash[32] | u64be ts | u8 type_len | type | data. */
+
+/***
+ * @submodule odo.core
+ */
 #include <stdlib.h>
 
 #include "store.h"

@@ -6,6 +6,10 @@
  * Peer:  'p' | peer id.   Payload: u16be port | u64be last_seen_ms
  *        | u8 host_len | host | u16be reason_len | reason
  * Key:   'k' | source id. Payload: SubjectPublicKeyInfo DER */
+
+/***
+ * @submodule odo.core
+ */
 #include <stdlib.h>
 
 #include "store.h"

@@ -10,6 +10,10 @@
  *                   | u16be sig_len | sig | data
  * Head payload:     hash[32] | u16be sig_len | sig
  */
+
+/***
+ * @submodule odo.core
+ */
 #include <stdlib.h>
 
 #include "store.h"

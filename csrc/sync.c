@@ -16,6 +16,10 @@
  * last + 1; its chain hashes end at the head's hash; the head carries the
  * source's signature) before it is written, with its head, in one write.
  * Nothing unverified reaches the store. */
+
+/***
+ * @submodule odo.core
+ */
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <stdarg.h>

@@ -2,6 +2,10 @@
  * presents our certificate and demands and verifies the peer's; the
  * verification rule for self-signed bundle certificates; per-connection
  * engines over memory BIOs; failure reasons a person can act on. */
+
+/***
+ * @submodule odo.core
+ */
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>

@@ -1,6 +1,10 @@
 /* util.c - the small helpers every part of odo.core shares: the failure
  * convention, integer argument checks, clocks, hex, CRC-32C, the growable
  * buffer and the bounds-checked reader, and class registration. */
+
+/***
+ * @submodule odo.core
+ */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #if defined(__GLIBC__) || defined(__linux__)

@@ -1,5 +1,9 @@
 /* wire.c - frame and session message encoding and decoding, and the Lua
  * functions that expose them for test vectors and tools. */
+
+/***
+ * @submodule odo.core
+ */
 #include <stdio.h>
 
 #include "wire.h"

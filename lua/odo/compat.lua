@@ -1,6 +1,7 @@
+-- luacheck: std max
+
 --- The few helpers that differ between Lua 5.1 (LuaJIT) and 5.4.
 -- @module odo.compat
--- luacheck: std max
 local C = {}
 
 C.unpack = table.unpack or unpack

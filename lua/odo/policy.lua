@@ -62,10 +62,11 @@ P.heartbeat_timeout_ms = 10000
 -- is deleted and may be discovered again.
 P.purgatory_ms = 5 * 60 * 1000
 
---- Reconnection delays (ms) for a peer in lifesupport, by consecutive
+-- Reconnection delays (ms) for a peer in lifesupport, by consecutive
 -- failure: a table, or `function(attempt, peer) return ms or nil end`.
 -- When it runs out (nil), the peer is deleted, unless it is pinned (a
--- configured seed), which keeps retrying at the last delay.
+-- configured seed), which keeps retrying at the last delay. (A plain
+-- comment: LDoc cannot show an array; the default is the line below.)
 P.backoff = { 500, 1000, 2000, 4000, 8000, 16000, 30000, 60000, 60000, 60000 }
 --- Each delay is spread by up to this fraction either way, so peers that
 -- failed together do not all retry together.
