@@ -60,35 +60,23 @@ static int check_room(odo_stream *st, const odo_cat *c, size_t n,
   return 1;
 }
 
-int odo_stage_own(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
-                  odo_err *e) {
+enum { STAGE_OWN, STAGE_CHECK, STAGE_CHAIN };
+
+/* Adds events to the open transaction after the stream's last revision:
+ * STAGE_OWN numbers them (the source appending); STAGE_CHECK and
+ * STAGE_CHAIN take their revisions, which must continue the stream, and
+ * either check the chain hash each carries or compute it. */
+static int stage(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                 int mode, odo_err *e) {
   odo_cat *c;
-  if (!st->own)
+  uint8_t h[ODO_HASH_LEN];
+  char hex[2 * ODO_HASH_LEN + 1];
+  if (mode == STAGE_OWN && !st->own)
     return odo_err_set(e, "ENOTSOURCE",
                        "this node (%s) is not the source of stream %s; only "
                        "its source appends to it",
                        s->node_id, st->id);
-  c = odo_txn_touch(s, st);
-  if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
-  if (!check_room(st, c, n, e)) return 0;
-  for (size_t i = 0; i < n; i++) {
-    evs[i].rev = c->last + 1;
-    if (!odo_chain_next(&s->hasher, c->hash, &evs[i], evs[i].hash))
-      return odo_err_set(e, "EIO", "SHA-256 failed");
-    if (!encode_event(s, st, &evs[i]))
-      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
-    memcpy(c->hash, evs[i].hash, ODO_HASH_LEN);
-    c->last++;
-  }
-  return 1;
-}
-
-int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
-                      odo_err *e) {
-  odo_cat *c;
-  uint8_t h[ODO_HASH_LEN];
-  char hex[2 * ODO_HASH_LEN + 1];
-  if (st->own)
+  if (mode != STAGE_OWN && st->own)
     return odo_err_set(e, "ESOURCE",
                        "this node is the source of stream %s; it never "
                        "accepts that stream's events from elsewhere",
@@ -97,7 +85,9 @@ int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
   if (!check_room(st, c, n, e)) return 0;
   for (size_t i = 0; i < n; i++) {
-    if (evs[i].rev != c->last + 1)
+    if (mode == STAGE_OWN)
+      evs[i].rev = c->last + 1;
+    else if (evs[i].rev != c->last + 1)
       return odo_err_set(e, "EGAP",
                          "stream %s is at revision %llu; event %llu does not "
                          "continue it (expected %llu)",
@@ -106,13 +96,14 @@ int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                          (unsigned long long)(c->last + 1));
     if (!odo_chain_next(&s->hasher, c->hash, &evs[i], h))
       return odo_err_set(e, "EIO", "SHA-256 failed");
-    if (memcmp(h, evs[i].hash, ODO_HASH_LEN) != 0) {
+    if (mode == STAGE_CHECK && memcmp(h, evs[i].hash, ODO_HASH_LEN) != 0) {
       odo_hex(h, ODO_HASH_LEN, hex);
       return odo_err_set(e, "ECHAIN",
                          "event %llu of stream %s does not match its chain "
                          "hash (computed %s); it is not what the source wrote",
                          (unsigned long long)evs[i].rev, st->id, hex);
     }
+    memcpy(evs[i].hash, h, ODO_HASH_LEN);
     if (!encode_event(s, st, &evs[i]))
       return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
     memcpy(c->hash, h, ODO_HASH_LEN);
@@ -121,32 +112,19 @@ int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   return 1;
 }
 
+int odo_stage_own(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                  odo_err *e) {
+  return stage(s, st, evs, n, STAGE_OWN, e);
+}
+
+int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
+                      odo_err *e) {
+  return stage(s, st, evs, n, STAGE_CHECK, e);
+}
+
 int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                     odo_err *e) {
-  odo_cat *c;
-  if (st->own)
-    return odo_err_set(e, "ESOURCE",
-                       "this node is the source of stream %s; it never "
-                       "accepts that stream's events from elsewhere",
-                       st->id);
-  c = odo_txn_touch(s, st);
-  if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
-  if (!check_room(st, c, n, e)) return 0;
-  for (size_t i = 0; i < n; i++) {
-    if (evs[i].rev != c->last + 1)
-      return odo_err_set(e, "EGAP",
-                         "stream %s is at revision %llu; event %llu does not "
-                         "continue it",
-                         st->id, (unsigned long long)c->last,
-                         (unsigned long long)evs[i].rev);
-    if (!odo_chain_next(&s->hasher, c->hash, &evs[i], evs[i].hash))
-      return odo_err_set(e, "EIO", "SHA-256 failed");
-    if (!encode_event(s, st, &evs[i]))
-      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
-    memcpy(c->hash, evs[i].hash, ODO_HASH_LEN);
-    c->last++;
-  }
-  return 1;
+  return stage(s, st, evs, n, STAGE_CHAIN, e);
 }
 
 /* Reads the event array at idx into a GC-managed odo_event array pushed on

@@ -125,6 +125,41 @@ function H.node(opts)
   return node
 end
 
+--- Quick swarm timings for specs on the in-memory adapter.
+H.FAST = {
+  handshake_timeout_ms = 3000,
+  heartbeat_interval_ms = 2000,
+  heartbeat_timeout_ms = 4000,
+  purgatory_ms = 60000,
+  tick_ms = 500,
+  backoff = { 500, 1000, 2000 },
+  backoff_jitter = 0,
+}
+
+--- A copy of a with b's entries on top.
+function H.merge(a, b)
+  local t = {}
+  for k, v in pairs(a) do t[k] = v end
+  for k, v in pairs(b or {}) do t[k] = v end
+  return t
+end
+
+--- Node i of an in-memory network `net`, listening on 10.0.0.i:4000 with
+-- certificate `tls`; opts: dir, peers, policy (on top of H.FAST), on_error.
+function H.net_node(net, i, tls, opts)
+  opts = opts or {}
+  return H.node {
+    dir = opts.dir or H.tmpdir(),
+    node_id = false,
+    tls = tls,
+    listen = opts.listen or ("10.0.0." .. i .. ":4000"),
+    peers = opts.peers,
+    adapter = net,
+    policy = H.merge(H.FAST, opts.policy),
+    on_error = opts.on_error,
+  }
+end
+
 --- Events of n for append: {type = "t", data = prefix .. i}.
 function H.events(n, prefix)
   local t = {}

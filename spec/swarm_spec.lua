@@ -3,23 +3,7 @@
 local H = require "helper"
 local memory = require "odo.adapter.memory"
 
--- Quick timings for specs (each rule is checked against these).
-local FAST = {
-  handshake_timeout_ms = 3000,
-  heartbeat_interval_ms = 2000,
-  heartbeat_timeout_ms = 4000,
-  purgatory_ms = 60000,
-  tick_ms = 500,
-  backoff = { 1000, 2000, 4000 },
-  backoff_jitter = 0,
-}
-
-local function merge(a, b)
-  local t = {}
-  for k, v in pairs(a) do t[k] = v end
-  for k, v in pairs(b or {}) do t[k] = v end
-  return t
-end
+local FAST = H.merge(H.FAST, { backoff = { 1000, 2000, 4000 } })
 
 describe("swarm", function()
   local pki, net, nodes
@@ -45,15 +29,8 @@ describe("swarm", function()
   -- event is logged in node.events as {old, new, reason, id, host, port}
   local function node(i, opts)
     opts = opts or {}
-    local n = H.node {
-      dir = opts.dir or H.tmpdir(),
-      node_id = false,
-      tls = opts.tls or pki.n[i],
-      listen = opts.listen or ("10.0.0." .. i .. ":4000"),
-      peers = opts.peers,
-      adapter = net,
-      policy = merge(FAST, opts.policy),
-    }
+    local n = H.net_node(net, i, opts.tls or pki.n[i], {
+      dir = opts.dir, listen = opts.listen, peers = opts.peers, policy = H.merge(FAST, opts.policy) })
     n.events = {}
     n:on("peer", function(p, old, new, reason)
       n.events[#n.events + 1] = { old = old, new = new, reason = reason, id = p.id, host = p.host,
@@ -369,7 +346,7 @@ describe("swarm", function()
       stop = function() stopped = true end,
     }
     local b = node(2)
-    local a = H.node { dir = H.tmpdir(), node_id = false, tls = pki.n[1], listen = "10.0.0.1:4000",
+    local a = H.node { dir = H.tmpdir(), tls = pki.n[1], listen = "10.0.0.1:4000",
       adapter = net, policy = FAST, discovery = { src } }
     nodes[#nodes + 1] = a
     assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))

@@ -5,22 +5,7 @@ local H = require "helper"
 local odo = require "odo"
 local memory = require "odo.adapter.memory"
 
-local FAST = {
-  handshake_timeout_ms = 3000,
-  heartbeat_interval_ms = 2000,
-  heartbeat_timeout_ms = 4000,
-  purgatory_ms = 600000,
-  tick_ms = 500,
-  backoff = { 500, 1000, 2000 },
-  backoff_jitter = 0,
-}
-
-local function merge(a, b)
-  local t = {}
-  for k, v in pairs(a) do t[k] = v end
-  for k, v in pairs(b or {}) do t[k] = v end
-  return t
-end
+local FAST = H.merge(H.FAST, { purgatory_ms = 600000 })
 
 describe("sync", function()
   local pki, net, nodes
@@ -42,16 +27,8 @@ describe("sync", function()
 
   local function node(i, opts)
     opts = opts or {}
-    local n = H.node {
-      dir = opts.dir or H.tmpdir(),
-      node_id = false,
-      tls = opts.tls or pki.n[i],
-      listen = "10.0.0." .. i .. ":4000",
-      peers = opts.peers,
-      adapter = net,
-      policy = merge(FAST, opts.policy),
-      on_error = opts.on_error,
-    }
+    local n = H.net_node(net, i, opts.tls or pki.n[i], {
+      dir = opts.dir, peers = opts.peers, policy = H.merge(FAST, opts.policy), on_error = opts.on_error })
     nodes[#nodes + 1] = n
     n.log = {}
     for _, ev in ipairs({ "catalogue", "subscribed", "replicated", "caught_up", "upstream", "violation" }) do
@@ -118,7 +95,7 @@ describe("sync", function()
     a:append(nil, H.events(1500))
     -- b already holds 1..700 (copied from a with their chain)
     local dir = H.tmpdir()
-    local b0 = H.node { dir = dir, node_id = false, tls = pki.n[2], adapter = net, policy = FAST }
+    local b0 = H.node { dir = dir, tls = pki.n[2], adapter = net, policy = FAST }
     local evs = a.store:read(a.id, 1, 700)
     assert(b0.store:append_replica(a.id, evs))
     b0:close()

@@ -8,17 +8,7 @@ local odo = require "odo"
 local core = require "odo.core"
 local memory = require "odo.adapter.memory"
 
-local FAST = {
-  handshake_timeout_ms = 3000, heartbeat_interval_ms = 2000, heartbeat_timeout_ms = 4000,
-  purgatory_ms = 600000, tick_ms = 500, backoff = { 500, 1000, 2000 }, backoff_jitter = 0,
-}
-
-local function merge(a, b)
-  local t = {}
-  for k, v in pairs(a) do t[k] = v end
-  for k, v in pairs(b or {}) do t[k] = v end
-  return t
-end
+local FAST = H.merge(H.FAST, { purgatory_ms = 600000 })
 
 describe("verifiable streams", function()
   local pki, net, nodes
@@ -39,12 +29,10 @@ describe("verifiable streams", function()
 
   local function node(i, opts)
     opts = opts or {}
-    local n = H.node {
-      dir = H.tmpdir(), node_id = false, tls = opts.tls or pki.n[i],
-      listen = "10.0.0." .. i .. ":4000", peers = opts.peers, adapter = net,
-      policy = merge(FAST, opts.policy),
-      on_error = function(e) (opts.errors or {})[#(opts.errors or {}) + 1] = e end,
-    }
+    local errors = opts.errors or {}
+    local n = H.net_node(net, i, opts.tls or pki.n[i], {
+      peers = opts.peers, policy = H.merge(FAST, opts.policy),
+      on_error = function(e) errors[#errors + 1] = e end })
     n.violations, n.peerlog = {}, {}
     n:on("violation", function(pid, stream, code, reason)
       n.violations[#n.violations + 1] = { pid, stream, code, reason }
@@ -188,7 +176,7 @@ describe("verifiable streams", function()
 
   it("signs events appended while the node was stopped when it next runs", function()
     local dir = H.tmpdir()
-    local a = H.node { dir = dir, node_id = false, tls = pki.n[1], adapter = net, policy = FAST }
+    local a = H.node { dir = dir, tls = pki.n[1], adapter = net, policy = FAST }
     a:append(nil, H.events(10))
     net.drain()
     a:close()
@@ -198,7 +186,7 @@ describe("verifiable streams", function()
     assert.is_true(verdict.ok)
     assert.matches("events 11 to 1510 are not signed yet", verdict.notes[1])
     s:close()
-    local a2 = H.node { dir = dir, node_id = false, tls = pki.n[1], adapter = net, policy = FAST }
+    local a2 = H.node { dir = dir, tls = pki.n[1], adapter = net, policy = FAST }
     nodes[#nodes + 1] = a2
     net.drain()
     assert.equal(1510, a2.store:head_last(a2.id).rev)

@@ -49,6 +49,10 @@ P.purge_slice = 5000
 -- addresses wait, more incoming connections are refused (BYE "full").
 P.max_peers = 64
 
+--- The largest frame (bytes) a peer may send; a bigger one ends its
+-- session. Batches and snapshot chunks stay far below the default.
+P.max_frame_bytes = 16 * 1024 * 1024
+
 --- Introductions (TCP, TLS and HELLO) must finish within this (ms), or the
 -- attempt fails with "timeout".
 P.handshake_timeout_ms = 10000

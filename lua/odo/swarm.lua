@@ -32,6 +32,7 @@ function Swarm.new(node, opts)
     tls = opts.tls,
     host = opts.host,
     handshake_timeout_ms = self.policy.handshake_timeout_ms,
+    max_frame = self.policy.max_frame_bytes,
     protect = function(fn, ...) return node:_protect(fn, ...) end,
   }
   self.instance = self.transport.instance
