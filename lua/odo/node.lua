@@ -96,7 +96,6 @@ function Node.new(opts)
     self:_protect(self._tick, self)
   end)
   if tls then
-    core.tune_allocator()
     self.sync = Sync.new(self, tls)
     self.swarm = Swarm.new(self, {
       tls = tls,

@@ -36,6 +36,8 @@ function Transport.new(opts)
   assert(opts.adapter, "opts.adapter is required")
   assert(opts.tls, "opts.tls (a TLS context) is required")
   local instance = opts.instance or core.random_instance()
+  -- stop glibc giving memory back after every large free (see util.c)
+  core.tune_allocator()
   return setmetatable({
     adapter = opts.adapter,
     tls = opts.tls,
@@ -135,6 +137,7 @@ end
 
 -- Takes the session's output and writes it to the socket.
 function Conn:_flush()
+  self.unflushed = 0
   if self.sock_closed then return end
   local out = self.session:output()
   if not out then return end
@@ -224,7 +227,18 @@ end
 function Conn:send(type_, payload)
   if self.closed then return nil, "ECLOSED: the connection is closed", "ECLOSED" end
   local ok, err, name = self.session:send(type_, payload)
-  self:_flush()
+  -- frames sent in one loop turn go out in one socket write, unless they
+  -- add up to a lot
+  self.unflushed = (self.unflushed or 0) + #(payload or "")
+  if self.unflushed >= 262144 then
+    self:_flush()
+  elseif not self.flush_pending then
+    self.flush_pending = true
+    self.transport.adapter.defer(function()
+      self.flush_pending = false
+      self.transport.protect(self._flush, self)
+    end)
+  end
   return ok, err, name
 end
 
