@@ -17,7 +17,7 @@ CORE  = build/odo/core.so
 ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps test test-asan lint demo bench bench-store bench-local bench-transport fuzz fuzz-smoke docs clean check-compat
+.PHONY: all deps test test-asan lint demo bench bench-store bench-local bench-transport bench-sync fuzz fuzz-smoke docs clean check-compat
 
 all: $(CORE)
 
@@ -75,7 +75,7 @@ lint:
 demo: deps all
 	$(LUA) examples/demo.lua
 
-bench: bench-store bench-local bench-transport
+bench: bench-store bench-local bench-transport bench-sync
 
 bench-store: deps all build/bench/store_baseline
 	$(LUA) bench/store.lua build/bench/store_baseline
@@ -85,6 +85,9 @@ bench-local: deps all build/bench/store_baseline
 
 bench-transport: deps all build/bench/tls_pump
 	$(LUA) bench/transport.lua build/bench/tls_pump
+
+bench-sync: deps all build/bench/sync_pipe
+	$(LUA) bench/sync.lua build/bench/sync_pipe
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

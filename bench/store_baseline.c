@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
     uint64_t sum = 0;
     leveldb_readoptions_set_verify_checksums(ro, 1);
     it = leveldb_create_iterator(db, ro);
-    key[0] = 'e';
+    key[0] = 'z';
     be64(key + 1, 1);
     be64(key + 9, 1);
     for (leveldb_iter_seek(it, (const char *)key, 17);
@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
   }
   for (long rev = 1; rev <= n; rev++) {
     size_t vlen;
-    key[0] = 'e';
+    key[0] = 'z';
     be64(key + 1, 1);
     be64(key + 9, (uint64_t)rev);
     if (chain) {

@@ -25,6 +25,7 @@
 #define DEFAULT_HIGH (4u << 20)
 #define DEFAULT_LOW (1u << 20)
 #define READ_CHUNK (16u << 10)
+#define OUTPUT_CHUNK (1u << 20) /* most ciphertext output() returns at once */
 
 static const char *state_names[] = {"handshake", "introducing", "open",
                                     "closed"};
@@ -466,24 +467,35 @@ static int l_eof(lua_State *L) {
 }
 
 /***
- * The ciphertext to send, or nil. What it returns counts as in flight
- * until `written` reports it.
+ * The ciphertext to send (at most 1 MiB; call again while it returns
+ * some), or nil. What it returns counts as in flight until `written`
+ * reports it.
  * @function session:output
  */
 static int l_output(lua_State *L) {
   odo_session *s = check_session(L);
   BIO *out = SSL_get_wbio(s->ssl);
   size_t n = BIO_ctrl_pending(out);
-  luaL_Buffer b;
-  char *p;
-  int got;
+  char *p = NULL;
   if (n == 0) return 0;
-  p = luaL_buffinitsize(L, &b, n);
-  got = BIO_read(out, p, (int)n);
-  if (got <= 0) return 0;
-  luaL_pushresultsize(&b, (size_t)got);
-  s->in_flight += (size_t)got;
-  s->bytes_out += (size_t)got;
+  if (n <= OUTPUT_CHUNK) {
+    /* all of it: one copy, straight from the BIO, which is then emptied */
+    long avail = BIO_get_mem_data(out, &p);
+    if (avail < 0 || (size_t)avail != n || p == NULL) return 0;
+    lua_pushlstring(L, p, n);
+    (void)BIO_reset(out);
+  } else {
+    /* a chunk at a time: big blocks would come from fresh mappings */
+    luaL_Buffer b;
+    int got;
+    p = luaL_buffinitsize(L, &b, OUTPUT_CHUNK);
+    got = BIO_read(out, p, (int)OUTPUT_CHUNK);
+    if (got <= 0) return 0;
+    luaL_pushresultsize(&b, (size_t)got);
+    n = (size_t)got;
+  }
+  s->in_flight += n;
+  s->bytes_out += n;
   return 1;
 }
 

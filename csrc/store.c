@@ -76,6 +76,11 @@ void odo_numkey(uint8_t key[ODO_NUMKEY_LEN], char tag, uint64_t num,
   odo_put_be64(key + 9, rev);
 }
 
+void odo_headkey(uint8_t key[ODO_HEADKEY_LEN], uint64_t num, uint64_t rev) {
+  odo_numkey(key, ODO_K_EVENT, num, rev);
+  key[ODO_NUMKEY_LEN] = 1;
+}
+
 static uint32_t value_crc(const uint8_t *key, size_t klen, const uint8_t *p,
                           size_t n) {
   return odo_crc32c(odo_crc32c(0, key, klen), p, n);
@@ -106,7 +111,7 @@ const uint8_t *odo_value_check(const uint8_t *key, size_t klen,
 
 static void describe_key(const uint8_t *key, size_t klen, char *out,
                          size_t outlen) {
-  if (klen == ODO_NUMKEY_LEN)
+  if (klen == ODO_NUMKEY_LEN || klen == ODO_HEADKEY_LEN)
     snprintf(out, outlen, "record '%c' #%llu/%llu", key[0],
              (unsigned long long)odo_get_be64(key + 1),
              (unsigned long long)odo_get_be64(key + 9));
@@ -314,11 +319,16 @@ static int cat_find_last(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
   leveldb_iter_seek(it, (const char *)key, sizeof key);
   if (leveldb_iter_valid(it)) leveldb_iter_prev(it);
   else leveldb_iter_seek_to_last(it);
-  if (!leveldb_iter_valid(it)) return 1;
-  k = (const uint8_t *)leveldb_iter_key(it, &kl);
-  if (kl != ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT ||
-      odo_get_be64(k + 1) != st->num || odo_get_be64(k + 9) < st->cat.first)
-    return 1;
+  /* the last event, past its signed head */
+  for (;;) {
+    if (!leveldb_iter_valid(it)) return 1;
+    k = (const uint8_t *)leveldb_iter_key(it, &kl);
+    if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != st->num)
+      return 1;
+    if (kl == ODO_NUMKEY_LEN) break;
+    leveldb_iter_prev(it);
+  }
+  if (odo_get_be64(k + 9) < st->cat.first) return 1;
   v = leveldb_iter_value(it, &vl);
   if (!odo_event_decode(k, v, vl, &ev))
     return odo_err_set(e, "ECORRUPT",

@@ -41,6 +41,8 @@ typedef struct odo_stream {
   odo_cat cat;            /* committed state */
   odo_cat staged;         /* state inside the open transaction */
   int in_txn, is_new, changed;
+  uint64_t head;  /* newest signed head's revision, once head_known */
+  int head_known; /* (kept by the sync engine, which writes heads) */
   struct odo_stream *next; /* hash bucket chain */
 } odo_stream;
 
@@ -106,18 +108,22 @@ typedef struct odo_store {
   odo_buf val;     /* scratch for encoding values */
 } odo_store;
 
-/* Key layout (docs/STORAGE.md). */
-#define ODO_K_META 'm'
+/* Key layout (docs/STORAGE.md). The log (events, and each signed head
+ * right after its event) has the highest prefix: appends then add keys
+ * past every other key, so LevelDB's tables never overlap and it moves
+ * them down without rewriting them. */
 #define ODO_K_CAT 'c'
-#define ODO_K_EVENT 'e'
-#define ODO_K_HEAD 'h'
-#define ODO_K_SNAP 's'
-#define ODO_K_PEER 'p'
 #define ODO_K_KEY 'k'
-#define ODO_NUMKEY_LEN 17 /* tag, u64be stream number, u64be revision */
+#define ODO_K_META 'm'
+#define ODO_K_PEER 'p'
+#define ODO_K_SNAP 's'
+#define ODO_K_EVENT 'z'
+#define ODO_NUMKEY_LEN 17  /* tag, u64be stream number, u64be revision */
+#define ODO_HEADKEY_LEN 18 /* an event's key, then 0x01: its signed head */
 
 void odo_numkey(uint8_t key[ODO_NUMKEY_LEN], char tag, uint64_t num,
                 uint64_t rev);
+void odo_headkey(uint8_t key[ODO_HEADKEY_LEN], uint64_t num, uint64_t rev);
 
 /* The checked argument at idx; raises if it is not an open store. */
 odo_store *odo_store_check(lua_State *L, int idx);

@@ -398,6 +398,13 @@ int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e) {
     goto missing;
   }
   k = leveldb_iter_key(r->it, &klen);
+  /* signed heads sit right after their events: step over them */
+  while (klen == ODO_HEADKEY_LEN && k[0] == ODO_K_EVENT &&
+         odo_get_be64((const uint8_t *)k + 1) == r->num) {
+    leveldb_iter_next(r->it);
+    if (!leveldb_iter_valid(r->it)) goto missing;
+    k = leveldb_iter_key(r->it, &klen);
+  }
   if (klen != ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT ||
       odo_get_be64((const uint8_t *)k + 1) != r->num)
     goto missing;

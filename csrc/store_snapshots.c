@@ -390,7 +390,7 @@ int odo_store_l_compact(lua_State *L) {
 int odo_store_l_purge(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   odo_stream *st = check_stream(L, s, 2);
-  uint64_t max = odo_optu64(L, 3, 10000, "max"), end, upto, rev;
+  uint64_t max = odo_optu64(L, 3, 10000, "max"), end, upto;
   uint8_t key[ODO_NUMKEY_LEN];
   odo_err e = {0};
   if (st == NULL) {
@@ -404,19 +404,15 @@ int odo_store_l_purge(lua_State *L) {
   }
   upto = end - st->cat.purged > max ? st->cat.purged + max : end;
   odo_txn_begin(s);
-  for (rev = st->cat.purged + 1; rev <= upto; rev++) {
-    odo_numkey(key, ODO_K_EVENT, st->num, rev);
-    odo_store_del(s, key, sizeof key);
-  }
   {
-    /* Heads are sparse: walk the ones in range instead of guessing. */
+    /* events and their signed heads, in key order */
     leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts);
-    odo_numkey(key, ODO_K_HEAD, st->num, st->cat.purged + 1);
+    odo_numkey(key, ODO_K_EVENT, st->num, st->cat.purged + 1);
     for (leveldb_iter_seek(it, (const char *)key, sizeof key);
          leveldb_iter_valid(it); leveldb_iter_next(it)) {
       size_t kl;
       const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
-      if (kl != ODO_NUMKEY_LEN || k[0] != ODO_K_HEAD ||
+      if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT ||
           odo_get_be64(k + 1) != st->num || odo_get_be64(k + 9) > upto)
         break;
       odo_store_del(s, k, kl);
@@ -432,8 +428,8 @@ int odo_store_l_purge(lua_State *L) {
 void odo_stage_head(odo_store *s, odo_stream *st, uint64_t rev,
                     const uint8_t hash[ODO_HASH_LEN], const uint8_t *sig,
                     size_t sig_len) {
-  uint8_t key[ODO_NUMKEY_LEN];
-  odo_numkey(key, ODO_K_HEAD, st->num, rev);
+  uint8_t key[ODO_HEADKEY_LEN];
+  odo_headkey(key, st->num, rev);
   odo_val_reset(&s->val);
   odo_buf_add(&s->val, hash, ODO_HASH_LEN);
   odo_buf_add_be16(&s->val, (uint16_t)sig_len);
@@ -443,39 +439,43 @@ void odo_stage_head(odo_store *s, odo_stream *st, uint64_t rev,
 
 int odo_head_read(odo_store *s, odo_stream *st, uint64_t rev, int last,
                   odo_head *h, odo_err *e) {
-  uint8_t key[ODO_NUMKEY_LEN];
+  uint8_t key[ODO_HEADKEY_LEN];
   leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts);
   int found = 0;
+  /* heads sit among the events: walk to the nearest one (they are at most
+   * 1000 events apart on streams signed by this project) */
   if (last) {
-    odo_numkey(key, ODO_K_HEAD, st->num + 1, 0);
-    leveldb_iter_seek(it, (const char *)key, sizeof key);
+    odo_numkey(key, ODO_K_EVENT, st->num + 1, 0);
+    leveldb_iter_seek(it, (const char *)key, ODO_NUMKEY_LEN);
     if (leveldb_iter_valid(it)) leveldb_iter_prev(it);
     else leveldb_iter_seek_to_last(it);
   } else {
-    odo_numkey(key, ODO_K_HEAD, st->num, rev);
+    odo_headkey(key, st->num, rev);
     leveldb_iter_seek(it, (const char *)key, sizeof key);
   }
-  if (leveldb_iter_valid(it)) {
+  for (; leveldb_iter_valid(it); last ? leveldb_iter_prev(it) : leveldb_iter_next(it)) {
     size_t kl, vl, pl;
     const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
-    const char *v = leveldb_iter_value(it, &vl);
-    if (kl == ODO_NUMKEY_LEN && k[0] == ODO_K_HEAD &&
-        odo_get_be64(k + 1) == st->num) {
-      const uint8_t *p = odo_value_check(k, kl, v, vl, &pl), *hash, *sig;
-      odo_rd r;
-      odo_rd_init(&r, p, p ? pl : 0);
-      hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-      h->sig_len = odo_rd_be16(&r);
-      sig = odo_rd_bytes(&r, h->sig_len);
-      if (p == NULL || r.bad || h->sig_len > ODO_MAX_SIG) {
-        leveldb_iter_destroy(it);
-        return odo_err_set(e, "ECORRUPT", "a signed head of stream %s is damaged", st->id), -1;
-      }
-      h->rev = odo_get_be64(k + 9);
-      memcpy(h->hash, hash, ODO_HASH_LEN);
-      memcpy(h->sig, sig, h->sig_len);
-      found = 1;
+    const char *v;
+    const uint8_t *p, *hash, *sig;
+    odo_rd r;
+    if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != st->num) break;
+    if (kl != ODO_HEADKEY_LEN) continue;
+    v = leveldb_iter_value(it, &vl);
+    p = odo_value_check(k, kl, v, vl, &pl);
+    odo_rd_init(&r, p, p ? pl : 0);
+    hash = odo_rd_bytes(&r, ODO_HASH_LEN);
+    h->sig_len = odo_rd_be16(&r);
+    sig = odo_rd_bytes(&r, h->sig_len);
+    if (p == NULL || r.bad || h->sig_len > ODO_MAX_SIG) {
+      leveldb_iter_destroy(it);
+      return odo_err_set(e, "ECORRUPT", "a signed head of stream %s is damaged", st->id), -1;
     }
+    h->rev = odo_get_be64(k + 9);
+    memcpy(h->hash, hash, ODO_HASH_LEN);
+    memcpy(h->sig, sig, h->sig_len);
+    found = 1;
+    break;
   }
   leveldb_iter_destroy(it);
   return found;
@@ -492,7 +492,7 @@ int odo_store_l_head_put(lua_State *L) {
   size_t hl, sl;
   const char *hash = luaL_checklstring(L, 4, &hl);
   const char *sig = luaL_optlstring(L, 5, "", &sl);
-  uint8_t held[ODO_HASH_LEN], key[ODO_NUMKEY_LEN];
+  uint8_t held[ODO_HASH_LEN];
   odo_err e = {0};
   int rc;
   if (hl != ODO_HASH_LEN) return luaL_argerror(L, 4, "a hash is 32 bytes");
@@ -507,12 +507,7 @@ int odo_store_l_head_put(lua_State *L) {
                     "held",
                     (unsigned long long)rev, st->id);
   odo_txn_begin(s);
-  odo_numkey(key, ODO_K_HEAD, st->num, rev);
-  odo_val_reset(&s->val);
-  odo_buf_add(&s->val, hash, ODO_HASH_LEN);
-  odo_buf_add_be16(&s->val, (uint16_t)sl);
-  odo_buf_add(&s->val, sig, sl);
-  odo_store_put(s, key, sizeof key, &s->val);
+  odo_stage_head(s, st, rev, (const uint8_t *)hash, (const uint8_t *)sig, sl);
   if (!odo_txn_commit(s, 0, &e)) return odo_err_push(L, &e);
   lua_pushboolean(L, 1);
   return 1;

@@ -102,6 +102,11 @@ typedef struct odo_sync {
 
 /* ---- bookkeeping ----------------------------------------------------------- */
 
+/* A head was written: keep the stream's newest-head revision current. */
+static void note_head(odo_stream *st, uint64_t rev) {
+  if (st->head_known && rev > st->head) st->head = rev;
+}
+
 static sync_peer *find_peer(odo_sync *y, const odo_session *s) {
   for (sync_peer *p = y->peers; p; p = p->next)
     if (p->s == s) return p;
@@ -720,6 +725,7 @@ static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   odo_stage_head(y->store, st, head_rev, head_hash, sig, sig_len);
   if (!odo_txn_commit(y->store, y->replica_sync, &e))
     return violation(L, ev, id, sl, "local", "%s: %s", e.name, e.msg);
+  note_head(st, head_rev);
   note(L, ev, "events", id, sl);
   odo_pushu64(L, head_rev);
   lua_setfield(L, -2, "last");
@@ -860,18 +866,31 @@ static void on_caught_up(lua_State *L, int ev, sync_peer *p, const uint8_t *m,
  * ODO_HEAD_EVENTS revisions or ODO_HEAD_BYTES of data, and one at the
  * last revision. Walks at most `budget` events; returns heads signed, or
  * -1 with e set. *more is set when events are left. */
+/* The newest signed head's revision (0: none), found in the store once,
+ * then kept up to date as heads are written. */
+static int last_head(odo_sync *y, odo_stream *st, uint64_t *rev, odo_err *e) {
+  odo_head h;
+  int rc;
+  if (!st->head_known) {
+    rc = odo_head_read(y->store, st, 0, 1, &h, e);
+    if (rc < 0) return 0;
+    st->head = rc == 1 ? h.rev : 0;
+    st->head_known = 1;
+  }
+  *rev = st->head;
+  return 1;
+}
+
 static int sign_stream(odo_sync *y, odo_stream *st, uint64_t budget, int *more,
                        odo_err *e) {
-  odo_head last;
   odo_reader r;
   odo_event ev;
-  uint64_t from, until, since = 0;
+  uint64_t from, until, since = 0, signed_to = 0;
   size_t bytes = 0;
   int rc, signed_n = 0;
   uint8_t msg[ODO_SIGNED_MAX], sig[ODO_MAX_SIG];
-  rc = odo_head_read(y->store, st, 0, 1, &last, e);
-  if (rc < 0) return -1;
-  from = rc == 1 ? last.rev + 1 : st->cat.first;
+  if (!last_head(y, st, &signed_to, e)) return -1;
+  from = signed_to ? signed_to + 1 : st->cat.first;
   if (from < st->cat.first) from = st->cat.first;
   if (from > st->cat.last) return 0;
   until = st->cat.last;
@@ -893,6 +912,7 @@ static int sign_stream(odo_sync *y, odo_stream *st, uint64_t budget, int *more,
       }
       odo_stage_head(y->store, st, ev.rev, ev.hash, sig, sl);
       signed_n++;
+      signed_to = ev.rev;
       since = 0;
       bytes = 0;
     }
@@ -902,6 +922,7 @@ static int sign_stream(odo_sync *y, odo_stream *st, uint64_t budget, int *more,
     odo_txn_abort(y->store);
     return -1;
   }
+  note_head(st, signed_to);
   return signed_n;
 }
 

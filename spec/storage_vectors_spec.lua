@@ -27,10 +27,10 @@ describe("storage test vectors", function()
     for _, r in ipairs(H.records(dir .. "/store")) do recs[H.hex(r.key)] = H.hex(r.value) end
     assert.equal("69d1728a01" .. "0000000000000001" .. "0000000000000001" .. "0000000000000000"
       .. "0000000000000000" .. V.h0, recs["636e6f64652d61"])
-    assert.equal("550c31aa" .. V.h1 .. "00000000000003e8" .. "03" .. "707574" .. "68656c6c6f",
-      recs["6500000000000000010000000000000001"])
-    assert.equal("52e472f9" .. V.h2 .. "00000000000003e9" .. "01" .. "78",
-      recs["6500000000000000010000000000000002"])
+    assert.equal("d46d090e" .. V.h1 .. "00000000000003e8" .. "03" .. "707574" .. "68656c6c6f",
+      recs["7a00000000000000010000000000000001"])
+    assert.equal("32ec89f7" .. V.h2 .. "00000000000003e9" .. "01" .. "78",
+      recs["7a00000000000000010000000000000002"])
   end)
 
   it("are the ones docs/STORAGE.md shows", function()
@@ -40,8 +40,8 @@ describe("storage test vectors", function()
     for _, k in ipairs({ "h0", "enc1", "h1", "h2" }) do
       assert.truthy(doc:find(V[k], 1, true), k .. " is missing from docs/STORAGE.md")
     end
-    assert.truthy(doc:find("550c31aa " .. V.h1, 1, true))
-    assert.truthy(doc:find("52e472f9 " .. V.h2, 1, true))
+    assert.truthy(doc:find("d46d090e " .. V.h1, 1, true))
+    assert.truthy(doc:find("32ec89f7 " .. V.h2, 1, true))
     assert.truthy(doc:find("69d1728a 01 0000000000000001 0000000000000001", 1, true))
   end)
 end)

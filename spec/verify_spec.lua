@@ -224,7 +224,7 @@ describe("verifiable streams", function()
     for _, rec in ipairs(H.records(dir .. "/store")) do
       if rec.key == "c" .. a.id then num = string.unpack(">I8", rec.value, 6) end
     end
-    local key = "e" .. string.pack(">I8I8", num, 700)
+    local key = "z" .. string.pack(">I8I8", num, 700)
     local raw
     for _, rec in ipairs(H.records(dir .. "/store")) do
       if rec.key == key then raw = rec.value end

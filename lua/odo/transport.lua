@@ -139,20 +139,22 @@ end
 function Conn:_flush()
   self.unflushed = 0
   if self.sock_closed then return end
-  local out = self.session:output()
-  if not out then return end
-  self.flushing = self.flushing + 1
-  local n = #out
-  self.sock:write(out, function(err)
-    self.transport.protect(function()
-      self.flushing = self.flushing - 1
-      if self.session:written(n) and not self.closed then self:_handler("on_drain") end
-      if err and not self.closed then
-        self:_finish({ code = 101, name = "eof", reason = "write failed: " .. tostring(err), by = "us" })
-      end
-      if self.closed and self.flushing == 0 then self:_close_socket() end
+  while true do
+    local out = self.session:output()
+    if not out then return end
+    self.flushing = self.flushing + 1
+    local n = #out
+    self.sock:write(out, function(err)
+      self.transport.protect(function()
+        self.flushing = self.flushing - 1
+        if self.session:written(n) and not self.closed then self:_handler("on_drain") end
+        if err and not self.closed then
+          self:_finish({ code = 101, name = "eof", reason = "write failed: " .. tostring(err), by = "us" })
+        end
+        if self.closed and self.flushing == 0 then self:_close_socket() end
+      end)
     end)
-  end)
+  end
 end
 
 function Conn:_close_socket()

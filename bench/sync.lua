@@ -1,0 +1,485 @@
+-- bench/sync.lua PIPE - catch-up and live replication between two node
+-- processes over mutual TLS on loopback, against a plain C pipe doing the
+-- least any replication must do (bench/sync_pipe.c) in the same
+-- invocation.
+--
+-- Setup: an Ed25519 CA and two node certificates (openssl command line);
+-- a source node folder holding N events of 100 bytes in its own stream,
+-- appended in batches of 1000 without sync, its heads signed (the node
+-- signs them on later loop turns); the pipe's own source store, filled by
+-- the pipe with the same records.
+--
+-- Catch-up, ours: the source node runs in its own process
+-- (bench/sync_peer.lua source), listening on a free port; a replica node
+-- in another process (bench/sync_peer.lua replica) with a new folder and
+-- the source as its peer, both without sync, times itself from just
+-- before it opens its node until it is told it caught up at N with N
+-- events in its store. Three configurations: the default policy (this is
+-- `ratio:`), and `verify_signatures` off and on (`verify_ratio:` = on /
+-- off; chain hashes are checked in both). Each replica's last chain hash
+-- must equal the source's.
+--
+-- Catch-up, the pipe: one scan of its source store, sent over TLS 1.3
+-- with the same certificates, written by a replica process in LevelDB
+-- WriteBatches of 1000 with the chain hashes recomputed; the clock runs
+-- from just before the replica opens its store and connects to its last
+-- write.
+--
+-- Peak anonymous memory: RssAnon of both processes (which leaves out
+-- LevelDB's mapped files), sampled from /proc every 20 ms. For context,
+-- the CPU seconds of each process (the replica's as it caught up, split
+-- into its main thread and the others: LevelDB's compaction).
+--
+-- Live: after one more catch-up (default policy) the source and the
+-- replica stay connected; the replica subscribes to the stream from
+-- "live" and the source appends events, one per millisecond, each
+-- carrying uv.hrtime() taken just before its append; the replica's
+-- handler takes uv.hrtime() minus that (one clock: both processes run on
+-- this machine). First LIVE / 5 events at once, for context (the
+-- replica's LevelDB may still be compacting what it caught up); then,
+-- once the replica's other threads used no CPU for 0.5 s, LIVE events:
+-- `live_p99_ms:`. p50, p99 and max in ms.
+--
+-- Rounds alternate the pipe and ours; the best rate of each is kept.
+-- Prints context lines, then `verify_ratio: X`, `peak_rss_mb: SOURCE
+-- REPLICA`, `live_p99_ms: Y` and last `ratio: X` (ours, default policy /
+-- the pipe).
+--
+-- Environment: ODO_BENCH_EVENTS (N, default 1000000), ODO_BENCH_ROUNDS
+-- (default 3), ODO_BENCH_LIVE (LIVE, default 10000), ODO_BENCH_VERBOSE=1
+-- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
+-- print its path), ODO_CPATH (where odo/core.so is, default build/?.so).
+local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
+package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
+local cpath = os.getenv("ODO_CPATH")
+if cpath == nil or cpath == "" then cpath = root .. "/build/?.so" end
+package.cpath = cpath .. ";" .. package.cpath
+local odo = require "odo"
+local uv = require "luv"
+local adapter = require "odo.adapter.luv"
+
+local PIPE = assert(arg[1], "usage: lua5.4 bench/sync.lua PIPE_BINARY")
+local N = math.tointeger(tonumber(os.getenv("ODO_BENCH_EVENTS"))) or 1000000
+local ROUNDS = math.tointeger(tonumber(os.getenv("ODO_BENCH_ROUNDS"))) or 3
+local LIVE = math.tointeger(tonumber(os.getenv("ODO_BENCH_LIVE"))) or 10000
+local LIVE_EARLY = math.max(1, LIVE // 5) -- right after the catch-up, for context
+local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
+local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
+local BATCH = 1000
+local DATA_BYTES = 100
+local RUN_TIMEOUT_MS = 600000
+local CATCH_UP_TIMEOUT_MS = 60000 + N // 10 -- a minute, and 100 s a million events
+assert(N >= 1 and ROUNDS >= 1 and LIVE >= 1,
+  "ODO_BENCH_EVENTS, ODO_BENCH_ROUNDS and ODO_BENCH_LIVE must be positive")
+
+local function shell(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1")
+  local out = p:read("a")
+  if not p:close() then error(("%s failed:\n%s"):format(cmd, out), 0) end
+  return out
+end
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function log(fmt, ...)
+  if VERBOSE then io.stderr:write(fmt:format(...), "\n") end
+end
+
+-- ---- processes and the loop ---------------------------------------------------
+
+local failure -- the first error raised in a callback
+local function fail(err)
+  failure = failure or err
+  uv.stop()
+end
+
+-- Runs the loop until cond() holds; raises on a callback's error or after
+-- ms milliseconds.
+local function run_until(cond, ms, what)
+  local timer, late = uv.new_timer(), false
+  timer:start(ms, 0, function() late = true end)
+  while not cond() and not failure and not late do uv.run("once") end
+  timer:close()
+  if failure then error(failure, 0) end
+  if late then error(("%s did not finish within %d s"):format(what, ms // 1000), 0) end
+end
+
+local children = {} -- live processes: [handle] = process
+
+-- Starts a process; its stdout lines go to `lines`, its stderr to ours;
+-- with `input`, p:send(line) writes to its stdin.
+-- Returns {pid, lines, exited = {code, signal} once it has exited}.
+local function spawn(file, args, env, input)
+  local p = { lines = {}, what = file }
+  local out = uv.new_pipe(false)
+  local inp = input and uv.new_pipe(false) or nil
+  local partial = ""
+  local handle, pid = uv.spawn(file, { args = args, env = env, stdio = { inp, out, 2 } }, function(code, signal)
+    p.exited = { code = code, signal = signal }
+  end)
+  if not handle then
+    out:close()
+    if inp then inp:close() end
+    error(("cannot start %s: %s"):format(file, tostring(pid)), 0)
+  end
+  p.handle, p.pid, p.input = handle, math.tointeger(pid), inp
+  children[handle] = p
+  out:read_start(function(err, data)
+    if err or not data then
+      if not out:is_closing() then out:close() end
+      p.eof = true
+      return
+    end
+    partial = partial .. data
+    for line in partial:gmatch("([^\n]*)\n") do p.lines[#p.lines + 1] = line end
+    partial = partial:match("[^\n]*$")
+  end)
+  function p.send(line) assert(inp:write(line .. "\n")) end
+  function p.close_input()
+    if inp and not inp:is_closing() then inp:close() end
+  end
+  return p
+end
+
+-- The first stdout line of p matching pattern (its captures), waiting for
+-- it; raises if p exits first.
+local function expect(p, pattern, what, ms)
+  local found
+  local function scan()
+    for _, l in ipairs(p.lines) do
+      local c = table.pack(l:match(pattern))
+      if c[1] ~= nil then
+        found = c
+        return true
+      end
+    end
+    return p.exited ~= nil and p.eof
+  end
+  run_until(scan, ms or RUN_TIMEOUT_MS, what)
+  if not found then
+    error(("%s: the process ended (exit %d, signal %d) without a line matching %q: %s"):format(what,
+      p.exited.code, p.exited.signal, pattern, table.concat(p.lines, " | ")), 0)
+  end
+  return table.unpack(found, 1, found.n)
+end
+
+-- Waits for the process to exit and for its stdout to end.
+local function reap(p, what)
+  run_until(function() return p.exited and p.eof end, RUN_TIMEOUT_MS, what)
+  children[p.handle] = nil
+  p.close_input()
+  if not p.handle:is_closing() then p.handle:close() end
+  if p.exited.code ~= 0 or p.exited.signal ~= 0 then
+    error(("%s failed (exit %d, signal %d): %s"):format(what, p.exited.code, p.exited.signal,
+      table.concat(p.lines, " | ")), 0)
+  end
+end
+
+local function rss_kb(pid)
+  local f = pid and io.open("/proc/" .. pid .. "/status")
+  if not f then return nil end
+  local kb = tonumber(f:read("a"):match("RssAnon:%s*(%d+)"))
+  f:close()
+  return kb
+end
+
+-- The largest RssAnon (kB) of the process get_pid() names, sampled every
+-- 20 ms until the returned function is called.
+local function rss_sampler(get_pid)
+  local peak = -1
+  local function sample()
+    local kb = rss_kb(get_pid())
+    if kb and kb > peak then peak = kb end
+  end
+  local timer = uv.new_timer()
+  timer:start(0, 20, sample)
+  return function()
+    sample()
+    timer:close()
+    return peak
+  end
+end
+
+local function peer_env()
+  local env = {}
+  for k, v in pairs(uv.os_environ()) do
+    if k ~= "LUA_PATH" and k ~= "LUA_CPATH" and k ~= "LUA_PATH_5_4" and k ~= "LUA_CPATH_5_4" then
+      env[#env + 1] = k .. "=" .. v
+    end
+  end
+  env[#env + 1] = ("LUA_PATH=%s/lua/?.lua;%s/lua/?/init.lua;;"):format(root, root)
+  env[#env + 1] = ("LUA_CPATH=%s;;"):format(cpath)
+  return env
+end
+
+-- ---- folders and certificates ---------------------------------------------------
+
+local dir = shell("mktemp -d /tmp/odo-bench.XXXXXX"):match("[^\n]+")
+local pki = {}
+local serial = 0
+local function fresh(name)
+  serial = serial + 1
+  return ("%s/%s-%d"):format(dir, name, serial)
+end
+
+local function make_pki()
+  shell(("cd %s && openssl req -x509 -newkey ed25519 -nodes -keyout ca.key -out ca.pem"
+    .. " -subj /CN=bench-ca -days 2"):format(q(dir)))
+  for _, name in ipairs { "source", "replica" } do
+    shell(("cd %s && openssl req -newkey ed25519 -nodes -keyout %s.key -subj /CN=%s"
+      .. " | openssl x509 -req -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem -days 2")
+      :format(q(dir), name, name, name))
+    pki[name] = { ca = dir .. "/ca.pem", cert = dir .. "/" .. name .. ".pem", key = dir .. "/" .. name .. ".key" }
+  end
+end
+
+-- ---- the sources -------------------------------------------------------------------
+
+-- Appends N events to a new node's own stream, waits for its heads to be
+-- signed, closes it. Returns the folder, the node id and events/s.
+local function fill_node()
+  local d = fresh("source")
+  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = fail })
+  local data = ("x"):rep(DATA_BYTES)
+  local batch = {}
+  for i = 1, BATCH do batch[i] = { type = "bench", data = data } end
+  local t0 = uv.hrtime()
+  local left = N
+  while left > 0 do
+    if left < BATCH then batch = table.move(batch, 1, left, 1, {}) end
+    assert(node:append(nil, batch))
+    left = left - #batch
+  end
+  local appended = N / ((uv.hrtime() - t0) / 1e9)
+  local id, store = node.id, node.store
+  run_until(function() return store:head_find(id, store:stream(id).last) ~= nil end, RUN_TIMEOUT_MS,
+    "signing the source's heads")
+  local signed = N / ((uv.hrtime() - t0) / 1e9)
+  node:close()
+  return d, id, appended, signed
+end
+
+local function fill_pipe(stream_id)
+  local d = fresh("pipe-source")
+  local out = shell(("%s fill %s %d %s"):format(q(PIPE), q(d), N, q(stream_id)))
+  assert(out:match("^filled (%d+)") == tostring(N), "unexpected pipe output: " .. out)
+  return d
+end
+
+-- ---- one run of each ---------------------------------------------------------------
+
+local src = {} -- the sources: node folder, id, pipe folder
+
+local function run_pipe()
+  local rep = fresh("pipe-replica")
+  local p = spawn(PIPE, { "run", pki.source.ca, pki.source.cert, pki.source.key, pki.replica.cert,
+    pki.replica.key, src.pipe, rep, src.id, tostring(N) })
+  local stop_src = rss_sampler(function()
+    local l = p.lines[1]
+    return l and l:match("^source_pid (%d+)$")
+  end)
+  local stop_rep = rss_sampler(function() return p.pid end)
+  local ok, err = pcall(reap, p, "sync_pipe")
+  local rss_src, rss_rep = stop_src(), stop_rep()
+  if not ok then error(err, 0) end
+  local sn, _, scipher, srss, scpu = (p.lines[2] or ""):match("^source (%d+) (%d+) (%S+) (%d+) (%S+) %S+$")
+  local n, _, secs, cipher, rrss, rmain, rother = (p.lines[3] or "")
+    :match("^(%d+) (%d+) ([%d.]+) (%S+) (%d+) (%S+) (%S+)$")
+  assert(n and tonumber(n) == N and tonumber(sn) == N, "unexpected pipe output: " .. table.concat(p.lines, " | "))
+  shell("rm -rf " .. q(rep))
+  return { secs = tonumber(secs), cipher = cipher .. " / " .. scipher,
+    rss_source = math.max(rss_src, tonumber(srss)), rss_replica = math.max(rss_rep, tonumber(rrss)),
+    cpu = { source = tonumber(scpu), main = tonumber(rmain), other = tonumber(rother) } }
+end
+
+-- CPU seconds (user + system) of process pid's threads other than its
+-- main thread (LevelDB's background compaction), or nil.
+local function other_threads_cpu(pid)
+  local tasks = pid and uv.fs_scandir("/proc/" .. pid .. "/task")
+  if not tasks then return nil end
+  local total = 0
+  while true do
+    local tid = uv.fs_scandir_next(tasks)
+    if not tid then break end
+    local f = tid ~= tostring(pid) and io.open(("/proc/%s/task/%s/stat"):format(pid, tid))
+    if f then
+      local fields = {}
+      for x in (f:read("a"):match("%) (.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = x end
+      f:close()
+      total = total + ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
+    end
+  end
+  return total
+end
+
+-- Waits until process pid's other threads (LevelDB's compaction after a
+-- catch-up) used no CPU for SETTLE_MS, at most SETTLE_MAX_MS; returns the
+-- seconds waited.
+local SETTLE_MS, SETTLE_MAX_MS = 500, 30000
+local function settle(pid)
+  local t0, last, quiet_since = uv.hrtime(), -1, uv.hrtime()
+  local done = false
+  local timer = uv.new_timer()
+  timer:start(0, 50, function()
+    local cpu, now = other_threads_cpu(pid), uv.hrtime()
+    if cpu ~= last then last, quiet_since = cpu, now end
+    if now - quiet_since >= SETTLE_MS * 1e6 or now - t0 >= SETTLE_MAX_MS * 1e6 then done = true end
+  end)
+  local ok, err = pcall(run_until, function() return done end, SETTLE_MAX_MS + 5000, "settling")
+  timer:close()
+  if not ok then error(err, 0) end
+  return (uv.hrtime() - t0) / 1e9
+end
+
+-- One measurement of n live events: the replica expects them, then the
+-- source appends them, one per millisecond.
+local function live_phase(source, replica, n)
+  replica.send("expect " .. n)
+  expect(replica, "^expecting " .. n .. "$", "the replica's expect", 60000)
+  source.send("live " .. n)
+  local count, p50, p99, max, mean = expect(replica, "^live (%d+) (%S+) (%S+) (%S+) (%S+)$", "live events")
+  for i, l in ipairs(replica.lines) do -- the next phase looks for its own line
+    if l:match("^live ") or l:match("^expecting ") then replica.lines[i] = "(seen) " .. l end
+  end
+  return { count = tonumber(count), p50 = tonumber(p50), p99 = tonumber(p99), max = tonumber(max),
+    mean = tonumber(mean) }
+end
+
+-- One catch-up of the whole stream by a new replica. With `live`, then
+-- LIVE_EARLY live events at once, and LIVE more once the replica's
+-- compaction is idle. verify: "default", "on" or "off".
+local function run_ours(verify, live)
+  local source = spawn("lua5.4", { root .. "/bench/sync_peer.lua", "source", src.node, pki.source.ca,
+    pki.source.cert, pki.source.key }, peer_env(), true)
+  local replica
+  local stop_src = rss_sampler(function() return source.pid end)
+  local stop_rep = rss_sampler(function() return replica and replica.pid end)
+  local rep = fresh("replica")
+  local ok, res = pcall(function()
+    local port, id, last, hash = expect(source, "^port (%d+) (%x+) (%d+) (%S+)$", "the source's start", 60000)
+    assert(id == src.id and tonumber(last) == N, "the source holds the wrong stream: " .. source.lines[1])
+    replica = spawn("lua5.4", { root .. "/bench/sync_peer.lua", "replica", rep, pki.replica.ca, pki.replica.cert,
+      pki.replica.key, port, id, tostring(N), verify, live and "1" or "0" }, peer_env(), live)
+    local secs, rlast, rhash, how, cipher, rmain, rother = expect(replica,
+      "^caught_up ([%d.]+) (%d+) (%S+) (%S+) (%S+) (%S+) (%S+)$", "the replica's catch-up", CATCH_UP_TIMEOUT_MS)
+    if tonumber(rlast) ~= N or rhash ~= hash then
+      error(("the replica holds %s events ending at hash %s; the source %d ending at %s"):format(rlast, rhash,
+        N, hash), 0)
+    end
+    local r = { secs = tonumber(secs), how = how, cipher = cipher,
+      cpu = { main = tonumber(rmain), other = tonumber(rother) } }
+    if live then
+      expect(replica, "^ready$", "the replica's live subscription", 60000)
+      r.live_early = live_phase(source, replica, LIVE_EARLY)
+      r.settled_s = settle(replica.pid)
+      r.live = live_phase(source, replica, LIVE)
+      replica.send("quit")
+    end
+    reap(replica, "the replica")
+    source.send("quit")
+    local smain, sother = expect(source, "^cpu (%S+) (%S+)$", "the source's end", 60000)
+    r.cpu.source = tonumber(smain) + tonumber(sother)
+    reap(source, "the source")
+    return r
+  end)
+  local rss_src, rss_rep = stop_src(), stop_rep()
+  if not ok then error(res, 0) end
+  res.rss_source, res.rss_replica = rss_src, rss_rep
+  shell("rm -rf " .. q(rep))
+  return res
+end
+
+-- ---- the benchmark -----------------------------------------------------------------
+
+local function rate(r) return N / r.secs end
+
+local results, peak = {}, { source = -1, replica = -1 }
+local fill_rates
+local function keep(name, r)
+  log("%s: %.0f events/s in %.3f s (RssAnon source %.1f MB, replica %.1f MB; CPU s source %.2f,"
+    .. " replica %.2f + %.2f)%s", name, rate(r), r.secs, r.rss_source / 1024, r.rss_replica / 1024,
+    r.cpu.source, r.cpu.main, r.cpu.other, r.how and r.how ~= "event" and "  noticed by " .. r.how or "")
+  local prev = results[name]
+  if not prev or r.secs < prev.secs then results[name] = r end
+  results[name].rss_source = math.max(r.rss_source, prev and prev.rss_source or -1)
+  results[name].rss_replica = math.max(r.rss_replica, prev and prev.rss_replica or -1)
+  if name ~= "pipe" then
+    peak.source = math.max(peak.source, r.rss_source)
+    peak.replica = math.max(peak.replica, r.rss_replica)
+  end
+end
+
+local live_result
+local function main()
+  make_pki()
+  local appended, signed
+  src.node, src.id, appended, signed = fill_node()
+  src.pipe = fill_pipe(src.id)
+  fill_rates = { appended = appended, signed = signed }
+  log("source filled: %.0f events/s appended, %.0f events/s with heads signed", appended, signed)
+  for round = 1, ROUNDS do
+    keep("pipe", run_pipe())
+    keep("default", run_ours("default"))
+    -- verification off and on alternately, first one then the other
+    local order = round % 2 == 1 and { "off", "on" } or { "on", "off" }
+    for _, v in ipairs(order) do keep("verify_" .. v, run_ours(v)) end
+  end
+  local r = run_ours("default", true)
+  for _, k in ipairs { "live_early", "live" } do
+    log("%s: p50 %.3f ms, p99 %.3f ms, max %.3f ms over %d events", k, r[k].p50, r[k].p99, r[k].max, r[k].count)
+  end
+  peak.source = math.max(peak.source, r.rss_source)
+  peak.replica = math.max(peak.replica, r.rss_replica)
+  live_result = r
+end
+
+local ok, err = xpcall(main, debug.traceback)
+-- clean up whatever is left, even after a failure
+for handle, p in pairs(children) do
+  if not handle:is_closing() then
+    pcall(handle.kill, handle, "sigterm")
+    p.close_input()
+    handle:close()
+  end
+end
+adapter.shutdown()
+uv.walk(function(h) if not h:is_closing() then h:close() end end)
+uv.run() -- let closing handles finish before the process exits
+if KEEP then
+  io.stderr:write("bench/sync.lua: kept ", dir, "\n")
+else
+  os.execute("rm -rf " .. q(dir))
+end
+if not ok then
+  io.stderr:write("bench/sync.lua: ", tostring(err), "\n")
+  os.exit(1)
+end
+
+local function mb(kb) return kb >= 0 and ("%.1f"):format(kb / 1024) or "unknown" end
+local function line(name, r, what)
+  print(("%s: %.0f events/s, %.1f MB/s of event data  (%s; peak RssAnon source %s MB, replica %s MB;"
+    .. " CPU s source %.2f, replica %.2f + %.2f in other threads)"):format(name, rate(r),
+    N * DATA_BYTES / r.secs / 1e6, what, mb(r.rss_source), mb(r.rss_replica), r.cpu.source, r.cpu.main,
+    r.cpu.other))
+end
+local p, d, off, on = results.pipe, results.default, results.verify_off, results.verify_on
+local lv, le = live_result.live, live_result.live_early
+print(("events: %d of %d bytes, one stream, caught up by a new replica over mutual TLS 1.3 on loopback"
+  .. " (Ed25519), no sync; best of %d alternating rounds"):format(N, DATA_BYTES, ROUNDS))
+print(("source_fill: %.0f events/s appended, %.0f events/s until every head was signed")
+  :format(fill_rates.appended, fill_rates.signed))
+print(("cipher: ours %s; pipe %s (replica / source)"):format(d.cipher, p.cipher))
+line("pipe", p, "plain C: LevelDB scan, TLS, chain hashes, WriteBatches of 1000")
+line("sync", d, "odo nodes, default policy")
+line("sync_verify_off", off, "verify_signatures = false")
+line("sync_verify_on", on, "verify_signatures = true")
+print(("live_after_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms  (%d events, one per ms,"
+  .. " at once after a catch-up, the replica's LevelDB compacting)"):format(le.p50, le.p99, le.max, le.mean,
+  le.count))
+print(("live: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms  (%d events, one per ms, once the replica's"
+  .. " compaction was idle: after %.1f s; peak RssAnon source %s MB, replica %s MB)"):format(lv.p50, lv.p99,
+  lv.max, lv.mean, lv.count, live_result.settled_s, mb(live_result.rss_source), mb(live_result.rss_replica)))
+print(("verify_ratio: %.2f"):format(rate(on) / rate(off)))
+print(("peak_rss_mb: %s %s"):format(mb(peak.source), mb(peak.replica)))
+print(("live_p99_ms: %.3f"):format(lv.p99))
+print(("ratio: %.2f"):format(rate(d) / rate(p)))

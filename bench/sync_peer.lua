@@ -1,0 +1,250 @@
+-- bench/sync_peer.lua - one node of bench/sync.lua, in its own process.
+--
+--   lua5.4 bench/sync_peer.lua source DIR CA CERT KEY
+-- Runs the node in DIR (already filled) listening on 127.0.0.1 (a free
+-- port), without sync. Prints at once
+--   port <port> <node id> <last revision> <hex hash of the last event>
+-- then reads commands on stdin, one a line:
+--   live N   appends N events, one per millisecond on a fixed schedule
+--            (type "live", data: uv.hrtime() just before the append, as a
+--            decimal string); prints "live_sent N" when done
+--   quit     prints "cpu <main> <other>" (CPU seconds, user + system, of
+--            the main thread and of the others: LevelDB's compaction),
+--            closes the node and exits; so does the end of stdin, silently
+--
+--   lua5.4 bench/sync_peer.lua replica DIR CA CERT KEY PORT SOURCE_ID N VERIFY LIVE
+-- From just before it opens a node in DIR (a new folder) with the peer
+-- 127.0.0.1:PORT, without sync, times the catch-up of stream SOURCE_ID
+-- until the node is told it caught up at revision N ("caught_up" event)
+-- and its store holds N (polled every 10 ms as well, in case the event
+-- never comes). VERIFY: "default" (the policy's default), "on" or "off"
+-- (policy verify_signatures). Prints
+--   caught_up <seconds> <last revision> <hex hash of the last event> <how>
+--             <cipher> <cpu main> <cpu other>
+-- (one line) where how is "event" or "poll" (what noticed it first),
+-- cipher the connection's TLS suite, and the CPU seconds as for "quit"
+-- above. With LIVE 0 it then exits. With LIVE 1 it subscribes to
+-- SOURCE_ID from "live", prints "ready" and reads commands on stdin:
+--   expect N  prints "expecting N" and measures the next N events: once
+--             they arrived, prints
+--             live <count> <p50 ms> <p99 ms> <max ms> <mean ms>
+--             of uv.hrtime() at the handler minus the hrtime in each
+--             event's data (both processes share the machine's
+--             monotonic clock)
+--   quit      (or the end of stdin) closes the node and exits
+--
+-- Any error reported by the node fails the run: a message on stderr and
+-- exit status 1. Gives up after 10 minutes.
+local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
+package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
+local cpath = os.getenv("ODO_CPATH")
+if cpath == nil or cpath == "" then cpath = root .. "/build/?.so" end
+package.cpath = cpath .. ";" .. package.cpath
+local odo = require "odo"
+local uv = require "luv"
+local adapter = require "odo.adapter.luv"
+
+local MODE = arg[1]
+local USAGE = "usage: lua5.4 bench/sync_peer.lua source DIR CA CERT KEY\n"
+  .. "       lua5.4 bench/sync_peer.lua replica DIR CA CERT KEY PORT SOURCE_ID N VERIFY LIVE"
+assert((MODE == "source" and #arg == 5) or (MODE == "replica" and #arg == 10), USAGE)
+local DIR, TLS = arg[2], { ca = arg[3], cert = arg[4], key = arg[5] }
+
+local failure
+local function fail(err)
+  failure = failure or tostring(err)
+  uv.stop()
+end
+local function protect(fn, ...)
+  local ok, err = xpcall(fn, debug.traceback, ...)
+  if not ok then fail(err) end
+end
+
+local function say(...)
+  io.stdout:write(table.concat({ ... }, " "), "\n")
+  io.stdout:flush()
+end
+
+local function hex(s)
+  return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+local function last_hash(node, id)
+  local st = node.store:stream(id)
+  if not st or st.last == 0 then return 0, "-" end
+  local evs = assert(node:read(id, st.last, st.last))
+  return st.last, hex(evs[1].hash)
+end
+
+-- CPU seconds (user + system) of this process so far: its main thread,
+-- and its other threads (LevelDB's compaction). USER_HZ is 100 on Linux.
+local function thread_cpu()
+  local main, other = 0, 0
+  local pid = tostring(math.tointeger(uv.os_getpid()))
+  local dir = uv.fs_scandir("/proc/self/task")
+  while dir do
+    local tid = uv.fs_scandir_next(dir)
+    if not tid then break end
+    local f = io.open("/proc/self/task/" .. tid .. "/stat")
+    local stat = f and f:read("a") or ""
+    if f then f:close() end
+    -- after "pid (comm) ": state, then fields 4..13; utime and stime are 14, 15
+    local rest = stat:match("%) (.*)$") or ""
+    local fields = {}
+    for x in rest:gmatch("%S+") do fields[#fields + 1] = x end
+    local t = ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
+    if tid == pid then main = main + t else other = other + t end
+  end
+  return ("%.2f %.2f"):format(main, other)
+end
+
+local node
+local handles = {} -- luv handles this script opened
+local function handle(h)
+  handles[#handles + 1] = h
+  return h
+end
+
+local deadline = handle(uv.new_timer())
+deadline:start(600000, 0, function() fail("no end within 10 minutes") end)
+
+-- Calls fn(line) for each line on stdin (protected); the end of stdin
+-- stops the loop.
+local function commands(fn)
+  local stdin = handle(uv.new_pipe(false))
+  stdin:open(0)
+  local partial = ""
+  stdin:read_start(function(err, data)
+    protect(function()
+      if err or not data then return uv.stop() end
+      partial = partial .. data
+      for line in partial:gmatch("([^\n]*)\n") do fn(line) end
+      partial = partial:match("[^\n]*$")
+    end)
+  end)
+end
+
+-- ---- the source -------------------------------------------------------------------
+
+local function append_live(n)
+  local sent, t0 = 0, uv.hrtime()
+  local timer = handle(uv.new_timer())
+  timer:start(1, 1, function()
+    protect(function()
+      local due = math.min(n, (uv.hrtime() - t0) // 1000000 + 1)
+      while sent < due do
+        sent = sent + 1
+        assert(node:append(nil, { type = "live", data = tostring(uv.hrtime()) }))
+      end
+      if sent == n then
+        timer:stop()
+        say("live_sent", n)
+      end
+    end)
+  end)
+end
+
+local function run_source()
+  node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail })
+  local last, hash = last_hash(node, node.id)
+  say("port", node.listen.port, node.id, last, hash)
+  commands(function(line)
+    local n = line:match("^live (%d+)$")
+    if n then
+      append_live(tonumber(n))
+    elseif line == "quit" then
+      say("cpu", thread_cpu())
+      uv.stop()
+    else
+      error("unknown command: " .. line)
+    end
+  end)
+end
+
+-- ---- the replica -----------------------------------------------------------------
+
+local function run_replica()
+  local port, source, n, verify, live = tonumber(arg[6]), arg[7], tonumber(arg[8]), arg[9], arg[10] == "1"
+  assert(port and n and (verify == "default" or verify == "on" or verify == "off")
+    and (arg[10] == "0" or arg[10] == "1"), USAGE)
+  local policy = nil
+  if verify ~= "default" then policy = { verify_signatures = verify == "on" } end
+  local t0, done = uv.hrtime(), false
+  local poll = handle(uv.new_timer())
+  local function finish(how)
+    if done then return end
+    local st = node.store:stream(source)
+    if not st or st.last < n then
+      if how == "event" then
+        error(("told it caught up, but the store holds %s of %d events"):format(st and st.last or 0, n))
+      end
+      return
+    end
+    done = true
+    local secs = (uv.hrtime() - t0) / 1e9
+    poll:stop()
+    local last, hash = last_hash(node, source)
+    local cipher = "?"
+    pcall(function() cipher = node.swarm:active(source).conn:info().cipher end)
+    say("caught_up", ("%.6f"):format(secs), last, hash, how, cipher, thread_cpu())
+    if not live then return uv.stop() end
+    local lat, want = {}, 0
+    node:subscribe(source, "live", function(batch)
+      local now = uv.hrtime()
+      for _, ev in ipairs(batch) do lat[#lat + 1] = (now - tonumber(ev.data)) / 1e6 end
+      if want > 0 and #lat >= want then
+        table.sort(lat)
+        local sum = 0
+        for _, x in ipairs(lat) do sum = sum + x end
+        local function pct(p) return lat[math.max(1, math.ceil(#lat * p))] end
+        say("live", #lat, ("%.3f %.3f %.3f %.3f"):format(pct(0.5), pct(0.99), lat[#lat], sum / #lat))
+        lat, want = {}, 0
+      end
+    end)
+    commands(function(line)
+      local count = line:match("^expect (%d+)$")
+      if count then
+        lat, want = {}, tonumber(count)
+        say("expecting", count)
+      elseif line == "quit" then
+        uv.stop()
+      else
+        error("unknown command: " .. line)
+      end
+    end)
+    say("ready")
+  end
+  node = assert(odo.node {
+    dir = DIR, tls = TLS, peers = { "127.0.0.1:" .. port }, sync = false, policy = policy, on_error = fail,
+  })
+  node:on("caught_up", function(stream, rev)
+    if stream == source and rev >= n then finish("event") end
+  end)
+  poll:start(10, 10, function() protect(finish, "poll") end)
+end
+
+-- ---- the loop ------------------------------------------------------------------------
+
+local ok, err = xpcall(MODE == "source" and run_source or run_replica, debug.traceback)
+if not ok then fail(err) end
+if not failure then uv.run() end
+if node then
+  local ok_close, err_close = pcall(node.close, node)
+  if not ok_close then fail(err_close) end
+end
+for _, h in ipairs(handles) do
+  if not h:is_closing() then h:close() end
+end
+-- let the BYEs go out; whatever is still open after 2 s is closed then
+local guard = uv.new_timer()
+guard:start(2000, 0, function() uv.walk(function(h) if not h:is_closing() then h:close() end end) end)
+guard:unref()
+uv.run()
+if not guard:is_closing() then guard:close() end
+adapter.shutdown()
+uv.walk(function(h) if not h:is_closing() then h:close() end end)
+uv.run() -- let closing handles finish before the process exits
+if failure then
+  io.stderr:write("sync_peer ", MODE, ": ", failure, "\n")
+  os.exit(1)
+end
