@@ -67,6 +67,8 @@ function Control.status_table(id, listen, peers, streams, upstreams)
       own = st.own,
       head = hex(st.hash),
       upstream = (upstreams and upstreams[st.id]) or (st.own and "self") or cjson.null,
+      lag = st.lag or cjson.null,
+      caught_up = st.caught_up,
     }
   end
   return {

@@ -146,7 +146,7 @@ end
 
 function Sync:on_active(p)
   local hello = p.conn.hello
-  if not hello or (hello.features or 0) & 1 == 0 then return end -- no sync on that side
+  if not hello or (hello.features or 0) % 2 == 0 then return end -- no sync on that side (feature bit 0)
   local session = p.conn.session
   self.engine:attach(session, p.id)
   self.peers[p.id] = { peer = p, session = session, catalogue = {}, refused = {} }
