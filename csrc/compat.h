@@ -28,6 +28,15 @@ static inline void *luaL_testudata(lua_State *L, int ud, const char *tname) {
 }
 #define luaL_setmetatable(L, tname) \
   (luaL_getmetatable((L), (tname)), lua_setmetatable((L), -2))
+/* A buffer of a known size: a userdata on the stack, then a string. */
+static inline char *luaL_buffinitsize(lua_State *L, luaL_Buffer *b, size_t sz) {
+  b->L = L;
+  return (char *)lua_newuserdata(L, sz ? sz : 1);
+}
+static inline void luaL_pushresultsize(luaL_Buffer *b, size_t sz) {
+  lua_pushlstring(b->L, (const char *)lua_touserdata(b->L, -1), sz);
+  lua_remove(b->L, -2);
+}
 #endif
 
 #if LUA_VERSION_NUM < 503
@@ -53,6 +62,10 @@ static inline int lua_geti(lua_State *L, int t, lua_Integer n) {
 
 #if LUA_VERSION_NUM < 504
 #define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
+/* the value on top becomes the userdata's (single) user value */
+#define odo_setuservalue(L, idx) lua_setuservalue((L), (idx))
+#else
+#define odo_setuservalue(L, idx) lua_setiuservalue((L), (idx), 1)
 #endif
 
 #endif

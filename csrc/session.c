@@ -374,11 +374,7 @@ static int l_session(lua_State *L) {
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, ODO_SESSION_CLASS);
   lua_pushvalue(L, 1); /* the session keeps its context alive */
-#if LUA_VERSION_NUM >= 504
-  lua_setiuservalue(L, -2, 1);
-#else
-  lua_setuservalue(L, -2);
-#endif
+  odo_setuservalue(L, -2);
   s->tls = t;
   s->server = opts ? odo_fieldbool(L, opts, "server", 0) : 0;
   s->max_frame = opts ? (size_t)odo_fieldu64(L, opts, "max_frame", ODO_DEFAULT_MAX_FRAME)

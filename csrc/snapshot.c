@@ -327,11 +327,7 @@ static int l_snapshot_builder(lua_State *L) {
   b->efd = -1;
   luaL_setmetatable(L, BUILDER_CLASS);
   lua_pushvalue(L, 1); /* keeps the store alive */
-#if LUA_VERSION_NUM >= 504
-  lua_setiuservalue(L, -2, 1);
-#else
-  lua_setuservalue(L, -2);
-#endif
+  odo_setuservalue(L, -2);
   b->store = s;
   b->dep.release = builder_dep_release;
   odo_store_add_dependent(s, &b->dep);

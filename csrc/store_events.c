@@ -536,11 +536,7 @@ int odo_store_l_iter(lua_State *L) {
   if (s->iters) s->iters->prev = it;
   s->iters = it;
   lua_pushvalue(L, 1); /* the iterator keeps its store alive */
-#if LUA_VERSION_NUM >= 504
-  lua_setiuservalue(L, -2, 1);
-#else
-  lua_setuservalue(L, -2);
-#endif
+  odo_setuservalue(L, -2);
   return 1;
 }
 

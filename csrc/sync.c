@@ -986,13 +986,16 @@ static void sync_release(lua_State *L, odo_sync *y) {
 static int l_sync(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   odo_tls *t = odo_tls_check(L, 2);
-  odo_sync *y = lua_newuserdatauv(L, sizeof *y, 2);
+  odo_sync *y = lua_newuserdatauv(L, sizeof *y, 1);
   memset(y, 0, sizeof *y);
   luaL_setmetatable(L, SYNC_CLASS);
+  /* the engine keeps its store and TLS context alive */
+  lua_createtable(L, 2, 0);
   lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
+  lua_rawseti(L, -2, 1);
   lua_pushvalue(L, 2);
-  lua_setiuservalue(L, -2, 2);
+  lua_rawseti(L, -2, 2);
+  odo_setuservalue(L, -2);
   y->store = s;
   y->tls = t;
   y->verify = lua_istable(L, 3) ? odo_fieldbool(L, 3, "verify", 1) : 1;
@@ -1211,7 +1214,8 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
     uint16_t k = 0xffff;
     if (direct_idx) {
       lua_pushlstring(L, st->id, st->id_len);
-      if (lua_rawget(L, direct_idx) != LUA_TNIL) flags |= 2;
+      lua_rawget(L, direct_idx);
+      if (!lua_isnil(L, -1)) flags |= 2;
       lua_pop(L, 1);
     }
     for (uint16_t j = 0; j < nsrc; j++)
