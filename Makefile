@@ -96,7 +96,7 @@ fuzz: deps
 fuzz-smoke: deps
 	fuzz/run 15
 
-build/bench/%: bench/%.c
+build/bench/%: bench/%.c bench/common.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 $(WARN) -o $@ $< $(LIBS)
 

@@ -7,29 +7,17 @@
 -- over 1,000,000 events. For context, a plain C scan of the same records
 -- (bench/store_baseline.c, `scan`) runs in the same invocation.
 -- Ends with `catchup_per_s: X` and `max_stall_ms: Y`.
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("ODO_CPATH") or "build/?.so") .. ";" .. package.cpath
+package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local common = require "bench.common" -- and with it the paths to odo's modules
 local odo = require "odo"
 local uv = require "luv"
 
 local baseline = assert(arg[1], "usage: lua5.4 bench/local.lua BASELINE_BINARY")
 local N = tonumber(os.getenv("ODO_BENCH_EVENTS")) or 1000000
 
-local dirs = {}
-local function fresh()
-  local p = io.popen("mktemp -d /tmp/odo-bench.XXXXXX")
-  local d = p:read("*l")
-  p:close()
-  dirs[#dirs + 1] = d
-  return d
-end
+local fresh = common.tmpdir
 
 local function secs(t0) return (uv.hrtime() - t0) / 1e9 end
-
-local function percentile(t, p)
-  table.sort(t)
-  return t[math.max(1, math.ceil(#t * p))]
-end
 
 -- A 1 ms repeating timer that records the largest gap between its fires,
 -- beyond the 1 ms it asked for.
@@ -90,7 +78,8 @@ local function latency(sync)
   while #samples < 2000 do uv.run("once") end
   timer:close()
   sub:close()
-  return percentile(samples, 0.5), percentile(samples, 0.99)
+  table.sort(samples)
+  return common.percentile(samples, 0.5), common.percentile(samples, 0.99)
 end
 local p50, p99 = latency(false)
 local dp50, dp99 = latency(true)
@@ -132,17 +121,10 @@ uv.run() -- let closing handles finish before the process exits
 
 -- the C baseline: write then scan the same records
 local bdir = fresh()
-local function baseline_run(mode)
-  local p = io.popen(("%s %s/db %d %s"):format(baseline, bdir, N, mode))
-  local out = p:read("*a")
-  assert(p:close(), "baseline failed: " .. out)
-  local n, s = out:match("(%d+) ([%d.]+)")
-  return tonumber(n) / tonumber(s)
-end
-baseline_run("chain")
-local scan_rate = baseline_run("scan")
+common.baseline_rate(baseline, bdir .. "/db", N, "chain")
+local scan_rate = common.baseline_rate(baseline, bdir .. "/db", N, "scan")
 
-for _, d in ipairs(dirs) do os.execute("rm -rf '" .. d .. "'") end
+common.remove_tmpdirs()
 
 print(("events: %d of 100 bytes"):format(N))
 print(("live_delivery_per_s: %.0f  (appends of 1000, no sync)"):format(live_rate))

@@ -5,8 +5,8 @@
 -- 1000, no sync), `ratio: X` (ours / baseline), and for context plain
 -- LevelDB puts, durable appends (one sync per batch, per event) and
 -- sequential reads.
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("ODO_CPATH") or "build/?.so") .. ";" .. package.cpath
+package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local common = require "bench.common" -- and with it the paths to odo's modules
 local Store = require "odo.store"
 local uv = require "luv"
 
@@ -14,27 +14,9 @@ local baseline = assert(arg[1], "usage: lua5.4 bench/store.lua BASELINE_BINARY")
 local N = tonumber(os.getenv("ODO_BENCH_EVENTS")) or 1000000
 local BATCH = 1000
 
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/odo-bench.XXXXXX")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
+local fresh = common.tmpdir
 
-local dirs = {}
-local function fresh()
-  local d = tmpdir()
-  dirs[#dirs + 1] = d
-  return d
-end
-
-local function run_baseline(mode)
-  local p = io.popen(("%s %s/db %d %s"):format(baseline, fresh(), N, mode))
-  local out = p:read("*a")
-  assert(p:close(), "baseline failed: " .. out)
-  local n, secs = out:match("(%d+) ([%d.]+)")
-  return tonumber(n) / tonumber(secs)
-end
+local function run_baseline(mode) return common.baseline_rate(baseline, fresh() .. "/db", N, mode) end
 
 local function rate(n, t0) return n / ((uv.hrtime() - t0) / 1e9) end
 
@@ -82,7 +64,7 @@ for _ = 1, NS do assert(d:append(nil, one)) end
 local durable_single = rate(NS, t0)
 d:close()
 
-for _, dir in ipairs(dirs) do os.execute("rm -rf '" .. dir .. "'") end
+common.remove_tmpdirs()
 
 print(("events: %d of 100 bytes, batches of %d, no sync; best of alternating runs"):format(N, BATCH))
 print("plain_leveldb_puts_per_s: " .. fmt(plain))

@@ -7,42 +7,12 @@
  * prints "<events> <seconds>". `scan` reads back, in order, the N records a
  * `chain` run wrote, checking each one's CRC-32C: the least a catch-up
  * must do. */
-#include <leveldb/c.h>
 #include <openssl/evp.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void be64(uint8_t *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
-}
-
-__attribute__((target("sse4.2"))) static uint32_t crc32c(uint32_t crc,
-                                                     const uint8_t *p,
-                                                     size_t n) {
-  uint64_t c = ~crc;
-  while (n >= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    c = __builtin_ia32_crc32di(c, w);
-    p += 8;
-    n -= 8;
-  }
-  crc = (uint32_t)c;
-  while (n--) crc = __builtin_ia32_crc32qi(crc, *p++);
-  return ~crc;
-}
+#include "common.h"
 
 int main(int argc, char **argv) {
-  leveldb_options_t *o = leveldb_options_create();
+  leveldb_options_t *o = store_options();
   leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
   leveldb_writebatch_t *b = leveldb_writebatch_create();
   char *err = NULL;
@@ -58,12 +28,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: store_baseline DIR N chain|plain\n");
     return 2;
   }
-  leveldb_options_set_create_if_missing(o, 1);
-  leveldb_options_set_paranoid_checks(o, 1);
-  leveldb_options_set_cache(o, leveldb_cache_create_lru(8u << 20));
-  leveldb_options_set_filter_policy(o, leveldb_filterpolicy_create_bloom(10));
-  leveldb_options_set_write_buffer_size(o, 8u << 20);
-  leveldb_options_set_max_open_files(o, 256);
   leveldb_writeoptions_set_sync(wo, 0);
   db = leveldb_open(o, argv[1], &err);
   if (err) {
@@ -81,16 +45,15 @@ int main(int argc, char **argv) {
     leveldb_readoptions_set_verify_checksums(ro, 1);
     it = leveldb_create_iterator(db, ro);
     key[0] = 'z';
-    be64(key + 1, 1);
-    be64(key + 9, 1);
+    put_be64(key + 1, 1);
+    put_be64(key + 9, 1);
     for (leveldb_iter_seek(it, (const char *)key, 17);
          leveldb_iter_valid(it) && got < n; leveldb_iter_next(it)) {
       size_t kl, vl;
       const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
       const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vl);
       uint32_t crc = crc32c(crc32c(0, k, kl), v + 4, vl - 4);
-      if (((uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 |
-           v[3]) != crc) {
+      if (get_be32(v) != crc) {
         fprintf(stderr, "bad record\n");
         return 1;
       }
@@ -105,14 +68,14 @@ int main(int argc, char **argv) {
   for (long rev = 1; rev <= n; rev++) {
     size_t vlen;
     key[0] = 'z';
-    be64(key + 1, 1);
-    be64(key + 9, (uint64_t)rev);
+    put_be64(key + 1, 1);
+    put_be64(key + 9, (uint64_t)rev);
     if (chain) {
       uint8_t head[17], dlen[4] = {0, 0, 0, 100};
       uint64_t ts = (uint64_t)time(NULL) * 1000;
       uint32_t crc;
-      be64(head, (uint64_t)rev);
-      be64(head + 8, ts);
+      put_be64(head, (uint64_t)rev);
+      put_be64(head + 8, ts);
       head[16] = 5;
       EVP_DigestInit_ex2(ctx, md, NULL);
       EVP_DigestUpdate(ctx, hash, 32);
@@ -122,14 +85,13 @@ int main(int argc, char **argv) {
       EVP_DigestUpdate(ctx, data, 100);
       EVP_DigestFinal_ex(ctx, hash, NULL);
       memcpy(val + 4, hash, 32);
-      be64(val + 36, ts);
+      put_be64(val + 36, ts);
       val[44] = 5;
       memcpy(val + 45, type, 5);
       memcpy(val + 50, data, 100);
       vlen = 150;
       crc = crc32c(crc32c(0, key, 17), val + 4, vlen - 4);
-      val[0] = (uint8_t)(crc >> 24); val[1] = (uint8_t)(crc >> 16);
-      val[2] = (uint8_t)(crc >> 8); val[3] = (uint8_t)crc;
+      put_be32(val, crc);
     } else {
       memcpy(val, data, 100);
       vlen = 100;

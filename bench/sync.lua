@@ -49,14 +49,10 @@
 -- (default 3), ODO_BENCH_LIVE (LIVE, default 10000), ODO_BENCH_VERBOSE=1
 -- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so).
-local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local cpath = os.getenv("ODO_CPATH")
-if cpath == nil or cpath == "" then cpath = root .. "/build/?.so" end
-package.cpath = cpath .. ";" .. package.cpath
+package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local common = require "bench.common" -- and with it the paths to odo's modules
 local odo = require "odo"
 local uv = require "luv"
-local adapter = require "odo.adapter.luv"
 
 local PIPE = assert(arg[1], "usage: lua5.4 bench/sync.lua PIPE_BINARY")
 local N = math.tointeger(tonumber(os.getenv("ODO_BENCH_EVENTS"))) or 1000000
@@ -72,165 +68,25 @@ local CATCH_UP_TIMEOUT_MS = 60000 + N // 10 -- a minute, and 100 s a million eve
 assert(N >= 1 and ROUNDS >= 1 and LIVE >= 1,
   "ODO_BENCH_EVENTS, ODO_BENCH_ROUNDS and ODO_BENCH_LIVE must be positive")
 
-local function shell(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1")
-  local out = p:read("a")
-  if not p:close() then error(("%s failed:\n%s"):format(cmd, out), 0) end
-  return out
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell, q, spawn, rss_sampler, run_until = common.shell, common.q, common.spawn, common.rss_sampler,
+  common.run_until
 
 local function log(fmt, ...)
   if VERBOSE then io.stderr:write(fmt:format(...), "\n") end
 end
 
--- ---- processes and the loop ---------------------------------------------------
-
-local failure -- the first error raised in a callback
-local function fail(err)
-  failure = failure or err
-  uv.stop()
-end
-
--- Runs the loop until cond() holds; raises on a callback's error or after
--- ms milliseconds.
-local function run_until(cond, ms, what)
-  local timer, late = uv.new_timer(), false
-  timer:start(ms, 0, function() late = true end)
-  while not cond() and not failure and not late do uv.run("once") end
-  timer:close()
-  if failure then error(failure, 0) end
-  if late then error(("%s did not finish within %d s"):format(what, ms // 1000), 0) end
-end
-
-local children = {} -- live processes: [handle] = process
-
--- Starts a process; its stdout lines go to `lines`, its stderr to ours;
--- with `input`, p:send(line) writes to its stdin.
--- Returns {pid, lines, exited = {code, signal} once it has exited}.
-local function spawn(file, args, env, input)
-  local p = { lines = {}, what = file }
-  local out = uv.new_pipe(false)
-  local inp = input and uv.new_pipe(false) or nil
-  local partial = ""
-  local handle, pid = uv.spawn(file, { args = args, env = env, stdio = { inp, out, 2 } }, function(code, signal)
-    p.exited = { code = code, signal = signal }
-  end)
-  if not handle then
-    out:close()
-    if inp then inp:close() end
-    error(("cannot start %s: %s"):format(file, tostring(pid)), 0)
-  end
-  p.handle, p.pid, p.input = handle, math.tointeger(pid), inp
-  children[handle] = p
-  out:read_start(function(err, data)
-    if err or not data then
-      if not out:is_closing() then out:close() end
-      p.eof = true
-      return
-    end
-    partial = partial .. data
-    for line in partial:gmatch("([^\n]*)\n") do p.lines[#p.lines + 1] = line end
-    partial = partial:match("[^\n]*$")
-  end)
-  function p.send(line) assert(inp:write(line .. "\n")) end
-  function p.close_input()
-    if inp and not inp:is_closing() then inp:close() end
-  end
-  return p
-end
-
--- The first stdout line of p matching pattern (its captures), waiting for
--- it; raises if p exits first.
-local function expect(p, pattern, what, ms)
-  local found
-  local function scan()
-    for _, l in ipairs(p.lines) do
-      local c = table.pack(l:match(pattern))
-      if c[1] ~= nil then
-        found = c
-        return true
-      end
-    end
-    return p.exited ~= nil and p.eof
-  end
-  run_until(scan, ms or RUN_TIMEOUT_MS, what)
-  if not found then
-    error(("%s: the process ended (exit %d, signal %d) without a line matching %q: %s"):format(what,
-      p.exited.code, p.exited.signal, pattern, table.concat(p.lines, " | ")), 0)
-  end
-  return table.unpack(found, 1, found.n)
-end
-
--- Waits for the process to exit and for its stdout to end.
-local function reap(p, what)
-  run_until(function() return p.exited and p.eof end, RUN_TIMEOUT_MS, what)
-  children[p.handle] = nil
-  p.close_input()
-  if not p.handle:is_closing() then p.handle:close() end
-  if p.exited.code ~= 0 or p.exited.signal ~= 0 then
-    error(("%s failed (exit %d, signal %d): %s"):format(what, p.exited.code, p.exited.signal,
-      table.concat(p.lines, " | ")), 0)
-  end
-end
-
-local function rss_kb(pid)
-  local f = pid and io.open("/proc/" .. pid .. "/status")
-  if not f then return nil end
-  local kb = tonumber(f:read("a"):match("RssAnon:%s*(%d+)"))
-  f:close()
-  return kb
-end
-
--- The largest RssAnon (kB) of the process get_pid() names, sampled every
--- 20 ms until the returned function is called.
-local function rss_sampler(get_pid)
-  local peak = -1
-  local function sample()
-    local kb = rss_kb(get_pid())
-    if kb and kb > peak then peak = kb end
-  end
-  local timer = uv.new_timer()
-  timer:start(0, 20, sample)
-  return function()
-    sample()
-    timer:close()
-    return peak
-  end
-end
-
-local function peer_env()
-  local env = {}
-  for k, v in pairs(uv.os_environ()) do
-    if k ~= "LUA_PATH" and k ~= "LUA_CPATH" and k ~= "LUA_PATH_5_4" and k ~= "LUA_CPATH_5_4" then
-      env[#env + 1] = k .. "=" .. v
-    end
-  end
-  env[#env + 1] = ("LUA_PATH=%s/lua/?.lua;%s/lua/?/init.lua;;"):format(root, root)
-  env[#env + 1] = ("LUA_CPATH=%s;;"):format(cpath)
-  return env
-end
+-- common.expect and common.reap, waiting RUN_TIMEOUT_MS unless told otherwise
+local function expect(p, pattern, what, ms) return common.expect(p, pattern, what, ms or RUN_TIMEOUT_MS) end
+local function reap(p, what) return common.reap(p, what, RUN_TIMEOUT_MS) end
 
 -- ---- folders and certificates ---------------------------------------------------
 
-local dir = shell("mktemp -d /tmp/odo-bench.XXXXXX"):match("[^\n]+")
-local pki = {}
+local dir -- the temporary folder all the others are in
+local pki -- the test certificates: an Ed25519 CA, a source and a replica
 local serial = 0
 local function fresh(name)
   serial = serial + 1
   return ("%s/%s-%d"):format(dir, name, serial)
-end
-
-local function make_pki()
-  shell(("cd %s && openssl req -x509 -newkey ed25519 -nodes -keyout ca.key -out ca.pem"
-    .. " -subj /CN=bench-ca -days 2"):format(q(dir)))
-  for _, name in ipairs { "source", "replica" } do
-    shell(("cd %s && openssl req -newkey ed25519 -nodes -keyout %s.key -subj /CN=%s"
-      .. " | openssl x509 -req -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem -days 2")
-      :format(q(dir), name, name, name))
-    pki[name] = { ca = dir .. "/ca.pem", cert = dir .. "/" .. name .. ".pem", key = dir .. "/" .. name .. ".key" }
-  end
 end
 
 -- ---- the sources -------------------------------------------------------------------
@@ -239,7 +95,7 @@ end
 -- signed, closes it. Returns the folder, the node id and events/s.
 local function fill_node()
   local d = fresh("source")
-  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = fail })
+  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = common.fail })
   local data = ("x"):rep(DATA_BYTES)
   local batch = {}
   for i = 1, BATCH do batch[i] = { type = "bench", data = data } end
@@ -292,26 +148,6 @@ local function run_pipe()
     cpu = { source = tonumber(scpu), main = tonumber(rmain), other = tonumber(rother) } }
 end
 
--- CPU seconds (user + system) of process pid's threads other than its
--- main thread (LevelDB's background compaction), or nil.
-local function other_threads_cpu(pid)
-  local tasks = pid and uv.fs_scandir("/proc/" .. pid .. "/task")
-  if not tasks then return nil end
-  local total = 0
-  while true do
-    local tid = uv.fs_scandir_next(tasks)
-    if not tid then break end
-    local f = tid ~= tostring(pid) and io.open(("/proc/%s/task/%s/stat"):format(pid, tid))
-    if f then
-      local fields = {}
-      for x in (f:read("a"):match("%) (.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = x end
-      f:close()
-      total = total + ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
-    end
-  end
-  return total
-end
-
 -- Waits until process pid's other threads (LevelDB's compaction after a
 -- catch-up) used no CPU for SETTLE_MS, at most SETTLE_MAX_MS; returns the
 -- seconds waited.
@@ -321,7 +157,8 @@ local function settle(pid)
   local done = false
   local timer = uv.new_timer()
   timer:start(0, 50, function()
-    local cpu, now = other_threads_cpu(pid), uv.hrtime()
+    local _, cpu = common.thread_cpu(pid)
+    local now = uv.hrtime()
     if cpu ~= last then last, quiet_since = cpu, now end
     if now - quiet_since >= SETTLE_MS * 1e6 or now - t0 >= SETTLE_MAX_MS * 1e6 then done = true end
   end)
@@ -349,8 +186,8 @@ end
 -- LIVE_EARLY live events at once, and LIVE more once the replica's
 -- compaction is idle. verify: "default", "on" or "off".
 local function run_ours(verify, live)
-  local source = spawn("lua5.4", { root .. "/bench/sync_peer.lua", "source", src.node, pki.source.ca,
-    pki.source.cert, pki.source.key }, peer_env(), true)
+  local source = spawn("lua5.4", { common.root .. "/bench/sync_peer.lua", "source", src.node, pki.source.ca,
+    pki.source.cert, pki.source.key }, common.peer_env(), true)
   local replica
   local stop_src = rss_sampler(function() return source.pid end)
   local stop_rep = rss_sampler(function() return replica and replica.pid end)
@@ -358,8 +195,8 @@ local function run_ours(verify, live)
   local ok, res = pcall(function()
     local port, id, last, hash = expect(source, "^port (%d+) (%x+) (%d+) (%S+)$", "the source's start", 60000)
     assert(id == src.id and tonumber(last) == N, "the source holds the wrong stream: " .. source.lines[1])
-    replica = spawn("lua5.4", { root .. "/bench/sync_peer.lua", "replica", rep, pki.replica.ca, pki.replica.cert,
-      pki.replica.key, port, id, tostring(N), verify, live and "1" or "0" }, peer_env(), live)
+    replica = spawn("lua5.4", { common.root .. "/bench/sync_peer.lua", "replica", rep, pki.replica.ca, pki.replica.cert,
+      pki.replica.key, port, id, tostring(N), verify, live and "1" or "0" }, common.peer_env(), live)
     local secs, rlast, rhash, how, cipher, rmain, rother = expect(replica,
       "^caught_up ([%d.]+) (%d+) (%S+) (%S+) (%S+) (%S+) (%S+)$", "the replica's catch-up", CATCH_UP_TIMEOUT_MS)
     if tonumber(rlast) ~= N or rhash ~= hash then
@@ -411,7 +248,8 @@ end
 
 local live_result
 local function main()
-  make_pki()
+  dir = common.tmpdir()
+  pki = common.make_pki(dir, { "source", "replica" })
   local appended, signed
   src.node, src.id, appended, signed = fill_node()
   src.pipe = fill_pipe(src.id)
@@ -433,27 +271,7 @@ local function main()
   live_result = r
 end
 
-local ok, err = xpcall(main, debug.traceback)
--- clean up whatever is left, even after a failure
-for handle, p in pairs(children) do
-  if not handle:is_closing() then
-    pcall(handle.kill, handle, "sigterm")
-    p.close_input()
-    handle:close()
-  end
-end
-adapter.shutdown()
-uv.walk(function(h) if not h:is_closing() then h:close() end end)
-uv.run() -- let closing handles finish before the process exits
-if KEEP then
-  io.stderr:write("bench/sync.lua: kept ", dir, "\n")
-else
-  os.execute("rm -rf " .. q(dir))
-end
-if not ok then
-  io.stderr:write("bench/sync.lua: ", tostring(err), "\n")
-  os.exit(1)
-end
+common.main("bench/sync.lua", main, KEEP)
 
 local function mb(kb) return kb >= 0 and ("%.1f"):format(kb / 1024) or "unknown" end
 local function line(name, r, what)

@@ -35,14 +35,10 @@
 --
 -- Any error reported by the node fails the run: a message on stderr and
 -- exit status 1. Gives up after 10 minutes.
-local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local cpath = os.getenv("ODO_CPATH")
-if cpath == nil or cpath == "" then cpath = root .. "/build/?.so" end
-package.cpath = cpath .. ";" .. package.cpath
+package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local common = require "bench.common" -- and with it the paths to odo's modules
 local odo = require "odo"
 local uv = require "luv"
-local adapter = require "odo.adapter.luv"
 
 local MODE = arg[1]
 local USAGE = "usage: lua5.4 bench/sync_peer.lua source DIR CA CERT KEY\n"
@@ -50,15 +46,7 @@ local USAGE = "usage: lua5.4 bench/sync_peer.lua source DIR CA CERT KEY\n"
 assert((MODE == "source" and #arg == 5) or (MODE == "replica" and #arg == 10), USAGE)
 local DIR, TLS = arg[2], { ca = arg[3], cert = arg[4], key = arg[5] }
 
-local failure
-local function fail(err)
-  failure = failure or tostring(err)
-  uv.stop()
-end
-local function protect(fn, ...)
-  local ok, err = xpcall(fn, debug.traceback, ...)
-  if not ok then fail(err) end
-end
+local fail, protect = common.fail, common.protect
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
@@ -76,26 +64,11 @@ local function last_hash(node, id)
   return st.last, hex(evs[1].hash)
 end
 
--- CPU seconds (user + system) of this process so far: its main thread,
--- and its other threads (LevelDB's compaction). USER_HZ is 100 on Linux.
+-- CPU seconds (user + system) of this process so far: "<main> <other>",
+-- its main thread and its other threads (LevelDB's compaction).
 local function thread_cpu()
-  local main, other = 0, 0
-  local pid = tostring(math.tointeger(uv.os_getpid()))
-  local dir = uv.fs_scandir("/proc/self/task")
-  while dir do
-    local tid = uv.fs_scandir_next(dir)
-    if not tid then break end
-    local f = io.open("/proc/self/task/" .. tid .. "/stat")
-    local stat = f and f:read("a") or ""
-    if f then f:close() end
-    -- after "pid (comm) ": state, then fields 4..13; utime and stime are 14, 15
-    local rest = stat:match("%) (.*)$") or ""
-    local fields = {}
-    for x in rest:gmatch("%S+") do fields[#fields + 1] = x end
-    local t = ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
-    if tid == pid then main = main + t else other = other + t end
-  end
-  return ("%.2f %.2f"):format(main, other)
+  local main, other = common.thread_cpu(uv.os_getpid())
+  return ("%.2f %.2f"):format(main or 0, other or 0)
 end
 
 local node
@@ -113,13 +86,11 @@ deadline:start(600000, 0, function() fail("no end within 10 minutes") end)
 local function commands(fn)
   local stdin = handle(uv.new_pipe(false))
   stdin:open(0)
-  local partial = ""
+  local feed = common.line_splitter(fn)
   stdin:read_start(function(err, data)
     protect(function()
       if err or not data then return uv.stop() end
-      partial = partial .. data
-      for line in partial:gmatch("([^\n]*)\n") do fn(line) end
-      partial = partial:match("[^\n]*$")
+      feed(data)
     end)
   end)
 end
@@ -196,8 +167,8 @@ local function run_replica()
         table.sort(lat)
         local sum = 0
         for _, x in ipairs(lat) do sum = sum + x end
-        local function pct(p) return lat[math.max(1, math.ceil(#lat * p))] end
-        say("live", #lat, ("%.3f %.3f %.3f %.3f"):format(pct(0.5), pct(0.99), lat[#lat], sum / #lat))
+        say("live", #lat, ("%.3f %.3f %.3f %.3f"):format(common.percentile(lat, 0.5), common.percentile(lat, 0.99),
+          lat[#lat], sum / #lat))
         lat, want = {}, 0
       end
     end)
@@ -227,7 +198,7 @@ end
 
 local ok, err = xpcall(MODE == "source" and run_source or run_replica, debug.traceback)
 if not ok then fail(err) end
-if not failure then uv.run() end
+if not common.failure() then uv.run() end
 if node then
   local ok_close, err_close = pcall(node.close, node)
   if not ok_close then fail(err_close) end
@@ -241,10 +212,8 @@ guard:start(2000, 0, function() uv.walk(function(h) if not h:is_closing() then h
 guard:unref()
 uv.run()
 if not guard:is_closing() then guard:close() end
-adapter.shutdown()
-uv.walk(function(h) if not h:is_closing() then h:close() end end)
-uv.run() -- let closing handles finish before the process exits
-if failure then
-  io.stderr:write("sync_peer ", MODE, ": ", failure, "\n")
+common.close_loop()
+if common.failure() then
+  io.stderr:write("sync_peer ", MODE, ": ", common.failure(), "\n")
   os.exit(1)
 end

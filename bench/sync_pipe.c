@@ -41,25 +41,10 @@
  * process's main thread and of its other threads (LevelDB's background
  * compaction), the replica's taken when its clock stops.
  * Any failure: a message on stderr and a non-zero exit. */
-#include <arpa/inet.h>
 #include <dirent.h>
-#include <errno.h>
-#include <leveldb/c.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/ssl.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "common.h"
 
 #define CHUNK (64u << 10) /* bytes of events per SSL_write, about */
 #define WRITE_BATCH 1000  /* events per LevelDB write on the replica */
@@ -69,89 +54,13 @@
 #define MAX_DATA (4u << 20) /* the store's limit on one event's data */
 #define CHAIN_TAG "odo-journal chain v1"
 
-static pid_t child = 0; /* the source, seen from the replica */
-static const char *role = "replica";
-
 /* ---- small helpers ------------------------------------------------------- */
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "sync_pipe %s: %s", role, what);
-  if (errno) fprintf(stderr, " (%s)", strerror(errno));
-  fprintf(stderr, "\n");
-  ERR_print_errors_fp(stderr);
-  if (child > 0) kill(child, SIGTERM);
-  exit(1);
-}
-
 static void die_ldb(const char *what, char *err) {
-  fprintf(stderr, "sync_pipe %s: %s: %s\n", role, what, err);
+  fprintf(stderr, "%s %s: %s: %s\n", prog, role, what, err);
   leveldb_free(err);
   if (child > 0) kill(child, SIGTERM);
   exit(1);
-}
-
-static void die_ssl(SSL *ssl, int rc, const char *call) {
-  char msg[160];
-  int code = SSL_get_error(ssl, rc);
-  if (code != SSL_ERROR_SYSCALL) errno = 0;
-  snprintf(msg, sizeof msg, "%s failed (SSL_get_error %d%s)", call, code,
-           code == SSL_ERROR_ZERO_RETURN ? ": the peer closed" : "");
-  die(msg);
-}
-
-static void put_be32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--) {
-    p[i] = (uint8_t)v;
-    v >>= 8;
-  }
-}
-
-static uint32_t get_be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p) {
-  return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-
-__attribute__((target("sse4.2"))) static uint32_t crc32c(uint32_t crc,
-                                                     const uint8_t *p,
-                                                     size_t n) {
-  uint64_t c = ~crc;
-  while (n >= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    c = __builtin_ia32_crc32di(c, w);
-    p += 8;
-    n -= 8;
-  }
-  crc = (uint32_t)c;
-  while (n--) crc = __builtin_ia32_crc32qi(crc, *p++);
-  return ~crc;
-}
-
-static long rss_anon_kb(void) {
-  char line[256];
-  long kb = -1;
-  FILE *f = fopen("/proc/self/status", "r");
-  if (f == NULL) return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "RssAnon: %ld", &kb) == 1) break;
-  fclose(f);
-  return kb;
 }
 
 /* CPU seconds (user + system) this process spent so far: its main thread
@@ -202,18 +111,10 @@ static uint8_t *buf_room(buf *b, size_t n) {
 /* ---- the store's side: options, records, chain ------------------------------ */
 
 static leveldb_t *open_store(const char *dir) {
-  leveldb_options_t *o = leveldb_options_create();
   char *err = NULL;
-  leveldb_t *db;
-  leveldb_options_set_create_if_missing(o, 1);
-  leveldb_options_set_paranoid_checks(o, 1);
-  leveldb_options_set_cache(o, leveldb_cache_create_lru(8u << 20));
-  leveldb_options_set_filter_policy(o, leveldb_filterpolicy_create_bloom(10));
-  leveldb_options_set_write_buffer_size(o, 8u << 20);
-  leveldb_options_set_max_open_files(o, 256);
-  db = leveldb_open(o, dir, &err);
+  leveldb_t *db = leveldb_open(store_options(), dir, &err);
   if (err) die_ldb("cannot open the store", err);
-  return db; /* the options live as long as the process: it is short */
+  return db;
 }
 
 static void event_key(uint8_t key[KEY_LEN], uint64_t rev) {
@@ -301,62 +202,6 @@ static int fill(const char *dir, long n, const char *stream_id) {
   return 0;
 }
 
-/* ---- TLS ----------------------------------------------------------------------- */
-
-static SSL_CTX *context(int server, const char *ca, const char *cert,
-                        const char *key) {
-  SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-  errno = 0;
-  if (ctx == NULL) die("SSL_CTX_new");
-  if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
-      !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION))
-    die("cannot restrict the context to TLS 1.3");
-  if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
-    die("SSL_CTX_use_certificate_chain_file");
-  if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
-    die("SSL_CTX_use_PrivateKey_file");
-  if (SSL_CTX_check_private_key(ctx) != 1) die("the key does not match the certificate");
-  if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
-    die("SSL_CTX_load_verify_locations");
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-  if (SSL_CTX_set_num_tickets(ctx, 0) != 1) die("SSL_CTX_set_num_tickets");
-  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-  /* small reads (chunk headers) come out of a 64 KiB read-ahead buffer, as
-   * libuv reads 64 KiB at a time */
-  SSL_CTX_set_read_ahead(ctx, 1);
-  SSL_CTX_set_default_read_buffer_len(ctx, CHUNK);
-  return ctx;
-}
-
-static SSL *engine(SSL_CTX *ctx, int fd) {
-  int one = 1;
-  SSL *ssl;
-  errno = 0;
-  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
-    die("setsockopt TCP_NODELAY");
-  ssl = SSL_new(ctx);
-  if (ssl == NULL) die("SSL_new");
-  if (SSL_set_fd(ssl, fd) != 1) die("SSL_set_fd");
-  return ssl;
-}
-
-static void read_full(SSL *ssl, uint8_t *p, size_t n) {
-  while (n > 0) {
-    size_t got;
-    int rc = SSL_read_ex(ssl, p, n, &got);
-    if (rc != 1) die_ssl(ssl, rc, "SSL_read_ex");
-    p += got;
-    n -= got;
-  }
-}
-
-static void write_full(SSL *ssl, const uint8_t *p, size_t n) {
-  size_t done;
-  int rc = SSL_write_ex(ssl, p, n, &done);
-  if (rc != 1 || done != n) die_ssl(ssl, rc, "SSL_write_ex");
-}
-
 /* ---- the source -------------------------------------------------------------------- */
 
 static void source(int lfd, SSL_CTX *ctx, const char *dir, long n) {
@@ -369,15 +214,9 @@ static void source(int lfd, SSL_CTX *ctx, const char *dir, long n) {
   uint32_t count = 0;
   uint64_t bytes = 0;
   long sent = 0;
-  size_t got;
-  int rc, fd;
+  int fd;
   SSL *ssl;
-  errno = 0;
-  fd = accept(lfd, NULL, NULL);
-  if (fd < 0) die("accept");
-  close(lfd);
-  ssl = engine(ctx, fd);
-  if ((rc = SSL_accept(ssl)) != 1) die_ssl(ssl, rc, "SSL_accept");
+  ssl = tls_accept(lfd, ctx, &fd);
   leveldb_readoptions_set_verify_checksums(ro, 1);
   it = leveldb_create_iterator(db, ro);
   event_key(key, 1);
@@ -437,10 +276,7 @@ static void source(int lfd, SSL_CTX *ctx, const char *dir, long n) {
     bytes += sizeof t;
   }
   read_full(ssl, &reply, 1);
-  rc = SSL_read_ex(ssl, &reply, 1, &got); /* the replica's close_notify */
-  if (rc == 1 || SSL_get_error(ssl, rc) != SSL_ERROR_ZERO_RETURN)
-    die_ssl(ssl, rc, "waiting for close_notify");
-  if ((rc = SSL_shutdown(ssl)) != 1) die_ssl(ssl, rc, "SSL_shutdown");
+  await_close(ssl);
   thread_cpu(&cpu_main, &cpu_other);
   printf("source %ld %llu %s %ld %.2f %.2f\n", sent, (unsigned long long)bytes,
          SSL_get_cipher_name(ssl), rss_anon_kb(), cpu_main, cpu_other);
@@ -456,7 +292,6 @@ static void source(int lfd, SSL_CTX *ctx, const char *dir, long n) {
 
 static void replica(uint16_t port, SSL_CTX *ctx, const char *dir,
                     const char *stream_id, long n) {
-  struct sockaddr_in sa;
   leveldb_t *db;
   leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
   leveldb_writebatch_t *b = leveldb_writebatch_create();
@@ -467,22 +302,13 @@ static void replica(uint16_t port, SSL_CTX *ctx, const char *dir,
   double t0, secs, cpu_main, cpu_other;
   chain c;
   char *err = NULL;
-  int rc, status, fd;
+  int fd;
   SSL *ssl;
   leveldb_writeoptions_set_sync(wo, 0);
   chain_init(&c, stream_id);
   t0 = now();
   db = open_store(dir);
-  errno = 0;
-  fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) die("socket");
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) die("connect");
-  ssl = engine(ctx, fd);
-  if ((rc = SSL_connect(ssl)) != 1) die_ssl(ssl, rc, "SSL_connect");
+  ssl = tls_connect(port, ctx, &fd);
   for (;;) {
     uint32_t len, count;
     size_t pos = 0;
@@ -537,11 +363,7 @@ static void replica(uint16_t port, SSL_CTX *ctx, const char *dir,
   secs = now() - t0;
   thread_cpu(&cpu_main, &cpu_other);
   write_full(ssl, (const uint8_t *)"k", 1);
-  if ((rc = SSL_shutdown(ssl)) < 0) die_ssl(ssl, rc, "SSL_shutdown");
-  errno = 0;
-  if (waitpid(child, &status, 0) != child) die("waitpid");
-  child = 0;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("the source failed");
+  close_and_reap(ssl, "the source failed");
   printf("%llu %llu %.6f %s %ld %.2f %.2f\n", (unsigned long long)c.rev,
          (unsigned long long)data_bytes, secs, SSL_get_cipher_name(ssl), rss_anon_kb(),
          cpu_main, cpu_other);
@@ -554,10 +376,11 @@ static void replica(uint16_t port, SSL_CTX *ctx, const char *dir,
 }
 
 int main(int argc, char **argv) {
-  struct sockaddr_in sa;
-  socklen_t salen = sizeof sa;
   long n;
+  uint16_t port;
   int lfd;
+  prog = "sync_pipe";
+  role = "replica";
   if (argc == 5 && strcmp(argv[1], "fill") == 0) {
     role = "fill";
     n = atol(argv[3]);
@@ -579,28 +402,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN); /* a peer that went away is an error, not a signal */
-  errno = 0;
-  lfd = socket(AF_INET, SOCK_STREAM, 0);
-  if (lfd < 0) die("socket");
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0) die("bind");
-  if (listen(lfd, 1) != 0) die("listen");
-  if (getsockname(lfd, (struct sockaddr *)&sa, &salen) != 0) die("getsockname");
-  fflush(stdout);
-  child = fork();
-  if (child < 0) die("fork");
-  if (child == 0) {
-    role = "source";
-    prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the replica */
-    if (getppid() == 1) return 1;
-    source(lfd, context(1, argv[2], argv[3], argv[4]), argv[7], n);
+  lfd = listen_loopback(&port);
+  /* small reads (chunk headers) come out of a 64 KiB read-ahead buffer, as
+   * libuv reads 64 KiB at a time */
+  if (fork_peer(lfd, "source", "source_pid")) { /* the child: the source */
+    source(lfd, tls_context(1, argv[2], argv[3], argv[4], CHUNK), argv[7], n);
     return 0;
   }
-  close(lfd);
-  printf("source_pid %ld\n", (long)child);
-  fflush(stdout);
-  replica(ntohs(sa.sin_port), context(0, argv[2], argv[5], argv[6]), argv[8], argv[9], n);
+  replica(port, tls_context(0, argv[2], argv[5], argv[6], CHUNK), argv[8], argv[9], n);
   return 0;
 }

@@ -21,11 +21,8 @@
 -- ODO_BENCH_FRAME_BYTES (F, default 65536), ODO_BENCH_ROUNDS (default 3),
 -- ODO_BENCH_VERBOSE=1 (each run's MB/s on stderr), ODO_CPATH (where
 -- odo/core.so is, default build/?.so).
-local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local cpath = os.getenv("ODO_CPATH")
-if cpath == nil or cpath == "" then cpath = root .. "/build/?.so" end
-package.cpath = cpath .. ";" .. package.cpath
+package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local common = require "bench.common" -- and with it the paths to odo's modules
 local core = require "odo.core"
 local uv = require "luv"
 local adapter = require "odo.adapter.luv"
@@ -43,115 +40,8 @@ local RUN_TIMEOUT_MS = 300000
 assert(F > 5 and F - 4 <= 16 << 20, "ODO_BENCH_FRAME_BYTES must be between 6 and 16 MiB + 4")
 assert(N >= 1 and ROUNDS >= 1, "ODO_BENCH_FRAMES and ODO_BENCH_ROUNDS must be positive")
 
-local function shell(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1")
-  local out = p:read("a")
-  if not p:close() then error(("%s failed:\n%s"):format(cmd, out)) end
-  return out
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- ---- processes and the loop ---------------------------------------------------
-
-local failure -- the first error raised in a callback
-local function fail(err)
-  failure = failure or err
-  uv.stop()
-end
-local function protect(fn, ...)
-  local ok, err = xpcall(fn, debug.traceback, ...)
-  if not ok then fail(err) end
-end
-
--- Runs the loop until cond() holds; raises on a callback's error or after
--- ms milliseconds.
-local function run_until(cond, ms, what)
-  local timer, late = uv.new_timer(), false
-  timer:start(ms, 0, function() late = true end)
-  while not cond() and not failure and not late do uv.run("once") end
-  timer:close()
-  if failure then error(failure, 0) end
-  if late then error(("%s did not finish within %d s"):format(what, ms // 1000), 0) end
-end
-
-local children = {} -- live processes: [handle] = true
-
--- Starts a process; its stdout lines go to `lines`, its stderr to ours.
--- Returns {pid, lines, exited = {code, signal} once it has exited}.
-local function spawn(file, args, env)
-  local p = { lines = {} }
-  local out = uv.new_pipe(false)
-  local partial = ""
-  local handle, pid = uv.spawn(file, { args = args, env = env, stdio = { nil, out, 2 } }, function(code, signal)
-    p.exited = { code = code, signal = signal }
-  end)
-  if not handle then
-    out:close()
-    error(("cannot start %s: %s"):format(file, tostring(pid)), 0)
-  end
-  p.handle, p.pid = handle, math.tointeger(pid)
-  children[handle] = true
-  out:read_start(function(err, data)
-    if err or not data then
-      if not out:is_closing() then out:close() end
-      p.eof = true
-      return
-    end
-    partial = partial .. data
-    for line in partial:gmatch("([^\n]*)\n") do p.lines[#p.lines + 1] = line end
-    partial = partial:match("[^\n]*$")
-  end)
-  return p
-end
-
--- Waits for the process to exit and for its stdout to end.
-local function reap(p, what)
-  run_until(function() return p.exited and p.eof end, RUN_TIMEOUT_MS, what)
-  children[p.handle] = nil
-  if not p.handle:is_closing() then p.handle:close() end
-  if p.exited.code ~= 0 or p.exited.signal ~= 0 then
-    error(("%s failed (exit %d, signal %d): %s"):format(what, p.exited.code, p.exited.signal,
-      table.concat(p.lines, " | ")), 0)
-  end
-end
-
--- The largest RssAnon of process `pid` (kB), sampled every 20 ms until
--- the returned function is called.
-local function rss_sampler(get_pid)
-  local peak = -1
-  local function sample()
-    local pid = get_pid()
-    local f = pid and io.open("/proc/" .. pid .. "/status")
-    if not f then return end
-    local kb = tonumber(f:read("a"):match("RssAnon:%s*(%d+)"))
-    f:close()
-    if kb and kb > peak then peak = kb end
-  end
-  local timer = uv.new_timer()
-  timer:start(20, 20, sample)
-  return function()
-    sample()
-    timer:close()
-    return peak
-  end
-end
-
--- ---- certificates -----------------------------------------------------------------
-
-local dir = shell("mktemp -d /tmp/odo-bench.XXXXXX"):match("[^\n]+")
-local pki = {}
-
-local function make_pki()
-  shell(("cd %s && openssl req -x509 -newkey ed25519 -nodes -keyout ca.key -out ca.pem"
-    .. " -subj /CN=bench-ca -days 2"):format(q(dir)))
-  for _, name in ipairs { "sender", "receiver" } do
-    shell(("cd %s && openssl req -newkey ed25519 -nodes -keyout %s.key -subj /CN=%s"
-      .. " | openssl x509 -req -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem -days 2")
-      :format(q(dir), name, name, name))
-    pki[name] = { ca = dir .. "/ca.pem", cert = dir .. "/" .. name .. ".pem", key = dir .. "/" .. name .. ".key" }
-  end
-end
+local spawn, reap, rss_sampler, run_until = common.spawn, common.reap, common.rss_sampler, common.run_until
+local pki -- the test certificates: an Ed25519 CA, a sender and a receiver
 
 -- ---- one run of each ---------------------------------------------------------------
 
@@ -162,7 +52,7 @@ local function run_pump(n, f)
     local l = p.lines[1]
     return l and l:match("^server_pid (%d+)$")
   end)
-  local ok, err = pcall(reap, p, "tls_pump")
+  local ok, err = pcall(reap, p, "tls_pump", RUN_TIMEOUT_MS)
   local rss = stop_rss()
   if not ok then error(err, 0) end
   local frames, bytes, secs, cipher = (p.lines[3] or ""):match("^(%d+) (%d+) ([%d.]+) (%S+)$")
@@ -172,27 +62,15 @@ local function run_pump(n, f)
     cipher = cipher, peer_cipher = scipher, pid = (p.lines[1] or ""):match("%d+") }
 end
 
-local function peer_env()
-  local env = {}
-  for k, v in pairs(uv.os_environ()) do
-    if k ~= "LUA_PATH" and k ~= "LUA_CPATH" and k ~= "LUA_PATH_5_4" and k ~= "LUA_CPATH_5_4" then
-      env[#env + 1] = k .. "=" .. v
-    end
-  end
-  env[#env + 1] = ("LUA_PATH=%s/lua/?.lua;%s/lua/?/init.lua;;"):format(root, root)
-  env[#env + 1] = ("LUA_CPATH=%s;;"):format(cpath)
-  return env
-end
-
 local sender_tls
 local function run_ours(n, f)
-  local peer = spawn("lua5.4", { root .. "/bench/transport_peer.lua", pki.receiver.ca, pki.receiver.cert,
-    pki.receiver.key, tostring(n), tostring(f) }, peer_env())
+  local peer = spawn("lua5.4", { common.root .. "/bench/transport_peer.lua", pki.receiver.ca, pki.receiver.cert,
+    pki.receiver.key, tostring(n), tostring(f) }, common.peer_env())
   local stop_rss = rss_sampler(function() return peer.pid end)
   local ok, res = pcall(function()
     run_until(function() return peer.lines[1] or peer.exited end, 30000, "the receiver's start")
     local port = assert(tonumber(peer.lines[1]), "the receiver did not start: " .. table.concat(peer.lines, " | "))
-    local t = Transport.new { adapter = adapter, tls = sender_tls, port = 1, protect = protect }
+    local t = Transport.new { adapter = adapter, tls = sender_tls, port = 1, protect = common.protect }
     local payload = ("x"):rep(f - 5)
     local sent, t0, t1, closed, cipher = 0, nil, nil, nil, nil
     local function pump(conn)
@@ -221,7 +99,7 @@ local function run_ours(n, f)
     run_until(function() return closed end, RUN_TIMEOUT_MS, "our run")
     if not t1 then error("the connection closed before the reply: " .. tostring(closed.reason), 0) end
     t:close()
-    reap(peer, "the receiver")
+    reap(peer, "the receiver", RUN_TIMEOUT_MS)
     local frames, bytes, pcipher = (peer.lines[2] or ""):match("^done (%d+) (%d+) (%S+)")
     assert(tonumber(frames) == n and tonumber(bytes) == n * f,
       "unexpected receiver output: " .. table.concat(peer.lines, " | "))
@@ -245,7 +123,7 @@ end
 
 local results = {}
 local function main()
-  make_pki()
+  pki = common.make_pki(common.tmpdir(), { "sender", "receiver" })
   sender_tls = assert(core.tls_context(pki.sender))
   for _ = 1, ROUNDS do
     for _, size in ipairs { { "pump", F, N, run_pump }, { "ours", F, N, run_ours },
@@ -263,22 +141,7 @@ local function main()
   end
 end
 
-local ok, err = xpcall(main, debug.traceback)
--- clean up whatever is left, even after a failure
-for handle in pairs(children) do
-  if not handle:is_closing() then
-    pcall(handle.kill, handle, "sigterm")
-    handle:close()
-  end
-end
-adapter.shutdown()
-uv.walk(function(h) if not h:is_closing() then h:close() end end)
-uv.run() -- let closing handles finish before the process exits
-os.execute("rm -rf " .. q(dir))
-if not ok then
-  io.stderr:write("bench/transport.lua: ", tostring(err), "\n")
-  os.exit(1)
-end
+common.main("bench/transport.lua", main)
 
 local function mb(kb) return kb >= 0 and ("%.1f MB"):format(kb / 1024) or "unknown" end
 local function line(name, label, r)

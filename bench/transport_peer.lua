@@ -8,11 +8,8 @@
 --   done <frames> <bytes> <cipher> <VmHWM kB> <RssAnon kB>
 -- and exits; 0 if all went well. Gives up after 30 s without a
 -- connection or 10 minutes in all.
-local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local cpath = os.getenv("ODO_CPATH")
-if cpath == nil or cpath == "" then cpath = root .. "/build/?.so" end
-package.cpath = cpath .. ";" .. package.cpath
+package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local common = require "bench.common" -- and with it the paths to odo's modules
 local core = require "odo.core"
 local uv = require "luv"
 local adapter = require "odo.adapter.luv"
@@ -22,28 +19,11 @@ local N, F = tonumber(arg[4]), tonumber(arg[5])
 assert(N and F and F > 5, "usage: lua5.4 bench/transport_peer.lua CA CERT KEY FRAMES BYTES")
 local PAYLOAD = F - 5
 
-local failure
-local function fail(err)
-  failure = failure or err
-  uv.stop()
-end
-
-local function status(field)
-  local f = io.open("/proc/self/status")
-  if not f then return -1 end
-  local kb = f:read("a"):match(field .. ":%s*(%d+)")
-  f:close()
-  return tonumber(kb) or -1
-end
+local fail = common.fail
+local function status(field) return common.proc_kb("self", field) or -1 end
 
 local tls = assert(core.tls_context { ca = arg[1], cert = arg[2], key = arg[3] })
-local t = Transport.new {
-  adapter = adapter, tls = tls, port = 1,
-  protect = function(fn, ...)
-    local ok, err = xpcall(fn, debug.traceback, ...)
-    if not ok then fail(err) end
-  end,
-}
+local t = Transport.new { adapter = adapter, tls = tls, port = 1, protect = common.protect }
 local frames, bytes, cipher, finished = 0, 0, "?", false
 local server, conn
 local deadline = uv.new_timer()
@@ -84,8 +64,8 @@ deadline:start(30000, 0, function() fail("nobody connected within 30 s") end)
 uv.run()
 stop()
 uv.run() -- let closing handles finish before the process exits
-if failure or not finished then
-  io.stderr:write("transport_peer: ", tostring(failure or "stopped early"), "\n")
+if common.failure() or not finished then
+  io.stderr:write("transport_peer: ", common.failure() or "stopped early", "\n")
   os.exit(1)
 end
 io.stdout:write(("done %d %d %s %d %d\n"):format(frames, bytes, cipher, status("VmHWM"), status("RssAnon")))
