@@ -17,11 +17,12 @@
 static const char HEAD_TAG[] = "odo-journal head v1";         /* + NUL */
 static const char SNAP_TAG[] = "odo-journal snapshot v1";     /* + NUL */
 
-size_t odo_head_message(uint8_t *out, const char *stream, size_t len,
-                        uint64_t rev, const uint8_t hash[ODO_HASH_LEN]) {
-  size_t n = 0;
-  memcpy(out, HEAD_TAG, sizeof HEAD_TAG);
-  n += sizeof HEAD_TAG;
+/* What both messages begin with: tag (with its NUL), stream, rev, hash. */
+static size_t put_common(uint8_t *out, const char *tag, size_t tag_len,
+                         const char *stream, size_t len, uint64_t rev,
+                         const uint8_t hash[ODO_HASH_LEN]) {
+  size_t n = tag_len;
+  memcpy(out, tag, tag_len);
   out[n++] = (uint8_t)len;
   memcpy(out + n, stream, len);
   n += len;
@@ -31,20 +32,16 @@ size_t odo_head_message(uint8_t *out, const char *stream, size_t len,
   return n + ODO_HASH_LEN;
 }
 
+size_t odo_head_message(uint8_t *out, const char *stream, size_t len,
+                        uint64_t rev, const uint8_t hash[ODO_HASH_LEN]) {
+  return put_common(out, HEAD_TAG, sizeof HEAD_TAG, stream, len, rev, hash);
+}
+
 size_t odo_snapshot_message(uint8_t *out, const char *stream, size_t len,
                             uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
                             const uint8_t data_hash[ODO_HASH_LEN],
                             const char *format, size_t format_len) {
-  size_t n = 0;
-  memcpy(out, SNAP_TAG, sizeof SNAP_TAG);
-  n += sizeof SNAP_TAG;
-  out[n++] = (uint8_t)len;
-  memcpy(out + n, stream, len);
-  n += len;
-  odo_put_be64(out + n, rev);
-  n += 8;
-  memcpy(out + n, hash, ODO_HASH_LEN);
-  n += ODO_HASH_LEN;
+  size_t n = put_common(out, SNAP_TAG, sizeof SNAP_TAG, stream, len, rev, hash);
   memcpy(out + n, data_hash, ODO_HASH_LEN);
   n += ODO_HASH_LEN;
   out[n++] = (uint8_t)format_len;

@@ -160,6 +160,31 @@ function H.net_node(net, i, tls, opts)
   }
 end
 
+--- The world the in-memory specs share: a PKI with `count` node
+-- certificates (pki.n[i], named prefix .. i), a fresh simulated network
+-- per test, and the nodes a test made (append to w.nodes), closed and
+-- settled after it. Hand w.setup, w.before_each and w.after_each to busted.
+function H.memory_world(prefix, count)
+  local memory = require "odo.adapter.memory"
+  local w = { nodes = {} }
+  function w.setup()
+    w.pki = H.pki(H.tmpdir())
+    w.pki.n = {}
+    for i = 1, count do w.pki.n[i] = w.pki.node(prefix .. i) end
+  end
+  function w.before_each()
+    w.net = memory.new(1000000)
+    w.nodes = {}
+  end
+  --- Closes the test's nodes, lets the network settle; returns the nodes.
+  function w.after_each()
+    for _, n in ipairs(w.nodes) do n:close() end
+    w.net.run_until(function() return false end, 50)
+    return w.nodes
+  end
+  return w
+end
+
 --- Events of n for append: {type = "t", data = prefix .. i}.
 function H.events(n, prefix)
   local t = {}

@@ -1,27 +1,17 @@
 -- The swarm's rules, one by one, on the in-memory adapter with its manual
 -- clock: real TLS and real sessions, simulated sockets and time.
 local H = require "helper"
-local memory = require "odo.adapter.memory"
 
 local FAST = H.merge(H.FAST, { backoff = { 1000, 2000, 4000 } })
 
 describe("swarm", function()
+  local env = H.memory_world("n", 4)
   local pki, net, nodes
-  setup(function()
-    pki = H.pki(H.tmpdir())
-    pki.n = {}
-    for i = 1, 4 do pki.n[i] = pki.node("n" .. i) end
-  end)
+  setup(function() env.setup(); pki = env.pki end)
   teardown(H.cleanup)
-
-  before_each(function()
-    net = memory.new(1000000)
-    nodes = {}
-  end)
+  before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
   after_each(function()
-    for _, n in ipairs(nodes) do n:close() end
-    net.run_until(function() return false end, 50)
-    for _, n in ipairs(nodes) do assert.same({}, n.errors) end
+    for _, n in ipairs(env.after_each()) do assert.same({}, n.errors) end
     assert.equal(0, net.pending_timers())
   end)
 

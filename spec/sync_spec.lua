@@ -3,26 +3,17 @@
 -- the replication rules.
 local H = require "helper"
 local odo = require "odo"
-local memory = require "odo.adapter.memory"
 
 local FAST = H.merge(H.FAST, { purgatory_ms = 600000 })
 
 describe("sync", function()
+  local env = H.memory_world("s", 6)
   local pki, net, nodes
-  setup(function()
-    pki = H.pki(H.tmpdir())
-    pki.n = {}
-    for i = 1, 6 do pki.n[i] = pki.node("s" .. i) end
-  end)
+  setup(function() env.setup(); pki = env.pki end)
   teardown(H.cleanup)
-  before_each(function()
-    net = memory.new(1000000)
-    nodes = {}
-  end)
+  before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
   after_each(function()
-    for _, n in ipairs(nodes) do n:close() end
-    net.run_until(function() return false end, 50)
-    for _, n in ipairs(nodes) do assert.same({}, n.errors) end
+    for _, n in ipairs(env.after_each()) do assert.same({}, n.errors) end
   end)
 
   local function node(i, opts)

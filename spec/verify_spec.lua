@@ -6,26 +6,16 @@
 local H = require "helper"
 local odo = require "odo"
 local core = require "odo.core"
-local memory = require "odo.adapter.memory"
 
 local FAST = H.merge(H.FAST, { purgatory_ms = 600000 })
 
 describe("verifiable streams", function()
+  local env = H.memory_world("v", 4)
   local pki, net, nodes
-  setup(function()
-    pki = H.pki(H.tmpdir())
-    pki.n = {}
-    for i = 1, 4 do pki.n[i] = pki.node("v" .. i) end
-  end)
+  setup(function() env.setup(); pki = env.pki end)
   teardown(H.cleanup)
-  before_each(function()
-    net = memory.new(1000000)
-    nodes = {}
-  end)
-  after_each(function()
-    for _, n in ipairs(nodes) do n:close() end
-    net.run_until(function() return false end, 50)
-  end)
+  before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
+  after_each(env.after_each)
 
   local function node(i, opts)
     opts = opts or {}
