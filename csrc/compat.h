@@ -62,8 +62,17 @@ static inline int lua_geti(lua_State *L, int t, lua_Integer n) {
 
 #if LUA_VERSION_NUM < 504
 #define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
-/* the value on top becomes the userdata's (single) user value */
-#define odo_setuservalue(L, idx) lua_setuservalue((L), (idx))
+/* The value on top becomes the userdata's (single) user value. 5.1's
+ * environment and 5.2's user value must be a table: anything else is
+ * wrapped in one (the value only keeps its owner alive). */
+static inline void odo_setuservalue(lua_State *L, int idx) {
+  if (!lua_istable(L, -1)) {
+    lua_createtable(L, 1, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+  }
+  lua_setuservalue(L, idx);
+}
 #else
 #define odo_setuservalue(L, idx) lua_setiuservalue((L), (idx), 1)
 #endif

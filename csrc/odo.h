@@ -79,11 +79,13 @@ static inline uint16_t odo_get_be16(const uint8_t *p) {
   return (uint16_t)(((unsigned)p[0] << 8) | p[1]);
 }
 
-/* A growable byte buffer. Allocation failure raises a Lua memory error
- * through odo_buf_reserve's caller-supplied state when L is not NULL. */
+/* A growable byte buffer. An add that cannot allocate returns 0 and sets
+ * `failed`, which sticks until odo_buf_init (or odo_val_reset), so a
+ * record built by a run of adds is checked once, where it is used. */
 typedef struct odo_buf {
   uint8_t *p;
   size_t len, cap;
+  int failed;
 } odo_buf;
 
 void odo_buf_init(odo_buf *b);

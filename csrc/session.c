@@ -50,8 +50,13 @@ static void ev_end(lua_State *L, int ev) {
 static int session_write(odo_session *s, const uint8_t *p, size_t n) {
   size_t done;
   if (s->state == ODO_SESSION_CLOSED || n == 0) return 1;
-  if (s->state == ODO_SESSION_HANDSHAKE) return odo_buf_add(&s->pending, p, n);
+  if (s->state == ODO_SESSION_HANDSHAKE) {
+    if (odo_buf_add(&s->pending, p, n)) return 1;
+    snprintf(s->write_error, sizeof s->write_error, "out of memory");
+    return 0;
+  }
   if (SSL_write_ex(s->ssl, p, n, &done) != 1 || done != n) {
+    odo_ssl_error(s->write_error, sizeof s->write_error, "TLS write failed");
     ERR_clear_error();
     return 0;
   }
@@ -68,7 +73,10 @@ static int flush_scratch(odo_session *s) {
 int odo_session_frame(odo_session *s, uint8_t type, const void *payload,
                       size_t plen) {
   s->scratch.len = 0;
-  if (!odo_frame_put(&s->scratch, type, payload, plen)) return 0;
+  if (!odo_frame_put(&s->scratch, type, payload, plen)) {
+    snprintf(s->write_error, sizeof s->write_error, "out of memory");
+    return 0;
+  }
   s->frames_out++;
   return flush_scratch(s);
 }
@@ -188,7 +196,11 @@ static void on_frame(lua_State *L, int ev, odo_session *s, uint8_t type,
   switch (type) {
   case ODO_MSG_PING:
     if (!odo_u64_decode(payload, plen, &nonce)) break;
-    {
+    /* A PING is answered only while our output to this peer is under its
+     * high watermark: a peer that pings without reading would otherwise
+     * grow it without bound. Liveness is judged by any traffic, and a
+     * peer still reading gets ours. */
+    if (odo_session_queued(s) < s->high) {
       uint8_t n[8];
       odo_put_be64(n, nonce);
       odo_session_frame(s, ODO_MSG_PONG, n, 8);
@@ -314,8 +326,15 @@ static void advance(lua_State *L, int ev, odo_session *s, double now) {
     code = SSL_get_error(s->ssl, rc);
     if (code == SSL_ERROR_WANT_READ) break;
     if (code == SSL_ERROR_ZERO_RETURN) {
-      parse_frames(L, ev, s, now);
       static const char why[] = "the peer closed the connection";
+      parse_frames(L, ev, s, now);
+      if (s->state == ODO_SESSION_CLOSED) return;
+      if (s->in.len > s->in_off) {
+        char cut[120];
+        snprintf(cut, sizeof cut, "the peer closed the connection inside a frame "
+                 "(%zu bytes of it arrived)", s->in.len - s->in_off);
+        return session_fail(L, ev, s, ODO_BYE_PROTOCOL, cut);
+      }
       return peer_closed(L, ev, s, ODO_BYE_NORMAL, why, sizeof why - 1);
     }
     parse_frames(L, ev, s, now);
@@ -514,7 +533,8 @@ static int l_written(lua_State *L) {
  * @function session:send
  * @treturn boolean whether the session is still under its high watermark
  * @treturn[2] nil
- * @treturn[2] string "ECLOSED: ..."
+ * @treturn[2] string "ECLOSED: ...", "ETOOBIG: ..." or "EIO: ..." (with
+ *   OpenSSL's reason)
  */
 static int l_send(lua_State *L) {
   odo_session *s = check_session(L);
@@ -529,7 +549,7 @@ static int l_send(lua_State *L) {
   if (s->state == ODO_SESSION_CLOSED)
     return odo_fail(L, "ECLOSED", "the session is closed (%s)", s->reason);
   if (!odo_session_frame(s, (uint8_t)type, payload, n))
-    return odo_fail(L, "ENOMEM", "out of memory queuing a frame");
+    return odo_fail(L, "EIO", "cannot queue a frame: %s", s->write_error);
   lua_pushboolean(L, odo_session_writable(s));
   return 1;
 }
@@ -548,7 +568,8 @@ static int l_ping(lua_State *L) {
   s->ping_at = luaL_checknumber(L, 2);
   s->ping_outstanding = 1;
   odo_put_be64(n, s->ping_nonce);
-  odo_session_frame(s, ODO_MSG_PING, n, 8);
+  if (!odo_session_frame(s, ODO_MSG_PING, n, 8))
+    return odo_fail(L, "EIO", "cannot queue a PING: %s", s->write_error);
   lua_pushboolean(L, 1);
   return 1;
 }

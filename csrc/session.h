@@ -37,11 +37,12 @@ typedef struct odo_session {
   uint64_t bytes_in, bytes_out, frames_in, frames_out;
   uint16_t close_code;
   char reason[300];
+  char write_error[256]; /* why the last write failed */
   int no_hello; /* test hook: skip our HELLO (specs and the fuzzer) */
 } odo_session;
 
 /* Queues one frame (encrypting it once the handshake is done); 0 on
- * allocation failure or a TLS write error. */
+ * allocation failure or a TLS write error (s->write_error says which). */
 int odo_session_frame(odo_session *s, uint8_t type, const void *payload,
                       size_t plen);
 /* Writes frames already built (header included) on an open session. */

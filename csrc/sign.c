@@ -80,6 +80,24 @@ int odo_sign(EVP_PKEY *key, const uint8_t *msg, size_t n, uint8_t *sig,
   return 1;
 }
 
+int odo_sign_snapshot(EVP_PKEY *key, const char *stream, size_t len,
+                      uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
+                      const void *data, size_t n, const char *format,
+                      size_t format_len, uint8_t *sig, size_t *siglen,
+                      odo_err *e) {
+  uint8_t msg[ODO_SIGNED_MAX], dh[ODO_HASH_LEN];
+  unsigned int dl;
+  char ssl[256];
+  if (format_len > 255 || len > ODO_MAX_STREAM_ID)
+    return odo_err_set(e, "EINVAL", "a snapshot's format or stream id is too long");
+  if (EVP_Digest(data, n, dh, &dl, EVP_sha256(), NULL) != 1)
+    return odo_err_set(e, "ESIGN", "hashing a snapshot failed: %s",
+                       odo_ssl_error(ssl, sizeof ssl, "unknown error"));
+  return odo_sign(key, msg,
+                  odo_snapshot_message(msg, stream, len, rev, hash, dh, format, format_len),
+                  sig, siglen, e);
+}
+
 int odo_verify(EVP_PKEY *pub, const uint8_t *msg, size_t n,
                const uint8_t *sig, size_t siglen) {
   EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -94,7 +112,7 @@ EVP_PKEY *odo_source_key(const uint8_t *der, size_t n, const char *source_id,
                          size_t id_len, odo_err *e) {
   const unsigned char *p = der;
   EVP_PKEY *key = d2i_PUBKEY(NULL, &p, (long)n);
-  char id[ODO_NODE_ID_HEX + 1];
+  char id[ODO_NODE_ID_HEX + 1] = "(no id)";
   if (key == NULL || p != der + n) {
     EVP_PKEY_free(key);
     ERR_clear_error();

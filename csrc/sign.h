@@ -25,6 +25,13 @@ size_t odo_snapshot_message(uint8_t *out, const char *stream, size_t len,
                             const uint8_t data_hash[ODO_HASH_LEN],
                             const char *format, size_t format_len);
 
+/* Signs a source snapshot: the snapshot message over SHA-256(data).
+ * Safe on a worker thread (no shared context). 0 with e set on failure. */
+int odo_sign_snapshot(EVP_PKEY *key, const char *stream, size_t len,
+                      uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
+                      const void *data, size_t n, const char *format,
+                      size_t format_len, uint8_t *sig, size_t *siglen,
+                      odo_err *e);
 /* Signs msg; *siglen in: room, out: length. 0 with e set on failure. */
 int odo_sign(EVP_PKEY *key, const uint8_t *msg, size_t n, uint8_t *sig,
              size_t *siglen, odo_err *e);

@@ -20,6 +20,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "sign.h"
 #include "store.h"
 
 #define BUILDER_CLASS "odo.snapshot_builder"
@@ -208,7 +209,9 @@ typedef struct builder {
   int running, efd;
   uint8_t hash[ODO_HASH_LEN], worker_key[ODO_NUMKEY_LEN];
   char *werr; /* the worker's LevelDB error, if any */
-  int wnomem;
+  int wnomem, wsignfail;
+  EVP_PKEY *sign_key; /* signs a source snapshot before it is written */
+  odo_err wsign;      /* why signing failed */
 } builder;
 
 static const char *reducer_name(int r) {
@@ -228,6 +231,8 @@ static void builder_release(builder *b) {
   odo_reader_close(&b->r);
   kv_free(&b->kv);
   odo_buf_free(&b->last);
+  EVP_PKEY_free(b->sign_key);
+  b->sign_key = NULL;
   b->store = NULL;
 }
 
@@ -462,6 +467,29 @@ static int l_builder_finish(lua_State *L) {
 
 /* ---- finishing on a worker thread ------------------------------------- */
 
+/* Signs the encoded record's data (it follows the signature's length at
+ * sig_at) and puts the signature in front of it. 0 on failure. */
+static int sign_record(builder *b, odo_buf *val, size_t sig_at) {
+  const char *fmt = reducer_name(b->reducer);
+  size_t at = sig_at + 2, sl = ODO_MAX_SIG;
+  uint8_t sig[ODO_MAX_SIG];
+  if (!odo_sign_snapshot(b->sign_key, b->stream_id, b->id_len, b->upto,
+                         b->hash, val->p + at, val->len - at, fmt,
+                         strlen(fmt), sig, &sl, &b->wsign)) {
+    b->wsignfail = 1;
+    return 0;
+  }
+  if (!odo_buf_reserve(val, sl)) {
+    b->wnomem = 1;
+    return 0;
+  }
+  memmove(val->p + at + sl, val->p + at, val->len - at);
+  memcpy(val->p + at, sig, sl);
+  odo_put_be16(val->p + sig_at, (uint16_t)sl);
+  val->len += sl;
+  return 1;
+}
+
 static void *finish_worker(void *arg) {
   builder *b = arg;
   odo_store *s = b->store;
@@ -469,14 +497,17 @@ static void *finish_worker(void *arg) {
   const uint8_t *key = b->worker_key;
   leveldb_writebatch_t *batch;
   uint64_t one = 1;
+  size_t sig_at;
   odo_buf val;
   odo_buf_init(&val);
   if (!odo_buf_add_be32(&val, 0) || !odo_buf_add_be64(&val, b->upto) ||
       !odo_buf_add(&val, b->hash, ODO_HASH_LEN) ||
       !odo_buf_add_u8(&val, (uint8_t)strlen(fmt)) ||
-      !odo_buf_add(&val, fmt, strlen(fmt)) || !odo_buf_add_be16(&val, 0) ||
-      !builder_bytes(b, &val)) {
+      !odo_buf_add(&val, fmt, strlen(fmt)) ||
+      (sig_at = val.len, !odo_buf_add_be16(&val, 0)) || !builder_bytes(b, &val)) {
     b->wnomem = 1;
+  } else if (b->sign_key && !sign_record(b, &val, sig_at)) {
+    /* wsignfail or wnomem says why; nothing is written */
   } else {
     odo_put_be32(val.p, odo_crc32c(odo_crc32c(0, key, ODO_NUMKEY_LEN),
                                    val.p + 4, val.len - 4));
@@ -526,10 +557,19 @@ static int l_builder_finish_async(lua_State *L) {
                   : odo_fail(L, "ERANGE", "revision %llu of %s is not held",
                              (unsigned long long)b->upto, st->id);
   odo_numkey(b->worker_key, ODO_K_SNAP, st->num, (uint64_t)b->origin);
+  if (b->origin == ODO_ORIGIN_SOURCE && st->own && b->store->signer &&
+      b->sign_key == NULL) {
+    EVP_PKEY_up_ref(b->store->signer);
+    b->sign_key = b->store->signer;
+  }
   b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (b->efd < 0) return odo_fail(L, "EIO", "eventfd: %s", strerror(errno));
-  if (pthread_create(&b->thread, NULL, finish_worker, b) != 0)
-    return odo_fail(L, "EAGAIN", "cannot start a worker thread");
+  rc = pthread_create(&b->thread, NULL, finish_worker, b);
+  if (rc != 0) {
+    close(b->efd);
+    b->efd = -1;
+    return odo_fail(L, "EAGAIN", "cannot start a worker thread: %s", strerror(rc));
+  }
   b->running = 1;
   lua_pushinteger(L, b->efd);
   return 1;
@@ -553,10 +593,12 @@ static int l_builder_collect(lua_State *L) {
   int failed, rc;
   if (b->efd < 0) return luaL_error(L, "collect() follows finish_async()");
   worker_join(b);
-  failed = b->wnomem || b->werr;
+  failed = b->wnomem || b->werr || b->wsignfail;
   if (b->werr) {
     odo_store_dberr(&e, b->werr, "writing a snapshot"); /* frees it */
     b->werr = NULL;
+  } else if (b->wsignfail) {
+    e = b->wsign;
   } else if (b->wnomem) {
     odo_err_set(&e, "ENOMEM", "out of memory encoding a snapshot");
   }

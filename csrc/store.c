@@ -38,6 +38,12 @@ int odo_err_push(lua_State *L, const odo_err *e) {
   return odo_fail(L, e->name, "%s", e->msg);
 }
 
+int odo_iter_ok(leveldb_iterator_t *it, odo_err *e, const char *doing) {
+  char *err = NULL;
+  leveldb_iter_get_error(it, &err);
+  return err ? odo_store_dberr(e, err, doing) : 1;
+}
+
 int odo_store_dberr(odo_err *e, char *dberr, const char *doing) {
   const char *name = "EIO";
   if (strstr(dberr, "lock") &&
@@ -88,8 +94,14 @@ static uint32_t value_crc(const uint8_t *key, size_t klen, const uint8_t *p,
 
 int odo_store_put(odo_store *s, const uint8_t *key, size_t klen,
                   const odo_buf *payload) {
+  uint32_t crc;
+  /* a record that could not be built in full fails the transaction */
+  if (payload->failed || payload->len < 4 || key == NULL) {
+    s->txn_failed = 1;
+    return 0;
+  }
   /* Payloads are built with 4 spare bytes in front (odo_val_reset). */
-  uint32_t crc = value_crc(key, klen, payload->p + 4, payload->len - 4);
+  crc = value_crc(key, klen, payload->p + 4, payload->len - 4);
   odo_put_be32(payload->p, crc);
   leveldb_writebatch_put(s->batch, (const char *)key, klen,
                          (const char *)payload->p, payload->len);
@@ -319,15 +331,18 @@ static int cat_find_last(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
   leveldb_iter_seek(it, (const char *)key, sizeof key);
   if (leveldb_iter_valid(it)) leveldb_iter_prev(it);
   else leveldb_iter_seek_to_last(it);
-  /* the last event, past its signed head */
+  /* the last event, past its signed head; a damaged block LevelDB stepped
+   * over must fail the open, or the stream would look shorter than it is
+   * and the next append would rewrite history */
   for (;;) {
-    if (!leveldb_iter_valid(it)) return 1;
+    if (!leveldb_iter_valid(it)) return odo_iter_ok(it, e, "finding a stream's last event");
     k = (const uint8_t *)leveldb_iter_key(it, &kl);
     if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != st->num)
-      return 1;
+      return odo_iter_ok(it, e, "finding a stream's last event");
     if (kl == ODO_NUMKEY_LEN) break;
     leveldb_iter_prev(it);
   }
+  if (!odo_iter_ok(it, e, "finding a stream's last event")) return 0;
   if (odo_get_be64(k + 9) < st->cat.first) return 1;
   v = leveldb_iter_value(it, &vl);
   if (!odo_event_decode(k, v, vl, &ev))
@@ -342,6 +357,7 @@ static int cat_find_last(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
 
 void odo_val_reset(odo_buf *b) {
   b->len = 0;
+  b->failed = 0;
   odo_buf_add_be32(b, 0);
 }
 
@@ -357,6 +373,7 @@ void odo_txn_begin(odo_store *s) {
   leveldb_writebatch_clear(s->batch);
   s->ntouched = 0;
   s->txn_open = 1;
+  s->txn_failed = 0;
 }
 
 odo_cat *odo_txn_touch(odo_store *s, odo_stream *st) {
@@ -364,7 +381,10 @@ odo_cat *odo_txn_touch(odo_store *s, odo_stream *st) {
     if (s->ntouched == s->captouched) {
       size_t n = s->captouched ? s->captouched * 2 : 16;
       odo_stream **t = realloc(s->touched, n * sizeof *t);
-      if (t == NULL) return NULL;
+      if (t == NULL) {
+        s->txn_failed = 1; /* the commit refuses; writes go to scratch */
+        return &s->scratch;
+      }
       s->touched = t;
       s->captouched = n;
     }
@@ -386,6 +406,7 @@ void odo_txn_abort(odo_store *s) {
   }
   s->ntouched = 0;
   s->txn_open = 0;
+  s->txn_failed = 0;
   leveldb_writebatch_clear(s->batch);
 }
 
@@ -416,6 +437,7 @@ int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
     odo_store_put(s, key.p, key.len, &s->val);
   }
   odo_buf_free(&key);
+  if (s->txn_failed) goto nomem;
   leveldb_write(s->db, sync ? s->wsync : s->wnosync, s->batch, &err);
   if (err) {
     odo_store_dberr(e, err, "write");
@@ -466,10 +488,10 @@ static void meta_put(odo_store *s, const char *name, const void *p,
                      size_t n) {
   odo_buf k;
   odo_buf_init(&k);
-  meta_key(&k, name);
   odo_val_reset(&s->val);
   odo_buf_add(&s->val, p, n);
-  odo_store_put(s, k.p, k.len, &s->val);
+  if (meta_key(&k, name)) odo_store_put(s, k.p, k.len, &s->val);
+  else s->txn_failed = 1;
   odo_buf_free(&k);
 }
 
@@ -482,7 +504,10 @@ static int meta_get(odo_store *s, const char *name, uint8_t *out, size_t cap,
   size_t plen;
   int rc;
   odo_buf_init(&k);
-  meta_key(&k, name);
+  if (!meta_key(&k, name)) {
+    odo_buf_free(&k);
+    return odo_err_set(e, "ENOMEM", "out of memory reading metadata"), -1;
+  }
   rc = odo_store_get(s, k.p, k.len, &raw, &p, &plen, e);
   odo_buf_free(&k);
   if (rc == 1) {
@@ -529,11 +554,14 @@ static int init_meta(odo_store *s, const char *node_id, odo_err *e) {
     odo_put_be32(fmt, ODO_STORE_FORMAT);
     odo_put_be64(created, s->created);
     leveldb_writebatch_clear(s->batch);
+    s->txn_failed = 0;
     meta_put(s, "format", fmt, 4);
     meta_put(s, "node", node_id, s->node_len);
     meta_put(s, "created", created, 8);
     {
       char *err = NULL;
+      if (s->txn_failed)
+        return odo_err_set(e, "ENOMEM", "out of memory creating the store");
       leveldb_write(s->db, s->wsync, s->batch, &err);
       leveldb_writebatch_clear(s->batch);
       if (err) return odo_store_dberr(e, err, "creating the store");
@@ -624,10 +652,11 @@ static int load_catalogue(odo_store *s, odo_err *e) {
     if (num >= s->next_num) s->next_num = num + 1;
   }
   leveldb_iter_get_error(it, &err);
-  leveldb_iter_destroy(it);
-  leveldb_iter_destroy(evit);
   if (ok && err) ok = odo_store_dberr(e, err, "loading the catalogue");
   else if (err) leveldb_free(err);
+  if (ok) ok = odo_iter_ok(evit, e, "loading the catalogue");
+  leveldb_iter_destroy(it);
+  leveldb_iter_destroy(evit);
   return ok;
 }
 
@@ -680,6 +709,13 @@ static void store_release(odo_store *s) {
   s->nbuckets = s->nstreams = s->ntouched = s->nchanged = 0;
   odo_buf_free(&s->val);
   odo_hasher_free(&s->hasher);
+  odo_store_set_signer(s, NULL);
+}
+
+void odo_store_set_signer(odo_store *s, EVP_PKEY *key) {
+  if (key) EVP_PKEY_up_ref(key);
+  EVP_PKEY_free(s->signer);
+  s->signer = key;
 }
 
 static int check_node_id(const char *id, size_t len) {
@@ -822,9 +858,9 @@ static int cmp_stream(const void *a, const void *b) {
  */
 static int l_streams(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
-  odo_stream **all = malloc((s->nstreams + 1) * sizeof *all);
+  /* GC-owned, so a memory error while pushing leaks nothing */
+  odo_stream **all = lua_newuserdatauv(L, (s->nstreams + 1) * sizeof *all, 0);
   size_t n = 0;
-  if (all == NULL) return luaL_error(L, "out of memory");
   for (size_t i = 0; i < s->nbuckets; i++)
     for (odo_stream *st = s->buckets[i]; st; st = st->next) all[n++] = st;
   qsort(all, n, sizeof *all, cmp_stream);
@@ -833,7 +869,6 @@ static int l_streams(lua_State *L) {
     push_stream(L, all[i]);
     lua_rawseti(L, -2, (int)i + 1);
   }
-  free(all);
   return 1;
 }
 

@@ -97,6 +97,8 @@ typedef struct odo_store {
   uint64_t next_num;
   /* the open transaction */
   int txn_open;
+  int txn_failed; /* a record or the touched list could not be allocated */
+  odo_cat scratch; /* what odo_txn_touch hands out when it cannot track */
   odo_stream **touched;
   size_t ntouched, captouched;
   /* streams advanced since Lua last asked (store:changes()) */
@@ -106,6 +108,9 @@ typedef struct odo_store {
   odo_iter *iters; /* open iterators, closed with the store */
   odo_dependent *dependents; /* released before the store closes */
   odo_buf val;     /* scratch for encoding values */
+  /* the node's key, once a sync engine has it: source snapshots of own
+   * streams are signed as they are stored, never written unsigned */
+  EVP_PKEY *signer;
 } odo_store;
 
 /* Key layout (docs/STORAGE.md). The log (events, and each signed head
@@ -161,6 +166,10 @@ int odo_store_get(odo_store *s, const uint8_t *key, size_t klen,
                   odo_err *e);
 /* Maps a LevelDB error string to a NAME and a message; frees it. */
 int odo_store_dberr(odo_err *e, char *dberr, const char *doing);
+/* 1 when the iterator met no error; else 0 with LevelDB's text in e. An
+ * iterator steps over a block that fails its checksum, so every scan that
+ * ends (or finds nothing) must ask. */
+int odo_iter_ok(leveldb_iterator_t *it, odo_err *e, const char *doing);
 
 /* Event records. */
 int odo_stage_own(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
@@ -184,8 +193,12 @@ typedef struct odo_snapshot_in {
   size_t data_len, format_len, sig_len;
 } odo_snapshot_in;
 
+/* The key that signs source snapshots of own streams from now on (the
+ * store takes a reference); NULL stops signing. */
+void odo_store_set_signer(odo_store *s, EVP_PKEY *key);
 /* Stores a snapshot at rev (with h(rev) as held) in one write; a source
- * snapshot also sets the catalogue's snapshot revision. */
+ * snapshot also sets the catalogue's snapshot revision, and is signed
+ * here when it is unsigned, of an own stream, and the store has a signer. */
 int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
                        const odo_snapshot_in *in, int sync, odo_err *e);
 /* The snapshot record of one origin: 1 found (*raw to leveldb_free; the
@@ -215,7 +228,10 @@ void odo_stage_head(odo_store *s, odo_stream *st, uint64_t rev,
 int odo_head_read(odo_store *s, odo_stream *st, uint64_t rev, int last,
                   odo_head *h, odo_err *e);
 
-/* Source public keys (SubjectPublicKeyInfo DER) by source id. */
+/* Source public keys (SubjectPublicKeyInfo DER) by source id: staged in
+ * the open transaction, or put in a write of their own. */
+void odo_stage_key(odo_store *s, const char *id, size_t len,
+                   const uint8_t *der, size_t n);
 int odo_store_key_put(odo_store *s, const char *id, size_t len,
                       const uint8_t *der, size_t n, odo_err *e);
 /* 1 found (*raw to leveldb_free; der points into it), 0 none, -1 bad. */

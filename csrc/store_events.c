@@ -54,7 +54,7 @@ int odo_event_decode(const uint8_t *key, const char *val, size_t vlen,
 
 static int check_room(odo_stream *st, const odo_cat *c, size_t n,
                       odo_err *e) {
-  if (c->last + n > ODO_MAX_REV)
+  if (n > ODO_MAX_REV - c->last)
     return odo_err_set(e, "ETOOBIG", "stream %s would pass revision 2^53",
                        st->id);
   return 1;
@@ -94,8 +94,9 @@ static int stage(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                          st->id, (unsigned long long)c->last,
                          (unsigned long long)evs[i].rev,
                          (unsigned long long)(c->last + 1));
+    /* a group half staged must not be written: fail the transaction */
     if (!odo_chain_next(&s->hasher, c->hash, &evs[i], h))
-      return odo_err_set(e, "EIO", "SHA-256 failed");
+      return (s->txn_failed = 1), odo_err_set(e, "EIO", "SHA-256 failed");
     if (mode == STAGE_CHECK && memcmp(h, evs[i].hash, ODO_HASH_LEN) != 0) {
       odo_hex(h, ODO_HASH_LEN, hex);
       return odo_err_set(e, "ECHAIN",
@@ -105,7 +106,8 @@ static int stage(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
     }
     memcpy(evs[i].hash, h, ODO_HASH_LEN);
     if (!encode_event(s, st, &evs[i]))
-      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+      return (s->txn_failed = 1),
+             odo_err_set(e, "ENOMEM", "out of memory encoding an event");
     memcpy(c->hash, h, ODO_HASH_LEN);
     c->last++;
   }
@@ -182,75 +184,74 @@ static int sync_opt(lua_State *L, odo_store *s, int idx) {
                              : s->sync_default;
 }
 
-/* The expected revision check, done before anything is staged. */
-static int check_expected(lua_State *L, int opts, odo_store *s,
-                          const char *id, size_t len, odo_err *e) {
-  odo_stream *st;
-  uint64_t expected, last;
-  lua_getfield(L, opts, "expected");
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return 1;
+/* One group of an append, read from Lua before the transaction opens, so
+ * a programmer error raises with nothing staged. */
+typedef struct group {
+  const char *id;
+  size_t len, n;
+  odo_event *evs; /* NULL when the group broke a limit (e set) */
+  int has_expected;
+  uint64_t expected;
+  uint64_t last; /* the stream's last revision once staged */
+  odo_err e;
+} group;
+
+/* Reads a group (stream id at sidx, events at eidx, options at oidx or
+ * 0); pushes the events' userdata, which must stay on the stack or be
+ * anchored while g is used. Raises on wrong argument types. */
+static void prepare_group(lua_State *L, odo_store *s, int sidx, int eidx,
+                          int oidx, group *g) {
+  memset(g, 0, sizeof *g);
+  if (lua_isnil(L, sidx)) {
+    g->id = s->node_id;
+    g->len = s->node_len;
+  } else {
+    g->id = stream_arg(L, sidx, &g->len);
   }
-  expected = odo_checku64(L, -1, "expected");
-  lua_pop(L, 1);
-  st = odo_store_find(s, id, len);
-  last = st ? (st->in_txn ? st->staged.last : st->cat.last) : 0;
-  if (expected != last)
-    return odo_err_set(e, "ECONFLICT",
-                       "stream %.*s is at revision %llu, not the expected "
-                       "%llu; nothing was written",
-                       (int)len, id, (unsigned long long)last,
-                       (unsigned long long)expected);
-  return 1;
+  if (oidx) {
+    lua_getfield(L, oidx, "expected");
+    g->has_expected = !lua_isnil(L, -1);
+    if (g->has_expected) g->expected = odo_checku64(L, -1, "expected");
+    lua_pop(L, 1);
+  }
+  g->evs = check_events(L, eidx, &g->n, 0, &g->e);
+  if (g->evs == NULL) lua_pushnil(L); /* keep one slot either way */
 }
 
-/* Stages one group: stream id at `sidx`, events at `eidx`, options at
- * `oidx` (0 for none). */
-static int stage_group(lua_State *L, odo_store *s, int sidx, int eidx,
-                       int oidx, odo_err *e) {
-  size_t len, n = 0;
-  const char *id;
-  odo_event *evs;
+static uint64_t staged_last(odo_store *s, const group *g) {
+  odo_stream *st = odo_store_find(s, g->id, g->len);
+  return st ? (st->in_txn ? st->staged.last : st->cat.last) : 0;
+}
+
+static int stage_group_events(odo_store *s, group *g) {
+  odo_err *e = &g->e;
   odo_stream *st;
-  int top = lua_gettop(L), ok;
-  if (lua_isnil(L, sidx)) {
-    id = s->node_id;
-    len = s->node_len;
-  } else {
-    id = stream_arg(L, sidx, &len);
+  if (g->evs == NULL) return 0;
+  if (g->has_expected) {
+    uint64_t last = staged_last(s, g);
+    if (g->expected != last)
+      return odo_err_set(e, "ECONFLICT",
+                         "stream %.*s is at revision %llu, not the expected "
+                         "%llu; nothing was written",
+                         (int)g->len, g->id, (unsigned long long)last,
+                         (unsigned long long)g->expected);
   }
-  evs = check_events(L, eidx, &n, 0, e);
-  if (evs == NULL) {
-    lua_settop(L, top);
-    return 0;
-  }
-  if (oidx && !check_expected(L, oidx, s, id, len, e)) {
-    lua_settop(L, top);
-    return 0;
-  }
-  if (n > 0 && odo_store_find(s, id, len) == NULL &&
-      !odo_store_own_id(s, id, len)) {
-    lua_settop(L, top);
+  if (g->n == 0) return 1;
+  if (odo_store_find(s, g->id, g->len) == NULL &&
+      !odo_store_own_id(s, g->id, g->len))
     return odo_err_set(e, "ENOTSOURCE",
                        "this node (%s) is not the source of stream %.*s; "
                        "only its source appends to it",
-                       s->node_id, (int)len, id);
-  }
-  st = odo_store_stream(s, id, len, n > 0, e);
-  ok = st == NULL ? (n == 0 && e->name == NULL)
-                  : odo_stage_own(s, st, evs, n, e);
-  lua_settop(L, top);
-  return ok;
+                       s->node_id, (int)g->len, g->id);
+  st = odo_store_stream(s, g->id, g->len, 1, e);
+  return st != NULL && odo_stage_own(s, st, g->evs, g->n, e);
 }
 
-static uint64_t last_of(odo_store *s, lua_State *L, int sidx) {
-  size_t len;
-  const char *id = lua_isnil(L, sidx) ? s->node_id : lua_tolstring(L, sidx, &len);
-  odo_stream *st;
-  if (lua_isnil(L, sidx)) len = s->node_len;
-  st = odo_store_find(s, id, len);
-  return st ? st->cat.last : 0;
+/* Stages a prepared group into the open transaction; never raises. */
+static int stage_group(odo_store *s, group *g) {
+  int ok = stage_group_events(s, g);
+  if (ok) g->last = staged_last(s, g);
+  return ok;
 }
 
 /***
@@ -267,23 +268,26 @@ static uint64_t last_of(odo_store *s, lua_State *L, int sidx) {
  */
 int odo_store_l_append(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
-  odo_err e = {0};
-  int opts = lua_istable(L, 4) ? 4 : 0;
+  group g;
+  int sync;
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TSTRING);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  sync = sync_opt(L, s, 4);
+  prepare_group(L, s, 2, 3, lua_istable(L, 4) ? 4 : 0, &g);
   odo_txn_begin(s);
-  if (!stage_group(L, s, 2, 3, opts, &e) ||
-      !odo_txn_commit(s, sync_opt(L, s, 4), &e)) {
+  if (!stage_group(s, &g) || !odo_txn_commit(s, sync, &g.e)) {
     odo_txn_abort(s);
-    return odo_err_push(L, &e);
+    return odo_err_push(L, &g.e);
   }
-  odo_pushu64(L, last_of(s, L, 2));
+  odo_pushu64(L, g.last);
   return 1;
 }
 
 /***
  * Appends several groups in one atomic write and one sync (group commit).
- * A group that fails its expected revision or a limit is skipped; the
- * others are written.
+ * A group that fails its expected revision or a limit is skipped, and
+ * says why in its result; the others are written. A failure of the write
+ * itself fails every group.
  * @function append_many
  * @tparam table groups array of {stream=, events=, expected=}
  * @tparam[opt] table opts `sync`
@@ -293,37 +297,42 @@ int odo_store_l_append_many(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   odo_err e = {0};
   size_t n;
-  int results;
+  int anchors, sync;
+  group *gs;
   luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  sync = sync_opt(L, s, 3);
   n = lua_rawlen(L, 2);
-  lua_createtable(L, (int)n, 0);
-  results = lua_gettop(L);
-  odo_txn_begin(s);
-  for (size_t i = 1; i <= n; i++) {
+  gs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *gs, 0);
+  lua_createtable(L, (int)n, 0); /* keeps each group's events alive */
+  anchors = lua_gettop(L);
+  for (size_t i = 0; i < n; i++) {
     int g;
-    lua_rawgeti(L, 2, (lua_Integer)i);
-    luaL_checktype(L, -1, LUA_TTABLE);
+    lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    if (!lua_istable(L, -1))
+      return luaL_error(L, "group %d is a %s, not a table", (int)i + 1,
+                        luaL_typename(L, -1));
     g = lua_gettop(L);
     lua_getfield(L, g, "stream");
     if (!lua_isnil(L, -1)) luaL_checktype(L, -1, LUA_TSTRING);
     lua_getfield(L, g, "events");
-    memset(&e, 0, sizeof e);
-    if (stage_group(L, s, g + 1, g + 2, g, &e)) {
-      size_t len;
-      const char *id = lua_isnil(L, g + 1) ? s->node_id
-                                           : lua_tolstring(L, g + 1, &len);
-      odo_stream *st;
-      if (lua_isnil(L, g + 1)) len = s->node_len;
-      st = odo_store_find(s, id, len);
-      odo_pushu64(L, st ? (st->in_txn ? st->staged.last : st->cat.last) : 0);
-    } else {
-      lua_pushfstring(L, "%s: %s", e.name, e.msg);
-    }
-    lua_rawseti(L, results, (lua_Integer)i);
-    lua_settop(L, results);
+    prepare_group(L, s, g + 1, g + 2, g, &gs[i]);
+    lua_rawseti(L, anchors, (lua_Integer)i + 1); /* the events */
+    lua_settop(L, g + 1);
+    lua_rawseti(L, anchors, (lua_Integer)(n + i + 1)); /* the stream id */
+    lua_settop(L, anchors);
   }
-  memset(&e, 0, sizeof e);
-  if (!odo_txn_commit(s, sync_opt(L, s, 3), &e)) return odo_err_push(L, &e);
+  odo_txn_begin(s);
+  for (size_t i = 0; i < n; i++) stage_group(s, &gs[i]);
+  if (!odo_txn_commit(s, sync, &e)) return odo_err_push(L, &e);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    if (gs[i].e.name)
+      lua_pushfstring(L, "%s: %s", gs[i].e.name, gs[i].e.msg);
+    else
+      odo_pushu64(L, gs[i].last);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
   return 1;
 }
 
@@ -388,15 +397,10 @@ int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
 int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e) {
   size_t klen, vlen;
   const char *k, *v;
-  char *err = NULL;
   if (r->next > r->to || r->it == NULL) return 0;
   if (r->started) leveldb_iter_next(r->it);
   r->started = 1;
-  if (!leveldb_iter_valid(r->it)) {
-    leveldb_iter_get_error(r->it, &err);
-    if (err) return odo_store_dberr(e, err, "reading events"), -1;
-    goto missing;
-  }
+  if (!leveldb_iter_valid(r->it)) goto missing;
   k = leveldb_iter_key(r->it, &klen);
   /* signed heads sit right after their events: step over them */
   while (klen == ODO_HEADKEY_LEN && k[0] == ODO_K_EVENT &&
@@ -419,6 +423,7 @@ int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e) {
   r->next++;
   return 1;
 missing:
+  if (!odo_iter_ok(r->it, e, "reading events")) return -1;
   odo_err_set(e, "ECORRUPT", "event %llu of stream %s is missing",
               (unsigned long long)r->next, r->stream_id);
   return -1;

@@ -59,7 +59,10 @@ int odo_store_l_peer_put(lua_State *L) {
   if (id_len == 0 || port == 0 || port > 65535)
     return luaL_error(L, "a peer needs an id and a port from 1 to 65535");
   odo_buf_init(&k);
-  if (!peer_key(&k, id, id_len)) return luaL_error(L, "out of memory");
+  if (!peer_key(&k, id, id_len)) {
+    odo_buf_free(&k);
+    return luaL_error(L, "out of memory");
+  }
   odo_txn_begin(s);
   odo_val_reset(&s->val);
   odo_buf_add_be16(&s->val, (uint16_t)port);
@@ -123,7 +126,12 @@ int odo_store_l_peers(lua_State *L) {
     lua_setfield(L, -2, "reason");
     lua_rawseti(L, -2, ++n);
   }
-  leveldb_iter_destroy(it);
+  {
+    odo_err e = {0};
+    int ok = odo_iter_ok(it, &e, "reading the peer history");
+    leveldb_iter_destroy(it);
+    if (!ok) return odo_err_push(L, &e);
+  }
   return 1;
 }
 
@@ -139,7 +147,10 @@ int odo_store_l_peer_delete(lua_State *L) {
   odo_buf k;
   odo_err e = {0};
   odo_buf_init(&k);
-  if (!peer_key(&k, id, len)) return luaL_error(L, "out of memory");
+  if (!peer_key(&k, id, len)) {
+    odo_buf_free(&k);
+    return luaL_error(L, "out of memory");
+  }
   odo_txn_begin(s);
   odo_store_del(s, k.p, k.len);
   odo_buf_free(&k);
@@ -155,19 +166,22 @@ static int key_key(odo_buf *k, const char *id, size_t len) {
   return odo_buf_add_u8(k, ODO_K_KEY) && odo_buf_add(k, id, len);
 }
 
-int odo_store_key_put(odo_store *s, const char *id, size_t len,
-                      const uint8_t *der, size_t n, odo_err *e) {
+void odo_stage_key(odo_store *s, const char *id, size_t len,
+                   const uint8_t *der, size_t n) {
   odo_buf k;
-  int ok;
   odo_buf_init(&k);
-  if (!key_key(&k, id, len)) return odo_err_set(e, "ENOMEM", "out of memory");
-  odo_txn_begin(s);
   odo_val_reset(&s->val);
   odo_buf_add(&s->val, der, n);
-  odo_store_put(s, k.p, k.len, &s->val);
+  if (key_key(&k, id, len)) odo_store_put(s, k.p, k.len, &s->val);
+  else s->txn_failed = 1;
   odo_buf_free(&k);
-  ok = odo_txn_commit(s, 0, e);
-  return ok;
+}
+
+int odo_store_key_put(odo_store *s, const char *id, size_t len,
+                      const uint8_t *der, size_t n, odo_err *e) {
+  odo_txn_begin(s);
+  odo_stage_key(s, id, len, der, n);
+  return odo_txn_commit(s, 0, e);
 }
 
 int odo_store_key_get(odo_store *s, const char *id, size_t len, char **raw,
@@ -175,7 +189,10 @@ int odo_store_key_get(odo_store *s, const char *id, size_t len, char **raw,
   odo_buf k;
   int rc;
   odo_buf_init(&k);
-  if (!key_key(&k, id, len)) return odo_err_set(e, "ENOMEM", "out of memory"), -1;
+  if (!key_key(&k, id, len)) {
+    odo_buf_free(&k);
+    return odo_err_set(e, "ENOMEM", "out of memory"), -1;
+  }
   rc = odo_store_get(s, k.p, k.len, raw, der, n, e);
   odo_buf_free(&k);
   return rc;

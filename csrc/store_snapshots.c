@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 
+#include "sign.h"
 #include "store.h"
 
 static const char *origin_name(int origin) {
@@ -141,7 +142,9 @@ static const char *opt_str(lua_State *L, int idx, const char *k, size_t *len,
 
 int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
                        const odo_snapshot_in *in, int sync, odo_err *e) {
-  uint8_t hash[ODO_HASH_LEN], old_hash[ODO_HASH_LEN];
+  uint8_t hash[ODO_HASH_LEN], old_hash[ODO_HASH_LEN], sig[ODO_MAX_SIG];
+  odo_snapshot_in signed_in;
+  size_t sl = sizeof sig;
   uint64_t old_rev;
   int rc;
   if (rev == 0)
@@ -163,6 +166,15 @@ int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
                        "than %llu",
                        st->id, origin_name(origin),
                        (unsigned long long)old_rev, (unsigned long long)rev);
+  if (origin == ODO_ORIGIN_SOURCE && st->own && in->sig_len == 0 && s->signer) {
+    if (!odo_sign_snapshot(s->signer, st->id, st->id_len, rev, hash, in->data,
+                           in->data_len, in->format, in->format_len, sig, &sl, e))
+      return 0;
+    signed_in = *in;
+    signed_in.sig = (const char *)sig;
+    signed_in.sig_len = sl;
+    in = &signed_in;
+  }
   odo_txn_begin(s);
   snap_stage(s, st, origin, rev, hash, in->format, in->format_len, in->sig,
              in->sig_len, in->data, in->data_len);
@@ -199,8 +211,14 @@ int odo_store_l_snapshot_put(lua_State *L) {
   }
   if (st->own && origin != ODO_ORIGIN_SOURCE)
     return luaL_error(L, "snapshots of an own stream have origin 'source'");
+  /* a replica's source snapshots come signed, through snapshot_install */
+  if (!st->own && origin == ODO_ORIGIN_SOURCE)
+    return luaL_error(L, "stream %s is a replica: its source snapshots are "
+                         "installed with snapshot_install", st->id);
   if (!odo_snapshot_store(s, st, origin, rev, &in,
-                          lua_istable(L, 5) ? odo_fieldbool(L, 5, "sync", 1) : 1,
+                          lua_istable(L, 5)
+                              ? odo_fieldbool(L, 5, "sync", s->sync_default)
+                              : s->sync_default,
                           &e))
     return odo_err_push(L, &e);
   lua_pushboolean(L, 1);
@@ -261,9 +279,15 @@ int odo_snapshot_install(odo_store *s, const char *id, size_t len,
   odo_cat *c;
   int rc;
   if (rev == 0) return odo_err_set(e, "EINVAL", "a snapshot covers revision 1 or later");
+  if (rev > ODO_MAX_REV)
+    return odo_err_set(e, "ETOOBIG", "a snapshot at %llu is past revision 2^53",
+                       (unsigned long long)rev);
   odo_txn_begin(s);
   st = odo_store_stream(s, id, len, 1, e);
-  if (st == NULL) return 0;
+  if (st == NULL) {
+    odo_txn_abort(s);
+    return 0;
+  }
   if (st->own) {
     odo_txn_abort(s);
     return odo_err_set(e, "ESOURCE",
@@ -417,6 +441,12 @@ int odo_store_l_purge(lua_State *L) {
         break;
       odo_store_del(s, k, kl);
     }
+    /* records stepped over unread stay on disk: record no progress */
+    if (!odo_iter_ok(it, &e, "purging compacted events")) {
+      leveldb_iter_destroy(it);
+      odo_txn_abort(s);
+      return odo_err_push(L, &e);
+    }
     leveldb_iter_destroy(it);
   }
   odo_txn_touch(s, st)->purged = upto;
@@ -477,6 +507,7 @@ int odo_head_read(odo_store *s, odo_stream *st, uint64_t rev, int last,
     found = 1;
     break;
   }
+  if (!found && !odo_iter_ok(it, e, "reading signed heads")) found = -1;
   leveldb_iter_destroy(it);
   return found;
 }

@@ -29,6 +29,10 @@
 #include "sync.h"
 
 #define SYNC_CLASS "odo.sync"
+/* Entries in one CATALOGUE or SUBSCRIBE frame, at most. */
+#define SYNC_FRAME_ENTRIES 4096
+/* Parsed events kept between EVENTS frames (larger arrays are freed). */
+#define SYNC_KEEP_EVENTS 65536
 
 /* What a tampering relay (a spec's test hook, never set otherwise) does to
  * every batch or snapshot it serves. */
@@ -88,7 +92,8 @@ typedef struct src_key {
 
 typedef struct odo_sync {
   odo_store *store;
-  odo_tls *tls;
+  EVP_PKEY *key; /* our key (a reference: it outlives a closed TLS context) */
+  char id[ODO_NODE_ID_HEX + 1]; /* our node id */
   sync_peer *peers;
   src_key *keys;
   int verify;         /* check signatures on what arrives */
@@ -158,7 +163,7 @@ static EVP_PKEY *source_key(odo_sync *y, const char *src, size_t len,
   int rc;
   if (len != ODO_NODE_ID_HEX)
     return odo_err_set(e, "EKEY", "source id %.*s is not a key's id", (int)len, src), NULL;
-  if (y->tls && memcmp(y->tls->id, src, len) == 0) return y->tls->key;
+  if (y->key && memcmp(y->id, src, len) == 0) return y->key;
   for (k = y->keys; k; k = k->next)
     if (memcmp(k->id, src, len) == 0) return k->key;
   rc = odo_store_key_get(y->store, src, len, &raw, &der, &n, e);
@@ -195,9 +200,19 @@ static int put_str16(odo_buf *b, const void *p, size_t n) {
   return n <= 65535 && odo_buf_add_be16(b, (uint16_t)n) && odo_buf_add(b, p, n);
 }
 
-static int send_out(odo_sync *y, sync_peer *p, unsigned frames) {
-  int ok = odo_session_write_frames(p->s, y->out.p, y->out.len, frames);
+/* Empties the shared output buffer: every Lua-facing builder starts with
+ * it, so a frame left half built by an argument error is never sent. */
+static void out_reset(odo_sync *y) {
   y->out.len = 0;
+  y->out.failed = 0;
+}
+
+/* Sends the frames built in y->out; a buffer that could not grow sends
+ * nothing (a truncated frame would end the session). */
+static int send_out(odo_sync *y, sync_peer *p, unsigned frames) {
+  int ok = !y->out.failed &&
+           odo_session_write_frames(p->s, y->out.p, y->out.len, frames);
+  out_reset(y);
   return ok;
 }
 
@@ -245,8 +260,16 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
       return -1;
     }
     /* h(rev): held as the base of the first held event */
-    if (odo_store_hash_at(y->store, st, sub->snap_rev, sub->snap_hash, &e) != 1)
-      memset(sub->snap_hash, 0, ODO_HASH_LEN);
+    if (odo_store_hash_at(y->store, st, sub->snap_rev, sub->snap_hash, &e) != 1) {
+      char why[sizeof e.msg + 64];
+      snprintf(why, sizeof why, "cannot read h(%llu) for the snapshot: %s",
+               (unsigned long long)sub->snap_rev, e.name ? e.msg : "not held");
+      leveldb_free(sub->snap_raw);
+      sub->snap_raw = NULL;
+      sub->want_snap = 0;
+      send_refused(y, p, sub->stream, sub->len, ODO_REFUSED_UNAVAILABLE, why);
+      return -1;
+    }
     sub->snap_off = 0;
   }
   n = sub->snap.data_len - sub->snap_off;
@@ -405,7 +428,10 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
     lua_setfield(L, -2, "reason");
     lua_rawseti(L, ev, (lua_Integer)lua_rawlen(L, ev) + 1);
     y->out.len = 0;
-    send_refused(y, p, sub->stream, sub->len, ODO_REFUSED_TOO_BIG, e.msg);
+    send_refused(y, p, sub->stream, sub->len,
+                 strcmp(e.name, "ETOOBIG") == 0 ? ODO_REFUSED_TOO_BIG
+                                                : ODO_REFUSED_UNAVAILABLE,
+                 e.msg);
     *pp = sub->next_sub;
     sub_free(sub);
     return 1;
@@ -467,107 +493,172 @@ static void violation(lua_State *L, int ev, const char *stream, size_t len,
   note_end(L, ev);
 }
 
+/* One CATALOGUE entry as read off the wire. */
+typedef struct cat_entry {
+  uint8_t sl, flags;
+  const char *id;
+  uint64_t first, last, snap;
+  uint16_t key;
+} cat_entry;
+
+static int read_cat_entry(odo_rd *r, cat_entry *c) {
+  c->sl = odo_rd_u8(r);
+  c->id = (const char *)odo_rd_bytes(r, c->sl);
+  c->first = odo_rd_be64(r);
+  c->last = odo_rd_be64(r);
+  c->snap = odo_rd_be64(r);
+  c->flags = odo_rd_u8(r);
+  c->key = odo_rd_be16(r);
+  return !r->bad && c->sl != 0;
+}
+
+/* Stages the source key an entry offers, when valid and not yet known;
+ * returns whether it did. */
+static int bind_offered_key(odo_sync *y, const cat_entry *c,
+                             const uint8_t *p, size_t n,
+                             const size_t *key_off, uint16_t nkeys) {
+  odo_rd kr;
+  size_t src = source_len(c->id, c->sl);
+  uint16_t kl;
+  const uint8_t *der;
+  odo_err e = {0};
+  EVP_PKEY *key;
+  if (c->key == 0xffff || c->key >= nkeys) return 0;
+  odo_rd_init(&kr, p + key_off[c->key], n - key_off[c->key]);
+  kl = odo_rd_be16(&kr);
+  der = odo_rd_bytes(&kr, kl);
+  if (der == NULL || kr.bad || source_key(y, c->id, src, &e) != NULL) return 0;
+  key = odo_source_key(der, kl, c->id, src, &e);
+  if (key == NULL) return 0; /* not the key of that source: ignored */
+  EVP_PKEY_free(key);
+  odo_stage_key(y->store, c->id, src, der, kl);
+  return 1;
+}
+
+static void push_cat_entry(lua_State *L, const cat_entry *c) {
+  lua_createtable(L, 0, 6);
+  lua_pushlstring(L, c->id, c->sl);
+  lua_setfield(L, -2, "id");
+  odo_pushu64(L, c->first);
+  lua_setfield(L, -2, "first");
+  odo_pushu64(L, c->last);
+  lua_setfield(L, -2, "last");
+  odo_pushu64(L, c->snap);
+  lua_setfield(L, -2, "snapshot");
+  lua_pushboolean(L, c->flags & 1);
+  lua_setfield(L, -2, "source");
+  lua_pushboolean(L, c->flags & 2);
+  lua_setfield(L, -2, "direct");
+}
+
+/* A CATALOGUE is read whole before anything is kept: a malformed one
+ * binds no key and reports no entry. The keys it offers are stored in
+ * one write. */
 static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
                          size_t n) {
   odo_rd r;
   uint8_t flags;
   uint16_t nkeys;
   uint32_t count;
-  size_t *key_off;
-  int bad = 0;
+  size_t *key_off, entries_at;
+  cat_entry c;
+  odo_err e = {0};
+  unsigned bound = 0;
   odo_rd_init(&r, p, n);
   flags = odo_rd_u8(&r);
   nkeys = odo_rd_be16(&r);
   if (r.bad || nkeys == 0xffff) return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE");
-  key_off = malloc((nkeys + 1u) * sizeof *key_off);
-  if (key_off == NULL) return violation(L, ev, NULL, 0, "protocol", "out of memory");
+  /* GC-owned: freed whatever a Lua call below raises */
+  key_off = lua_newuserdatauv(L, (nkeys + 1u) * sizeof *key_off, 0);
   for (uint16_t i = 0; i < nkeys && !r.bad; i++) {
     key_off[i] = r.pos;
     odo_rd_bytes(&r, odo_rd_be16(&r));
   }
   count = odo_rd_be32(&r);
   if (r.bad || count > odo_rd_left(&r) / (1 + 8 + 8 + 8 + 1 + 2 + 1)) {
-    free(key_off);
+    lua_pop(L, 1);
     return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE");
+  }
+  entries_at = r.pos;
+  for (uint32_t i = 0; i < count && !r.bad; i++)
+    if (!read_cat_entry(&r, &c)) r.bad = 1;
+  if (r.bad || odo_rd_left(&r) != 0) {
+    lua_pop(L, 1);
+    return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE entry");
+  }
+  odo_txn_begin(y->store);
+  r.pos = entries_at;
+  for (uint32_t i = 0; i < count; i++) {
+    read_cat_entry(&r, &c);
+    bound += bind_offered_key(y, &c, p, n, key_off, nkeys);
+  }
+  if (bound == 0) {
+    odo_txn_abort(y->store);
+  } else if (!odo_txn_commit(y->store, 0, &e)) {
+    lua_pop(L, 1);
+    return violation(L, ev, NULL, 0, "local", "%s: %s", e.name, e.msg);
   }
   note(L, ev, "catalogue", NULL, 0);
   lua_pushboolean(L, flags & 1);
   lua_setfield(L, -2, "full");
   lua_createtable(L, (int)count, 0);
+  r.pos = entries_at;
   for (uint32_t i = 0; i < count; i++) {
-    uint8_t sl = odo_rd_u8(&r), ef;
-    const char *id = (const char *)odo_rd_bytes(&r, sl);
-    uint64_t first = odo_rd_be64(&r), last = odo_rd_be64(&r), snap = odo_rd_be64(&r);
-    uint16_t ki;
-    ef = odo_rd_u8(&r);
-    ki = odo_rd_be16(&r);
-    if (r.bad || sl == 0) {
-      bad = 1;
-      break;
-    }
-    /* the source's key, when offered and not yet known: bound to its id */
-    if (ki != 0xffff && ki < nkeys) {
-      odo_rd kr;
-      size_t src = source_len(id, sl);
-      uint16_t kl;
-      const uint8_t *der;
-      odo_err e = {0};
-      odo_rd_init(&kr, p + key_off[ki], n - key_off[ki]);
-      kl = odo_rd_be16(&kr);
-      der = odo_rd_bytes(&kr, kl);
-      if (der && !kr.bad && source_key(y, id, src, &e) == NULL) {
-        EVP_PKEY *key = odo_source_key(der, kl, id, src, &e);
-        if (key) {
-          odo_err e2 = {0};
-          EVP_PKEY_free(key);
-          odo_store_key_put(y->store, id, src, der, kl, &e2);
-        }
-      }
-    }
-    lua_createtable(L, 0, 6);
-    lua_pushlstring(L, id, sl);
-    lua_setfield(L, -2, "id");
-    odo_pushu64(L, first);
-    lua_setfield(L, -2, "first");
-    odo_pushu64(L, last);
-    lua_setfield(L, -2, "last");
-    odo_pushu64(L, snap);
-    lua_setfield(L, -2, "snapshot");
-    lua_pushboolean(L, ef & 1);
-    lua_setfield(L, -2, "source");
-    lua_pushboolean(L, ef & 2);
-    lua_setfield(L, -2, "direct");
+    read_cat_entry(&r, &c);
+    push_cat_entry(L, &c);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  free(key_off);
   lua_setfield(L, -2, "entries");
-  if (bad || r.bad || odo_rd_left(&r) != 0) {
-    lua_pop(L, 1);
-    return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE entry");
-  }
   note_end(L, ev);
+  lua_pop(L, 1); /* key_off */
 }
 
+/* Reads one SUBSCRIBE entry; 0 when malformed. */
+static int read_sub_entry(odo_rd *r, const char **id, uint8_t *sl,
+                          uint64_t *from) {
+  *sl = odo_rd_u8(r);
+  *id = (const char *)odo_rd_bytes(r, *sl);
+  *from = odo_rd_be64(r);
+  return !r->bad && *sl != 0;
+}
+
+/* Whether a peer's requests may still make us answer: a peer that asks
+ * while it reads nothing would grow our output without bound. */
+static int may_answer(sync_peer *p) {
+  return odo_session_queued(p->s) < 2 * p->s->high;
+}
+
+/* A SUBSCRIBE is read whole before any of it is acted on. */
 static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                          const uint8_t *m, size_t n) {
   odo_rd r;
-  uint8_t flags;
+  uint8_t flags, sl;
   uint32_t count;
+  size_t entries_at;
+  const char *id;
+  uint64_t from;
   odo_rd_init(&r, m, n);
   flags = odo_rd_u8(&r);
   count = odo_rd_be32(&r);
-  if (r.bad || count > odo_rd_left(&r) / 10)
-    return violation(L, ev, NULL, 0, "protocol", "a malformed SUBSCRIBE");
+  if (r.bad || count > SYNC_FRAME_ENTRIES)
+    return violation(L, ev, NULL, 0, "protocol",
+                     "a malformed SUBSCRIBE (at most %d streams a frame)",
+                     SYNC_FRAME_ENTRIES);
+  entries_at = r.pos;
+  for (uint32_t i = 0; i < count && !r.bad; i++)
+    if (!read_sub_entry(&r, &id, &sl, &from)) r.bad = 1;
+  if (r.bad || odo_rd_left(&r) != 0)
+    return violation(L, ev, NULL, 0, "protocol", "a malformed SUBSCRIBE entry");
+  r.pos = entries_at;
   for (uint32_t i = 0; i < count; i++) {
-    uint8_t sl = odo_rd_u8(&r);
-    const char *id = (const char *)odo_rd_bytes(&r, sl);
-    uint64_t from = odo_rd_be64(&r);
     sync_sub **pp, *sub;
-    if (r.bad || sl == 0)
-      return violation(L, ev, NULL, 0, "protocol", "a malformed SUBSCRIBE entry");
-    if (i + 1 == count && odo_rd_left(&r) != 0)
-      return violation(L, ev, NULL, 0, "protocol", "trailing bytes after SUBSCRIBE");
+    read_sub_entry(&r, &id, &sl, &from);
     if (odo_store_find(y->store, id, sl) == NULL) {
+      if (!may_answer(p))
+        return violation(L, ev, NULL, 0, "protocol",
+                         "the peer keeps asking for streams without reading "
+                         "the answers (%zu bytes wait for it)",
+                         odo_session_queued(p->s));
       send_refused(y, p, id, sl, ODO_REFUSED_UNKNOWN, "this node has no such stream");
       continue;
     }
@@ -575,7 +666,7 @@ static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     sub = *pp;
     if (sub == NULL) {
       sub = calloc(1, sizeof *sub);
-      if (sub == NULL) return violation(L, ev, id, sl, "protocol", "out of memory");
+      if (sub == NULL) return violation(L, ev, id, sl, "local", "out of memory");
       memcpy(sub->stream, id, sl);
       sub->len = sl;
       *pp = sub;
@@ -594,20 +685,28 @@ static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   }
 }
 
+/* An UNSUBSCRIBE is read whole before any of it is acted on. */
 static void on_unsubscribe(lua_State *L, int ev, sync_peer *p,
                            const uint8_t *m, size_t n) {
   odo_rd r;
   uint32_t count;
+  size_t entries_at;
   odo_rd_init(&r, m, n);
   count = odo_rd_be32(&r);
   if (r.bad || count > odo_rd_left(&r) / 2)
     return violation(L, ev, NULL, 0, "protocol", "a malformed UNSUBSCRIBE");
+  entries_at = r.pos;
+  for (uint32_t i = 0; i < count && !r.bad; i++) {
+    uint8_t sl = odo_rd_u8(&r);
+    if (odo_rd_bytes(&r, sl) == NULL || sl == 0) r.bad = 1;
+  }
+  if (r.bad || odo_rd_left(&r) != 0)
+    return violation(L, ev, NULL, 0, "protocol", "a malformed UNSUBSCRIBE");
+  r.pos = entries_at;
   for (uint32_t i = 0; i < count; i++) {
     uint8_t sl = odo_rd_u8(&r);
     const char *id = (const char *)odo_rd_bytes(&r, sl);
-    sync_sub **pp;
-    if (r.bad || sl == 0) return violation(L, ev, NULL, 0, "protocol", "a malformed UNSUBSCRIBE");
-    pp = find_sub(p, id, sl);
+    sync_sub **pp = find_sub(p, id, sl);
     if (*pp) {
       sync_sub *sub = *pp;
       *pp = sub->next_sub;
@@ -635,8 +734,8 @@ static int verify_head(odo_sync *y, const char *id, size_t len, uint64_t rev,
   return 1;
 }
 
-static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
-                      const uint8_t *m, size_t n) {
+static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                         const uint8_t *m, size_t n) {
   odo_rd r;
   uint8_t sl;
   const char *id;
@@ -732,6 +831,19 @@ static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   lua_pushinteger(L, count);
   lua_setfield(L, -2, "count");
   note_end(L, ev);
+}
+
+/* An EVENTS frame: its events are parsed into y->evs, which is kept for
+ * the next frame only while small (a frame of many tiny events must not
+ * pin a large array for the session's life). */
+static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                      const uint8_t *m, size_t n) {
+  apply_events(L, ev, y, p, m, n);
+  if (y->cap_evs > SYNC_KEEP_EVENTS) {
+    free(y->evs);
+    y->evs = NULL;
+    y->cap_evs = 0;
+  }
 }
 
 static void on_snapshot(lua_State *L, int ev, odo_sync *y, sync_peer *p,
@@ -906,7 +1018,7 @@ static int sign_stream(odo_sync *y, odo_stream *st, uint64_t budget, int *more,
     if (since >= ODO_HEAD_EVENTS || bytes >= ODO_HEAD_BYTES || ev.rev == until) {
       size_t sl = sizeof sig;
       size_t mlen = odo_head_message(msg, st->id, st->id_len, ev.rev, ev.hash);
-      if (!odo_sign(y->tls->key, msg, mlen, sig, &sl, e)) {
+      if (!odo_sign(y->key, msg, mlen, sig, &sl, e)) {
         rc = -1;
         break;
       }
@@ -971,6 +1083,8 @@ static void sync_release(lua_State *L, odo_sync *y) {
   free(y->evs);
   y->evs = NULL;
   y->cap_evs = 0;
+  EVP_PKEY_free(y->key);
+  y->key = NULL;
   y->store = NULL;
 }
 
@@ -986,7 +1100,10 @@ static void sync_release(lua_State *L, odo_sync *y) {
 static int l_sync(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   odo_tls *t = odo_tls_check(L, 2);
-  odo_sync *y = lua_newuserdatauv(L, sizeof *y, 1);
+  odo_sync *y;
+  if (s->node_len != ODO_NODE_ID_HEX || memcmp(s->node_id, t->id, ODO_NODE_ID_HEX) != 0)
+    return luaL_argerror(L, 2, "the store belongs to another node than this TLS context's key");
+  y = lua_newuserdatauv(L, sizeof *y, 1);
   memset(y, 0, sizeof *y);
   luaL_setmetatable(L, SYNC_CLASS);
   /* the engine keeps its store and TLS context alive */
@@ -997,7 +1114,10 @@ static int l_sync(lua_State *L) {
   lua_rawseti(L, -2, 2);
   odo_setuservalue(L, -2);
   y->store = s;
-  y->tls = t;
+  EVP_PKEY_up_ref(t->key);
+  y->key = t->key;
+  memcpy(y->id, t->id, sizeof y->id);
+  odo_store_set_signer(s, t->key); /* source snapshots are signed as stored */
   y->verify = lua_istable(L, 3) ? odo_fieldbool(L, 3, "verify", 1) : 1;
   y->replica_sync = lua_istable(L, 3) ? odo_fieldbool(L, 3, "replica_sync", 0) : 0;
   y->max_batch = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "max_batch", 15u << 20)
@@ -1086,39 +1206,66 @@ static int l_subscribe(lua_State *L) {
   odo_sync *y = check_sync(L);
   sync_peer *p = check_peer(L, y, 2);
   int live = lua_toboolean(L, 4), snap = lua_toboolean(L, 5);
-  size_t n, f, count_at;
+  size_t n, f = 0, count_at = 0;
   uint32_t count = 0;
+  unsigned frames = 0;
   luaL_checktype(L, 3, LUA_TTABLE);
   n = lua_rawlen(L, 3);
-  f = odo_frame_begin(&y->out, ODO_MSG_SUBSCRIBE);
-  odo_buf_add_u8(&y->out, (uint8_t)((live ? 1 : 0) | (snap ? 2 : 0)));
-  count_at = y->out.len;
-  odo_buf_add_be32(&y->out, 0);
+  /* every argument is checked before anything is built or remembered */
   for (size_t i = 1; i <= n; i++) {
+    size_t sl;
+    lua_rawgeti(L, 3, (lua_Integer)i);
+    luaL_argcheck(L, lua_istable(L, -1), 3, "an array of {id=, from=}");
+    lua_getfield(L, -1, "id");
+    luaL_checklstring(L, -1, &sl);
+    if (sl == 0 || sl > ODO_MAX_STREAM_ID)
+      return luaL_error(L, "stream id %d is %d bytes long (1 to %d)", (int)i,
+                        (int)sl, ODO_MAX_STREAM_ID);
+    odo_fieldu64(L, -2, "from", 1);
+    lua_pop(L, 2);
+  }
+  out_reset(y);
+  /* at most SYNC_FRAME_ENTRIES streams a frame: a long list goes out in
+   * several frames (an empty list as one) */
+  for (size_t i = 1; i <= n || frames == 0; i++) {
     size_t sl;
     const char *id;
     uint64_t from;
     sync_want **w;
-    lua_rawgeti(L, 3, (lua_Integer)i);
-    lua_getfield(L, -1, "id");
-    id = luaL_checklstring(L, -1, &sl);
-    from = odo_fieldu64(L, -2, "from", 1);
-    if (sl == 0 || sl > ODO_MAX_STREAM_ID) luaL_error(L, "bad stream id");
-    w = find_want(p, id, sl);
-    if (*w == NULL) {
-      *w = calloc(1, sizeof **w);
-      if (*w == NULL) return luaL_error(L, "out of memory");
-      memcpy((*w)->stream, id, sl);
-      (*w)->len = sl;
+    if (count == 0) {
+      f = odo_frame_begin(&y->out, ODO_MSG_SUBSCRIBE);
+      odo_buf_add_u8(&y->out, (uint8_t)((live ? 1 : 0) | (snap ? 2 : 0)));
+      count_at = y->out.len;
+      odo_buf_add_be32(&y->out, 0);
     }
-    put_str8(&y->out, id, sl);
-    odo_buf_add_be64(&y->out, from);
-    count++;
-    lua_pop(L, 2);
+    if (i <= n) {
+      lua_rawgeti(L, 3, (lua_Integer)i);
+      lua_getfield(L, -1, "id");
+      id = lua_tolstring(L, -1, &sl);
+      from = odo_fieldu64(L, -2, "from", 1);
+      w = find_want(p, id, sl);
+      if (*w == NULL) {
+        *w = calloc(1, sizeof **w);
+        if (*w == NULL) {
+          out_reset(y);
+          return luaL_error(L, "out of memory");
+        }
+        memcpy((*w)->stream, id, sl);
+        (*w)->len = sl;
+      }
+      put_str8(&y->out, id, sl);
+      odo_buf_add_be64(&y->out, from);
+      count++;
+      lua_pop(L, 2);
+    }
+    if (count == SYNC_FRAME_ENTRIES || i >= n) {
+      if (!y->out.failed) odo_put_be32(y->out.p + count_at, count);
+      odo_frame_end(&y->out, f);
+      frames++;
+      count = 0;
+    }
   }
-  odo_put_be32(y->out.p + count_at, count);
-  odo_frame_end(&y->out, f);
-  lua_pushboolean(L, send_out(y, p, 1));
+  lua_pushboolean(L, send_out(y, p, frames));
   return 1;
 }
 
@@ -1133,6 +1280,16 @@ static int l_unsubscribe(lua_State *L) {
   size_t n, f;
   luaL_checktype(L, 3, LUA_TTABLE);
   n = lua_rawlen(L, 3);
+  for (size_t i = 1; i <= n; i++) {
+    size_t sl;
+    lua_rawgeti(L, 3, (lua_Integer)i);
+    luaL_checklstring(L, -1, &sl);
+    if (sl == 0 || sl > ODO_MAX_STREAM_ID)
+      return luaL_error(L, "stream id %d is %d bytes long (1 to %d)", (int)i,
+                        (int)sl, ODO_MAX_STREAM_ID);
+    lua_pop(L, 1);
+  }
+  out_reset(y);
   f = odo_frame_begin(&y->out, ODO_MSG_UNSUBSCRIBE);
   odo_buf_add_be32(&y->out, (uint32_t)n);
   for (size_t i = 1; i <= n; i++) {
@@ -1140,7 +1297,7 @@ static int l_unsubscribe(lua_State *L) {
     const char *id;
     sync_want **w;
     lua_rawgeti(L, 3, (lua_Integer)i);
-    id = luaL_checklstring(L, -1, &sl);
+    id = lua_tolstring(L, -1, &sl);
     put_str8(&y->out, id, sl);
     w = find_want(p, id, sl);
     if (*w) {
@@ -1162,9 +1319,9 @@ static int key_der(odo_sync *y, const char *src, size_t len, odo_buf *out) {
   size_t n;
   odo_err e = {0};
   out->len = 0;
-  if (y->tls && len == ODO_NODE_ID_HEX && memcmp(y->tls->id, src, len) == 0) {
+  if (y->key && len == ODO_NODE_ID_HEX && memcmp(y->id, src, len) == 0) {
     unsigned char *d = NULL;
-    int dn = i2d_PUBKEY(y->tls->key, &d);
+    int dn = i2d_PUBKEY(y->key, &d);
     int ok = dn > 0 && odo_buf_add(out, d, (size_t)dn);
     OPENSSL_free(d);
     return ok;
@@ -1188,7 +1345,10 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
   uint16_t nsrc = 0;
   odo_buf keys, der;
   size_t f;
-  if (srcs == NULL) return;
+  if (srcs == NULL) {
+    y->out.failed = 1; /* send_out sends nothing */
+    return;
+  }
   odo_buf_init(&keys);
   odo_buf_init(&der);
   for (size_t i = 0; i < n; i++) {
@@ -1233,8 +1393,6 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
   free(srcs);
 }
 
-#define CATALOGUE_FRAME_ENTRIES 4096
-
 /***
  * Sends our catalogue to a peer: every stream (full) when `ids` is nil,
  * else those streams; `direct` is a set of stream ids whose upstream is
@@ -1246,12 +1404,17 @@ static int l_catalogue(lua_State *L) {
   odo_sync *y = check_sync(L);
   sync_peer *p = check_peer(L, y, 2);
   int full = lua_isnoneornil(L, 3), ok = 1;
-  int direct = lua_istable(L, 4) ? 4 : 0;
+  int direct;
   odo_store *s = y->store;
-  odo_stream **list = malloc((s->nstreams + 1) * sizeof *list);
+  odo_stream **list;
   size_t nlist = 0;
   unsigned frames = 0;
-  if (list == NULL) return luaL_error(L, "out of memory");
+  if (!full) luaL_checktype(L, 3, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  direct = lua_istable(L, 4) ? 4 : 0;
+  /* GC-owned, so a memory error while reading ids leaks nothing */
+  list = lua_newuserdatauv(L, (s->nstreams + 1) * sizeof *list, 0);
+  out_reset(y);
   if (full) {
     for (size_t i = 0; i < s->nbuckets; i++)
       for (odo_stream *st = s->buckets[i]; st; st = st->next) list[nlist++] = st;
@@ -1268,13 +1431,12 @@ static int l_catalogue(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  for (size_t at = 0; at < nlist || (full && at == 0); at += CATALOGUE_FRAME_ENTRIES) {
-    size_t n = nlist - at < CATALOGUE_FRAME_ENTRIES ? nlist - at : CATALOGUE_FRAME_ENTRIES;
+  for (size_t at = 0; at < nlist || (full && at == 0); at += SYNC_FRAME_ENTRIES) {
+    size_t n = nlist - at < SYNC_FRAME_ENTRIES ? nlist - at : SYNC_FRAME_ENTRIES;
     catalogue_frame(L, y, list + at, n, full && at == 0, direct);
     frames++;
     if (nlist == 0) break;
   }
-  free(list);
   if (frames) ok = send_out(y, p, frames);
   lua_pushboolean(L, ok);
   return 1;
@@ -1342,7 +1504,9 @@ static int l_sign_heads(lua_State *L) {
 }
 
 /***
- * Signs this node's source snapshot of an own stream, if unsigned.
+ * Signs this node's source snapshot of an own stream if it is unsigned
+ * (one stored before this engine existed: from now on the store signs
+ * each as it is stored).
  * @function sync:sign_snapshot
  * @treturn boolean whether it signed one
  */
@@ -1354,31 +1518,16 @@ static int l_sign_snapshot(lua_State *L) {
   odo_snapshot_in in;
   char *raw = NULL;
   uint64_t rev;
-  uint8_t hash[ODO_HASH_LEN], dh[ODO_HASH_LEN], msg[ODO_SIGNED_MAX], sig[ODO_MAX_SIG];
-  size_t sl = sizeof sig, mlen;
   odo_err e = {0};
   int rc;
   if (st == NULL || !st->own) return 0;
   rc = odo_snapshot_read(y->store, st, ODO_ORIGIN_SOURCE, &raw, &rev, &in, &e);
   if (rc < 0) return odo_err_push(L, &e);
-  if (rc == 0 || in.sig_len > 0) {
+  if (rc == 0 || in.sig_len > 0 || y->store->signer == NULL) {
     if (raw) leveldb_free(raw);
     lua_pushboolean(L, 0);
     return 1;
   }
-  rc = odo_store_hash_at(y->store, st, rev, hash, &e);
-  if (rc != 1) {
-    leveldb_free(raw);
-    return rc < 0 ? odo_err_push(L, &e) : odo_fail(L, "ECORRUPT", "no hash for %llu", (unsigned long long)rev);
-  }
-  odo_sha256(&y->store->hasher, in.data, in.data_len, dh);
-  mlen = odo_snapshot_message(msg, st->id, st->id_len, rev, hash, dh, in.format, in.format_len);
-  if (!odo_sign(y->tls->key, msg, mlen, sig, &sl, &e)) {
-    leveldb_free(raw);
-    return odo_err_push(L, &e);
-  }
-  in.sig = (const char *)sig;
-  in.sig_len = sl;
   rc = odo_snapshot_store(y->store, st, ODO_ORIGIN_SOURCE, rev, &in, 1, &e);
   leveldb_free(raw);
   if (!rc) return odo_err_push(L, &e);

@@ -40,7 +40,12 @@ enum {
 #define ODO_SNAPSHOT_CHUNK (1u << 20)
 #define ODO_MAX_SNAPSHOT (1u << 30)
 
-enum { ODO_REFUSED_UNKNOWN = 1, ODO_REFUSED_GONE = 2, ODO_REFUSED_TOO_BIG = 3 };
+enum {
+  ODO_REFUSED_UNKNOWN = 1,
+  ODO_REFUSED_GONE = 2,
+  ODO_REFUSED_TOO_BIG = 3,
+  ODO_REFUSED_UNAVAILABLE = 4 /* the server cannot read what it holds */
+};
 
 void odo_sync_open(lua_State *L);
 

@@ -50,8 +50,10 @@ uint64_t odo_checku64(lua_State *L, int idx, const char *what) {
   if (lua_type(L, idx) != LUA_TNUMBER)
     luaL_error(L, "%s must be an integer, got %s", what, luaL_typename(L, idx));
   n = lua_tonumber(L, idx);
-  if (n < 0 || n != (lua_Number)(uint64_t)n)
-    luaL_error(L, "%s must be a non-negative integer", what);
+  /* 2^64 and past (or NaN) cannot be converted: test before the cast */
+  if (!(n >= 0 && n < 18446744073709551616.0) ||
+      n != (lua_Number)(uint64_t)n)
+    luaL_error(L, "%s must be a non-negative integer below 2^64", what);
   return (uint64_t)n;
 }
 
@@ -70,7 +72,10 @@ uint64_t odo_fieldu64(lua_State *L, int t, const char *k, uint64_t def) {
 int odo_fieldbool(lua_State *L, int t, const char *k, int def) {
   int v;
   lua_getfield(L, t, k);
-  v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+  if (lua_isnil(L, -1)) v = def;
+  else if (lua_isboolean(L, -1)) v = lua_toboolean(L, -1);
+  else return luaL_error(L, "option %s must be a boolean, got %s", k,
+                         luaL_typename(L, -1));
   lua_pop(L, 1);
   return v;
 }
@@ -139,7 +144,11 @@ uint32_t odo_crc32c(uint32_t crc, const void *buf, size_t len) {
   return ~crc32c_soft(crc, (const uint8_t *)buf, len);
 }
 
-void odo_buf_init(odo_buf *b) { b->p = NULL; b->len = b->cap = 0; }
+void odo_buf_init(odo_buf *b) {
+  b->p = NULL;
+  b->len = b->cap = 0;
+  b->failed = 0;
+}
 
 void odo_buf_free(odo_buf *b) {
   free(b->p);
@@ -149,13 +158,13 @@ void odo_buf_free(odo_buf *b) {
 int odo_buf_reserve(odo_buf *b, size_t n) {
   size_t need, cap;
   uint8_t *p;
-  if (n > SIZE_MAX - b->len) return 0;
+  if (n > SIZE_MAX - b->len) return (b->failed = 1), 0;
   need = b->len + n;
   if (need <= b->cap) return 1;
   cap = b->cap ? b->cap : 256;
   while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
   p = realloc(b->p, cap);
-  if (p == NULL) return 0;
+  if (p == NULL) return (b->failed = 1), 0;
   b->p = p;
   b->cap = cap;
   return 1;

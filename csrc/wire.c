@@ -39,6 +39,7 @@ size_t odo_frame_begin(odo_buf *b, uint8_t type) {
 }
 
 void odo_frame_end(odo_buf *b, size_t start) {
+  if (b->failed) return; /* the buffer could not grow: nothing to patch */
   odo_put_be32(b->p + start, (uint32_t)(b->len - start - 4));
 }
 

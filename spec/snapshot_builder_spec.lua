@@ -86,6 +86,36 @@ describe("snapshot builder", function()
     assert.equal("v20000", state.k0)
   end)
 
+  it("with a sync engine over the store, the worker signs a source snapshot before it writes it", function()
+    local tls = assert(core.tls_context(H.pki(H.tmpdir()).node("a")))
+    local id = tls:id()
+    local own = assert(Store.open(H.tmpdir() .. "/own", { node_id = id }))
+    local engine = core.sync(own.core, tls)
+    own:append(nil, puts(20000, 5000))
+    local b = assert(core.snapshot_builder(own.core, id, "kv"))
+    while not b:step() do end
+    assert(b:finish_async())
+    -- the record as the worker wrote it, before collect(): never unsigned,
+    -- so a peer served in between gets a snapshot it can verify
+    local snap
+    assert.is_true(H.wait(function()
+      snap = own:snapshot_get(id, "source")
+      return snap and snap.rev == 20000
+    end, 10000))
+    assert.is_true(core.verify(tls:public_key(),
+      core.snapshot_message(id, 20000, snap.hash, snap.data, "kv"), snap.sig))
+    assert.equal(20000, b:collect())
+    assert.is_false(engine:sign_snapshot(id))
+    engine:close()
+    own:close()
+  end)
+
+  it("a sync engine refuses a store of another node", function()
+    local tls = assert(core.tls_context(H.pki(H.tmpdir()).node("a")))
+    assert.has_error(function() core.sync(s.core, tls) end,
+      "bad argument #2 to 'sync' (the store belongs to another node than this TLS context's key)")
+  end)
+
   it("closing the store waits for a running worker, and the snapshot counts after reopening", function()
     s:append(nil, puts(50000, 20000))
     local b = assert(core.snapshot_builder(s.core, NODE, "kv"))

@@ -102,6 +102,20 @@ describe("store", function()
       assert.has_error(function() s:read(NODE) end, "attempt to use a closed store")
     end)
 
+    it("raises on options of the wrong type, and on numbers it cannot hold", function()
+      local s = open(dir)
+      s:append(nil, events(1))
+      assert.has_error(function() s:append(nil, events(1), "sync") end)
+      assert.has_error(function() s:append(nil, events(1), { sync = "false" }) end,
+        "option sync must be a boolean, got string")
+      assert.has_error(function() s:append(nil, events(1), { expected = 2 ^ 64 }) end)
+      assert.has_error(function() s:append(nil, events(1), { expected = 0 / 0 }) end)
+      assert.has_error(function() s:read(NODE, 2 ^ 64) end)
+      assert.has_error(function() Store.open(dir .. "/y", { node_id = "n", sync = 1 }) end)
+      assert.equal(1, s:stream(NODE).last) -- nothing was written by any of them
+      s:close()
+    end)
+
     it("closes at the end of a to-be-closed scope", function()
       do
         local s <close> = open(dir)
@@ -230,6 +244,20 @@ describe("store", function()
       assert.equal(4, s:stream(a).last)
       assert.equal(1, s:stream(NODE).last)
       assert.equal(2, #s:streams())
+      s:close()
+    end)
+
+    it("group commit raises on a malformed group before anything is staged", function()
+      local s = open(dir)
+      local a, b = s:stream_id("a"), s:stream_id("b")
+      assert.has_error(function()
+        s:append_many({ { stream = a, events = events(2) }, { stream = b, events = { { type = 1 } } } })
+      end)
+      assert.has_error(function() s:append_many({ { stream = a, events = events(1) }, "x" }) end)
+      -- the first group of each was not staged: no stream appeared, in memory or on disk
+      assert.is_nil(s:stream(a))
+      assert.same({}, s:streams())
+      assert.equal(1, s:append(a, events(1)))
       s:close()
     end)
   end)
@@ -387,6 +415,33 @@ describe("store", function()
       assert.has_error(function() it:next() end)
     end)
 
+    it("an iterator keeps the store open after its wrapper is collected", function()
+      local next_batch = (function()
+        local s = open(dir)
+        s:append(nil, events(10))
+        return s:batches(NODE, 1, nil, 4)
+      end)()
+      collectgarbage()
+      collectgarbage()
+      assert.equal(4, #next_batch())
+      assert.equal(4, #next_batch())
+      assert.equal(2, #next_batch())
+      assert.is_nil(next_batch())
+    end)
+
+    it("leaving a loop early releases its iterator at once (Lua 5.4 closing value)", function()
+      local s = open(dir)
+      s:append(nil, events(10))
+      for _, loop in ipairs({ s.batches, s.events }) do
+        local f, st, ctl, it = loop(s, NODE, 1)
+        for _ in f, st, ctl, it do -- luacheck: ignore 512 (the loop is left on purpose at once)
+          break
+        end
+        assert.has_error(function() it:next(2) end, "attempt to use a closed iterator")
+      end
+      s:close()
+    end)
+
     it("closing the store closes its iterators", function()
       local s = open(dir)
       s:append(nil, events(10))
@@ -503,6 +558,10 @@ describe("store", function()
       local bad = { rev = 25, hash = ("\0"):rep(32), data = "x" }
       _, _, name = s:snapshot_install("node-s", bad)
       assert.equal("ECHAIN", name)
+      -- nor one past the revision limit (2^53): it would wrap the catalogue
+      _, _, name = s:snapshot_install("node-x", { rev = 2 ^ 53 + 2, hash = ("\0"):rep(32), data = "x" })
+      assert.equal("ETOOBIG", name)
+      assert.is_nil(s:stream("node-x"))
       s:close()
     end)
 
@@ -516,6 +575,11 @@ describe("store", function()
       assert.is_true(s:snapshot_put("node-s", 25, "mine"))
       assert.equal("local", s:snapshot_get("node-s").origin)
       local _, _, name = s:compact("node-s", 20)
+      assert.equal("ERANGE", name)
+      -- a replica cannot record an (unsigned) source snapshot of its own making
+      assert.has_error(function() s:snapshot_put("node-s", 25, "forged", { origin = "source" }) end,
+        "stream node-s is a replica: its source snapshots are installed with snapshot_install")
+      _, _, name = s:compact("node-s", 20)
       assert.equal("ERANGE", name)
       s:close()
     end)
@@ -626,6 +690,29 @@ describe("store", function()
         s2:close()
       end
       assert.equal("ECORRUPT", name, err)
+    end)
+
+    it("refuses to open when the table block holding the last events is damaged, never shortening it", function()
+      local s = open(dir)
+      s:append(nil, events(400, ("r"):rep(100)))
+      s:close()
+      open(dir):close() -- the log moves into a table file
+      local file = H.run("ls " .. dir .. "/store/*.ldb"):match("(%S+%.ldb)")
+      local fh = assert(io.open(file, "r+b"))
+      -- the last data block sits just before the table's index and footer
+      fh:seek("set", fh:seek("end") - 1500)
+      fh:write("\255\255\255\255")
+      fh:close()
+      local s2, err, name = Store.open(dir .. "/store")
+      if s2 then
+        -- had it opened, the stream would have looked shorter and the
+        -- next append would have rewritten revisions already written
+        local last = s2:stream(NODE).last
+        s2:close()
+        error("opened with last = " .. tostring(last))
+      end
+      assert.equal("ECORRUPT", name)
+      assert.matches("checksum mismatch", err)
     end)
 
     it("detects a damaged write-ahead log at open", function()

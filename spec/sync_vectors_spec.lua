@@ -203,14 +203,20 @@ describe("sync and signature test vectors", function()
       assert.equal(H.hex(sig), sh(("openssl pkeyutl -sign -rawin -inkey '%s' -in '%s' | od -An -tx1 | tr -d ' \\n'")
         :format(KEY, f)))
     end
-    -- the source's engine stores the same signatures for its head and snapshot
+    -- the source's engine stores the same signatures for its head and for
+    -- a snapshot stored before it existed
     local s = source_store()
+    assert(s:snapshot_put(V.id, 2, bin(V.snap_data), { format = "last" }))
+    assert.equal("", s:snapshot_get(V.id, "source").sig)
     local engine = core.sync(s.core, ftls)
     assert.equal(1, (engine:sign_heads()))
     local head = s:head_find(V.id, 1)
     assert.same({ 2, V.h2, H.hex(bin(V.head_sig)) }, { head.rev, H.hex(head.hash), H.hex(head.sig) })
-    assert(s:snapshot_put(V.id, 2, bin(V.snap_data), { format = "last" }))
     assert.is_true(engine:sign_snapshot(V.id))
+    assert.equal(H.hex(bin(V.snap_sig)), H.hex(s:snapshot_get(V.id, "source").sig))
+    assert.is_false(engine:sign_snapshot(V.id))
+    -- with the engine there, the store signs a source snapshot as it stores it
+    assert(s:snapshot_put(V.id, 2, bin(V.snap_data), { format = "last" }))
     assert.equal(H.hex(bin(V.snap_sig)), H.hex(s:snapshot_get(V.id, "source").sig))
     engine:close()
     s:close()
@@ -322,8 +328,7 @@ describe("sync and signature test vectors", function()
     assert.same({ 2, 2 }, { notes[2].last, notes[2].count })
 
     -- a snapshot, compaction, and a subscriber behind it
-    assert(src:snapshot_put(V.id, 2, bin(V.snap_data), { format = "last" }))
-    assert.is_true(ys:sign_snapshot(V.id))
+    assert(src:snapshot_put(V.id, 2, bin(V.snap_data), { format = "last" })) -- signed as stored
     assert.equal(3, src:compact(V.id, 2))
     yr:subscribe(b, { { id = V.id, from = 1 } }, true)
     to_a()

@@ -75,6 +75,10 @@ end
 -- continue at last + 1 and match their chain hashes.
 -- @tparam string stream
 -- @tparam table events array of `{rev=, ts=, type=, data=, hash=}`
+-- @tparam[opt] table opts `sync`
+-- @treturn integer the stream's last revision
+-- @treturn[2] nil
+-- @treturn[2] string "NAME: message"
 function Store:append_replica(stream, events, opts)
   return self.core:append_replica(stream, events, opts)
 end
@@ -86,7 +90,8 @@ function Store:read(stream, from, to, limit)
 end
 
 --- Iterates over a range one slice at a time, returning batches (arrays).
--- Raises on a corrupt or compacted range.
+-- Raises on a corrupt or compacted range. On Lua 5.4 the iterator is the
+-- loop's closing value: leaving the loop early releases it at once.
 -- @usage for batch in store:batches(id, 1) do ... end
 function Store:batches(stream, from, to, size)
   local it, err = self.core:iter(stream or self.node_id, from, to)
@@ -96,13 +101,13 @@ function Store:batches(stream, from, to, size)
     local batch, e = it:next(size)
     if batch == nil and e then error(e, 2) end
     return batch
-  end
+  end, nil, nil, it
 end
 
 --- Iterates over single events of a range (slices underneath).
 -- @usage for ev in store:events(id) do print(ev.rev, ev.data) end
 function Store:events(stream, from, to)
-  local next_batch = self:batches(stream, from, to)
+  local next_batch, _, _, it = self:batches(stream, from, to)
   local batch, i = nil, 0
   return function()
     i = i + 1
@@ -111,7 +116,7 @@ function Store:events(stream, from, to)
       if batch == nil then return nil end
     end
     return batch[i]
-  end
+  end, nil, nil, it
 end
 
 --- The catalogue: an array of `{id, source, first, last, snapshot, own,
@@ -200,10 +205,10 @@ function Store:info() return self.core:info() end
 --- Whether the store is open.
 function Store:is_open() return self.core:is_open() end
 
---- Closes the store (idempotent; also on garbage collection and `<close>`).
+--- Closes the store (idempotent; also on `<close>`, and when the core's
+-- handle is collected: iterators keep it alive, not this wrapper).
 function Store:close() self.core:close() end
 
 Store.__close = Store.close
-Store.__gc = Store.close
 
 return Store

@@ -17,6 +17,7 @@
 --
 -- @module odo.sync
 local core = require "odo.core"
+local policy_mod = require "odo.policy"
 
 local Sync = {}
 Sync.__index = Sync
@@ -44,17 +45,15 @@ function Sync.new(node, tls)
   }, Sync)
   -- our own key, so `odo verify` can check our streams with no node running
   node.store:key_put(node.id, tls:public_key())
-  node:on("snapshot", function(id)
-    local st = self.store:stream(id)
-    if st and st.own then
-      local ok, err = self.engine:sign_snapshot(id)
-      if ok == nil then node:_error("signing the snapshot of " .. id .. ": " .. tostring(err)) end
-    end
-  end)
-  -- events appended while the node was stopped get their heads now
+  -- events appended while the node was stopped get their heads now, and
+  -- snapshots stored with no engine their signatures (from now on the
+  -- store signs each source snapshot as it stores it)
   self:_schedule_sign()
   for _, st in ipairs(self.store:streams()) do
-    if st.own and st.snapshot > 0 then self.engine:sign_snapshot(st.id) end
+    if st.own and st.snapshot > 0 then
+      local ok, err = self.engine:sign_snapshot(st.id)
+      if ok == nil then node:_error("signing the snapshot of " .. st.id .. ": " .. tostring(err)) end
+    end
   end
   return self
 end
@@ -241,15 +240,16 @@ end
 -- ---- upstream choice ---------------------------------------------------------------
 
 -- Re-evaluates the upstream of the given streams (rule 6 and the upstream
--- policy): subscribes to a better one, unsubscribing from the old.
+-- policy): subscribes to a better one, unsubscribing from the old. The
+-- policies run protected: one that fails is reported and the default
+-- decides.
 function Sync:_choose(ids)
-  local policy = self.policy
   local seen = {}
   for _, id in ipairs(ids) do
     if not seen[id] then
       seen[id] = true
       local st = self.store:stream(id)
-      if not (st and st.own) and policy.replicate(id, self.node) then
+      if not (st and st.own) and policy_mod.call(self.node, "replicate", id, self.node) then
         local candidates = {}
         for pid, rec in pairs(self.peers) do
           local e = rec.catalogue[id]
@@ -260,7 +260,12 @@ function Sync:_choose(ids)
         end
         local ours = st and st.last or 0
         local current = self.upstream[id]
-        local best = policy.upstream(id, candidates, ours, current, self.node)
+        local best = policy_mod.call(self.node, "upstream", id, candidates, ours, current, self.node)
+        if best ~= nil and not self.peers[best] then
+          self.node:_error(("policy upstream chose %s for %s, which is no candidate; the default decides instead")
+            :format(tostring(best), id))
+          best = policy_mod.upstream(id, candidates, ours, current, self.node)
+        end
         if best ~= current then self:_switch(id, current, best, ours) end
       end
     end
