@@ -402,6 +402,77 @@ describe("journal", function()
     end)
   end)
 
+  describe("snapshots when things go wrong", function()
+    it("stop the worker's watch when the node closes while a snapshot is written", function()
+      -- the node closes on the loop turn after the worker's descriptor is
+      -- watched, while the worker still writes: closing the store closes
+      -- that descriptor, so the watch must be gone first
+      local n, watched
+      local adapter = setmetatable({
+        watch = function(fd, fn)
+          watched = true
+          return luv_adapter.watch(fd, fn)
+        end,
+      }, { __index = luv_adapter })
+      n = node({ adapter = adapter, policy = { reducer = "kv", snapshot_every_events = 1e9 } })
+      local evs = {}
+      for i = 1, 50000 do evs[i] = odo.kv.put("k" .. i, ("v"):rep(64)) end
+      n:append(nil, evs)
+      local res
+      n:snapshot(nil, function(r, err) res = { r, err } end)
+      assert.is_true(H.luv_until(function() return watched end))
+      n:close()
+      assert.is_true(H.luv_until(function() return res ~= nil end))
+      assert.same({ nil, "ECANCELED: the node closed" }, res)
+      -- after_each: no handle left active (the loop can end)
+    end)
+
+    it("report a Lua reducer's codec failing, and free the stream", function()
+      local clock = memory.new()
+      local errors = {}
+      local n = node({ adapter = clock, on_error = function(e) errors[#errors + 1] = e end })
+      n:append(nil, H.events(3))
+      local res
+      local function cb(r, err) res = { r, err } end
+      -- a state holding a function: JSON cannot encode it
+      n:snapshot(nil, cb, { name = "fn", reduce = function(st) st.f = print; return st end })
+      clock.drain()
+      assert.is_nil(res[1])
+      assert.matches("serialise", res[2])
+      assert.equal(1, #errors)
+      -- a codec that cannot read its own snapshot back
+      local broken = { name = "broken", reduce = function(st) return st end,
+        codec = { encode = function() return "x" end, decode = function() error("cannot decode") end } }
+      n:snapshot(nil, cb, broken)
+      clock.drain()
+      assert.same({ 3 }, res)
+      n:append(nil, H.events(1))
+      n:snapshot(nil, cb, broken)
+      clock.drain()
+      assert.is_nil(res[1])
+      assert.matches("cannot decode", res[2])
+      assert.equal(2, #errors)
+      -- the stream is not left busy: a good reducer builds
+      n:snapshot(nil, cb, "last")
+      clock.drain()
+      assert.same({ 4 }, res)
+      assert.equal(1, clock.pending_timers()) -- the node's ticker only
+    end)
+
+    it("report a policy function that raises, and the default decides", function()
+      local clock = memory.new()
+      local errors = {}
+      local n = node({ adapter = clock, on_error = function(e) errors[#errors + 1] = e end, policy = {
+        reducer = "last", snapshot_every_events = 5,
+        snapshot_due = function() error("snapshot_due broke") end,
+      } })
+      n:append(nil, H.events(5)) -- raised into the caller before
+      clock.drain()
+      assert.equal(5, n.store:snapshot_get(n.id).rev)
+      assert.matches("snapshot_due broke", errors[1])
+    end)
+  end)
+
   describe("policy on the in-memory adapter", function()
     it("snapshots after N events and compacts after M more", function()
       local clock = memory.new()

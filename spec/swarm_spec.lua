@@ -15,11 +15,12 @@ describe("swarm", function()
     assert.equal(0, net.pending_timers())
   end)
 
-  -- node i listens on 10.0.0.i:4000; `opts.peers` are seeds; every "peer"
-  -- event is logged in node.events as {old, new, reason, id, host, port}
+  -- node i listens on 10.0.0.i:4000; `opts.peers` are seeds, `opts.adapter`
+  -- another view of the network (see `late_dials`); every "peer" event is
+  -- logged in node.events as {old, new, reason, id, host, port}
   local function node(i, opts)
     opts = opts or {}
-    local n = H.net_node(net, i, opts.tls or pki.n[i], {
+    local n = H.net_node(opts.adapter or net, i, opts.tls or pki.n[i], {
       dir = opts.dir, listen = opts.listen, peers = opts.peers, policy = H.merge(FAST, opts.policy) })
     n.events = {}
     n:on("peer", function(p, old, new, reason)
@@ -255,14 +256,18 @@ describe("swarm", function()
     local j = node(2, { policy = { backoff = { 1000, 1000, 1000 }, backoff_jitter = 0.5 } })
     j:discover("10.0.0.9", 4000)
     net.advance(10000)
-    local last
+    local last, retries = nil, 0
     for _, e in ipairs(j.events) do
       if e.new == "lifesupport" then last = e.at end
       if e.reason == "retry" then
+        retries = retries + 1
         local d = e.at - last
         assert.is_true(d >= 500 and d <= 1500, "delay " .. d)
       end
     end
+    -- three delays in the table: three retries, then deleted
+    assert.equal(3, retries)
+    assert.equal("lifesupport>deleted:exhausted", transitions(j)[#transitions(j)])
   end)
 
   it("rule 9: purgatory entries are deleted after the purgatory timeout", function()
@@ -293,7 +298,7 @@ describe("swarm", function()
       { transitions(a)[3], transitions(a)[4] })
   end)
 
-  it("refuses incoming peers over the maximum, and ignores discoveries", function()
+  it("refuses incoming peers over the maximum, and keeps discoveries waiting", function()
     local a = node(1, { policy = { max_peers = 1 } })
     local b, c = node(2), node(3)
     b:discover("10.0.0.1", 4000)
@@ -342,5 +347,248 @@ describe("swarm", function()
     assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
     a:close()
     assert.is_true(stopped)
+  end)
+  -- ---- a dial still under way when the peer's own connection arrives -----------------
+
+  -- A view of the network where TCP connects from this node finish `ms`
+  -- later than they would (a slow route), or fail then (`fail`).
+  local function late_dials(ms, fail)
+    local view = setmetatable({}, { __index = net })
+    view.connect = function(host, port, cb, from)
+      local timer
+      local inner = net.connect(host, port, function(sock, err, name)
+        timer = net.timer(ms, function()
+          if fail then
+            if sock then sock:close() end
+            return cb(nil, "ETIMEDOUT: cannot connect", "ETIMEDOUT")
+          end
+          cb(sock, err, name)
+        end)
+      end, from)
+      return { cancel = function()
+        inner.cancel()
+        if timer then timer.stop() end
+      end }
+    end
+    return view
+  end
+
+  local function live_conns(n)
+    local k = 0
+    for c in pairs(n.swarm.transport.conns) do
+      if not c.closed then k = k + 1 end
+    end
+    return k
+  end
+
+  for _, slow in ipairs({ 1, 2 }) do
+    it(("rule 4: node %d's dial finishing after the peer's own connection made it active leaves one"
+      .. " working connection, the one dialled by the lower id"):format(slow), function()
+      local a = node(1, { adapter = slow == 1 and late_dials(50) or nil })
+      local b = node(2, { adapter = slow == 2 and late_dials(50) or nil })
+      a:discover("10.0.0.2", 4000)
+      b:discover("10.0.0.1", 4000)
+      net.advance(20000) -- past heartbeats and timeouts
+      assert.same({ "active" }, states(a))
+      assert.same({ "active" }, states(b))
+      for _, n in ipairs({ a, b }) do
+        assert.equal(1, live_conns(n))
+        for _, e in ipairs(n.events) do assert.is_not.equal("lifesupport", e.new) end
+      end
+      local lower, higher = a, b
+      if b.id < a.id then lower, higher = b, a end
+      assert.is_false(active_with(lower, higher).incoming)
+      assert.is_true(active_with(higher, lower).incoming)
+      -- and it carries sync both ways
+      a:append(nil, H.events(2))
+      b:append(nil, H.events(3))
+      assert.is_true(net.run_until(function()
+        local x, y = a.store:stream(b.id), b.store:stream(a.id)
+        return x and x.last == 3 and y and y.last == 2
+      end, 5000))
+    end)
+  end
+
+  it("rule 4: a dial failing after the peer's own connection made it active leaves the peer active", function()
+    local a = node(1, { adapter = late_dials(50, true) })
+    local b = node(2)
+    a:discover("10.0.0.2", 4000)
+    b:discover("10.0.0.1", 4000)
+    net.advance(20000)
+    assert.same({ "active" }, states(a))
+    assert.same({ "active" }, states(b))
+    for _, e in ipairs(a.events) do assert.is_not.equal("lifesupport", e.new) end
+    b:append(nil, H.events(1))
+    assert.is_true(net.run_until(function()
+      local x = a.store:stream(b.id)
+      return x and x.last == 1
+    end, 5000))
+  end)
+
+  it("an incoming entry that joins the entry kept for its address ends with incoming > deleted 'merged'", function()
+    local a = node(1, { adapter = late_dials(50, true) })
+    local b = node(2)
+    a:discover("10.0.0.2", 4000)
+    b:discover("10.0.0.1", 4000)
+    net.advance(1000)
+    assert.same({ "none>connecting:discovered", "none>incoming:accepted", "incoming>deleted:merged",
+      "connecting>active:introduced" }, transitions(a))
+    -- the merged entry's events name the peer it turned out to be
+    assert.same({ b.id, "10.0.0.2", 4000 }, { a.events[3].id, a.events[3].host, a.events[3].port })
+  end)
+
+  -- ---- policies that fail -------------------------------------------------------------
+
+  local function take_errors(n)
+    local out = {}
+    for i, e in ipairs(n.errors) do out[i] = e end
+    for i = #n.errors, 1, -1 do n.errors[i] = nil end
+    return out
+  end
+
+  it("rule 8: a backoff function that raises is reported, and the default table decides that retry", function()
+    local calls = 0
+    local a = node(1, { policy = { backoff = function()
+      calls = calls + 1
+      if calls == 2 then error("backoff broke") end
+      if calls == 3 then return "soon" end
+      return 1000
+    end } })
+    a:discover("10.0.0.9", 4000)
+    net.advance(10500)
+    -- a retry every second (the default's second and third delays are 1000
+    -- and 2000 ms with no jitter in these specs)
+    local retries = 0
+    for _, e in ipairs(a.events) do if e.reason == "retry" then retries = retries + 1 end end
+    assert.equal(9, retries)
+    assert.equal("lifesupport", a:peers()[1].state)
+    local errs = take_errors(a)
+    assert.equal(2, #errs)
+    assert.matches("backoff broke", errs[1])
+    assert.matches("it returned soon", errs[2])
+  end)
+
+  it("reports an accept_address policy that raises, and the default accepts", function()
+    local a = node(1, { policy = { accept_address = function() error("accept broke") end } })
+    local b = node(2)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    assert.matches("accept broke", take_errors(a)[1])
+  end)
+
+  for _, which in ipairs({ "upstream", "replicate" }) do
+    it(("a raising %s policy is reported, the default decides, and a lost peer goes to lifesupport"):format(which),
+      function()
+        local a = node(1, { policy = { [which] = function() error(which .. " broke") end } })
+        local b = node(2)
+        b:append(nil, H.events(3))
+        a:discover("10.0.0.2", 4000)
+        assert.is_true(net.run_until(function()
+          local x = a.store:stream(b.id)
+          return x and x.last == 3
+        end, 5000))
+        b:close()
+        net.advance(100)
+        assert.same({ "lifesupport" }, states(a))
+        assert.is_nil(a.swarm:active(b.id))
+        local errs = take_errors(a)
+        assert.is_true(#errs >= 1)
+        for _, e in ipairs(errs) do assert.matches(which .. " broke", e) end
+      end)
+  end
+
+  -- ---- a "peer" handler that closes the node ----------------------------------------
+
+  local function closes_on(n, state)
+    n:on("peer", function(_, _, new) if new == state then n:close() end end)
+  end
+
+  it("arms no retry timer when a handler closes the node as a peer goes to lifesupport", function()
+    local a = node(1)
+    closes_on(a, "lifesupport")
+    a:discover("10.0.0.9", 4000) -- refused
+    net.advance(100)
+    assert.is_true(a.closed)
+    assert.equal(0, net.pending_timers())
+  end)
+
+  it("arms no retry timer when a handler closes the node as an active peer is lost", function()
+    local a, b = node(1), node(2)
+    closes_on(a, "lifesupport")
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    b:close()
+    net.advance(100)
+    assert.is_true(a.closed)
+    assert.equal(0, net.pending_timers())
+  end)
+
+  it("arms no purgatory timer when a handler closes the node as a peer goes to purgatory", function()
+    local a = node(1)
+    closes_on(a, "purgatory")
+    a:discover("10.0.0.1", 4000) -- itself
+    net.advance(100)
+    assert.is_true(a.closed)
+    assert.equal(0, net.pending_timers())
+  end)
+
+  it("dials nothing when a handler closes the node as a peer starts connecting", function()
+    local a = node(1)
+    local dialled = 0
+    net.listen("10.0.0.7", 4000, function() dialled = dialled + 1 end)
+    closes_on(a, "connecting")
+    a:discover("10.0.0.7", 4000)
+    net.advance(100)
+    assert.is_true(a.closed)
+    assert.equal(0, dialled)
+    assert.equal(0, net.pending_timers())
+  end)
+
+  it("touches no closed store when a handler closes the node as a peer becomes active", function()
+    local a = node(1)
+    node(2)
+    closes_on(a, "active")
+    a:discover("10.0.0.2", 4000)
+    net.advance(100)
+    assert.is_true(a.closed)
+    -- after_each: no error reported (peer history went to a closed store before)
+  end)
+
+  -- ---- max_peers ----------------------------------------------------------------------
+
+  it("keeps seeds over max_peers waiting, and dials them as slots free", function()
+    local a = node(1, { peers = { "10.0.0.9:4000", "10.0.0.2:4000" }, policy = { max_peers = 1 } })
+    local b = node(2)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    -- the first seed (nobody there) keeps retrying, but waits while the node is full
+    net.advance(20000)
+    local nine = {}
+    for _, e in ipairs(a.events) do
+      if e.host == "10.0.0.9" then nine[#nine + 1] = e.old .. ">" .. e.new .. ":" .. e.reason end
+    end
+    assert.same({ "none>connecting:discovered", "connecting>lifesupport:refused" }, nine)
+    assert.same({ "active", "lifesupport" }, states(a))
+  end)
+
+  it("dials a waiting address when a slot frees, and a due retry waits for one", function()
+    local a = node(1, { policy = { max_peers = 1 } })
+    local b, c = node(2), node(3)
+    a:discover("10.0.0.2", 4000)
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
+    a:discover("10.0.0.3", 4000) -- waits
+    net.advance(100)
+    assert.same({}, transitions(a, function(e) return e.host == "10.0.0.3" end))
+    -- b stops answering: its entry leaves the live states, and c gets the slot
+    net.hold("10.0.0.2")
+    assert.is_true(net.run_until(function() return active_with(a, c) end, 20000))
+    assert.equal("lifesupport", transitions(a, function(e) return e.host == "10.0.0.2" end)[3]:match(">(%a+)"))
+    -- b is back, but its retries wait while c holds the only slot
+    net.release("10.0.0.2")
+    net.advance(20000)
+    assert.same({ "none>connecting:discovered", "connecting>active:introduced", "active>lifesupport:heartbeat" },
+      transitions(a, function(e) return e.host == "10.0.0.2" end))
+    -- c goes away: b gets the slot back
+    c:close()
+    assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
   end)
 end)

@@ -5,7 +5,12 @@
 -- command: `{"cmd": "status"}`; the answer is `{"ok": true, "result": ...}`
 -- or `{"ok": false, "error": "NAME: message"}`. Commands that stream (tail
 -- -f) answer with many lines. Commands are plain functions in
--- `Control.commands`; a node process may add its own.
+-- `Control.commands`; a node process may add its own. A command that
+-- raises answers `{"ok": false, "error": "EINTERNAL: ..."}` (and the error
+-- goes to the node's error handler). When the server closes (the node
+-- stops), every client still connected gets `{"ok": false, "error":
+-- "ECLOSED: the node is stopping", "closing": true}`, then the end of the
+-- stream.
 --
 -- @module odo.control
 local cjson = require "cjson"
@@ -110,6 +115,16 @@ function Control.event_table(stream, ev)
   return t
 end
 
+--- A snapshot as `odo tail` prints it, when the asked revision is behind
+-- the stream's compaction point: {kind = "snapshot", stream, rev, format,
+-- origin, data or data_base64}; the events after it follow.
+function Control.snapshot_table(stream, snap)
+  local t = { kind = "snapshot", stream = stream, rev = snap.rev, format = snap.format, origin = snap.origin }
+  local data = snap.data or ""
+  if utf8.len(data) then t.data = data else t.data_base64 = Control.base64(data) end
+  return t
+end
+
 Control.commands = {}
 
 function Control.commands.status(node)
@@ -139,14 +154,21 @@ end
 -- without follow, then {"ok": true, "result": "end"}; with follow, live
 -- events until the client goes away.
 function Control.commands.tail(node, req, reply, sock)
-  local st = node.store:stream(req.stream)
-  local from = math.tointeger(tonumber(req.from)) or (st and st.first) or 1
   if type(req.stream) ~= "string" then return nil, "EINVAL: tail needs a stream id" end
+  local from
+  if req.from ~= nil then
+    from = math.tointeger(tonumber(req.from))
+    if not from or from < 1 then
+      return nil, ("EINVAL: %s is not a revision (revisions start at 1)"):format(tostring(from or req.from))
+    end
+  end
+  local st = node.store:stream(req.stream)
+  from = from or (st and st.first) or 1
   local queued = 0
   local sub
   sub = node:subscribe(req.stream, from, function(batch)
     if batch.snapshot then
-      reply { snapshot = { stream = batch.stream, rev = batch.snapshot.rev, format = batch.snapshot.format } }
+      reply { snapshot = Control.snapshot_table(batch.stream, batch.snapshot) }
       return
     end
     for _, ev in ipairs(batch) do
@@ -191,28 +213,72 @@ local function reader(on_line, on_bad)
   end
 end
 
+-- Runs one request of a client; a command that raises answers EINTERNAL.
+local function handle(node, req, reply, sock)
+  local fn = Control.commands[req.cmd]
+  if not fn then return reply { ok = false, error = "EINVAL: unknown command " .. tostring(req.cmd) } end
+  if node.closed then return reply { ok = false, error = "ECLOSED: the node is stopping" } end
+  local ok, result, err = xpcall(fn, debug.traceback, node, req, reply, sock)
+  if not ok then
+    node:_error("control command " .. tostring(req.cmd) .. ": " .. tostring(result))
+    return reply { ok = false, error = "EINTERNAL: " .. tostring(result):match("^[^\n]*") }
+  end
+  if result ~= nil then reply { ok = true, result = result }
+  elseif err then reply { ok = false, error = err } end
+end
+
+-- Ends a client's connection: the closing line, then the socket once the
+-- line is written (or after a second, for a client that reads nothing).
+local function say_goodbye(node, sock)
+  if sock.on_close then node:_protect(sock.on_close) end
+  local timer
+  local function close()
+    if timer then timer.stop() end
+    sock:close()
+  end
+  timer = node.adapter.timer(1000, function() node:_protect(close) end)
+  sock:write(Control.encode { ok = false, error = "ECLOSED: the node is stopping", closing = true } .. "\n",
+    function() node:_protect(close) end)
+end
+
 --- Serves the control socket of `node` at `path` (with the node's
--- adapter, which must offer listen_unix). Returns a server with close().
+-- adapter, which must offer listen_unix). Returns a server with close(),
+-- which also ends every client's connection (see the module's
+-- description), or nil, "NAME: message", "NAME".
 function Control.serve(node, path)
   local adapter = node.adapter
   assert(adapter.listen_unix, "the adapter cannot listen on a unix socket")
-  return adapter.listen_unix(path, function(sock)
+  local clients = {}
+  local server, err, name = adapter.listen_unix(path, function(sock)
+    if node.closed then return sock:close() end
+    clients[sock] = true
     local function reply(obj) sock:write(Control.encode(obj) .. "\n") end
     sock:read_start(reader(function(req)
       node:_protect(function()
         if not req then
+          clients[sock] = nil
           if sock.on_close then sock.on_close() end
           return sock:close()
         end
-        local fn = Control.commands[req.cmd]
-        if not fn then return reply { ok = false, error = "EINVAL: unknown command " .. tostring(req.cmd) } end
-        if node.closed then return reply { ok = false, error = "ECLOSED: the node is stopping" } end
-        local result, err = fn(node, req, reply, sock)
-        if result ~= nil then reply { ok = true, result = result }
-        elseif err then reply { ok = false, error = err } end
+        if not clients[sock] then return end -- closing
+        handle(node, req, reply, sock)
       end)
     end, function() reply { ok = false, error = "EINVAL: a request is one JSON object per line" } end))
   end)
+  if not server then return nil, err, name end
+  return {
+    path = server.path,
+    clients = clients,
+    close = function()
+      server.close()
+      local list = {}
+      for sock in pairs(clients) do list[#list + 1] = sock end
+      for _, sock in ipairs(list) do
+        clients[sock] = nil
+        say_goodbye(node, sock)
+      end
+    end,
+  }
 end
 
 --- Sends one request to the node at `path` and runs luv's loop until the

@@ -71,7 +71,7 @@ end
 function Journal:_schedule()
   if self.scheduled or self.closed then return end
   self.scheduled = true
-  self.adapter.defer(function() self:_turn() end)
+  self.adapter.defer(function() self.node:_protect(self._turn, self) end)
 end
 
 -- One delivery turn: every pending subscription gets at most one slice,

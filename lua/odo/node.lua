@@ -7,6 +7,12 @@
 -- call: an error goes to the node's error handler (default: print it with
 -- a traceback and carry on), never ends the process.
 --
+-- Events (`node:on(name, fn)`): "peer" `(peer, old, new, reason)` for every
+-- transition of a peer entry, each entry's from "none" to "deleted" (an
+-- incoming entry that joins the entry kept for its address ends with
+-- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
+-- `(stream, first)`; "close"; and the sync events (`odo.sync`).
+--
 -- @module odo.node
 local core = require "odo.core"
 local Store = require "odo.store"
@@ -27,13 +33,70 @@ local function default_adapter()
   return require "odo.adapter.luv"
 end
 
+-- ---- options (checked before anything is opened) ----------------------------------
+
+local function check_tls(tls)
+  assert(type(tls) == "table" and type(tls.ca) == "string" and type(tls.cert) == "string"
+    and type(tls.key) == "string", "opts.tls needs ca, cert and key (paths of PEM files)")
+end
+
+-- "host:port" or "[v6]:port" (port 0: any free port) -> {host, port};
+-- raises on anything else.
+local function parse_listen(listen)
+  local host, port
+  if type(listen) == "string" then host, port = listen:match("^%[?([^%]]+)%]?:(%d+)$") end
+  port = tonumber(port)
+  assert(host and port <= 65535, "opts.listen must be HOST:PORT")
+  return { host = host, port = port }
+end
+
+local function check_adapter(a)
+  assert(type(a) == "table", "opts.adapter must be a table of functions (see docs/ADAPTERS.md)")
+  for _, f in ipairs({ "now", "hrtime", "timer", "every", "defer" }) do
+    assert(type(a[f]) == "function", "opts.adapter has no function " .. f .. " (see docs/ADAPTERS.md)")
+  end
+end
+
+local function check_sources(list)
+  assert(list == nil or type(list) == "table", "opts.discovery must be an array of discovery sources")
+  for i, src in ipairs(list or {}) do
+    assert(type(src) == "table" and type(src.start) == "function" and type(src.stop) == "function",
+      ("opts.discovery[%d] is not a discovery source (a table with start(self, report) and stop(self))"):format(i))
+  end
+end
+
+-- Every programmer error in `opts` raises here, before anything is opened.
+-- Returns the merged policy, the parsed listen address and the static
+-- seeds source.
+local function check_options(opts)
+  assert(type(opts) == "table", "odo.node takes a table of options")
+  assert(type(opts.dir) == "string", "opts.dir (the node's folder) is required")
+  assert(opts.node_id == nil or type(opts.node_id) == "string", "opts.node_id must be a string")
+  assert(opts.on_error == nil or type(opts.on_error) == "function", "opts.on_error must be a function")
+  assert(opts.sync == nil or type(opts.sync) == "boolean", "opts.sync must be a boolean")
+  assert(opts.host == nil or type(opts.host) == "string", "opts.host must be a string")
+  local policy = policy_mod.merge(opts.policy)
+  if opts.adapter ~= nil then check_adapter(opts.adapter) end
+  if opts.tls ~= nil then check_tls(opts.tls) end
+  local listen
+  if opts.listen ~= nil then
+    assert(opts.tls ~= nil, "opts.listen needs opts.tls")
+    listen = parse_listen(opts.listen)
+  end
+  assert(opts.peers == nil or type(opts.peers) == "table", "opts.peers must be an array of HOST:PORT")
+  local seeds = discovery.static(opts.peers) -- raises on an address that is not HOST:PORT
+  check_sources(opts.discovery)
+  return policy, listen, seeds
+end
+
 --- Opens a node.
 -- @tparam table opts
 --   `dir` (string, required): the node's folder; the store is `dir/store`.
 --   `tls` (table): `{ca =, cert =, key =}` PEM files; the node id is the
 --   certificate's, and the node talks to peers. Without it the node is a
 --   local journal.
---   `listen` (string): "host:port" to accept peers on (port 0: any).
+--   `listen` (string): "host:port" to accept peers on (port 0: any); the
+--   host is an IP address (with luv).
 --   `peers` (table): seed addresses "host:port", always retried.
 --   `discovery` (table): more discovery sources (`odo.discovery`).
 --   `node_id` (string): the node's id when it has no certificate (local
@@ -42,21 +105,20 @@ end
 --   `policy` (table): replacements for `odo.policy` defaults.
 --   `sync` (boolean, default true): appends return once durable.
 --   `on_error` (function): the error handler, `function(message)`.
+-- Wrong options raise before anything is opened. A failure at run time
+-- (unreadable certificates, a store in use, an address that cannot be
+-- listened on) returns nil, "NAME: message", NAME, with everything opened
+-- so far closed again.
 -- @treturn Node
 -- @treturn[2] nil
--- @treturn[2] string "NAME: message" (EBUSY, EIDENTITY, ECORRUPT, ...)
+-- @treturn[2] string "NAME: message" (EBUSY, EIDENTITY, ECORRUPT,
+--   EADDRINUSE, EINVAL, ...)
 -- @treturn[2] string NAME
 function Node.new(opts)
-  assert(type(opts) == "table", "odo.node takes a table of options")
-  assert(type(opts.dir) == "string", "opts.dir (the node's folder) is required")
-  assert(opts.node_id == nil or type(opts.node_id) == "string", "opts.node_id must be a string")
-  assert(opts.on_error == nil or type(opts.on_error) == "function", "opts.on_error must be a function")
-  local policy = policy_mod.merge(opts.policy)
-  local tls, listen
+  local policy, listen, seeds = check_options(opts)
+  local tls
   local node_id = opts.node_id
   if opts.tls ~= nil then
-    assert(type(opts.tls) == "table" and type(opts.tls.ca) == "string" and type(opts.tls.cert) == "string"
-      and type(opts.tls.key) == "string", "opts.tls needs ca, cert and key (paths of PEM files)")
     local err, name
     tls, err, name = core.tls_context(opts.tls)
     if not tls then return nil, err, name end
@@ -65,13 +127,6 @@ function Node.new(opts)
     end
     node_id = tls:id()
   end
-  if opts.listen ~= nil then
-    assert(tls, "opts.listen needs opts.tls")
-    local host, port = tostring(opts.listen):match("^%[?([^%]]+)%]?:(%d+)$")
-    assert(host and tonumber(port) <= 65535, "opts.listen must be HOST:PORT")
-    listen = { host = host, port = tonumber(port) }
-  end
-  assert(opts.peers == nil or type(opts.peers) == "table", "opts.peers must be an array of HOST:PORT")
   local ok, err, name = core.mkdirs(opts.dir, 448) -- 0700: it holds keys
   if not ok then return nil, err, name end
   local store
@@ -90,34 +145,43 @@ function Node.new(opts)
     commits = {},
     closed = false,
   }, Node))
-  self.journal = Journal.new(self)
-  self.snapshots = Snapshots.new(self)
-  self.ticker = self.adapter.every(policy.tick_ms, function()
-    self:_protect(self._tick, self)
-  end)
-  if tls then
-    self.sync = Sync.new(self, tls)
-    self.swarm = Swarm.new(self, {
-      tls = tls,
-      host = opts.host or (listen and listen.host),
-      handlers = {
-        on_active = function(p) self.sync:on_active(p) end,
-        on_inactive = function(p) self.sync:on_inactive(p) end,
-        on_message = function(p, t, payload) self.sync:on_message(p, t, payload) end,
-        on_drain = function(p) self.sync:on_drain(p) end,
-      },
-    })
-    self.instance = self.swarm.instance
-    local sources = { discovery.static(opts.peers), discovery.history(store) }
-    for _, src in ipairs(opts.discovery or {}) do sources[#sources + 1] = src end
-    ok, err, name = self.swarm:start(listen, sources)
-    if not ok then
-      self:close()
-      return nil, err, name
-    end
-    self.listen = self.swarm.listen
+  -- from here on, whatever fails closes what was opened
+  local res = compat.pack(xpcall(Node._start, debug.traceback, self, opts, tls, listen, seeds))
+  if not res[1] or not res[2] then
+    self:close()
+    if not res[1] then error(res[2], 0) end
+    return nil, res[3], res[4]
   end
   return self
+end
+
+-- Opens the node's parts over its open store. Returns true, or nil, err,
+-- name (the caller then closes the node).
+function Node:_start(opts, tls, listen, seeds)
+  self.journal = Journal.new(self)
+  self.snapshots = Snapshots.new(self)
+  self.ticker = self.adapter.every(self.policy.tick_ms, function()
+    self:_protect(self._tick, self)
+  end)
+  if not tls then return true end
+  self.sync = Sync.new(self, tls)
+  self.swarm = Swarm.new(self, {
+    tls = tls,
+    host = opts.host or (listen and listen.host),
+    handlers = {
+      on_active = function(p) self.sync:on_active(p) end,
+      on_inactive = function(p) self.sync:on_inactive(p) end,
+      on_message = function(p, t, payload) self.sync:on_message(p, t, payload) end,
+      on_drain = function(p) self.sync:on_drain(p) end,
+    },
+  })
+  self.instance = self.swarm.instance
+  local sources = { seeds, discovery.history(self.store) }
+  for _, src in ipairs(opts.discovery or {}) do sources[#sources + 1] = src end
+  local ok, err, name = self.swarm:start(listen, sources)
+  if not ok then return nil, err, name end
+  self.listen = self.swarm.listen
+  return true
 end
 
 function Node:__tostring()
@@ -210,6 +274,8 @@ function Node:append(stream, events, opts)
   return last, err, name
 end
 
+-- Writes the queued group commits with one write; every caller's callback
+-- runs exactly once with its group's outcome.
 function Node:_flush_commits()
   local q = self.commits
   if #q == 0 then return end
@@ -218,30 +284,65 @@ function Node:_flush_commits()
   for i, c in ipairs(q) do
     groups[i] = { stream = c.stream, events = c.events, expected = c.expected }
   end
-  local res, err, name = self.store:append_many(groups)
-  self:_changed()
+  local called, res, err, name = pcall(self.store.append_many, self.store, groups)
+  if not called then
+    -- a group the checks let through still raised (its events changed
+    -- after the call?): write each group alone, so the others are kept
+    res, err, name = {}, nil, nil
+    for i, g in ipairs(groups) do
+      local ok, last, gerr = pcall(self.store.append, self.store, g.stream, g.events, { expected = g.expected })
+      if not ok then res[i] = "EINVAL: " .. tostring(last)
+      else res[i] = last or gerr end
+    end
+  end
+  if self.store:is_open() then self:_changed() end
   for i, c in ipairs(q) do
     if not res then
       self:_protect(c.cb, nil, err, name)
     elseif compat.is_integer(res[i]) then
       self:_protect(c.cb, res[i])
     else
-      self:_protect(c.cb, nil, res[i], res[i]:match("^(%u+):"))
+      self:_protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
+    end
+  end
+end
+
+-- The checks `append` makes in C, made at the call: a wrong event raises
+-- in the caller, not later in a group commit shared with others.
+local function check_events(events)
+  assert(type(events) == "table", "events must be an event table or an array of them")
+  if events.type ~= nil then events = { events } end
+  for i, ev in ipairs(events) do
+    if type(ev) ~= "table" then error(("event %d must be a table, got %s"):format(i, type(ev)), 3) end
+    if type(ev.type) ~= "string" then
+      error(("event %d: event.type must be a string, got %s"):format(i, type(ev.type)), 3)
+    end
+    if ev.data ~= nil and type(ev.data) ~= "string" then
+      error(("event %d: event.data must be a string, got %s"):format(i, type(ev.data)), 3)
+    end
+    if ev.ts ~= nil and not (compat.is_integer(ev.ts) and ev.ts >= 0) then
+      error(("event %d: event.ts must be a non-negative integer, got %s"):format(i, tostring(ev.ts)), 3)
     end
   end
 end
 
 --- Appends without waiting: appends issued in the same loop turn share one
 -- write and one sync (group commit); `cb(last)` or `cb(nil, err, name)`
--- runs once the write is durable.
+-- runs once the write is durable, exactly once per call. Wrong arguments
+-- raise here.
 function Node:append_async(stream, events, opts, cb)
   check_open(self)
   assert(type(cb) == "function", "append_async needs a callback")
-  assert(type(events) == "table", "events must be a table")
+  assert(stream == nil or type(stream) == "string", "stream must be a stream id or nil")
+  assert(opts == nil or type(opts) == "table", "opts must be a table or nil")
+  local expected = opts and opts.expected
+  assert(expected == nil or (compat.is_integer(expected) and expected >= 0),
+    "opts.expected must be a revision (an integer >= 0)")
+  check_events(events)
   self.commits[#self.commits + 1] = {
     stream = stream,
     events = events,
-    expected = opts and opts.expected,
+    expected = expected,
     cb = cb,
   }
   if #self.commits == 1 then
@@ -297,6 +398,9 @@ end
 -- `reducer`), in slices; `cb(rev)` or `cb(nil, err)` when stored.
 function Node:snapshot(stream, cb, reducer)
   check_open(self)
+  assert(cb == nil or type(cb) == "function", "cb must be a function or nil")
+  assert(reducer == nil or (reducer ~= nil and Snapshots.valid_reducer(reducer)),
+    "reducer must be \"kv\", \"last\" or { name = string, reduce = function(state, events), ... }")
   return self.snapshots:build(stream or self.id, cb, reducer)
 end
 
@@ -349,13 +453,14 @@ end
 -- written first. Idempotent.
 function Node:close()
   if self.closed then return end
-  self:_flush_commits()
+  self:_protect(self._flush_commits, self)
   self.closed = true
-  if self.swarm then self.swarm:close("the node is stopping") end
-  if self.sync then self.sync:close() end
+  if self.swarm then self:_protect(self.swarm.close, self.swarm, "the node is stopping") end
+  if self.sync then self:_protect(self.sync.close, self.sync) end
   if self.ticker then self.ticker.stop() end
-  self.journal:close()
-  self.snapshots:close()
+  if self.journal then self.journal:close() end
+  -- before the store: a snapshot worker's descriptor is watched
+  if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end
   self.store:close()
   self:emit("close")
 end

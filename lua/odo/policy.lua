@@ -2,9 +2,23 @@
 --
 -- Pass replacements in `odo.node{ policy = { ... } }`: each entry is a
 -- plain value or a function, and a user's entry replaces the default
--- whole. Functions receive the node as their last argument.
+-- whole. `odo.node` checks every entry's type before it opens anything (a
+-- wrong one raises). What each function receives is written above it:
+--
+--     reducer(stream_id, node)                       (when a function)
+--     backoff(failures, peer)                        (when a function; peer as node:peers() shows it)
+--     accept_address(host, port, node)
+--     replicate(stream_id, node)
+--     upstream(stream_id, candidates, our_last, current, node)
+--     snapshot_due(st, state, now, policy)
+--     compact_upto(st, state, now, policy)
+--
+-- A policy function runs in a protected call: when it raises, the error
+-- goes to the node's error handler and the default decides that once.
 --
 -- @module odo.policy
+local compat = require "odo.compat"
+
 local P = {}
 
 --- How often the node re-evaluates time-based policies (ms).
@@ -67,7 +81,8 @@ P.heartbeat_timeout_ms = 10000
 P.purgatory_ms = 5 * 60 * 1000
 
 -- Reconnection delays (ms) for a peer in lifesupport, by consecutive
--- failure: a table, or `function(attempt, peer) return ms or nil end`.
+-- failure: a table, or `function(failures, peer) return ms or nil end`
+-- (`failures` counts from 1; `peer` is the entry as `node:peers()` shows it).
 -- When it runs out (nil), the peer is deleted, unless it is pinned (a
 -- configured seed), which keeps retrying at the last delay. (A plain
 -- comment: LDoc cannot show an array; the default is the line below.)
@@ -78,7 +93,8 @@ P.backoff_jitter = 0.2
 --- No delay is longer than this (ms).
 P.backoff_cap_ms = 60000
 
---- Which discovered addresses to try: `function(host, port, node)`.
+--- Which discovered addresses to try: `function(host, port, node)`
+-- returns true to dial it.
 function P.accept_address(host, port)
   return type(host) == "string" and host ~= "" and port > 0 and port < 65536
 end
@@ -133,9 +149,11 @@ P.sync_pump_budget = 256
 --- Events walked per loop turn when signing heads.
 P.sign_budget = 100000
 
---- Whether stream `st` (a catalogue entry) is due for a snapshot. `state`
--- holds `last_snapshot_ms` and `snapshot_rev` (of the snapshot this node
--- builds: source snapshots on own streams, local ones on replicas).
+--- Whether stream `st` (a catalogue entry) is due for a snapshot:
+-- `function(st, state, now, policy)` (`policy`: the node's merged policy
+-- table). `state` holds `last_snapshot_ms` and `snapshot_rev` (of the
+-- snapshot this node builds: source snapshots on own streams, local ones
+-- on replicas); `now` is the adapter's clock (ms).
 function P.snapshot_due(st, state, now, policy)
   local since = st.last - state.snapshot_rev
   if since <= 0 then return false end
@@ -143,8 +161,10 @@ function P.snapshot_due(st, state, now, policy)
     or now - state.last_snapshot_ms >= policy.snapshot_every_ms
 end
 
---- Up to which revision stream `st` should be compacted now, or nil.
--- Compacts only against the source's snapshot (`st.snapshot`).
+--- Up to which revision stream `st` should be compacted now, or nil:
+-- `function(st, state, now, policy)`, as `snapshot_due` (`state` also
+-- holds `snapshot_seen_ms`). Compacts only against the source's snapshot
+-- (`st.snapshot`).
 function P.compact_upto(st, state, now, policy)
   local upto = st.snapshot - policy.compact_keep
   if st.snapshot == 0 or upto < st.first then return nil end
@@ -155,19 +175,88 @@ function P.compact_upto(st, state, now, policy)
   return nil
 end
 
+-- Names in this module that are not policies.
+local NOT_POLICY = { merge = true, call = true, check = true }
+
+-- Policies that must be positive numbers (a zero would stall a loop or
+-- spin a timer); every other number must be at least 0.
+local POSITIVE = { tick_ms = true, slice = true, turn_budget_ms = true, snapshot_slice = true,
+  purge_slice = true, sync_pump_budget = true, sign_budget = true, max_frame_bytes = true,
+  heartbeat_interval_ms = true }
+
+local function check_backoff(v)
+  if type(v) == "function" then return true end
+  if type(v) ~= "table" then return false end
+  for i, d in ipairs(v) do
+    if type(d) ~= "number" or d < 0 or d ~= d then return false, ("backoff[%d] is %s"):format(i, tostring(d)) end
+  end
+  return true
+end
+
+local function check_reducer(v)
+  return v == nil or v == "kv" or v == "last" or type(v) == "function"
+    or (type(v) == "table" and type(v.name) == "string" and type(v.reduce) == "function")
+end
+
+--- Checks one policy entry; raises (at the caller's caller's level) when
+-- its type or range is wrong.
+function P.check(k, v, level)
+  level = (level or 1) + 1
+  local function bad(what)
+    error(("policy '%s' %s, got %s"):format(k, what, v == nil and "nil" or tostring(v)), level + 1)
+  end
+  if k == "reducer" then
+    if not check_reducer(v) then bad("must be nil, \"kv\", \"last\", a function or { name =, reduce = }") end
+  elseif k == "backoff" then
+    local ok, why = check_backoff(v)
+    if not ok then bad("must be an array of delays (ms) or a function" .. (why and (": " .. why) or "")) end
+  elseif k == "backoff_jitter" then
+    if type(v) ~= "number" or not (v >= 0 and v <= 1) then bad("must be a number from 0 to 1") end
+  elseif type(P[k]) == "number" then
+    if type(v) ~= "number" or v ~= v then bad("must be a number") end
+    if POSITIVE[k] and v <= 0 then bad("must be greater than 0") end
+    if v < 0 then bad("must not be negative") end
+  elseif type(P[k]) == "function" then
+    if type(v) ~= "function" then bad("must be a function") end
+  elseif type(P[k]) == "boolean" then
+    if type(v) ~= "boolean" then bad("must be true or false") end
+  end
+end
+
 --- Returns a policy table: the defaults, with the user's entries on top.
+-- Raises on an unknown entry or one of the wrong type.
 function P.merge(user)
+  if user ~= nil and type(user) ~= "table" then
+    error("opts.policy must be a table, got " .. type(user), 3)
+  end
   local p = {}
   for k, v in pairs(P) do
-    if k ~= "merge" then p[k] = v end
+    if not NOT_POLICY[k] then p[k] = v end
   end
   for k, v in pairs(user or {}) do
-    if P[k] == nil and k ~= "reducer" then
+    if (P[k] == nil and k ~= "reducer") or NOT_POLICY[k] then
       error("unknown policy '" .. tostring(k) .. "'", 3)
     end
+    P.check(k, v, 3)
     p[k] = v
   end
   return p
+end
+
+--- Calls the node's policy function `name` with the arguments, protected.
+-- When it raises, the error goes to the node's error handler and the
+-- default policy decides instead (nothing, when the default is not a
+-- function or is the one that failed).
+function P.call(node, name, ...)
+  local fn = node.policy[name]
+  local res = compat.pack(xpcall(fn, debug.traceback, ...))
+  if res[1] then return compat.unpack(res, 2, res.n) end
+  node:_error(("policy %s failed; the default decides instead: %s"):format(name, tostring(res[2])))
+  local default = P[name]
+  if type(default) ~= "function" or default == fn then return nil end
+  local ok, v1, v2 = pcall(default, ...)
+  if ok then return v1, v2 end
+  return nil
 end
 
 return P

@@ -8,6 +8,7 @@
 --
 -- @module odo.snapshots
 local core = require "odo.core"
+local policy_mod = require "odo.policy"
 
 local Snapshots = {}
 Snapshots.__index = Snapshots
@@ -21,20 +22,30 @@ function Snapshots.new(node)
   return setmetatable({
     node = node,
     store = node.store,
-    state = {},  -- per stream: timings and the revision of our snapshot
-    busy = {},   -- per stream: a build or a purge in progress
+    state = {},   -- per stream: timings and the revision of our snapshot
+    busy = {},    -- per stream: the job (build or purge) in progress
+    watches = {}, -- job -> the adapter watch of its worker's descriptor
     closed = false,
   }, Snapshots)
 end
 
--- The reducer configured for a stream (nil: none).
+local function valid_reducer(r)
+  return r == nil or r == "kv" or r == "last"
+    or (type(r) == "table" and type(r.reduce) == "function" and type(r.name) == "string")
+end
+Snapshots.valid_reducer = valid_reducer
+
+local REDUCER_SHAPE = "a reducer is nil, \"kv\", \"last\" or { name = string, reduce = function(state, events),"
+  .. " init = function, codec = {...} }"
+
+-- The reducer configured for a stream (nil: none). A policy function that
+-- fails or answers nonsense is reported, and the stream gets no snapshot.
 function Snapshots:reducer(id)
   local r = self.node.policy.reducer
-  if type(r) == "function" then r = r(id, self.node) end
-  if r == nil or r == "kv" or r == "last" then return r end
-  assert(type(r) == "table" and type(r.reduce) == "function" and type(r.name) == "string",
-    "a Lua reducer is { name = string, reduce = function(state, events), init = function, codec = {...} }")
-  return r
+  if type(r) == "function" then r = policy_mod.call(self.node, "reducer", id, self.node) end
+  if valid_reducer(r) then return r end
+  self.node:_error(("policy reducer for %s: %s, not a %s"):format(id, tostring(r), REDUCER_SHAPE))
+  return nil
 end
 
 local function origin_of(st)
@@ -70,10 +81,10 @@ function Snapshots:check(ids)
     local st = self.store:stream(id)
     if st and not self.busy[id] then
       local state = self:_state(st)
-      if self:reducer(id) and policy.snapshot_due(st, state, now, policy) then
+      if self:reducer(id) and policy_mod.call(self.node, "snapshot_due", st, state, now, policy) then
         self:build(id)
       else
-        local upto = policy.compact_upto(st, state, now, policy)
+        local upto = policy_mod.call(self.node, "compact_upto", st, state, now, policy)
         if upto then self:compact(id, upto) end
       end
     end
@@ -87,59 +98,91 @@ function Snapshots:tick()
   self:check(ids)
 end
 
-function Snapshots:_done(id, ok, err, cb)
-  self.busy[id] = nil
-  if not ok and err then self.node:_error("snapshot of " .. id .. ": " .. tostring(err)) end
-  if cb then self.node:_protect(cb, ok, err) end
+-- A job: one build or purge of stream `id`, holding `busy[id]` until it
+-- settles. `job.done(rev)` or `job.done(nil, err)` settles it once: frees
+-- the stream, reports a failure (but a cancellation) to the node's error
+-- handler, and calls `cb` protected.
+function Snapshots:_job(id, kind, cb)
+  local job = { id = id, kind = kind }
+  self.busy[id] = job
+  function job.done(rev, err)
+    if job.settled then return end
+    job.settled = true
+    if self.busy[id] == job then self.busy[id] = nil end
+    local w = self.watches[job]
+    if w then
+      self.watches[job] = nil
+      w.stop()
+    end
+    if not rev and err and not tostring(err):match("^ECANCELED") then
+      self.node:_error(kind .. " of " .. id .. ": " .. tostring(err))
+    end
+    if cb then self.node:_protect(cb, rev, err) end
+  end
+  -- fn(...) in a protected call; an error settles the job with it
+  function job.guard(fn)
+    return function(...)
+      local ok, err = xpcall(fn, debug.traceback, ...)
+      if not ok then job.done(nil, err) end
+    end
+  end
+  return job
 end
 
 -- Runs step() on deferred turns until it returns true (done) or nil, err;
--- then finish(done), which calls done(rev) or done(nil, err).
-function Snapshots:_slices(id, step, finish, cb)
+-- then finish(job), which settles the job. Every turn is protected.
+function Snapshots:_slices(job, step, finish)
   local defer = self.node.adapter.defer
-  local function done(rev, err)
-    if rev then self:_done(id, rev, nil, cb) else self:_done(id, nil, err, cb) end
-  end
-  local function turn()
+  local turn
+  turn = job.guard(function()
+    if job.settled then return end
     if self.closed or not self.store:is_open() then
-      return done(nil, "ECANCELED: the node closed")
+      return job.done(nil, "ECANCELED: the node closed")
     end
-    local ok, finished, err = xpcall(step, debug.traceback)
-    if not ok or finished == nil then return done(nil, ok and err or finished) end
+    local finished, err = step()
+    if finished == nil then return job.done(nil, err) end
     if not finished then return defer(turn) end
-    finish(done)
-  end
+    finish(job)
+  end)
   defer(turn)
 end
 
 -- Stores what a C builder folded: on a worker thread when the adapter can
 -- watch a descriptor (so a large snapshot never stalls the loop), else
--- right here.
-function Snapshots:_finish_builder(b, done)
+-- right here. Calls collected(rev) or collected(nil, err), protected.
+function Snapshots:_finish_builder(job, b, collected)
   local watch = self.node.adapter.watch
-  if not watch then return done(b:finish()) end
+  if not watch then return collected(b:finish()) end
   local fd, err = b:finish_async()
-  if not fd then return done(nil, err) end
-  local w
-  w = watch(fd, function()
-    w.stop()
+  if not fd then return collected(nil, err) end
+  local w = watch(fd, job.guard(function()
+    local mine = self.watches[job]
+    self.watches[job] = nil
+    if mine then mine.stop() end
+    if job.settled then return end
     if self.closed or not self.store:is_open() then
-      return done(nil, "ECANCELED: the node closed")
+      return job.done(nil, "ECANCELED: the node closed")
     end
-    done(b:collect())
-  end)
+    collected(b:collect())
+  end))
+  -- the watch must stop before the store closes (closing it closes the
+  -- descriptor under the watch): close() stops every one it finds here
+  if self.closed or job.settled then
+    w.stop()
+    return job.done(nil, "ECANCELED: the node closed")
+  end
+  self.watches[job] = w
 end
 
 --- Builds a snapshot of stream `id` at its last revision now, in slices.
 -- `cb(rev)` or `cb(nil, err)` when done. Returns false if one is already
--- being built or no reducer is set.
+-- being built or no reducer is set. The reducer and its codec run in
+-- protected calls: a failure is reported and frees the stream.
 function Snapshots:build(id, cb, reducer)
   reducer = reducer or self:reducer(id)
   local st = self.store:stream(id)
   if not reducer or not st or self.busy[id] then return false end
-  self.busy[id] = "snapshot"
-  local policy = self.node.policy
-  local upto = st.last
+  local job = self:_job(id, "snapshot", cb)
   local function finished(rev)
     local s = self:_state(self.store:stream(id))
     s.snapshot_rev = rev
@@ -147,21 +190,28 @@ function Snapshots:build(id, cb, reducer)
     self.node:emit("snapshot", id, rev)
     return rev
   end
-  if type(reducer) == "string" then
-    local b, err = core.snapshot_builder(self.store.core, id, reducer, { upto = upto })
-    if not b then
-      self:_done(id, nil, err, cb)
-      return true
-    end
-    self:_slices(id, function() return b:step(policy.snapshot_slice) end, function(done)
-      self:_finish_builder(b, function(rev, ferr)
-        if rev then finished(rev) end
-        done(rev, ferr)
-      end)
-    end, cb)
-    return true
-  end
-  -- a Lua reducer: fold batches of events in Lua
+  local start = type(reducer) == "string" and self._build_c or self._build_lua
+  job.guard(start)(self, job, st, reducer, finished)
+  return true
+end
+
+-- A built-in reducer ("kv", "last"), folded in C.
+function Snapshots:_build_c(job, st, reducer, finished)
+  local b, err = core.snapshot_builder(self.store.core, st.id, reducer, { upto = st.last })
+  if not b then return job.done(nil, err) end
+  local slice = self.node.policy.snapshot_slice
+  self:_slices(job, function() return b:step(slice) end, function()
+    self:_finish_builder(job, b, function(rev, ferr)
+      if rev then finished(rev) end
+      job.done(rev, ferr)
+    end)
+  end)
+end
+
+-- A Lua reducer: fold batches of events in Lua, store the state encoded
+-- by its codec (JSON by default).
+function Snapshots:_build_lua(job, st, reducer, finished)
+  local id, upto, slice = st.id, st.last, self.node.policy.snapshot_slice
   local codec = reducer.codec or json_codec()
   local format = "lua:" .. reducer.name
   local origin = origin_of(st)
@@ -170,23 +220,19 @@ function Snapshots:build(id, cb, reducer)
   if prev and prev.format == format and prev.rev + 1 >= st.first and prev.rev <= upto then
     state, from = codec.decode(prev.data), prev.rev + 1
   elseif st.first > 1 then
-    self:_done(id, nil, "ESTALE: events of " .. id .. " before " .. st.first
-      .. " are compacted and no " .. format .. " snapshot covers them", cb)
-    return true
+    return job.done(nil, "ESTALE: events of " .. id .. " before " .. st.first
+      .. " are compacted and no " .. format .. " snapshot covers them")
   else
     state, from = reducer.init and reducer.init() or {}, 1
   end
   local it, ierr
   if from <= upto then
     it, ierr = self.store.core:iter(id, from, upto)
-    if not it then
-      self:_done(id, nil, ierr, cb)
-      return true
-    end
+    if not it then return job.done(nil, ierr) end
   end
-  self:_slices(id, function()
+  self:_slices(job, function()
     local n = 0
-    while it and n < policy.snapshot_slice do
+    while it and n < slice do
       local batch, err = it:next(1000)
       if batch == nil then
         if err then return nil, err end
@@ -197,15 +243,14 @@ function Snapshots:build(id, cb, reducer)
       n = n + #batch
     end
     return it == nil
-  end, function(done)
+  end, function()
     if not (prev and prev.rev == upto) then
       local ok, err = self.store:snapshot_put(id, upto, codec.encode(state),
         { format = format, origin = origin })
-      if not ok then return done(nil, err) end
+      if not ok then return job.done(nil, err) end
     end
-    done(finished(upto))
-  end, cb)
-  return true
+    job.done(finished(upto))
+  end)
 end
 
 --- Compacts stream `id` up to `upto` (one write), then purges the old
@@ -218,19 +263,29 @@ function Snapshots:compact(id, upto, cb)
     if cb then self.node:_protect(cb, nil, err) end
     return true
   end
-  self.busy[id] = "purge"
+  local job = self:_job(id, "purge", cb)
   self.node:emit("compact", id, first)
   local slice = self.node.policy.purge_slice
-  self:_slices(id, function()
+  self:_slices(job, function()
     local left, perr = self.store:purge(id, slice)
     if not left then return nil, perr end
     return left == 0
-  end, function(done) done(first) end, cb)
+  end, function() job.done(first) end)
   return true
 end
 
+--- Stops every build and purge (their callbacks get ECANCELED) and every
+-- watch of a worker's descriptor: call it before the store closes.
 function Snapshots:close()
+  if self.closed then return end
   self.closed = true
+  local jobs = {}
+  for _, job in pairs(self.busy) do jobs[#jobs + 1] = job end
+  for _, job in ipairs(jobs) do job.done(nil, "ECANCELED: the node closed") end
+  for job, w in pairs(self.watches) do
+    self.watches[job] = nil
+    w.stop()
+  end
 end
 
 return Snapshots

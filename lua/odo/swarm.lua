@@ -4,11 +4,22 @@
 -- way), active, lifesupport (waiting to retry), purgatory (refused for a
 -- while: "self", "duplicate"), deleted (forgotten). A peer's address is the
 -- IP it is reached at and the listen port it announces in HELLO. Every
--- transition is a "peer" event on the node: `(peer, old, new, reason)`.
--- Every timing and choice is a policy (`odo.policy`).
+-- transition is a "peer" event on the node: `(peer, old, new, reason)`,
+-- and every entry's events run from "none" to "deleted" (an entry still
+-- known when the node closes stops where it is). An incoming connection
+-- whose peer turns out to be an address we already keep (a dial under
+-- way, or waiting to retry) joins that entry: its own entry ends with
+-- `incoming -> deleted` "merged", then the kept entry goes on (`connecting
+-- -> active`). Discovered addresses beyond `max_peers` live entries wait,
+-- unseen in `node:peers()`, and are dialled in order as slots free; a
+-- lifesupport retry that falls due while the node is full waits the same
+-- way. Every timing and choice is a policy (`odo.policy`); policy
+-- functions and the layers above run protected, so a failure in one
+-- never leaves a transition half made.
 --
 -- @module odo.swarm
 local Transport = require "odo.transport"
+local policy_mod = require "odo.policy"
 
 local Swarm = {}
 Swarm.__index = Swarm
@@ -24,6 +35,8 @@ function Swarm.new(node, opts)
     by_id = {},    -- active peers by node id
     floating = {}, -- peers with no address (incoming, not yet introduced)
     sources = {},
+    waiting = {},      -- addresses and lifesupport entries waiting for a slot, in order
+    waiting_keys = {}, -- their addresses
     handlers = opts.handlers or {}, -- on_active(peer), on_inactive(peer), on_message(peer, type, payload)
     closed = false,
   }, Swarm)
@@ -60,16 +73,21 @@ function Swarm.info(p)
   }
 end
 
+local function is_live(state)
+  return state == "connecting" or state == "incoming" or state == "active"
+end
+
 function Swarm:_set(p, new, reason, detail)
   local old = p.state or "none"
   p.state, p.reason, p.detail, p.since = new, reason, detail, now(self)
+  if is_live(old) and not is_live(new) then self:_schedule_fill() end
   self.node:emit("peer", Swarm.info(p), old, new, reason)
 end
 
 function Swarm:_live_count()
   local n = 0
   local function count(p)
-    if p.state == "connecting" or p.state == "incoming" or p.state == "active" then n = n + 1 end
+    if is_live(p.state) then n = n + 1 end
   end
   for _, p in pairs(self.peers) do count(p) end
   for p in pairs(self.floating) do count(p) end
@@ -95,8 +113,45 @@ function Swarm:_forget(p, reason, detail)
   self:_set(p, "deleted", reason, detail)
 end
 
+-- The layers above (sync) learn that a peer came and went; a failure
+-- there goes to the node's error handler, not through the transition.
 function Swarm:_inactive(p)
-  if self.handlers.on_inactive then self.handlers.on_inactive(p) end
+  if self.handlers.on_inactive then self.node:_protect(self.handlers.on_inactive, p) end
+end
+
+function Swarm:_on_active(p)
+  if self.handlers.on_active then self.node:_protect(self.handlers.on_active, p) end
+end
+
+-- ---- slots (max_peers) ---------------------------------------------------------------
+
+-- Waits for a slot: `w` is {key, host, port, source} (a discovered
+-- address) or {key, peer} (a lifesupport entry whose retry fell due).
+function Swarm:_wait_for_slot(w)
+  if self.waiting_keys[w.key] then return end
+  self.waiting_keys[w.key] = true
+  self.waiting[#self.waiting + 1] = w
+end
+
+-- A live entry ended: on the next loop turn, dial what waits.
+function Swarm:_schedule_fill()
+  if self.fill_scheduled or self.closed or #self.waiting == 0 then return end
+  self.fill_scheduled = true
+  self.adapter.defer(function() self.node:_protect(self._fill_slots, self) end)
+end
+
+function Swarm:_fill_slots()
+  self.fill_scheduled = false
+  while not self.closed and #self.waiting > 0 and self:_live_count() < self.policy.max_peers do
+    local w = table.remove(self.waiting, 1)
+    self.waiting_keys[w.key] = nil
+    local p = w.peer
+    if not p then
+      self:discover(w.host, w.port, w.source)
+    elseif p.state == "lifesupport" and not p.timer and self.peers[p.addr] == p then
+      self:_retry(p)
+    end
+  end
 end
 
 -- ---- discovery (rule 1) --------------------------------------------------------------
@@ -106,14 +161,18 @@ end
 function Swarm:discover(host, port, source)
   if self.closed then return end
   port = tonumber(port)
-  if not port or not self.policy.accept_address(host, port, self.node) then return end
+  if type(host) ~= "string" or not port then return end
+  if not policy_mod.call(self.node, "accept_address", host, port, self.node) then return end
   local key = host .. ":" .. port
-  if self.peers[key] then return end
-  if self:_live_count() >= self.policy.max_peers then return end
+  if self.peers[key] or self.waiting_keys[key] then return end
+  if self:_live_count() >= self.policy.max_peers then
+    return self:_wait_for_slot { key = key, host = host, port = port, source = source }
+  end
   local p = { addr = key, host = host, port = port, attempts = 0, failures = 0,
     pinned = source and source.pinned or false, dialled = true }
   self.peers[key] = p
   self:_set(p, "connecting", "discovered", source and source.name)
+  if self.closed then return end -- a "peer" handler closed the node
   self:_dial(p)
 end
 
@@ -125,16 +184,9 @@ local function error_reason(name)
   return name and name:lower() or "error"
 end
 
-function Swarm:_handlers(p)
+-- The transport handlers of a connection (its entry is `conn.entry`).
+function Swarm:_handlers()
   return {
-    on_error = function(err, name) self:_attempt_failed(p, nil, error_reason(name), err) end,
-    on_connect = function(conn)
-      conn.entry = p
-      if p.state ~= "connecting" or p.attempt_id ~= conn.attempt_id then
-        conn.superseded = true
-        return conn:close("a stale attempt")
-      end
-    end,
     on_hello = function(conn, hello) self:_introduced(conn, hello) end,
     on_message = function(conn, t, payload) self:_message(conn, t, payload) end,
     on_pong = function(conn, rtt)
@@ -149,21 +201,46 @@ function Swarm:_handlers(p)
   }
 end
 
+-- Our dial's TCP connection is up. Usually the attempt goes on (TLS,
+-- HELLO). But the peer may have become active meanwhile through its own
+-- connection to us: then ours is a second connection, and once both are
+-- introduced the simultaneous-dial rule (`_resolve`) keeps one of them.
+function Swarm._dial_connected(_, p, attempt, conn)
+  conn.attempt_id, conn.entry = attempt, p
+  if p.attempt_id == attempt and p.state == "connecting" then
+    p.conn = conn
+    return
+  end
+  if p.attempt_id == attempt then
+    p.attempt_id = nil
+    if p.state == "active" and p.conn ~= conn and not p.dial_conn then
+      p.dial_conn = conn
+      return
+    end
+  end
+  conn.superseded = true
+  conn:close("a stale attempt")
+end
+
+-- Our dial failed before TCP was up. Nothing failed when the peer became
+-- active meanwhile through its own connection to us.
+function Swarm:_dial_failed(p, attempt, err, name)
+  if p.attempt_id ~= attempt then return end
+  if p.state ~= "connecting" then
+    p.attempt_id = nil
+    return
+  end
+  self:_attempt_failed(p, nil, error_reason(name), err)
+end
+
 function Swarm:_dial(p)
+  if self.closed then return end
   p.attempts = p.attempts + 1
   local attempt = {}
   p.attempt_id = attempt
-  local handlers = self:_handlers(p)
-  local on_connect = handlers.on_connect
-  handlers.on_connect = function(conn)
-    conn.attempt_id = attempt
-    if p.attempt_id == attempt then p.conn = conn end
-    on_connect(conn)
-  end
-  local on_error = handlers.on_error
-  handlers.on_error = function(...)
-    if p.attempt_id == attempt then on_error(...) end
-  end
+  local handlers = self:_handlers()
+  handlers.on_connect = function(conn) self:_dial_connected(p, attempt, conn) end
+  handlers.on_error = function(err, name) self:_dial_failed(p, attempt, err, name) end
   p.dial = self.transport:dial(p.host, p.port, handlers)
   -- the whole attempt (TCP, TLS, HELLO) must finish in time
   self:_stop_timer(p)
@@ -178,12 +255,23 @@ function Swarm:_dial(p)
   end)
 end
 
+-- The backoff policy's delay for p's next retry (nil: give up). A backoff
+-- function that raises or answers something else than a number or nil is
+-- reported, and the default table decides.
 local function backoff_delay(self, p)
   local b, pol = self.policy.backoff, self.policy
   local delay
   if type(b) == "function" then
-    delay = b(p.failures, Swarm.info(p))
-  else
+    local ok, d = xpcall(b, debug.traceback, p.failures, Swarm.info(p))
+    if ok and (d == nil or (type(d) == "number" and d == d)) then
+      delay = d
+    else
+      self.node:_error(("policy backoff failed; the default decides instead: %s")
+        :format(ok and ("it returned " .. tostring(d)) or tostring(d)))
+      b = policy_mod.backoff
+    end
+  end
+  if type(b) == "table" then
     delay = b[p.failures]
     if delay == nil and p.pinned then delay = b[#b] end
   end
@@ -207,12 +295,20 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
     if reason == "timeout" then conn:bye("timeout", detail) else conn:close(detail) end
   end
   if p.conn == conn then p.conn = nil end
+  if p.dial_conn then
+    -- a second connection under way goes with the first
+    local second = p.dial_conn
+    p.dial_conn = nil
+    second.superseded = true
+    second:close(detail)
+  end
   if p.state == "active" and self.by_id[p.id] == p then
     self.by_id[p.id] = nil
     self:_inactive(p)
   end
   p.failures = p.failures + 1
   self:_set(p, "lifesupport", reason, detail)
+  if self.closed then return end -- a handler closed the node
   local delay = backoff_delay(self, p)
   if not delay then
     return self:_forget(p, "exhausted", ("no answer after %d attempts (last: %s)"):format(p.attempts, reason))
@@ -221,12 +317,20 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
   p.timer = self.adapter.timer(delay, function()
     self.node:_protect(function()
       p.timer = nil
-      if p.state == "lifesupport" and not self.closed then
-        self:_set(p, "connecting", "retry", ("attempt %d"):format(p.attempts + 1))
-        self:_dial(p)
+      if p.state ~= "lifesupport" or self.closed then return end
+      if self:_live_count() >= self.policy.max_peers then
+        return self:_wait_for_slot { key = p.addr, peer = p }
       end
+      self:_retry(p)
     end)
   end)
+end
+
+-- Dials a lifesupport entry again.
+function Swarm:_retry(p)
+  self:_set(p, "connecting", "retry", ("attempt %d"):format(p.attempts + 1))
+  if self.closed then return end
+  self:_dial(p)
 end
 
 -- ---- incoming connections ----------------------------------------------------------
@@ -238,7 +342,7 @@ function Swarm:_accept(conn)
   -- over the maximum: refused once introduced (a BYE needs TLS first)
   if self:_live_count() >= self.policy.max_peers then p.refuse = "full" end
   conn.entry = p
-  conn.handlers = self:_handlers(p)
+  conn.handlers = self:_handlers()
   self.floating[p] = true
   self:_set(p, "incoming", "accepted", ("from %s:%s"):format(tostring(conn.remote_host), tostring(conn.remote_port)))
 end
@@ -248,6 +352,12 @@ end
 function Swarm:_introduced(conn, hello)
   local p = conn.entry
   if not p or conn.superseded then return end
+  if p.dial_conn == conn and hello.id ~= p.id then
+    -- our late dial reached another node than the one now active here
+    p.dial_conn = nil
+    conn.superseded = true
+    return conn:bye("normal", "this address now leads to another node")
+  end
   if hello.id == self.id then
     -- shared keys end in the transport; this is us, dialling ourselves
     conn.superseded = true
@@ -282,9 +392,16 @@ function Swarm:_introduced(conn, hello)
     if e and (e.state == "connecting" or e.state == "lifesupport") then
       self.floating[p] = nil
       self:_stop_timer(e)
-      if e.state == "connecting" and e.conn and e.conn ~= conn then e.dial_conn = e.conn end
+      if e.state == "connecting" and e.conn and e.conn ~= conn then
+        -- our dial's connection is up: a second one, resolved once introduced
+        e.dial_conn, e.attempt_id = e.conn, nil
+      end
       e.conn, e.id = conn, hello.id
       conn.entry = e
+      -- the incoming entry ends here; its connection goes on as e's
+      self:_set(p, "deleted", "merged", "its connection now serves the entry for " .. key)
+      p.conn = nil
+      if self.closed then return end
       p = e
     elseif key and not e then
       self.floating[p] = nil
@@ -302,16 +419,18 @@ function Swarm:_activate(p, conn)
   p.ping_at = nil
   self.by_id[p.id] = p
   self:_set(p, "active", "introduced", conn.incoming and "incoming" or "outgoing")
+  if self.closed then return end -- a handler closed the node
   if p.host and p.port then
     local ok, err = self.node.store:peer_put { id = p.id, host = p.host, port = p.port, reason = "active" }
     if not ok then self.node:_error("peer history: " .. tostring(err)) end
   end
-  if self.handlers.on_active then self.handlers.on_active(p) end
+  self:_on_active(p)
 end
 
 function Swarm:_purgatory(p, reason, detail)
   self:_stop_timer(p)
   self:_set(p, "purgatory", reason, detail)
+  if self.closed then return end -- a handler closed the node
   p.timer = self.adapter.timer(self.policy.purgatory_ms, function()
     self.node:_protect(function()
       p.timer = nil
@@ -360,11 +479,13 @@ function Swarm:_resolve(e, p, conn)
   keeper.dial_conn = nil
   conn.entry = keeper
   if other ~= keeper then self:_forget(other, "duplicate", why) end
+  if self.closed then return end
   if keeper.state == "active" then
     -- same peer, another connection: layers above start over on it
     self:_inactive(keeper)
     keeper.conn, keeper.ping_at = conn, nil
-    if self.handlers.on_active then self.handlers.on_active(keeper) end
+    if self.closed then return end
+    self:_on_active(keeper)
   else
     self:_activate(keeper, conn)
   end
@@ -387,6 +508,7 @@ function Swarm:_closed(conn, info)
   if p.state == "active" and self.by_id[p.id] == p then
     self.by_id[p.id] = nil
     self:_inactive(p)
+    if self.closed then return end
   end
   if info.name == "verification failed" then
     -- it sent what its source did not write: not to be trusted for a while
@@ -422,12 +544,15 @@ end
 function Swarm:_tick()
   if self.closed then return end
   local t, pol = now(self), self.policy
-  for _, p in pairs(self.peers) do self:_heartbeat(p, t, pol) end
-  for p in pairs(self.floating) do self:_heartbeat(p, t, pol) end
+  -- a copy: a transition (or a handler) may add and remove entries
+  local all = {}
+  for _, p in pairs(self.peers) do all[#all + 1] = p end
+  for p in pairs(self.floating) do all[#all + 1] = p end
+  for _, p in ipairs(all) do self:_heartbeat(p, t, pol) end
 end
 
 function Swarm:_heartbeat(p, t, pol)
-  if p.state ~= "active" or not p.conn then return end
+  if self.closed or p.state ~= "active" or not p.conn then return end
   local last = p.conn.last_rx or p.since
   if p.ping_at then
     if last >= p.ping_at then
@@ -517,6 +642,7 @@ function Swarm:close(reason)
     self:_stop_timer(p)
     if p.dial then p.dial.cancel() end
   end
+  self.waiting, self.waiting_keys = {}, {}
   self.transport:close(reason or "the node is stopping")
   if self.server then self.server.close() end
 end

@@ -102,6 +102,11 @@ local function ignore_sigpipe()
   sigpipe:unref()
 end
 
+-- Whether host is an IP address (v4 dotted, or v6), not a name.
+local function is_ip(host)
+  return host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true)
+end
+
 -- A stream socket as the transport sees it.
 local Sock = {}
 Sock.__index = Sock
@@ -150,9 +155,15 @@ end
 -- accepted connection. Returns {port = bound port, close = function}, or
 -- nil, "NAME: message", "NAME".
 function A.listen(host, port, on_conn)
+  if not is_ip(host) then
+    return nil, ("EINVAL: cannot listen on %s:%s: not an IP address"):format(host, tostring(port)), "EINVAL"
+  end
   ignore_sigpipe()
   local server = uv.new_tcp()
-  local ok, err, name = server:bind(host, port)
+  -- luv raises on an address it cannot parse ("300.1.1.1", a bad port)
+  local called, ok, err, name = pcall(server.bind, server, host, port)
+  if not called then ok, err, name = nil, ("EINVAL: cannot listen on %s:%s: %s"):format(host,
+    tostring(port), tostring(ok)), "EINVAL" end
   if ok then ok, err, name = server:listen(128, function(lerr)
     if lerr then return end
     local client = uv.new_tcp()
@@ -219,10 +230,6 @@ function A.listen_unix(path, on_conn)
   }
 end
 
-local function is_ip(host)
-  return host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true)
-end
-
 --- Connects to host:port (an IP address or a name to resolve); cb(sock)
 -- or cb(nil, "NAME: message", "NAME"). Returns a handle with cancel().
 function A.connect(host, port, cb)
@@ -239,6 +246,11 @@ function A.connect(host, port, cb)
   local function dial(ip)
     tcp = uv.new_tcp()
     local ok, err = pcall(tcp.connect, tcp, ip, port, function(cerr)
+      -- cancelled: cancel() closed the handle, and libuv reports ECANCELED
+      if done then
+        if not tcp:is_closing() then tcp:close() end
+        return
+      end
       if cerr then
         tcp:close()
         local name = tostring(cerr):match("^(%u+)") or "ECONNECT"
@@ -248,7 +260,7 @@ function A.connect(host, port, cb)
       finish(wrap(tcp))
     end)
     if not ok or not err then
-      tcp:close()
+      if not tcp:is_closing() then tcp:close() end
       A.defer(function() finish(nil, "EINVAL: " .. tostring(err), "EINVAL") end)
     end
   end

@@ -36,7 +36,11 @@ local function revision(s)
   if not s:match("^%d+$") then
     return nil, ("'%s' is not a revision (a whole number)"):format(s)
   end
-  return tonumber(s)
+  local n = math.tointeger(tonumber(s))
+  if not n or n < 1 then
+    return nil, ("'%s' is not a revision (revisions start at 1)"):format(s)
+  end
+  return n
 end
 
 -- ---- the parser -------------------------------------------------------------
@@ -72,7 +76,8 @@ local function run_command(p)
   run:option("--dht-bootstrap", "A DHT node to join through (repeatable)."):argname("HOST:PORT")
     :count("*"):convert(host_port)
   run:option("--dht-topic", "DHT topic to announce and look up."):argname("NAME")
-  run:option("--config", "Lua file with policies and options."):argname("FILE.lua")
+  run:option("--config", "Lua file returning { policy = {...}, discovery = {...}, peers = {...}, sync = BOOL }.")
+    :argname("FILE.lua")
 end
 
 local function local_commands(p)
@@ -87,7 +92,8 @@ local function local_commands(p)
   local tail = p:command("tail", "Print a stream's events as JSON lines.")
   tail:option("--dir", "The node's folder."):argname("DIR"):count(1)
   tail:argument("stream", "Full stream id."):argname("STREAM")
-  tail:option("--from", "First revision to print."):argname("REV"):convert(revision)
+  tail:option("--from", "First revision to print (1 or more; default: the first held). Behind the compaction"
+    .. " point, a snapshot line {\"kind\": \"snapshot\", ...} comes first."):argname("REV"):convert(revision)
   tail:flag("-f --follow", "Keep printing new events as they arrive.")
 
   local status = p:command("status", "Show the node's peers and streams.")

@@ -21,8 +21,14 @@ local function unbuilt(args)
   if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
 end
 
---- A --config file: Lua returning `{ policy = {...}, discovery = {...},
--- sync = true, ... }`, run with the standard library available.
+-- What a --config file may set, with the type each must have.
+local CONFIG_KEYS = { policy = "table", discovery = "table", peers = "table", sync = "boolean" }
+
+--- A --config file: Lua returning a table with any of `policy` (a table
+-- of `odo.policy` entries), `discovery` (an array of discovery sources),
+-- `peers` (more seed addresses "host:port", added to --peer) and `sync`
+-- (boolean, default true: appends return once durable), run with the
+-- standard library available. Any other key is an error.
 local function load_config(path)
   local env = setmetatable({}, { __index = _G })
   local chunk, err = loadfile(path, "t", env)
@@ -30,10 +36,34 @@ local function load_config(path)
   local ok, conf = pcall(chunk)
   if not ok then return nil, conf end
   if type(conf) ~= "table" then return nil, path .. " must return a table" end
+  for k, v in pairs(conf) do
+    local want = CONFIG_KEYS[k]
+    if not want then
+      return nil, ("%s: unknown option '%s' (it takes policy, discovery, peers, sync)"):format(path, tostring(k))
+    end
+    if type(v) ~= want then return nil, ("%s: '%s' must be a %s"):format(path, k, want) end
+  end
   return conf
 end
 
-return function(args)
+--- The options of `odo.node` for the parsed command line and config.
+local function node_options(args, conf, on_error)
+  local peers = {}
+  for _, a in ipairs(args.peer or {}) do peers[#peers + 1] = a end
+  for _, a in ipairs(conf.peers or {}) do peers[#peers + 1] = a end
+  return {
+    dir = args.dir,
+    tls = { ca = args.ca, cert = args.cert, key = args.key },
+    listen = args.listen,
+    peers = peers,
+    discovery = conf.discovery,
+    policy = conf.policy,
+    sync = conf.sync,
+    on_error = on_error,
+  }
+end
+
+local function run(args)
   local flag = unbuilt(args)
   if flag then return cli.fail(flag .. ": that discovery back-end is not built yet") end
   local conf = {}
@@ -46,16 +76,15 @@ return function(args)
   local node, err, name
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
+  local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
   for _ = 1, 50 do
-    node, err, name = odo.node {
-      dir = args.dir,
-      tls = { ca = args.ca, cert = args.cert, key = args.key },
-      listen = args.listen,
-      peers = args.peer,
-      discovery = conf.discovery,
-      policy = conf.policy,
-      on_error = function(msg) log("error: %s", tostring(msg)) end,
-    }
+    -- options the node refuses (a config's bad policy) raise: say so
+    local ok
+    ok, node, err, name = pcall(odo.node, opts)
+    if not ok then
+      local msg = tostring(node):gsub("^[^\n]-:%d+: ", "")
+      return cli.fail((args.config and "config: " or "") .. msg)
+    end
     if node or name ~= "EBUSY" then break end
     uv.sleep(100)
   end
@@ -87,3 +116,8 @@ return function(args)
   log("stopped")
   return 0
 end
+
+-- The command (a callable table, so specs can reach its parts).
+return setmetatable({ load_config = load_config, node_options = node_options }, {
+  __call = function(_, args) return run(args) end,
+})

@@ -1,0 +1,213 @@
+-- The control socket and the commands that use it: a server that ends
+-- every client's connection when the node stops, tail's edges (revision
+-- 0, a start behind the compaction point), and `odo run`'s options and
+-- clean stop with `odo tail -f` attached.
+local H = require "helper"
+local Control = require "odo.control"
+local luv_adapter = require "odo.adapter.luv"
+
+describe("control socket", function()
+  local nodes
+  before_each(function() nodes = {} end)
+  after_each(function()
+    for _, n in ipairs(nodes) do
+      if n.control then n.control.close() end
+      n:close()
+      assert.same({}, n.errors)
+    end
+    luv_adapter.shutdown()
+    assert.same({}, H.active_handles())
+  end)
+  teardown(H.cleanup)
+
+  -- a node on luv serving DIR/odo.sock
+  local function serve(opts)
+    local n = H.node(opts)
+    n.control = assert(Control.serve(n, n.dir .. "/odo.sock"))
+    nodes[#nodes + 1] = n
+    return n
+  end
+
+  it("ends a following client's connection with a closing line when it closes", function()
+    local n = serve()
+    n:append(nil, H.events(2))
+    local lines = {}
+    local answer, err = Control.request(n.dir .. "/odo.sock", { cmd = "tail", stream = n.id, follow = true },
+      function(line)
+        lines[#lines + 1] = line
+        if line.event and line.event.rev == 2 then n.control.close() end -- the node stops
+        return line.event == nil
+      end, 5000)
+    assert.is_not_nil(answer, err)
+    assert.same({ false, "ECLOSED: the node is stopping", true }, { answer.ok, answer.error, answer.closing })
+    assert.equal(3, #lines)
+    -- after_each: no handle left on either side
+  end)
+
+  it("answers EINVAL to a tail from revision 0, and EINTERNAL to a command that raises", function()
+    local n = serve()
+    n:append(nil, H.events(2))
+    local answer = Control.request(n.dir .. "/odo.sock", { cmd = "tail", stream = n.id, from = 0 }, nil, 5000)
+    assert.is_not_nil(answer)
+    assert.is_false(answer.ok)
+    assert.matches("^EINVAL: 0 is not a revision", answer.error)
+    Control.commands.boom = function() error("boom") end
+    answer = Control.request(n.dir .. "/odo.sock", { cmd = "boom" }, nil, 5000)
+    Control.commands.boom = nil
+    assert.is_false(answer.ok)
+    assert.matches("^EINTERNAL: .*boom", answer.error)
+    assert.equal(1, #n.errors)
+    table.remove(n.errors)
+  end)
+
+  it("sends a snapshot line with kind 'snapshot' to a tail that starts behind the compaction point", function()
+    local n = serve()
+    n:append(nil, H.events(10))
+    local done
+    n:snapshot(nil, function() n:compact(nil, nil, function() done = true end) end, "last")
+    assert.is_true(H.luv_until(function() return done end))
+    n:append(nil, H.events(2, "more"))
+    local lines = {}
+    local answer = Control.request(n.dir .. "/odo.sock", { cmd = "tail", stream = n.id, from = 1 },
+      function(line)
+        lines[#lines + 1] = line
+        return line.event == nil and line.snapshot == nil
+      end, 5000)
+    assert.is_true(answer and answer.ok)
+    local snap = lines[1].snapshot
+    assert.same({ "snapshot", n.id, 10, "last", "source" },
+      { snap.kind, snap.stream, snap.rev, snap.format, snap.origin })
+    assert.equal(11, lines[2].event.rev)
+    assert.equal(12, lines[3].event.rev)
+  end)
+end)
+
+describe("odo tail and odo run", function()
+  local tmp, pki, procs
+  setup(function()
+    tmp = H.tmpdir()
+    pki = H.pki(tmp)
+    pki.n1 = pki.node("n1")
+  end)
+  teardown(H.cleanup)
+  before_each(function() procs = {} end)
+  after_each(function()
+    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
+  end)
+
+  local function write(path, text)
+    local fh = assert(io.open(path, "w"))
+    fh:write(text)
+    fh:close()
+    return path
+  end
+
+  local function json_lines(out)
+    local t = {}
+    for line in out:gmatch("[^\n]+") do
+      local ok, obj = pcall(require("cjson").decode, line)
+      t[#t + 1] = ok and obj or line
+    end
+    return t
+  end
+
+  it("tail refuses --from 0 as wrong usage", function()
+    local out, ok = H.odo_cmd("tail", "--dir", tmp, "some-stream", "--from", "0")
+    assert.is_false(ok)
+    assert.matches("revisions start at 1", out)
+  end)
+
+  it("tail prints a snapshot line when --from is behind the compaction point (no node running)", function()
+    local dir = H.tmpdir()
+    local n = H.node { dir = dir }
+    n:append(nil, H.events(5))
+    local done
+    n:snapshot(nil, function() n:compact(nil, nil, function() done = true end) end, "last")
+    assert.is_true(H.luv_until(function() return done end))
+    n:append(nil, H.events(1, "x"))
+    n:close()
+    luv_adapter.shutdown()
+    local out, ok = H.odo_cmd("tail", "--dir", dir, n.id, "--from", "2")
+    assert.is_true(ok, out)
+    local lines = json_lines(out)
+    assert.same({ "snapshot", 5, "last" }, { lines[1].kind, lines[1].rev, lines[1].format })
+    assert.same({ 6, "x1" }, { lines[2].rev, lines[2].data })
+    assert.equal(2, #lines)
+  end)
+
+  it("run says why it cannot listen on a host name, without a traceback", function()
+    local c = pki.n1
+    local out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "localhost:4000",
+      "--ca", c.ca, "--cert", c.cert, "--key", c.key)
+    assert.is_false(ok)
+    assert.matches("odo: cannot listen on localhost:4000: not an IP address", out)
+    assert.not_matches("traceback", out)
+  end)
+
+  it("run takes sync from --config, and refuses an unknown key or a wrong policy there", function()
+    local run = require "odo.cli.run"
+    local conf = assert(run.load_config(write(tmp .. "/sync.lua",
+      "return { sync = false, peers = { '10.0.0.2:4000' } }")))
+    local opts = run.node_options({ dir = "d", peer = { "10.0.0.1:4000" } }, conf)
+    assert.is_false(opts.sync)
+    assert.same({ "10.0.0.1:4000", "10.0.0.2:4000" }, opts.peers)
+    local c = pki.n1
+    local out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "127.0.0.1:0", "--ca", c.ca,
+      "--cert", c.cert, "--key", c.key, "--config", write(tmp .. "/typo.lua", "return { snyc = false }"))
+    assert.is_false(ok)
+    assert.matches("unknown option 'snyc'", out)
+    out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "127.0.0.1:0", "--ca", c.ca,
+      "--cert", c.cert, "--key", c.key, "--config", write(tmp .. "/bad.lua", "return { policy = { tick_ms = 'x' } }"))
+    assert.is_false(ok)
+    assert.matches("odo: config: policy 'tick_ms' must be a number", out)
+  end)
+
+  -- starts `odo run` in `dir` with a --config; returns it and its node id
+  local function odo_run(dir, config)
+    local port = H.free_ports(1)[1]
+    local p = H.odo_run { dir = dir, port = port, certs = pki.n1, config = config }
+    procs[#procs + 1] = p.pid
+    assert.is_true(H.wait(function() local st = H.status(dir); return st and st.running end), H.read_file(p.log))
+    return p, H.status(dir).id
+  end
+
+  it("tail through a running node prints the snapshot line, then the events after it", function()
+    local dir = tmp .. "/run-compact"
+    local p, id = odo_run(dir, write(tmp .. "/compact.lua", [[
+      return { sync = true, policy = { reducer = "last", snapshot_every_events = 5,
+        compact_after_events = 1, tick_ms = 50 } }
+    ]]))
+    assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "a", "b", "c", "d", "e", "f", "g")))
+    assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "h")))
+    assert.is_true(H.wait(function()
+      local st = H.status(dir)
+      return st and st.streams[1] and st.streams[1].first == 8
+    end), H.read_file(p.log))
+    local out, ok = H.odo_cmd("tail", "--dir", dir, id, "--from", "1")
+    assert.is_true(ok, out)
+    local lines = json_lines(out)
+    assert.same({ "snapshot", 7 }, { lines[1].kind, lines[1].rev })
+    assert.same({ 8, "h" }, { lines[2].rev, lines[2].data })
+    assert.equal(2, #lines)
+  end)
+
+  it("run stops on SIGTERM while `odo tail -f` is attached, and tail goes on with the store", function()
+    local dir = tmp .. "/run-tail"
+    local p, id = odo_run(dir)
+    assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "hello")))
+    local tail_log = tmp .. "/tail.log"
+    local tail = H.spawn(("'%s' tail --dir '%s' '%s' -f"):format(H.odo, dir, id), tail_log)
+    procs[#procs + 1] = tail
+    assert.is_true(H.wait(function() return H.read_file(tail_log):find('"hello"') ~= nil end),
+      H.read_file(tail_log))
+    H.kill(p.pid, "TERM")
+    assert.is_true(H.wait(function() return not H.alive(p.pid) end), H.read_file(p.log))
+    assert.matches("stopped", H.read_file(p.log))
+    assert.is_true(H.wait(function() return H.read_file(tail_log):find("the node stopped") ~= nil end),
+      H.read_file(tail_log))
+    assert.is_true(H.alive(tail)) -- following the store now
+    assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "later")))
+    assert.is_true(H.wait(function() return H.read_file(tail_log):find('"later"') ~= nil end),
+      H.read_file(tail_log))
+  end)
+end)
