@@ -154,6 +154,53 @@ describe("swarm", function()
     assert.equal(1, conns)
   end)
 
+  it("rule 4: simultaneous dials where the higher id ends its own dial before the survivor is introduced", function()
+    local a, b = node(1), node(2)
+    local lower, higher = a, b
+    if b.id < a.id then lower, higher = b, a end
+    local lhost = lower == a and "10.0.0.1" or "10.0.0.2"
+    local hhost = lower == a and "10.0.0.2" or "10.0.0.1"
+    -- on the connection the lower id dialled, the higher's answers after
+    -- its handshake flight (its HELLO) stay in flight: the lower meets the
+    -- higher first on the higher's connection, and the higher, introduced
+    -- on both, ends its own as "duplicate" before the lower sees the other
+    local stall, seen = true, 0
+    net.tap(function(from, to, data, from_port)
+      if from == hhost and to == lhost and from_port == 4000 then
+        seen = seen + 1
+        if stall and seen > 1 then return false end
+      end
+      return data
+    end)
+    lower:discover(hhost, 4000)
+    higher:discover(lhost, 4000)
+    assert.is_true(net.run_until(function()
+      for _, e in ipairs(lower.events) do
+        if e.reason == "duplicate" then return true end
+      end
+    end, 5000))
+    stall = false
+    net.flush_network()
+    assert.is_true(net.run_until(function() return active_with(a, b) and active_with(b, a) end, 5000))
+    net.tap(nil)
+    -- the lower id's own connection survived it all: it was never dropped
+    -- for a retry, and nobody went to purgatory
+    assert.same({ "none>connecting:discovered", "none>incoming:accepted", "incoming>deleted:merged",
+      "connecting>active:introduced", "active>connecting:duplicate", "connecting>active:introduced" },
+      transitions(lower))
+    for _, n in ipairs({ a, b }) do
+      for _, e in ipairs(n.events) do
+        assert.is_not.equal("purgatory", e.new)
+        assert.is_not.equal("lifesupport", e.new)
+      end
+    end
+    assert.is_false(active_with(lower, higher).incoming)
+    assert.is_true(active_with(higher, lower).incoming)
+    net.advance(20000)
+    assert.same({ "active" }, states(a))
+    assert.same({ "active" }, states(b))
+  end)
+
   it("rule 5: an active peer is saved to history, and a restarted node finds it without seeds", function()
     local dir = H.tmpdir()
     local a = node(1, { dir = dir })

@@ -10,8 +10,11 @@
 -- whose peer turns out to be an address we already keep (a dial under
 -- way, or waiting to retry) joins that entry: its own entry ends with
 -- `incoming -> deleted` "merged", then the kept entry goes on (`connecting
--- -> active`). Discovered addresses beyond `max_peers` live entries wait,
--- unseen in `node:peers()`, and are dialled in order as slots free; a
+-- -> active`). When the peer then ends that connection as "duplicate"
+-- while our own dial to it is still being introduced, the entry goes
+-- `active -> connecting` "duplicate" and on with our dial. Discovered
+-- addresses beyond `max_peers` live entries wait, unseen in
+-- `node:peers()`, and are dialled in order as slots free; a
 -- lifesupport retry that falls due while the node is full waits the same
 -- way. Every timing and choice is a policy (`odo.policy`); policy
 -- functions and the layers above run protected, so a failure in one
@@ -20,6 +23,7 @@
 -- @module odo.swarm
 local Transport = require "odo.transport"
 local policy_mod = require "odo.policy"
+local compat = require "odo.compat"
 
 local Swarm = {}
 Swarm.__index = Swarm
@@ -262,7 +266,7 @@ local function backoff_delay(self, p)
   local b, pol = self.policy.backoff, self.policy
   local delay
   if type(b) == "function" then
-    local ok, d = xpcall(b, debug.traceback, p.failures, Swarm.info(p))
+    local ok, d = compat.xpcall(b, debug.traceback, p.failures, Swarm.info(p))
     if ok and (d == nil or (type(d) == "number" and d == d)) then
       delay = d
     else
@@ -529,6 +533,14 @@ function Swarm:_closed(conn, info)
     -- the side that dialled reconnects
     p.conn = nil
     return self:_forget(p, reason, info.reason)
+  end
+  if p.dial_conn then
+    -- our own dial to this address is still being introduced (both nodes
+    -- dialled at once, and the peer ended the other connection, keeping
+    -- this one): it carries on for the entry
+    p.conn, p.dial_conn = p.dial_conn, nil
+    p.conn.entry = p
+    return self:_set(p, "connecting", reason, "the other connection to this peer goes on")
   end
   self:_attempt_failed(p, conn, reason, info.reason)
 end

@@ -99,7 +99,9 @@ function M.new(start_ms)
   -- a deferred call, in order. `a.hold(host)` keeps everything sent to or
   -- by a host in flight (a host that stopped answering) until
   -- `a.release(host)`; `a.tap(fn)` lets a spec see or change traffic:
-  -- fn(from_host, to_host, data) returns the data to deliver (nil drops it).
+  -- fn(from_host, to_host, data, from_port, to_port) returns the data to
+  -- deliver, nil to drop it, or false to keep it in flight (with whatever
+  -- follows it on that connection) until a later flush.
   local listeners, next_port, held, tap = {}, 40000, {}, nil
   local in_transit = {}
 
@@ -127,13 +129,19 @@ function M.new(start_ms)
   --- Delivers what is in transit, except to or from held hosts.
   function a.flush_network()
     local q = in_transit
+    local kept = {} -- sockets whose earlier data stays in flight
     in_transit = {}
     for _, m in ipairs(q) do
-      if held[m.from.host] or held[m.to.host] then
+      local data = m.data
+      if held[m.from.host] or held[m.to.host] or kept[m.to] then
+        data = false
+      elseif data and tap then
+        data = tap(m.from.host, m.to.host, data, m.from.port, m.to.port)
+      end
+      if data == false then
+        kept[m.to] = true
         in_transit[#in_transit + 1] = m
       else
-        local data = m.data
-        if data and tap then data = tap(m.from.host, m.to.host, data) end
         if data or m.data == nil then deliver(m.to, nil, data) end
         if m.cb then m.cb() end
       end
