@@ -135,12 +135,12 @@ describe("odo tail and odo run", function()
     assert.equal(2, #lines)
   end)
 
-  it("run says why it cannot listen on a host name, without a traceback", function()
+  it("run says why it cannot listen on an address, without a traceback", function()
     local c = pki.n1
-    local out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "localhost:4000",
+    local out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "no host:4000",
       "--ca", c.ca, "--cert", c.cert, "--key", c.key)
     assert.is_false(ok)
-    assert.matches("odo: cannot listen on localhost:4000: not an IP address", out)
+    assert.matches("odo: cannot listen on no host:4000: not an IP address or host name", out)
     assert.not_matches("traceback", out)
   end)
 

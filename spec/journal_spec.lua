@@ -344,6 +344,22 @@ describe("journal", function()
       assert.same({ c = "", d = "4" }, odo.kv.decode(n.store:snapshot_get(n.id).data))
     end)
 
+    it("every snapshot callback is called once: a second ask shares the running build, a bad one hears why", function()
+      local n = node()
+      n:append(nil, H.events(5000))
+      local got = {}
+      assert.is_true(n:snapshot(nil, function(r, err) got[#got + 1] = { "first", r, err } end, "last"))
+      assert.is_false(n:snapshot(nil, function(r, err) got[#got + 1] = { "second", r, err } end, "last"))
+      assert.is_true(H.luv_until(function() return #got == 2 end))
+      assert.same({ { "first", 5000 }, { "second", 5000 } }, got)
+      local why = {}
+      assert.is_false(n:snapshot("nobody/none", function(r, err) why[#why + 1] = { r, err } end, "kv"))
+      assert.is_false(n:snapshot(nil, function(r, err) why[#why + 1] = { r, err } end))
+      assert.is_true(H.luv_until(function() return #why == 2 end))
+      assert.matches("^ENOENT: ", why[1][2])
+      assert.matches("^EINVAL: no reducer", why[2][2])
+    end)
+
     it("the last reducer keeps the last event", function()
       local n = node()
       n:append(nil, H.events(50))

@@ -77,12 +77,12 @@ describe("node", function()
       opened[#opened + 1] = b2
     end)
 
-    it("returns EINVAL for a listen host that is not an IP (luv), and releases everything", function()
+    it("returns EINVAL for a listen host that is neither an IP nor a name (luv), and releases everything", function()
       local dir = H.tmpdir()
-      local n, err, name = odo.node { dir = dir, tls = pki.a, listen = "localhost:0" }
+      local n, err, name = odo.node { dir = dir, tls = pki.a, listen = "no host:0" }
       assert.is_nil(n)
       assert.equal("EINVAL", name)
-      assert.matches("not an IP address", err)
+      assert.matches("not an IP address or host name", err)
       luv_adapter.shutdown()
       assert.same({}, H.active_handles())
       local n2, err2 = odo.node { dir = dir, tls = pki.a, listen = "127.0.0.1:0" }

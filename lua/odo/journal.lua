@@ -272,7 +272,10 @@ Subscription.unsubscribe = Subscription.close
 --- Reads the subscription as an iterator of batches inside a coroutine:
 -- each call returns the next batch, yielding to the loop until one is
 -- there; it returns nil once the subscription is closed. The
--- subscription must have been made without a handler.
+-- subscription must have been made without a handler. On PUC Lua 5.1 a
+-- generic `for` cannot yield: there, call the iterator in a `while` loop
+-- (`local nxt = sub:batches(); local b = nxt(); while b do ... b = nxt() end`);
+-- LuaJIT and Lua 5.2+ take the `for`.
 -- @usage node:spawn(function()
 --   for batch in sub:batches() do ... end
 -- end)

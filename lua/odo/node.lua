@@ -96,7 +96,7 @@ end
 --   certificate's, and the node talks to peers. Without it the node is a
 --   local journal.
 --   `listen` (string): "host:port" to accept peers on (port 0: any); the
---   host is an IP address (with luv).
+--   host is an IP address, or with luv a name resolved once at start.
 --   `peers` (table): seed addresses "host:port", always retried.
 --   `discovery` (table): more discovery sources (`odo.discovery`).
 --   `node_id` (string): the node's id when it has no certificate (local
@@ -146,7 +146,7 @@ function Node.new(opts)
     closed = false,
   }, Node))
   -- from here on, whatever fails closes what was opened
-  local res = compat.pack(xpcall(Node._start, debug.traceback, self, opts, tls, listen, seeds))
+  local res = compat.pack(compat.xpcall(Node._start, debug.traceback, self, opts, tls, listen, seeds))
   if not res[1] or not res[2] then
     self:close()
     if not res[1] then error(res[2], 0) end
@@ -208,7 +208,7 @@ end
 --- Calls fn(...) in a protected call; an error goes to the error handler.
 -- Returns fn's results, or nothing after an error.
 function Node:_protect(fn, ...)
-  local res = compat.pack(xpcall(fn, debug.traceback, ...))
+  local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
   if not res[1] then
     self:_error(res[2])
     return
@@ -395,7 +395,9 @@ end
 -- ---- snapshots ---------------------------------------------------------------------
 
 --- Builds a snapshot of a stream now (with the policy's reducer, or
--- `reducer`), in slices; `cb(rev)` or `cb(nil, err)` when stored.
+-- `reducer`), in slices; `cb(rev)` or `cb(nil, err)` when stored, always
+-- once. Returns false when no new build starts: one is running (cb gets
+-- its result) or it cannot ("EBUSY", "EINVAL", "ENOENT" go to cb).
 function Node:snapshot(stream, cb, reducer)
   check_open(self)
   assert(cb == nil or type(cb) == "function", "cb must be a function or nil")

@@ -9,6 +9,7 @@
 -- @module odo.snapshots
 local core = require "odo.core"
 local policy_mod = require "odo.policy"
+local compat = require "odo.compat"
 
 local Snapshots = {}
 Snapshots.__index = Snapshots
@@ -103,7 +104,7 @@ end
 -- the stream, reports a failure (but a cancellation) to the node's error
 -- handler, and calls `cb` protected.
 function Snapshots:_job(id, kind, cb)
-  local job = { id = id, kind = kind }
+  local job = { id = id, kind = kind, waiters = {} }
   self.busy[id] = job
   function job.done(rev, err)
     if job.settled then return end
@@ -118,11 +119,12 @@ function Snapshots:_job(id, kind, cb)
       self.node:_error(kind .. " of " .. id .. ": " .. tostring(err))
     end
     if cb then self.node:_protect(cb, rev, err) end
+    for _, waiter in ipairs(job.waiters) do self.node:_protect(waiter, rev, err) end
   end
   -- fn(...) in a protected call; an error settles the job with it
   function job.guard(fn)
     return function(...)
-      local ok, err = xpcall(fn, debug.traceback, ...)
+      local ok, err = compat.xpcall(fn, debug.traceback, ...)
       if not ok then job.done(nil, err) end
     end
   end
@@ -175,13 +177,29 @@ function Snapshots:_finish_builder(job, b, collected)
 end
 
 --- Builds a snapshot of stream `id` at its last revision now, in slices.
--- `cb(rev)` or `cb(nil, err)` when done. Returns false if one is already
--- being built or no reducer is set. The reducer and its codec run in
--- protected calls: a failure is reported and frees the stream.
+-- `cb(rev)` or `cb(nil, err)` when done, always once. Returns false when
+-- no build starts: one is already running (cb then gets that one's
+-- result), the stream is being purged ("EBUSY"), no reducer is set
+-- ("EINVAL") or there is no such stream ("ENOENT"); cb hears why on a
+-- later turn. The reducer and its codec run in protected calls: a failure
+-- is reported and frees the stream.
 function Snapshots:build(id, cb, reducer)
   reducer = reducer or self:reducer(id)
   local st = self.store:stream(id)
-  if not reducer or not st or self.busy[id] then return false end
+  local running = self.busy[id]
+  local why = running and running.kind ~= "snapshot" and "EBUSY: stream " .. id .. " is being purged"
+    or not running and (not st and "ENOENT: no stream " .. id
+      or not reducer and "EINVAL: no reducer is set for stream " .. id)
+  if running and not why then
+    if cb then running.waiters[#running.waiters + 1] = cb end
+    return false
+  end
+  if why then
+    if cb then
+      self.node.adapter.defer(function() self.node:_protect(cb, nil, why) end)
+    end
+    return false
+  end
   local job = self:_job(id, "snapshot", cb)
   local function finished(rev)
     local s = self:_state(self.store:stream(id))

@@ -151,17 +151,33 @@ function Sock:close()
   if not self.tcp:is_closing() then self.tcp:close() end
 end
 
---- Listens on host:port (port 0: any free port); on_conn(sock) for each
--- accepted connection. Returns {port = bound port, close = function}, or
--- nil, "NAME: message", "NAME".
+-- The address to bind for a listen host: an IP as it is; a host name
+-- ("localhost") resolved once, now, preferring IPv4 (this blocks, once, at
+-- start). nil, why when there is none.
+local function listen_ip(host)
+  if is_ip(host) then return host end
+  if not host:match("^%w[%w%.%-]*$") or host:match("^[%d%.]+$") then
+    return nil, "not an IP address or host name"
+  end
+  local res, err = uv.getaddrinfo(host, nil, { socktype = "stream", family = "inet" })
+  if not (res and res[1]) then res, err = uv.getaddrinfo(host, nil, { socktype = "stream" }) end
+  if not (res and res[1]) then return nil, "cannot resolve it (" .. tostring(err) .. ")" end
+  return res[1].addr
+end
+
+--- Listens on host:port (an IP, or a name resolved now; port 0: any free
+-- port); on_conn(sock) for each accepted connection. Returns {host = the
+-- IP bound, port = the port bound, close = function}, or nil,
+-- "NAME: message", "NAME".
 function A.listen(host, port, on_conn)
-  if not is_ip(host) then
-    return nil, ("EINVAL: cannot listen on %s:%s: not an IP address"):format(host, tostring(port)), "EINVAL"
+  local ip, why = listen_ip(host)
+  if not ip then
+    return nil, ("EINVAL: cannot listen on %s:%s: %s"):format(host, tostring(port), why), "EINVAL"
   end
   ignore_sigpipe()
   local server = uv.new_tcp()
   -- luv raises on an address it cannot parse ("300.1.1.1", a bad port)
-  local called, ok, err, name = pcall(server.bind, server, host, port)
+  local called, ok, err, name = pcall(server.bind, server, ip, port)
   if not called then ok, err, name = nil, ("EINVAL: cannot listen on %s:%s: %s"):format(host,
     tostring(port), tostring(ok)), "EINVAL" end
   if ok then ok, err, name = server:listen(128, function(lerr)
@@ -180,7 +196,7 @@ function A.listen(host, port, on_conn)
   end
   return {
     port = server:getsockname().port,
-    host = host,
+    host = ip,
     close = function()
       if not server:is_closing() then server:close() end
     end,
