@@ -13,7 +13,10 @@
 -- stream.
 --
 -- @module odo.control
+
+-- (plain Lua 5.1: odo-journal runs on 5.1 to 5.4 and LuaJIT; see odo.compat)
 local cjson = require "cjson"
+local compat = require "odo.compat"
 
 local Control = {}
 Control.json = cjson
@@ -87,22 +90,25 @@ end
 
 -- ---- events as JSON lines -------------------------------------------------------
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+-- The base64 alphabet by 6-bit value, 0..63.
+local B64 = {}
+for v = 0, 63 do
+  B64[v] = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):sub(v + 1, v + 1)
+end
+
+local floor = math.floor
 
 --- Base64 (RFC 4648, with padding).
 function Control.base64(s)
   local out = {}
   for i = 1, #s, 3 do
+    -- 3 bytes a, b, c are 4 values of 6 bits: a's top 6; a's low 2 and
+    -- b's top 4; b's low 4 and c's top 2; c's low 6
     local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local q = {}
-    for k = 3, 0, -1 do
-      local v = (n >> (6 * k)) & 63
-      q[#q + 1] = B64:sub(v + 1, v + 1)
-    end
-    if not b then q[3], q[4] = "=", "="
-    elseif not c then q[4] = "=" end
-    out[#out + 1] = table.concat(q)
+    local q1, q2 = B64[floor(a / 4)], B64[a % 4 * 16 + floor((b or 0) / 16)]
+    local q3 = b and B64[b % 16 * 4 + floor((c or 0) / 64)] or "="
+    local q4 = c and B64[c % 64] or "="
+    out[#out + 1] = q1 .. q2 .. q3 .. q4
   end
   return table.concat(out)
 end
@@ -111,7 +117,7 @@ end
 -- `data` a string when the bytes are valid UTF-8, else `data_base64`.
 function Control.event_table(stream, ev)
   local t = { stream = stream, rev = ev.rev, ts = ev.ts, type = ev.type }
-  if utf8.len(ev.data) then t.data = ev.data else t.data_base64 = Control.base64(ev.data) end
+  if compat.utf8_valid(ev.data) then t.data = ev.data else t.data_base64 = Control.base64(ev.data) end
   return t
 end
 
@@ -121,7 +127,7 @@ end
 function Control.snapshot_table(stream, snap)
   local t = { kind = "snapshot", stream = stream, rev = snap.rev, format = snap.format, origin = snap.origin }
   local data = snap.data or ""
-  if utf8.len(data) then t.data = data else t.data_base64 = Control.base64(data) end
+  if compat.utf8_valid(data) then t.data = data else t.data_base64 = Control.base64(data) end
   return t
 end
 
@@ -157,7 +163,7 @@ function Control.commands.tail(node, req, reply, sock)
   if type(req.stream) ~= "string" then return nil, "EINVAL: tail needs a stream id" end
   local from
   if req.from ~= nil then
-    from = math.tointeger(tonumber(req.from))
+    from = compat.tointeger(tonumber(req.from))
     if not from or from < 1 then
       return nil, ("EINVAL: %s is not a revision (revisions start at 1)"):format(tostring(from or req.from))
     end
@@ -218,7 +224,7 @@ local function handle(node, req, reply, sock)
   local fn = Control.commands[req.cmd]
   if not fn then return reply { ok = false, error = "EINVAL: unknown command " .. tostring(req.cmd) } end
   if node.closed then return reply { ok = false, error = "ECLOSED: the node is stopping" } end
-  local ok, result, err = xpcall(fn, debug.traceback, node, req, reply, sock)
+  local ok, result, err = compat.xpcall(fn, debug.traceback, node, req, reply, sock)
   if not ok then
     node:_error("control command " .. tostring(req.cmd) .. ": " .. tostring(result))
     return reply { ok = false, error = "EINTERNAL: " .. tostring(result):match("^[^\n]*") }

@@ -249,7 +249,7 @@ end
 -- function or is the one that failed).
 function P.call(node, name, ...)
   local fn = node.policy[name]
-  local res = compat.pack(xpcall(fn, debug.traceback, ...))
+  local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
   if res[1] then return compat.unpack(res, 2, res.n) end
   node:_error(("policy %s failed; the default decides instead: %s"):format(name, tostring(res[2])))
   local default = P[name]

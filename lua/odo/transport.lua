@@ -13,6 +13,7 @@
 --
 -- @module odo.transport
 local core = require "odo.core"
+local compat = require "odo.compat"
 
 local Transport = {}
 Transport.__index = Transport
@@ -50,7 +51,7 @@ function Transport.new(opts)
     low = opts.low,
     handshake_timeout_ms = opts.handshake_timeout_ms or 10000,
     protect = opts.protect or function(fn, ...)
-      local ok, err = xpcall(fn, debug.traceback, ...)
+      local ok, err = compat.xpcall(fn, debug.traceback, ...)
       if not ok then io.stderr:write("odo transport: ", tostring(err), "\n") end
     end,
     conns = {},

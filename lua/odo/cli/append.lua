@@ -4,9 +4,11 @@
 -- node's control socket, or into the store when no node runs.
 --
 -- @module odo.cli.append
+
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local Store = require "odo.store"
+local compat = require "odo.compat"
 
 local function read_stdin()
   local data = {}
@@ -37,7 +39,7 @@ return function(args)
     local answer, err, name = Control.request(args.dir .. "/odo.sock", req)
     if answer then
       if not answer.ok then return cli.fail(answer.error) end
-      print(math.tointeger(answer.result.last))
+      print(compat.tointeger(answer.result.last))
       return 0
     end
     if name ~= "ENOENT" and name ~= "ECONNREFUSED" then return cli.fail(err) end

@@ -4,6 +4,7 @@
 -- when a file exists).
 --
 -- @module odo.cli.cert
+
 local core = require "odo.core"
 local cli = require "odo.cli"
 

@@ -7,7 +7,9 @@
 -- 2 wrong usage.
 --
 -- @module odo.cli
+
 local argparse = require "argparse"
+local compat = require "odo.compat"
 
 local cli = {}
 
@@ -36,7 +38,7 @@ local function revision(s)
   if not s:match("^%d+$") then
     return nil, ("'%s' is not a revision (a whole number)"):format(s)
   end
-  local n = math.tointeger(tonumber(s))
+  local n = compat.tointeger(tonumber(s))
   if not n or n < 1 then
     return nil, ("'%s' is not a revision (revisions start at 1)"):format(s)
   end

@@ -3,9 +3,11 @@
 -- SIGINT/SIGTERM say BYE to every peer, close the store and exit 0.
 --
 -- @module odo.cli.run
+
 local odo = require "odo"
 local cli = require "odo.cli"
 local Control = require "odo.control"
+local compat = require "odo.compat"
 
 local function log(fmt, ...)
   io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), fmt:format(...), "\n")
@@ -31,7 +33,7 @@ local CONFIG_KEYS = { policy = "table", discovery = "table", peers = "table", sy
 -- standard library available. Any other key is an error.
 local function load_config(path)
   local env = setmetatable({}, { __index = _G })
-  local chunk, err = loadfile(path, "t", env)
+  local chunk, err = compat.loadfile(path, env)
   if not chunk then return nil, err end
   local ok, conf = pcall(chunk)
   if not ok then return nil, conf end

@@ -3,10 +3,12 @@
 -- (streams, and peers from history).
 --
 -- @module odo.cli.status
+
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local cjson = Control.json
 local Store = require "odo.store"
+local compat = require "odo.compat"
 
 local function from_store(dir)
   local store, err, name = Store.open(dir .. "/store", { create = false })
@@ -27,7 +29,7 @@ local function text(st)
   out[#out + 1] = ("peers: %d"):format(#st.peers)
   for _, p in ipairs(st.peers) do
     local id = p.id ~= cjson.null and p.id:sub(1, 16) or "?"
-    local port = p.port ~= cjson.null and math.tointeger(p.port) or "?"
+    local port = p.port ~= cjson.null and compat.tointeger(p.port) or "?"
     local addr = tostring(p.host) .. ":" .. tostring(port)
     local rtt = p.rtt ~= cjson.null and ("%.1f ms"):format(p.rtt) or ""
     local why = p.reason ~= cjson.null and p.reason or ""
@@ -37,8 +39,8 @@ local function text(st)
   for _, s in ipairs(st.streams) do
     local up = s.upstream ~= cjson.null and tostring(s.upstream):sub(1, 16) or "-"
     out[#out + 1] = ("  %-40s first %-8d last %-8d snapshot %-8d upstream %s"):format(
-      #s.id > 40 and (s.id:sub(1, 37) .. "...") or s.id, math.tointeger(s.first), math.tointeger(s.last),
-      math.tointeger(s.snapshot), up)
+      #s.id > 40 and (s.id:sub(1, 37) .. "...") or s.id, compat.tointeger(s.first), compat.tointeger(s.last),
+      compat.tointeger(s.snapshot), up)
   end
   return table.concat(out, "\n")
 end

@@ -9,9 +9,11 @@
 -- that starts).
 --
 -- @module odo.cli.tail
+
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local Store = require "odo.store"
+local compat = require "odo.compat"
 
 local function emit(t)
   io.stdout:write(Control.encode(t), "\n")
@@ -50,14 +52,14 @@ local function from_node(dir, stream, from, follow)
     { cmd = "tail", stream = stream, from = from, follow = follow },
     function(line)
       if line.event then
-        line.event.rev = math.tointeger(line.event.rev)
-        line.event.ts = math.tointeger(line.event.ts)
+        line.event.rev = compat.tointeger(line.event.rev)
+        line.event.ts = compat.tointeger(line.event.ts)
         emit(line.event)
         nxt = line.event.rev + 1
         return false
       end
       if line.snapshot then
-        line.snapshot.rev = math.tointeger(line.snapshot.rev)
+        line.snapshot.rev = compat.tointeger(line.snapshot.rev)
         emit(line.snapshot)
         nxt = line.snapshot.rev + 1
         return false

@@ -3,13 +3,15 @@
 -- where. Exit 0 when all is well, 1 otherwise.
 --
 -- @module odo.cli.verify
+
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local Store = require "odo.store"
+local compat = require "odo.compat"
 
 local function report(result)
   for _, r in ipairs(result.streams) do
-    local what = ("%d events, %d signed heads"):format(math.tointeger(r.events) or 0, math.tointeger(r.heads) or 0)
+    local what = ("%d events, %d signed heads"):format(compat.tointeger(r.events) or 0, compat.tointeger(r.heads) or 0)
     if r.ok then
       print(("ok    %s (%s)"):format(r.id, what))
     else
