@@ -4,7 +4,6 @@
 -- node's control socket, or into the store when no node runs.
 --
 -- @module odo.cli.append
-
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local Store = require "odo.store"

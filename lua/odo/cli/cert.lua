@@ -4,7 +4,6 @@
 -- when a file exists).
 --
 -- @module odo.cli.cert
-
 local core = require "odo.core"
 local cli = require "odo.cli"
 

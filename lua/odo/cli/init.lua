@@ -7,7 +7,6 @@
 -- 2 wrong usage.
 --
 -- @module odo.cli
-
 local argparse = require "argparse"
 local compat = require "odo.compat"
 

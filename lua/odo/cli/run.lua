@@ -3,7 +3,6 @@
 -- SIGINT/SIGTERM say BYE to every peer, close the store and exit 0.
 --
 -- @module odo.cli.run
-
 local odo = require "odo"
 local cli = require "odo.cli"
 local Control = require "odo.control"

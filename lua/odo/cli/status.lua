@@ -3,7 +3,6 @@
 -- (streams, and peers from history).
 --
 -- @module odo.cli.status
-
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local cjson = Control.json

@@ -9,7 +9,6 @@
 -- that starts).
 --
 -- @module odo.cli.tail
-
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local Store = require "odo.store"

@@ -3,7 +3,6 @@
 -- where. Exit 0 when all is well, 1 otherwise.
 --
 -- @module odo.cli.verify
-
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local Store = require "odo.store"
