@@ -13,6 +13,7 @@
 -- stream.
 --
 -- @module odo.control
+
 -- (plain Lua 5.1: odo-journal runs on 5.1 to 5.4 and LuaJIT; see odo.compat)
 local cjson = require "cjson"
 local compat = require "odo.compat"
