@@ -315,7 +315,7 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
   if self.closed then return end -- a handler closed the node
   local delay = backoff_delay(self, p)
   if not delay then
-    return self:_forget(p, "exhausted", ("no answer after %d attempts (last: %s)"):format(p.attempts, reason))
+    return self:_forget(p, "exhausted", ("no answer after %d attempts (last: %s)"):format(p.attempts, tostring(reason)))
   end
   p.retry_at = now(self) + delay
   p.timer = self.adapter.timer(delay, function()
