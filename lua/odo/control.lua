@@ -113,22 +113,41 @@ function Control.base64(s)
   return table.concat(out)
 end
 
+-- Puts bytes in t as `data` when they are valid UTF-8, else `data_base64`.
+local function put_data(t, data)
+  if compat.utf8_valid(data) then t.data = data else t.data_base64 = Control.base64(data) end
+  return t
+end
+
 --- An event as `odo tail` prints it: {stream, rev, ts, type, data} with
 -- `data` a string when the bytes are valid UTF-8, else `data_base64`.
 function Control.event_table(stream, ev)
-  local t = { stream = stream, rev = ev.rev, ts = ev.ts, type = ev.type }
-  if compat.utf8_valid(ev.data) then t.data = ev.data else t.data_base64 = Control.base64(ev.data) end
-  return t
+  return put_data({ stream = stream, rev = ev.rev, ts = ev.ts, type = ev.type }, ev.data)
 end
 
 --- A snapshot as `odo tail` prints it, when the asked revision is behind
 -- the stream's compaction point: {kind = "snapshot", stream, rev, format,
 -- origin, data or data_base64}; the events after it follow.
 function Control.snapshot_table(stream, snap)
-  local t = { kind = "snapshot", stream = stream, rev = snap.rev, format = snap.format, origin = snap.origin }
-  local data = snap.data or ""
-  if compat.utf8_valid(data) then t.data = data else t.data_base64 = Control.base64(data) end
-  return t
+  return put_data({ kind = "snapshot", stream = stream, rev = snap.rev, format = snap.format, origin = snap.origin },
+    snap.data or "")
+end
+
+--- Appends one event of type `type_` (default "text") per datum, one
+-- durable write per 10,000 (a batch's limit is 100,000), through
+-- `append(events)` (a node's or a store's); stops at the first failure.
+-- Returns the last revision, or nil, err, name.
+function Control.append_data(append, data, type_)
+  local last, err, name
+  for at = 1, #data, 10000 do
+    local events = {}
+    for i = at, math.min(at + 9999, #data) do
+      events[#events + 1] = { type = type_ or "text", data = tostring(data[i]) }
+    end
+    last, err, name = append(events)
+    if not last then return nil, err, name end
+  end
+  return last
 end
 
 Control.commands = {}
@@ -143,16 +162,8 @@ end
 function Control.commands.append(node, req)
   if type(req.data) ~= "table" or #req.data == 0 then return nil, "EINVAL: nothing to append" end
   local stream = req.stream and node:stream_id(req.stream) or nil
-  local last, err
-  -- one durable write per 10,000 events (a batch's limit is 100,000)
-  for at = 1, #req.data, 10000 do
-    local events = {}
-    for i = at, math.min(at + 9999, #req.data) do
-      events[#events + 1] = { type = req.type or "text", data = tostring(req.data[i]) }
-    end
-    last, err = node:append(stream, events)
-    if not last then return nil, err end
-  end
+  local last, err = Control.append_data(function(events) return node:append(stream, events) end, req.data, req.type)
+  if not last then return nil, err end
   return { stream = stream or node.id, last = last }
 end
 
@@ -274,7 +285,6 @@ function Control.serve(node, path)
   if not server then return nil, err, name end
   return {
     path = server.path,
-    clients = clients,
     close = function()
       server.close()
       local list = {}

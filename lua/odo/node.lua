@@ -401,7 +401,7 @@ end
 function Node:snapshot(stream, cb, reducer)
   check_open(self)
   assert(cb == nil or type(cb) == "function", "cb must be a function or nil")
-  assert(reducer == nil or (reducer ~= nil and Snapshots.valid_reducer(reducer)),
+  assert(policy_mod.valid_reducer(reducer),
     "reducer must be \"kv\", \"last\" or { name = string, reduce = function(state, events), ... }")
   return self.snapshots:build(stream or self.id, cb, reducer)
 end

@@ -176,7 +176,7 @@ function P.compact_upto(st, state, now, policy)
 end
 
 -- Names in this module that are not policies.
-local NOT_POLICY = { merge = true, call = true, check = true }
+local NOT_POLICY = { merge = true, call = true, try = true, check = true, valid_reducer = true }
 
 -- Policies that must be positive numbers (a zero would stall a loop or
 -- spin a timer); every other number must be at least 0.
@@ -193,9 +193,15 @@ local function check_backoff(v)
   return true
 end
 
+--- Whether r is a reducer: nil (none), "kv", "last" or
+-- `{ name = string, reduce = function(state, events), ... }`.
+function P.valid_reducer(r)
+  return r == nil or r == "kv" or r == "last"
+    or (type(r) == "table" and type(r.name) == "string" and type(r.reduce) == "function")
+end
+
 local function check_reducer(v)
-  return v == nil or v == "kv" or v == "last" or type(v) == "function"
-    or (type(v) == "table" and type(v.name) == "string" and type(v.reduce) == "function")
+  return type(v) == "function" or P.valid_reducer(v)
 end
 
 --- Checks one policy entry; raises (at the caller's caller's level) when
@@ -243,16 +249,33 @@ function P.merge(user)
   return p
 end
 
+--- Calls the node's policy function `name` with the arguments, protected:
+-- true and its results, or false when it raised or `valid` (optional)
+-- refused its first result (`valid(v)` answers ok and, when not, what was
+-- expected); that failure goes to the node's error handler ("the default
+-- decides instead": the caller's part).
+function P.try(node, name, valid, ...)
+  local res = compat.pack(compat.xpcall(node.policy[name], debug.traceback, ...))
+  local why
+  if not res[1] then
+    why = tostring(res[2])
+  elseif valid then
+    local good, expected = valid(res[2])
+    if not good then why = "it returned " .. tostring(res[2]) .. (expected and (", not " .. expected) or "") end
+  end
+  if not why then return true, compat.unpack(res, 2, res.n) end
+  node:_error(("policy %s failed; the default decides instead: %s"):format(name, why))
+  return false
+end
+
 --- Calls the node's policy function `name` with the arguments, protected.
 -- When it raises, the error goes to the node's error handler and the
 -- default policy decides instead (nothing, when the default is not a
 -- function or is the one that failed).
 function P.call(node, name, ...)
-  local fn = node.policy[name]
-  local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
+  local res = compat.pack(P.try(node, name, nil, ...))
   if res[1] then return compat.unpack(res, 2, res.n) end
-  node:_error(("policy %s failed; the default decides instead: %s"):format(name, tostring(res[2])))
-  local default = P[name]
+  local fn, default = node.policy[name], P[name]
   if type(default) ~= "function" or default == fn then return nil end
   local ok, v1, v2 = pcall(default, ...)
   if ok then return v1, v2 end

@@ -30,22 +30,23 @@ function Snapshots.new(node)
   }, Snapshots)
 end
 
-local function valid_reducer(r)
-  return r == nil or r == "kv" or r == "last"
-    or (type(r) == "table" and type(r.reduce) == "function" and type(r.name) == "string")
-end
-Snapshots.valid_reducer = valid_reducer
+local valid_reducer = policy_mod.valid_reducer
 
-local REDUCER_SHAPE = "a reducer is nil, \"kv\", \"last\" or { name = string, reduce = function(state, events),"
-  .. " init = function, codec = {...} }"
+local REDUCER_SHAPE = "a reducer (nil, \"kv\", \"last\" or { name = string, reduce = function(state, events),"
+  .. " init = function, codec = {...} })"
+
+local function a_reducer(r) return valid_reducer(r), REDUCER_SHAPE end
 
 -- The reducer configured for a stream (nil: none). A policy function that
 -- fails or answers nonsense is reported, and the stream gets no snapshot.
 function Snapshots:reducer(id)
   local r = self.node.policy.reducer
-  if type(r) == "function" then r = policy_mod.call(self.node, "reducer", id, self.node) end
+  if type(r) == "function" then
+    local ok, v = policy_mod.try(self.node, "reducer", a_reducer, id, self.node)
+    return ok and v or nil
+  end
   if valid_reducer(r) then return r end
-  self.node:_error(("policy reducer for %s: %s, not a %s"):format(id, tostring(r), REDUCER_SHAPE))
+  self.node:_error(("policy reducer for %s: %s, not %s"):format(id, tostring(r), REDUCER_SHAPE))
   return nil
 end
 
@@ -80,23 +81,27 @@ function Snapshots:check(ids)
   local policy, now = self.node.policy, self.node.adapter.now()
   for _, id in ipairs(ids) do
     local st = self.store:stream(id)
-    if st and not self.busy[id] then
-      local state = self:_state(st)
-      if self:reducer(id) and policy_mod.call(self.node, "snapshot_due", st, state, now, policy) then
-        self:build(id)
-      else
-        local upto = policy_mod.call(self.node, "compact_upto", st, state, now, policy)
-        if upto then self:compact(id, upto) end
-      end
-    end
+    if st then self:_check_stream(st, policy, now) end
   end
 end
 
 --- Checks every stream (the node's tick).
 function Snapshots:tick()
-  local ids = {}
-  for _, st in ipairs(self.store:streams()) do ids[#ids + 1] = st.id end
-  self:check(ids)
+  if self.closed then return end
+  local policy, now = self.node.policy, self.node.adapter.now()
+  for _, st in ipairs(self.store:streams()) do self:_check_stream(st, policy, now) end
+end
+
+function Snapshots:_check_stream(st, policy, now)
+  if self.busy[st.id] then return end
+  local state = self:_state(st)
+  local reducer = self:reducer(st.id)
+  if reducer and policy_mod.call(self.node, "snapshot_due", st, state, now, policy) then
+    self:_start(st, nil, reducer)
+  else
+    local upto = policy_mod.call(self.node, "compact_upto", st, state, now, policy)
+    if upto then self:compact(st.id, upto) end
+  end
 end
 
 -- A job: one build or purge of stream `id`, holding `busy[id]` until it
@@ -104,7 +109,7 @@ end
 -- the stream, reports a failure (but a cancellation) to the node's error
 -- handler, and calls `cb` protected.
 function Snapshots:_job(id, kind, cb)
-  local job = { id = id, kind = kind, waiters = {} }
+  local job = { kind = kind, waiters = {} }
   self.busy[id] = job
   function job.done(rev, err)
     if job.settled then return end
@@ -200,6 +205,12 @@ function Snapshots:build(id, cb, reducer)
     end
     return false
   end
+  return self:_start(st, cb, reducer)
+end
+
+-- Starts a build of stream st with reducer (the stream is not busy).
+function Snapshots:_start(st, cb, reducer)
+  local id = st.id
   local job = self:_job(id, "snapshot", cb)
   local function finished(rev)
     local s = self:_state(self.store:stream(id))

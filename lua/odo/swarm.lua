@@ -23,7 +23,6 @@
 -- @module odo.swarm
 local Transport = require "odo.transport"
 local policy_mod = require "odo.policy"
-local compat = require "odo.compat"
 
 local Swarm = {}
 Swarm.__index = Swarm
@@ -176,8 +175,7 @@ function Swarm:discover(host, port, source)
     pinned = source and source.pinned or false, dialled = true }
   self.peers[key] = p
   self:_set(p, "connecting", "discovered", source and source.name)
-  if self.closed then return end -- a "peer" handler closed the node
-  self:_dial(p)
+  self:_dial(p) -- not when a "peer" handler closed the node
 end
 
 -- ---- dialling (rules 2, 3, 8) -----------------------------------------------------
@@ -210,7 +208,7 @@ end
 -- connection to us: then ours is a second connection, and once both are
 -- introduced the simultaneous-dial rule (`_resolve`) keeps one of them.
 function Swarm._dial_connected(_, p, attempt, conn)
-  conn.attempt_id, conn.entry = attempt, p
+  conn.entry = p
   if p.attempt_id == attempt and p.state == "connecting" then
     p.conn = conn
     return
@@ -238,7 +236,7 @@ function Swarm:_dial_failed(p, attempt, err, name)
 end
 
 function Swarm:_dial(p)
-  if self.closed then return end
+  if self.closed then return end -- a handler closed the node
   p.attempts = p.attempts + 1
   local attempt = {}
   p.attempt_id = attempt
@@ -262,18 +260,14 @@ end
 -- The backoff policy's delay for p's next retry (nil: give up). A backoff
 -- function that raises or answers something else than a number or nil is
 -- reported, and the default table decides.
+local function a_delay(d) return d == nil or (type(d) == "number" and d == d) end
+
 local function backoff_delay(self, p)
   local b, pol = self.policy.backoff, self.policy
   local delay
   if type(b) == "function" then
-    local ok, d = compat.xpcall(b, debug.traceback, p.failures, Swarm.info(p))
-    if ok and (d == nil or (type(d) == "number" and d == d)) then
-      delay = d
-    else
-      self.node:_error(("policy backoff failed; the default decides instead: %s")
-        :format(ok and ("it returned " .. tostring(d)) or tostring(d)))
-      b = policy_mod.backoff
-    end
+    local ok, d = policy_mod.try(self.node, "backoff", a_delay, p.failures, Swarm.info(p))
+    if ok then delay = d else b = policy_mod.backoff end
   end
   if type(b) == "table" then
     delay = b[p.failures]
@@ -333,8 +327,7 @@ end
 -- Dials a lifesupport entry again.
 function Swarm:_retry(p)
   self:_set(p, "connecting", "retry", ("attempt %d"):format(p.attempts + 1))
-  if self.closed then return end
-  self:_dial(p)
+  self:_dial(p) -- not when a "peer" handler closed the node
 end
 
 -- ---- incoming connections ----------------------------------------------------------

@@ -215,20 +215,19 @@ function Sync:on_message(p, t, payload)
   end
   if changed then self.node:_changed() end
   if #choose > 0 then
-    self:_choose(choose)
-    self:_fetch_snapshots(p.id, choose)
+    self:_fetch_snapshots(p.id, choose, self:_choose(choose))
   end
   p.conn:_flush()
 end
 
 -- Rule 8 on replicas: when our upstream has a newer source snapshot of a
 -- stream we hold, ask for it (once per revision), so we can compact
--- against it like the source does.
-function Sync:_fetch_snapshots(pid, ids)
+-- against it like the source does. `held`: what _choose read of each.
+function Sync:_fetch_snapshots(pid, ids, held)
   local rec = self.peers[pid]
   for _, id in ipairs(ids) do
     local e = rec.catalogue[id]
-    local st = self.store:stream(id)
+    local st = held[id]
     if e and st and not st.own and self.upstream[id] == pid and e.snapshot > st.snapshot
       and e.snapshot <= st.last and (self.snap_asked[id] or 0) < e.snapshot then
       self.snap_asked[id] = e.snapshot
@@ -242,13 +241,13 @@ end
 -- Re-evaluates the upstream of the given streams (rule 6 and the upstream
 -- policy): subscribes to a better one, unsubscribing from the old. The
 -- policies run protected: one that fails is reported and the default
--- decides.
+-- decides. Returns what the store holds of each: {id = stream or false}.
 function Sync:_choose(ids)
   local seen = {}
   for _, id in ipairs(ids) do
-    if not seen[id] then
-      seen[id] = true
+    if seen[id] == nil then
       local st = self.store:stream(id)
+      seen[id] = st or false
       if not (st and st.own) and policy_mod.call(self.node, "replicate", id, self.node) then
         local candidates = {}
         for pid, rec in pairs(self.peers) do
@@ -260,16 +259,14 @@ function Sync:_choose(ids)
         end
         local ours = st and st.last or 0
         local current = self.upstream[id]
-        local best = policy_mod.call(self.node, "upstream", id, candidates, ours, current, self.node)
-        if best ~= nil and not self.peers[best] then
-          self.node:_error(("policy upstream chose %s for %s, which is no candidate; the default decides instead")
-            :format(tostring(best), id))
-          best = policy_mod.upstream(id, candidates, ours, current, self.node)
-        end
+        local ok, best = policy_mod.try(self.node, "upstream", function(b) return b == nil or self.peers[b] end,
+          id, candidates, ours, current, self.node)
+        if not ok then best = policy_mod.upstream(id, candidates, ours, current, self.node) end
         if best ~= current then self:_switch(id, current, best, ours) end
       end
     end
   end
+  return seen
 end
 
 function Sync:_switch(id, old, new, ours)

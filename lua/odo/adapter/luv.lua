@@ -170,16 +170,16 @@ end
 -- IP bound, port = the port bound, close = function}, or nil,
 -- "NAME: message", "NAME".
 function A.listen(host, port, on_conn)
-  local ip, why = listen_ip(host)
-  if not ip then
-    return nil, ("EINVAL: cannot listen on %s:%s: %s"):format(host, tostring(port), why), "EINVAL"
+  local function einval(why)
+    return nil, ("EINVAL: cannot listen on %s:%s: %s"):format(host, tostring(port), tostring(why)), "EINVAL"
   end
+  local ip, why = listen_ip(host)
+  if not ip then return einval(why) end
   ignore_sigpipe()
   local server = uv.new_tcp()
   -- luv raises on an address it cannot parse ("300.1.1.1", a bad port)
   local called, ok, err, name = pcall(server.bind, server, ip, port)
-  if not called then ok, err, name = nil, ("EINVAL: cannot listen on %s:%s: %s"):format(host,
-    tostring(port), tostring(ok)), "EINVAL" end
+  if not called then ok, err, name = einval(ok) end
   if ok then ok, err, name = server:listen(128, function(lerr)
     if lerr then return end
     local client = uv.new_tcp()

@@ -20,12 +20,7 @@ local function append_offline(args, data)
   if not store then return nil, err, ename end
   local stream = args.stream and store:stream_id(args.stream) or nil
   local last, name
-  for at = 1, #data, 10000 do
-    local events = {}
-    for i = at, math.min(at + 9999, #data) do events[#events + 1] = { type = args.type or "text", data = data[i] } end
-    last, err, name = store:append(stream, events)
-    if not last then break end
-  end
+  last, err, name = Control.append_data(function(events) return store:append(stream, events) end, data, args.type)
   store:close()
   return last, err, name
 end
