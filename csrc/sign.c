@@ -39,10 +39,14 @@ size_t odo_head_message(uint8_t *out, const char *stream, size_t len,
 
 size_t odo_snapshot_message(uint8_t *out, const char *stream, size_t len,
                             uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
-                            const uint8_t data_hash[ODO_HASH_LEN],
+                            const void *data, size_t data_len,
                             const char *format, size_t format_len) {
   size_t n = put_common(out, SNAP_TAG, sizeof SNAP_TAG, stream, len, rev, hash);
-  memcpy(out + n, data_hash, ODO_HASH_LEN);
+  unsigned int dl;
+  if (EVP_Digest(data_len ? data : "", data_len, out + n, &dl, EVP_sha256(), NULL) != 1) {
+    ERR_clear_error();
+    return 0;
+  }
   n += ODO_HASH_LEN;
   out[n++] = (uint8_t)format_len;
   memcpy(out + n, format, format_len);
@@ -85,17 +89,13 @@ int odo_sign_snapshot(EVP_PKEY *key, const char *stream, size_t len,
                       const void *data, size_t n, const char *format,
                       size_t format_len, uint8_t *sig, size_t *siglen,
                       odo_err *e) {
-  uint8_t msg[ODO_SIGNED_MAX], dh[ODO_HASH_LEN];
-  unsigned int dl;
-  char ssl[256];
+  uint8_t msg[ODO_SIGNED_MAX];
+  size_t mlen;
   if (format_len > 255 || len > ODO_MAX_STREAM_ID)
     return odo_err_set(e, "EINVAL", "a snapshot's format or stream id is too long");
-  if (EVP_Digest(data, n, dh, &dl, EVP_sha256(), NULL) != 1)
-    return odo_err_set(e, "ESIGN", "hashing a snapshot failed: %s",
-                       odo_ssl_error(ssl, sizeof ssl, "unknown error"));
-  return odo_sign(key, msg,
-                  odo_snapshot_message(msg, stream, len, rev, hash, dh, format, format_len),
-                  sig, siglen, e);
+  mlen = odo_snapshot_message(msg, stream, len, rev, hash, data, n, format, format_len);
+  if (mlen == 0) return odo_err_set(e, "ESIGN", "hashing a snapshot failed");
+  return odo_sign(key, msg, mlen, sig, siglen, e);
 }
 
 int odo_verify(EVP_PKEY *pub, const uint8_t *msg, size_t n,
@@ -178,12 +178,12 @@ static int l_snapshot_message(lua_State *L) {
   const uint8_t *hash = check_hash(L, 3);
   const char *data = luaL_checklstring(L, 4, &dlen);
   const char *format = luaL_checklstring(L, 5, &flen);
-  uint8_t out[ODO_SIGNED_MAX], dh[ODO_HASH_LEN];
-  unsigned int mdlen;
+  uint8_t out[ODO_SIGNED_MAX];
+  size_t n;
   if (flen > 255) return luaL_argerror(L, 5, "a format is at most 255 bytes");
-  EVP_Digest(data, dlen, dh, &mdlen, EVP_sha256(), NULL);
-  lua_pushlstring(L, (const char *)out,
-                  odo_snapshot_message(out, stream, len, rev, hash, dh, format, flen));
+  n = odo_snapshot_message(out, stream, len, rev, hash, data, dlen, format, flen);
+  if (n == 0) return luaL_error(L, "hashing a snapshot failed");
+  lua_pushlstring(L, (const char *)out, n);
   return 1;
 }
 

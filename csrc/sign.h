@@ -20,9 +20,11 @@
 /* The bytes a head or a snapshot signature covers; returns their length. */
 size_t odo_head_message(uint8_t *out, const char *stream, size_t len,
                         uint64_t rev, const uint8_t hash[ODO_HASH_LEN]);
+/* (The snapshot message hashes data itself, with no shared context: safe
+ * on a worker thread; 0 when hashing fails.) */
 size_t odo_snapshot_message(uint8_t *out, const char *stream, size_t len,
                             uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
-                            const uint8_t data_hash[ODO_HASH_LEN],
+                            const void *data, size_t data_len,
                             const char *format, size_t format_len);
 
 /* Signs a source snapshot: the snapshot message over SHA-256(data).

@@ -607,7 +607,7 @@ static int cat_find_snap(odo_store *s, odo_stream *st, odo_err *e) {
 static int load_catalogue(odo_store *s, odo_err *e) {
   leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts);
   leveldb_iterator_t *evit = leveldb_create_iterator(s->db, s->ropts);
-  char tag = ODO_K_CAT, *err = NULL;
+  char tag = ODO_K_CAT;
   int ok = 1;
   leveldb_iter_seek(it, &tag, 1);
   for (; ok && leveldb_iter_valid(it); leveldb_iter_next(it)) {
@@ -651,9 +651,7 @@ static int load_catalogue(odo_store *s, odo_err *e) {
     }
     if (num >= s->next_num) s->next_num = num + 1;
   }
-  leveldb_iter_get_error(it, &err);
-  if (ok && err) ok = odo_store_dberr(e, err, "loading the catalogue");
-  else if (err) leveldb_free(err);
+  if (ok) ok = odo_iter_ok(it, e, "loading the catalogue");
   if (ok) ok = odo_iter_ok(evit, e, "loading the catalogue");
   leveldb_iter_destroy(it);
   leveldb_iter_destroy(evit);

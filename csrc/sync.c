@@ -92,8 +92,6 @@ typedef struct src_key {
 
 typedef struct odo_sync {
   odo_store *store;
-  EVP_PKEY *key; /* our key (a reference: it outlives a closed TLS context) */
-  char id[ODO_NODE_ID_HEX + 1]; /* our node id */
   sync_peer *peers;
   src_key *keys;
   int verify;         /* check signatures on what arrives */
@@ -163,7 +161,7 @@ static EVP_PKEY *source_key(odo_sync *y, const char *src, size_t len,
   int rc;
   if (len != ODO_NODE_ID_HEX)
     return odo_err_set(e, "EKEY", "source id %.*s is not a key's id", (int)len, src), NULL;
-  if (y->key && memcmp(y->id, src, len) == 0) return y->key;
+  if (memcmp(y->store->node_id, src, len) == 0) return y->store->signer; /* ours */
   for (k = y->keys; k; k = k->next)
     if (memcmp(k->id, src, len) == 0) return k->key;
   rc = odo_store_key_get(y->store, src, len, &raw, &der, &n, e);
@@ -561,6 +559,7 @@ static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
   uint16_t nkeys;
   uint32_t count;
   size_t *key_off, entries_at;
+  uint8_t *staged; /* per key: staged for its source in this frame */
   cat_entry c;
   odo_err e = {0};
   unsigned bound = 0;
@@ -569,7 +568,9 @@ static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
   nkeys = odo_rd_be16(&r);
   if (r.bad || nkeys == 0xffff) return violation(L, ev, NULL, 0, "protocol", "a malformed CATALOGUE");
   /* GC-owned: freed whatever a Lua call below raises */
-  key_off = lua_newuserdatauv(L, (nkeys + 1u) * sizeof *key_off, 0);
+  key_off = lua_newuserdatauv(L, (nkeys + 1u) * (sizeof *key_off + 1), 0);
+  staged = (uint8_t *)(key_off + nkeys + 1);
+  memset(staged, 0, nkeys + 1u);
   for (uint16_t i = 0; i < nkeys && !r.bad; i++) {
     key_off[i] = r.pos;
     odo_rd_bytes(&r, odo_rd_be16(&r));
@@ -590,7 +591,13 @@ static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
   r.pos = entries_at;
   for (uint32_t i = 0; i < count; i++) {
     read_cat_entry(&r, &c);
-    bound += bind_offered_key(y, &c, p, n, key_off, nkeys);
+    /* a key binds only to the source it hashes to: once staged, the other
+     * entries of that source have it (staged keys are not read back) */
+    if (c.key < nkeys && staged[c.key]) continue;
+    if (bind_offered_key(y, &c, p, n, key_off, nkeys)) {
+      staged[c.key] = 1;
+      bound++;
+    }
   }
   if (bound == 0) {
     odo_txn_abort(y->store);
@@ -889,12 +896,12 @@ static void on_snapshot(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   if (p->snap.len < total) return;
   /* whole: the source's signature covers stream, rev, h(rev), the data */
   if (y->verify) {
-    uint8_t msg[ODO_SIGNED_MAX], dh[ODO_HASH_LEN];
+    uint8_t msg[ODO_SIGNED_MAX];
     EVP_PKEY *key = source_key(y, id, source_len(id, sl), &e);
     size_t mlen;
     if (key == NULL) return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
-    odo_sha256(&y->store->hasher, p->snap.p ? p->snap.p : (const uint8_t *)"", p->snap.len, dh);
-    mlen = odo_snapshot_message(msg, id, sl, rev, hash, dh, format, fl);
+    mlen = odo_snapshot_message(msg, id, sl, rev, hash, p->snap.p, p->snap.len, format, fl);
+    if (mlen == 0) return violation(L, ev, id, sl, "local", "hashing a snapshot failed");
     if (sig_len == 0 || !odo_verify(key, msg, mlen, sig, sig_len))
       return violation(L, ev, id, sl, "verification failed",
                        "the snapshot at %llu of stream %.*s is not signed by its source",
@@ -1018,7 +1025,7 @@ static int sign_stream(odo_sync *y, odo_stream *st, uint64_t budget, int *more,
     if (since >= ODO_HEAD_EVENTS || bytes >= ODO_HEAD_BYTES || ev.rev == until) {
       size_t sl = sizeof sig;
       size_t mlen = odo_head_message(msg, st->id, st->id_len, ev.rev, ev.hash);
-      if (!odo_sign(y->key, msg, mlen, sig, &sl, e)) {
+      if (!odo_sign(y->store->signer, msg, mlen, sig, &sl, e)) {
         rc = -1;
         break;
       }
@@ -1083,8 +1090,6 @@ static void sync_release(lua_State *L, odo_sync *y) {
   free(y->evs);
   y->evs = NULL;
   y->cap_evs = 0;
-  EVP_PKEY_free(y->key);
-  y->key = NULL;
   y->store = NULL;
 }
 
@@ -1114,10 +1119,9 @@ static int l_sync(lua_State *L) {
   lua_rawseti(L, -2, 2);
   odo_setuservalue(L, -2);
   y->store = s;
-  EVP_PKEY_up_ref(t->key);
-  y->key = t->key;
-  memcpy(y->id, t->id, sizeof y->id);
-  odo_store_set_signer(s, t->key); /* source snapshots are signed as stored */
+  /* our key, held by the store (it outlives a closed TLS context): it
+   * signs heads here and source snapshots as the store stores them */
+  odo_store_set_signer(s, t->key);
   y->verify = lua_istable(L, 3) ? odo_fieldbool(L, 3, "verify", 1) : 1;
   y->replica_sync = lua_istable(L, 3) ? odo_fieldbool(L, 3, "replica_sync", 0) : 0;
   y->max_batch = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "max_batch", 15u << 20)
@@ -1206,8 +1210,7 @@ static int l_subscribe(lua_State *L) {
   odo_sync *y = check_sync(L);
   sync_peer *p = check_peer(L, y, 2);
   int live = lua_toboolean(L, 4), snap = lua_toboolean(L, 5);
-  size_t n, f = 0, count_at = 0;
-  uint32_t count = 0;
+  size_t n, f;
   unsigned frames = 0;
   luaL_checktype(L, 3, LUA_TTABLE);
   n = lua_rawlen(L, 3);
@@ -1227,18 +1230,16 @@ static int l_subscribe(lua_State *L) {
   out_reset(y);
   /* at most SYNC_FRAME_ENTRIES streams a frame: a long list goes out in
    * several frames (an empty list as one) */
-  for (size_t i = 1; i <= n || frames == 0; i++) {
-    size_t sl;
-    const char *id;
-    uint64_t from;
-    sync_want **w;
-    if (count == 0) {
-      f = odo_frame_begin(&y->out, ODO_MSG_SUBSCRIBE);
-      odo_buf_add_u8(&y->out, (uint8_t)((live ? 1 : 0) | (snap ? 2 : 0)));
-      count_at = y->out.len;
-      odo_buf_add_be32(&y->out, 0);
-    }
-    if (i <= n) {
+  for (size_t at = 0; at < n || at == 0; at += SYNC_FRAME_ENTRIES) {
+    size_t m = n - at < SYNC_FRAME_ENTRIES ? n - at : SYNC_FRAME_ENTRIES;
+    f = odo_frame_begin(&y->out, ODO_MSG_SUBSCRIBE);
+    odo_buf_add_u8(&y->out, (uint8_t)((live ? 1 : 0) | (snap ? 2 : 0)));
+    odo_buf_add_be32(&y->out, (uint32_t)m);
+    for (size_t i = at + 1; i <= at + m; i++) {
+      size_t sl;
+      const char *id;
+      uint64_t from;
+      sync_want **w;
       lua_rawgeti(L, 3, (lua_Integer)i);
       lua_getfield(L, -1, "id");
       id = lua_tolstring(L, -1, &sl);
@@ -1255,15 +1256,10 @@ static int l_subscribe(lua_State *L) {
       }
       put_str8(&y->out, id, sl);
       odo_buf_add_be64(&y->out, from);
-      count++;
       lua_pop(L, 2);
     }
-    if (count == SYNC_FRAME_ENTRIES || i >= n) {
-      if (!y->out.failed) odo_put_be32(y->out.p + count_at, count);
-      odo_frame_end(&y->out, f);
-      frames++;
-      count = 0;
-    }
+    odo_frame_end(&y->out, f);
+    frames++;
   }
   lua_pushboolean(L, send_out(y, p, frames));
   return 1;
@@ -1319,9 +1315,9 @@ static int key_der(odo_sync *y, const char *src, size_t len, odo_buf *out) {
   size_t n;
   odo_err e = {0};
   out->len = 0;
-  if (y->key && len == ODO_NODE_ID_HEX && memcmp(y->id, src, len) == 0) {
+  if (len == ODO_NODE_ID_HEX && memcmp(y->store->node_id, src, len) == 0) {
     unsigned char *d = NULL;
-    int dn = i2d_PUBKEY(y->key, &d);
+    int dn = i2d_PUBKEY(y->store->signer, &d);
     int ok = dn > 0 && odo_buf_add(out, d, (size_t)dn);
     OPENSSL_free(d);
     return ok;
@@ -1435,7 +1431,6 @@ static int l_catalogue(lua_State *L) {
     size_t n = nlist - at < SYNC_FRAME_ENTRIES ? nlist - at : SYNC_FRAME_ENTRIES;
     catalogue_frame(L, y, list + at, n, full && at == 0, direct);
     frames++;
-    if (nlist == 0) break;
   }
   if (frames) ok = send_out(y, p, frames);
   lua_pushboolean(L, ok);
@@ -1523,7 +1518,7 @@ static int l_sign_snapshot(lua_State *L) {
   if (st == NULL || !st->own) return 0;
   rc = odo_snapshot_read(y->store, st, ODO_ORIGIN_SOURCE, &raw, &rev, &in, &e);
   if (rc < 0) return odo_err_push(L, &e);
-  if (rc == 0 || in.sig_len > 0 || y->store->signer == NULL) {
+  if (rc == 0 || in.sig_len > 0) {
     if (raw) leveldb_free(raw);
     lua_pushboolean(L, 0);
     return 1;
