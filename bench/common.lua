@@ -16,7 +16,7 @@ local cpath = os.getenv("ODO_CPATH")
 if cpath == nil or cpath == "" then cpath = root .. "/build/?.so" end
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
 package.cpath = cpath .. ";" .. package.cpath
-M.root, M.cpath = root, cpath
+M.root = root
 
 local uv = require "luv"
 
@@ -112,7 +112,7 @@ local children = {} -- live processes: [handle] = process
 -- with `input`, p.send(line) writes to its stdin.
 -- Returns {pid, lines, exited = {code, signal} once it has exited}.
 function M.spawn(file, args, env, input)
-  local p = { lines = {}, what = file }
+  local p = { lines = {} }
   local out = uv.new_pipe(false)
   local inp = input and uv.new_pipe(false) or nil
   local handle, pid = uv.spawn(file, { args = args, env = env, stdio = { inp, out, 2 } }, function(code, signal)
@@ -123,7 +123,7 @@ function M.spawn(file, args, env, input)
     if inp then inp:close() end
     error(("cannot start %s: %s"):format(file, tostring(pid)), 0)
   end
-  p.handle, p.pid, p.input = handle, math.tointeger(pid), inp
+  p.handle, p.pid = handle, math.tointeger(pid)
   children[handle] = p
   local feed = M.line_splitter(function(line) p.lines[#p.lines + 1] = line end)
   out:read_start(function(err, data)

@@ -95,12 +95,7 @@ describe("odo tail and odo run", function()
     for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
   end)
 
-  local function write(path, text)
-    local fh = assert(io.open(path, "w"))
-    fh:write(text)
-    fh:close()
-    return path
-  end
+  local write = H.write_file
 
   local function json_lines(out)
     local t = {}

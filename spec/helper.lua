@@ -236,6 +236,14 @@ function H.wait(cond, timeout_ms)
   return true
 end
 
+--- Writes text to path (replacing it); returns path.
+function H.write_file(path, text)
+  local fh = assert(io.open(path, "wb"))
+  fh:write(text)
+  fh:close()
+  return path
+end
+
 function H.read_file(path)
   local fh = io.open(path, "rb")
   if not fh then return "" end

@@ -39,11 +39,7 @@ describe("a hostile peer", function()
 
   local function frame(t, payload) return string.pack(">I4B", #payload + 1, t) .. payload end
 
-  local function violation(events)
-    for _, e in ipairs(events) do
-      if e.event == "violation" then return e end
-    end
-  end
+  local function violation(events) return H.find_event(events, "violation") end
 
   -- Every frame b sent to a, as {type, payload}, and a's other events.
   local function received(a, b)

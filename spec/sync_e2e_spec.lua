@@ -19,9 +19,7 @@ describe("sync between odo run processes", function()
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
-    local fh = assert(io.open(tmp .. "/fast.lua", "w"))
-    fh:write(CONFIG)
-    fh:close()
+    H.write_file(tmp .. "/fast.lua", CONFIG)
     n = 0
   end)
   teardown(H.cleanup)
@@ -70,6 +68,13 @@ describe("sync between odo run processes", function()
     return out
   end
 
+  -- `odo append --dir dir` with one event per line, read from a file
+  local function append_lines(dir, lines)
+    local file = H.write_file(tmp .. "/lines", table.concat(lines, "\n") .. "\n")
+    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, dir, file))
+    assert.is_true(ok, out)
+  end
+
   it("two nodes: appended on one, tailed and verified on the other", function()
     local ports = H.free_ports(2)
     local a = run("a", ports[1])
@@ -97,11 +102,7 @@ describe("sync between odo run processes", function()
     local aid = node_id(a)
     local data = {}
     for i = 1, 3000 do data[i] = "event " .. i end
-    local fh = assert(io.open(tmp .. "/lines", "w"))
-    fh:write(table.concat(data, "\n"), "\n")
-    fh:close()
-    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, a.dir, tmp .. "/lines"))
-    assert.is_true(ok, out)
+    append_lines(a.dir, data)
     assert.is_true(H.wait(has(c, aid, 3000), 30000))
     local up = stream_of(c, aid).upstream
     assert.is_truthy(up)
@@ -119,11 +120,7 @@ describe("sync between odo run processes", function()
     assert.is_true(H.wait(function() return not H.alive(a0.pid) end, 10000))
     local lines = {}
     for i = 1, 300000 do lines[i] = ("%06d %s"):format(i, ("x"):rep(90)) end
-    local fh = assert(io.open(tmp .. "/big", "w"))
-    fh:write(table.concat(lines, "\n"), "\n")
-    fh:close()
-    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, adir, tmp .. "/big"))
-    assert.is_true(ok, out)
+    append_lines(adir, lines)
     local a = run("a", ports[1], nil, adir)
     local b = run("b", ports[2], { ports[1] })
     assert.is_true(H.wait(has(b, aid, 300000), 120000), "b did not catch up")
@@ -148,10 +145,7 @@ describe("sync between odo run processes", function()
     local aid = node_id(a)
     local data = {}
     for i = 1, 1500 do data[i] = "e" .. i end
-    local fh = assert(io.open(tmp .. "/lines1500", "w"))
-    fh:write(table.concat(data, "\n"), "\n")
-    fh:close()
-    assert.is_true(select(2, H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, a.dir, tmp .. "/lines1500"))))
+    append_lines(a.dir, data)
     -- a snapshot at 1500; 20 more events pass compact_after_events
     for i = 1, 20 do H.odo_cmd("append", "--dir", a.dir, "more " .. i) end
     assert.is_true(H.wait(function()

@@ -295,22 +295,15 @@ describe("sync and signature test vectors", function()
       return out
     end
     -- each side hands the other's engine what arrived, returning the frames
-    local function to_b()
-      local _, eb = H.pump(a, b)
-      local fs, notes = frames_of(eb), {}
+    local function hand(events, engine, s)
+      local fs, notes = frames_of(events), {}
       for _, f in ipairs(fs) do
-        for _, n in ipairs(yr:handle(b, f:byte(5), payload(f))) do notes[#notes + 1] = n end
+        for _, n in ipairs(engine:handle(s, f:byte(5), payload(f))) do notes[#notes + 1] = n end
       end
       return fs, notes
     end
-    local function to_a()
-      local ea = H.pump(a, b)
-      local fs, notes = frames_of(ea), {}
-      for _, f in ipairs(fs) do
-        for _, n in ipairs(ys:handle(a, f:byte(5), payload(f))) do notes[#notes + 1] = n end
-      end
-      return fs, notes
-    end
+    local function to_b() return hand(select(2, H.pump(a, b)), yr, b) end
+    local function to_a() return hand((H.pump(a, b)), ys, a) end
 
     assert.is_true(ys:catalogue(a))
     local fs, notes = to_b()
