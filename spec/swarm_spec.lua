@@ -326,20 +326,27 @@ describe("swarm", function()
     assert.equal("purgatory>deleted:purgatory over", transitions(a)[#transitions(a)])
   end)
 
-  it("an incoming connection is 'incoming' until introductions finish, and dropped if they never do", function()
-    local a, b = node(1), node(2)
-    -- a TCP connection that never speaks TLS
-    net.connect("10.0.0.1", 4000, function(sock) sock:read_start(function() end) end, "10.0.0.8")
+  it("an incoming connection is a peer once TLS proves it, 'incoming' until introductions finish", function()
+    local a, b = node(1, { policy = { first_byte_timeout_ms = 1000 } }), node(2)
+    -- a TCP connection that never speaks: pending in the transport, never
+    -- a peer, closed after the first-byte timeout
+    local closed
+    net.connect("10.0.0.1", 4000, function(sock)
+      sock:read_start(function(_, data) if data == nil then closed = true end end)
+    end, "10.0.0.8")
     net.advance(10)
-    assert.same({ "incoming" }, states(a))
-    net.advance(3000)
     assert.same({}, states(a))
-    assert.same({ "none>incoming:accepted", "incoming>deleted:timeout" }, transitions(a))
+    assert.equal(1, a:status().connections.pending)
+    net.advance(a.policy.first_byte_timeout_ms)
+    assert.is_true(closed)
+    assert.same({}, transitions(a))
+    local c = a:status().connections
+    assert.same({ 0, 1, 1 }, { c.pending, c.admitted, c.silent })
     -- a real peer: incoming, then active
     b:discover("10.0.0.1", 4000)
     assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
     assert.same({ "none>incoming:accepted", "incoming>active:introduced" },
-      { transitions(a)[3], transitions(a)[4] })
+      { transitions(a)[1], transitions(a)[2] })
   end)
 
   it("refuses incoming peers over the maximum, and keeps discoveries waiting", function()

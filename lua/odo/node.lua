@@ -429,7 +429,8 @@ function Node:discover(host, port)
   self.swarm:discover(host, port)
 end
 
---- The node's state: `{id, listen, peers, streams}`.
+--- The node's state: `{id, listen, peers, streams, connections, memory}`
+-- (`connections`: `odo.admission`'s counts; `memory.lua_bytes`: Lua's heap).
 function Node:status()
   check_open(self)
   local listen = self.listen and (self.listen.host .. ":" .. self.listen.port) or nil
@@ -443,7 +444,11 @@ function Node:status()
       upstreams[st.id] = st.upstream
     end
   end
-  return { id = self.id, listen = listen, peers = self:peers(), streams = streams, upstreams = upstreams }
+  local status = { id = self.id, listen = listen, peers = self:peers(), streams = streams, upstreams = upstreams }
+  -- what unauthenticated connections cost now (see odo.admission)
+  if self.swarm then status.connections = self.swarm.transport.admission:status() end
+  status.memory = { lua_bytes = math.floor(collectgarbage("count") * 1024) }
+  return status
 end
 
 --- Runs the loop (luv: until nothing is left; see `close`).

@@ -71,6 +71,20 @@ P.max_frame_bytes = 16 * 1024 * 1024
 -- attempt fails with "timeout".
 P.handshake_timeout_ms = 10000
 
+--- An incoming connection that sends no byte within this long (ms) is
+-- closed: a connection that never speaks costs a descriptor and a slot,
+-- so it gets less time than a slow handshake.
+P.first_byte_timeout_ms = 3000
+--- Most incoming connections that have not finished TLS at once; the next
+-- one evicts the least recently active of them (see docs/RELIABILITY.md).
+P.max_handshakes = 64
+--- Most of those from one IP address at once (the same eviction applies).
+P.max_handshakes_per_host = 16
+--- Most sockets the transport holds open at once, incoming and outgoing
+-- (0: nine tenths of the process's descriptor limit, less 32). Incoming
+-- connections over it are closed at once, with a log line.
+P.max_descriptors = 0
+
 --- An active peer that sent nothing for this long (ms) gets a heartbeat...
 P.heartbeat_interval_ms = 5000
 --- ...and one that does not answer it within this long (ms) is dropped.
@@ -182,7 +196,8 @@ local NOT_POLICY = { merge = true, call = true, try = true, check = true, valid_
 -- spin a timer); every other number must be at least 0.
 local POSITIVE = { tick_ms = true, slice = true, turn_budget_ms = true, snapshot_slice = true,
   purge_slice = true, sync_pump_budget = true, sign_budget = true, max_frame_bytes = true,
-  heartbeat_interval_ms = true }
+  heartbeat_interval_ms = true, first_byte_timeout_ms = true, max_handshakes = true,
+  max_handshakes_per_host = true }
 
 local function check_backoff(v)
   if type(v) == "function" then return true end

@@ -50,6 +50,13 @@ function Swarm.new(node, opts)
     handshake_timeout_ms = self.policy.handshake_timeout_ms,
     max_frame = self.policy.max_frame_bytes,
     protect = function(fn, ...) return node:_protect(fn, ...) end,
+    admission = {
+      max_handshakes = self.policy.max_handshakes,
+      max_handshakes_per_host = self.policy.max_handshakes_per_host,
+      first_byte_timeout_ms = self.policy.first_byte_timeout_ms,
+      max_descriptors = self.policy.max_descriptors,
+      notice = function(kind, message) node:emit("notice", kind, message) end,
+    },
   }
   self.instance = self.transport.instance
   return self

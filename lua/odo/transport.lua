@@ -14,6 +14,7 @@
 -- @module odo.transport
 local core = require "odo.core"
 local compat = require "odo.compat"
+local Admission = require "odo.admission"
 
 local Transport = {}
 Transport.__index = Transport
@@ -31,7 +32,8 @@ local function noop() end
 --   node's run; random by default), `host` (this node's host, for the
 --   in-memory adapter), `max_frame`, `high`, `low` (see core.session),
 --   `handshake_timeout_ms` (default 10000), `protect` (runs callbacks:
---   `function(fn, ...)`, default pcall and print)
+--   `function(fn, ...)`, default pcall and print), `admission` (the
+--   bounds on unauthenticated incoming connections: see `odo.admission`)
 function Transport.new(opts)
   assert(type(opts) == "table", "Transport.new takes options")
   assert(opts.adapter, "opts.adapter is required")
@@ -39,7 +41,10 @@ function Transport.new(opts)
   local instance = opts.instance or core.random_instance()
   -- stop glibc giving memory back after every large free (see util.c)
   core.tune_allocator()
+  local admission = opts.admission or {}
+  admission.adapter = opts.adapter
   return setmetatable({
+    admission = Admission.new(admission),
     adapter = opts.adapter,
     tls = opts.tls,
     id = opts.tls:id(),
@@ -82,6 +87,7 @@ function Transport:_conn(sock, server, handlers)
     flushing = 0,
   }, Conn)
   self.conns[conn] = true
+  self.admission.open = self.admission.open + 1
   conn.remote_host, conn.remote_port = sock:peer()
   conn.hello_timer = self.adapter.timer(self.handshake_timeout_ms, function()
     self.protect(conn._timeout, conn)
@@ -94,13 +100,17 @@ function Transport:_conn(sock, server, handlers)
 end
 
 --- Listens on host:port (0: a free port); `on_accept(conn)` for each
--- incoming connection, which should set `conn.handlers`. Returns the
+-- incoming connection once its TLS handshake is done (the peer proved its
+-- certificate), which should set `conn.handlers`. Until then the
+-- connection is pending, under the bounds of `odo.admission`. Returns the
 -- server `{port, close}` or nil, err, name.
 function Transport:listen(host, port, on_accept)
   local server, err, name = self.adapter.listen(host, port, function(sock)
     self.protect(function()
+      if not self.admission:make_room((sock:peer())) then return sock:close() end
       local conn = self:_conn(sock, true, {})
-      on_accept(conn)
+      conn.on_accept = on_accept
+      self.admission:add(conn)
     end)
   end)
   if not server then return nil, err, name end
@@ -163,12 +173,19 @@ function Conn:_close_socket()
   self.sock_closed = true
   self.sock:close()
   self.transport.conns[self] = nil
+  self.transport.admission.open = self.transport.admission.open - 1
 end
 
 function Conn:_finish(info)
   if self.closed then return end
   self.closed = true
   self.close_info = info
+  self.transport.admission:done(self)
+  if self.on_accept and info.name ~= "eof" then
+    -- it never proved who it is: no handler knows it, so say why here
+    self.transport.admission:notice(info.name, ("a connection from %s ended before it was authenticated: %s: %s")
+      :format(tostring(self.remote_host), tostring(info.name), tostring(info.reason)))
+  end
   if self.hello_timer then self.hello_timer.stop() end
   self:_flush() -- a BYE or an alert may be waiting
   if self.flushing == 0 then self:_close_socket() end
@@ -199,6 +216,13 @@ function Conn:_events(events)
       self:_handler("on_pong", ev.rtt)
     elseif kind == "handshake" then
       self.peer_id = ev.peer
+      local accept = self.on_accept
+      if accept then
+        -- the peer proved its certificate: no longer pending
+        self.on_accept = nil
+        self.transport.admission:done(self)
+        accept(self)
+      end
       self:_handler("on_handshake", ev.peer)
     elseif kind == "closed" then
       self:_finish(ev)
@@ -210,6 +234,8 @@ end
 function Conn:_on_read(err, data)
   if self.closed then return end
   self.last_rx = self.transport.adapter.now()
+  self.last_rx_ms = self.last_rx
+  if self.on_accept then self.transport.admission:progress(self) end
   if err then
     return self:_finish({ code = 101, name = "eof", reason = "read failed: " .. tostring(err), by = "peer" })
   end

@@ -90,6 +90,7 @@ local function run(args)
     uv.sleep(100)
   end
   if not node then return cli.fail(err) end
+  node:on("notice", function(_, message) log("%s", message) end)
   node:on("peer", function(p, old, new, reason)
     log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
