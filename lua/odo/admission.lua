@@ -5,9 +5,9 @@
 -- anyone who can reach the port can open one, so pending connections are
 -- bounded overall (`max_handshakes`) and per IP address
 -- (`max_handshakes_per_host`); when a bound is reached, the next connection
--- evicts the least recently active pending one (the one that has gone
--- longest without sending a byte), so a flood of idle connections can
--- never keep an honest peer waiting. A pending connection that sends no
+-- evicts the least active pending one (one that never sent a byte first,
+-- then the one silent for longest), so a flood of idle connections can
+-- never keep an honest peer, whose handshake is moving, waiting. A pending connection that sends no
 -- byte within `first_byte_timeout_ms` is closed. Every socket the
 -- transport holds counts against a descriptor budget (`max_descriptors`,
 -- by default below the process's limit); an incoming connection over it,
@@ -76,13 +76,19 @@ function A:notice(kind, message)
   self.notice_fn(kind, message)
 end
 
--- The pending connection that has gone longest without sending a byte,
--- among all of them or those from `host`.
+-- Whether pending connection a is less active than b: one that never
+-- sent a byte before one that did, then the one silent for longer.
+local function less_active(a, b)
+  if (a.got_bytes or false) ~= (b.got_bytes or false) then return not a.got_bytes end
+  return a.last_rx_ms < b.last_rx_ms
+end
+
+-- The least active pending connection, among all of them or those from
+-- `host`.
 function A:_least_active(host)
   local best
   for conn in pairs(self.pending) do
-    if (host == nil or conn.remote_host == host)
-      and (not best or conn.last_rx_ms < best.last_rx_ms) then
+    if (host == nil or conn.remote_host == host) and (not best or less_active(conn, best)) then
       best = conn
     end
   end

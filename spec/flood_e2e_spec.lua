@@ -1,0 +1,135 @@
+-- A connection flood against a node: 1,000 connections that never finish
+-- TLS (silent, or dripping a byte every 5 s) held open by another process,
+-- while an honest `odo run` peer dials in. The node under attack runs in
+-- this process (so the spec can count its descriptors and its Lua heap),
+-- with a descriptor budget the flood exceeds, a first-byte timeout of 30 s
+-- and a handshake timeout of 60 s: the honest peer can get in within the
+-- 20 s the spec gives it only by evicting flood connections, never by
+-- waiting behind them.
+local H = require "helper"
+local uv = require "luv"
+local luv_adapter = require "odo.adapter.luv"
+
+local FAST = [[
+return { policy = {
+  tick_ms = 100, heartbeat_interval_ms = 500, heartbeat_timeout_ms = 5000,
+  handshake_timeout_ms = 5000, backoff = { 200, 400, 800 }, backoff_cap_ms = 800,
+} }
+]]
+
+local function descriptors()
+  local n = 0
+  local dir = uv.fs_scandir("/proc/" .. uv.os_getpid() .. "/fd")
+  while dir and uv.fs_scandir_next(dir) do n = n + 1 end
+  return n
+end
+
+local function lua_heap()
+  collectgarbage("collect")
+  collectgarbage("collect")
+  return collectgarbage("count") * 1024
+end
+
+-- cond() checked at most every `every_ms` while A's loop runs.
+local function until_every(cond, timeout_ms, every_ms)
+  local next_check, last = 0, false
+  return H.luv_until(function()
+    if uv.now() >= next_check then
+      next_check = uv.now() + (every_ms or 300)
+      last = cond()
+    end
+    return last
+  end, timeout_ms)
+end
+
+describe("a connection flood", function()
+  local tmp, pki, a, procs, notices
+  local function flood(mode, seconds)
+    local log = ("%s/flood-%s-%d.out"):format(tmp, mode, #procs)
+    procs[#procs + 1] = H.spawn(("ulimit -n 8192; exec lua5.4 '%s/spec/tools/flooder.lua' 127.0.0.1 %d 1000 %s %d")
+      :format(H.root, a.listen.port, mode, seconds), log)
+    assert.is_true(until_every(function() return H.read_file(log):find("holding") end, 30000),
+      "the flooder did not get its connections up: " .. H.read_file(log))
+    return procs[#procs], log
+  end
+  local function settled(base)
+    return until_every(function()
+      local s = a:status().connections
+      return s.open == base.open and s.pending == 0 and #a:peers() == 0
+    end, 20000)
+  end
+
+  setup(function()
+    tmp = H.tmpdir()
+    pki = H.pki(tmp)
+    H.write_file(tmp .. "/fast.lua", FAST)
+    procs, notices = {}, {}
+    a = H.node {
+      tls = pki.node("a"),
+      listen = "127.0.0.1:0",
+      node_id = false,
+      policy = { max_descriptors = 200, max_handshakes = 64, max_handshakes_per_host = 32,
+        first_byte_timeout_ms = 30000, handshake_timeout_ms = 60000, tick_ms = 100 },
+    }
+    a:on("notice", function(kind, message) notices[#notices + 1] = kind .. ": " .. message end)
+    a:append(nil, { { type = "t", data = "before the flood" } })
+    -- a first flood grows the tables that hold connections to the size a
+    -- flood needs (Lua keeps a table's size after its entries go): what
+    -- follows measures against that
+    local base = { open = a:status().connections.open }
+    local pid = flood("silent", 2)
+    H.kill(pid, "KILL")
+    assert(settled(base))
+    assert.is_true(#notices >= 1 and #notices < 20, "notices of the first flood: " .. table.concat(notices, "\n"))
+  end)
+  teardown(function()
+    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
+    a:close()
+    luv_adapter.shutdown()
+    H.luv_until(function() return #H.active_handles() == 0 end, 5000)
+    H.cleanup()
+  end)
+  before_each(function() notices = {} end)
+
+  for _, mode in ipairs({ "silent", "drip" }) do
+    it(("of 1,000 %s connections does not keep an honest peer out, and leaves nothing behind"):format(mode), function()
+      local base = { fds = descriptors(), heap = lua_heap(), open = a:status().connections.open }
+      local evicted = a:status().connections.evicted
+
+      local flooder = flood(mode, 60)
+      local c = a:status().connections
+      assert.is_true(c.evicted > evicted, "the flood never reached a bound")
+      assert.is_true(c.open <= 200 and c.pending <= 32, ("open %d, pending %d"):format(c.open, c.pending))
+
+      -- the honest peer, while the flood is held
+      local dir = tmp .. "/b-" .. mode
+      local b = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = pki.node("b-" .. mode),
+        peers = { a.listen.port }, config = tmp .. "/fast.lua" }
+      procs[#procs + 1] = b.pid
+      local b_pid = b.pid
+      local replicated = until_every(function()
+        local st = H.status(dir)
+        for _, s in ipairs(st and st.streams or {}) do
+          if s.id == a.id and s.last == 1 then return true end
+        end
+        return false
+      end, 20000, 500)
+      assert.is_true(replicated, "the honest peer was not served while the flood held: "
+        .. H.read_file(b.log) .. table.concat(notices, "\n"))
+      assert.is_true(H.alive(flooder), "the flood ended before the honest peer was served")
+      assert.equal("active", a:peers()[1] and a:peers()[1].state)
+      -- a flood is a few log lines, not one per connection
+      assert.is_true(#notices < 20, "notices: " .. table.concat(notices, "\n"))
+
+      -- the flood and the peer go: everything returns to where it was
+      H.kill(flooder, "KILL")
+      H.kill(b_pid, "TERM")
+      assert.is_true(settled(base), "connections left: " .. require("cjson").encode(a:status().connections))
+      H.luv_until(function() return false end, 200)
+      assert.equal(base.fds, descriptors())
+      -- 1,000 connections' worth of Lua objects is megabytes: none stays
+      assert.is_true(lua_heap() < base.heap + 64 * 1024,
+        ("Lua heap %d bytes, %d before the flood"):format(lua_heap(), base.heap))
+    end)
+  end
+end)
