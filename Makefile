@@ -42,11 +42,16 @@ build/asan-obj/%.o: csrc/%.c
 
 -include $(OBJ:.o=.d) $(AOBJ:.o=.d)
 
-TOOLS = build/tools/ldb
+TOOLS = build/tools/ldb build/tools/powercut.so
 
 build/tools/%: spec/tools/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 $(WARN) -o $@ $< $(LIBS)
+
+# The power-cut shim (spec/power_loss_e2e_spec.lua), preloaded into a writer.
+build/tools/powercut.so: spec/tools/powercut.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 $(WARN) -fPIC -shared -o $@ $< -ldl
 
 # What the suite needs: .ci/run makes this, then runs scripts/run-specs
 # itself, so that the summary is the last line it prints.
