@@ -44,7 +44,8 @@ end
 -- the highest acknowledged revision and how many files were cut.
 local function round(dir, sync, tmp)
   local log, out = tmp .. "/powercut.log", tmp .. "/writer.out"
-  local pid = H.spawn(("LD_PRELOAD='%s' POWERCUT_LOG='%s' POWERCUT_DIR='%s' exec lua5.4 '%s/spec/tools/durable_writer.lua' '%s' %s")
+  local pid = H.spawn(("LD_PRELOAD='%s' POWERCUT_LOG='%s' POWERCUT_DIR='%s' "
+    .. "exec lua5.4 '%s/spec/tools/durable_writer.lua' '%s' %s")
     :format(SHIM, log, dir, H.root, dir, tostring(sync)), out)
   assert(H.wait(function() return H.read_file(out):find("\n") end, 20000), H.read_file(out))
   require("luv").sleep(math.random(100, 600))
