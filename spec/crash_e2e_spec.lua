@@ -1,0 +1,136 @@
+-- Crashes while replicating: a source written to by `odo append` and a
+-- replica following it over TLS on loopback; at random moments one of them
+-- (or both) is killed with SIGKILL and started again, 5 rounds (20 with
+-- ODO_LONG=1). Then: every acknowledged event is on the source, every
+-- `odo append` call is there whole or not at all, both chains and
+-- signatures verify, and the replica's copy is identical to the source's.
+local H = require "helper"
+local cjson = require "cjson"
+local uv = require "luv"
+
+local FAST = [[
+return { policy = {
+  tick_ms = 100, heartbeat_interval_ms = 300, heartbeat_timeout_ms = 1000,
+  handshake_timeout_ms = 1500, backoff = { 100, 200, 400 }, backoff_cap_ms = 400,
+} }
+]]
+
+-- A shell loop appending batches of 25 lines "batch B line L" to DIR,
+-- appending each acknowledged last revision and batch number to ACKED.
+local APPENDER = [[
+b=0
+while [ $b -lt 100000 ]; do
+  b=$((b + 1))
+  rev=$(seq 1 25 | sed "s/^/batch $b line /" | '%s' append --dir '%s' 2>/dev/null) && echo "$rev $b" >> '%s'
+done
+]]
+
+describe("crashes while replicating", function()
+  local tmp, pki, procs
+  setup(function()
+    tmp = H.tmpdir()
+    pki = H.pki(tmp)
+    H.write_file(tmp .. "/fast.lua", FAST)
+    procs = {}
+  end)
+  teardown(function()
+    for _, pid in pairs(procs) do H.kill(pid, "KILL") end
+    H.cleanup()
+  end)
+
+  it("lose nothing acknowledged, write nothing half, and converge", function()
+    local ports = H.free_ports(2)
+    local nodes = {
+      s = { dir = tmp .. "/s", port = ports[1], certs = pki.node("s") },
+      r = { dir = tmp .. "/r", port = ports[2], certs = pki.node("r"), peers = { ports[1] } },
+    }
+    local function start(name)
+      local n = nodes[name]
+      n.config = tmp .. "/fast.lua"
+      procs[name] = H.odo_run(n).pid
+    end
+    local function status(name) return H.status(nodes[name].dir) end
+    start("s")
+    start("r")
+    local sid
+    assert(H.wait(function()
+      local st = status("s")
+      sid = st and st.running and st.id
+      return sid
+    end, 20000))
+    local acked = tmp .. "/acked"
+    procs.appender = H.spawn(APPENDER:format(H.odo, nodes.s.dir, acked), tmp .. "/appender.log")
+
+    local rounds = os.getenv("ODO_LONG") and 20 or 5
+    math.randomseed(os.time())
+    for round = 1, rounds do
+      uv.sleep(math.random(300, 1500))
+      local victims = ({ { "s" }, { "r" }, { "s", "r" } })[round % 3 + 1]
+      for _, v in ipairs(victims) do
+        H.kill(procs[v], "KILL")
+        assert(H.wait(function() return not H.alive(procs[v]) end, 5000))
+      end
+      uv.sleep(math.random(50, 500))
+      for _, v in ipairs(victims) do start(v) end
+    end
+    uv.sleep(500)
+    H.kill(procs.appender, "KILL")
+    H.wait(function() return not H.alive(procs.appender) end, 5000)
+    procs.appender = nil
+
+    -- every acknowledged event is on the source
+    local max_acked, batches = 0, {}
+    for rev, b in H.read_file(acked):gmatch("(%d+) (%d+)\n") do
+      max_acked = math.max(max_acked, tonumber(rev))
+      batches[tonumber(b)] = tonumber(rev)
+    end
+    assert.is_true(max_acked > 0, "nothing was acknowledged: " .. H.read_file(tmp .. "/appender.log"))
+    local last
+    assert(H.wait(function()
+      local st = status("s")
+      for _, s in ipairs(st and st.streams or {}) do
+        if s.id == sid then last = s.last end
+      end
+      return last
+    end, 20000))
+    assert.is_true(last >= max_acked, ("acknowledged %d, the source holds %d"):format(max_acked, last))
+
+    -- whole appends only, acknowledged ones where they were acknowledged
+    local out = H.odo_cmd("tail", "--dir", nodes.s.dir, sid)
+    local seen, count, rev_of = {}, 0, {}
+    for line in out:gmatch("[^\n]+") do
+      local e = cjson.decode(line)
+      count = count + 1
+      assert.equal(count, e.rev)
+      local b, l = e.data:match("^batch (%d+) line (%d+)$")
+      b, l = tonumber(b), tonumber(l)
+      seen[b] = (seen[b] or 0) + 1
+      if l == 25 then rev_of[b] = e.rev end
+    end
+    assert.equal(last, count)
+    for b, n in pairs(seen) do assert.equal(25, n, "batch " .. b .. " is half-written") end
+    for b, rev in pairs(batches) do assert.equal(rev, rev_of[b], "acknowledged batch " .. b) end
+
+    -- the replica converges to an identical copy; both verify
+    assert.is_true(H.wait(function()
+      local st = status("r")
+      for _, s in ipairs(st and st.streams or {}) do
+        if s.id == sid then return s.last == last end
+      end
+      return false
+    end, 30000), H.read_file(nodes.r.dir .. ".log"))
+    local function lines(dir)
+      local t = {}
+      for line in H.odo_cmd("tail", "--dir", dir, sid):gmatch("[^\n]+") do
+        local e = cjson.decode(line)
+        t[#t + 1] = ("%d %d %s %s"):format(e.rev, e.ts, e.type, e.data)
+      end
+      return table.concat(t, "\n")
+    end
+    assert.equal(lines(nodes.s.dir), lines(nodes.r.dir))
+    for _, name in ipairs({ "s", "r" }) do
+      local vout, ok = H.odo_cmd("verify", "--dir", nodes[name].dir)
+      assert.is_true(ok, vout)
+    end
+  end)
+end)
