@@ -465,6 +465,9 @@ function Node:close()
   if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end
   self.store:close()
   self:emit("close")
+  -- outside a running loop, let the closed handles finish closing (a
+  -- script that ends after close must not leave them to lua_close)
+  if self.adapter.settle then self.adapter.settle() end
 end
 
 Node.__close = Node.close
