@@ -269,6 +269,7 @@ end
 -- @treturn[2] string "ECONFLICT: ...", ...
 function Node:append(stream, events, opts)
   check_open(self)
+  events = Store.check_events(events, 2)
   local last, err, name = self.store:append(stream, events, opts)
   self:_changed()
   return last, err, name
@@ -307,25 +308,6 @@ function Node:_flush_commits()
   end
 end
 
--- The checks `append` makes in C, made at the call: a wrong event raises
--- in the caller, not later in a group commit shared with others.
-local function check_events(events)
-  assert(type(events) == "table", "events must be an event table or an array of them")
-  if events.type ~= nil then events = { events } end
-  for i, ev in ipairs(events) do
-    if type(ev) ~= "table" then error(("event %d must be a table, got %s"):format(i, type(ev)), 3) end
-    if type(ev.type) ~= "string" then
-      error(("event %d: event.type must be a string, got %s"):format(i, type(ev.type)), 3)
-    end
-    if ev.data ~= nil and type(ev.data) ~= "string" then
-      error(("event %d: event.data must be a string, got %s"):format(i, type(ev.data)), 3)
-    end
-    if ev.ts ~= nil and not (compat.is_integer(ev.ts) and ev.ts >= 0) then
-      error(("event %d: event.ts must be a non-negative integer, got %s"):format(i, tostring(ev.ts)), 3)
-    end
-  end
-end
-
 --- Appends without waiting: appends issued in the same loop turn share one
 -- write and one sync (group commit); `cb(last)` or `cb(nil, err, name)`
 -- runs once the write is durable, exactly once per call. Wrong arguments
@@ -338,7 +320,8 @@ function Node:append_async(stream, events, opts, cb)
   local expected = opts and opts.expected
   assert(expected == nil or (compat.is_integer(expected) and expected >= 0),
     "opts.expected must be a revision (an integer >= 0)")
-  check_events(events)
+  -- a wrong event raises here, not later in a group commit shared with others
+  Store.check_events(events, 2)
   self.commits[#self.commits + 1] = {
     stream = stream,
     events = events,
