@@ -89,6 +89,23 @@ local function check_options(opts)
   return policy, listen, seeds
 end
 
+-- Which of a node's folder and store do not exist yet: a folder onto
+-- which os.rename cannot rename itself, a store without LevelDB's CURRENT.
+local function fresh_paths(dir)
+  local made = {}
+  if not os.rename(dir, dir) then made.dir = dir end
+  local current = io.open(dir .. "/store/CURRENT", "rb")
+  if current then current:close() else made.store = dir .. "/store" end
+  return made
+end
+
+-- Removes what a node that failed to start had created: its store (only
+-- one this call opened, so created) and its folder (only when empty).
+local function remove_fresh(made, opened)
+  if made.store and opened then core.store_destroy(made.store) end
+  if made.dir then os.remove(made.dir) end
+end
+
 --- Opens a node.
 -- @tparam table opts
 --   `dir` (string, required): the node's folder; the store is `dir/store`.
@@ -127,6 +144,8 @@ function Node.new(opts)
     end
     node_id = tls:id()
   end
+  -- what this call creates, it removes again when the node cannot start
+  local made = fresh_paths(opts.dir)
   local ok, err, name = core.mkdirs(opts.dir, 448) -- 0700: it holds keys
   if not ok then return nil, err, name end
   local store
@@ -134,7 +153,10 @@ function Node.new(opts)
     node_id = node_id,
     sync = opts.sync ~= false,
   })
-  if not store then return nil, err, name end
+  if not store then
+    remove_fresh(made)
+    return nil, err, name
+  end
   local self = emitter.mixin(setmetatable({
     id = store.node_id,
     dir = opts.dir,
@@ -149,6 +171,7 @@ function Node.new(opts)
   local res = compat.pack(compat.xpcall(Node._start, debug.traceback, self, opts, tls, listen, seeds))
   if not res[1] or not res[2] then
     self:close()
+    remove_fresh(made, true)
     if not res[1] then error(res[2], 0) end
     return nil, res[3], res[4]
   end

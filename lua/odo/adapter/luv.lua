@@ -192,7 +192,9 @@ function A.listen(host, port, on_conn)
   end) end
   if not ok then
     server:close()
-    return nil, err, name
+    name = name or tostring(err):match("^(%u+)") or "EIO"
+    return nil, ("%s: cannot listen on %s:%s: %s"):format(name, ip, tostring(port),
+      (tostring(err):gsub("^%u+: ", ""))), name
   end
   return {
     port = server:getsockname().port,
