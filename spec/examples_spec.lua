@@ -52,7 +52,8 @@ describe("examples", function()
       local certs = pki.node(name)
       local p = { name = name, fifo = tmp .. "/" .. name .. ".in", log = tmp .. "/" .. name .. ".out" }
       assert(os.execute(("mkfifo '%s'"):format(p.fifo)))
-      local cmd = ("lua5.4 examples/chat.lua --name %s --dir '%s/%s' --listen 127.0.0.1:%d"):format(name, tmp, name, ports[i])
+      local cmd = ("lua5.4 examples/chat.lua --name %s --dir '%s/%s' --listen 127.0.0.1:%d")
+        :format(name, tmp, name, ports[i])
         .. (" --ca '%s' --cert '%s' --key '%s'"):format(certs.ca, certs.cert, certs.key)
       if i > 1 then cmd = cmd .. " --peer 127.0.0.1:" .. ports[i - 1] end
       p.cmd = from_checkout(cmd .. (" < '%s'; echo \"exit status $?\""):format(p.fifo))
