@@ -96,6 +96,24 @@ describe("examples", function()
     end
   end)
 
+  it("make demo's odo part: three odo run nodes in a line, append, status and verify at the far end, a clean stop",
+    function()
+      local out, ok = H.run(from_checkout("examples/demo-cli.sh"))
+      assert.is_true(ok, out)
+      local n1 = out:match("n1: (%x+)")
+      assert.truthy(n1, out)
+      -- n3 holds n1's two events, through n2, verified; every node stopped with status 0
+      local got = false
+      for line in out:gmatch("[^\n]+") do
+        got = got or (line:find('"rev":2', 1, true) and line:find('"n3 gets this through n2"', 1, true)) ~= nil
+      end
+      assert.is_true(got, out)
+      assert.matches("ok    " .. n1 .. " (2 events", out, 1, true)
+      assert.matches("stream " .. n1 .. " caught up with the swarm at revision 2: 2 events", out, 1, true)
+      local _, stops = out:gsub("stopped %(exit status 0%)", "")
+      assert.equal(3, stops)
+    end)
+
   it("policy: odo run --config examples/policy.lua follows a relay and retries on its own schedule", function()
     local ports = H.free_ports(4)
     local procs = {}

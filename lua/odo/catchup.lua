@@ -51,14 +51,14 @@ function Catchup.watch(node, fn)
 end
 
 --- A report as one line for a person: "stream ID caught up with the
--- swarm at revision N: E events in S s (R events/s) from PEER".
+-- swarm at revision N: E events in T (R events/s) from PEER".
 -- @tparam table r a report of `watch`
 -- @treturn string
 function Catchup.describe(r)
-  local s = math.max(r.ms, 1) / 1000
-  return ("stream %s caught up with the swarm at revision %d: %s%d events in %.1f s (%d events/s) from %s"):format(
-    r.stream, r.rev, r.snapshot and "a snapshot and " or "", r.events, r.ms / 1000,
-    math.floor(r.events / s + 0.5), r.peer:sub(1, 16))
+  local took = r.ms >= 1000 and ("%.1f s"):format(r.ms / 1000) or ("%d ms"):format(math.floor(r.ms + 0.5))
+  return ("stream %s caught up with the swarm at revision %d: %s%d events in %s (%d events/s) from %s"):format(
+    r.stream, r.rev, r.snapshot and "a snapshot and " or "", r.events, took,
+    math.floor(r.events / (math.max(r.ms, 1) / 1000) + 0.5), r.peer:sub(1, 16))
 end
 
 return Catchup
