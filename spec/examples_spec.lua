@@ -4,10 +4,9 @@
 -- and their effect (policy). Real processes over TLS on loopback.
 local H = require "helper"
 
--- a shell command run from the checkout with the core under test first
+-- a shell command run from the checkout with the core under test
 local function from_checkout(cmd)
-  local cpath = os.getenv("ODO_CPATH")
-  return ("cd '%s' && %s%s"):format(H.root, cpath and ("LUA_CPATH='%s;;' "):format(cpath) or "", cmd)
+  return ("cd '%s' && LUA_CPATH='%s;;' %s"):format(H.root, H.core_cpath(), cmd)
 end
 
 describe("examples", function()

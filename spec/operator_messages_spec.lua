@@ -9,9 +9,6 @@ local uv = require "luv"
 local CONFIG = [[
 return { policy = {
   tick_ms = 100,
-  heartbeat_interval_ms = 300,
-  heartbeat_timeout_ms = 1200,
-  handshake_timeout_ms = 1500,
   catalogue_push_ms = 50,
   backoff = function(failures)
     io.stderr:write(("backoff after %d failures\n"):format(failures))

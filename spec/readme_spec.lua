@@ -49,9 +49,7 @@ describe("the README, word for word", function()
     local out, ok = H.run(("ip netns add %s && ip -n %s link set lo up"):format(ns, ns))
     assert(ok, "cannot make a network namespace: " .. out)
     -- the checkout as the README's relative paths expect it, in tmp
-    local cpath = os.getenv("ODO_CPATH") or "build/?.so"
-    local build = cpath:match("^(.*)/%?%.so$"):gsub("^%./", "")
-    if build:sub(1, 1) ~= "/" then build = H.root .. "/" .. build end
+    local build = H.core_cpath():match("^(.*)/%?%.so$")
     assert(H.run(("ln -s '%s/lua' '%s/lua' && ln -s '%s' '%s/build'"):format(H.root, tmp, build, tmp)))
     -- every command: in tmp, in the namespace, /var/lib a private tmpfs,
     -- `odo` the checkout's
