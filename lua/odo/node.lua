@@ -89,13 +89,12 @@ local function check_options(opts)
   return policy, listen, seeds
 end
 
--- Which of a node's folder and store do not exist yet: a folder onto
--- which os.rename cannot rename itself, a store without LevelDB's CURRENT.
+-- Which of a node's folder and store folder do not exist yet (a path
+-- that os.rename cannot rename onto itself).
 local function fresh_paths(dir)
   local made = {}
   if not os.rename(dir, dir) then made.dir = dir end
-  local current = io.open(dir .. "/store/CURRENT", "rb")
-  if current then current:close() else made.store = dir .. "/store" end
+  if not os.rename(dir .. "/store", dir .. "/store") then made.store = dir .. "/store" end
   return made
 end
 
