@@ -10,6 +10,10 @@ CPPFLAGS   += $(LUA_INC)
 LIBS        = -lleveldb -lssl -lcrypto -pthread
 BUSTED      = busted --lua=$(LUA)
 
+# Compiler lines are hidden (errors still show); `make V=1` shows them.
+V          ?= 0
+Q           = $(if $(filter 1,$(V)),,@)
+
 SRC   = $(sort $(wildcard csrc/*.c))
 OBJ   = $(SRC:csrc/%.c=build/obj/%.o)
 AOBJ  = $(SRC:csrc/%.c=build/asan-obj/%.o)
@@ -26,11 +30,11 @@ deps:
 
 $(CORE): $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(OBJ) $(LIBS)
+	$(Q)$(CC) -shared -o $@ $(OBJ) $(LIBS)
 
 build/obj/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -fPIC -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -fPIC -MMD -MP -c $< -o $@
 
 $(ACORE): $(AOBJ)
 	@mkdir -p $(dir $@)
@@ -46,7 +50,7 @@ TOOLS = build/tools/ldb build/tools/powercut.so
 
 build/tools/%: spec/tools/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -O2 $(WARN) -o $@ $< $(LIBS)
+	$(Q)$(CC) -O2 $(WARN) -o $@ $< $(LIBS)
 
 # The power-cut shim (spec/power_loss_e2e_spec.lua), preloaded into a writer.
 build/tools/powercut.so: spec/tools/powercut.c
@@ -97,7 +101,8 @@ lint:
 	luacheck lua spec examples bench $(wildcard bin/odo)
 
 demo: deps all
-	$(LUA) examples/demo.lua
+	@$(LUA) examples/demo.lua
+	@examples/demo-cli.sh
 
 bench: bench-store bench-local bench-transport bench-sync
 

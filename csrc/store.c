@@ -796,6 +796,29 @@ static int l_store_open(lua_State *L) {
   return odo_err_push(L, &e);
 }
 
+/***
+ * Removes a closed store: its files, then its directory when nothing else
+ * is left in it (LevelDB's DestroyDB). For a node that failed to start on
+ * a store it had just created, so that no empty store is left behind.
+ * @function store_destroy
+ * @tparam string path LevelDB directory
+ * @return true, or nil, message, name
+ */
+static int l_store_destroy(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char *err = NULL;
+  odo_err e = {0};
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_destroy_db(o, path, &err);
+  leveldb_options_destroy(o);
+  if (err) {
+    odo_store_dberr(&e, err, "removing the store");
+    return odo_err_push(L, &e);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ---- the Lua class ----------------------------------------------------- */
 
 odo_store *odo_store_check(lua_State *L, int idx) {
@@ -971,4 +994,6 @@ void odo_store_open(lua_State *L) {
   odo_iter_register(L);
   lua_pushcfunction(L, l_store_open);
   lua_setfield(L, -2, "store_open");
+  lua_pushcfunction(L, l_store_destroy);
+  lua_setfield(L, -2, "store_destroy");
 }

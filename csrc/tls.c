@@ -223,10 +223,43 @@ SSL *odo_tls_engine(odo_tls *t, int server, char *err, size_t errlen) {
   return ssl;
 }
 
+/* The alert a peer sent about our certificate (bad, unsupported,
+ * revoked, expired, unknown, unknown CA, access denied, or none sent), or
+ * 0 when error e is something else. */
+static int certificate_alert(unsigned long e) {
+  int alert = ERR_GET_REASON(e) - SSL_AD_REASON_OFFSET;
+  if (ERR_GET_LIB(e) != ERR_LIB_SSL) return 0;
+  if ((alert >= SSL_AD_BAD_CERTIFICATE && alert <= SSL_AD_ACCESS_DENIED) ||
+      alert == SSL_AD_CERTIFICATE_REQUIRED)
+    return alert;
+  return 0;
+}
+
+/* The peer refused our certificate: say so in words, naming the peer by
+ * its certificate when it sent one before refusing ours (it does when we
+ * dialled: TLS 1.3 servers present theirs first). */
+static void untrusted_by_peer(SSL *ssl, int alert, char *out, size_t len) {
+  char id[ODO_NODE_ID_HEX + 1];
+  X509 *peer = SSL_get0_peer_certificate(ssl);
+  int known = peer != NULL && odo_cert_id(peer, id);
+  snprintf(out, len,
+           "the peer%s%.*s does not trust this node's certificate (it sent TLS "
+           "alert \"%s\"): its CA file must hold the CA that signed this "
+           "node's certificate",
+           known ? " " : "", known ? 16 : 0, known ? id : "",
+           SSL_alert_desc_string_long(alert));
+  ERR_clear_error();
+}
+
 void odo_tls_failure(SSL *ssl, int rc, char *out, size_t len) {
   char ssl_err[256];
   long vr = SSL_get_verify_result(ssl);
   int code = SSL_get_error(ssl, rc);
+  int alert = code == SSL_ERROR_SSL ? certificate_alert(ERR_peek_error()) : 0;
+  if (alert) {
+    untrusted_by_peer(ssl, alert, out, len);
+    return;
+  }
   if (vr != X509_V_OK) {
     snprintf(out, len, "certificate not trusted: %s",
              X509_verify_cert_error_string(vr));

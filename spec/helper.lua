@@ -252,6 +252,28 @@ function H.read_file(path)
   return s
 end
 
+--- The core under test as an absolute LUA_CPATH entry (ODO_CPATH, by
+-- default build/?.so).
+function H.core_cpath()
+  local cpath = os.getenv("ODO_CPATH") or "build/?.so"
+  if cpath:sub(1, 1) ~= "/" then cpath = H.root .. "/" .. cpath:gsub("^%./", "") end
+  return cpath
+end
+
+--- Runs Lua source `code` in a child lua5.4 (from directory `cwd`, default
+-- the checkout) with lua/ and the core under test on its paths; returns
+-- its output (stdout and stderr) and its exit status (a crash by signal N
+-- is 128 + N, as the shell says).
+function H.lua_child(code, cwd)
+  local file = H.write_file(os.tmpname(), code)
+  local p = io.popen(("cd '%s' && LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;;' LUA_CPATH='%s;;' lua5.4 '%s' 2>&1")
+    :format(cwd or H.root, H.root, H.root, H.core_cpath(), file))
+  local out = p:read("*a")
+  local _, _, status = p:close()
+  os.remove(file)
+  return out, status
+end
+
 --- bin/odo with the core under test (ODO_CPATH passes through).
 H.odo = H.root .. "/bin/odo"
 

@@ -89,6 +89,22 @@ local function check_options(opts)
   return policy, listen, seeds
 end
 
+-- Which of a node's folder and store folder do not exist yet (a path
+-- that os.rename cannot rename onto itself).
+local function fresh_paths(dir)
+  local made = {}
+  if not os.rename(dir, dir) then made.dir = dir end
+  if not os.rename(dir .. "/store", dir .. "/store") then made.store = dir .. "/store" end
+  return made
+end
+
+-- Removes what a node that failed to start had created: its store (only
+-- one this call opened, so created) and its folder (only when empty).
+local function remove_fresh(made, opened)
+  if made.store and opened then core.store_destroy(made.store) end
+  if made.dir then os.remove(made.dir) end
+end
+
 --- Opens a node.
 -- @tparam table opts
 --   `dir` (string, required): the node's folder; the store is `dir/store`.
@@ -127,6 +143,8 @@ function Node.new(opts)
     end
     node_id = tls:id()
   end
+  -- what this call creates, it removes again when the node cannot start
+  local made = fresh_paths(opts.dir)
   local ok, err, name = core.mkdirs(opts.dir, 448) -- 0700: it holds keys
   if not ok then return nil, err, name end
   local store
@@ -134,7 +152,10 @@ function Node.new(opts)
     node_id = node_id,
     sync = opts.sync ~= false,
   })
-  if not store then return nil, err, name end
+  if not store then
+    remove_fresh(made)
+    return nil, err, name
+  end
   local self = emitter.mixin(setmetatable({
     id = store.node_id,
     dir = opts.dir,
@@ -149,6 +170,7 @@ function Node.new(opts)
   local res = compat.pack(compat.xpcall(Node._start, debug.traceback, self, opts, tls, listen, seeds))
   if not res[1] or not res[2] then
     self:close()
+    remove_fresh(made, true)
     if not res[1] then error(res[2], 0) end
     return nil, res[3], res[4]
   end
@@ -269,6 +291,7 @@ end
 -- @treturn[2] string "ECONFLICT: ...", ...
 function Node:append(stream, events, opts)
   check_open(self)
+  events = Store.check_events(events, 2)
   local last, err, name = self.store:append(stream, events, opts)
   self:_changed()
   return last, err, name
@@ -307,25 +330,6 @@ function Node:_flush_commits()
   end
 end
 
--- The checks `append` makes in C, made at the call: a wrong event raises
--- in the caller, not later in a group commit shared with others.
-local function check_events(events)
-  assert(type(events) == "table", "events must be an event table or an array of them")
-  if events.type ~= nil then events = { events } end
-  for i, ev in ipairs(events) do
-    if type(ev) ~= "table" then error(("event %d must be a table, got %s"):format(i, type(ev)), 3) end
-    if type(ev.type) ~= "string" then
-      error(("event %d: event.type must be a string, got %s"):format(i, type(ev.type)), 3)
-    end
-    if ev.data ~= nil and type(ev.data) ~= "string" then
-      error(("event %d: event.data must be a string, got %s"):format(i, type(ev.data)), 3)
-    end
-    if ev.ts ~= nil and not (compat.is_integer(ev.ts) and ev.ts >= 0) then
-      error(("event %d: event.ts must be a non-negative integer, got %s"):format(i, tostring(ev.ts)), 3)
-    end
-  end
-end
-
 --- Appends without waiting: appends issued in the same loop turn share one
 -- write and one sync (group commit); `cb(last)` or `cb(nil, err, name)`
 -- runs once the write is durable, exactly once per call. Wrong arguments
@@ -338,7 +342,8 @@ function Node:append_async(stream, events, opts, cb)
   local expected = opts and opts.expected
   assert(expected == nil or (compat.is_integer(expected) and expected >= 0),
     "opts.expected must be a revision (an integer >= 0)")
-  check_events(events)
+  -- a wrong event raises here, not later in a group commit shared with others
+  Store.check_events(events, 2)
   self.commits[#self.commits + 1] = {
     stream = stream,
     events = events,
@@ -470,6 +475,9 @@ function Node:close()
   if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end
   self.store:close()
   self:emit("close")
+  -- outside a running loop, let the closed handles finish closing (a
+  -- script that ends after close must not leave them to lua_close)
+  if self.adapter.settle then self.adapter.settle() end
 end
 
 Node.__close = Node.close

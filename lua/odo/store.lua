@@ -12,8 +12,42 @@ local Store = {}
 Store.__index = Store
 Store.__name = "odo.Store"
 
-local function is_event(t)
-  return type(t) == "table" and t.type ~= nil
+--- Checks the events given to an append and returns them as an array.
+-- `events` is one event or an array of them. An event is a table:
+-- `type` (string, required; an empty one is refused with EINVAL),
+-- `data` (a string of bytes; default ""), `ts` (integer milliseconds
+-- since the epoch; default now). A table with no [1] and some field is
+-- one event, whatever its fields, so a missing type raises instead of
+-- reading as an empty array that writes nothing. Raises with the event's
+-- position and field, at `level` (1: the caller of check_events).
+-- @tparam table events
+-- @tparam[opt] integer level
+-- @treturn table an array of events
+function Store.check_events(events, level)
+  level = (level or 1) + 1
+  if type(events) ~= "table" then
+    error("events must be an event {type =, data =, ts =} or an array of them, got " .. type(events), level)
+  end
+  local one = events[1] == nil and next(events) ~= nil
+  if one then events = { events } end
+  for i, ev in ipairs(events) do
+    local what = one and "event" or ("events[" .. i .. "]")
+    if type(ev) ~= "table" then
+      error(("%s must be a table {type =, data =, ts =}, got %s"):format(what, type(ev)), level)
+    end
+    if type(ev.type) ~= "string" then
+      error(("%s.type is required, a string such as \"text\", got %s"):format(what, type(ev.type)), level)
+    end
+    if ev.data ~= nil and type(ev.data) ~= "string" then
+      error(("%s.data must be a string of bytes (or nil for none), got %s"):format(what, type(ev.data)), level)
+    end
+    local ts = ev.ts
+    if ts ~= nil and not (type(ts) == "number" and ts >= 0 and ts % 1 == 0) then
+      error(("%s.ts must be an integer number of milliseconds since the epoch (or nil for now), got %s"):format(
+        what, tostring(ev.ts)), level)
+    end
+  end
+  return events
 end
 
 --- Opens or creates a store.
@@ -57,7 +91,7 @@ end
 -- @treturn[2] nil
 -- @treturn[2] string "ECONFLICT: ...", "ETOOBIG: ...", "ENOTSOURCE: ..."
 function Store:append(stream, events, opts)
-  if is_event(events) then events = { events } end
+  events = Store.check_events(events, 2)
   return self.core:append(stream, events, opts)
 end
 
@@ -66,7 +100,7 @@ end
 -- a "NAME: message" string for a group that was refused.
 function Store:append_many(groups, opts)
   for _, g in ipairs(groups) do
-    if is_event(g.events) then g.events = { g.events } end
+    g.events = Store.check_events(g.events, 2)
   end
   return self.core:append_many(groups, opts)
 end

@@ -192,7 +192,9 @@ function A.listen(host, port, on_conn)
   end) end
   if not ok then
     server:close()
-    return nil, err, name
+    name = name or tostring(err):match("^(%u+)") or "EIO"
+    return nil, ("%s: cannot listen on %s:%s: %s"):format(name, ip, tostring(port),
+      (tostring(err):gsub("^%u+: ", ""))), name
   end
   return {
     port = server:getsockname().port,
@@ -311,6 +313,30 @@ function A.step()
   return uv.run("nowait")
 end
 
+-- Whether a handle of the loop is closing: closed, its close callback not
+-- run yet.
+local function closing_left()
+  local any = false
+  uv.walk(function(h)
+    if h:is_closing() then any = true end
+  end)
+  return any
+end
+
+--- Lets the handles closed so far finish closing, when no loop is running
+-- (a node closed at the end of a script, outside `uv.run`). libuv runs a
+-- close callback on a later loop turn; until then luv holds the handle's
+-- memory. When the interpreter ends first, `lua_close` frees every handle,
+-- and luv's own loop collector then runs the loop, which calls the close
+-- callbacks of freed handles: a crash (exit 139). luv's rule is to run the
+-- loop after closing; this runs it for as many non-blocking turns as the
+-- closing takes. Inside a running loop it does nothing: that loop runs
+-- the callbacks itself on its next turn.
+function A.settle()
+  if uv.loop_mode() ~= nil then return end
+  while closing_left() do uv.run("nowait") end
+end
+
 --- Closes the adapter's own handles (call after the last node closed).
 function A.shutdown()
   if idle and not idle:is_closing() then
@@ -321,6 +347,7 @@ function A.shutdown()
   end
   idle, sigpipe = nil, nil
   queue = {}
+  A.settle()
 end
 
 return A

@@ -7,6 +7,7 @@ local odo = require "odo"
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local compat = require "odo.compat"
+local Catchup = require "odo.catchup"
 
 local function log(fmt, ...)
   io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), fmt:format(...), "\n")
@@ -14,6 +15,14 @@ local function log(fmt, ...)
 end
 
 local function short(id) return id and id:sub(1, 16) or "?" end
+
+-- A peer's address: host:port; the host alone for an incoming peer whose
+-- listen port comes with its introduction (the log line's detail says
+-- which port its connection comes from).
+local function address(p)
+  if p.port then return ("%s:%d"):format(tostring(p.host), p.port) end
+  return tostring(p.host or "?")
+end
 
 -- Discovery back-ends that are not part of this build yet.
 local function unbuilt(args)
@@ -92,9 +101,10 @@ local function run(args)
   if not node then return cli.fail(err) end
   node:on("notice", function(_, message) log("%s", message) end)
   node:on("peer", function(p, old, new, reason)
-    log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
+    log("peer %s %s %s -> %s (%s%s)", short(p.id), address(p), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
   end)
+  Catchup.watch(node, function(r) log("%s", Catchup.describe(r)) end)
   local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
   if not control then
     node:close()
