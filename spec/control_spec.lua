@@ -31,16 +31,16 @@ describe("control socket", function()
   it("ends a following client's connection with a closing line when it closes", function()
     local n = serve()
     n:append(nil, H.events(2))
-    local lines = {}
+    local msgs = {}
     local answer, err = Control.request(n.dir .. "/odo.sock", { cmd = "tail", stream = n.id, follow = true },
-      function(line)
-        lines[#lines + 1] = line
-        if line.event and line.event.rev == 2 then n.control.close() end -- the node stops
-        return line.event == nil
+      function(msg)
+        msgs[#msgs + 1] = msg
+        if msg.lines and msg.next == 3 then n.control.close() end -- the node stops
+        return msg.lines == nil and msg.stream == nil
       end, 5000)
     assert.is_not_nil(answer, err)
     assert.same({ false, "ECLOSED: the node is stopping", true }, { answer.ok, answer.error, answer.closing })
-    assert.equal(3, #lines)
+    assert.same({ n.id, 2 }, { msgs[1].stream, msgs[2].lines })
     -- after_each: no handle left on either side
   end)
 
@@ -67,18 +67,20 @@ describe("control socket", function()
     n:snapshot(nil, function() n:compact(nil, nil, function() done = true end) end, "last")
     assert.is_true(H.luv_until(function() return done end))
     n:append(nil, H.events(2, "more"))
-    local lines = {}
+    local text = {}
     local answer = Control.request(n.dir .. "/odo.sock", { cmd = "tail", stream = n.id, from = 1 },
-      function(line)
-        lines[#lines + 1] = line
-        return line.event == nil and line.snapshot == nil
+      function(msg, payload)
+        if msg.lines then text[#text + 1] = payload end
+        return msg.lines == nil and msg.stream == nil
       end, 5000)
     assert.is_true(answer and answer.ok)
-    local snap = lines[1].snapshot
+    local lines = {}
+    for line in table.concat(text):gmatch("[^\n]+") do lines[#lines + 1] = require("cjson").decode(line) end
     assert.same({ "snapshot", n.id, 10, "last", "source" },
-      { snap.kind, snap.stream, snap.rev, snap.format, snap.origin })
-    assert.equal(11, lines[2].event.rev)
-    assert.equal(12, lines[3].event.rev)
+      { lines[1].kind, lines[1].stream, lines[1].rev, lines[1].format, lines[1].origin })
+    assert.equal(11, lines[2].rev)
+    assert.equal(12, lines[3].rev)
+    assert.equal(3, #lines)
   end)
 end)
 

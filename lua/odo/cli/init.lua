@@ -88,11 +88,13 @@ local function local_commands(p)
   append:option("--type", "The events' type."):argname("TYPE")
   append:option("--stream", "Append to this node's named stream <node id>/NAME (default: its own stream).")
     :argname("NAME")
+  append:flag("--binary", "Take stdin whole as one event (bytes as they are, newlines included).")
+  append:flag("--raw", "The same as --binary.")
   append:argument("data", "Data of one event each."):args("*")
 
   local tail = p:command("tail", "Print a stream's events as JSON lines.")
   tail:option("--dir", "The node's folder."):argname("DIR"):count(1)
-  tail:argument("stream", "Full stream id."):argname("STREAM")
+  tail:argument("stream", "Stream id, or a unique prefix of one (as `odo status` shows them)."):argname("STREAM")
   tail:option("--from", "First revision to print (1 or more; default: the first held). Behind the compaction"
     .. " point, a snapshot line {\"kind\": \"snapshot\", ...} comes first."):argname("REV"):convert(revision)
   tail:flag("-f --follow", "Keep printing new events as they arrive.")
@@ -103,7 +105,8 @@ local function local_commands(p)
 
   local verify = p:command("verify", "Recompute chains and signatures.")
   verify:option("--dir", "The node's folder."):argname("DIR"):count(1)
-  verify:argument("stream", "Full stream id (default: every stream)."):argname("STREAM"):args("?")
+  verify:argument("stream", "Stream id, or a unique prefix of one (default: every stream)."):argname("STREAM")
+    :args("?")
 end
 
 -- A usage error on its way out of argparse (which would exit 1).
