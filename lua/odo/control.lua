@@ -144,7 +144,7 @@ function Control.commands.status(node)
 end
 
 -- A slow reader holds the node back no further than this (bytes queued).
-local HIGH_WATER, LOW_WATER = 1048576, 262144
+local HIGH_WATER, LOW_WATER = 8388608, 4194304
 
 --- `{stream = NAME or nil, type = TYPE, split = "lines"|"whole"|"each",
 -- data = {DATA...} or nil}`: with `data`, appends one event per datum;
@@ -167,7 +167,10 @@ function Control.commands.append(node, req, reply, conn)
   local ap = Appender.new(function(events) return node:append(stream, events) end, {
     split = split,
     type = req.type,
-    on_commit = not inline and function(last, events) reply { progress = { events = events, last = last } } end,
+    on_commit = not inline and function(last, events)
+      reply { progress = { events = events, last = last } }
+      conn.hold() -- a turn for the node's readers before the next batch
+    end,
   })
   local function result()
     local last, events_or_err = ap:finish()
@@ -224,7 +227,7 @@ function Control.commands.tail(node, req, reply, conn)
     end
     send({ lines = #batch, next = batch[#batch].rev + 1 }, Lines.events(id, batch))
   end, {
-    slice = 5000,
+    slice = 10000,
     on_caught_up = function()
       if not req.follow then
         sub:close()
@@ -232,7 +235,11 @@ function Control.commands.tail(node, req, reply, conn)
       end
     end,
   })
-  conn.on_close = function() sub:close() end
+  conn.followers[sub] = true
+  conn.on_close = function()
+    conn.followers[sub] = nil
+    sub:close()
+  end
 end
 
 --- `{stream}`: recomputes chains and checks signatures (see odo verify);
@@ -265,6 +272,17 @@ local function handle(node, req, conn)
   elseif err then reply { ok = false, error = err } end
 end
 
+-- How long an append waits at most, per batch, for tails to catch up.
+local HOLD_MS = 50
+
+-- Whether a tail is behind: catching up, or its reader is (paused).
+local function followers_behind(followers)
+  for sub in pairs(followers) do
+    if not sub.closed and (sub.paused or not sub:caught_up()) then return true end
+  end
+  return false
+end
+
 -- Ends a client's connection: the closing line, then the socket once the
 -- line is written (or after a second, for a client that reads nothing).
 local function say_goodbye(node, conn)
@@ -288,6 +306,7 @@ function Control.serve(node, path)
   local adapter = node.adapter
   assert(adapter.listen_unix, "the adapter cannot listen on a unix socket")
   local clients = {}
+  local followers = {} -- the subscriptions of tails: [sub] = true
   local server, err, name = adapter.listen_unix(path, function(sock)
     if node.closed then return sock:close() end
     -- a connection: its socket, how to answer, and the streaming request
@@ -295,7 +314,26 @@ function Control.serve(node, path)
     local conn = { sock = sock }
     clients[sock] = conn
     function conn.reply(obj, payload) sock:write(Frame.message(obj, payload)) end
-    sock:read_start(Frame.reader(function(msg, payload)
+    conn.followers = followers
+    -- Stops reading (when the adapter can) for the loop's next turn, and
+    -- while a tail of this socket is behind, at most HOLD_MS: a bulk
+    -- append does not outrun a `tail -f`, and a stuck reader slows
+    -- appends through the socket but does not stop them.
+    function conn.hold()
+      if not sock.read_stop or conn.held then return end
+      conn.held = true
+      sock:read_stop()
+      local since = adapter.now()
+      local function again()
+        if clients[sock] and adapter.now() - since < HOLD_MS and followers_behind(followers) then
+          return adapter.timer(2, function() node:_protect(again) end)
+        end
+        conn.held = false
+        if clients[sock] then sock:read_start(conn.reader) end
+      end
+      adapter.defer(function() node:_protect(again) end)
+    end
+    conn.reader = Frame.reader(function(msg, payload)
       node:_protect(function()
         if not msg then
           clients[sock] = nil
@@ -306,7 +344,8 @@ function Control.serve(node, path)
         if conn.on_message then return conn.on_message(msg, payload) end
         handle(node, msg, conn)
       end)
-    end, function(why) conn.reply { ok = false, error = why } end))
+    end, function(why) conn.reply { ok = false, error = why } end)
+    sock:read_start(conn.reader)
   end)
   if not server then return nil, err, name end
   return {

@@ -35,7 +35,9 @@ end
 function Client.connect(path)
   local uv = require "luv"
   local pipe = uv.new_pipe(false)
-  local self = setmetatable({ uv = uv, pipe = pipe, path = path, inbox = {}, head = 1, writes = 0 }, Client)
+  -- inbox[head..tail]: messages read, not taken yet
+  local self = setmetatable({ uv = uv, pipe = pipe, path = path, inbox = {}, head = 1, tail = 0, writes = 0 },
+    Client)
   local result
   local ok, err = pcall(pipe.connect, pipe, path, function(cerr) result = cerr or true end)
   if not ok then result = err end
@@ -47,8 +49,9 @@ function Client.connect(path)
   self.reading = true
   self.pipe_reader = Frame.reader(function(msg, payload)
     if msg then
-      self.inbox[#self.inbox + 1] = { msg, payload }
-      if #self.inbox - self.head + 1 >= INBOX_MAX and self.reading then
+      self.tail = self.tail + 1
+      self.inbox[self.tail] = { msg, payload }
+      if self.tail - self.head + 1 >= INBOX_MAX and self.reading then
         self.reading = false
         pipe:read_stop()
       end
@@ -83,11 +86,11 @@ function Client:_run(cond, timeout_ms)
     timer = uv.new_timer()
     timer:start(timeout_ms, 0, function() expired = true end)
   end
-  local seen = #self.inbox
+  local seen = self.tail
   while not cond() and not expired do
     uv.run("once")
-    if timer and #self.inbox ~= seen then -- something came: the idle time starts again
-      seen = #self.inbox
+    if timer and self.tail ~= seen then -- something came: the idle time starts again
+      seen = self.tail
       timer:stop()
       timer:start(timeout_ms, 0, function() expired = true end)
     end
@@ -98,7 +101,7 @@ end
 
 --- Whether a message waits to be taken.
 function Client:waiting()
-  return self.head <= #self.inbox
+  return self.head <= self.tail
 end
 
 --- Runs the loop until at most `max_pending` (default 0) sent messages
@@ -122,8 +125,7 @@ function Client:receive(timeout_ms)
     local m = self.inbox[self.head]
     self.inbox[self.head] = nil
     self.head = self.head + 1
-    if self.head > #self.inbox then self.inbox, self.head = {}, 1 end
-    if not self.reading and not self.closed and #self.inbox - self.head + 1 < INBOX_MAX / 2 then
+    if not self.reading and not self.closed and self.tail - self.head + 1 < INBOX_MAX / 2 then
       self.reading = true
       self.pipe:read_start(self.pipe_reader)
     end

@@ -65,6 +65,7 @@ end
 function Frame.reader(on_message, on_bad)
   local buf, pos = "", 1
   local want -- a header whose payload is still coming
+  local pieces, have = {}, 0 -- the payload's bytes so far (not copied until whole)
   local ended = false
   local function stop(why)
     ended = true
@@ -77,11 +78,25 @@ function Frame.reader(on_message, on_bad)
       ended = true
       return on_message(nil, err or "EOF")
     end
-    buf = (pos > 1 and buf:sub(pos) or buf) .. data
-    pos = 1
+    if want then
+      pieces[#pieces + 1] = data
+      have = have + #data
+      if have < want.bytes then return end
+      buf, pos = table.concat(pieces), 1
+      pieces, have = {}, 0
+    else
+      buf = (pos > 1 and buf:sub(pos) or buf) .. data
+      pos = 1
+    end
     while not ended do
       if want then
-        if #buf - pos + 1 < want.bytes then return end
+        if #buf - pos + 1 < want.bytes then
+          -- the rest comes later: keep what is here as the first piece
+          pieces[1] = buf:sub(pos)
+          have = #pieces[1]
+          buf, pos = "", 1
+          return
+        end
         local h, payload = want, buf:sub(pos, pos + want.bytes - 1)
         pos = pos + want.bytes
         want = nil
