@@ -60,6 +60,60 @@ describe("control socket", function()
     table.remove(n.errors)
   end)
 
+  -- an append request streaming `pieces` to the node; returns the
+  -- messages it received, the answer last
+  local function stream_append(n, pieces, split)
+    local c = assert(Control.connect(n.dir .. "/odo.sock"))
+    c:send { cmd = "append", split = split or "lines" }
+    local got, early = {}, false
+    for _, p in ipairs(pieces) do
+      c:send({}, p)
+      c:flush()
+      while c:waiting() do got[#got + 1] = c:receive() end
+      early = got[#got] ~= nil and got[#got].ok ~= nil -- answered before the end
+      if early then break end
+    end
+    if not early then
+      c:send { ["end"] = true }
+      repeat got[#got + 1] = c:receive(5000) until got[#got] == nil or got[#got].ok ~= nil
+    end
+    c:close()
+    return got, early
+  end
+
+  it("streams an append in pieces and tells each durable batch as progress", function()
+    local n = serve()
+    local lines = {}
+    for i = 1, 25000 do lines[i] = "l" .. i end
+    local text = table.concat(lines, "\n")
+    -- pieces that cut lines in two
+    local got = stream_append(n, { text:sub(1, 70001), text:sub(70002, 150000), text:sub(150001) })
+    local answer = table.remove(got)
+    assert.is_true(answer.ok, answer.error)
+    assert.same({ 25000, 25000 }, { answer.result.last, answer.result.events })
+    assert.same({ { events = 10000, last = 10000 }, { events = 20000, last = 20000 },
+      { events = 25000, last = 25000 } }, { got[1].progress, got[2].progress, got[3].progress })
+    assert.equal(3, #got)
+    assert.same({ "l1", "l10000", "l25000" }, { n:read(nil, 1, 1)[1].data, n:read(nil, 10000, 10000)[1].data,
+      n:read(nil, 25000, 25000)[1].data })
+  end)
+
+  it("refuses an event over the limit while the input still comes, keeping what came before", function()
+    local n = serve()
+    local piece = ("x"):rep(1048576)
+    local pieces = { "before\n" }
+    for i = 2, 12 do pieces[i] = piece end -- 11 MiB in one line: the answer comes after 4 MiB and a bit
+    local got, early = stream_append(n, pieces)
+    assert.is_true(early)
+    local answer = got[#got]
+    assert.is_false(answer.ok)
+    assert.equal("ETOOBIG: line 2 is over 4194304 bytes, the limit of an event's data; the 1 before it were"
+      .. " (last revision 1)", answer.error)
+    assert.equal(1, n.store:stream(n.id).last)
+    -- the node goes on serving
+    assert.is_true(Control.request(n.dir .. "/odo.sock", { cmd = "status" }, nil, 5000).ok)
+  end)
+
   it("sends a snapshot line with kind 'snapshot' to a tail that starts behind the compaction point", function()
     local n = serve()
     n:append(nil, H.events(10))
