@@ -11,7 +11,9 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; and the sync events (`odo.sync`).
+-- `(stream, first)`; "close"; and the sync events (`odo.sync`), among
+-- them "caught_up" `(stream, rev, peer_id)`: the stream's upstream sent
+-- everything it holds (caught up with the swarm; see `caught_up`).
 --
 -- @module odo.node
 local core = require "odo.core"
@@ -385,7 +387,8 @@ end
 --   read with `sub:batches()` in a coroutine
 -- @tparam[opt] table opts `slice` (events per batch, default
 --   policy.slice), `on_caught_up` (`function(sub)`, each time it switches
---   from catching up to live)
+--   from catching up to live: caught up with the local store, which may
+--   itself still be catching up with the swarm; see `caught_up`)
 -- @treturn odo.Subscription
 function Node:subscribe(stream, from, handler, opts)
   check_open(self)
@@ -413,6 +416,23 @@ function Node:compact(stream, upto, cb)
   stream = stream or self.id
   local st = self.store:stream(stream)
   return self.snapshots:compact(stream, upto or (st and st.snapshot) or 0, cb)
+end
+
+--- Whether this node holds a stream as far as the swarm does: true for
+-- its own streams, and for a replicated one once its upstream said it
+-- sent everything (CAUGHT_UP) up to what the store holds; false while it
+-- catches up, has no upstream, or the node has no network. The node's
+-- "caught_up" event `(stream, rev, peer_id)` tells the moment, and
+-- `status()` has it per stream as `caught_up`.
+-- @tparam string stream a stream id
+-- @treturn boolean
+function Node:caught_up(stream)
+  check_open(self)
+  assert(type(stream) == "string", "stream must be a stream id")
+  local st = self.store:stream(stream)
+  if st and st.own then return true end
+  local rev = self.sync and self.sync.caught_up[stream]
+  return rev ~= nil and st ~= nil and rev >= st.last
 end
 
 --- Every peer the node knows: `{id, host, port, state, reason, detail,
