@@ -198,7 +198,8 @@ function Control.commands.append(node, req, reply, conn)
 end
 
 --- `{stream, from, follow}`: the stream (an id or a unique prefix, see
--- `resolve_stream`) as `odo tail` prints it: first `{"stream": ID}`, then
+-- `resolve_stream`) as `odo tail` prints it: first `{"stream": ID, "last":
+-- REV}` (0: no event yet), then
 -- messages `{"lines": N, "next": REV}` whose payload is N lines, ready to
 -- print; without follow, then `{"ok": true, "result": "end"}`; with
 -- follow, live lines until the client goes away.
@@ -211,7 +212,7 @@ function Control.commands.tail(node, req, reply, conn)
   if err then return nil, err end
   local st = node.store:stream(id)
   from = from or (st and st.first) or 1
-  reply { stream = id }
+  reply { stream = id, last = st and st.last or 0 }
   local sock = conn.sock
   local sub
   local function send(header, payload)

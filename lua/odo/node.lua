@@ -192,7 +192,7 @@ end
 
 -- ---- errors and protected calls ----------------------------------------------
 
---- Reports an error to the node's error handler.
+-- Reports an error to the node's error handler.
 function Node:_error(msg)
   if self._listeners.error and #self._listeners.error > 0 then
     for _, fn in ipairs(self._listeners.error) do
@@ -207,7 +207,7 @@ function Node:_error(msg)
   end
 end
 
---- Calls fn(...) in a protected call; an error goes to the error handler.
+-- Calls fn(...) in a protected call; an error goes to the error handler.
 -- Returns fn's results, or nothing after an error.
 function Node:_protect(fn, ...)
   local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
@@ -218,7 +218,7 @@ function Node:_protect(fn, ...)
   return compat.unpack(res, 2, res.n)
 end
 
---- Resumes a coroutine; an error inside it goes to the error handler.
+-- Resumes a coroutine; an error inside it goes to the error handler.
 function Node:_resume(co, ...)
   if coroutine.status(co) ~= "suspended" then return end
   local ok, err = coroutine.resume(co, ...)
@@ -261,10 +261,21 @@ function Node:stream_id(name)
   return self.store:stream_id(name)
 end
 
+--- An event: what `append` takes, and what `read` and subscriptions give
+-- (with `rev`, and `hash` when asked for).
+-- @table Event
+-- @tfield string type what happened: 1 to 255 bytes
+-- @tfield[opt] string data the payload, a string of bytes (any bytes, UTF-8
+--   or not; at most 4 MiB, `odo.core.max_data`); default ""
+-- @tfield[opt] integer ts when: integer milliseconds since the Unix epoch
+--   (default: the time of the append)
+-- @tfield integer rev its revision in the stream, from 1 (given, not taken)
+-- @tfield string hash the chain hash, 32 bytes (given, not taken)
+
 --- Appends one event or an array of events to a stream this node is the
 -- source of; returns once the write is durable (one sync for the call).
 -- @tparam ?string stream a full stream id; nil for the node's own stream
--- @tparam table events `{type=, data=, ts=}` or an array of them
+-- @tparam table events an `Event` `{type=, data=, ts=}` or an array of them
 -- @tparam[opt] table opts `expected` (revision), `sync`
 -- @treturn integer the stream's new last revision
 -- @treturn[2] nil

@@ -1,4 +1,5 @@
---- `odo append --dir DIR [--type TYPE] [--stream NAME] [--binary] [DATA...]`:
+--- The `odo append` command (LDoc cannot take its usage on this line):
+-- `odo append --dir DIR [--type TYPE] [--stream NAME] [--binary] [DATA...]`,
 -- one event per DATA, or per line of stdin when there is none, or stdin
 -- whole as one event with `--binary` (alias `--raw`); prints the stream's
 -- last revision once the events are durable. Through the running node's

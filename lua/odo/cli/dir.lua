@@ -1,7 +1,7 @@
---- A node's folder as the `odo` commands meet it (`--dir DIR`): the
--- running node through `DIR/odo.sock`, or the store itself when no node
--- runs, with messages that say what to do about a folder that is missing,
--- a file, never used by a node, or not ours to open.
+--- A node's folder as the `odo` commands meet it: the running node
+-- through `DIR/odo.sock`, or the store itself when no node runs, with
+-- messages that say what to do about a folder that is missing, a file,
+-- never used by a node, or not ours to open.
 --
 -- @module odo.cli.dir
 local Client = require "odo.control.client"

@@ -118,7 +118,8 @@ local Usage = {}
 function cli.parser()
   local p = argparse("odo", "A distributed, peer-to-peer, append-only event journal.")
     :command_target("command")
-    :epilog("Exit status: 0 done, 1 failed, 2 wrong usage. 'odo COMMAND --help' describes a command.")
+    :epilog("Exit status: 0 done, 1 failed, 2 wrong usage. 'odo COMMAND --help' describes a command;"
+      .. " docs/CLI.md has the whole contract.")
   cert_commands(p)
   run_command(p)
   local_commands(p)

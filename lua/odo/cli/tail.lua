@@ -1,4 +1,5 @@
---- `odo tail --dir DIR STREAM [--from REV] [-f]`: a stream's events as
+--- The `odo tail` command (LDoc cannot take its usage on this line):
+-- `odo tail --dir DIR STREAM [--from REV] [-f]` prints a stream's events as
 -- JSON lines {"stream","rev","ts","type","data"}, keys in that order (or
 -- "data_base64" when the bytes are not UTF-8; `odo.control.lines`). STREAM
 -- is a stream id or a unique prefix of one (an exact id wins; an

@@ -1,4 +1,5 @@
---- `odo verify --dir DIR [STREAM]`: recomputes every stream's hash chain
+--- The `odo verify` command (LDoc cannot take its usage on this line):
+-- `odo verify --dir DIR [STREAM]` recomputes every stream's hash chain
 -- (or STREAM's: an id or a unique prefix of one) and checks its signed
 -- heads and snapshot signature; says what is wrong, where. Exit 0 when all
 -- is well, 1 otherwise.
