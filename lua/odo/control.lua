@@ -184,6 +184,19 @@ function Control.commands.append(node, req, reply, conn)
     end
     return result()
   end
+  -- what came in one loop turn is written at its end (or sooner, in
+  -- batches): a slow writer's events do not wait for a full batch
+  local scheduled = false
+  local function commit_soon()
+    if scheduled then return end
+    scheduled = true
+    node.adapter.defer(function()
+      scheduled = false
+      if ap.err or node.closed or conn.on_message == nil then return end
+      local ok, err = ap:commit()
+      if not ok then reply { ok = false, error = err } end
+    end)
+  end
   conn.on_message = function(msg, payload)
     if msg["end"] then
       conn.on_message = nil
@@ -192,8 +205,13 @@ function Control.commands.append(node, req, reply, conn)
       if res then reply { ok = true, result = res } else reply { ok = false, error = err } end
     elseif payload and not ap.err then
       local ok, err = ap:feed(payload)
-      if not ok then reply { ok = false, error = err } end
+      if not ok then reply { ok = false, error = err } else commit_soon() end
     end
+  end
+  -- the node stops or the client goes: what came whole is kept
+  conn.on_close = function()
+    if conn.on_message and not ap.err and not node.closed then ap:commit() end
+    conn.on_message = nil
   end
 end
 

@@ -15,6 +15,15 @@ local compat = require "odo.compat"
 
 local CHUNK = 65536
 
+-- The next piece of stdin: what is there now (a slow writer's lines go on
+-- at once), at most CHUNK bytes; nil at its end.
+local function read_stdin()
+  local data, err = require("luv").fs_read(0, CHUNK, -1)
+  if not data then error("reading stdin: " .. tostring(err), 0) end
+  if data == "" then return nil end
+  return data
+end
+
 local function split_of(args)
   if #args.data > 0 then return "each" end
   return (args.binary or args.raw) and "whole" or "lines"
@@ -32,7 +41,7 @@ local function into_store(args, store)
     end
   else
     while true do
-      local chunk = io.stdin:read(CHUNK)
+      local chunk = read_stdin()
       if not chunk then break end
       local ok, err = ap:feed(chunk)
       if not ok then return nil, err end
@@ -70,7 +79,7 @@ local function through_node(args, c)
   local answer
   if not req.data then
     while not answer do
-      local chunk = io.stdin:read(CHUNK)
+      local chunk = read_stdin()
       if not chunk then break end
       c:send({}, chunk)
       -- one piece in flight while the next is read; answers as they come
@@ -87,11 +96,16 @@ local function through_node(args, c)
     if not msg then return nil, ("%s; %s"):format(err, so_far(state)) end
     if msg.progress then state.events, state.last = msg.progress.events, msg.progress.last else answer = msg end
   end
+  if answer.closing then return nil, ("%s; %s"):format(answer.error, so_far(state)) end
   if not answer.ok then return nil, answer.error end
   return compat.tointeger(answer.result.last)
 end
 
 return function(args)
+  -- a node that stops while we write: an error to report, not a SIGPIPE
+  local sigpipe = require("luv").new_signal()
+  sigpipe:start("sigpipe", function() end)
+  sigpipe:unref()
   if args.binary and #args.data > 0 then
     return cli.fail("--binary takes stdin as one event: give no DATA with it")
   end

@@ -87,8 +87,9 @@ local function from_node(c, state)
   end
 end
 
--- Failures that mean "no node answers there (now)": read the store.
-local NO_NODE = { EPIPE = true, ECLOSED = true }
+-- Failures that mean "no node answers there (now)": read the store (a
+-- store busy with no node answering: a node starting or stopping).
+local NO_NODE = { EPIPE = true, ECLOSED = true, EBUSY = true }
 
 return function(args)
   local uv = require "luv"

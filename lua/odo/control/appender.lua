@@ -52,8 +52,11 @@ function Appender.new(append, opts)
   }, Appender)
 end
 
--- Writes the pending events; true, or nil, err, name (kept in self.err).
-function Appender:_commit()
+--- Writes the whole events read so far (a piece of a line waits for its
+-- end). Returns true, or nil, "NAME: message", NAME (kept: each later call
+-- returns the same).
+function Appender:commit()
+  if self.err then return nil, self.err, self.name end
   if #self.pending == 0 then return true end
   local last, err, name = self.append(self.pending)
   if not last then
@@ -84,7 +87,7 @@ end
 -- came before it first.
 function Appender:_refuse_big()
   local what = self.split == "lines" and "line" or "event"
-  local ok, err, name = self:_commit()
+  local ok, err, name = self:commit()
   if not ok then return nil, err, name end
   return self:_fail(("ETOOBIG: %s %d is over %d bytes, the limit of an event's data; %s"):format(
     what, self.seen + 1, core.max_data, self:_before()), "ETOOBIG")
@@ -96,7 +99,7 @@ function Appender:_event(data)
   self.seen = self.seen + 1
   self.pending[#self.pending + 1] = { type = self.type, data = data }
   self.pending_bytes = self.pending_bytes + #data
-  if #self.pending >= BATCH_EVENTS or self.pending_bytes >= BATCH_BYTES then return self:_commit() end
+  if #self.pending >= BATCH_EVENTS or self.pending_bytes >= BATCH_BYTES then return self:commit() end
   return true
 end
 
@@ -151,7 +154,7 @@ function Appender:finish()
     if self.split == "whole" and #self.parts == 0 then return self:_fail("EINVAL: nothing to append", "EINVAL") end
     ok, err, name = self:_event(self:_take_part())
   end
-  if ok then ok, err, name = self:_commit() end
+  if ok then ok, err, name = self:commit() end
   if not ok then return nil, err, name end
   if self.events == 0 then return self:_fail("EINVAL: nothing to append", "EINVAL") end
   return self.last, self.events
