@@ -114,28 +114,11 @@ describe("odo tail, append and verify with no node running", function()
 end)
 
 describe("odo tail, append and verify through a running node", function()
-  local tmp, pki, procs
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    pki.n1 = pki.node("n1")
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
-  end)
-
-  local function odo_run(dir)
-    local p = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = pki.n1 }
-    procs[#procs + 1] = p.pid
-    assert.is_true(H.wait(function() local st = H.status(dir); return st and st.running end), H.read_file(p.log))
-    return p, H.status(dir).id
-  end
+  local w = H.odo_world()
 
   it("take a unique prefix, say when there is no such stream, keep tail's key order", function()
-    local dir = tmp .. "/prefix"
-    local _, id = odo_run(dir)
+    local dir = w.tmp .. "/prefix"
+    local _, id = w.run(dir)
     assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "own1", "own2")))
     assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "--stream", "sensors", "s")))
     assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "--stream", "settings", "s")))
@@ -143,14 +126,14 @@ describe("odo tail, append and verify through a running node", function()
   end)
 
   it("append --binary takes stdin whole; an event over the limit is refused at once", function()
-    local dir = tmp .. "/append"
-    local _, id = odo_run(dir)
+    local dir = w.tmp .. "/append"
+    local _, id = w.run(dir)
     append_checks(dir, id)
   end)
 
   it("append streams many lines to the node, and tail reads them back in order", function()
-    local dir = tmp .. "/many"
-    local _, id = odo_run(dir)
+    local dir = w.tmp .. "/many"
+    local _, id = w.run(dir)
     local n = 25000
     local input = {}
     for i = 1, n do input[i] = ("line %d"):format(i) end
@@ -166,17 +149,7 @@ describe("odo tail, append and verify through a running node", function()
 end)
 
 describe("Ctrl-C on an idle odo tail -f", function()
-  local tmp, pki, procs
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    pki.n1 = pki.node("n1")
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
-  end)
+  local w = H.odo_world()
 
   -- Starts `odo tail -f` in the background; returns its pid, and where
   -- its output and exit status go.
@@ -188,7 +161,7 @@ describe("Ctrl-C on an idle odo tail -f", function()
       H.odo, dir, stream, base, t.status), t.log)
     assert.is_true(H.wait(function() return H.read_file(base .. "/pid"):match("%d+") ~= nil end))
     t.pid = tonumber(H.read_file(base .. "/pid"):match("%d+"))
-    procs[#procs + 1] = t.pid
+    w.procs[#w.procs + 1] = t.pid
     return t
   end
 
@@ -203,11 +176,8 @@ describe("Ctrl-C on an idle odo tail -f", function()
   end
 
   it("stops it at once, quietly, with status 130, through a running node", function()
-    local dir = tmp .. "/node"
-    local p = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = pki.n1 }
-    procs[#procs + 1] = p.pid
-    assert.is_true(H.wait(function() local st = H.status(dir); return st and st.running end), H.read_file(p.log))
-    local id = H.status(dir).id
+    local dir = w.tmp .. "/node"
+    local _, id = w.run(dir)
     assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "hello")))
     local t = tail_f(dir, id)
     assert.is_true(H.wait(function() return H.read_file(t.log):find('"hello"') ~= nil end), H.read_file(t.log))
@@ -223,17 +193,7 @@ describe("Ctrl-C on an idle odo tail -f", function()
 end)
 
 describe("odo with a --dir that is not a node's folder", function()
-  local tmp, pki, procs
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    pki.n1 = pki.node("n1")
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
-  end)
+  local w = H.odo_world()
 
   -- `odo ...` as the user nobody.
   local function as_nobody(...)
@@ -244,7 +204,7 @@ describe("odo with a --dir that is not a node's folder", function()
   end
 
   it("says to start a node with odo run in a folder where none ran", function()
-    for _, dir in ipairs({ tmp .. "/missing", H.tmpdir() }) do
+    for _, dir in ipairs({ w.tmp .. "/missing", H.tmpdir() }) do
       for _, cmd in ipairs({ { "tail", "--dir", dir, "x" }, { "append", "--dir", dir, "x" },
         { "verify", "--dir", dir } }) do
         local out, ok = H.odo_cmd(table.unpack(cmd))
@@ -257,7 +217,7 @@ describe("odo with a --dir that is not a node's folder", function()
   end)
 
   it("says a regular file is not a node's folder", function()
-    local file = H.write_file(tmp .. "/a-file", "x")
+    local file = H.write_file(w.tmp .. "/a-file", "x")
     for _, cmd in ipairs({ "tail", "append" }) do
       local out, ok = H.odo_cmd(cmd, "--dir", file, "x")
       assert.is_false(ok)
@@ -272,11 +232,9 @@ describe("odo with a --dir that is not a node's folder", function()
     assert.is_false(ok)
     assert.equal("odo: permission denied on " .. dir .. "/store (a node's store is read and written by the user"
       .. " that runs the node)\n", out)
-    local ndir = tmp .. "/running"
-    local p = H.odo_run { dir = ndir, port = H.free_ports(1)[1], certs = pki.n1 }
-    procs[#procs + 1] = p.pid
-    assert.is_true(H.wait(function() local st = H.status(ndir); return st and st.running end), H.read_file(p.log))
-    os.execute(("chmod a+rx '%s' '%s'"):format(tmp, ndir)) -- the folder may be entered, the socket is 0600
+    local ndir = w.tmp .. "/running"
+    w.run(ndir)
+    os.execute(("chmod a+rx '%s' '%s'"):format(w.tmp, ndir)) -- the folder may be entered, the socket is 0600
     for _, cmd in ipairs({ { "tail", "--dir", ndir, "x" }, { "append", "--dir", ndir, "x" } }) do
       out, ok = as_nobody(table.unpack(cmd))
       assert.is_false(ok)

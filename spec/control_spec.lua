@@ -145,17 +145,7 @@ describe("control socket", function()
 end)
 
 describe("odo tail and odo run", function()
-  local tmp, pki, procs
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    pki.n1 = pki.node("n1")
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
-  end)
+  local w = H.odo_world()
 
   local write = H.write_file
 
@@ -169,7 +159,7 @@ describe("odo tail and odo run", function()
   end
 
   it("tail refuses --from 0 as wrong usage", function()
-    local out, ok = H.odo_cmd("tail", "--dir", tmp, "some-stream", "--from", "0")
+    local out, ok = H.odo_cmd("tail", "--dir", w.tmp, "some-stream", "--from", "0")
     assert.is_false(ok)
     assert.matches("revisions start at 1", out)
   end)
@@ -193,7 +183,7 @@ describe("odo tail and odo run", function()
   end)
 
   it("run says why it cannot listen on an address, without a traceback", function()
-    local c = pki.n1
+    local c = w.pki.n1
     local out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "no host:4000",
       "--ca", c.ca, "--cert", c.cert, "--key", c.key)
     assert.is_false(ok)
@@ -203,34 +193,25 @@ describe("odo tail and odo run", function()
 
   it("run takes sync from --config, and refuses an unknown key or a wrong policy there", function()
     local run = require "odo.cli.run"
-    local conf = assert(run.load_config(write(tmp .. "/sync.lua",
+    local conf = assert(run.load_config(write(w.tmp .. "/sync.lua",
       "return { sync = false, peers = { '10.0.0.2:4000' } }")))
     local opts = run.node_options({ dir = "d", peer = { "10.0.0.1:4000" } }, conf)
     assert.is_false(opts.sync)
     assert.same({ "10.0.0.1:4000", "10.0.0.2:4000" }, opts.peers)
-    local c = pki.n1
+    local c = w.pki.n1
     local out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "127.0.0.1:0", "--ca", c.ca,
-      "--cert", c.cert, "--key", c.key, "--config", write(tmp .. "/typo.lua", "return { snyc = false }"))
+      "--cert", c.cert, "--key", c.key, "--config", write(w.tmp .. "/typo.lua", "return { snyc = false }"))
     assert.is_false(ok)
     assert.matches("unknown option 'snyc'", out)
     out, ok = H.odo_cmd("run", "--dir", H.tmpdir(), "--listen", "127.0.0.1:0", "--ca", c.ca,
-      "--cert", c.cert, "--key", c.key, "--config", write(tmp .. "/bad.lua", "return { policy = { tick_ms = 'x' } }"))
+      "--cert", c.cert, "--key", c.key, "--config", write(w.tmp .. "/bad.lua", "return { policy = { tick_ms = 'x' } }"))
     assert.is_false(ok)
     assert.matches("odo: config: policy 'tick_ms' must be a number", out)
   end)
 
-  -- starts `odo run` in `dir` with a --config; returns it and its node id
-  local function odo_run(dir, config)
-    local port = H.free_ports(1)[1]
-    local p = H.odo_run { dir = dir, port = port, certs = pki.n1, config = config }
-    procs[#procs + 1] = p.pid
-    assert.is_true(H.wait(function() local st = H.status(dir); return st and st.running end), H.read_file(p.log))
-    return p, H.status(dir).id
-  end
-
   it("tail through a running node prints the snapshot line, then the events after it", function()
-    local dir = tmp .. "/run-compact"
-    local p, id = odo_run(dir, write(tmp .. "/compact.lua", [[
+    local dir = w.tmp .. "/run-compact"
+    local p, id = w.run(dir, write(w.tmp .. "/compact.lua", [[
       return { sync = true, policy = { reducer = "last", snapshot_every_events = 5,
         compact_after_events = 1, tick_ms = 50 } }
     ]]))
@@ -249,12 +230,12 @@ describe("odo tail and odo run", function()
   end)
 
   it("run stops on SIGTERM while `odo tail -f` is attached, and tail goes on with the store", function()
-    local dir = tmp .. "/run-tail"
-    local p, id = odo_run(dir)
+    local dir = w.tmp .. "/run-tail"
+    local p, id = w.run(dir)
     assert.is_true(select(2, H.odo_cmd("append", "--dir", dir, "hello")))
-    local tail_log = tmp .. "/tail.log"
+    local tail_log = w.tmp .. "/tail.log"
     local tail = H.spawn(("'%s' tail --dir '%s' '%s' -f"):format(H.odo, dir, id), tail_log)
-    procs[#procs + 1] = tail
+    w.procs[#w.procs + 1] = tail
     assert.is_true(H.wait(function() return H.read_file(tail_log):find('"hello"') ~= nil end),
       H.read_file(tail_log))
     H.kill(p.pid, "TERM")
