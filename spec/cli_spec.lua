@@ -115,6 +115,10 @@ end)
 
 describe("odo tail, append and verify through a running node", function()
   local w = H.odo_world()
+  setup(w.setup)
+  teardown(H.cleanup)
+  before_each(w.before_each)
+  after_each(w.after_each)
 
   it("take a unique prefix, say when there is no such stream, keep tail's key order", function()
     local dir = w.tmp .. "/prefix"
@@ -150,6 +154,10 @@ end)
 
 describe("Ctrl-C on an idle odo tail -f", function()
   local w = H.odo_world()
+  setup(w.setup)
+  teardown(H.cleanup)
+  before_each(w.before_each)
+  after_each(w.after_each)
 
   -- Starts `odo tail -f` in the background; returns its pid, and where
   -- its output and exit status go.
@@ -194,6 +202,10 @@ end)
 
 describe("odo with a --dir that is not a node's folder", function()
   local w = H.odo_world()
+  setup(w.setup)
+  teardown(H.cleanup)
+  before_each(w.before_each)
+  after_each(w.after_each)
 
   -- `odo ...` as the user nobody.
   local function as_nobody(...)

@@ -146,6 +146,10 @@ end)
 
 describe("odo tail and odo run", function()
   local w = H.odo_world()
+  setup(w.setup)
+  teardown(H.cleanup)
+  before_each(w.before_each)
+  after_each(w.after_each)
 
   local write = H.write_file
 

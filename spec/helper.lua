@@ -275,23 +275,23 @@ function H.odo_cmd(...)
   return H.run(table.concat(args, " "))
 end
 
---- The set-up of a describe block whose tests start `odo run` nodes: call
--- it inside the block; it makes a PKI with node certificate n1 (w.pki,
--- w.tmp) and kills the processes a test started (append pids to w.procs).
--- w.run(dir) starts a node in dir, waits until it runs, and returns the
--- process (see H.odo_run) and the node id.
+--- The world of a describe block whose tests start `odo run` nodes: a PKI
+-- with node certificate n1 (w.pki, in w.tmp), and the processes a test
+-- started (append pids to w.procs), killed after it. Hand w.setup,
+-- w.before_each and w.after_each to busted (and H.cleanup to teardown).
+-- w.run(dir, config) starts a node in dir, waits until it runs, and
+-- returns the process (see H.odo_run) and the node id.
 function H.odo_world()
   local w = {}
-  setup(function()
+  function w.setup()
     w.tmp = H.tmpdir()
     w.pki = H.pki(w.tmp)
     w.pki.n1 = w.pki.node("n1")
-  end)
-  teardown(H.cleanup)
-  before_each(function() w.procs = {} end)
-  after_each(function()
+  end
+  function w.before_each() w.procs = {} end
+  function w.after_each()
     for _, pid in ipairs(w.procs) do H.kill(pid, "KILL") end
-  end)
+  end
   function w.run(dir, config)
     local p = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = w.pki.n1, config = config }
     w.procs[#w.procs + 1] = p.pid
