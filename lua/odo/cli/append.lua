@@ -106,7 +106,7 @@ return function(args)
   local sigpipe = require("luv").new_signal()
   sigpipe:start("sigpipe", function() end)
   sigpipe:unref()
-  if args.binary and #args.data > 0 then
+  if (args.binary or args.raw) and #args.data > 0 then
     return cli.fail("--binary takes stdin as one event: give no DATA with it")
   end
   local last, err = Dir.run(args.dir,

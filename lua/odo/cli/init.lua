@@ -83,7 +83,8 @@ end
 
 local function local_commands(p)
   local append = p:command("append",
-    "Append events; with no DATA, one event per line of stdin. Prints the stream's last revision.")
+    "Append events; with no DATA, one event per line of stdin (with --binary, stdin whole as one). Prints the"
+    .. " stream's last revision.")
   append:option("--dir", "The node's folder."):argname("DIR"):count(1)
   append:option("--type", "The events' type."):argname("TYPE")
   append:option("--stream", "Append to this node's named stream <node id>/NAME (default: its own stream).")
