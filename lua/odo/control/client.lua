@@ -21,6 +21,10 @@ local function connect_error(path, err)
   if name == "EACCES" or name == "EPERM" then
     return ("EACCES: permission denied on %s (the node runs as another user?)"):format(path), "EACCES"
   end
+  if name == "ENOTDIR" then
+    return ("ENOTDIR: %s is not a folder, so no node runs there"):format(path:match("^(.*)/[^/]*$") or path),
+      "ENOTDIR"
+  end
   return ("%s: no node is running (%s)"):format(name, path), name
 end
 
