@@ -14,6 +14,9 @@ local Client = {}
 Client.__index = Client
 
 local INBOX_MAX = 16 -- messages read ahead before reading pauses
+-- A tail's snapshot line carries a whole snapshot (at most 1 GiB, in
+-- base64 or JSON text): what the node sends is taken.
+local MAX_PAYLOAD = 4294967296
 
 -- "NAME: message" of a connection failure to `path`.
 local function connect_error(path, err)
@@ -62,7 +65,7 @@ function Client.connect(path)
     else
       self.ended = payload
     end
-  end, function(why) self.bad = why end)
+  end, function(why) self.bad = why end, MAX_PAYLOAD)
   pipe:read_start(self.pipe_reader)
   return self
 end

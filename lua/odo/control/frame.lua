@@ -13,8 +13,9 @@ local Frame = {}
 --- The longest header line a reader takes (bytes).
 Frame.max_header = 1048576
 
---- The largest payload a reader takes (bytes): an event's data limit and
--- some room.
+--- The largest payload a reader takes by default (bytes): an event's
+-- data limit and some room. (A client reading a node's tail lines takes
+-- more: a snapshot line carries a whole snapshot.)
 Frame.max_payload = 8388608
 
 --- Marks a table as a JSON array (so an empty one encodes as [], which
@@ -61,8 +62,10 @@ end
 -- `on_message(nil, why)` follows and the reader takes nothing more).
 -- @tparam function on_message
 -- @tparam function on_bad
+-- @tparam[opt] integer max_payload default `Frame.max_payload`
 -- @treturn function
-function Frame.reader(on_message, on_bad)
+function Frame.reader(on_message, on_bad, max_payload)
+  max_payload = max_payload or Frame.max_payload
   local buf, pos = "", 1
   local want -- a header whose payload is still coming
   local pieces, have = {}, 0 -- the payload's bytes so far (not copied until whole)
@@ -116,9 +119,8 @@ function Frame.reader(on_message, on_bad)
           on_bad("EINVAL: a message is one JSON object per line")
         elseif obj.bytes ~= nil then
           local n = compat.tointeger(obj.bytes)
-          if not n or n < 0 or n > Frame.max_payload then
-            return stop("EPROTO: a payload of " .. tostring(obj.bytes) .. " bytes (at most "
-              .. Frame.max_payload .. ")")
+          if not n or n < 0 or n > max_payload then
+            return stop("EPROTO: a payload of " .. tostring(obj.bytes) .. " bytes (at most " .. max_payload .. ")")
           end
           obj.bytes = n
           want = obj
