@@ -192,6 +192,13 @@ describe("Ctrl-C on an idle odo tail -f", function()
     assert.equal('{"stream":"' .. id .. '"', interrupt(t):match('^{"stream":"[^"]*"'))
   end)
 
+  it("says it waits for a stream of this node's own that has no event yet", function()
+    local dir = local_store()
+    local t = tail_f(dir, "node-a/later")
+    assert.is_true(H.wait(function() return H.read_file(t.log):find("waiting") ~= nil end), H.read_file(t.log))
+    assert.equal("odo: node-a/later has no events yet; waiting for them (Ctrl-C stops)\n", interrupt(t))
+  end)
+
   it("stops it the same way while it follows the store (no node running)", function()
     local dir = local_store()
     local t = tail_f(dir, "node-a")
