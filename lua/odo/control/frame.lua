@@ -120,7 +120,7 @@ function Frame.reader(on_message, on_bad, max_payload)
         elseif obj.bytes ~= nil then
           local n = compat.tointeger(obj.bytes)
           if not n or n < 0 or n > max_payload then
-            return stop("EPROTO: a payload of " .. tostring(obj.bytes) .. " bytes (at most " .. max_payload .. ")")
+            return stop("EPROTO: a payload of " .. tostring(n or obj.bytes) .. " bytes (at most " .. max_payload .. ")")
           end
           obj.bytes = n
           want = obj
