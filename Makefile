@@ -118,6 +118,12 @@ bench-transport: deps all build/bench/tls_pump
 bench-sync: deps all build/bench/sync_pipe
 	$(LUA) bench/sync.lua build/bench/sync_pipe
 
+# odo tail and odo append through a running node against the store read
+# directly (bench/control.lua; ODO_BENCH_EVENTS, default 500000).
+.PHONY: bench-control
+bench-control: deps all
+	$(LUA) bench/control.lua
+
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	fuzz/run $(FUZZ_SECONDS)

@@ -133,13 +133,14 @@ local function smoke()
   -- ---- events as JSON ------------------------------------------------------------
   local vectors = { [""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==", fooba = "Zm9vYmE=",
     foobar = "Zm9vYmFy", ["\0\255\128"] = "AP+A", ["\251\255\191"] = "+/+/" }
-  for s, b in pairs(vectors) do check(Control.base64(s) == b, "base64", ("%q"):format(s), Control.base64(s)) end
-  local bin = Control.event_table("s", { rev = 1, ts = 1700000000000, type = "t", data = "\0\1\255" })
-  check(bin.data == nil and bin.data_base64 == "AAH/", "binary data as data_base64", bin.data_base64)
-  local utf = Control.event_table("s/x", { rev = 2, ts = 5, type = "t", data = "h\195\169" })
-  local text = Control.encode { event = utf }
-  check(text:find('"rev":2[,}]') and text:find('"stream":"s/x"', 1, true), "encoded event", text)
-  local back = cjson.decode(text).event
+  local Lines = require "odo.control.lines"
+  for s, b in pairs(vectors) do check(Lines.base64(s) == b, "base64", ("%q"):format(s), Lines.base64(s)) end
+  local text = Lines.events("s", { { rev = 1, ts = 1700000000000, type = "t", data = "\0\1\255" } })
+  check(text == '{"stream":"s","rev":1,"ts":1700000000000,"type":"t","data_base64":"AAH/"}\n',
+    "binary data as data_base64, keys in order", text)
+  text = Lines.events("s/x", { { rev = 2, ts = 5, type = "t", data = "h\195\169" } })
+  check(text == '{"stream":"s/x","rev":2,"ts":5,"type":"t","data":"h\195\169"}\n', "an event line", text)
+  local back = cjson.decode(text)
   check(back.data == "h\195\169" and back.data_base64 == nil and back.ts == 5, "UTF-8 data as data", text)
   text = Control.encode(Control.status_table("n", nil, {}, {}))
   check(text:find('"peers":[]', 1, true) and text:find('"streams":[]', 1, true), "empty arrays", text)
@@ -207,12 +208,13 @@ local function smoke()
   check(answer.ok and answer.result.id == "smoke-node" and answer.result.streams[1].last == 6, "control status")
   answer = assert(Control.request(sock, { cmd = "append", type = "t", data = { "x", "y" } }, nil, 5000))
   check(answer.ok and answer.result.last == 8, "control append", Control.encode(answer))
-  local lines = {}
-  answer = assert(Control.request(sock, { cmd = "tail", stream = node.id, from = 2 }, function(line)
-    lines[#lines + 1] = line
-    return line.event == nil
+  local chunks = {}
+  answer = assert(Control.request(sock, { cmd = "tail", stream = node.id, from = 2 }, function(msg, payload)
+    if msg.lines then chunks[#chunks + 1] = payload end
+    return msg.lines == nil and msg.stream == nil
   end, 5000))
-  check(answer.ok and #lines == 8 and lines[1].event.rev == 2 and lines[1].event.data_base64 == "//4=",
+  local lines = json_lines(table.concat(chunks))
+  check(answer.ok and #lines == 7 and lines[1].rev == 2 and lines[1].data_base64 == "//4=",
     "control tail", #lines, Control.encode(lines[1]))
   answer = assert(Control.request(sock, { cmd = "tail", stream = node.id, from = 0 }, nil, 5000))
   check(not answer.ok and answer.error:match("^EINVAL: 0 is not a revision"), "tail from 0", answer.error)

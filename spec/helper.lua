@@ -297,6 +297,32 @@ function H.odo_cmd(...)
   return H.run(table.concat(args, " "))
 end
 
+--- The world of a describe block whose tests start `odo run` nodes: a PKI
+-- with node certificate n1 (w.pki, in w.tmp), and the processes a test
+-- started (append pids to w.procs), killed after it. Hand w.setup,
+-- w.before_each and w.after_each to busted (and H.cleanup to teardown).
+-- w.run(dir, config) starts a node in dir, waits until it runs, and
+-- returns the process (see H.odo_run) and the node id.
+function H.odo_world()
+  local w = {}
+  function w.setup()
+    w.tmp = H.tmpdir()
+    w.pki = H.pki(w.tmp)
+    w.pki.n1 = w.pki.node("n1")
+  end
+  function w.before_each() w.procs = {} end
+  function w.after_each()
+    for _, pid in ipairs(w.procs) do H.kill(pid, "KILL") end
+  end
+  function w.run(dir, config)
+    local p = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = w.pki.n1, config = config }
+    w.procs[#w.procs + 1] = p.pid
+    assert(H.wait(function() local st = H.status(dir); return st and st.running end), H.read_file(p.log))
+    return p, H.status(dir).id
+  end
+  return w
+end
+
 --- The JSON of `odo status --dir DIR --json`, or nil.
 function H.status(dir)
   local out, ok = H.run(("'%s' status --dir '%s' --json 2>/dev/null"):format(H.odo, dir))

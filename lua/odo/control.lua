@@ -1,48 +1,40 @@
 --- The control socket: how `odo status`, `append`, `tail` and `verify` talk
 -- to a running node, through `DIR/odo.sock` (a unix socket, mode 0600).
+-- The protocol is in docs/CLI.md ("The control protocol").
 --
--- Requests and answers are JSON objects, one per line. A request names a
--- command: `{"cmd": "status"}`; the answer is `{"ok": true, "result": ...}`
--- or `{"ok": false, "error": "NAME: message"}`. Commands that stream (tail
--- -f) answer with many lines. Commands are plain functions in
--- `Control.commands`; a node process may add its own. A command that
--- raises answers `{"ok": false, "error": "EINTERNAL: ..."}` (and the error
--- goes to the node's error handler). When the server closes (the node
--- stops), every client still connected gets `{"ok": false, "error":
--- "ECLOSED: the node is stopping", "closing": true}`, then the end of the
--- stream.
+-- Messages are JSON objects, one per line, each optionally followed by a
+-- raw payload (`odo.control.frame`). A request names a command: `{"cmd":
+-- "status"}`; the answer ends with `{"ok": true, "result": ...}` or `{"ok":
+-- false, "error": "NAME: message"}`. Appends and tails stream: the client
+-- sends the input in pieces and hears of each durable batch (`progress`);
+-- a tail comes as chunks of ready-made `odo tail` lines, paced by the
+-- client's reading. Commands are plain functions in `Control.commands`; a
+-- node process may add its own. A command that raises answers `{"ok":
+-- false, "error": "EINTERNAL: ..."}` (and the error goes to the node's
+-- error handler). When the server closes (the node stops), every client
+-- still connected gets `{"ok": false, "error": "ECLOSED: the node is
+-- stopping", "closing": true}`, then the end of the stream.
 --
 -- @module odo.control
 
 -- (plain Lua 5.1: odo-journal runs on 5.1 to 5.4 and LuaJIT; see odo.compat)
 local cjson = require "cjson"
 local compat = require "odo.compat"
+local Frame = require "odo.control.frame"
+local Lines = require "odo.control.lines"
+local Appender = require "odo.control.appender"
+local Client = require "odo.control.client"
 
 local Control = {}
 Control.json = cjson
 
 --- Marks a table as a JSON array (so an empty one encodes as [], which
 -- lua-cjson 2.1 cannot tell from an empty object).
-Control.array_mt = {}
-function Control.array(t) return setmetatable(t or {}, Control.array_mt) end
-
-local EMPTY = "\0odo-empty-array\0"
-
-local function mark_empty(v)
-  if type(v) ~= "table" then return v end
-  if getmetatable(v) == Control.array_mt and next(v) == nil then return EMPTY end
-  local out = {}
-  for k, x in pairs(v) do out[k] = mark_empty(x) end
-  return out
-end
+Control.array_mt = Frame.array_mt
+function Control.array(t) return setmetatable(t or {}, Frame.array_mt) end
 
 --- JSON text of v, with arrays marked by `Control.array` kept arrays.
-function Control.encode(v)
-  local text = cjson.encode(mark_empty(v))
-  text = text:gsub('"\\u0000odo%-empty%-array\\u0000"', "[]")
-  -- lua-cjson escapes "/" as "\/"; both are JSON, the plain one reads better
-  return (text:gsub("\\/", "/"))
-end
+Control.encode = Frame.encode
 
 local function hex(s)
   return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
@@ -88,67 +80,61 @@ function Control.status_table(id, listen, peers, streams, upstreams)
   }
 end
 
--- ---- events as JSON lines -------------------------------------------------------
+-- ---- streams by id or prefix -----------------------------------------------------
 
--- The base64 alphabet by 6-bit value, 0..63.
-local B64 = {}
-for v = 0, 63 do
-  B64[v] = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):sub(v + 1, v + 1)
-end
-
-local floor = math.floor
-
---- Base64 (RFC 4648, with padding).
-function Control.base64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    -- 3 bytes a, b, c are 4 values of 6 bits: a's top 6; a's low 2 and
-    -- b's top 4; b's low 4 and c's top 2; c's low 6
-    local a, b, c = s:byte(i, i + 2)
-    local q1, q2 = B64[floor(a / 4)], B64[a % 4 * 16 + floor((b or 0) / 16)]
-    local q3 = b and B64[b % 16 * 4 + floor((c or 0) / 64)] or "="
-    local q4 = c and B64[c % 64] or "="
-    out[#out + 1] = q1 .. q2 .. q3 .. q4
-  end
-  return table.concat(out)
-end
-
--- Puts bytes in t as `data` when they are valid UTF-8, else `data_base64`.
-local function put_data(t, data)
-  if compat.utf8_valid(data) then t.data = data else t.data_base64 = Control.base64(data) end
-  return t
-end
-
---- An event as `odo tail` prints it: {stream, rev, ts, type, data} with
--- `data` a string when the bytes are valid UTF-8, else `data_base64`.
-function Control.event_table(stream, ev)
-  return put_data({ stream = stream, rev = ev.rev, ts = ev.ts, type = ev.type }, ev.data)
-end
-
---- A snapshot as `odo tail` prints it, when the asked revision is behind
--- the stream's compaction point: {kind = "snapshot", stream, rev, format,
--- origin, data or data_base64}; the events after it follow.
-function Control.snapshot_table(stream, snap)
-  return put_data({ kind = "snapshot", stream = stream, rev = snap.rev, format = snap.format, origin = snap.origin },
-    snap.data or "")
-end
-
---- Appends one event of type `type_` (default "text") per datum, one
--- durable write per 10,000 (a batch's limit is 100,000), through
--- `append(events)` (a node's or a store's); stops at the first failure.
--- Returns the last revision, or nil, err, name.
-function Control.append_data(append, data, type_)
-  local last, err, name
-  for at = 1, #data, 10000 do
-    local events = {}
-    for i = at, math.min(at + 9999, #data) do
-      events[#events + 1] = { type = type_ or "text", data = tostring(data[i]) }
+--- The full id of the stream that `arg` names in `store`: an exact id, or
+-- a unique prefix of one (as git takes commits). An exact id always wins.
+-- A prefix matches part by part: "SRC" the stream of a source whose id
+-- starts with SRC (`<id>/name` streams only when no such stream is held),
+-- "SRC/NAME" a named stream `<id>/<name>` whose id and name start with
+-- them. A stream of the store's own node that has no event yet is taken
+-- as named.
+-- @tparam odo.store store
+-- @tparam string arg
+-- @treturn string the stream id
+-- @treturn[2] nil
+-- @treturn[2] string "ENOSTREAM: no stream 'x' here", or "EAMBIGUOUS: 'x'
+--   is the start of N streams: a, b, ..."
+-- @treturn[2] string NAME
+function Control.resolve_stream(store, arg)
+  assert(type(arg) == "string", "a stream id must be a string")
+  local src, name = arg:match("^([^/]*)/(.*)$")
+  local sources, named = {}, {}
+  for _, st in ipairs(store:streams()) do
+    local id = st.id
+    if id == arg then return arg end
+    local s, n = id:match("^([^/]*)/(.*)$")
+    if not src then
+      if arg ~= "" and id:sub(1, #arg) == arg then
+        if s then named[#named + 1] = id else sources[#sources + 1] = id end
+      end
+    elseif s and s:sub(1, #src) == src and n:sub(1, #name) == name then
+      named[#named + 1] = id
     end
-    last, err, name = append(events)
-    if not last then return nil, err, name end
   end
-  return last
+  local matches = #sources > 0 and sources or named
+  if #matches == 1 then return matches[1] end
+  if #matches > 1 then
+    local shown = table.concat(matches, ", ", 1, math.min(#matches, 10))
+    return nil, ("EAMBIGUOUS: '%s' is the start of %d streams: %s%s"):format(arg, #matches, shown,
+      #matches > 10 and ", ..." or ""), "EAMBIGUOUS"
+  end
+  local own = store.node_id
+  if arg == own or (arg:sub(1, #own + 1) == own .. "/" and #arg > #own + 1) then return arg end
+  return nil, ("ENOSTREAM: no stream '%s' here"):format(arg), "ENOSTREAM"
 end
+
+--- A revision as a request gives it (nil: none), or nil, "EINVAL: ...".
+local function revision(v)
+  if v == nil then return nil end
+  local from = compat.tointeger(tonumber(v))
+  if not from or from < 1 then
+    return nil, ("EINVAL: %s is not a revision (revisions start at 1)"):format(tostring(from or v))
+  end
+  return from
+end
+
+-- ---- commands ----------------------------------------------------------------------
 
 Control.commands = {}
 
@@ -157,48 +143,110 @@ function Control.commands.status(node)
   return Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
 end
 
---- {stream = NAME or nil, type = TYPE, data = {DATA...}}: appends one event
--- per datum, durably; the result is the stream's last revision.
-function Control.commands.append(node, req)
-  if type(req.data) ~= "table" or #req.data == 0 then return nil, "EINVAL: nothing to append" end
-  local stream = req.stream and node:stream_id(req.stream) or nil
-  local last, err = Control.append_data(function(events) return node:append(stream, events) end, req.data, req.type)
-  if not last then return nil, err end
-  return { stream = stream or node.id, last = last }
-end
+-- A slow reader holds the node back no further than this (bytes queued).
+local HIGH_WATER, LOW_WATER = 8388608, 4194304
 
---- {stream, from, follow}: the stream's events as lines {"event": ...};
--- without follow, then {"ok": true, "result": "end"}; with follow, live
--- events until the client goes away.
-function Control.commands.tail(node, req, reply, sock)
-  if type(req.stream) ~= "string" then return nil, "EINVAL: tail needs a stream id" end
-  local from
-  if req.from ~= nil then
-    from = compat.tointeger(tonumber(req.from))
-    if not from or from < 1 then
-      return nil, ("EINVAL: %s is not a revision (revisions start at 1)"):format(tostring(from or req.from))
+--- `{stream = NAME or nil, type = TYPE, split = "lines"|"whole"|"each",
+-- data = {DATA...} or nil}`: with `data`, appends one event per datum;
+-- without, the input follows as messages with payloads, then `{"end":
+-- true}` (see `odo.control.appender` for `split`). Each durable batch is
+-- told as `{"progress": {"events", "last"}}`; the result is `{stream,
+-- last, events}`. A failure (an event over the limit) answers at once; the
+-- rest of the input is then read and dropped.
+function Control.commands.append(node, req, reply, conn)
+  if req.stream ~= nil and (type(req.stream) ~= "string" or req.stream == "") then
+    return nil, "EINVAL: a stream name must be a non-empty string"
+  end
+  if req.type ~= nil and type(req.type) ~= "string" then return nil, "EINVAL: an event type must be a string" end
+  local split = req.split or "each"
+  if split ~= "lines" and split ~= "whole" and split ~= "each" then
+    return nil, "EINVAL: split must be lines, whole or each"
+  end
+  local stream = req.stream and node:stream_id(req.stream) or nil
+  local inline = type(req.data) == "table"
+  local ap = Appender.new(function(events) return node:append(stream, events) end, {
+    split = split,
+    type = req.type,
+    on_commit = not inline and function(last, events)
+      reply { progress = { events = events, last = last } }
+      conn.hold() -- a turn for the node's readers before the next batch
+    end,
+  })
+  local function result()
+    local last, events_or_err = ap:finish()
+    if not last then return nil, events_or_err end
+    return { stream = stream or node.id, last = last, events = events_or_err }
+  end
+  if inline then
+    for _, d in ipairs(req.data) do
+      local ok, err = ap:feed(tostring(d))
+      if not ok then return nil, err end
+    end
+    return result()
+  end
+  -- what came in one loop turn is written at its end (or sooner, in
+  -- batches): a slow writer's events do not wait for a full batch
+  local scheduled = false
+  local function commit_soon()
+    if scheduled then return end
+    scheduled = true
+    node.adapter.defer(function()
+      scheduled = false
+      if ap.err or node.closed or conn.on_message == nil then return end
+      local ok, err = ap:commit()
+      if not ok then reply { ok = false, error = err } end
+    end)
+  end
+  conn.on_message = function(msg, payload)
+    if msg["end"] then
+      conn.on_message = nil
+      if ap.err then return end -- already answered
+      local res, err = result()
+      if res then reply { ok = true, result = res } else reply { ok = false, error = err } end
+    elseif payload and not ap.err then
+      local ok, err = ap:feed(payload)
+      if not ok then reply { ok = false, error = err } else commit_soon() end
     end
   end
-  local st = node.store:stream(req.stream)
+  -- the node stops or the client goes: what came whole is kept
+  conn.on_close = function()
+    if conn.on_message and not ap.err and not node.closed then ap:commit() end
+    conn.on_message = nil
+  end
+end
+
+--- `{stream, from, follow}`: the stream (an id or a unique prefix, see
+-- `resolve_stream`) as `odo tail` prints it: first `{"stream": ID, "last":
+-- REV}` (0: no event yet), then
+-- messages `{"lines": N, "next": REV}` whose payload is N lines, ready to
+-- print; without follow, then `{"ok": true, "result": "end"}`; with
+-- follow, live lines until the client goes away.
+function Control.commands.tail(node, req, reply, conn)
+  if type(req.stream) ~= "string" then return nil, "EINVAL: tail needs a stream id" end
+  local id, err = Control.resolve_stream(node.store, req.stream)
+  if not id then return nil, err end
+  local from
+  from, err = revision(req.from)
+  if err then return nil, err end
+  local st = node.store:stream(id)
   from = from or (st and st.first) or 1
-  local queued = 0
+  reply { stream = id, last = st and st.last or 0 }
+  local sock = conn.sock
   local sub
-  sub = node:subscribe(req.stream, from, function(batch)
+  local function send(header, payload)
+    sock:write(Frame.message(header, payload), function(werr)
+      if werr then return sub:close() end
+      if sub.paused and sock:queued() < LOW_WATER then sub:resume() end
+    end)
+    if sock:queued() >= HIGH_WATER then sub:pause() end
+  end
+  sub = node:subscribe(id, from, function(batch)
     if batch.snapshot then
-      reply { snapshot = Control.snapshot_table(batch.stream, batch.snapshot) }
-      return
+      return send({ lines = 1, next = batch.snapshot.rev + 1 }, Lines.snapshot(id, batch.snapshot))
     end
-    for _, ev in ipairs(batch) do
-      local line = Control.encode { event = Control.event_table(batch.stream, ev) } .. "\n"
-      queued = queued + #line
-      sock:write(line, function(err)
-        queued = queued - #line
-        if err then return sub:close() end
-        if queued < 262144 and sub.paused then sub:resume() end
-      end)
-    end
-    if queued >= 1048576 then sub:pause() end -- a slow reader holds the node back no further
+    send({ lines = #batch, next = batch[#batch].rev + 1 }, Lines.events(id, batch))
   end, {
+    slice = 10000,
     on_caught_up = function()
       if not req.follow then
         sub:close()
@@ -206,55 +254,66 @@ function Control.commands.tail(node, req, reply, sock)
       end
     end,
   })
-  sock.on_close = function() sub:close() end
-end
-
---- {stream}: recomputes chains and checks signatures (see odo verify).
-function Control.commands.verify(node, req)
-  return require("odo.verify").run(node.store, req.stream)
-end
-
--- Reads newline-delimited JSON from a socket; calls on_line(obj) per line.
-local function reader(on_line, on_bad)
-  local buf = ""
-  return function(err, data)
-    if err or not data then return on_line(nil, err or "EOF") end
-    buf = buf .. data
-    while true do
-      local line, rest = buf:match("^([^\n]*)\n(.*)$")
-      if not line then break end
-      buf = rest
-      local ok, obj = pcall(cjson.decode, line)
-      if ok and type(obj) == "table" then on_line(obj) else on_bad(line) end
-    end
+  conn.followers[sub] = true
+  conn.on_close = function()
+    conn.followers[sub] = nil
+    sub:close()
   end
 end
 
+--- `{stream}`: recomputes chains and checks signatures (see odo verify);
+-- `stream` is an id or a unique prefix (see `resolve_stream`).
+function Control.commands.verify(node, req)
+  local id = req.stream
+  if id ~= nil then
+    local err
+    id, err = Control.resolve_stream(node.store, tostring(id))
+    if not id then return nil, err end
+  end
+  return require("odo.verify").run(node.store, id)
+end
+
+-- ---- the server ------------------------------------------------------------------------
+
 -- Runs one request of a client; a command that raises answers EINTERNAL.
-local function handle(node, req, reply, sock)
+local function handle(node, req, conn)
+  local reply = conn.reply
   local fn = Control.commands[req.cmd]
   if not fn then return reply { ok = false, error = "EINVAL: unknown command " .. tostring(req.cmd) } end
   if node.closed then return reply { ok = false, error = "ECLOSED: the node is stopping" } end
-  local ok, result, err = compat.xpcall(fn, debug.traceback, node, req, reply, sock)
+  local ok, result, err = compat.xpcall(fn, debug.traceback, node, req, reply, conn)
   if not ok then
     node:_error("control command " .. tostring(req.cmd) .. ": " .. tostring(result))
+    conn.on_message = nil
     return reply { ok = false, error = "EINTERNAL: " .. tostring(result):match("^[^\n]*") }
   end
   if result ~= nil then reply { ok = true, result = result }
   elseif err then reply { ok = false, error = err } end
 end
 
+-- How long an append waits at most, per batch, for tails to catch up.
+local HOLD_MS = 50
+
+-- Whether a tail is behind: catching up, or its reader is (paused).
+local function followers_behind(followers)
+  for sub in pairs(followers) do
+    if not sub.closed and (sub.paused or not sub:caught_up()) then return true end
+  end
+  return false
+end
+
 -- Ends a client's connection: the closing line, then the socket once the
 -- line is written (or after a second, for a client that reads nothing).
-local function say_goodbye(node, sock)
-  if sock.on_close then node:_protect(sock.on_close) end
+local function say_goodbye(node, conn)
+  local sock = conn.sock
+  if conn.on_close then node:_protect(conn.on_close) end
   local timer
   local function close()
     if timer then timer.stop() end
     sock:close()
   end
   timer = node.adapter.timer(1000, function() node:_protect(close) end)
-  sock:write(Control.encode { ok = false, error = "ECLOSED: the node is stopping", closing = true } .. "\n",
+  sock:write(Frame.message { ok = false, error = "ECLOSED: the node is stopping", closing = true },
     function() node:_protect(close) end)
 end
 
@@ -266,21 +325,46 @@ function Control.serve(node, path)
   local adapter = node.adapter
   assert(adapter.listen_unix, "the adapter cannot listen on a unix socket")
   local clients = {}
+  local followers = {} -- the subscriptions of tails: [sub] = true
   local server, err, name = adapter.listen_unix(path, function(sock)
     if node.closed then return sock:close() end
-    clients[sock] = true
-    local function reply(obj) sock:write(Control.encode(obj) .. "\n") end
-    sock:read_start(reader(function(req)
+    -- a connection: its socket, how to answer, and the streaming request
+    -- that takes the messages that follow it (on_message), if any
+    local conn = { sock = sock }
+    clients[sock] = conn
+    function conn.reply(obj, payload) sock:write(Frame.message(obj, payload)) end
+    conn.followers = followers
+    -- Stops reading (when the adapter can) for the loop's next turn, and
+    -- while a tail of this socket is behind, at most HOLD_MS: a bulk
+    -- append does not outrun a `tail -f`, and a stuck reader slows
+    -- appends through the socket but does not stop them.
+    function conn.hold()
+      if not sock.read_stop or conn.held then return end
+      conn.held = true
+      sock:read_stop()
+      local since = adapter.now()
+      local function again()
+        if clients[sock] and adapter.now() - since < HOLD_MS and followers_behind(followers) then
+          return adapter.timer(2, function() node:_protect(again) end)
+        end
+        conn.held = false
+        if clients[sock] then sock:read_start(conn.reader) end
+      end
+      adapter.defer(function() node:_protect(again) end)
+    end
+    conn.reader = Frame.reader(function(msg, payload)
       node:_protect(function()
-        if not req then
+        if not msg then
           clients[sock] = nil
-          if sock.on_close then sock.on_close() end
+          if conn.on_close then conn.on_close() end
           return sock:close()
         end
         if not clients[sock] then return end -- closing
-        handle(node, req, reply, sock)
+        if conn.on_message then return conn.on_message(msg, payload) end
+        handle(node, msg, conn)
       end)
-    end, function() reply { ok = false, error = "EINVAL: a request is one JSON object per line" } end))
+    end, function(why) conn.reply { ok = false, error = why } end)
+    sock:read_start(conn.reader)
   end)
   if not server then return nil, err, name end
   return {
@@ -288,69 +372,39 @@ function Control.serve(node, path)
     close = function()
       server.close()
       local list = {}
-      for sock in pairs(clients) do list[#list + 1] = sock end
-      for _, sock in ipairs(list) do
-        clients[sock] = nil
-        say_goodbye(node, sock)
-      end
+      for _, conn in pairs(clients) do list[#list + 1] = conn end
+      clients = {}
+      for _, conn in ipairs(list) do say_goodbye(node, conn) end
     end,
   }
 end
 
---- Sends one request to the node at `path` and runs luv's loop until the
--- first answer (or, with `on_line`, until it returns true for a line),
--- at most `timeout_ms` (default 10 s; false: no limit).
+-- ---- the client ------------------------------------------------------------------------
+
+--- Connects to a node's control socket (see `odo.control.client`).
+Control.connect = Client.connect
+
+--- Sends one request to the node at `path` and waits for the first
+-- answer (or, with `on_line`, until `on_line(msg, payload)` returns true
+-- for a message), each at most `timeout_ms` after the one before
+-- (default 10 s; false: no limit).
 -- Returns the answer, or nil, "NAME: message", "NAME"; NAME is ENOENT or
--- ECONNREFUSED when no node runs there.
+-- ECONNREFUSED when no node runs there (see `odo.control.client`).
 function Control.request(path, req, on_line, timeout_ms)
-  local uv = require "luv"
-  local pipe = uv.new_pipe(false)
-  local answer, failure
-  local done = false
-  local timer = uv.new_timer()
-  local function finish()
-    done = true
-    if not timer:is_closing() then timer:close() end
-    if not pipe:is_closing() then pipe:close() end
-  end
-  if timeout_ms ~= false then
-    timer:start(timeout_ms or 10000, 0, function()
-      failure = { "ETIMEDOUT: the node did not answer", "ETIMEDOUT" }
-      finish()
-    end)
-  end
-  local ok, err = pcall(pipe.connect, pipe, path, function(cerr)
-    if cerr then
-      local name = tostring(cerr):match("^(%u+)") or "ECONNREFUSED"
-      failure = { name .. ": no node is running (" .. path .. ")", name }
-      return finish()
+  local c, err, name = Client.connect(path)
+  if not c then return nil, err, name end
+  c:send(req)
+  if timeout_ms == nil then timeout_ms = 10000 end
+  local msg, payload
+  repeat
+    msg, payload, name = c:receive(timeout_ms or nil)
+    if not msg then
+      c:close()
+      return nil, payload, name
     end
-    pipe:write(cjson.encode(req) .. "\n")
-    pipe:read_start(reader(function(obj, rerr)
-      if done then return end
-      if not obj then
-        failure = { "EPIPE: the node closed the control socket (" .. tostring(rerr) .. ")", "EPIPE" }
-        return finish()
-      end
-      if on_line then
-        if on_line(obj) then
-          answer = obj
-          finish()
-        end
-      else
-        answer = obj
-        finish()
-      end
-    end, function() end))
-  end)
-  if not ok then
-    failure = { "ENOENT: " .. tostring(err), "ENOENT" }
-    finish()
-  end
-  while not done do uv.run("once") end
-  uv.run("nowait")
-  if answer then return answer end
-  return nil, failure[1], failure[2]
+  until not on_line or on_line(msg, payload)
+  c:close()
+  return msg
 end
 
 return Control

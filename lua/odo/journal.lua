@@ -169,7 +169,7 @@ end
 
 -- ---- subscriptions ---------------------------------------------------------
 
---- The next batch this subscription owes, or nil when it is caught up.
+-- The next batch this subscription owes, or nil when it is caught up.
 -- A batch is an array of events `{rev, ts, type, data, hash}` with
 -- `batch.stream` set; when the subscriber is behind a stream's compaction
 -- point, the batch is instead `{ stream = id, snapshot = snap }` (no

@@ -11,7 +11,9 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; and the sync events (`odo.sync`).
+-- `(stream, first)`; "close"; and the sync events (`odo.sync`), among
+-- them "caught_up" `(stream, rev, peer_id)`: the stream's upstream sent
+-- everything it holds (caught up with the swarm; see `caught_up`).
 --
 -- @module odo.node
 local core = require "odo.core"
@@ -212,7 +214,7 @@ end
 
 -- ---- errors and protected calls ----------------------------------------------
 
---- Reports an error to the node's error handler.
+-- Reports an error to the node's error handler.
 function Node:_error(msg)
   if self._listeners.error and #self._listeners.error > 0 then
     for _, fn in ipairs(self._listeners.error) do
@@ -227,7 +229,7 @@ function Node:_error(msg)
   end
 end
 
---- Calls fn(...) in a protected call; an error goes to the error handler.
+-- Calls fn(...) in a protected call; an error goes to the error handler.
 -- Returns fn's results, or nothing after an error.
 function Node:_protect(fn, ...)
   local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
@@ -238,7 +240,7 @@ function Node:_protect(fn, ...)
   return compat.unpack(res, 2, res.n)
 end
 
---- Resumes a coroutine; an error inside it goes to the error handler.
+-- Resumes a coroutine; an error inside it goes to the error handler.
 function Node:_resume(co, ...)
   if coroutine.status(co) ~= "suspended" then return end
   local ok, err = coroutine.resume(co, ...)
@@ -281,10 +283,21 @@ function Node:stream_id(name)
   return self.store:stream_id(name)
 end
 
+--- An event: what `append` takes, and what `read` and subscriptions give
+-- (with `rev`, and `hash` when asked for).
+-- @table Event
+-- @tfield string type what happened: 1 to 255 bytes
+-- @tfield[opt] string data the payload, a string of bytes (any bytes, UTF-8
+--   or not; at most 4 MiB, `odo.core.max_data`); default ""
+-- @tfield[opt] integer ts when: integer milliseconds since the Unix epoch
+--   (default: the time of the append)
+-- @tfield integer rev its revision in the stream, from 1 (given, not taken)
+-- @tfield string hash the chain hash, 32 bytes (given, not taken)
+
 --- Appends one event or an array of events to a stream this node is the
 -- source of; returns once the write is durable (one sync for the call).
 -- @tparam ?string stream a full stream id; nil for the node's own stream
--- @tparam table events `{type=, data=, ts=}` or an array of them
+-- @tparam table events an `Event` `{type=, data=, ts=}` or an array of them
 -- @tparam[opt] table opts `expected` (revision), `sync`
 -- @treturn integer the stream's new last revision
 -- @treturn[2] nil
@@ -390,7 +403,8 @@ end
 --   read with `sub:batches()` in a coroutine
 -- @tparam[opt] table opts `slice` (events per batch, default
 --   policy.slice), `on_caught_up` (`function(sub)`, each time it switches
---   from catching up to live)
+--   from catching up to live: caught up with the local store, which may
+--   itself still be catching up with the swarm; see `caught_up`)
 -- @treturn odo.Subscription
 function Node:subscribe(stream, from, handler, opts)
   check_open(self)
@@ -418,6 +432,23 @@ function Node:compact(stream, upto, cb)
   stream = stream or self.id
   local st = self.store:stream(stream)
   return self.snapshots:compact(stream, upto or (st and st.snapshot) or 0, cb)
+end
+
+--- Whether this node holds a stream as far as the swarm does: true for
+-- its own streams, and for a replicated one once its upstream said it
+-- sent everything (CAUGHT_UP) up to what the store holds; false while it
+-- catches up, has no upstream, or the node has no network. The node's
+-- "caught_up" event `(stream, rev, peer_id)` tells the moment, and
+-- `status()` has it per stream as `caught_up`.
+-- @tparam string stream a stream id
+-- @treturn boolean
+function Node:caught_up(stream)
+  check_open(self)
+  assert(type(stream) == "string", "stream must be a stream id")
+  local st = self.store:stream(stream)
+  if st and st.own then return true end
+  local rev = self.sync and self.sync.caught_up[stream]
+  return rev ~= nil and st ~= nil and rev >= st.last
 end
 
 --- Every peer the node knows: `{id, host, port, state, reason, detail,

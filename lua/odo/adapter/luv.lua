@@ -120,6 +120,11 @@ function Sock:read_start(fn)
   self.tcp:read_start(fn)
 end
 
+--- Stops reading until the next `read_start`.
+function Sock:read_stop()
+  self.tcp:read_stop()
+end
+
 --- Writes data; cb(err) once it reached the kernel.
 function Sock:write(data, cb)
   local ok, err = self.tcp:write(data, cb)

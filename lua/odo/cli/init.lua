@@ -83,16 +83,19 @@ end
 
 local function local_commands(p)
   local append = p:command("append",
-    "Append events; with no DATA, one event per line of stdin. Prints the stream's last revision.")
+    "Append events; with no DATA, one event per line of stdin (with --binary, stdin whole as one). Prints the"
+    .. " stream's last revision.")
   append:option("--dir", "The node's folder."):argname("DIR"):count(1)
   append:option("--type", "The events' type."):argname("TYPE")
   append:option("--stream", "Append to this node's named stream <node id>/NAME (default: its own stream).")
     :argname("NAME")
+  append:flag("--binary", "Take stdin whole as one event (bytes as they are, newlines included).")
+  append:flag("--raw", "The same as --binary.")
   append:argument("data", "Data of one event each."):args("*")
 
   local tail = p:command("tail", "Print a stream's events as JSON lines.")
   tail:option("--dir", "The node's folder."):argname("DIR"):count(1)
-  tail:argument("stream", "Full stream id."):argname("STREAM")
+  tail:argument("stream", "Stream id, or a unique prefix of one (as `odo status` shows them)."):argname("STREAM")
   tail:option("--from", "First revision to print (1 or more; default: the first held). Behind the compaction"
     .. " point, a snapshot line {\"kind\": \"snapshot\", ...} comes first."):argname("REV"):convert(revision)
   tail:flag("-f --follow", "Keep printing new events as they arrive.")
@@ -103,7 +106,8 @@ local function local_commands(p)
 
   local verify = p:command("verify", "Recompute chains and signatures.")
   verify:option("--dir", "The node's folder."):argname("DIR"):count(1)
-  verify:argument("stream", "Full stream id (default: every stream)."):argname("STREAM"):args("?")
+  verify:argument("stream", "Stream id, or a unique prefix of one (default: every stream)."):argname("STREAM")
+    :args("?")
 end
 
 -- A usage error on its way out of argparse (which would exit 1).
@@ -115,7 +119,8 @@ local Usage = {}
 function cli.parser()
   local p = argparse("odo", "A distributed, peer-to-peer, append-only event journal.")
     :command_target("command")
-    :epilog("Exit status: 0 done, 1 failed, 2 wrong usage. 'odo COMMAND --help' describes a command.")
+    :epilog("Exit status: 0 done, 1 failed, 2 wrong usage. 'odo COMMAND --help' describes a command;"
+      .. " docs/CLI.md has the whole contract.")
   cert_commands(p)
   run_command(p)
   local_commands(p)

@@ -1,11 +1,13 @@
---- `odo verify --dir DIR [STREAM]`: recomputes every stream's hash chain
--- and checks its signed heads and snapshot signature; says what is wrong,
--- where. Exit 0 when all is well, 1 otherwise.
+--- The `odo verify` command (LDoc cannot take its usage on this line):
+-- `odo verify --dir DIR [STREAM]` recomputes every stream's hash chain
+-- (or STREAM's: an id or a unique prefix of one) and checks its signed
+-- heads and snapshot signature; says what is wrong, where. Exit 0 when all
+-- is well, 1 otherwise.
 --
 -- @module odo.cli.verify
 local cli = require "odo.cli"
+local Dir = require "odo.cli.dir"
 local Control = require "odo.control"
-local Store = require "odo.store"
 local compat = require "odo.compat"
 
 local function report(result)
@@ -23,22 +25,30 @@ local function report(result)
   return result.ok and 0 or 1
 end
 
-return function(args)
-  for _ = 1, 30 do
-    local answer, err, name = Control.request(args.dir .. "/odo.sock", { cmd = "verify", stream = args.stream })
-    if answer then
-      if not answer.ok then return cli.fail(answer.error) end
-      return report(answer.result)
-    end
-    if name ~= "ENOENT" and name ~= "ECONNREFUSED" then return cli.fail(err) end
-    local store, serr, sname = Store.open(args.dir .. "/store", { create = false })
-    if store then
-      local result = require("odo.verify").run(store, args.stream)
-      store:close()
-      return report(result)
-    end
-    if sname ~= "EBUSY" then return cli.fail(serr) end
-    require("luv").sleep(100)
+-- Through the node: verifying a large store takes a while, and the node
+-- answers when done (no time limit: the connection tells if it dies).
+local function through_node(args, c)
+  c:send { cmd = "verify", stream = args.stream }
+  local answer, err = c:receive()
+  if not answer then return nil, err end
+  if not answer.ok then return nil, answer.error end
+  return answer.result
+end
+
+local function in_store(args, store)
+  local id = args.stream
+  if id then
+    local err
+    id, err = Control.resolve_stream(store, id)
+    if not id then return nil, err end
   end
-  return cli.fail("the store is busy and no node answers")
+  return require("odo.verify").run(store, id)
+end
+
+return function(args)
+  local result, err = Dir.run(args.dir,
+    function(c) return through_node(args, c) end,
+    function(store) return in_store(args, store) end)
+  if not result then return cli.fail(Dir.stream_hint(args.dir, err)) end
+  return report(result)
 end
