@@ -234,7 +234,8 @@ function A.listen_unix(path, on_conn)
   local ok, err, name = server:bind(path)
   if ok then
     uv.fs_chmod(path, 384) -- 0600
-    ok, err, name = server:listen(16, function(lerr)
+    -- a long queue: many `odo` commands may connect at once
+    ok, err, name = server:listen(511, function(lerr)
       if lerr then return end
       local client = uv.new_pipe(false)
       if server:accept(client) then on_conn(wrap(client)) else client:close() end

@@ -46,9 +46,25 @@ function Client.connect(path)
   local self = setmetatable({ uv = uv, pipe = pipe, path = path, inbox = {}, head = 1, tail = 0, writes = 0 },
     Client)
   local result
-  local ok, err = pcall(pipe.connect, pipe, path, function(cerr) result = cerr or true end)
-  if not ok then result = err end
-  while result == nil do uv.run("once") end
+  -- a node whose socket's queue of connections is full answers EAGAIN:
+  -- it is there, busy; try again for a few seconds before saying so
+  for attempt = 1, 50 do
+    result = nil
+    local ok, err = pcall(pipe.connect, pipe, path, function(cerr) result = cerr or true end)
+    if not ok then result = err end
+    while result == nil do uv.run("once") end
+    if not tostring(result):match("^EAGAIN") then break end
+    pipe:close()
+    uv.run("nowait")
+    uv.sleep(math.min(10 * attempt, 200))
+    pipe = uv.new_pipe(false)
+    self.pipe = pipe
+  end
+  if tostring(result):match("^EAGAIN") then
+    self:close()
+    return nil, ("EAGAIN: the node at %s is too busy to take another connection (its queue is full); "
+      .. "try again"):format(path), "EAGAIN"
+  end
   if result ~= true then
     self:close()
     return nil, connect_error(path, result)
