@@ -104,7 +104,8 @@ describe("the control socket under load", function()
       for i = 1, kind == "tail" and 15 or 10 do
         local base = ("%s/%s-%d"):format(tmp, kind, i)
         if kind == "tail" then
-          assert.equal("0", H.read_file(base .. ".rc"):match("%d+"), "tail " .. i .. ": " .. H.read_file(base .. ".err"))
+          local rc = H.read_file(base .. ".rc"):match("%d+")
+          assert.equal("0", rc, "tail " .. i .. ": " .. H.read_file(base .. ".err"))
         end
         local n = 0
         for line in H.read_file(base .. ".out"):gmatch("[^\n]+") do
