@@ -17,6 +17,7 @@ CORE  = build/odo/core.so
 ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
+.PHONY: luajit check-luajit
 .PHONY: all deps test test-build test-asan lint demo bench bench-store bench-local bench-transport bench-sync fuzz fuzz-smoke docs clean check-compat
 
 all: $(CORE)
@@ -122,6 +123,20 @@ check-compat: deps build/lua5.1/odo/core.so
 build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
 	@$(CC) -I/usr/include/lua5.1 $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
+
+# LuaJIT 2.1 (luajit2's headers, as OpenResty and LÖVE run it): the core
+# built against them as build/luajit/odo/core.so, and the same compat smoke
+# run under `luajit` with that core.
+LUAJIT_INC ?= -I/usr/include/luajit-2.1
+
+luajit: build/luajit/odo/core.so
+
+check-luajit: deps build/luajit/odo/core.so
+	@luajit scripts/compat-smoke.lua
+
+build/luajit/odo/core.so: $(SRC) $(wildcard csrc/*.h)
+	@mkdir -p $(dir $@)
+	@$(CC) $(LUAJIT_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
 
 # csrc/*.o and odo/ are what a `luarocks make` in the checkout leaves
 # (rockspec/check builds in a copy); ./odo/core.so would shadow the core
