@@ -31,14 +31,18 @@ local function noop() end
 --   node's run; random by default), `host` (this node's host, for the
 --   in-memory adapter), `max_frame`, `high`, `low` (see core.session),
 --   `handshake_timeout_ms` (default 10000), `protect` (runs callbacks:
---   `function(fn, ...)`, default pcall and print)
+--   `function(fn, ...)`, default pcall and print), `tune_allocator`
+--   (boolean: tune glibc's malloc for the whole process, see
+--   `odo.core.tune_allocator`; `odo run` asks for it, an embedded node
+--   does not by default)
 function Transport.new(opts)
   assert(type(opts) == "table", "Transport.new takes options")
   assert(opts.adapter, "opts.adapter is required")
   assert(opts.tls, "opts.tls (a TLS context) is required")
   local instance = opts.instance or core.random_instance()
-  -- stop glibc giving memory back after every large free (see util.c)
-  core.tune_allocator()
+  -- stop glibc giving memory back after every large free (see util.c):
+  -- process-wide, so only when the program asked for it
+  if opts.tune_allocator then core.tune_allocator() end
   return setmetatable({
     adapter = opts.adapter,
     tls = opts.tls,
