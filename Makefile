@@ -138,6 +138,9 @@ build/luajit/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
 	@$(CC) $(LUAJIT_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
 
+# spec/love_spec.lua runs the LÖVE example, which needs the LuaJIT core.
+test-build: build/luajit/odo/core.so
+
 # csrc/*.o and odo/ are what a `luarocks make` in the checkout leaves
 # (rockspec/check builds in a copy); ./odo/core.so would shadow the core
 # under test through busted's ./?.so.
