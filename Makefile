@@ -17,7 +17,7 @@ CORE  = build/odo/core.so
 ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: luajit check-luajit
+.PHONY: luajit check-luajit bench-embed
 .PHONY: all deps test test-build test-asan lint demo bench bench-store bench-local bench-transport bench-sync fuzz fuzz-smoke docs clean check-compat
 
 all: $(CORE)
@@ -96,6 +96,13 @@ bench-transport: deps all build/bench/tls_pump
 
 bench-sync: deps all build/bench/sync_pipe
 	$(LUA) bench/sync.lua build/bench/sync_pipe
+
+# A host loop stepping a node once per 16 ms frame while it appends and
+# catches up a peer's stream: the steps' p99 and max, under Lua 5.4 and
+# LuaJIT (bench/embed.lua).
+bench-embed: deps all build/luajit/odo/core.so
+	$(LUA) bench/embed.lua
+	luajit bench/embed.lua
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

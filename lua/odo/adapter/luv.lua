@@ -117,9 +117,34 @@ local function wrap(tcp)
   return setmetatable({ tcp = tcp }, Sock)
 end
 
+--- The most time (ms) a socket's reads may take before it yields to the
+-- rest of the loop: libuv reads a ready socket many times in one loop
+-- turn, and each 64 KiB chunk of a catch-up costs the node about 0.7 ms,
+-- so without a budget one turn (a host's `step`) could run for 20 ms and
+-- more. Past the budget the socket stops reading until the next loop
+-- turn (a deferred call); nil: no budget.
+A.read_budget_ms = 1
+
 --- Starts reading: fn(err, data); data is nil at end of stream.
 function Sock:read_start(fn)
-  self.tcp:read_start(fn)
+  local tcp, spent = self.tcp, 0
+  local on_read
+  local function resume()
+    spent = 0
+    if not tcp:is_closing() then tcp:read_start(on_read) end
+  end
+  on_read = function(err, data)
+    local t0 = uv.hrtime()
+    fn(err, data)
+    local budget = A.read_budget_ms
+    if not data or not budget or tcp:is_closing() then return end
+    spent = spent + (uv.hrtime() - t0) / 1e6
+    if spent > budget then
+      tcp:read_stop()
+      A.defer(resume)
+    end
+  end
+  tcp:read_start(on_read)
 end
 
 --- Writes data; cb(err) once it reached the kernel.
