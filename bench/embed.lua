@@ -70,7 +70,8 @@ local function certs()
   for _, name in ipairs({ "source", "host" }) do
     shell(("%s %s cert node --ca %s --out %s"):format(q(LUA), q(root .. "/bin/odo"), q(pki),
       q(pki .. "/" .. name)))
-    t[name] = { ca = pki .. "/ca.pem", cert = pki .. "/" .. name .. "/node.pem", key = pki .. "/" .. name .. "/node.key" }
+    local d = pki .. "/" .. name
+    t[name] = { ca = pki .. "/ca.pem", cert = d .. "/node.pem", key = d .. "/node.key" }
   end
   return t
 end
