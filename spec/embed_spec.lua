@@ -106,6 +106,54 @@ describe("an embedded node", function()
     end)
   end)
 
+  describe("the luv adapter's read budget", function()
+    local budget
+    before_each(function() budget = luv_adapter.read_budget_ms end)
+    after_each(function() luv_adapter.read_budget_ms = budget end)
+
+    -- A socket with `chunks` x 64 KiB waiting in the kernel, read by a
+    -- handler that takes 2 ms per chunk; returns the chunks the first
+    -- loop turn delivered, and every byte once the loop ran to the end.
+    local function first_turn(chunks)
+      local got_sock
+      local server = assert(luv_adapter.listen("127.0.0.1", 0, function(s) got_sock = s end))
+      local client = uv.new_tcp()
+      local written = false
+      client:connect("127.0.0.1", server.port, function(err)
+        assert(not err, err)
+        client:write(("z"):rep(65536 * chunks), function() written = true end)
+      end)
+      assert.is_true(H.luv_until(function() return got_sock and written end, 5000))
+      local calls, bytes = 0, 0
+      got_sock:read_start(function(_, data)
+        calls = calls + 1
+        bytes = bytes + (data and #data or 0)
+        local t = uv.hrtime()
+        repeat until uv.hrtime() - t > 2e6 -- a handler that takes 2 ms
+      end)
+      uv.run("nowait")
+      local first = calls
+      client:shutdown()
+      assert.is_true(H.luv_until(function() return bytes == 65536 * chunks end, 10000))
+      got_sock:close()
+      client:close()
+      server.close()
+      return first, bytes
+    end
+
+    it("stops a socket's reads for the rest of a loop turn once they took longer than the budget", function()
+      luv_adapter.read_budget_ms = 1
+      local first = first_turn(8)
+      assert.equal(1, first)
+    end)
+
+    it("reads on in the same turn without a budget (what the budget prevents)", function()
+      luv_adapter.read_budget_ms = nil
+      local first = first_turn(8)
+      assert.is_true(first > 1, first)
+    end)
+  end)
+
   describe("call shapes", function()
     it("appends with options in a table (stream, expected, sync), and in the old form", function()
       local n = node()
