@@ -17,7 +17,6 @@ CORE  = build/odo/core.so
 ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: luajit check-luajit bench-embed
 .PHONY: all deps test test-build test-asan lint demo bench bench-store bench-local bench-transport bench-sync fuzz fuzz-smoke docs clean check-compat
 
 all: $(CORE)
@@ -135,6 +134,7 @@ build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 # built against them as build/luajit/odo/core.so, and the same compat smoke
 # run under `luajit` with that core.
 LUAJIT_INC ?= -I/usr/include/luajit-2.1
+.PHONY: luajit check-luajit bench-embed
 
 luajit: build/luajit/odo/core.so
 
