@@ -145,7 +145,7 @@ build/luajit/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
 	@$(CC) $(LUAJIT_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
 
-# spec/love_spec.lua runs the LÖVE example, which needs the LuaJIT core.
+# spec/love_e2e_spec.lua and openresty_e2e_spec.lua need the LuaJIT core.
 test-build: build/luajit/odo/core.so
 
 # csrc/*.o and odo/ are what a `luarocks make` in the checkout leaves
