@@ -19,19 +19,23 @@
 -- `read_poll_ms` to see whether their socket was closed, and nginx would
 -- log each of those timeouts.
 -- @module odo.adapter.ngx
-local ffi = require "ffi"
-local semaphore = require "ngx.semaphore"
-
-local ngx = ngx -- luacheck: ignore (the nginx API, a global inside nginx)
-
-pcall(ffi.cdef, [[
-  typedef struct { long tv_sec; long tv_nsec; } odo_ngx_timespec;
-  int clock_gettime(int clk_id, odo_ngx_timespec *tp);
-]])
-local CLOCK_MONOTONIC = 1
-local ts = ffi.new("odo_ngx_timespec")
-
 local M = {}
+
+-- LuaJIT's ffi and lua-resty-core's semaphore, loaded by `new` (inside
+-- nginx), so that this module loads under any Lua
+local ffi, semaphore, ts
+local CLOCK_MONOTONIC = 1
+
+local function load_nginx_parts()
+  if ffi then return end
+  ffi = require "ffi"
+  semaphore = require "ngx.semaphore"
+  pcall(ffi.cdef, [[
+    typedef struct { long tv_sec; long tv_nsec; } odo_ngx_timespec;
+    int clock_gettime(int clk_id, odo_ngx_timespec *tp);
+  ]])
+  ts = ffi.new("odo_ngx_timespec")
+end
 
 local function hrtime()
   ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
@@ -59,6 +63,8 @@ end
 --   (`function(msg)`, default ngx.log at ERR)
 -- @treturn table the adapter
 function M.new(opts)
+  load_nginx_parts()
+  local ngx = rawget(_G, "ngx") -- the nginx API
   opts = opts or {}
   local a = { name = "ngx" }
   local read_poll_ms = opts.read_poll_ms or 200
