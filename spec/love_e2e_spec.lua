@@ -3,8 +3,9 @@
 -- `make test-build`). Two players, one headless and one with a window
 -- under xvfb-run, each a node whose moves are its own stream, replicate
 -- each other's moves over mutual TLS on loopback and exit 0, both showing
--- the same final positions; a failure inside the game exits 1 instead of
--- waiting on LÖVE's error screen.
+-- the same final positions; a game and an `odo run` node see each other's
+-- moves; a failure inside the game exits 1 instead of waiting on LÖVE's
+-- error screen.
 local H = require "helper"
 
 local CORE = H.root .. "/build/luajit/odo/core.so"
@@ -52,6 +53,37 @@ describe("the LÖVE example", function()
     assert.matches("^alice=8@%d+,%d+ bob=8@%d+,%d+$", a_all)
     -- both show the same final position of every player
     assert.equal(a_all, b_all, b_out)
+  end)
+
+  it("plays with an odo run node: each sees the other's moves stream", function()
+    local ports = H.free_ports(2)
+    assert.is_true(select(2, H.odo_cmd("cert", "node", "--ca", pki, "--out", pki .. "/runner")))
+    local run_certs = { ca = pki .. "/ca.pem", cert = pki .. "/runner/node.pem", key = pki .. "/runner/node.key" }
+    local run = H.odo_run { dir = tmp .. "/runner", port = ports[1], certs = run_certs, peers = { ports[2] } }
+    assert.is_true(H.wait(function() local st = H.status(run.dir) return st and st.running end, 15000),
+      H.read_file(run.log))
+    -- the odo run node's own moves, in its "moves" stream as the game writes them
+    for i = 1, 4 do
+      local out, ok = H.odo_cmd("append", "--dir", run.dir, "--stream", "moves", "--type", "move",
+        ("%d,%d,runner"):format(100 + i, 200 + i))
+      assert.is_true(ok, out)
+    end
+    local out, ok = H.run(("timeout 120 love '%s' --headless --dir '%s/carol' %s --listen 127.0.0.1:%d"
+      .. " --name carol --moves 4 --players 2 --timeout 90"):format(GAME, tmp, certs(pki, "carol"), ports[2]))
+    local carol_id = out:match("player (%x+)/moves")
+    H.kill(run.pid)
+    assert.is_true(H.wait(function() return not H.alive(run.pid) end, 10000))
+    assert.is_true(ok, out .. H.read_file(run.log))
+    assert.matches("all players: carol=4@%d+,%d+ runner=4@104,204", out)
+    -- and the odo run node holds the game's moves
+    local tail, tok = H.odo_cmd("tail", "--dir", run.dir, carol_id .. "/moves")
+    assert.is_true(tok, tail)
+    local n = 0
+    for line in tail:gmatch("[^\n]+") do
+      n = n + 1
+      assert.matches('"type":"move"', line)
+    end
+    assert.equal(4, n, tail)
   end)
 
   it("exits 1 with the failure when the game fails, instead of waiting on an error screen", function()
