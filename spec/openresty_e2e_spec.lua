@@ -5,7 +5,8 @@
 -- worker 0 (odo.openresty over odo.adapter.ngx), and an `odo run` node it
 -- dials over mutual TLS. It proves what examples/openresty/README.md
 -- claims: outbound peers only; each side's stream reaches the other;
--- appends through HTTP, served by several workers, all land; a reload's
+-- appends through HTTP, served by several workers, all land; the node
+-- redials a peer that went away; a reload's
 -- new worker takes the store over once the old one closed it; `nginx -s
 -- quit` closes the node cleanly and every acknowledged append is in the
 -- store.
@@ -162,6 +163,26 @@ describe("a node inside nginx", function()
     assert.is_true(H.wait(function() return stream_last(H.status(run.dir), ngx_id) == before + 60 end, 15000))
   end)
 
+  it("redials its peer after the connection was lost", function()
+    local function active()
+      local st = curl(http_port, "/odo/status")
+      for _, p in pairs(st and st.peers or {}) do
+        if p.id == run_id and p.state == "active" then return true end
+      end
+      return false
+    end
+    H.kill(run.pid)
+    assert.is_true(H.wait(function() return not H.alive(run.pid) end, 10000))
+    assert.is_true(H.wait(function() return not active() end, 10000))
+    run = H.odo_run { dir = run.dir, port = run.port,
+      certs = { ca = pki .. "/ca.pem", cert = pki .. "/run/node.pem", key = pki .. "/run/node.key" } }
+    assert.is_true(H.wait(active, 30000), H.read_file(run.log))
+    local before = stream_last(curl(http_port, "/odo/status"), run_id)
+    assert.is_true(select(2, H.odo_cmd("append", "--dir", run.dir, "after the redial")))
+    assert.is_true(H.wait(function() return stream_last(curl(http_port, "/odo/status"), run_id) == before + 1 end,
+      15000))
+  end)
+
   it("hands the store to the new worker on reload once the old one closed it", function()
     local old = curl(http_port, "/odo/status")
     local before = curl(http_port, "/odo/append?type=reloading", "before reload")
@@ -202,6 +223,8 @@ describe("a node inside nginx", function()
     local acked = 0
     for line in H.read_file(answers):gmatch("{[^\n]-}") do
       local r = cjson.decode(line)
+      -- what was not acknowledged says why
+      assert.is_true(r.last ~= nil or (r.error or ""):match("^E[%u]+:") ~= nil, line)
       if r.last then
         acked = acked + 1
         assert.is_string(stored[r.last], "acknowledged revision " .. r.last .. " is not in the store")
