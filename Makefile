@@ -96,13 +96,6 @@ bench-transport: deps all build/bench/tls_pump
 bench-sync: deps all build/bench/sync_pipe
 	$(LUA) bench/sync.lua build/bench/sync_pipe
 
-# A host loop stepping a node once per 16 ms frame while it appends and
-# catches up a peer's stream: the steps' p99 and max, under Lua 5.4 and
-# LuaJIT (bench/embed.lua).
-bench-embed: deps all build/luajit/odo/core.so
-	$(LUA) bench/embed.lua
-	luajit bench/embed.lua
-
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	fuzz/run $(FUZZ_SECONDS)
@@ -144,6 +137,13 @@ check-luajit: deps build/luajit/odo/core.so
 build/luajit/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
 	@$(CC) $(LUAJIT_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
+
+# A host loop stepping a node once per 16 ms frame while it appends and
+# catches up a peer's stream: the steps' p99 and max, under Lua 5.4 and
+# LuaJIT (bench/embed.lua).
+bench-embed: deps all build/luajit/odo/core.so
+	$(LUA) bench/embed.lua
+	luajit bench/embed.lua
 
 # spec/love_e2e_spec.lua and openresty_e2e_spec.lua need the LuaJIT core.
 test-build: build/luajit/odo/core.so
