@@ -151,6 +151,31 @@ build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
 	@$(CC) -I/usr/include/lua5.1 $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
 
+# LuaJIT 2.1 (luajit2's headers, as OpenResty and LÖVE run it): the core
+# built against them as build/luajit/odo/core.so, and the same compat smoke
+# run under `luajit` with that core.
+LUAJIT_INC ?= -I/usr/include/luajit-2.1
+.PHONY: luajit check-luajit bench-embed
+
+luajit: build/luajit/odo/core.so
+
+check-luajit: deps build/luajit/odo/core.so
+	@luajit scripts/compat-smoke.lua
+
+build/luajit/odo/core.so: $(SRC) $(wildcard csrc/*.h)
+	@mkdir -p $(dir $@)
+	@$(CC) $(LUAJIT_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
+
+# A host loop stepping a node once per 16 ms frame while it appends and
+# catches up a peer's stream: the steps' p99 and max, under Lua 5.4 and
+# LuaJIT (bench/embed.lua).
+bench-embed: deps all build/luajit/odo/core.so
+	$(LUA) bench/embed.lua
+	luajit bench/embed.lua
+
+# spec/love_e2e_spec.lua and openresty_e2e_spec.lua need the LuaJIT core.
+test-build: build/luajit/odo/core.so
+
 # csrc/*.o and odo/ are what a `luarocks make` in the checkout leaves
 # (rockspec/check builds in a copy); ./odo/core.so would shadow the core
 # under test through busted's ./?.so.

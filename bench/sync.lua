@@ -95,7 +95,8 @@ end
 -- signed, closes it. Returns the folder, the node id and events/s.
 local function fill_node()
   local d = fresh("source")
-  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = common.fail })
+  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = common.fail,
+    tune_allocator = true })
   local data = ("x"):rep(DATA_BYTES)
   local batch = {}
   for i = 1, BATCH do batch[i] = { type = "bench", data = data } end

@@ -116,7 +116,8 @@ local function append_live(n)
 end
 
 local function run_source()
-  node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail })
+  node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
+    tune_allocator = true })
   local last, hash = last_hash(node, node.id)
   say("port", node.listen.port, node.id, last, hash)
   commands(function(line)
@@ -187,6 +188,7 @@ local function run_replica()
   end
   node = assert(odo.node {
     dir = DIR, tls = TLS, peers = { "127.0.0.1:" .. port }, sync = false, policy = policy, on_error = fail,
+    tune_allocator = true,
   })
   node:on("caught_up", function(stream, rev)
     if stream == source and rev >= n then finish("event") end

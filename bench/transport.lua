@@ -70,7 +70,8 @@ local function run_ours(n, f)
   local ok, res = pcall(function()
     run_until(function() return peer.lines[1] or peer.exited end, 30000, "the receiver's start")
     local port = assert(tonumber(peer.lines[1]), "the receiver did not start: " .. table.concat(peer.lines, " | "))
-    local t = Transport.new { adapter = adapter, tls = sender_tls, port = 1, protect = common.protect }
+    local t = Transport.new { adapter = adapter, tls = sender_tls, port = 1, protect = common.protect,
+      tune_allocator = true }
     local payload = ("x"):rep(f - 5)
     local sent, t0, t1, closed, cipher = 0, nil, nil, nil, nil
     local function pump(conn)

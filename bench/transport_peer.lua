@@ -23,7 +23,7 @@ local fail = common.fail
 local function status(field) return common.proc_kb("self", field) or -1 end
 
 local tls = assert(core.tls_context { ca = arg[1], cert = arg[2], key = arg[3] })
-local t = Transport.new { adapter = adapter, tls = tls, port = 1, protect = common.protect }
+local t = Transport.new { adapter = adapter, tls = tls, port = 1, protect = common.protect, tune_allocator = true }
 local frames, bytes, cipher, finished = 0, 0, "?", false
 local server, conn
 local deadline = uv.new_timer()

@@ -1,7 +1,7 @@
 /* compat.h - the one place that papers over Lua API differences.
  *
- * The core is written against Lua 5.4 and builds on 5.1 (LuaJIT), 5.2 and
- * 5.3 through the macros below, so an OpenResty or LÖVE build can follow
+ * The core is written against Lua 5.4 and builds on 5.1, LuaJIT 2.1, 5.2
+ * and 5.3 through the macros below, so an OpenResty or LÖVE build can follow
  * without a rewrite. Nothing else in csrc/ tests LUA_VERSION_NUM.
  */
 #ifndef ODO_COMPAT_H
@@ -14,10 +14,16 @@
 #if LUA_VERSION_NUM < 502
 /* Lua 5.1 and LuaJIT */
 #define lua_rawlen(L, i) lua_objlen((L), (i))
-#define luaL_newlib(L, l) (lua_newtable(L), luaL_register((L), NULL, (l)))
-#define luaL_setfuncs(L, l, nup) luaL_register((L), NULL, (l))
 #define lua_setuservalue(L, i) lua_setfenv((L), (i))
 #define lua_getuservalue(L, i) lua_getfenv((L), (i))
+/* LuaJIT 2.1 reports 5.1 but its lauxlib.h already has 5.2's
+ * luaL_setfuncs, luaL_testudata, luaL_setmetatable and luaL_newlib
+ * (functions, and macros for the last): it is told apart by the macro
+ * luaL_newlibtable, which it defines with them and PUC 5.1 does not. */
+#ifndef luaL_newlibtable
+#define luaL_newlib(L, l) (lua_newtable(L), luaL_register((L), NULL, (l)))
+/* Every caller passes nup = 0 (no shared upvalues). */
+#define luaL_setfuncs(L, l, nup) luaL_register((L), NULL, (l))
 static inline void *luaL_testudata(lua_State *L, int ud, const char *tname) {
   void *p = lua_touserdata(L, ud);
   if (p == NULL || !lua_getmetatable(L, ud)) return NULL;
@@ -28,6 +34,7 @@ static inline void *luaL_testudata(lua_State *L, int ud, const char *tname) {
 }
 #define luaL_setmetatable(L, tname) \
   (luaL_getmetatable((L), (tname)), lua_setmetatable((L), -2))
+#endif
 /* A buffer of a known size: a userdata on the stack, then a string. */
 static inline char *luaL_buffinitsize(lua_State *L, luaL_Buffer *b, size_t sz) {
   b->L = L;

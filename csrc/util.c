@@ -292,8 +292,9 @@ static int l_mkdirs(lua_State *L) {
  * Keeps glibc's allocator from giving freed memory back to the system
  * after every large free: a node streaming 64 KiB frames otherwise spends
  * most of its time shrinking and regrowing the heap (measured by
- * bench/transport.lua: a third of the throughput). Affects the process;
- * a node with a network calls it. No effect on other C libraries.
+ * bench/transport.lua: a third of the throughput). Process-wide: it
+ * changes malloc for every C library in the process, not just the core,
+ * so only a node asked to (`tune_allocator`, set by `odo run`) calls it.
  * @function tune_allocator
  */
 static int l_tune_allocator(lua_State *L) {

@@ -1,8 +1,10 @@
 -- scripts/compat-smoke.lua - the Lua side on Lua 5.1 (and LuaJIT), with the
 -- core built against the 5.1 headers (build/lua5.1/odo/core.so, made by
--- `make check-compat`, which runs this with `lua5.1`). Loads every module;
+-- `make check-compat`, which runs this with `lua5.1`) or, under LuaJIT,
+-- against LuaJIT 2.1's (build/luajit/odo/core.so, `make check-luajit`). Loads every module;
 -- checks the compat helpers; a store: append, read back, verify; a node on
--- luv: a subscription, group commit, a coroutine, the control socket; the
+-- luv: a subscription, group commit, a coroutine, the control socket; two
+-- nodes replicating over mutual TLS; the
 -- JSON of events (binary data as base64, UTF-8 as text); and bin/odo under
 -- the same interpreter: --help, cert, offline append/tail/status/verify,
 -- and `odo run` answering status/append/tail through its control socket.
@@ -11,7 +13,9 @@
 
 local root = arg and arg[0] and arg[0]:match("^(.*)/scripts/[^/]*$") or "."
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = root .. "/build/lua5.1/?.so;" .. package.cpath
+-- LuaJIT (`make check-luajit`) loads the core built against its own headers
+local core_dir = rawget(_G, "jit") and "luajit" or "lua5.1"
+package.cpath = root .. "/build/" .. core_dir .. "/?.so;" .. package.cpath
 
 local LUA = arg and arg[-1] or "lua5.1" -- the interpreter running this, for bin/odo
 local uv = require "luv"
@@ -89,8 +93,8 @@ end
 
 local function smoke()
   check(_VERSION == "Lua 5.1", "compat-smoke runs under Lua 5.1 or LuaJIT, not", _VERSION)
-  check(core_path and core_path:find("build/lua5.1/odo/core.so", 1, true), "the core built for Lua 5.1 first",
-    core_path, "(make check-compat builds it)")
+  check(core_path and core_path:find("build/" .. core_dir .. "/odo/core.so", 1, true),
+    "the core built for " .. core_dir .. " first", core_path, "(make check-compat or make check-luajit builds it)")
 
   -- ---- every module loads ----------------------------------------------------
   local modules = {}
@@ -257,6 +261,33 @@ local function smoke()
   out, status = odo_cmd("cert", "node", "--ca", pki, "--out", pki .. "/n1")
   local id = out:match("^(%S+)\n$")
   check(status == 0 and id, "odo cert node", out)
+  -- TLS: two nodes in this process replicate each other's streams over
+  -- mutual TLS on loopback
+  out, status = odo_cmd("cert", "node", "--ca", pki, "--out", pki .. "/n2")
+  local id2 = out:match("^(%S+)\n$")
+  check(status == 0 and id2, "odo cert node (a second)", out)
+  local function tls_of(name)
+    return { ca = pki .. "/ca.pem", cert = pki .. "/" .. name .. "/node.pem", key = pki .. "/" .. name .. "/node.key" }
+  end
+  local na = assert(odo.node { dir = tmp .. "/tls-a", tls = tls_of("n1"), listen = "127.0.0.1:0",
+    on_error = function(e) errors[#errors + 1] = e end })
+  local nb = assert(odo.node { dir = tmp .. "/tls-b", tls = tls_of("n2"),
+    peers = { "127.0.0.1:" .. na.listen.port }, on_error = function(e) errors[#errors + 1] = e end })
+  check(na.id == id and nb.id == id2, "the nodes' ids are their certificates'", na.id, nb.id)
+  na:append(nil, { type = "t", data = "from a" })
+  nb:append(nil, { { type = "t", data = "from b" }, { type = "t", data = "again" } })
+  local function holds(n, stream, rev)
+    local st = n.store:stream(stream)
+    return st and st.last >= rev
+  end
+  check(run_until(function() return holds(nb, id, 1) and holds(na, id2, 2) end, 15000),
+    "each node replicates the other's stream over TLS")
+  check(nb:read(id, 1, 1)[1].data == "from a" and na:read(id2, 2, 2)[1].data == "again", "the replicated events")
+  na:close()
+  nb:close()
+  run_until(function() return false end, 50)
+  check(#errors == 0, "no error in the TLS nodes", errors[1])
+
   local rdir, log = tmp .. "/run", tmp .. "/run.log"
   local fd = assert(uv.fs_open(log, "w", 420))
   local exit_code

@@ -11,9 +11,14 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; and the sync events (`odo.sync`), among
+-- `(stream, first)`; "close"; "notice" `(kind, message)` (what the
+-- transport refused or evicted, see `odo.admission`); and the sync events
+-- (`odo.sync`), among
 -- them "caught_up" `(stream, rev, peer_id)`: the stream's upstream sent
 -- everything it holds (caught up with the swarm; see `caught_up`).
+-- Those values as arguments are the old form; `node:on(name, fn, { table =
+-- true })` hands fn one table with them named instead (`odo.emitter` FIELDS:
+-- `{ event = "peer", peer =, old =, new =, reason = }`).
 --
 -- @module odo.node
 local core = require "odo.core"
@@ -77,6 +82,7 @@ local function check_options(opts)
   assert(opts.on_error == nil or type(opts.on_error) == "function", "opts.on_error must be a function")
   assert(opts.sync == nil or type(opts.sync) == "boolean", "opts.sync must be a boolean")
   assert(opts.host == nil or type(opts.host) == "string", "opts.host must be a string")
+  assert(opts.tune_allocator == nil or type(opts.tune_allocator) == "boolean", "opts.tune_allocator must be a boolean")
   local policy = policy_mod.merge(opts.policy)
   if opts.adapter ~= nil then check_adapter(opts.adapter) end
   if opts.tls ~= nil then check_tls(opts.tls) end
@@ -123,6 +129,10 @@ end
 --   `policy` (table): replacements for `odo.policy` defaults.
 --   `sync` (boolean, default true): appends return once durable.
 --   `on_error` (function): the error handler, `function(message)`.
+--   `tune_allocator` (boolean, default false; `odo run` sets it): let a
+--   node with a network tune glibc's malloc for the whole process (every
+--   C library in it) to keep freed memory (`odo.core.tune_allocator`). A
+--   host that embeds a node leaves it off unless it wants that.
 -- Wrong options raise before anything is opened. A failure at run time
 -- (unreadable certificates, a store in use, an address that cannot be
 -- listened on) returns nil, "NAME: message", NAME, with everything opened
@@ -192,6 +202,7 @@ function Node:_start(opts, tls, listen, seeds)
   self.swarm = Swarm.new(self, {
     tls = tls,
     host = opts.host or (listen and listen.host),
+    tune_allocator = opts.tune_allocator,
     handlers = {
       on_active = function(p) self.sync:on_active(p) end,
       on_inactive = function(p) self.sync:on_inactive(p) end,
@@ -296,14 +307,33 @@ end
 
 --- Appends one event or an array of events to a stream this node is the
 -- source of; returns once the write is durable (one sync for the call).
+--
+-- Two call shapes: `node:append(events, opts, cb)` (options in a table,
+-- `opts.stream` the stream; with `cb` it is `append_async`: group commit,
+-- `cb(last)` or `cb(nil, err, name)` once durable, nothing returned), and
+-- the old form `node:append(stream, events, opts)`, which keeps working.
+-- They are told apart by the first argument: a table is the events.
 -- @tparam ?string stream a full stream id; nil for the node's own stream
+--   (new form: the events)
 -- @tparam table events an `Event` `{type=, data=, ts=}` or an array of them
--- @tparam[opt] table opts `expected` (revision), `sync`
+--   (new form: opts)
+-- @tparam[opt] table opts `expected` (revision), `sync`; new form: also
+--   `stream` (new form: the optional callback)
 -- @treturn integer the stream's new last revision
 -- @treturn[2] nil
 -- @treturn[2] string "ECONFLICT: ...", ...
 function Node:append(stream, events, opts)
   check_open(self)
+  if type(stream) == "table" then -- the new form: (events, opts, cb)
+    local ev, o, cb = stream, events, opts
+    assert(o == nil or type(o) == "table", "append(events, opts, cb): opts must be a table or nil")
+    assert(cb == nil or type(cb) == "function", "append(events, opts, cb): cb must be a function or nil")
+    local st = o and o.stream
+    assert(st == nil or type(st) == "string", "opts.stream must be a stream id or nil")
+    if cb then return self:append_async(st, ev, o, cb) end
+    stream, events = st, ev
+    opts = o and { expected = o.expected, sync = o.sync } or nil
+  end
   events = Store.check_events(events, 2)
   local last, err, name = self.store:append(stream, events, opts)
   self:_changed()
@@ -417,8 +447,21 @@ end
 -- `reducer`), in slices; `cb(rev)` or `cb(nil, err)` when stored, always
 -- once. Returns false when no new build starts: one is running (cb gets
 -- its result) or it cannot ("EBUSY", "EINVAL", "ENOENT" go to cb).
-function Node:snapshot(stream, cb, reducer)
+--
+-- Two call shapes: `node:snapshot(stream, opts, cb)` with `opts.reducer`,
+-- and the old form `node:snapshot(stream, cb, reducer)`, which keeps
+-- working. A table (or nil followed by a function) second is the new form.
+-- @tparam ?string stream a stream id; nil for the node's own stream
+-- @tparam[opt] table|function opts `{reducer =}` (old form: cb)
+-- @tparam[opt] function|table|string cb (old form: the reducer)
+function Node:snapshot(stream, opts, cb)
   check_open(self)
+  local reducer
+  if type(opts) == "table" or (opts == nil and type(cb) == "function") then -- the new form
+    reducer = opts and opts.reducer
+  else -- the old form: (stream, cb, reducer)
+    cb, reducer = opts, cb
+  end
   assert(cb == nil or type(cb) == "function", "cb must be a function or nil")
   assert(policy_mod.valid_reducer(reducer),
     "reducer must be \"kv\", \"last\" or { name = string, reduce = function(state, events), ... }")
@@ -490,6 +533,44 @@ end
 --- Runs the loop (luv: until nothing is left; see `close`).
 function Node:run()
   return self.adapter.run()
+end
+
+-- ---- driven by a host's loop (lua-http's pollable objects) --------------------------
+
+--- Runs the work that is ready (I/O, due timers, deferred calls) without
+-- waiting longer than `timeout_ms` (default 0: never waits) for more; for
+-- a host that owns the loop (a game's frame, a scheduler). With luv this
+-- steps luv's whole loop, so every node and handle on it. Not from inside
+-- one of the node's callbacks. Works after `close`, to let closing
+-- handles finish. Needs an adapter with `step` (luv has it).
+-- @tparam[opt] number timeout_ms the longest wait for I/O
+-- @treturn boolean true
+function Node:step(timeout_ms)
+  assert(timeout_ms == nil or (type(timeout_ms) == "number" and timeout_ms >= 0),
+    "step(timeout_ms): timeout_ms must be a number >= 0 or nil")
+  assert(type(self.adapter.step) == "function", "this node's adapter has no step (see docs/ADAPTERS.md)")
+  self.adapter.step(timeout_ms or 0)
+  return true
+end
+
+--- When the node next needs a `step`, in milliseconds from now: 0 when
+-- work is ready, the time to the next due timer otherwise, nil when the
+-- adapter cannot tell (or nothing is due). Sockets ready for reading are
+-- not known in advance: a host also steps when `pollfd()` is readable, or
+-- at least every frame.
+-- @treturn ?number
+function Node:timeout()
+  if type(self.adapter.timeout) ~= "function" then return nil end
+  return self.adapter.timeout()
+end
+
+--- A descriptor that becomes readable when the node has I/O to handle
+-- (luv: the loop's backend descriptor), for hosts that poll descriptors;
+-- nil when the adapter has none.
+-- @treturn ?integer
+function Node:pollfd()
+  if type(self.adapter.pollfd) ~= "function" then return nil end
+  return self.adapter.pollfd()
 end
 
 --- Closes subscriptions, timers and the store. Pending group commits are

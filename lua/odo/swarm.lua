@@ -49,6 +49,7 @@ function Swarm.new(node, opts)
     host = opts.host,
     handshake_timeout_ms = self.policy.handshake_timeout_ms,
     max_frame = self.policy.max_frame_bytes,
+    tune_allocator = opts.tune_allocator,
     protect = function(fn, ...) return node:_protect(fn, ...) end,
     admission = {
       max_handshakes = self.policy.max_handshakes,

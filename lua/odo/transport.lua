@@ -33,14 +33,18 @@ local function noop() end
 --   in-memory adapter), `max_frame`, `high`, `low` (see core.session),
 --   `handshake_timeout_ms` (default 10000), `protect` (runs callbacks:
 --   `function(fn, ...)`, default pcall and print), `admission` (the
---   bounds on unauthenticated incoming connections: see `odo.admission`)
+--   bounds on unauthenticated incoming connections: see `odo.admission`),
+--   `tune_allocator` (boolean: tune glibc's malloc for the whole process,
+--   see `odo.core.tune_allocator`; `odo run` asks for it, an embedded node
+--   does not by default)
 function Transport.new(opts)
   assert(type(opts) == "table", "Transport.new takes options")
   assert(opts.adapter, "opts.adapter is required")
   assert(opts.tls, "opts.tls (a TLS context) is required")
   local instance = opts.instance or core.random_instance()
-  -- stop glibc giving memory back after every large free (see util.c)
-  core.tune_allocator()
+  -- stop glibc giving memory back after every large free (see util.c):
+  -- process-wide, so only when the program asked for it
+  if opts.tune_allocator then core.tune_allocator() end
   local admission = opts.admission or {}
   admission.adapter = opts.adapter
   return setmetatable({

@@ -33,6 +33,7 @@ end
 --- Calls fn once after ms milliseconds; returns a handle with stop().
 function A.timer(ms, fn)
   local t = uv.new_timer()
+  uv.update_time() -- a host may not have stepped the loop for a while
   t:start(math.max(0, math.floor(ms)), 0, function()
     t:close()
     fn()
@@ -43,6 +44,7 @@ end
 --- Calls fn every ms milliseconds; returns a handle with stop().
 function A.every(ms, fn)
   local t = uv.new_timer()
+  uv.update_time()
   ms = math.max(1, math.floor(ms))
   t:start(ms, ms, fn)
   return stopper(t)
@@ -115,9 +117,34 @@ local function wrap(tcp)
   return setmetatable({ tcp = tcp }, Sock)
 end
 
+--- The most time (ms) a socket's reads may take before it yields to the
+-- rest of the loop: libuv reads a ready socket many times in one loop
+-- turn, and each 64 KiB chunk of a catch-up costs the node about 0.7 ms,
+-- so without a budget one turn (a host's `step`) could run for 20 ms and
+-- more. Past the budget the socket stops reading until the next loop
+-- turn (a deferred call); nil: no budget.
+A.read_budget_ms = 1
+
 --- Starts reading: fn(err, data); data is nil at end of stream.
 function Sock:read_start(fn)
-  self.tcp:read_start(fn)
+  local tcp, spent = self.tcp, 0
+  local on_read
+  local function resume()
+    spent = 0
+    if not tcp:is_closing() then tcp:read_start(on_read) end
+  end
+  on_read = function(err, data)
+    local t0 = uv.hrtime()
+    fn(err, data)
+    local budget = A.read_budget_ms
+    if not data or not budget or tcp:is_closing() then return end
+    spent = spent + (uv.hrtime() - t0) / 1e6
+    if spent > budget then
+      tcp:read_stop()
+      A.defer(resume)
+    end
+  end
+  tcp:read_start(on_read)
 end
 
 --- Stops reading until the next `read_start`.
@@ -314,9 +341,39 @@ function A.run()
   return uv.run()
 end
 
---- Runs one loop iteration without blocking (for hosts with their own loop).
-function A.step()
-  return uv.run("nowait")
+-- Wakes a step that waits for I/O once its timeout is up (unref'd: it
+-- never keeps the loop alive by itself).
+local step_timer
+
+--- Runs one loop iteration (for hosts with their own loop): what is ready
+-- now, waiting at most `timeout_ms` (default 0: not at all) for I/O or a
+-- timer when nothing is. Not from inside a loop callback.
+function A.step(timeout_ms)
+  if not timeout_ms or timeout_ms <= 0 then return uv.run("nowait") end
+  if not step_timer then
+    step_timer = uv.new_timer()
+    step_timer:unref()
+  end
+  step_timer:start(math.max(1, math.floor(timeout_ms)), 0, function() end)
+  local r = uv.run("once")
+  step_timer:stop()
+  return r
+end
+
+--- Milliseconds until the loop next has work (0: now), nil when only
+-- I/O can bring more (no timer due).
+function A.timeout()
+  local ms = uv.backend_timeout()
+  if ms < 0 then return nil end
+  return ms
+end
+
+--- The loop's backend descriptor (epoll): readable when `step` has I/O
+-- to handle.
+function A.pollfd()
+  local fd = uv.backend_fd()
+  if fd and fd >= 0 then return fd end
+  return nil
 end
 
 -- Whether a handle of the loop is closing: closed, its close callback not
@@ -351,7 +408,10 @@ function A.shutdown()
   if sigpipe and not sigpipe:is_closing() then
     sigpipe:close()
   end
-  idle, sigpipe = nil, nil
+  if step_timer and not step_timer:is_closing() then
+    step_timer:close()
+  end
+  idle, sigpipe, step_timer = nil, nil, nil
   queue = {}
   A.settle()
 end

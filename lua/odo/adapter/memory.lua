@@ -214,7 +214,8 @@ function M.new(start_ms)
 
   function a.tap(fn) tap = fn end
 
-  a.step = a.drain
+  -- step(timeout_ms): runs what is queued; the manual clock never waits
+  function a.step() return a.drain() end
   a.run = a.drain
   return a
 end

@@ -70,6 +70,7 @@ local function node_options(args, conf, on_error)
     policy = conf.policy,
     sync = conf.sync,
     on_error = on_error,
+    tune_allocator = true, -- the process is ours (see odo.node)
   }
 end
 

@@ -1,0 +1,210 @@
+-- bench/embed.lua - what an embedded node costs its host's frames.
+--
+-- A host loop (a game's, say) runs 16 ms frames and steps the node once
+-- per frame (`node:step(0)`); meanwhile the node appends 16 events per
+-- frame (1,000 events/s) with group commit and catches up a 200,000-event
+-- stream from a peer (`odo run` in a child process, over mutual TLS on
+-- loopback). Prints, per run, how long the steps took: frame_p50_ms,
+-- frame_p99_ms and frame_max_ms (goals: p99 <= 2 ms, max <= 8 ms), the
+-- catch-up time and the append rate reached. Three runs in the same
+-- invocation: appends durable (each group commit syncs, on the loop
+-- thread: inside a step); not durable (sync = false), the baseline: the
+-- difference is what the sync costs a frame; and durable again without
+-- the luv adapter's read budget (`read_budget_ms`), to show what it buys.
+--
+-- Runs under Lua 5.4 or LuaJIT (`make bench-embed` runs both); plain Lua
+-- 5.1 syntax. Each run lasts until the catch-up is done and at least
+-- BENCH_SECONDS (default 10); BENCH_EVENTS (default 200000) and
+-- BENCH_FRAMES_MAX (default 20000) shorten it.
+-- luacheck: std min
+local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
+local jit_core = rawget(_G, "jit") ~= nil
+package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
+package.cpath = root .. (jit_core and "/build/luajit" or "/build") .. "/?.so;" .. package.cpath
+
+local uv = require "luv"
+local odo = require "odo"
+
+local LUA = arg[-1] or "lua5.4"
+local N = tonumber(os.getenv("BENCH_EVENTS")) or 200000
+local FRAMES_MAX = tonumber(os.getenv("BENCH_FRAMES_MAX")) or 20000
+local MIN_SECONDS = tonumber(os.getenv("BENCH_SECONDS")) or 10 -- and at least this long
+local FRAME_MS = 16
+local PER_FRAME = 16 -- appends per frame: 1,000 events/s
+local DATA = ("x"):rep(64)
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function shell(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1")
+  local out = p:read("*a")
+  local ok = p:close()
+  if not ok then error(cmd .. " failed:\n" .. out, 0) end
+  return out
+end
+
+local tmp = shell("mktemp -d /tmp/odo-bench-embed.XXXXXX"):match("[^\n]+")
+local peer -- the child process: {handle, exited}
+
+local function fail(msg) error(msg, 0) end
+
+local function run_until(cond, ms, what)
+  local deadline = uv.now() + ms
+  local wake = uv.new_timer()
+  wake:start(5, 5, function() end)
+  while not cond() and uv.now() < deadline do
+    uv.run("once")
+    uv.update_time()
+  end
+  wake:close()
+  if not cond() then fail(what .. " did not finish within " .. ms / 1000 .. " s") end
+end
+
+local function pct(sorted, p) return sorted[math.max(1, math.ceil(#sorted * p))] end
+
+-- ---- the peer: a node holding N events of its own stream ----------------------------
+
+local function certs()
+  local pki = tmp .. "/pki"
+  shell(("%s %s cert ca --out %s"):format(q(LUA), q(root .. "/bin/odo"), q(pki)))
+  local t = {}
+  for _, name in ipairs({ "source", "host" }) do
+    shell(("%s %s cert node --ca %s --out %s"):format(q(LUA), q(root .. "/bin/odo"), q(pki),
+      q(pki .. "/" .. name)))
+    local d = pki .. "/" .. name
+    t[name] = { ca = pki .. "/ca.pem", cert = d .. "/node.pem", key = d .. "/node.key" }
+  end
+  return t
+end
+
+-- Fills the source's store (its heads signed) and closes it.
+local function fill(tls)
+  local dir = tmp .. "/source"
+  local node = assert(odo.node { dir = dir, tls = tls, sync = false })
+  local batch = {}
+  for i = 1, 1000 do batch[i] = { type = "bench", data = DATA } end
+  for _ = 1, N / 1000 do assert(node:append(nil, batch)) end
+  local id, store = node.id, node.store
+  run_until(function() return store:head_find(id, store:stream(id).last) ~= nil end, 300000,
+    "signing the source's heads")
+  node:close()
+  require("odo.adapter.luv").shutdown()
+  uv.run("nowait")
+  return dir, id
+end
+
+local function start_peer(dir, tls)
+  local out = uv.new_pipe(false)
+  local p = { lines = "" }
+  local args = { root .. "/bin/odo", "run", "--dir", dir, "--listen", "127.0.0.1:0", "--ca", tls.ca,
+    "--cert", tls.cert, "--key", tls.key }
+  p.handle = assert(uv.spawn(LUA, { args = args, stdio = { nil, nil, out } }, function(code)
+    p.exited = code
+  end))
+  out:read_start(function(err, data)
+    if err or not data then
+      if not out:is_closing() then out:close() end
+      return
+    end
+    p.lines = p.lines .. data
+  end)
+  run_until(function() return p.lines:match("listening on 127%.0%.0%.1:%d+") or p.exited end, 60000,
+    "the peer's start")
+  p.port = tonumber(p.lines:match("listening on 127%.0%.0%.1:(%d+)"))
+  if not p.port then fail("the peer did not start: " .. p.lines) end
+  return p
+end
+
+-- ---- one run: the host loop ----------------------------------------------------------
+
+local function run(durable, tls, source_id, serial)
+  local node = assert(odo.node {
+    dir = tmp .. "/host-" .. serial, tls = tls, peers = { "127.0.0.1:" .. peer.port }, sync = durable,
+    on_error = function(e) io.stderr:write("embed: ", tostring(e), "\n") end,
+  })
+  local steps, appended, answered = {}, 0, 0
+  local t_start = uv.hrtime()
+  local caught_up_s
+  local events = {}
+  for i = 1, PER_FRAME do events[i] = { type = "frame", data = DATA } end
+  local function on_append(last, err)
+    if not last then fail("append: " .. tostring(err)) end
+    answered = answered + PER_FRAME
+  end
+  for _ = 1, FRAMES_MAX do
+    local frame_start = uv.hrtime()
+    -- the host's frame: this frame's events, then one step of the node
+    node:append(events, nil, on_append)
+    appended = appended + PER_FRAME
+    local t0 = uv.hrtime()
+    node:step(0)
+    steps[#steps + 1] = (uv.hrtime() - t0) / 1e6
+    local st = node.store:stream(source_id)
+    if not caught_up_s and st and st.last >= N then caught_up_s = (uv.hrtime() - t_start) / 1e9 end
+    if caught_up_s and (uv.hrtime() - t_start) / 1e9 >= MIN_SECONDS then break end
+    local left = FRAME_MS - (uv.hrtime() - frame_start) / 1e6
+    if left >= 1 then uv.sleep(math.floor(left)) end -- the rest of the frame: drawing
+  end
+  local elapsed = (uv.hrtime() - t_start) / 1e9
+  node:close()
+  require("odo.adapter.luv").shutdown()
+  for _ = 1, 10 do uv.run("nowait") end
+  if not caught_up_s then fail(("the catch-up did not finish in %d frames"):format(FRAMES_MAX)) end
+  table.sort(steps)
+  local sum = 0
+  for _, s in ipairs(steps) do sum = sum + s end
+  return {
+    frames = #steps,
+    p50 = pct(steps, 0.5), p99 = pct(steps, 0.99), max = steps[#steps], mean = sum / #steps,
+    catchup_s = caught_up_s, append_rate = answered / elapsed, appended = appended,
+  }
+end
+
+-- ---- main ---------------------------------------------------------------------------------
+
+local function main()
+  local interp = jit_core and rawget(_G, "jit").version or _VERSION
+  local tls = certs()
+  local t0 = uv.hrtime()
+  local dir, source_id = fill(tls.source)
+  io.write(("embed (%s): source filled with %d events in %.1f s\n"):format(interp, N, (uv.hrtime() - t0) / 1e9))
+  peer = start_peer(dir, tls.source)
+  local results = {}
+  local luv_adapter = require "odo.adapter.luv"
+  local budget = luv_adapter.read_budget_ms
+  local runs = {
+    { name = "durable", durable = true },
+    { name = "no-sync", durable = false },
+    { name = "no-budget", durable = true, read_budget = false }, -- durable, reads unbounded per turn
+  }
+  for i, c in ipairs(runs) do
+    luv_adapter.read_budget_ms = c.read_budget == false and nil or budget
+    local r = run(c.durable, tls.host, source_id, i)
+    results[c.name] = r
+    io.write(("embed (%s): %-10s frames=%d frame_p50_ms=%.2f frame_p99_ms=%.2f frame_max_ms=%.2f"
+      .. " frame_mean_ms=%.2f catchup_s=%.1f appends_per_s=%.0f\n"):format(interp,
+      c.name, r.frames, r.p50, r.p99, r.max, r.mean, r.catchup_s, r.append_rate))
+    io.stdout:flush()
+  end
+  luv_adapter.read_budget_ms = budget
+  local d, b, u = results["durable"], results["no-sync"], results["no-budget"]
+  io.write(("embed (%s): the sync on the loop costs a step p99 %+.2f ms (x%.2f), max %+.2f ms;"
+    .. " the read budget saves p99 %.2f ms, max %.2f ms; goals p99 <= 2 ms: %s, max <= 8 ms: %s\n"):format(interp,
+    d.p99 - b.p99, d.p99 / b.p99, d.max - b.max, u.p99 - d.p99, u.max - d.max,
+    d.p99 <= 2 and "met" or "missed", d.max <= 8 and "met" or "missed"))
+end
+
+local ok, err = xpcall(main, debug.traceback)
+if peer and peer.handle and not peer.handle:is_closing() then
+  peer.handle:kill("sigterm")
+  local deadline = uv.now() + 5000
+  while peer.exited == nil and uv.now() < deadline do uv.run("once") end
+  peer.handle:close()
+end
+uv.walk(function(h) if not h:is_closing() then h:close() end end)
+uv.run()
+os.execute("rm -rf " .. q(tmp))
+if not ok then
+  io.stderr:write("embed: ", tostring(err), "\n")
+  os.exit(1)
+end
