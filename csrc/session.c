@@ -248,16 +248,15 @@ bye : {
 }
 
 static void parse_frames(lua_State *L, int ev, odo_session *s, double now) {
-  char err[160];
+  odo_err e = {0};
   while (s->state != ODO_SESSION_CLOSED) {
     uint8_t type;
     const uint8_t *payload;
     size_t plen, used;
     int rc = odo_frame_next(s->in.p + s->in_off, s->in.len - s->in_off,
-                            s->max_frame, &type, &payload, &plen, &used, err,
-                            sizeof err);
+                            s->max_frame, &type, &payload, &plen, &used, &e);
     if (rc == 0) break;
-    if (rc < 0) return session_fail(L, ev, s, ODO_BYE_PROTOCOL, err);
+    if (rc < 0) return session_fail(L, ev, s, ODO_BYE_PROTOCOL, e.msg);
     s->in_off += used;
     on_frame(L, ev, s, type, payload, plen, now);
   }
@@ -387,7 +386,7 @@ static int hex_id(const char *hex, uint8_t out[32]) {
 static int l_session(lua_State *L) {
   odo_tls *t = odo_tls_check(L, 1);
   odo_session *s;
-  char err[300];
+  odo_err e = {0};
   int opts = lua_istable(L, 2) ? 2 : 0;
   s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
@@ -419,8 +418,8 @@ static int l_session(lua_State *L) {
     s->ours.version = (uint16_t)odo_fieldu64(L, opts, "_version", ODO_PROTOCOL_VERSION);
     s->no_hello = odo_fieldbool(L, opts, "_no_hello", 0);
   }
-  s->ssl = odo_tls_engine(t, s->server, err, sizeof err);
-  if (s->ssl == NULL) return odo_fail(L, "ETLS", "%s", err);
+  s->ssl = odo_tls_engine(t, s->server, &e);
+  if (s->ssl == NULL) return odo_err_push(L, &e);
   s->state = ODO_SESSION_HANDSHAKE;
   return 1;
 }

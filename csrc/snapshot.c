@@ -40,14 +40,7 @@ typedef struct kv_map {
   size_t cap, used, live; /* used counts deleted slots too */
 } kv_map;
 
-static uint64_t kv_hash(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (uint8_t)p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+static uint64_t kv_hash(const char *p, size_t n) { return odo_fnv1a(p, n); }
 
 static void kv_free(kv_map *m) {
   for (size_t i = 0; i < m->cap; i++) {

@@ -25,19 +25,6 @@
 
 /* ---- errors ---------------------------------------------------------- */
 
-int odo_err_set(odo_err *e, const char *name, const char *fmt, ...) {
-  va_list ap;
-  e->name = name;
-  va_start(ap, fmt);
-  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-  va_end(ap);
-  return 0;
-}
-
-int odo_err_push(lua_State *L, const odo_err *e) {
-  return odo_fail(L, e->name, "%s", e->msg);
-}
-
 int odo_iter_ok(leveldb_iterator_t *it, odo_err *e, const char *doing) {
   char *err = NULL;
   leveldb_iter_get_error(it, &err);
@@ -153,12 +140,7 @@ int odo_store_get(odo_store *s, const uint8_t *key, size_t klen, char **raw,
 /* ---- the catalogue in memory ------------------------------------------- */
 
 static uint64_t hash_id(const char *id, size_t len) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < len; i++) {
-    h ^= (uint8_t)id[i];
-    h *= 1099511628211ull;
-  }
-  return h;
+  return odo_fnv1a(id, len);
 }
 
 odo_stream *odo_store_find(odo_store *s, const char *id, size_t len) {
@@ -446,13 +428,10 @@ int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
   }
   for (size_t i = 0; i < s->ntouched; i++) {
     odo_stream *st = s->touched[i];
-    uint64_t old_last = st->is_new ? 0 : st->cat.last;
     st->cat = st->staged;
     st->in_txn = 0;
     st->is_new = 0;
     note_changed(s, st);
-    for (odo_store_listener *l = s->listeners; l; l = l->next)
-      l->on_advance(l->ud, st, old_last + 1, st->cat.last);
   }
   s->ntouched = 0;
   s->txn_open = 0;
@@ -462,19 +441,6 @@ nomem:
   odo_buf_free(&key);
   odo_txn_abort(s);
   return odo_err_set(e, "ENOMEM", "out of memory staging a write");
-}
-
-void odo_store_add_listener(odo_store *s, odo_store_listener *l) {
-  l->next = s->listeners;
-  s->listeners = l;
-}
-
-void odo_store_remove_listener(odo_store *s, odo_store_listener *l) {
-  for (odo_store_listener **pp = &s->listeners; *pp; pp = &(*pp)->next)
-    if (*pp == l) {
-      *pp = l->next;
-      return;
-    }
 }
 
 /* ---- metadata and opening ---------------------------------------------- */

@@ -46,27 +46,6 @@ typedef struct odo_stream {
   struct odo_stream *next; /* hash bucket chain */
 } odo_stream;
 
-/* A failure: a luv-style NAME and a message a person can act on. */
-typedef struct odo_err {
-  const char *name;
-  char msg[400];
-} odo_err;
-
-int odo_err_set(odo_err *e, const char *name, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-int odo_err_push(lua_State *L, const odo_err *e);
-
-/* Something in C (the sync engine) that wants to hear of every commit
- * that advanced a stream, without a call into Lua. */
-typedef struct odo_store_listener {
-  void (*on_advance)(void *ud, odo_stream *st, uint64_t from, uint64_t to);
-  void *ud;
-  struct odo_store_listener *next;
-} odo_store_listener;
-
 typedef struct odo_iter odo_iter;
 
 /* Something that holds LevelDB resources of a store (a snapshot builder
@@ -104,7 +83,6 @@ typedef struct odo_store {
   /* streams advanced since Lua last asked (store:changes()) */
   odo_stream **changed;
   size_t nchanged, capchanged;
-  odo_store_listener *listeners;
   odo_iter *iters; /* open iterators, closed with the store */
   odo_dependent *dependents; /* released before the store closes */
   odo_buf val;     /* scratch for encoding values */
@@ -260,9 +238,6 @@ void odo_reader_close(odo_reader *r);
 
 void odo_store_add_dependent(odo_store *s, odo_dependent *d);
 void odo_store_remove_dependent(odo_store *s, odo_dependent *d);
-
-void odo_store_add_listener(odo_store *s, odo_store_listener *l);
-void odo_store_remove_listener(odo_store *s, odo_store_listener *l);
 
 /* Lua methods defined in the store's other files. */
 int odo_store_l_append(lua_State *L);

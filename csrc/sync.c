@@ -190,14 +190,6 @@ static size_t source_len(const char *id, size_t len) {
 
 /* ---- building frames ----------------------------------------------------------- */
 
-static int put_str8(odo_buf *b, const void *p, size_t n) {
-  return n <= 255 && odo_buf_add_u8(b, (uint8_t)n) && odo_buf_add(b, p, n);
-}
-
-static int put_str16(odo_buf *b, const void *p, size_t n) {
-  return n <= 65535 && odo_buf_add_be16(b, (uint16_t)n) && odo_buf_add(b, p, n);
-}
-
 /* Empties the shared output buffer: every Lua-facing builder starts with
  * it, so a frame left half built by an argument error is never sent. */
 static void out_reset(odo_sync *y) {
@@ -217,9 +209,9 @@ static int send_out(odo_sync *y, sync_peer *p, unsigned frames) {
 static void send_refused(odo_sync *y, sync_peer *p, const char *id, size_t len,
                          uint16_t code, const char *why) {
   size_t f = odo_frame_begin(&y->out, ODO_MSG_REFUSED);
-  put_str8(&y->out, id, len);
+  odo_buf_add_str8(&y->out, id, len);
   odo_buf_add_be16(&y->out, code);
-  put_str16(&y->out, why, strlen(why));
+  odo_buf_add_str16(&y->out, why, strlen(why));
   odo_frame_end(&y->out, f);
   send_out(y, p, 1);
 }
@@ -227,7 +219,7 @@ static void send_refused(odo_sync *y, sync_peer *p, const char *id, size_t len,
 static void send_caught_up(odo_sync *y, sync_peer *p, sync_sub *sub,
                            uint64_t rev) {
   size_t f = odo_frame_begin(&y->out, ODO_MSG_CAUGHT_UP);
-  put_str8(&y->out, sub->stream, sub->len);
+  odo_buf_add_str8(&y->out, sub->stream, sub->len);
   odo_buf_add_be64(&y->out, rev);
   odo_frame_end(&y->out, f);
   send_out(y, p, 1);
@@ -273,11 +265,11 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
   n = sub->snap.data_len - sub->snap_off;
   if (n > ODO_SNAPSHOT_CHUNK) n = ODO_SNAPSHOT_CHUNK;
   f = odo_frame_begin(&y->out, ODO_MSG_SNAPSHOT);
-  put_str8(&y->out, sub->stream, sub->len);
+  odo_buf_add_str8(&y->out, sub->stream, sub->len);
   odo_buf_add_be64(&y->out, sub->snap_rev);
   odo_buf_add(&y->out, sub->snap_hash, ODO_HASH_LEN);
-  put_str8(&y->out, sub->snap.format, sub->snap.format_len);
-  put_str16(&y->out, sub->snap.sig, sub->snap.sig_len);
+  odo_buf_add_str8(&y->out, sub->snap.format, sub->snap.format_len);
+  odo_buf_add_str16(&y->out, sub->snap.sig, sub->snap.sig_len);
   odo_buf_add_be32(&y->out, (uint32_t)sub->snap.data_len);
   odo_buf_add_be32(&y->out, (uint32_t)sub->snap_off);
   odo_buf_add(&y->out, sub->snap.data + sub->snap_off, n);
@@ -330,7 +322,7 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   mid = from + (*end - next) / 2;
   if (!odo_reader_open(y->store, src, from, from + (*end - next), &r, e)) return -1;
   f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
-  put_str8(&y->out, st->id, st->id_len);
+  odo_buf_add_str8(&y->out, st->id, st->id_len);
   odo_buf_add_be64(&y->out, next);
   count_at = y->out.len;
   odo_buf_add_be32(&y->out, 0);
@@ -343,7 +335,7 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
       break;
     }
     odo_buf_add_be64(&y->out, ev.ts);
-    put_str8(&y->out, ev.type, ev.type_len);
+    odo_buf_add_str8(&y->out, ev.type, ev.type_len);
     odo_buf_add_be32(&y->out, (uint32_t)ev.data_len);
     odo_buf_add(&y->out, ev.data, ev.data_len);
     if (y->tamper == TAMPER_DATA && ev.rev == mid) y->out.p[y->out.len - 1] ^= 0x20;
@@ -376,7 +368,7 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   odo_put_be32(y->out.p + count_at, count);
   odo_buf_add_be64(&y->out, h.rev);
   odo_buf_add(&y->out, h.hash, ODO_HASH_LEN);
-  put_str16(&y->out, h.sig, h.sig_len);
+  odo_buf_add_str16(&y->out, h.sig, h.sig_len);
   odo_frame_end(&y->out, f);
   if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
     y->out.len = f;
@@ -1254,7 +1246,7 @@ static int l_subscribe(lua_State *L) {
         memcpy((*w)->stream, id, sl);
         (*w)->len = sl;
       }
-      put_str8(&y->out, id, sl);
+      odo_buf_add_str8(&y->out, id, sl);
       odo_buf_add_be64(&y->out, from);
       lua_pop(L, 2);
     }
@@ -1294,7 +1286,7 @@ static int l_unsubscribe(lua_State *L) {
     sync_want **w;
     lua_rawgeti(L, 3, (lua_Integer)i);
     id = lua_tolstring(L, -1, &sl);
-    put_str8(&y->out, id, sl);
+    odo_buf_add_str8(&y->out, id, sl);
     w = find_want(p, id, sl);
     if (*w) {
       sync_want *x = *w;
@@ -1357,7 +1349,7 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
     memcpy(srcs[nsrc], st->id, ODO_NODE_ID_HEX);
     srcs[nsrc][ODO_NODE_ID_HEX] = '\0';
     nsrc++;
-    put_str16(&keys, der.p, der.len);
+    odo_buf_add_str16(&keys, der.p, der.len);
   }
   f = odo_frame_begin(&y->out, ODO_MSG_CATALOGUE);
   odo_buf_add_u8(&y->out, full ? 1 : 0);
@@ -1376,7 +1368,7 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
     }
     for (uint16_t j = 0; j < nsrc; j++)
       if (st->src_len == ODO_NODE_ID_HEX && memcmp(srcs[j], st->id, ODO_NODE_ID_HEX) == 0) k = j;
-    put_str8(&y->out, st->id, st->id_len);
+    odo_buf_add_str8(&y->out, st->id, st->id_len);
     odo_buf_add_be64(&y->out, st->cat.first);
     odo_buf_add_be64(&y->out, st->cat.last);
     odo_buf_add_be64(&y->out, st->cat.snap);

@@ -21,6 +21,7 @@
 
 #include "session.h"
 #include "sign.h"
+#include "store.h"
 
 enum {
   ODO_MSG_CATALOGUE = 0x10,

@@ -95,14 +95,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *p = data + off, *payload = NULL;
     size_t n = size - off, plen = 0, used = 0, k;
     uint8_t type = 0;
-    char err[160] = "";
-    int rc = odo_frame_next(p, n, max_frame, &type, &payload, &plen, &used,
-                            err, sizeof err);
+    odo_err e = {0};
+    int rc = odo_frame_next(p, n, max_frame, &type, &payload, &plen, &used, &e);
     if (rc < 0) {
       if (n < 4) fail("refused a partial header", off);
       if (odo_get_be32(p) != 0 && odo_get_be32(p) <= max_frame)
         fail("refused a valid length", off);
-      if (err[0] == '\0' || memchr(err, '\0', sizeof err) == NULL)
+      if (e.name == NULL || e.msg[0] == '\0' ||
+          memchr(e.msg, '\0', sizeof e.msg) == NULL)
         fail("refused without a reason", off);
       break;
     }
