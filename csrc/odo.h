@@ -107,7 +107,7 @@ static inline uint16_t odo_get_be16(const uint8_t *p) {
 }
 
 /* A growable byte buffer. An add that cannot allocate returns 0 and sets
- * `failed`, which sticks until odo_buf_init (or odo_val_reset), so a
+ * `failed`, which sticks until odo_buf_init (or odo_rec_begin), so a
  * record built by a run of adds is checked once, where it is used. */
 typedef struct odo_buf {
   uint8_t *p;

@@ -329,15 +329,11 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
     size_t at = y->out.len;
     if (y->tamper == TAMPER_DROP && ev.rev == mid && *end > next) continue;
-    if (!odo_buf_reserve(&y->out, 8 + 1 + ev.type_len + 4 + ev.data_len)) {
+    if (!odo_event_encode(&y->out, &ev, 0)) {
       rc = -1;
       odo_err_set(e, "ENOMEM", "out of memory building a batch");
       break;
     }
-    odo_buf_add_be64(&y->out, ev.ts);
-    odo_buf_add_str8(&y->out, ev.type, ev.type_len);
-    odo_buf_add_be32(&y->out, (uint32_t)ev.data_len);
-    odo_buf_add(&y->out, ev.data, ev.data_len);
     if (y->tamper == TAMPER_DATA && ev.rev == mid) y->out.p[y->out.len - 1] ^= 0x20;
     if (y->tamper == TAMPER_REORDER && ev.rev == mid + 1 && swap_at == 0) {
       swap_at = at; /* swap this event with the one before it */
