@@ -123,6 +123,7 @@ describe("snapshot builder", function()
     assert.matches("already has a source snapshot at 30, newer than 20", err)
     local rev
     rev, err, name = b2:finish()
+    assert.matches("newer than 20", err)
     assert.is_nil(rev)
     assert.equal("ESTALE", name)
     assert.equal("newer", s:snapshot_get(NODE).data)
