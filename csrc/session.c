@@ -11,6 +11,12 @@
  *   pong      {rtt}           milliseconds
  *   message   {type, payload} a frame for a layer above (type >= 0x10)
  *   closed    {code, name, reason, by}  by = "us" or "peer"; exactly once
+ *
+ * Over 600 lines, and one job: the session's state machine (handshake,
+ * introduction, open, closed) with the buffers it guards; every Lua
+ * method is a transition of it, and the C entry points the sync engine
+ * uses (odo_session_frame, odo_session_write_frames, writable) share its
+ * invariants.
  */
 
 /***

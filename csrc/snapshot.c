@@ -9,7 +9,13 @@
  *         u32be count | (u32be key_len | key | u32be value_len | value)*
  *         sorted by key bytes. Other event types are ignored.
  *   last  the snapshot is the last event, in the canonical encoding
- *         (event.h). */
+ *         (event.h).
+ *
+ * Finishing on a worker thread writes the record through records.c and
+ * refuses a snapshot older than the stored one, as the store does.
+ * Over 600 lines, and one job: a builder's life (fold, encode, store,
+ * possibly on a worker) with the kv map it folds into; the map is used
+ * by nothing else, and kv_decode/event_decode for Lua read its formats. */
 
 /***
  * @submodule odo.core

@@ -1,8 +1,15 @@
-/* store.c - the event store's lifecycle and bookkeeping: opening a LevelDB
- * directory bound to one node id, node metadata, the in-memory catalogue
- * (a hash map of streams), transactions, framed values with checksums,
- * LevelDB error mapping, and the Lua class that ties the other store files
- * (store_events.c, store_snapshots.c, store_peers.c) together. */
+/* store.c - the event store's state: opening a LevelDB directory bound to
+ * one node id, node metadata, the in-memory catalogue (a hash map of
+ * streams), transactions, reading and writing framed records, snapshot
+ * records read back, LevelDB error mapping, and the store's own Lua
+ * methods (open, close, streams, info). The bottom of the store's files:
+ * store_events.c, store_snapshots.c and store_peers.c build on it and the
+ * Lua class (store_class.c) on all of them.
+ *
+ * Over 600 lines, and one job: the catalogue in memory and its
+ * transactions are one piece of state (a commit moves staged entries into
+ * the map; opening loads the map from the records the commit writes), and
+ * splitting them would put that state's invariants in two files. */
 
 /***
  * @submodule odo.core

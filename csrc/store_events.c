@@ -1,7 +1,8 @@
 /* store_events.c - event records: appends by the source, replica appends
  * that must continue the chain, reads of a range, iterators that walk a
  * large range a slice at a time, and chain verification. The event
- * record's layout is records.c's. */
+ * record's layout is records.c's. Just over 600 lines, and one job: the
+ * events of a stream, written and read back. */
 
 /***
  * @submodule odo.core

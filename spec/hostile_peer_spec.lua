@@ -89,7 +89,9 @@ describe("a hostile peer", function()
       if v then break end
     end
     assert.is_truthy(v, "the flood was answered without end")
-    assert.matches("keeps asking for streams without reading the answers", v.reason)
+    assert.equal("protocol", v.code)
+    assert.matches("^the peer keeps asking for streams without reading the answers "
+      .. "%(%d+ bytes wait for it%)$", v.reason)
     assert.is_true(b:info().queued < 3 * 64 * 1024, "queued " .. b:info().queued)
   end)
 
@@ -97,15 +99,21 @@ describe("a hostile peer", function()
     local _, b = pair()
     local y = engine(b, tb, ta)
     local cases = {
-      { SUBSCRIBE, string.pack(">BI4", 1, 0) .. "junk" },
-      { SUBSCRIBE, string.pack(">BI4", 1, 1) .. string.pack(">s1I8", "s", 1) .. "x" },
-      { SUBSCRIBE, string.pack(">BI4", 1, 4097) .. string.pack(">s1I8", "s", 1):rep(4097) },
-      { UNSUBSCRIBE, string.pack(">I4", 0) .. "junk" },
-      { UNSUBSCRIBE, string.pack(">I4", 1) .. "\0" },
+      { SUBSCRIBE, string.pack(">BI4", 1, 0) .. "junk", "a malformed SUBSCRIBE entry" },
+      { SUBSCRIBE, string.pack(">BI4", 1, 1) .. string.pack(">s1I8", "s", 1) .. "x",
+        "a malformed SUBSCRIBE entry" },
+      { SUBSCRIBE, string.pack(">BI4", 1, 4097) .. string.pack(">s1I8", "s", 1):rep(4097),
+        "a malformed SUBSCRIBE (at most 4096 streams a frame)" },
+      { UNSUBSCRIBE, string.pack(">I4", 0) .. "junk", "a malformed UNSUBSCRIBE" },
+      { UNSUBSCRIBE, string.pack(">I4", 1) .. "\0", "a malformed UNSUBSCRIBE" },
     }
     for i, c in ipairs(cases) do
       local v = violation(y:handle(b, c[1], c[2]))
       assert.is_truthy(v, "case " .. i .. " was accepted")
+      assert.same({ "protocol", c[3] }, { v.code, v.reason }, "case " .. i)
+      -- the codec Lua sees says the same
+      local _, err = core.sync_msg.decode(c[1], c[2])
+      assert.equal("EPROTO: " .. c[3], err)
     end
   end)
 
@@ -169,6 +177,8 @@ describe("a hostile peer", function()
       .. string.pack(">I8", n) .. ("\0"):rep(32) .. string.pack(">s2", "x")))
     assert.is_truthy(v)
     assert.equal("verification failed", v.code)
+    -- checked whole, then refused for the head no known key signed
+    assert.equal(("no public key is known for source %s..."):format(sid:sub(1, 16)), v.reason)
     -- the engine keeps no array of a million parsed events (about 85 MB);
     -- under AddressSanitizer freed memory stays resident in its quarantine
     if core._leak_check then return end
