@@ -76,8 +76,9 @@ test-asan: deps $(ACORE) $(TOOLS)
 # ones (the same C paths, many processes: minutes under ASan).
 ASAN_SPECS ?= $(or $(SPECS),$(filter-out %_e2e_spec.lua,$(sort $(wildcard spec/*_spec.lua))))
 
-lint:
+lint: $(OBJ)
 	luacheck lua spec examples bench $(wildcard bin/odo)
+	scripts/check-layers build/obj
 
 demo: deps all
 	$(LUA) examples/demo.lua

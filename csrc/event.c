@@ -1,7 +1,6 @@
 /* event.c - the canonical event encoding (the one encoder of
  * rev | ts | type_len | type | len | data), chain hashing (SHA-256 through
  * OpenSSL's EVP interface) and the Lua form of an event. */
-#include <stdio.h>
 
 #include "event.h"
 
@@ -95,8 +94,8 @@ void odo_push_event(lua_State *L, const odo_event *ev, int with_hash) {
   }
 }
 
-const char *odo_check_event(lua_State *L, int idx, odo_event *ev,
-                            uint64_t def_ts, char *msg, size_t msglen) {
+int odo_check_event(lua_State *L, int idx, odo_event *ev, uint64_t def_ts,
+                    odo_err *e) {
   if (lua_type(L, idx) != LUA_TTABLE)
     luaL_error(L, "an event must be a table, got %s", luaL_typename(L, idx));
   lua_getfield(L, idx, "type");
@@ -116,19 +115,13 @@ const char *odo_check_event(lua_State *L, int idx, odo_event *ev,
   /* Both strings stay referenced by the event table at idx. */
   lua_pop(L, 2);
   ev->ts = odo_fieldu64(L, idx, "ts", def_ts);
-  if (ev->type_len == 0) {
-    snprintf(msg, msglen, "an event type must not be empty");
-    return "EINVAL";
-  }
-  if (ev->type_len > ODO_MAX_TYPE) {
-    snprintf(msg, msglen, "event type is %zu bytes; the limit is %d",
-             ev->type_len, ODO_MAX_TYPE);
-    return "ETOOBIG";
-  }
-  if (ev->data_len > ODO_MAX_DATA) {
-    snprintf(msg, msglen, "event data is %zu bytes; the limit is %u",
-             ev->data_len, ODO_MAX_DATA);
-    return "ETOOBIG";
-  }
-  return NULL;
+  if (ev->type_len == 0)
+    return odo_err_set(e, "EINVAL", "an event type must not be empty");
+  if (ev->type_len > ODO_MAX_TYPE)
+    return odo_err_set(e, "ETOOBIG", "event type is %zu bytes; the limit is %d",
+                       ev->type_len, ODO_MAX_TYPE);
+  if (ev->data_len > ODO_MAX_DATA)
+    return odo_err_set(e, "ETOOBIG", "event data is %zu bytes; the limit is %u",
+                       ev->data_len, ODO_MAX_DATA);
+  return 1;
 }

@@ -60,9 +60,8 @@ void odo_push_event(lua_State *L, const odo_event *ev, int with_hash);
 
 /* Reads type, data and ts from the event table at idx (ts defaults to
  * def_ts). Raises on wrong types; for an event that breaks a limit (a
- * runtime failure, not misuse) returns the failure's NAME with msg filled,
- * else NULL. */
-const char *odo_check_event(lua_State *L, int idx, odo_event *ev,
-                            uint64_t def_ts, char *msg, size_t msglen);
+ * runtime failure, not misuse) returns 0 with e set, else 1. */
+int odo_check_event(lua_State *L, int idx, odo_event *ev, uint64_t def_ts,
+                    odo_err *e);
 
 #endif

@@ -118,10 +118,9 @@ static odo_event *check_events(lua_State *L, int idx, size_t *n,
   }
   evs = lua_newuserdatauv(L, (count ? count : 1) * sizeof *evs, 0);
   for (size_t i = 0; i < count; i++) {
-    const char *bad;
+    int ok;
     lua_rawgeti(L, idx, (lua_Integer)i + 1);
-    bad = odo_check_event(L, lua_gettop(L), &evs[i], now, e->msg,
-                          sizeof e->msg);
+    ok = odo_check_event(L, lua_gettop(L), &evs[i], now, e);
     if (replica) {
       size_t hl;
       const char *h;
@@ -135,10 +134,7 @@ static odo_event *check_events(lua_State *L, int idx, size_t *n,
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (bad) {
-      e->name = bad;
-      return NULL;
-    }
+    if (!ok) return NULL;
     total += evs[i].data_len;
     if (total > ODO_MAX_BATCH_BYTES) {
       odo_err_set(e, "ETOOBIG",
