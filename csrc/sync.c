@@ -6,7 +6,6 @@
 /***
  * @submodule odo.core
  */
-#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -180,8 +179,7 @@ static int l_subscribe(lua_State *L) {
   for (size_t at = 0; at < n || at == 0; at += ODO_MSG_FRAME_ENTRIES) {
     size_t k = n - at < ODO_MSG_FRAME_ENTRIES ? n - at : ODO_MSG_FRAME_ENTRIES;
     odo_msg_subscribe msg;
-    y->section.len = 0;
-    y->section.failed = 0;
+    odo_sync_section_reset(y);
     for (size_t i = at + 1; i <= at + k; i++) {
       odo_msg_sub_entry s;
       sync_want **w;
@@ -203,10 +201,7 @@ static int l_subscribe(lua_State *L) {
       lua_pop(L, 2);
     }
     msg.flags = (uint8_t)((live ? 1 : 0) | (snap ? 2 : 0));
-    msg.entries.p = y->section.p;
-    msg.entries.len = y->section.len;
-    msg.entries.count = (uint32_t)k;
-    if (y->section.failed) y->out.failed = 1;
+    odo_sync_section_list(y, (uint32_t)k, &msg.entries);
     f = odo_frame_begin(&y->out, ODO_MSG_SUBSCRIBE);
     odo_msg_subscribe_encode(&y->out, &msg);
     odo_frame_end(&y->out, f);
@@ -237,8 +232,7 @@ static int l_unsubscribe(lua_State *L) {
     lua_pop(L, 1);
   }
   odo_sync_out_reset(y);
-  y->section.len = 0;
-  y->section.failed = 0;
+  odo_sync_section_reset(y);
   for (size_t i = 1; i <= n; i++) {
     size_t sl;
     const char *id;
@@ -256,10 +250,7 @@ static int l_unsubscribe(lua_State *L) {
   }
   {
     odo_msg_unsubscribe msg;
-    msg.ids.p = y->section.p;
-    msg.ids.len = y->section.len;
-    msg.ids.count = (uint32_t)n;
-    if (y->section.failed) y->out.failed = 1;
+    odo_sync_section_list(y, (uint32_t)n, &msg.ids);
     f = odo_frame_begin(&y->out, ODO_MSG_UNSUBSCRIBE);
     odo_msg_unsubscribe_encode(&y->out, &msg);
     odo_frame_end(&y->out, f);

@@ -114,6 +114,11 @@ void odo_sync_out_reset(odo_sync *y);
 /* Sends the `frames` frames built in y->out, or nothing when the buffer
  * could not grow (a truncated frame would end the session). */
 int odo_sync_send_out(odo_sync *y, sync_peer *p, unsigned frames);
+/* y->section holds a list being built (sync_msg.h): empties it, and
+ * hands it on as a list of count items (a section that could not grow
+ * fails y->out, so nothing half built is sent). */
+void odo_sync_section_reset(odo_sync *y);
+void odo_sync_section_list(odo_sync *y, uint32_t count, odo_msg_list *l);
 /* Notes for Lua: a table {event = kind, stream = ...} appended to the
  * array at ev when note_end is called (fields go between). */
 void odo_sync_note(lua_State *L, const char *kind, const char *stream,

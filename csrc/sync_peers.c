@@ -100,6 +100,18 @@ int odo_sync_send_out(odo_sync *y, sync_peer *p, unsigned frames) {
   return ok;
 }
 
+void odo_sync_section_reset(odo_sync *y) {
+  y->section.len = 0;
+  y->section.failed = 0;
+}
+
+void odo_sync_section_list(odo_sync *y, uint32_t count, odo_msg_list *l) {
+  if (y->section.failed) y->out.failed = 1;
+  l->p = y->section.p;
+  l->len = y->section.len;
+  l->count = count;
+}
+
 void odo_sync_note(lua_State *L, const char *kind, const char *stream,
                    size_t len) {
   lua_createtable(L, 0, 5);

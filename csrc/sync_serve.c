@@ -120,7 +120,6 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   odo_reader r;
   odo_event ev;
   odo_msg_events m;
-  odo_buf *sec = &y->section;
   uint32_t count = 0;
   size_t f;
   int rc = odo_head_read(y->store, st, next, 0, &h, e);
@@ -128,10 +127,9 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   if (h.rev > st->cat.last) return 0;
   *end = h.rev;
   if (!odo_reader_open(y->store, st, next, h.rev, &r, e)) return -1;
-  sec->len = 0;
-  sec->failed = 0;
+  odo_sync_section_reset(y);
   while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
-    if (!odo_event_encode(sec, &ev, 0)) {
+    if (!odo_event_encode(&y->section, &ev, 0)) {
       rc = -1;
       odo_err_set(e, "ENOMEM", "out of memory building a batch");
       break;
@@ -146,9 +144,7 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   m.id = st->id;
   m.id_len = st->id_len;
   m.first = next;
-  m.events.p = sec->p;
-  m.events.len = sec->len;
-  m.events.count = count;
+  odo_sync_section_list(y, count, &m.events);
   m.head_rev = h.rev;
   m.head_hash = h.hash;
   m.sig = h.sig;
@@ -156,7 +152,7 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
   odo_msg_events_encode(&y->out, &m);
   odo_frame_end(&y->out, f);
-  if (sec->cap > 2 * y->max_batch + ODO_FRAME_HEADER) odo_buf_free(sec);
+  if (y->section.cap > 2 * y->max_batch + ODO_FRAME_HEADER) odo_buf_free(&y->section);
   if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
     y->out.len = f;
     return odo_err_set(e, "ETOOBIG", "a batch of stream %s is too big to send", st->id), -1;
@@ -274,7 +270,7 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
                             size_t n, int full, int direct_idx) {
   char (*srcs)[ODO_NODE_ID_HEX + 1] = malloc((n + 1) * sizeof *srcs);
   uint16_t nsrc = 0;
-  odo_buf keys, der, *entries = &y->section;
+  odo_buf keys, der;
   odo_msg_catalogue m;
   size_t f;
   if (srcs == NULL) {
@@ -283,8 +279,7 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
   }
   odo_buf_init(&keys);
   odo_buf_init(&der);
-  entries->len = 0;
-  entries->failed = 0;
+  odo_sync_section_reset(y);
   for (size_t i = 0; i < n; i++) {
     odo_stream *st = list[i];
     uint16_t k;
@@ -316,17 +311,15 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
     c.first = st->cat.first;
     c.last = st->cat.last;
     c.snap = st->cat.snap;
-    odo_msg_cat_entry_put(entries, &c);
+    odo_msg_cat_entry_put(&y->section, &c);
   }
   m.flags = full ? 1 : 0;
   m.keys.p = keys.p;
   m.keys.len = keys.len;
   m.keys.count = nsrc;
-  m.entries.p = entries->p;
-  m.entries.len = entries->len;
-  m.entries.count = (uint32_t)n;
+  odo_sync_section_list(y, (uint32_t)n, &m.entries);
   f = odo_frame_begin(&y->out, ODO_MSG_CATALOGUE);
-  if (keys.failed || entries->failed) y->out.failed = 1;
+  if (keys.failed) y->out.failed = 1;
   odo_msg_catalogue_encode(&y->out, &m);
   odo_frame_end(&y->out, f);
   odo_buf_free(&keys);

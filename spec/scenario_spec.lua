@@ -24,16 +24,12 @@ local Store = require "odo.store"
 
 local DIR = H.root .. "/spec/fixtures/scenario"
 local WRITE = os.getenv("ODO_WRITE_FIXTURES") == "1"
-local NAMES = {
-  [0x10] = "CATALOGUE", [0x11] = "SUBSCRIBE", [0x12] = "UNSUBSCRIBE", [0x13] = "SNAPSHOT",
-  [0x14] = "EVENTS", [0x15] = "CAUGHT_UP", [0x16] = "REFUSED",
-}
-
-local function sh(cmd)
-  local out, ok = H.run(cmd)
-  assert(ok, cmd .. "\n" .. out)
-  return out
+-- sync message names by type, from the codec (core.sync_msg.EVENTS = 0x14)
+local NAMES = {}
+for k, v in pairs(core.sync_msg) do
+  if type(v) == "number" then NAMES[v] = k end
 end
+local sh = H.sh
 
 -- A value as one deterministic line (tables with sorted keys).
 local function show(v)
