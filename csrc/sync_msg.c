@@ -255,12 +255,28 @@ int odo_msg_snapshot_encode(odo_buf *b, const odo_msg_snapshot *m) {
          odo_buf_add(b, m->chunk, m->chunk_len);
 }
 
+size_t odo_msg_events_open(odo_buf *b, const char *id, size_t id_len,
+                           uint64_t first) {
+  odo_buf_add_str8(b, id, id_len);
+  odo_buf_add_be64(b, first);
+  odo_buf_add_be32(b, 0); /* the count, once known */
+  return b->len - 4;
+}
+
+int odo_msg_events_close(odo_buf *b, size_t count_at, uint32_t count,
+                         uint64_t head_rev, const uint8_t *head_hash,
+                         const uint8_t *sig, size_t sig_len) {
+  if (b->failed || count_at + 4 > b->len) return (b->failed = 1), 0;
+  odo_put_be32(b->p + count_at, count);
+  return odo_buf_add_be64(b, head_rev) && odo_buf_add(b, head_hash, ODO_HASH_LEN) &&
+         odo_buf_add_str16(b, sig, sig_len);
+}
+
 int odo_msg_events_encode(odo_buf *b, const odo_msg_events *m) {
-  return odo_buf_add_str8(b, m->id, m->id_len) && odo_buf_add_be64(b, m->first) &&
-         odo_buf_add_be32(b, m->events.count) && add_list(b, &m->events) &&
-         odo_buf_add_be64(b, m->head_rev) &&
-         odo_buf_add(b, m->head_hash, ODO_HASH_LEN) &&
-         odo_buf_add_str16(b, m->sig, m->sig_len);
+  size_t at = odo_msg_events_open(b, m->id, m->id_len, m->first);
+  return add_list(b, &m->events) &&
+         odo_msg_events_close(b, at, m->events.count, m->head_rev, m->head_hash,
+                              m->sig, m->sig_len);
 }
 
 int odo_msg_caught_up_encode(odo_buf *b, const odo_msg_caught_up *m) {

@@ -165,6 +165,17 @@ int odo_msg_events_encode(odo_buf *b, const odo_msg_events *m);
 int odo_msg_caught_up_encode(odo_buf *b, const odo_msg_caught_up *m);
 int odo_msg_refused_encode(odo_buf *b, const odo_msg_refused *m);
 
+/* An EVENTS message built in place, its events appended one by one
+ * (odo_event_encode(b, ev, 0)) with no section of their own, so a large
+ * batch is copied once: _open writes the stream id and first revision and
+ * returns where the count goes; _close writes the count and the head.
+ * The bytes are odo_msg_events_encode's. */
+size_t odo_msg_events_open(odo_buf *b, const char *id, size_t id_len,
+                           uint64_t first);
+int odo_msg_events_close(odo_buf *b, size_t count_at, uint32_t count,
+                         uint64_t head_rev, const uint8_t *head_hash,
+                         const uint8_t *sig, size_t sig_len);
+
 /* The message's name ("CATALOGUE"), or NULL for a type that is none. */
 const char *odo_msg_name(int type);
 

@@ -119,17 +119,18 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   odo_head h;
   odo_reader r;
   odo_event ev;
-  odo_msg_events m;
   uint32_t count = 0;
-  size_t f;
+  size_t f, count_at;
   int rc = odo_head_read(y->store, st, next, 0, &h, e);
   if (rc <= 0) return rc;
   if (h.rev > st->cat.last) return 0;
   *end = h.rev;
   if (!odo_reader_open(y->store, st, next, h.rev, &r, e)) return -1;
-  odo_sync_section_reset(y);
+  /* the events go straight into the frame (a batch is copied once) */
+  f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
+  count_at = odo_msg_events_open(&y->out, st->id, st->id_len, next);
   while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
-    if (!odo_event_encode(&y->section, &ev, 0)) {
+    if (!odo_event_encode(&y->out, &ev, 0)) {
       rc = -1;
       odo_err_set(e, "ENOMEM", "out of memory building a batch");
       break;
@@ -137,22 +138,14 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
     count++;
   }
   odo_reader_close(&r);
-  if (rc < 0) return -1;
-  if (count != h.rev - next + 1)
+  if (rc < 0 || count != h.rev - next + 1) {
+    y->out.len = f;
+    if (rc < 0) return -1;
     return odo_err_set(e, "ECORRUPT", "stream %s: events missing before head %llu",
                        st->id, (unsigned long long)h.rev), -1;
-  m.id = st->id;
-  m.id_len = st->id_len;
-  m.first = next;
-  odo_sync_section_list(y, count, &m.events);
-  m.head_rev = h.rev;
-  m.head_hash = h.hash;
-  m.sig = h.sig;
-  m.sig_len = h.sig_len;
-  f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
-  odo_msg_events_encode(&y->out, &m);
+  }
+  odo_msg_events_close(&y->out, count_at, count, h.rev, h.hash, h.sig, h.sig_len);
   odo_frame_end(&y->out, f);
-  if (y->section.cap > 2 * y->max_batch + ODO_FRAME_HEADER) odo_buf_free(&y->section);
   if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
     y->out.len = f;
     return odo_err_set(e, "ETOOBIG", "a batch of stream %s is too big to send", st->id), -1;
