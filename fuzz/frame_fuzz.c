@@ -121,12 +121,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       fail("odo_frame_next reports parts that are not the frame's", off);
     /* a frame cut short anywhere is "more bytes needed" */
     for (k = 0; k < 4; k++)
-      if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, err,
-                         sizeof err) != 0)
+      if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, &e) != 0)
         fail("a partial header is not 'more bytes needed'", off);
     k = used - 1;
-    if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, err,
-                       sizeof err) != 0)
+    if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, &e) != 0)
       fail("a frame missing its last byte is not 'more bytes needed'", off);
     used = k + 1;
     decoders(p, used, p[4], p + ODO_FRAME_HEADER, used - ODO_FRAME_HEADER, &b,
