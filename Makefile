@@ -97,8 +97,9 @@ test-valgrind: deps all $(TOOLS)
 	  --show-leak-kinds=definite --suppressions=spec/valgrind.supp" ODO_SLOW=20 \
 	  scripts/run-specs $(VALGRIND_SPECS)
 
-lint:
+lint: $(OBJ)
 	luacheck lua spec examples bench $(wildcard bin/odo)
+	scripts/check-layers build/obj
 
 demo: deps all
 	@$(LUA) examples/demo.lua

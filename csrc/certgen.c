@@ -34,32 +34,14 @@
 #define MAX_CN 64      /* RFC 5280's upper bound for a common name */
 #define TMP_SUFFIX ".tmp-XXXXXX"
 
-/* A runtime failure on its way to odo_fail: nothing is pushed on the Lua
- * stack (which may raise) until every OpenSSL object is freed. */
-typedef struct cg_err {
-  const char *name;
-  char msg[512];
-} cg_err;
-
-static int fail(cg_err *e, const char *name, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static int fail(cg_err *e, const char *name, const char *fmt, ...) {
-  va_list ap;
-  e->name = name;
-  va_start(ap, fmt);
-  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-  va_end(ap);
-  return 0;
-}
+/* A runtime failure is an odo_err on its way to odo_err_push: nothing is
+ * pushed on the Lua stack (which may raise) until every OpenSSL object is
+ * freed. */
 
 /* An OpenSSL failure while `doing`, with OpenSSL's own text. */
-static int fail_ssl(cg_err *e, const char *doing) {
+static int fail_ssl(odo_err *e, const char *doing) {
   char ssl[256];
-  return fail(e, "ESSL", "%s: %s", doing,
+  return odo_err_set(e, "ESSL", "%s: %s", doing,
               odo_ssl_error(ssl, sizeof ssl, "unknown OpenSSL error"));
 }
 
@@ -114,10 +96,10 @@ static int opt_days(lua_State *L, const char *fn, uint64_t def) {
 
 /* A common name is checked as a runtime value: it usually comes from a
  * person typing `--name`. */
-static int check_name(const char *name, cg_err *e) {
+static int check_name(const char *name, odo_err *e) {
   size_t n = strlen(name);
   if (n == 0 || n > MAX_CN)
-    return fail(e, "EINVAL",
+    return odo_err_set(e, "EINVAL",
                 "a certificate name is 1 to %d bytes, '%.80s' has %zu",
                 MAX_CN, name, n);
   return 1;
@@ -152,17 +134,17 @@ static void out_cleanup(out_file *o, int failed, int force) {
 }
 
 /* Without force, every output must be absent before anything is made. */
-static int check_absent(out_file *o, size_t n, int force, cg_err *e) {
+static int check_absent(out_file *o, size_t n, int force, odo_err *e) {
   struct stat st;
   for (size_t i = 0; i < n; i++) {
     if (strlen(o[i].path) >= MAX_PATH)
-      return fail(e, "ENAMETOOLONG", "path too long: %.100s...", o[i].path);
+      return odo_err_set(e, "ENAMETOOLONG", "path too long: %.100s...", o[i].path);
     if (force) continue;
     if (lstat(o[i].path, &st) == 0)
-      return fail(e, "EEXIST", "%s already exists (--force overwrites it)",
+      return odo_err_set(e, "EEXIST", "%s already exists (--force overwrites it)",
                   o[i].path);
     if (errno != ENOENT)
-      return fail(e, errno_name(errno), "cannot check %s: %s", o[i].path,
+      return odo_err_set(e, errno_name(errno), "cannot check %s: %s", o[i].path,
                   strerror(errno));
   }
   return 1;
@@ -183,15 +165,15 @@ static int write_all(int fd, const char *p, size_t n) {
 
 /* Writes o->pem into a new temporary file next to o->path, with o->mode
  * from the start (mkstemp creates it 0600) and synced. */
-static int write_tmp(out_file *o, cg_err *e) {
+static int write_tmp(out_file *o, odo_err *e) {
   char *data = NULL;
   long len = BIO_get_mem_data(o->pem, &data);
   int fd, ok, err;
   snprintf(o->tmp, sizeof o->tmp, "%s" TMP_SUFFIX, o->path);
-  if (len <= 0) return fail(e, "EIO", "nothing to write to %s", o->path);
+  if (len <= 0) return odo_err_set(e, "EIO", "nothing to write to %s", o->path);
   fd = mkstemp(o->tmp);
   if (fd < 0)
-    return fail(e, errno_name(errno), "cannot write %s: %s", o->path,
+    return odo_err_set(e, errno_name(errno), "cannot write %s: %s", o->path,
                 strerror(errno));
   o->have_tmp = 1;
   ok = fchmod(fd, o->mode) == 0 && write_all(fd, data, (size_t)len) &&
@@ -202,7 +184,7 @@ static int write_tmp(out_file *o, cg_err *e) {
     err = errno;
   }
   if (!ok)
-    return fail(e, errno_name(err), "cannot write %s: %s", o->path,
+    return odo_err_set(e, errno_name(err), "cannot write %s: %s", o->path,
                 strerror(err));
   return 1;
 }
@@ -210,22 +192,22 @@ static int write_tmp(out_file *o, cg_err *e) {
 /* Moves the temporary file to its final name. Without force, link(2)
  * refuses to replace a file that appeared since check_absent; file
  * systems without hard links fall back to rename. */
-static int publish(out_file *o, int force, cg_err *e) {
+static int publish(out_file *o, int force, odo_err *e) {
   if (!force) {
     if (link(o->tmp, o->path) == 0) {
       o->published = 1;
       return 1;
     }
     if (errno == EEXIST)
-      return fail(e, "EEXIST", "%s already exists (--force overwrites it)",
+      return odo_err_set(e, "EEXIST", "%s already exists (--force overwrites it)",
                   o->path);
     if (errno != EPERM && errno != EOPNOTSUPP && errno != EMLINK &&
         errno != ENOSYS)
-      return fail(e, errno_name(errno), "cannot create %s: %s", o->path,
+      return odo_err_set(e, errno_name(errno), "cannot create %s: %s", o->path,
                   strerror(errno));
   }
   if (rename(o->tmp, o->path) != 0)
-    return fail(e, errno_name(errno), "cannot replace %s: %s", o->path,
+    return odo_err_set(e, errno_name(errno), "cannot replace %s: %s", o->path,
                 strerror(errno));
   o->have_tmp = 0;
   o->published = 1;
@@ -251,7 +233,7 @@ static void sync_dir(const char *path) {
   }
 }
 
-static int write_outputs(out_file *o, size_t n, int force, cg_err *e) {
+static int write_outputs(out_file *o, size_t n, int force, odo_err *e) {
   for (size_t i = 0; i < n; i++)
     if (!write_tmp(&o[i], e)) return 0;
   for (size_t i = 0; i < n; i++)
@@ -262,7 +244,7 @@ static int write_outputs(out_file *o, size_t n, int force, cg_err *e) {
 
 /* ---- keys and certificates --------------------------------------------- */
 
-static EVP_PKEY *new_key(cg_err *e) {
+static EVP_PKEY *new_key(odo_err *e) {
   EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
   if (k == NULL) fail_ssl(e, "cannot make an Ed25519 key");
   return k;
@@ -270,7 +252,7 @@ static EVP_PKEY *new_key(cg_err *e) {
 
 /* The PEM text of a private key (PKCS#8, unencrypted) in secure memory,
  * cleared when freed. */
-static int pem_key(EVP_PKEY *k, out_file *o, cg_err *e) {
+static int pem_key(EVP_PKEY *k, out_file *o, odo_err *e) {
   o->pem = BIO_new(BIO_s_secmem());
   if (o->pem == NULL ||
       !PEM_write_bio_PrivateKey(o->pem, k, NULL, NULL, 0, NULL, NULL))
@@ -278,7 +260,7 @@ static int pem_key(EVP_PKEY *k, out_file *o, cg_err *e) {
   return 1;
 }
 
-static int pem_cert(X509 *x, out_file *o, cg_err *e) {
+static int pem_cert(X509 *x, out_file *o, odo_err *e) {
   o->pem = BIO_new(BIO_s_mem());
   if (o->pem == NULL || !PEM_write_bio_X509(o->pem, x))
     return fail_ssl(e, "cannot encode the certificate");
@@ -310,7 +292,7 @@ static int set_cn(X509 *x, const char *cn) {
  * drift) for `days`, issued by `issuer` (NULL: self-issued). Unsigned and
  * without extensions. */
 static X509 *new_cert(EVP_PKEY *key, const char *cn, int days, X509 *issuer,
-                      cg_err *e) {
+                      odo_err *e) {
   X509 *x = X509_new();
   int ok = x != NULL && X509_set_version(x, X509_VERSION_3) && set_serial(x) &&
            X509_gmtime_adj(X509_getm_notBefore(x), -3600) != NULL &&
@@ -329,7 +311,7 @@ static X509 *new_cert(EVP_PKEY *key, const char *cn, int days, X509 *issuer,
 
 /* Adds one extension written in OpenSSL's configuration syntax. */
 static int add_ext(X509 *x, X509 *issuer, int nid, const char *value,
-                   cg_err *e) {
+                   odo_err *e) {
   X509V3_CTX ctx;
   X509_EXTENSION *ext;
   int ok;
@@ -347,18 +329,11 @@ static int add_ext(X509 *x, X509 *issuer, int nid, const char *value,
   return 1;
 }
 
-static int sign(X509 *x, EVP_PKEY *key, cg_err *e) {
+static int sign(X509 *x, EVP_PKEY *key, odo_err *e) {
   /* Ed25519 hashes internally: no digest */
   if (X509_sign(x, key, NULL) <= 0)
     return fail_ssl(e, "cannot sign the certificate");
   return 1;
-}
-
-/* Why reading a PEM file failed, as a NAME: access(2) tells a missing or
- * unreadable file from one with the wrong contents. */
-static const char *read_errname(const char *path) {
-  if (access(path, R_OK) != 0) return errno_name(errno);
-  return "EINVAL";
 }
 
 /* ---- Lua functions ----------------------------------------------------- */
@@ -386,7 +361,7 @@ static int l_cert_make_ca(lua_State *L) {
   out_file out[2];
   EVP_PKEY *key = NULL;
   X509 *x = NULL;
-  cg_err e = {0};
+  odo_err e = {0};
 
   luaL_checktype(L, 1, LUA_TTABLE);
   cert_path = opt_path(L, fn, "cert");
@@ -412,26 +387,25 @@ static int l_cert_make_ca(lua_State *L) {
   out_cleanup(&out[1], !ok, force);
   X509_free(x);
   EVP_PKEY_free(key);
-  if (!ok) return odo_fail(L, e.name, "%s", e.msg);
+  if (!ok) return odo_err_push(L, &e);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* Loads the CA and checks that it can sign node certificates. */
 static int load_ca(const char *cert_path, const char *key_path, X509 **ca,
-                   EVP_PKEY **ca_key, cg_err *e) {
-  char err[400];
-  *ca = odo_read_cert(cert_path, err, sizeof err);
-  if (*ca == NULL) return fail(e, read_errname(cert_path), "%s", err);
-  *ca_key = odo_read_key(key_path, err, sizeof err);
-  if (*ca_key == NULL) return fail(e, read_errname(key_path), "%s", err);
+                   EVP_PKEY **ca_key, odo_err *e) {
+  *ca = odo_read_cert(cert_path, e);
+  if (*ca == NULL) return 0;
+  *ca_key = odo_read_key(key_path, e);
+  if (*ca_key == NULL) return 0;
   if (X509_check_ca(*ca) == 0)
-    return fail(e, "EINVAL",
+    return odo_err_set(e, "EINVAL",
                 "%s is not a CA certificate (it may not sign others)",
                 cert_path);
   if (X509_check_private_key(*ca, *ca_key) != 1) {
     ERR_clear_error();
-    return fail(e, "EKEYMISMATCH",
+    return odo_err_set(e, "EKEYMISMATCH",
                 "the CA key %s does not match the CA certificate %s "
                 "(they were not made together)",
                 key_path, cert_path);
@@ -462,7 +436,7 @@ static int l_cert_make_node(lua_State *L) {
   EVP_PKEY *ca_key = NULL, *key = NULL;
   X509 *ca = NULL, *x = NULL;
   char id[ODO_NODE_ID_HEX + 1];
-  cg_err e = {0};
+  odo_err e = {0};
 
   luaL_checktype(L, 1, LUA_TTABLE);
   ca_cert_path = opt_path(L, fn, "ca_cert");
@@ -501,7 +475,7 @@ static int l_cert_make_node(lua_State *L) {
   X509_free(ca);
   EVP_PKEY_free(key);
   EVP_PKEY_free(ca_key);
-  if (!ok) return odo_fail(L, e.name, "%s", e.msg);
+  if (!ok) return odo_err_push(L, &e);
   lua_pushstring(L, id);
   return 1;
 }
@@ -518,14 +492,14 @@ static int l_cert_make_node(lua_State *L) {
  */
 static int l_cert_id(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  char err[400], id[ODO_NODE_ID_HEX + 1];
-  X509 *x = odo_read_cert(path, err, sizeof err);
+  char id[ODO_NODE_ID_HEX + 1];
+  odo_err e = {0};
+  X509 *x = odo_read_cert(path, &e);
   int ok;
-  cg_err e = {0};
-  if (x == NULL) return odo_fail(L, read_errname(path), "%s", err);
+  if (x == NULL) return odo_err_push(L, &e);
   ok = odo_cert_id(x, id) || fail_ssl(&e, "cannot compute the node id");
   X509_free(x);
-  if (!ok) return odo_fail(L, e.name, "%s", e.msg);
+  if (!ok) return odo_err_push(L, &e);
   lua_pushstring(L, id);
   return 1;
 }

@@ -1,6 +1,6 @@
-/* event.c - the canonical event encoding, chain hashing (SHA-256 through
+/* event.c - the canonical event encoding (the one encoder of
+ * rev | ts | type_len | type | len | data), chain hashing (SHA-256 through
  * OpenSSL's EVP interface) and the Lua form of an event. */
-#include <stdio.h>
 
 #include "event.h"
 
@@ -37,18 +37,43 @@ int odo_chain_genesis(odo_hasher *h, const char *stream_id, size_t len,
          EVP_DigestFinal_ex(h->ctx, out, NULL);
 }
 
+/* The fixed fields in front of the type (rev | ts | type_len, or
+ * without the rev) and the data's length that follows the type. */
+typedef struct event_fields {
+  uint8_t head[8 + 8 + 1], dlen[4];
+  const uint8_t *from; /* where head starts: with or without the rev */
+  size_t n;
+} event_fields;
+
+static void event_fields_of(const odo_event *ev, int with_rev,
+                            event_fields *f) {
+  odo_put_be64(f->head, ev->rev);
+  odo_put_be64(f->head + 8, ev->ts);
+  f->head[16] = (uint8_t)ev->type_len;
+  odo_put_be32(f->dlen, (uint32_t)ev->data_len);
+  f->from = with_rev ? f->head : f->head + 8;
+  f->n = with_rev ? sizeof f->head : sizeof f->head - 8;
+}
+
+int odo_event_encode(odo_buf *b, const odo_event *ev, int with_rev) {
+  event_fields f;
+  if (ev->type_len > 255 || ev->data_len > UINT32_MAX)
+    return (b->failed = 1), 0;
+  event_fields_of(ev, with_rev, &f);
+  return odo_buf_reserve(b, f.n + ev->type_len + 4 + ev->data_len) &&
+         odo_buf_add(b, f.from, f.n) && odo_buf_add(b, ev->type, ev->type_len) &&
+         odo_buf_add(b, f.dlen, 4) && odo_buf_add(b, ev->data, ev->data_len);
+}
+
 int odo_chain_next(odo_hasher *h, const uint8_t prev[ODO_HASH_LEN],
                    const odo_event *ev, uint8_t out[ODO_HASH_LEN]) {
-  uint8_t head[8 + 8 + 1], dlen[4];
-  odo_put_be64(head, ev->rev);
-  odo_put_be64(head + 8, ev->ts);
-  head[16] = (uint8_t)ev->type_len;
-  odo_put_be32(dlen, (uint32_t)ev->data_len);
+  event_fields f;
+  event_fields_of(ev, 1, &f);
   return EVP_DigestInit_ex2(h->ctx, h->md, NULL) &&
          EVP_DigestUpdate(h->ctx, prev, ODO_HASH_LEN) &&
-         EVP_DigestUpdate(h->ctx, head, sizeof head) &&
+         EVP_DigestUpdate(h->ctx, f.from, f.n) &&
          EVP_DigestUpdate(h->ctx, ev->type, ev->type_len) &&
-         EVP_DigestUpdate(h->ctx, dlen, sizeof dlen) &&
+         EVP_DigestUpdate(h->ctx, f.dlen, sizeof f.dlen) &&
          EVP_DigestUpdate(h->ctx, ev->data, ev->data_len) &&
          EVP_DigestFinal_ex(h->ctx, out, NULL);
 }
@@ -69,8 +94,8 @@ void odo_push_event(lua_State *L, const odo_event *ev, int with_hash) {
   }
 }
 
-const char *odo_check_event(lua_State *L, int idx, odo_event *ev,
-                            uint64_t def_ts, char *msg, size_t msglen) {
+int odo_check_event(lua_State *L, int idx, odo_event *ev, uint64_t def_ts,
+                    odo_err *e) {
   if (lua_type(L, idx) != LUA_TTABLE)
     luaL_error(L, "an event must be a table, got %s", luaL_typename(L, idx));
   lua_getfield(L, idx, "type");
@@ -90,19 +115,13 @@ const char *odo_check_event(lua_State *L, int idx, odo_event *ev,
   /* Both strings stay referenced by the event table at idx. */
   lua_pop(L, 2);
   ev->ts = odo_fieldu64(L, idx, "ts", def_ts);
-  if (ev->type_len == 0) {
-    snprintf(msg, msglen, "an event type must not be empty");
-    return "EINVAL";
-  }
-  if (ev->type_len > ODO_MAX_TYPE) {
-    snprintf(msg, msglen, "event type is %zu bytes; the limit is %d",
-             ev->type_len, ODO_MAX_TYPE);
-    return "ETOOBIG";
-  }
-  if (ev->data_len > ODO_MAX_DATA) {
-    snprintf(msg, msglen, "event data is %zu bytes; the limit is %u",
-             ev->data_len, ODO_MAX_DATA);
-    return "ETOOBIG";
-  }
-  return NULL;
+  if (ev->type_len == 0)
+    return odo_err_set(e, "EINVAL", "an event type must not be empty");
+  if (ev->type_len > ODO_MAX_TYPE)
+    return odo_err_set(e, "ETOOBIG", "event type is %zu bytes; the limit is %d",
+                       ev->type_len, ODO_MAX_TYPE);
+  if (ev->data_len > ODO_MAX_DATA)
+    return odo_err_set(e, "ETOOBIG", "event data is %zu bytes; the limit is %u",
+                       ev->data_len, ODO_MAX_DATA);
+  return 1;
 }

@@ -48,15 +48,20 @@ int odo_sha256(odo_hasher *h, const void *p, size_t n,
 /* Size of the header that precedes type and data in the encoding. */
 #define ODO_EVENT_FIXED (8 + 8 + 1 + 4)
 
+/* Appends the canonical encoding of ev to b; without with_rev it starts
+ * at ts (as events travel in an EVENTS message, after its first
+ * revision). The one place this layout is written (chain hashes hash the
+ * same pieces). 0 when b failed (a type over 255 bytes fails it). */
+int odo_event_encode(odo_buf *b, const odo_event *ev, int with_rev);
+
 /* Pushes {rev=, ts=, type=, data=, hash=} (hash as 32 raw bytes when
  * with_hash is true) onto the Lua stack. */
 void odo_push_event(lua_State *L, const odo_event *ev, int with_hash);
 
 /* Reads type, data and ts from the event table at idx (ts defaults to
  * def_ts). Raises on wrong types; for an event that breaks a limit (a
- * runtime failure, not misuse) returns the failure's NAME with msg filled,
- * else NULL. */
-const char *odo_check_event(lua_State *L, int idx, odo_event *ev,
-                            uint64_t def_ts, char *msg, size_t msglen);
+ * runtime failure, not misuse) returns 0 with e set, else 1. */
+int odo_check_event(lua_State *L, int idx, odo_event *ev, uint64_t def_ts,
+                    odo_err *e);
 
 #endif

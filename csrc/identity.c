@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "identity.h"
 
@@ -38,37 +39,49 @@ int odo_cert_id(X509 *cert, char out[ODO_NODE_ID_HEX + 1]) {
   return key != NULL && odo_key_id(key, out);
 }
 
-static FILE *open_pem(const char *path, const char *what, char *err,
-                      size_t errlen) {
+/* Why reading a PEM file failed, as a NAME: access(2) tells a missing or
+ * unreadable file from one with the wrong contents. */
+static const char *read_errname(const char *path) {
+  if (access(path, R_OK) == 0) return "EINVAL";
+  switch (errno) {
+  case ENOENT: return "ENOENT";
+  case EACCES: case EPERM: return "EACCES";
+  case ENOTDIR: return "ENOTDIR";
+  case ENAMETOOLONG: return "ENAMETOOLONG";
+  default: return "EIO";
+  }
+}
+
+static FILE *open_pem(const char *path, const char *what, odo_err *e) {
   FILE *f = fopen(path, "r");
   if (f == NULL)
-    snprintf(err, errlen, "cannot read %s %s: %s", what, path, strerror(errno));
+    odo_err_set(e, read_errname(path), "cannot read %s %s: %s", what, path,
+                strerror(errno));
   return f;
 }
 
-X509 *odo_read_cert(const char *path, char *err, size_t errlen) {
+X509 *odo_read_cert(const char *path, odo_err *e) {
   char ssl[256];
-  FILE *f = open_pem(path, "certificate", err, errlen);
+  FILE *f = open_pem(path, "certificate", e);
   X509 *x;
   if (f == NULL) return NULL;
   x = PEM_read_X509(f, NULL, NULL, NULL);
   fclose(f);
   if (x == NULL)
-    snprintf(err, errlen, "%s holds no PEM certificate (%s)", path,
-             odo_ssl_error(ssl, sizeof ssl, "no certificate found"));
+    odo_err_set(e, "EINVAL", "%s holds no PEM certificate (%s)", path,
+                odo_ssl_error(ssl, sizeof ssl, "no certificate found"));
   return x;
 }
 
-EVP_PKEY *odo_read_key(const char *path, char *err, size_t errlen) {
+EVP_PKEY *odo_read_key(const char *path, odo_err *e) {
   char ssl[256];
-  FILE *f = open_pem(path, "key", err, errlen);
+  FILE *f = open_pem(path, "key", e);
   EVP_PKEY *k;
   if (f == NULL) return NULL;
   k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
   fclose(f);
   if (k == NULL)
-    snprintf(err, errlen,
-             "%s holds no unencrypted PEM private key (%s)", path,
-             odo_ssl_error(ssl, sizeof ssl, "no key found"));
+    odo_err_set(e, "EINVAL", "%s holds no unencrypted PEM private key (%s)",
+                path, odo_ssl_error(ssl, sizeof ssl, "no key found"));
   return k;
 }

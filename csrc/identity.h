@@ -22,7 +22,7 @@ const char *odo_ssl_error(char *buf, size_t len, const char *fallback);
 
 /* Reads the first certificate / a private key from a PEM file. NULL with
  * a message in err (one line a person can act on) on failure. */
-X509 *odo_read_cert(const char *path, char *err, size_t errlen);
-EVP_PKEY *odo_read_key(const char *path, char *err, size_t errlen);
+X509 *odo_read_cert(const char *path, odo_err *e);
+EVP_PKEY *odo_read_key(const char *path, odo_err *e);
 
 #endif

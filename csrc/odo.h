@@ -2,8 +2,11 @@
  *
  * Each responsibility lives in its own file and registers its functions
  * through an xxx_open(L) called from luaopen_odo_core (core.c). This header
- * holds only what more than one of them needs: the failure convention,
- * byte order helpers, a growable buffer, CRC-32C and the limits.
+ * and util.c are the bottom layer (docs/ARCHITECTURE.md): what more than
+ * one file needs, depending on nothing of the core: the failure
+ * convention (odo_err in C, odo_fail for Lua), byte order helpers, a
+ * growable buffer with str8/str16 fields, a bounds-checked reader,
+ * CRC-32C, FNV-1a, hex, and the limits.
  */
 #ifndef ODO_H
 #define ODO_H
@@ -34,6 +37,24 @@ int odo_fail(lua_State *L, const char *name, const char *fmt, ...)
 #endif
     ;
 
+/* A failure in C code that must not touch the Lua stack (it holds
+ * resources to free first, or runs on a worker thread): a luv-style NAME
+ * and a message a person can act on. Every C layer reports this way;
+ * the Lua binding hands it on with odo_err_push. */
+typedef struct odo_err {
+  const char *name;
+  char msg[512];
+} odo_err;
+
+/* Fills e; returns 0, so a failing function can `return odo_err_set(...)`. */
+int odo_err_set(odo_err *e, const char *name, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Pushes e as nil, "NAME: message", "NAME"; returns 3. */
+int odo_err_push(lua_State *L, const odo_err *e);
+
 /* Pushes an unsigned 64-bit count or revision as a Lua integer. */
 void odo_pushu64(lua_State *L, uint64_t v);
 /* Reads an optional non-negative integer argument or field (raises on a
@@ -51,6 +72,12 @@ uint64_t odo_mono_ns(void);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void odo_hex(const uint8_t *in, size_t n, char *out);
+/* Reads 2n lower-case hex digits into n bytes; 0 on any other character. */
+int odo_unhex(const char *hex, size_t n, uint8_t *out);
+
+/* 64-bit FNV-1a of n bytes (hash tables; not for anything adversarial
+ * to choose keys against where it matters). */
+uint64_t odo_fnv1a(const void *p, size_t n);
 
 /* CRC-32C (Castagnoli), hardware accelerated where the CPU has it. */
 uint32_t odo_crc32c(uint32_t crc, const void *buf, size_t len);
@@ -80,7 +107,7 @@ static inline uint16_t odo_get_be16(const uint8_t *p) {
 }
 
 /* A growable byte buffer. An add that cannot allocate returns 0 and sets
- * `failed`, which sticks until odo_buf_init (or odo_val_reset), so a
+ * `failed`, which sticks until odo_buf_init (or odo_rec_begin), so a
  * record built by a run of adds is checked once, where it is used. */
 typedef struct odo_buf {
   uint8_t *p;
@@ -99,6 +126,11 @@ int odo_buf_add_be32(odo_buf *b, uint32_t v);
 int odo_buf_add_be64(odo_buf *b, uint64_t v);
 /* Drops n bytes from the front. */
 void odo_buf_consume(odo_buf *b, size_t n);
+/* str8 = u8 len | bytes and str16 = u16be len | bytes, the wire's and the
+ * records' strings; a string too long for its length field fails the
+ * buffer like an allocation failure (nothing is added). */
+int odo_buf_add_str8(odo_buf *b, const void *p, size_t n);
+int odo_buf_add_str16(odo_buf *b, const void *p, size_t n);
 
 /* A bounds-checked reader over a byte range: every get fails (returns 0)
  * instead of reading past the end, and the error sticks. */
@@ -128,6 +160,8 @@ void odo_wire_open(lua_State *L);
 void odo_session_open(lua_State *L);
 void odo_sign_open(lua_State *L);
 void odo_sync_open(lua_State *L);
+void odo_sync_msg_open(lua_State *L);
+void odo_tls_pipe_open(lua_State *L);
 
 /* Creates a metatable `name` with methods (in __index), __gc, __close and
  * __tostring from the given lists; leaves nothing on the stack. */

@@ -11,6 +11,12 @@
  *   pong      {rtt}           milliseconds
  *   message   {type, payload} a frame for a layer above (type >= 0x10)
  *   closed    {code, name, reason, by}  by = "us" or "peer"; exactly once
+ *
+ * Over 600 lines, and one job: the session's state machine (handshake,
+ * introduction, open, closed) with the buffers it guards; every Lua
+ * method is a transition of it, and the C entry points the sync engine
+ * uses (odo_session_frame, odo_session_write_frames, writable) share its
+ * invariants.
  */
 
 /***
@@ -248,16 +254,15 @@ bye : {
 }
 
 static void parse_frames(lua_State *L, int ev, odo_session *s, double now) {
-  char err[160];
+  odo_err e = {0};
   while (s->state != ODO_SESSION_CLOSED) {
     uint8_t type;
     const uint8_t *payload;
     size_t plen, used;
     int rc = odo_frame_next(s->in.p + s->in_off, s->in.len - s->in_off,
-                            s->max_frame, &type, &payload, &plen, &used, err,
-                            sizeof err);
+                            s->max_frame, &type, &payload, &plen, &used, &e);
     if (rc == 0) break;
-    if (rc < 0) return session_fail(L, ev, s, ODO_BYE_PROTOCOL, err);
+    if (rc < 0) return session_fail(L, ev, s, ODO_BYE_PROTOCOL, e.msg);
     s->in_off += used;
     on_frame(L, ev, s, type, payload, plen, now);
   }
@@ -279,12 +284,10 @@ static void handshake_done(lua_State *L, int ev, odo_session *s) {
   lua_setfield(L, -2, "peer");
   ev_end(L, ev);
   /* HELLO goes first, then whatever was queued during the handshake */
-  if (!s->no_hello) {
-    s->scratch.len = 0;
-    odo_hello_put(&s->scratch, &s->ours);
-    s->frames_out++;
-    flush_scratch(s);
-  }
+  s->scratch.len = 0;
+  odo_hello_put(&s->scratch, &s->ours);
+  s->frames_out++;
+  flush_scratch(s);
   if (s->pending.len) {
     odo_buf q = s->pending;
     odo_buf_init(&s->pending);
@@ -387,7 +390,7 @@ static int hex_id(const char *hex, uint8_t out[32]) {
 static int l_session(lua_State *L) {
   odo_tls *t = odo_tls_check(L, 1);
   odo_session *s;
-  char err[300];
+  odo_err e = {0};
   int opts = lua_istable(L, 2) ? 2 : 0;
   s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
@@ -410,17 +413,8 @@ static int l_session(lua_State *L) {
   s->ours.instance = opts ? odo_fieldu64(L, opts, "instance", 0) : 0;
   if (s->ours.instance == 0) s->ours.instance = random_u63();
   hex_id(t->id, s->ours.id);
-  if (opts) {
-    /* test hooks: a HELLO that lies about its id or version */
-    lua_getfield(L, opts, "_hello_id");
-    if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) == 64)
-      hex_id(lua_tostring(L, -1), s->ours.id);
-    lua_pop(L, 1);
-    s->ours.version = (uint16_t)odo_fieldu64(L, opts, "_version", ODO_PROTOCOL_VERSION);
-    s->no_hello = odo_fieldbool(L, opts, "_no_hello", 0);
-  }
-  s->ssl = odo_tls_engine(t, s->server, err, sizeof err);
-  if (s->ssl == NULL) return odo_fail(L, "ETLS", "%s", err);
+  s->ssl = odo_tls_engine(t, s->server, &e);
+  if (s->ssl == NULL) return odo_err_push(L, &e);
   s->state = ODO_SESSION_HANDSHAKE;
   return 1;
 }
@@ -649,16 +643,6 @@ static int l_writable(lua_State *L) {
   return 1;
 }
 
-/* Test hook (specs and the fuzzer): writes raw plaintext into the TLS
- * stream, framed or not, as a misbehaving peer would. */
-static int l_inject(lua_State *L) {
-  odo_session *s = check_session(L);
-  size_t n;
-  const char *p = luaL_checklstring(L, 2, &n);
-  lua_pushboolean(L, session_write(s, (const uint8_t *)p, n));
-  return 1;
-}
-
 static int l_gc(lua_State *L) {
   session_release(luaL_checkudata(L, 1, ODO_SESSION_CLASS));
   return 0;
@@ -704,7 +688,7 @@ void odo_session_open(lua_State *L) {
       {"output", l_output},     {"written", l_written},
       {"send", l_send},         {"ping", l_ping},   {"bye", l_bye},
       {"info", l_info},         {"writable", l_writable},
-      {"release", l_gc},        {"_inject", l_inject},
+      {"release", l_gc},
       {NULL, NULL}};
   odo_newclass(L, ODO_SESSION_CLASS, methods, l_gc, l_tostring);
   lua_pushcfunction(L, l_session);

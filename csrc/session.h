@@ -38,7 +38,6 @@ typedef struct odo_session {
   uint16_t close_code;
   char reason[300];
   char write_error[256]; /* why the last write failed */
-  int no_hello; /* test hook: skip our HELLO (specs and the fuzzer) */
 } odo_session;
 
 /* Queues one frame (encrypting it once the handshake is done); 0 on

@@ -13,7 +13,7 @@
 
 #include <openssl/evp.h>
 
-#include "store.h"
+#include "odo.h"
 
 #define ODO_SIGNED_MAX (64 + ODO_MAX_STREAM_ID + 8 + 32 + 32 + 256)
 

@@ -9,7 +9,13 @@
  *         u32be count | (u32be key_len | key | u32be value_len | value)*
  *         sorted by key bytes. Other event types are ignored.
  *   last  the snapshot is the last event, in the canonical encoding
- *         (event.h). */
+ *         (event.h).
+ *
+ * Finishing on a worker thread writes the record through records.c and
+ * refuses a snapshot older than the stored one, as the store does.
+ * Over 600 lines, and one job: a builder's life (fold, encode, store,
+ * possibly on a worker) with the kv map it folds into; the map is used
+ * by nothing else, and kv_decode/event_decode for Lua read its formats. */
 
 /***
  * @submodule odo.core
@@ -40,14 +46,7 @@ typedef struct kv_map {
   size_t cap, used, live; /* used counts deleted slots too */
 } kv_map;
 
-static uint64_t kv_hash(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (uint8_t)p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+static uint64_t kv_hash(const char *p, size_t n) { return odo_fnv1a(p, n); }
 
 static void kv_free(kv_map *m) {
   for (size_t i = 0; i < m->cap; i++) {
@@ -208,10 +207,10 @@ typedef struct builder {
   pthread_t thread;
   int running, efd;
   uint8_t hash[ODO_HASH_LEN], worker_key[ODO_NUMKEY_LEN];
-  char *werr; /* the worker's LevelDB error, if any */
-  int wnomem, wsignfail;
+  odo_stream *worker_stream; /* streams live as long as their store */
   EVP_PKEY *sign_key; /* signs a source snapshot before it is written */
-  odo_err wsign;      /* why signing failed */
+  int wfailed;        /* the worker wrote nothing, because of wfail */
+  odo_err wfail;
 } builder;
 
 static const char *reducer_name(int r) {
@@ -226,8 +225,6 @@ static void builder_release(builder *b) {
   if (b->store) odo_store_remove_dependent(b->store, &b->dep);
   if (b->efd >= 0) close(b->efd);
   b->efd = -1;
-  if (b->werr) leveldb_free(b->werr);
-  b->werr = NULL;
   odo_reader_close(&b->r);
   kv_free(&b->kv);
   odo_buf_free(&b->last);
@@ -263,11 +260,7 @@ static odo_stream *builder_stream(builder *b, odo_err *e) {
 
 static int encode_last(odo_buf *out, const odo_event *ev) {
   out->len = 0;
-  return odo_buf_add_be64(out, ev->rev) && odo_buf_add_be64(out, ev->ts) &&
-         odo_buf_add_u8(out, (uint8_t)ev->type_len) &&
-         odo_buf_add(out, ev->type, ev->type_len) &&
-         odo_buf_add_be32(out, (uint32_t)ev->data_len) &&
-         odo_buf_add(out, ev->data, ev->data_len);
+  return odo_event_encode(out, ev, 1);
 }
 
 /* Starts from the previous snapshot of this origin and format, if it is
@@ -467,56 +460,56 @@ static int l_builder_finish(lua_State *L) {
 
 /* ---- finishing on a worker thread ------------------------------------- */
 
-/* Signs the encoded record's data (it follows the signature's length at
- * sig_at) and puts the signature in front of it. 0 on failure. */
-static int sign_record(builder *b, odo_buf *val, size_t sig_at) {
-  const char *fmt = reducer_name(b->reducer);
-  size_t at = sig_at + 2, sl = ODO_MAX_SIG;
-  uint8_t sig[ODO_MAX_SIG];
-  if (!odo_sign_snapshot(b->sign_key, b->stream_id, b->id_len, b->upto,
-                         b->hash, val->p + at, val->len - at, fmt,
-                         strlen(fmt), sig, &sl, &b->wsign)) {
-    b->wsignfail = 1;
-    return 0;
-  }
-  if (!odo_buf_reserve(val, sl)) {
-    b->wnomem = 1;
-    return 0;
-  }
-  memmove(val->p + at + sl, val->p + at, val->len - at);
-  memcpy(val->p + at, sig, sl);
-  odo_put_be16(val->p + sig_at, (uint16_t)sl);
-  val->len += sl;
-  return 1;
-}
-
+/* Encodes, signs (a source snapshot of an own stream) and writes the
+ * snapshot record, through the same record encoder and the same staleness
+ * check as the store's own snapshot writes. Touches no Lua state and no
+ * mutable store state: LevelDB reads and writes are thread-safe. */
 static void *finish_worker(void *arg) {
   builder *b = arg;
   odo_store *s = b->store;
   const char *fmt = reducer_name(b->reducer);
-  const uint8_t *key = b->worker_key;
-  leveldb_writebatch_t *batch;
+  uint8_t sig[ODO_MAX_SIG];
+  size_t sl = 0;
   uint64_t one = 1;
-  size_t sig_at;
-  odo_buf val;
+  odo_buf data, val;
+  odo_snap_rec r;
+  odo_buf_init(&data);
   odo_buf_init(&val);
-  if (!odo_buf_add_be32(&val, 0) || !odo_buf_add_be64(&val, b->upto) ||
-      !odo_buf_add(&val, b->hash, ODO_HASH_LEN) ||
-      !odo_buf_add_u8(&val, (uint8_t)strlen(fmt)) ||
-      !odo_buf_add(&val, fmt, strlen(fmt)) ||
-      (sig_at = val.len, !odo_buf_add_be16(&val, 0)) || !builder_bytes(b, &val)) {
-    b->wnomem = 1;
-  } else if (b->sign_key && !sign_record(b, &val, sig_at)) {
-    /* wsignfail or wnomem says why; nothing is written */
+  if (!builder_bytes(b, &data)) {
+    b->wfailed = !odo_err_set(&b->wfail, "ENOMEM", "out of memory encoding a snapshot");
+  } else if (b->sign_key &&
+             (sl = sizeof sig,
+              !odo_sign_snapshot(b->sign_key, b->stream_id, b->id_len, b->upto,
+                                 b->hash, data.p, data.len, fmt, strlen(fmt),
+                                 sig, &sl, &b->wfail))) {
+    b->wfailed = 1;
+  } else if (!odo_snapshot_check_newer(s, b->worker_stream, b->origin, b->upto,
+                                       &b->wfail)) {
+    b->wfailed = 1;
   } else {
-    odo_put_be32(val.p, odo_crc32c(odo_crc32c(0, key, ODO_NUMKEY_LEN),
-                                   val.p + 4, val.len - 4));
-    batch = leveldb_writebatch_create();
-    leveldb_writebatch_put(batch, (const char *)key, ODO_NUMKEY_LEN,
-                           (const char *)val.p, val.len);
-    leveldb_write(s->db, s->wsync, batch, &b->werr);
-    leveldb_writebatch_destroy(batch);
+    r.rev = b->upto;
+    r.hash = b->hash;
+    r.format = fmt;
+    r.format_len = strlen(fmt);
+    r.sig = (const char *)sig;
+    r.sig_len = sl;
+    r.data = data.len ? (const char *)data.p : "";
+    r.data_len = data.len;
+    odo_rec_begin(&val);
+    if (!odo_rec_snapshot_encode(&val, &r) ||
+        !odo_rec_seal(&val, b->worker_key, ODO_NUMKEY_LEN)) {
+      b->wfailed = !odo_err_set(&b->wfail, "ENOMEM", "out of memory encoding a snapshot");
+    } else {
+      char *err = NULL;
+      leveldb_writebatch_t *batch = leveldb_writebatch_create();
+      leveldb_writebatch_put(batch, (const char *)b->worker_key, ODO_NUMKEY_LEN,
+                             (const char *)val.p, val.len);
+      leveldb_write(s->db, s->wsync, batch, &err);
+      leveldb_writebatch_destroy(batch);
+      if (err) b->wfailed = !odo_store_dberr(&b->wfail, err, "writing a snapshot");
+    }
   }
+  odo_buf_free(&data);
   odo_buf_free(&val);
   kv_free(&b->kv); /* written: free the state here, off the loop too */
   if (write(b->efd, &one, sizeof one) < 0) {
@@ -556,7 +549,12 @@ static int l_builder_finish_async(lua_State *L) {
     return rc < 0 ? odo_err_push(L, &e)
                   : odo_fail(L, "ERANGE", "revision %llu of %s is not held",
                              (unsigned long long)b->upto, st->id);
+  /* a snapshot older than the one stored is refused here, and again by
+   * the worker just before it writes */
+  if (!odo_snapshot_check_newer(b->store, st, b->origin, b->upto, &e))
+    return odo_err_push(L, &e);
   odo_numkey(b->worker_key, ODO_K_SNAP, st->num, (uint64_t)b->origin);
+  b->worker_stream = st;
   if (b->origin == ODO_ORIGIN_SOURCE && st->own && b->store->signer &&
       b->sign_key == NULL) {
     EVP_PKEY_up_ref(b->store->signer);
@@ -593,15 +591,8 @@ static int l_builder_collect(lua_State *L) {
   int failed, rc;
   if (b->efd < 0) return luaL_error(L, "collect() follows finish_async()");
   worker_join(b);
-  failed = b->wnomem || b->werr || b->wsignfail;
-  if (b->werr) {
-    odo_store_dberr(&e, b->werr, "writing a snapshot"); /* frees it */
-    b->werr = NULL;
-  } else if (b->wsignfail) {
-    e = b->wsign;
-  } else if (b->wnomem) {
-    odo_err_set(&e, "ENOMEM", "out of memory encoding a snapshot");
-  }
+  failed = b->wfailed;
+  if (failed) e = b->wfail;
   builder_release(b);
   if (failed) return odo_err_push(L, &e);
   st = odo_store_find(s, b->stream_id, b->id_len);

@@ -1,8 +1,15 @@
-/* store.c - the event store's lifecycle and bookkeeping: opening a LevelDB
- * directory bound to one node id, node metadata, the in-memory catalogue
- * (a hash map of streams), transactions, framed values with checksums,
- * LevelDB error mapping, and the Lua class that ties the other store files
- * (store_events.c, store_snapshots.c, store_peers.c) together. */
+/* store.c - the event store's state: opening a LevelDB directory bound to
+ * one node id, node metadata, the in-memory catalogue (a hash map of
+ * streams), transactions, reading and writing framed records, snapshot
+ * records read back, LevelDB error mapping, and the store's own Lua
+ * methods (open, close, streams, info). The bottom of the store's files:
+ * store_events.c, store_snapshots.c and store_peers.c build on it and the
+ * Lua class (store_class.c) on all of them.
+ *
+ * Over 600 lines, and one job: the catalogue in memory and its
+ * transactions are one piece of state (a commit moves staged entries into
+ * the map; opening loads the map from the records the commit writes), and
+ * splitting them would put that state's invariants in two files. */
 
 /***
  * @submodule odo.core
@@ -20,23 +27,8 @@
  * stream's highest event, read back at open, so an append writes events
  * only and never rewrites a catalogue key (which would make every LevelDB
  * table overlap and multiply compaction work). */
-#define CAT_VERSION 1
-#define CAT_LEN (1 + 4 * 8 + ODO_HASH_LEN)
 
 /* ---- errors ---------------------------------------------------------- */
-
-int odo_err_set(odo_err *e, const char *name, const char *fmt, ...) {
-  va_list ap;
-  e->name = name;
-  va_start(ap, fmt);
-  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-  va_end(ap);
-  return 0;
-}
-
-int odo_err_push(lua_State *L, const odo_err *e) {
-  return odo_fail(L, e->name, "%s", e->msg);
-}
 
 int odo_iter_ok(leveldb_iterator_t *it, odo_err *e, const char *doing) {
   char *err = NULL;
@@ -75,50 +67,18 @@ int odo_store_dberr(odo_err *e, char *dberr, const char *doing) {
 
 /* ---- keys and framed values -------------------------------------------- */
 
-void odo_numkey(uint8_t key[ODO_NUMKEY_LEN], char tag, uint64_t num,
-                uint64_t rev) {
-  key[0] = (uint8_t)tag;
-  odo_put_be64(key + 1, num);
-  odo_put_be64(key + 9, rev);
-}
-
-void odo_headkey(uint8_t key[ODO_HEADKEY_LEN], uint64_t num, uint64_t rev) {
-  odo_numkey(key, ODO_K_EVENT, num, rev);
-  key[ODO_NUMKEY_LEN] = 1;
-}
-
-static uint32_t value_crc(const uint8_t *key, size_t klen, const uint8_t *p,
-                          size_t n) {
-  return odo_crc32c(odo_crc32c(0, key, klen), p, n);
-}
-
-int odo_store_put(odo_store *s, const uint8_t *key, size_t klen,
-                  const odo_buf *payload) {
-  uint32_t crc;
-  /* a record that could not be built in full fails the transaction */
-  if (payload->failed || payload->len < 4 || key == NULL) {
+int odo_store_put(odo_store *s, const uint8_t *key, size_t klen, odo_buf *b) {
+  if (!odo_rec_seal(b, key, klen)) {
     s->txn_failed = 1;
     return 0;
   }
-  /* Payloads are built with 4 spare bytes in front (odo_val_reset). */
-  crc = value_crc(key, klen, payload->p + 4, payload->len - 4);
-  odo_put_be32(payload->p, crc);
   leveldb_writebatch_put(s->batch, (const char *)key, klen,
-                         (const char *)payload->p, payload->len);
+                         (const char *)b->p, b->len);
   return 1;
 }
 
 void odo_store_del(odo_store *s, const uint8_t *key, size_t klen) {
   leveldb_writebatch_delete(s->batch, (const char *)key, klen);
-}
-
-const uint8_t *odo_value_check(const uint8_t *key, size_t klen,
-                               const char *val, size_t vlen, size_t *plen) {
-  const uint8_t *v = (const uint8_t *)val;
-  if (vlen < 4) return NULL;
-  if (odo_get_be32(v) != value_crc(key, klen, v + 4, vlen - 4)) return NULL;
-  *plen = vlen - 4;
-  return v + 4;
 }
 
 static void describe_key(const uint8_t *key, size_t klen, char *out,
@@ -139,7 +99,7 @@ int odo_store_get(odo_store *s, const uint8_t *key, size_t klen, char **raw,
   *raw = leveldb_get(s->db, s->ropts, (const char *)key, klen, &vlen, &err);
   if (err) return odo_store_dberr(e, err, "read"), -1;
   if (*raw == NULL) return 0;
-  *payload = odo_value_check(key, klen, *raw, vlen, plen);
+  *payload = odo_rec_open(key, klen, *raw, vlen, plen);
   if (*payload == NULL) {
     leveldb_free(*raw);
     *raw = NULL;
@@ -150,15 +110,60 @@ int odo_store_get(odo_store *s, const uint8_t *key, size_t klen, char **raw,
   return 1;
 }
 
+/* ---- snapshot records -------------------------------------------------- */
+
+/* (store.h) */
+int odo_snapshot_rec_read(odo_store *s, odo_stream *st, int origin, char **raw,
+                          odo_snap_rec *sr, odo_err *e) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  const uint8_t *p;
+  size_t n;
+  int rc;
+  odo_numkey(key, ODO_K_SNAP, st->num, (uint64_t)origin);
+  rc = odo_store_get(s, key, sizeof key, raw, &p, &n, e);
+  if (rc != 1) return rc;
+  if (!odo_rec_snapshot_decode(p, n, sr)) {
+    leveldb_free(*raw);
+    *raw = NULL;
+    odo_err_set(e, "ECORRUPT", "the %s snapshot of stream %s is damaged",
+                odo_origin_name(origin), st->id);
+    return -1;
+  }
+  return 1;
+}
+
+int odo_snapshot_meta(odo_store *s, odo_stream *st, int origin, uint64_t *rev,
+                      uint8_t hash[ODO_HASH_LEN], odo_err *e) {
+  char *raw = NULL;
+  odo_snap_rec sr;
+  int rc = odo_snapshot_rec_read(s, st, origin, &raw, &sr, e);
+  if (rc == 1) {
+    *rev = sr.rev;
+    memcpy(hash, sr.hash, ODO_HASH_LEN);
+    leveldb_free(raw);
+  }
+  return rc;
+}
+
+int odo_snapshot_read(odo_store *s, odo_stream *st, int origin, char **raw,
+                      uint64_t *rev, odo_snapshot_in *out, odo_err *e) {
+  odo_snap_rec sr;
+  int rc = odo_snapshot_rec_read(s, st, origin, raw, &sr, e);
+  if (rc != 1) return rc;
+  *rev = sr.rev;
+  out->data = sr.data;
+  out->data_len = sr.data_len;
+  out->format = sr.format;
+  out->format_len = sr.format_len;
+  out->sig = sr.sig;
+  out->sig_len = sr.sig_len;
+  return 1;
+}
+
 /* ---- the catalogue in memory ------------------------------------------- */
 
 static uint64_t hash_id(const char *id, size_t len) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < len; i++) {
-    h ^= (uint8_t)id[i];
-    h *= 1099511628211ull;
-  }
-  return h;
+  return odo_fnv1a(id, len);
 }
 
 odo_stream *odo_store_find(odo_store *s, const char *id, size_t len) {
@@ -285,27 +290,24 @@ odo_stream *odo_store_stream(odo_store *s, const char *id, size_t len,
   return st;
 }
 
-static void cat_encode(odo_buf *b, const odo_stream *st, const odo_cat *c) {
-  odo_buf_add_u8(b, CAT_VERSION);
-  odo_buf_add_be64(b, st->num);
-  odo_buf_add_be64(b, c->first);
-  odo_buf_add_be64(b, c->snap);
-  odo_buf_add_be64(b, c->purged);
-  odo_buf_add(b, c->base, ODO_HASH_LEN);
+static int cat_encode(odo_buf *b, const odo_stream *st, const odo_cat *c) {
+  odo_cat_rec r;
+  r.num = st->num;
+  r.first = c->first;
+  r.snap = c->snap;
+  r.purged = c->purged;
+  memcpy(r.base, c->base, ODO_HASH_LEN);
+  return odo_rec_cat_encode(b, &r);
 }
 
 static int cat_decode(const uint8_t *p, size_t n, uint64_t *num, odo_cat *c) {
-  odo_rd r;
-  const uint8_t *base;
-  odo_rd_init(&r, p, n);
-  if (n != CAT_LEN || odo_rd_u8(&r) != CAT_VERSION) return 0;
-  *num = odo_rd_be64(&r);
-  c->first = odo_rd_be64(&r);
-  c->snap = odo_rd_be64(&r);
-  c->purged = odo_rd_be64(&r);
-  base = odo_rd_bytes(&r, ODO_HASH_LEN);
-  if (r.bad || c->first < 1) return 0;
-  memcpy(c->base, base, ODO_HASH_LEN);
+  odo_cat_rec r;
+  if (!odo_rec_cat_decode(p, n, &r)) return 0;
+  *num = r.num;
+  c->first = r.first;
+  c->snap = r.snap;
+  c->purged = r.purged;
+  memcpy(c->base, r.base, ODO_HASH_LEN);
   /* until the events say otherwise: nothing held */
   c->last = c->first - 1;
   memcpy(c->hash, c->base, ODO_HASH_LEN);
@@ -345,7 +347,7 @@ static int cat_find_last(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
   if (!odo_iter_ok(it, e, "finding a stream's last event")) return 0;
   if (odo_get_be64(k + 9) < st->cat.first) return 1;
   v = leveldb_iter_value(it, &vl);
-  if (!odo_event_decode(k, v, vl, &ev))
+  if (!odo_rec_event_decode(k, v, vl, &ev))
     return odo_err_set(e, "ECORRUPT",
                        "%s: the last event (%llu) of stream %s is damaged",
                        s->path, (unsigned long long)odo_get_be64(k + 9),
@@ -353,12 +355,6 @@ static int cat_find_last(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
   st->cat.last = ev.rev;
   memcpy(st->cat.hash, ev.hash, ODO_HASH_LEN);
   return 1;
-}
-
-void odo_val_reset(odo_buf *b) {
-  b->len = 0;
-  b->failed = 0;
-  odo_buf_add_be32(b, 0);
 }
 
 static int cat_key(odo_buf *k, const odo_stream *st) {
@@ -431,9 +427,8 @@ int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
     odo_stream *st = s->touched[i];
     if (!st->is_new && !cat_record_changed(&st->cat, &st->staged)) continue;
     if (!cat_key(&key, st)) goto nomem;
-    odo_val_reset(&s->val);
-    cat_encode(&s->val, st, &st->staged);
-    if (s->val.len != 4 + CAT_LEN) goto nomem;
+    odo_rec_begin(&s->val);
+    if (!cat_encode(&s->val, st, &st->staged)) goto nomem;
     odo_store_put(s, key.p, key.len, &s->val);
   }
   odo_buf_free(&key);
@@ -446,13 +441,10 @@ int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
   }
   for (size_t i = 0; i < s->ntouched; i++) {
     odo_stream *st = s->touched[i];
-    uint64_t old_last = st->is_new ? 0 : st->cat.last;
     st->cat = st->staged;
     st->in_txn = 0;
     st->is_new = 0;
     note_changed(s, st);
-    for (odo_store_listener *l = s->listeners; l; l = l->next)
-      l->on_advance(l->ud, st, old_last + 1, st->cat.last);
   }
   s->ntouched = 0;
   s->txn_open = 0;
@@ -462,19 +454,6 @@ nomem:
   odo_buf_free(&key);
   odo_txn_abort(s);
   return odo_err_set(e, "ENOMEM", "out of memory staging a write");
-}
-
-void odo_store_add_listener(odo_store *s, odo_store_listener *l) {
-  l->next = s->listeners;
-  s->listeners = l;
-}
-
-void odo_store_remove_listener(odo_store *s, odo_store_listener *l) {
-  for (odo_store_listener **pp = &s->listeners; *pp; pp = &(*pp)->next)
-    if (*pp == l) {
-      *pp = l->next;
-      return;
-    }
 }
 
 /* ---- metadata and opening ---------------------------------------------- */
@@ -488,7 +467,7 @@ static void meta_put(odo_store *s, const char *name, const void *p,
                      size_t n) {
   odo_buf k;
   odo_buf_init(&k);
-  odo_val_reset(&s->val);
+  odo_rec_begin(&s->val);
   odo_buf_add(&s->val, p, n);
   if (meta_key(&k, name)) odo_store_put(s, k.p, k.len, &s->val);
   else s->txn_failed = 1;
@@ -619,7 +598,7 @@ static int load_catalogue(odo_store *s, odo_err *e) {
     odo_cat c;
     uint64_t num;
     if (klen == 0 || k[0] != ODO_K_CAT) break;
-    p = odo_value_check((const uint8_t *)k, klen, v, vlen, &plen);
+    p = odo_rec_open((const uint8_t *)k, klen, v, vlen, &plen);
     if (p == NULL || !cat_decode(p, plen, &num, &c) ||
         !check_stream_id(k + 1, klen - 1, &src_len, e)) {
       ok = odo_err_set(e, "ECORRUPT",
@@ -674,7 +653,6 @@ void odo_store_remove_dependent(odo_store *s, odo_dependent *d) {
 static void store_release(odo_store *s) {
   /* each one removes itself from the list */
   while (s->dependents) s->dependents->release(s->dependents);
-  odo_iter_close_all(s);
   if (s->db) leveldb_close(s->db);
   s->db = NULL;
   if (s->batch) leveldb_writebatch_destroy(s->batch);
@@ -730,7 +708,7 @@ static int check_node_id(const char *id, size_t len) {
  *   `cache_mb` (default 8)
  * @return store, or nil, message, name
  */
-static int l_store_open(lua_State *L) {
+int odo_store_l_store_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   const char *node_id = NULL;
   int create = 1, sync = 1;
@@ -804,7 +782,7 @@ static int l_store_open(lua_State *L) {
  * @tparam string path LevelDB directory
  * @return true, or nil, message, name
  */
-static int l_store_destroy(lua_State *L) {
+int odo_store_l_store_destroy(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   char *err = NULL;
   odo_err e = {0};
@@ -829,13 +807,13 @@ odo_store *odo_store_check(lua_State *L, int idx) {
   return s;
 }
 
-static int l_close(lua_State *L) {
+int odo_store_l_close(lua_State *L) {
   odo_store *s = luaL_checkudata(L, 1, ODO_STORE_CLASS);
   store_release(s);
   return 0;
 }
 
-static int l_tostring(lua_State *L) {
+int odo_store_l_tostring(lua_State *L) {
   odo_store *s = luaL_checkudata(L, 1, ODO_STORE_CLASS);
   if (s->db)
     lua_pushfstring(L, "odo.store (%s, node %s)", s->path, s->node_id);
@@ -877,7 +855,7 @@ static int cmp_stream(const void *a, const void *b) {
  * @treturn table array of {id, source, first, last, snapshot, own, hash,
  *   purged}
  */
-static int l_streams(lua_State *L) {
+int odo_store_l_streams(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   /* GC-owned, so a memory error while pushing leaks nothing */
   odo_stream **all = lua_newuserdatauv(L, (s->nstreams + 1) * sizeof *all, 0);
@@ -897,7 +875,7 @@ static int l_streams(lua_State *L) {
  * One stream's catalogue entry, or nil when the store has none.
  * @function stream
  */
-static int l_stream(lua_State *L) {
+int odo_store_l_stream(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   size_t len;
   const char *id = luaL_checklstring(L, 2, &len);
@@ -911,7 +889,7 @@ static int l_stream(lua_State *L) {
  * Ids of the streams whose catalogue entry changed since the last call.
  * @function changes
  */
-static int l_changes(lua_State *L) {
+int odo_store_l_changes(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   lua_createtable(L, (int)s->nchanged, 0);
   for (size_t i = 0; i < s->nchanged; i++) {
@@ -927,7 +905,7 @@ static int l_changes(lua_State *L) {
  * Node metadata: {node_id, created, format, path, streams}.
  * @function info
  */
-static int l_info(lua_State *L) {
+int odo_store_l_info(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   lua_createtable(L, 0, 5);
   lua_pushlstring(L, s->node_id, s->node_len);
@@ -943,7 +921,7 @@ static int l_info(lua_State *L) {
   return 1;
 }
 
-static int l_is_open(lua_State *L) {
+int odo_store_l_is_open(lua_State *L) {
   odo_store *s = luaL_checkudata(L, 1, ODO_STORE_CLASS);
   lua_pushboolean(L, s->db != NULL);
   return 1;
@@ -953,47 +931,11 @@ static int l_is_open(lua_State *L) {
  * Makes every write so far durable (one synced write).
  * @function sync
  */
-static int l_sync(lua_State *L) {
+int odo_store_l_sync(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   odo_err e = {0};
   odo_txn_begin(s);
   if (!odo_txn_commit(s, 1, &e)) return odo_err_push(L, &e);
   lua_pushboolean(L, 1);
   return 1;
-}
-
-void odo_store_open(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"close", l_close},
-      {"is_open", l_is_open},
-      {"info", l_info},
-      {"streams", l_streams},
-      {"stream", l_stream},
-      {"changes", l_changes},
-      {"sync", l_sync},
-      {"append", odo_store_l_append},
-      {"append_many", odo_store_l_append_many},
-      {"append_replica", odo_store_l_append_replica},
-      {"read", odo_store_l_read},
-      {"iter", odo_store_l_iter},
-      {"verify", odo_store_l_verify},
-      {"snapshot_put", odo_store_l_snapshot_put},
-      {"snapshot_get", odo_store_l_snapshot_get},
-      {"snapshot_install", odo_store_l_snapshot_install},
-      {"compact", odo_store_l_compact},
-      {"purge", odo_store_l_purge},
-      {"head_put", odo_store_l_head_put},
-      {"head_find", odo_store_l_head_find},
-      {"peer_put", odo_store_l_peer_put},
-      {"peers", odo_store_l_peers},
-      {"peer_delete", odo_store_l_peer_delete},
-      {"key_put", odo_store_l_key_put},
-      {"key_get", odo_store_l_key_get},
-      {NULL, NULL}};
-  odo_newclass(L, ODO_STORE_CLASS, methods, l_close, l_tostring);
-  odo_iter_register(L);
-  lua_pushcfunction(L, l_store_open);
-  lua_setfield(L, -2, "store_open");
-  lua_pushcfunction(L, l_store_destroy);
-  lua_setfield(L, -2, "store_destroy");
 }

@@ -13,7 +13,7 @@
 
 #include <leveldb/c.h>
 
-#include "event.h"
+#include "records.h"
 
 #define ODO_STORE_CLASS "odo.store"
 #define ODO_ITER_CLASS "odo.store.iterator"
@@ -45,29 +45,6 @@ typedef struct odo_stream {
   int head_known; /* (kept by the sync engine, which writes heads) */
   struct odo_stream *next; /* hash bucket chain */
 } odo_stream;
-
-/* A failure: a luv-style NAME and a message a person can act on. */
-typedef struct odo_err {
-  const char *name;
-  char msg[400];
-} odo_err;
-
-int odo_err_set(odo_err *e, const char *name, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-int odo_err_push(lua_State *L, const odo_err *e);
-
-/* Something in C (the sync engine) that wants to hear of every commit
- * that advanced a stream, without a call into Lua. */
-typedef struct odo_store_listener {
-  void (*on_advance)(void *ud, odo_stream *st, uint64_t from, uint64_t to);
-  void *ud;
-  struct odo_store_listener *next;
-} odo_store_listener;
-
-typedef struct odo_iter odo_iter;
 
 /* Something that holds LevelDB resources of a store (a snapshot builder
  * with its iterator and perhaps a worker thread). When the store closes it
@@ -104,31 +81,12 @@ typedef struct odo_store {
   /* streams advanced since Lua last asked (store:changes()) */
   odo_stream **changed;
   size_t nchanged, capchanged;
-  odo_store_listener *listeners;
-  odo_iter *iters; /* open iterators, closed with the store */
   odo_dependent *dependents; /* released before the store closes */
   odo_buf val;     /* scratch for encoding values */
   /* the node's key, once a sync engine has it: source snapshots of own
    * streams are signed as they are stored, never written unsigned */
   EVP_PKEY *signer;
 } odo_store;
-
-/* Key layout (docs/STORAGE.md). The log (events, and each signed head
- * right after its event) has the highest prefix: appends then add keys
- * past every other key, so LevelDB's tables never overlap and it moves
- * them down without rewriting them. */
-#define ODO_K_CAT 'c'
-#define ODO_K_KEY 'k'
-#define ODO_K_META 'm'
-#define ODO_K_PEER 'p'
-#define ODO_K_SNAP 's'
-#define ODO_K_EVENT 'z'
-#define ODO_NUMKEY_LEN 17  /* tag, u64be stream number, u64be revision */
-#define ODO_HEADKEY_LEN 18 /* an event's key, then 0x01: its signed head */
-
-void odo_numkey(uint8_t key[ODO_NUMKEY_LEN], char tag, uint64_t num,
-                uint64_t rev);
-void odo_headkey(uint8_t key[ODO_HEADKEY_LEN], uint64_t num, uint64_t rev);
 
 /* The checked argument at idx; raises if it is not an open store. */
 odo_store *odo_store_check(lua_State *L, int idx);
@@ -149,16 +107,11 @@ odo_cat *odo_txn_touch(odo_store *s, odo_stream *st);
 int odo_txn_commit(odo_store *s, int sync, odo_err *e);
 void odo_txn_abort(odo_store *s);
 
-/* Framed values: u32be CRC-32C over key and payload, then the payload.
- * odo_val_reset starts a payload in b with the 4 checksum bytes reserved;
- * odo_store_put fills them in and adds the value to the transaction. */
-void odo_val_reset(odo_buf *b);
-int odo_store_put(odo_store *s, const uint8_t *key, size_t klen,
-                  const odo_buf *payload);
+/* Adds a record built in b (records.h: odo_rec_begin, an encoder) under
+ * key to the open transaction; a record not built in full fails the
+ * transaction instead. */
+int odo_store_put(odo_store *s, const uint8_t *key, size_t klen, odo_buf *b);
 void odo_store_del(odo_store *s, const uint8_t *key, size_t klen);
-/* Checks a framed value read under key; returns the payload or NULL. */
-const uint8_t *odo_value_check(const uint8_t *key, size_t klen,
-                               const char *val, size_t vlen, size_t *plen);
 /* leveldb_get of one framed value into out (malloc'd payload, caller
  * frees *raw). 1 found, 0 absent, -1 failure with e set. */
 int odo_store_get(odo_store *s, const uint8_t *key, size_t klen,
@@ -180,13 +133,22 @@ int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs,
  * checking a given one (the caller checks the last against a head). */
 int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                     odo_err *e);
-/* Decodes an event value read under its key. */
-int odo_event_decode(const uint8_t *key, const char *val, size_t vlen,
-                     odo_event *ev);
+static inline const char *odo_origin_name(int origin) {
+  return origin == ODO_ORIGIN_SOURCE ? "source" : "local";
+}
+/* The decoded snapshot record of one origin: 1 found (*raw to
+ * leveldb_free; sr points into it), 0 none, -1 failure with e set. */
+int odo_snapshot_rec_read(odo_store *s, odo_stream *st, int origin,
+                          char **raw, odo_snap_rec *sr, odo_err *e);
 /* The source (or local) snapshot's revision and h(rev); 1 found, 0 none,
  * -1 failure with e set. */
 int odo_snapshot_meta(odo_store *s, odo_stream *st, int origin, uint64_t *rev,
                       uint8_t hash[ODO_HASH_LEN], odo_err *e);
+/* 1 when a snapshot at rev may be stored for origin (none newer is);
+ * else 0 with e set (ESTALE, or why the stored one cannot be read).
+ * Reads only: safe on a worker thread. */
+int odo_snapshot_check_newer(odo_store *s, odo_stream *st, int origin,
+                             uint64_t rev, odo_err *e);
 /* A snapshot to store: its bytes, format name and signature. */
 typedef struct odo_snapshot_in {
   const char *data, *format, *sig;
@@ -210,14 +172,6 @@ int odo_snapshot_read(odo_store *s, odo_stream *st, int origin, char **raw,
 int odo_snapshot_install(odo_store *s, const char *id, size_t len,
                          uint64_t rev, const uint8_t hash[ODO_HASH_LEN],
                          const odo_snapshot_in *in, odo_err *e);
-
-/* A signed head. */
-typedef struct odo_head {
-  uint64_t rev;
-  uint8_t hash[ODO_HASH_LEN];
-  uint8_t sig[ODO_MAX_SIG];
-  size_t sig_len;
-} odo_head;
 
 /* Adds a head record to the open transaction. */
 void odo_stage_head(odo_store *s, odo_stream *st, uint64_t rev,
@@ -261,10 +215,17 @@ void odo_reader_close(odo_reader *r);
 void odo_store_add_dependent(odo_store *s, odo_dependent *d);
 void odo_store_remove_dependent(odo_store *s, odo_dependent *d);
 
-void odo_store_add_listener(odo_store *s, odo_store_listener *l);
-void odo_store_remove_listener(odo_store *s, odo_store_listener *l);
-
-/* Lua methods defined in the store's other files. */
+/* Lua methods, put together in one class by store_class.c. */
+int odo_store_l_store_open(lua_State *L);
+int odo_store_l_store_destroy(lua_State *L);
+int odo_store_l_close(lua_State *L);
+int odo_store_l_is_open(lua_State *L);
+int odo_store_l_info(lua_State *L);
+int odo_store_l_streams(lua_State *L);
+int odo_store_l_stream(lua_State *L);
+int odo_store_l_changes(lua_State *L);
+int odo_store_l_sync(lua_State *L);
+int odo_store_l_tostring(lua_State *L);
 int odo_store_l_append(lua_State *L);
 int odo_store_l_append_many(lua_State *L);
 int odo_store_l_append_replica(lua_State *L);
@@ -284,6 +245,5 @@ int odo_store_l_peer_delete(lua_State *L);
 int odo_store_l_key_put(lua_State *L);
 int odo_store_l_key_get(lua_State *L);
 void odo_iter_register(lua_State *L);
-void odo_iter_close_all(odo_store *s);
 
 #endif

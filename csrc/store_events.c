@@ -1,17 +1,16 @@
 /* store_events.c - event records: appends by the source, replica appends
  * that must continue the chain, reads of a range, iterators that walk a
- * large range a slice at a time, and chain verification.
- *
- * Event value payload: hash[32] | u64be ts | u8 type_len | type | data. */
+ * large range a slice at a time, and chain verification. The event
+ * record's layout is records.c's. Just over 600 lines, and one job: the
+ * events of a stream, written and read back. */
 
 /***
  * @submodule odo.core
  */
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "store.h"
-
-#define EVENT_FIXED (ODO_HASH_LEN + 8 + 1)
 
 static const char *stream_arg(lua_State *L, int idx, size_t *len) {
   return luaL_checklstring(L, idx, len);
@@ -20,36 +19,9 @@ static const char *stream_arg(lua_State *L, int idx, size_t *len) {
 static int encode_event(odo_store *s, odo_stream *st, const odo_event *ev) {
   uint8_t key[ODO_NUMKEY_LEN];
   odo_numkey(key, ODO_K_EVENT, st->num, ev->rev);
-  odo_val_reset(&s->val);
-  if (!odo_buf_reserve(&s->val, EVENT_FIXED + ev->type_len + ev->data_len))
-    return 0;
-  odo_buf_add(&s->val, ev->hash, ODO_HASH_LEN);
-  odo_buf_add_be64(&s->val, ev->ts);
-  odo_buf_add_u8(&s->val, (uint8_t)ev->type_len);
-  odo_buf_add(&s->val, ev->type, ev->type_len);
-  odo_buf_add(&s->val, ev->data, ev->data_len);
+  odo_rec_begin(&s->val);
+  odo_rec_event_encode(&s->val, ev);
   return odo_store_put(s, key, sizeof key, &s->val);
-}
-
-int odo_event_decode(const uint8_t *key, const char *val, size_t vlen,
-                     odo_event *ev) {
-  size_t plen;
-  const uint8_t *p = odo_value_check(key, ODO_NUMKEY_LEN, val, vlen, &plen);
-  odo_rd r;
-  const uint8_t *h;
-  if (p == NULL) return 0;
-  odo_rd_init(&r, p, plen);
-  h = odo_rd_bytes(&r, ODO_HASH_LEN);
-  if (h == NULL) return 0;
-  memcpy(ev->hash, h, ODO_HASH_LEN);
-  ev->ts = odo_rd_be64(&r);
-  ev->type_len = odo_rd_u8(&r);
-  ev->type = (const char *)odo_rd_bytes(&r, ev->type_len);
-  if (r.bad || ev->type_len == 0) return 0;
-  ev->data = (const char *)p + r.pos;
-  ev->data_len = odo_rd_left(&r);
-  ev->rev = odo_get_be64(key + 9);
-  return 1;
 }
 
 static int check_room(odo_stream *st, const odo_cat *c, size_t n,
@@ -146,10 +118,9 @@ static odo_event *check_events(lua_State *L, int idx, size_t *n,
   }
   evs = lua_newuserdatauv(L, (count ? count : 1) * sizeof *evs, 0);
   for (size_t i = 0; i < count; i++) {
-    const char *bad;
+    int ok;
     lua_rawgeti(L, idx, (lua_Integer)i + 1);
-    bad = odo_check_event(L, lua_gettop(L), &evs[i], now, e->msg,
-                          sizeof e->msg);
+    ok = odo_check_event(L, lua_gettop(L), &evs[i], now, e);
     if (replica) {
       size_t hl;
       const char *h;
@@ -163,10 +134,7 @@ static odo_event *check_events(lua_State *L, int idx, size_t *n,
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (bad) {
-      e->name = bad;
-      return NULL;
-    }
+    if (!ok) return NULL;
     total += evs[i].data_len;
     if (total > ODO_MAX_BATCH_BYTES) {
       odo_err_set(e, "ETOOBIG",
@@ -414,7 +382,7 @@ int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e) {
     goto missing;
   if (odo_get_be64((const uint8_t *)k + 9) != r->next) goto missing;
   v = leveldb_iter_value(r->it, &vlen);
-  if (!odo_event_decode((const uint8_t *)k, v, vlen, ev)) {
+  if (!odo_rec_event_decode((const uint8_t *)k, v, vlen, ev)) {
     odo_err_set(e, "ECORRUPT",
                 "event %llu of stream %s is damaged (checksum mismatch)",
                 (unsigned long long)r->next, r->stream_id);
@@ -493,24 +461,24 @@ int odo_store_l_read(lua_State *L) {
 
 /* ---- iterators ----------------------------------------------------------- */
 
-struct odo_iter {
+/* An open iterator holds a LevelDB iterator: it is one of the store's
+ * dependents, closed when the store closes first. */
+typedef struct odo_iter {
   odo_reader r;
   odo_store *store;
-  odo_iter *prev, *next;
+  odo_dependent dep;
   int open;
-};
+} odo_iter;
 
 static void iter_unlink(odo_iter *it) {
   if (!it->open) return;
   odo_reader_close(&it->r);
-  if (it->prev) it->prev->next = it->next;
-  else it->store->iters = it->next;
-  if (it->next) it->next->prev = it->prev;
+  odo_store_remove_dependent(it->store, &it->dep);
   it->open = 0;
 }
 
-void odo_iter_close_all(odo_store *s) {
-  while (s->iters) iter_unlink(s->iters);
+static void iter_dep_release(odo_dependent *d) {
+  iter_unlink((odo_iter *)((char *)d - offsetof(odo_iter, dep)));
 }
 
 /***
@@ -537,9 +505,8 @@ int odo_store_l_iter(lua_State *L) {
     return odo_err_push(L, &e);
   it->store = s;
   it->open = 1;
-  it->next = s->iters;
-  if (s->iters) s->iters->prev = it;
-  s->iters = it;
+  it->dep.release = iter_dep_release;
+  odo_store_add_dependent(s, &it->dep);
   lua_pushvalue(L, 1); /* the iterator keeps its store alive */
   odo_setuservalue(L, -2);
   return 1;

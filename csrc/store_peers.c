@@ -3,8 +3,7 @@
  * without seeds) and source keys (the public keys of the streams' sources,
  * to verify their signatures and hand on to others).
  *
- * Peer:  'p' | peer id.   Payload: u16be port | u64be last_seen_ms
- *        | u8 host_len | host | u16be reason_len | reason
+ * Peer:  'p' | peer id.   Payload: the peer record (records.c)
  * Key:   'k' | source id. Payload: SubjectPublicKeyInfo DER */
 
 /***
@@ -64,13 +63,17 @@ int odo_store_l_peer_put(lua_State *L) {
     return luaL_error(L, "out of memory");
   }
   odo_txn_begin(s);
-  odo_val_reset(&s->val);
-  odo_buf_add_be16(&s->val, (uint16_t)port);
-  odo_buf_add_be64(&s->val, seen);
-  odo_buf_add_u8(&s->val, (uint8_t)host_len);
-  odo_buf_add(&s->val, host, host_len);
-  odo_buf_add_be16(&s->val, (uint16_t)reason_len);
-  odo_buf_add(&s->val, reason, reason_len);
+  {
+    odo_peer_rec r;
+    r.port = (uint16_t)port;
+    r.last_seen = seen;
+    r.host = host;
+    r.host_len = host_len;
+    r.reason = reason;
+    r.reason_len = reason_len;
+    odo_rec_begin(&s->val);
+    odo_rec_peer_encode(&s->val, &r);
+  }
   odo_store_put(s, k.p, k.len, &s->val);
   odo_buf_free(&k);
   if (!odo_txn_commit(s, 0, &e)) return odo_err_push(L, &e);
@@ -94,21 +97,11 @@ int odo_store_l_peers(lua_State *L) {
     size_t kl, vl, pl;
     const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
     const char *v = leveldb_iter_value(it, &vl);
-    const uint8_t *p, *host, *reason;
-    uint16_t port, reason_len;
-    uint8_t host_len;
-    uint64_t seen;
-    odo_rd r;
+    const uint8_t *p;
+    odo_peer_rec r;
     if (kl < 2 || k[0] != ODO_K_PEER) break;
-    p = odo_value_check(k, kl, v, vl, &pl);
-    odo_rd_init(&r, p, p ? pl : 0);
-    port = odo_rd_be16(&r);
-    seen = odo_rd_be64(&r);
-    host_len = odo_rd_u8(&r);
-    host = odo_rd_bytes(&r, host_len);
-    reason_len = odo_rd_be16(&r);
-    reason = odo_rd_bytes(&r, reason_len);
-    if (p == NULL || r.bad) {
+    p = odo_rec_open(k, kl, v, vl, &pl);
+    if (p == NULL || !odo_rec_peer_decode(p, pl, &r)) {
       leveldb_iter_destroy(it);
       return odo_fail(L, "ECORRUPT", "the history record of peer %.*s is "
                       "damaged", (int)(kl - 1), (const char *)k + 1);
@@ -116,13 +109,13 @@ int odo_store_l_peers(lua_State *L) {
     lua_createtable(L, 0, 5);
     lua_pushlstring(L, (const char *)k + 1, kl - 1);
     lua_setfield(L, -2, "id");
-    lua_pushlstring(L, (const char *)host, host_len);
+    lua_pushlstring(L, r.host, r.host_len);
     lua_setfield(L, -2, "host");
-    lua_pushinteger(L, port);
+    lua_pushinteger(L, r.port);
     lua_setfield(L, -2, "port");
-    odo_pushu64(L, seen);
+    odo_pushu64(L, r.last_seen);
     lua_setfield(L, -2, "last_seen");
-    lua_pushlstring(L, (const char *)reason, reason_len);
+    lua_pushlstring(L, r.reason, r.reason_len);
     lua_setfield(L, -2, "reason");
     lua_rawseti(L, -2, ++n);
   }
@@ -170,7 +163,7 @@ void odo_stage_key(odo_store *s, const char *id, size_t len,
                    const uint8_t *der, size_t n) {
   odo_buf k;
   odo_buf_init(&k);
-  odo_val_reset(&s->val);
+  odo_rec_begin(&s->val);
   odo_buf_add(&s->val, der, n);
   if (key_key(&k, id, len)) odo_store_put(s, k.p, k.len, &s->val);
   else s->txn_failed = 1;

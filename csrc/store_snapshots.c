@@ -6,9 +6,7 @@
  * write, purge() then deletes the old records in bounded slices. A replica
  * installing a received source snapshot does both moves in one write.
  *
- * Snapshot payload: u64be rev | hash[32] | u8 format_len | format
- *                   | u16be sig_len | sig | data
- * Head payload:     hash[32] | u16be sig_len | sig
+ * The snapshot and head records' layouts are records.c's.
  */
 
 /***
@@ -18,10 +16,6 @@
 
 #include "sign.h"
 #include "store.h"
-
-static const char *origin_name(int origin) {
-  return origin == ODO_ORIGIN_SOURCE ? "source" : "local";
-}
 
 static int check_origin(lua_State *L, const char *name) {
   if (strcmp(name, "source") == 0) return ODO_ORIGIN_SOURCE;
@@ -35,89 +29,21 @@ static odo_stream *check_stream(lua_State *L, odo_store *s, int idx) {
   return odo_store_find(s, id, len);
 }
 
-typedef struct snap_rec {
-  uint64_t rev;
-  const uint8_t *hash, *format, *sig, *data;
-  size_t format_len, sig_len, data_len;
-} snap_rec;
-
-static int snap_decode(const uint8_t *p, size_t n, snap_rec *sr) {
-  odo_rd r;
-  odo_rd_init(&r, p, n);
-  sr->rev = odo_rd_be64(&r);
-  sr->hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-  sr->format_len = odo_rd_u8(&r);
-  sr->format = odo_rd_bytes(&r, sr->format_len);
-  sr->sig_len = odo_rd_be16(&r);
-  sr->sig = odo_rd_bytes(&r, sr->sig_len);
-  if (r.bad) return 0;
-  sr->data = p + r.pos;
-  sr->data_len = odo_rd_left(&r);
-  return 1;
-}
-
-/* Reads a snapshot record: 1 found (free *raw), 0 none, -1 failure. */
-static int snap_read(odo_store *s, odo_stream *st, int origin, char **raw,
-                     snap_rec *sr, odo_err *e) {
-  uint8_t key[ODO_NUMKEY_LEN];
-  const uint8_t *p;
-  size_t n;
-  int rc;
-  odo_numkey(key, ODO_K_SNAP, st->num, (uint64_t)origin);
-  rc = odo_store_get(s, key, sizeof key, raw, &p, &n, e);
-  if (rc != 1) return rc;
-  if (!snap_decode(p, n, sr)) {
-    leveldb_free(*raw);
-    *raw = NULL;
-    odo_err_set(e, "ECORRUPT", "the %s snapshot of stream %s is damaged",
-                origin_name(origin), st->id);
-    return -1;
-  }
-  return 1;
-}
-
-int odo_snapshot_meta(odo_store *s, odo_stream *st, int origin, uint64_t *rev,
-                      uint8_t hash[ODO_HASH_LEN], odo_err *e) {
-  char *raw = NULL;
-  snap_rec sr;
-  int rc = snap_read(s, st, origin, &raw, &sr, e);
-  if (rc == 1) {
-    *rev = sr.rev;
-    memcpy(hash, sr.hash, ODO_HASH_LEN);
-    leveldb_free(raw);
-  }
-  return rc;
-}
-
-int odo_snapshot_read(odo_store *s, odo_stream *st, int origin, char **raw,
-                      uint64_t *rev, odo_snapshot_in *out, odo_err *e) {
-  snap_rec sr;
-  int rc = snap_read(s, st, origin, raw, &sr, e);
-  if (rc != 1) return rc;
-  *rev = sr.rev;
-  out->data = (const char *)sr.data;
-  out->data_len = sr.data_len;
-  out->format = (const char *)sr.format;
-  out->format_len = sr.format_len;
-  out->sig = (const char *)sr.sig;
-  out->sig_len = sr.sig_len;
-  return 1;
-}
-
 static void snap_stage(odo_store *s, odo_stream *st, int origin, uint64_t rev,
-                       const uint8_t *hash, const char *format,
-                       size_t format_len, const char *sig, size_t sig_len,
-                       const char *data, size_t data_len) {
+                       const uint8_t *hash, const odo_snapshot_in *in) {
   uint8_t key[ODO_NUMKEY_LEN];
+  odo_snap_rec r;
+  r.rev = rev;
+  r.hash = hash;
+  r.format = in->format;
+  r.format_len = in->format_len;
+  r.sig = in->sig;
+  r.sig_len = in->sig_len;
+  r.data = in->data;
+  r.data_len = in->data_len;
   odo_numkey(key, ODO_K_SNAP, st->num, (uint64_t)origin);
-  odo_val_reset(&s->val);
-  odo_buf_add_be64(&s->val, rev);
-  odo_buf_add(&s->val, hash, ODO_HASH_LEN);
-  odo_buf_add_u8(&s->val, (uint8_t)format_len);
-  odo_buf_add(&s->val, format, format_len);
-  odo_buf_add_be16(&s->val, (uint16_t)sig_len);
-  odo_buf_add(&s->val, sig, sig_len);
-  odo_buf_add(&s->val, data, data_len);
+  odo_rec_begin(&s->val);
+  odo_rec_snapshot_encode(&s->val, &r);
   odo_store_put(s, key, sizeof key, &s->val);
 }
 
@@ -140,12 +66,26 @@ static const char *opt_str(lua_State *L, int idx, const char *k, size_t *len,
   return v;
 }
 
+int odo_snapshot_check_newer(odo_store *s, odo_stream *st, int origin,
+                             uint64_t rev, odo_err *e) {
+  uint8_t old_hash[ODO_HASH_LEN];
+  uint64_t old_rev;
+  int rc = odo_snapshot_meta(s, st, origin, &old_rev, old_hash, e);
+  if (rc < 0) return 0;
+  if (rc == 1 && old_rev > rev)
+    return odo_err_set(e, "ESTALE",
+                       "stream %s already has a %s snapshot at %llu, newer "
+                       "than %llu",
+                       st->id, odo_origin_name(origin),
+                       (unsigned long long)old_rev, (unsigned long long)rev);
+  return 1;
+}
+
 int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
                        const odo_snapshot_in *in, int sync, odo_err *e) {
-  uint8_t hash[ODO_HASH_LEN], old_hash[ODO_HASH_LEN], sig[ODO_MAX_SIG];
+  uint8_t hash[ODO_HASH_LEN], sig[ODO_MAX_SIG];
   odo_snapshot_in signed_in;
   size_t sl = sizeof sig;
-  uint64_t old_rev;
   int rc;
   if (rev == 0)
     return odo_err_set(e, "EINVAL", "a snapshot covers revision 1 or later");
@@ -158,14 +98,7 @@ int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
                        st->id, (unsigned long long)st->cat.first,
                        (unsigned long long)st->cat.last,
                        (unsigned long long)rev);
-  rc = odo_snapshot_meta(s, st, origin, &old_rev, old_hash, e);
-  if (rc < 0) return 0;
-  if (rc == 1 && old_rev > rev)
-    return odo_err_set(e, "ESTALE",
-                       "stream %s already has a %s snapshot at %llu, newer "
-                       "than %llu",
-                       st->id, origin_name(origin),
-                       (unsigned long long)old_rev, (unsigned long long)rev);
+  if (!odo_snapshot_check_newer(s, st, origin, rev, e)) return 0;
   if (origin == ODO_ORIGIN_SOURCE && st->own && in->sig_len == 0 && s->signer) {
     if (!odo_sign_snapshot(s->signer, st->id, st->id_len, rev, hash, in->data,
                            in->data_len, in->format, in->format_len, sig, &sl, e))
@@ -176,8 +109,7 @@ int odo_snapshot_store(odo_store *s, odo_stream *st, int origin, uint64_t rev,
     in = &signed_in;
   }
   odo_txn_begin(s);
-  snap_stage(s, st, origin, rev, hash, in->format, in->format_len, in->sig,
-             in->sig_len, in->data, in->data_len);
+  snap_stage(s, st, origin, rev, hash, in);
   if (origin == ODO_ORIGIN_SOURCE) odo_txn_touch(s, st)->snap = rev;
   return odo_txn_commit(s, sync, e);
 }
@@ -225,13 +157,13 @@ int odo_store_l_snapshot_put(lua_State *L) {
   return 1;
 }
 
-static void push_snap(lua_State *L, const snap_rec *sr, int origin) {
+static void push_snap(lua_State *L, const odo_snap_rec *sr, int origin) {
   lua_createtable(L, 0, 6);
   odo_pushu64(L, sr->rev);
   lua_setfield(L, -2, "rev");
   lua_pushlstring(L, (const char *)sr->hash, ODO_HASH_LEN);
   lua_setfield(L, -2, "hash");
-  lua_pushstring(L, origin_name(origin));
+  lua_pushstring(L, odo_origin_name(origin));
   lua_setfield(L, -2, "origin");
   lua_pushlstring(L, (const char *)sr->format, sr->format_len);
   lua_setfield(L, -2, "format");
@@ -254,12 +186,12 @@ int odo_store_l_snapshot_get(lua_State *L) {
   odo_stream *st = check_stream(L, s, 2);
   int lo = ODO_ORIGIN_SOURCE, hi = ODO_ORIGIN_LOCAL, best = 0;
   char *raw[3] = {NULL, NULL, NULL};
-  snap_rec sr[3];
+  odo_snap_rec sr[3];
   odo_err e = {0};
   if (!lua_isnoneornil(L, 3)) lo = hi = check_origin(L, luaL_checkstring(L, 3));
   if (st == NULL) return 0;
   for (int o = lo; o <= hi; o++) {
-    int rc = snap_read(s, st, o, &raw[o], &sr[o], &e);
+    int rc = odo_snapshot_rec_read(s, st, o, &raw[o], &sr[o], &e);
     if (rc < 0) {
       for (int i = 1; i <= 2; i++) leveldb_free(raw[i]);
       return odo_err_push(L, &e);
@@ -323,8 +255,7 @@ int odo_snapshot_install(odo_store *s, const char *id, size_t len,
   c->first = rev + 1;
   memcpy(c->base, hash, ODO_HASH_LEN);
   c->snap = rev;
-  snap_stage(s, st, ODO_ORIGIN_SOURCE, rev, hash, in->format, in->format_len,
-             in->sig, in->sig_len, in->data, in->data_len);
+  snap_stage(s, st, ODO_ORIGIN_SOURCE, rev, hash, in);
   return odo_txn_commit(s, 1, e);
 }
 
@@ -460,10 +391,8 @@ void odo_stage_head(odo_store *s, odo_stream *st, uint64_t rev,
                     size_t sig_len) {
   uint8_t key[ODO_HEADKEY_LEN];
   odo_headkey(key, st->num, rev);
-  odo_val_reset(&s->val);
-  odo_buf_add(&s->val, hash, ODO_HASH_LEN);
-  odo_buf_add_be16(&s->val, (uint16_t)sig_len);
-  odo_buf_add(&s->val, sig, sig_len);
+  odo_rec_begin(&s->val);
+  odo_rec_head_encode(&s->val, hash, sig, sig_len);
   odo_store_put(s, key, sizeof key, &s->val);
 }
 
@@ -487,23 +416,16 @@ int odo_head_read(odo_store *s, odo_stream *st, uint64_t rev, int last,
     size_t kl, vl, pl;
     const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
     const char *v;
-    const uint8_t *p, *hash, *sig;
-    odo_rd r;
+    const uint8_t *p;
     if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != st->num) break;
     if (kl != ODO_HEADKEY_LEN) continue;
     v = leveldb_iter_value(it, &vl);
-    p = odo_value_check(k, kl, v, vl, &pl);
-    odo_rd_init(&r, p, p ? pl : 0);
-    hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-    h->sig_len = odo_rd_be16(&r);
-    sig = odo_rd_bytes(&r, h->sig_len);
-    if (p == NULL || r.bad || h->sig_len > ODO_MAX_SIG) {
+    p = odo_rec_open(k, kl, v, vl, &pl);
+    if (p == NULL || !odo_rec_head_decode(p, pl, h)) {
       leveldb_iter_destroy(it);
       return odo_err_set(e, "ECORRUPT", "a signed head of stream %s is damaged", st->id), -1;
     }
     h->rev = odo_get_be64(k + 9);
-    memcpy(h->hash, hash, ODO_HASH_LEN);
-    memcpy(h->sig, sig, h->sig_len);
     found = 1;
     break;
   }

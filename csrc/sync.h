@@ -1,36 +1,22 @@
-/* sync.h - the sync protocol's messages (docs/PROTOCOL.md, "Sync"):
+/* sync.h - the sync engine's state, shared by its files (the messages
+ * themselves are sync_msg.h's):
  *
- *   str8 = u8 len | bytes; str16 = u16be len | bytes; integers big-endian
- *   CATALOGUE   0x10  u8 flags (1: full) | u16 nkeys | str16 spki * nkeys
- *                     | u32 count | entry * count
- *               entry = str8 stream | u64 first | u64 last | u64 snapshot
- *                       | u8 flags (1: sender is the source, 2: sender's
- *                       upstream is the source) | u16 key index (0xffff: none)
- *   SUBSCRIBE   0x11  u8 flags (1: live) | u32 count | (str8 stream | u64 from) * count
- *   UNSUBSCRIBE 0x12  u32 count | str8 stream * count
- *   SNAPSHOT    0x13  str8 stream | u64 rev | hash[32] | str8 format | str16 sig
- *                     | u32 total | u32 offset | bytes
- *   EVENTS      0x14  str8 stream | u64 first | u32 count | event * count
- *                     | u64 head_rev | hash[32] | str16 sig
- *               event = u64 ts | str8 type | u32 len | data
- *   CAUGHT_UP   0x15  str8 stream | u64 rev
- *   REFUSED     0x16  str8 stream | u16 code | str16 reason
- */
+ *   sync_peers.c  bookkeeping: peers, their subscriptions and wants,
+ *                 source keys, the output buffer, notes for Lua
+ *   sync_serve.c  serving: pump, batches, snapshot chunks, catalogues,
+ *                 signing heads
+ *   sync_recv.c   receiving: decode, verify, store
+ *   sync.c        the Lua class odo.sync over them
+ *
+ * Calls run one way: sync.c -> sync_recv.c -> sync_serve.c ->
+ * sync_peers.c, all over the store, the session and the codec. */
 #ifndef ODO_SYNC_H
 #define ODO_SYNC_H
 
 #include "session.h"
 #include "sign.h"
-
-enum {
-  ODO_MSG_CATALOGUE = 0x10,
-  ODO_MSG_SUBSCRIBE = 0x11,
-  ODO_MSG_UNSUBSCRIBE = 0x12,
-  ODO_MSG_SNAPSHOT = 0x13,
-  ODO_MSG_EVENTS = 0x14,
-  ODO_MSG_CAUGHT_UP = 0x15,
-  ODO_MSG_REFUSED = 0x16,
-};
+#include "store.h"
+#include "sync_msg.h"
 
 /* A head is signed at least every HEAD_EVENTS revisions and HEAD_BYTES of
  * event data, and at the end of every live batch, so every batch a
@@ -38,7 +24,6 @@ enum {
 #define ODO_HEAD_EVENTS 1000
 #define ODO_HEAD_BYTES (4u << 20)
 #define ODO_SNAPSHOT_CHUNK (1u << 20)
-#define ODO_MAX_SNAPSHOT (1u << 30)
 
 enum {
   ODO_REFUSED_UNKNOWN = 1,
@@ -46,6 +31,120 @@ enum {
   ODO_REFUSED_TOO_BIG = 3,
   ODO_REFUSED_UNAVAILABLE = 4 /* the server cannot read what it holds */
 };
+
+#define ODO_SYNC_CLASS "odo.sync"
+/* Parsed events kept between EVENTS frames (larger arrays are freed). */
+#define ODO_SYNC_KEEP_EVENTS 65536
+
+/* A stream a peer asked us for. */
+typedef struct sync_sub {
+  char stream[ODO_MAX_STREAM_ID + 1];
+  size_t len;
+  uint64_t next;  /* next revision owed */
+  int live;       /* keep streaming after catching up */
+  int caught_up;  /* CAUGHT_UP sent since the last batch */
+  int want_snap;  /* send the source snapshot even when not behind it */
+  /* a snapshot being sent */
+  char *snap_raw;
+  odo_snapshot_in snap;
+  uint64_t snap_rev;
+  uint8_t snap_hash[ODO_HASH_LEN];
+  size_t snap_off;
+  struct sync_sub *next_sub;
+} sync_sub;
+
+/* A stream this node asked a peer for (so stale batches are dropped). */
+typedef struct sync_want {
+  char stream[ODO_MAX_STREAM_ID + 1];
+  size_t len;
+  struct sync_want *next;
+} sync_want;
+
+typedef struct sync_peer {
+  odo_session *s;
+  int ref; /* registry reference keeping the session alive */
+  char id[ODO_NODE_ID_HEX + 1];
+  sync_sub *subs;
+  sync_want *wants;
+  /* a snapshot being received */
+  odo_buf snap;
+  char snap_stream[ODO_MAX_STREAM_ID + 1];
+  size_t snap_len;
+  uint64_t snap_rev;
+  uint32_t snap_total;
+  struct sync_peer *next;
+} sync_peer;
+
+typedef struct src_key {
+  char id[ODO_NODE_ID_HEX + 1];
+  EVP_PKEY *key;
+  struct src_key *next;
+} src_key;
+
+typedef struct odo_sync {
+  odo_store *store;
+  sync_peer *peers;
+  src_key *keys;
+  int verify;         /* check signatures on what arrives */
+  int replica_sync;   /* fsync replica writes */
+  size_t max_batch;   /* bytes of one EVENTS frame we build */
+  odo_buf out;        /* frames being built */
+  odo_buf section;    /* a list section being built */
+  odo_event *evs;     /* scratch for decoding a batch */
+  size_t cap_evs;
+} odo_sync;
+
+/* ---- sync_peers.c ---- */
+sync_peer *odo_sync_find_peer(odo_sync *y, const odo_session *s);
+void odo_sync_sub_free(sync_sub *sub);
+/* Frees p (and its registry reference when L is given). */
+void odo_sync_peer_free(lua_State *L, sync_peer *p);
+sync_want **odo_sync_find_want(sync_peer *p, const char *id, size_t len);
+sync_sub **odo_sync_find_sub(sync_peer *p, const char *id, size_t len);
+/* The public key of a stream's source: ours, cached, or from the store. */
+EVP_PKEY *odo_sync_source_key(odo_sync *y, const char *src, size_t len,
+                              odo_err *e);
+/* The length of the source id at the start of a stream id. */
+size_t odo_sync_source_len(const char *id, size_t len);
+/* A head was written: keep the stream's newest-head revision current. */
+void odo_sync_note_head(odo_stream *st, uint64_t rev);
+/* Empties y->out: every builder starts with it, so a frame left half
+ * built by an argument error is never sent. */
+void odo_sync_out_reset(odo_sync *y);
+/* Sends the `frames` frames built in y->out, or nothing when the buffer
+ * could not grow (a truncated frame would end the session). */
+int odo_sync_send_out(odo_sync *y, sync_peer *p, unsigned frames);
+/* y->section holds a list being built (sync_msg.h): empties it, and
+ * hands it on as a list of count items (a section that could not grow
+ * fails y->out, so nothing half built is sent). */
+void odo_sync_section_reset(odo_sync *y);
+void odo_sync_section_list(odo_sync *y, uint32_t count, odo_msg_list *l);
+/* Notes for Lua: a table {event = kind, stream = ...} appended to the
+ * array at ev when note_end is called (fields go between). */
+void odo_sync_note(lua_State *L, const char *kind, const char *stream,
+                   size_t len);
+void odo_sync_note_end(lua_State *L, int ev);
+
+/* ---- sync_serve.c ---- */
+void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
+                           size_t len, uint16_t code, const char *why);
+/* Sends what subscriptions are owed, at most `budget` frames; notes
+ * serving errors at ev. Returns whether work is left. */
+int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, int ev);
+/* Builds the CATALOGUE frames of list[0..n) into y->out; the streams in
+ * the table at direct_idx (0: none) are marked as followed directly.
+ * Returns the number of frames. */
+unsigned odo_sync_catalogue(lua_State *L, odo_sync *y, odo_stream **list,
+                            size_t n, int full, int direct_idx);
+/* Signs heads of an own stream's unsigned events, walking at most
+ * `budget` events; heads signed, or -1 with e set. */
+int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,
+                         int *more, odo_err *e);
+
+/* ---- sync_recv.c ---- */
+/* Handles one received message; notes what happened at ev. */
+void odo_sync_handle(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                     int type, const uint8_t *m, size_t n);
 
 void odo_sync_open(lua_State *L);
 

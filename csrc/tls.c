@@ -65,15 +65,13 @@ static int verify_cb(int ok, X509_STORE_CTX *xs) {
 }
 
 /* Reads the ids of the self-signed certificates in the CA bundle. */
-static int load_trusted(odo_tls *t, const char *path, char *err,
-                        size_t errlen) {
+static int load_trusted(odo_tls *t, const char *path, odo_err *e) {
   FILE *f = fopen(path, "r");
   X509 *x;
   size_t cap = 0;
   if (f == NULL) {
-    snprintf(err, errlen, "cannot read CA bundle %s: %s", path,
-             strerror(errno));
-    return 0;
+    return odo_err_set(e, "ETLS", "cannot read CA bundle %s: %s", path,
+                       strerror(errno));
   }
   while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
     if (X509_check_issued(x, x) == X509_V_OK) {
@@ -83,8 +81,7 @@ static int load_trusted(odo_tls *t, const char *path, char *err,
         if (p == NULL) {
           X509_free(x);
           fclose(f);
-          snprintf(err, errlen, "out of memory reading %s", path);
-          return 0;
+          return odo_err_set(e, "ETLS", "out of memory reading %s", path);
         }
         t->trusted = p;
         cap = n;
@@ -119,45 +116,40 @@ static const char *opt_path(lua_State *L, const char *k) {
 }
 
 static int setup(odo_tls *t, const char *ca, const char *cert_path,
-                 const char *key_path, char *err, size_t errlen) {
+                 const char *key_path, odo_err *e) {
   char ssl[256];
-  X509 *cert = odo_read_cert(cert_path, err, errlen);
+  X509 *cert = odo_read_cert(cert_path, e);
   if (cert == NULL) return 0;
   if (!odo_cert_id(cert, t->id)) {
     X509_free(cert);
-    snprintf(err, errlen, "cannot read the public key of %s", cert_path);
-    return 0;
+    return odo_err_set(e, "ETLS", "cannot read the public key of %s", cert_path);
   }
   X509_free(cert);
-  t->key = odo_read_key(key_path, err, errlen);
+  t->key = odo_read_key(key_path, e);
   if (t->key == NULL) return 0;
   t->ctx = SSL_CTX_new(TLS_method());
   if (t->ctx == NULL ||
       !SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION) ||
       !SSL_CTX_set_max_proto_version(t->ctx, TLS1_3_VERSION)) {
-    snprintf(err, errlen, "cannot make a TLS 1.3 context: %s",
-             odo_ssl_error(ssl, sizeof ssl, "unknown error"));
-    return 0;
+    return odo_err_set(e, "ETLS", "cannot make a TLS 1.3 context: %s",
+                       odo_ssl_error(ssl, sizeof ssl, "unknown error"));
   }
   SSL_CTX_set_app_data(t->ctx, t);
   if (SSL_CTX_use_certificate_chain_file(t->ctx, cert_path) != 1) {
-    snprintf(err, errlen, "cannot use certificate %s: %s", cert_path,
-             odo_ssl_error(ssl, sizeof ssl, "unknown error"));
-    return 0;
+    return odo_err_set(e, "ETLS", "cannot use certificate %s: %s", cert_path,
+                       odo_ssl_error(ssl, sizeof ssl, "unknown error"));
   }
   if (SSL_CTX_use_PrivateKey(t->ctx, t->key) != 1 ||
       SSL_CTX_check_private_key(t->ctx) != 1) {
-    snprintf(err, errlen, "key %s does not match certificate %s (%s)",
-             key_path, cert_path,
-             odo_ssl_error(ssl, sizeof ssl, "mismatch"));
-    return 0;
+    return odo_err_set(e, "ETLS", "key %s does not match certificate %s (%s)",
+                       key_path, cert_path,
+                       odo_ssl_error(ssl, sizeof ssl, "mismatch"));
   }
   if (SSL_CTX_load_verify_locations(t->ctx, ca, NULL) != 1) {
-    snprintf(err, errlen, "cannot load CA bundle %s: %s", ca,
-             odo_ssl_error(ssl, sizeof ssl, "no certificates"));
-    return 0;
+    return odo_err_set(e, "ETLS", "cannot load CA bundle %s: %s", ca,
+                       odo_ssl_error(ssl, sizeof ssl, "no certificates"));
   }
-  if (!load_trusted(t, ca, err, errlen)) return 0;
+  if (!load_trusted(t, ca, e)) return 0;
   SSL_CTX_set_verify(t->ctx,
                      SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
                      verify_cb);
@@ -179,7 +171,7 @@ static int setup(odo_tls *t, const char *ca, const char *cert_path,
  */
 static int l_tls_context(lua_State *L) {
   const char *ca, *cert, *key;
-  char err[512];
+  odo_err e = {0};
   odo_tls *t;
   luaL_checktype(L, 1, LUA_TTABLE);
   ca = opt_path(L, "ca");
@@ -188,10 +180,10 @@ static int l_tls_context(lua_State *L) {
   t = lua_newuserdatauv(L, sizeof *t, 0);
   memset(t, 0, sizeof *t);
   luaL_setmetatable(L, ODO_TLS_CLASS);
-  err[0] = '\0';
-  if (!setup(t, ca, cert, key, err, sizeof err)) {
+  if (!setup(t, ca, cert, key, &e)) {
     tls_release(t);
-    return odo_fail(L, "ETLS", "%s", err);
+    /* every failure to make a context is ETLS, whatever the file's */
+    return odo_fail(L, "ETLS", "%s", e.msg);
   }
   return 1;
 }
@@ -202,13 +194,13 @@ odo_tls *odo_tls_check(lua_State *L, int idx) {
   return t;
 }
 
-SSL *odo_tls_engine(odo_tls *t, int server, char *err, size_t errlen) {
+SSL *odo_tls_engine(odo_tls *t, int server, odo_err *e) {
   char ssl_err[256];
   SSL *ssl = SSL_new(t->ctx);
   BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
   if (ssl == NULL || in == NULL || out == NULL) {
-    snprintf(err, errlen, "cannot make a TLS engine: %s",
-             odo_ssl_error(ssl_err, sizeof ssl_err, "out of memory"));
+    odo_err_set(e, "ETLS", "cannot make a TLS engine: %s",
+                odo_ssl_error(ssl_err, sizeof ssl_err, "out of memory"));
     SSL_free(ssl);
     BIO_free(in);
     BIO_free(out);

@@ -30,7 +30,7 @@ odo_tls *odo_tls_check(lua_State *L, int idx);
 
 /* A new client or server TLS engine over two memory BIOs; NULL with err
  * filled on failure. */
-SSL *odo_tls_engine(odo_tls *t, int server, char *err, size_t errlen);
+SSL *odo_tls_engine(odo_tls *t, int server, odo_err *e);
 
 /* After a failed handshake step: the reason, from the verification result
  * or OpenSSL's error queue, as one line. */

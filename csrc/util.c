@@ -1,6 +1,8 @@
-/* util.c - the small helpers every part of odo.core shares: the failure
- * convention, integer argument checks, clocks, hex, CRC-32C, the growable
- * buffer and the bounds-checked reader, and class registration. */
+/* util.c - the bottom layer: the small helpers every part of odo.core
+ * shares (odo.h): the failure convention, integer argument checks,
+ * clocks, hex, CRC-32C, FNV-1a, the growable buffer and the
+ * bounds-checked reader, class registration, and two process-wide Lua
+ * functions (mkdirs, tune_allocator). It calls no other file of the core. */
 
 /***
  * @submodule odo.core
@@ -28,6 +30,19 @@ int odo_fail(lua_State *L, const char *name, const char *fmt, ...) {
   lua_pushfstring(L, "%s: %s", name, msg);
   lua_pushstring(L, name);
   return 3;
+}
+
+int odo_err_set(odo_err *e, const char *name, const char *fmt, ...) {
+  va_list ap;
+  e->name = name;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  return 0;
+}
+
+int odo_err_push(lua_State *L, const odo_err *e) {
+  return odo_fail(L, e->name, "%s", e->msg);
 }
 
 void odo_pushu64(lua_State *L, uint64_t v) {
@@ -99,6 +114,31 @@ void odo_hex(const uint8_t *in, size_t n, char *out) {
     out[2 * i + 1] = digits[in[i] & 15];
   }
   out[2 * n] = '\0';
+}
+
+int odo_unhex(const char *hex, size_t n, uint8_t *out) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned v = 0;
+    for (int k = 0; k < 2; k++) {
+      char c = hex[2 * i + (size_t)k];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+      else return 0;
+    }
+    out[i] = (uint8_t)v;
+  }
+  return 1;
+}
+
+uint64_t odo_fnv1a(const void *p, size_t n) {
+  const uint8_t *b = (const uint8_t *)p;
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= b[i];
+    h *= 1099511628211ull;
+  }
+  return h;
 }
 
 /* CRC-32C. The table is computed into a constant at compile time would
@@ -195,6 +235,16 @@ int odo_buf_add_be64(odo_buf *b, uint64_t v) {
   uint8_t t[8];
   odo_put_be64(t, v);
   return odo_buf_add(b, t, 8);
+}
+
+int odo_buf_add_str8(odo_buf *b, const void *p, size_t n) {
+  if (n > 255) return (b->failed = 1), 0;
+  return odo_buf_add_u8(b, (uint8_t)n) && odo_buf_add(b, p, n);
+}
+
+int odo_buf_add_str16(odo_buf *b, const void *p, size_t n) {
+  if (n > 65535) return (b->failed = 1), 0;
+  return odo_buf_add_be16(b, (uint16_t)n) && odo_buf_add(b, p, n);
 }
 
 void odo_buf_consume(odo_buf *b, size_t n) {

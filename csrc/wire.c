@@ -10,19 +10,14 @@
 
 int odo_frame_next(const uint8_t *p, size_t n, size_t max_frame,
                    uint8_t *type, const uint8_t **payload, size_t *plen,
-                   size_t *consumed, char *err, size_t errlen) {
+                   size_t *consumed, odo_err *e) {
   uint32_t len;
   if (n < 4) return 0;
   len = odo_get_be32(p);
-  if (len == 0) {
-    snprintf(err, errlen, "a frame of length 0");
-    return -1;
-  }
-  if (len > max_frame) {
-    snprintf(err, errlen, "a frame of %u bytes, over the limit of %zu",
-             (unsigned)len, max_frame);
-    return -1;
-  }
+  if (len == 0) return odo_err_set(e, "EPROTO", "a frame of length 0"), -1;
+  if (len > max_frame)
+    return odo_err_set(e, "EPROTO", "a frame of %u bytes, over the limit of %zu",
+                       (unsigned)len, max_frame), -1;
   if (n - 4 < len) return 0;
   *type = p[4];
   *payload = p + ODO_FRAME_HEADER;
@@ -109,19 +104,7 @@ const char *odo_bye_name(uint16_t code) {
 /* ---- Lua ------------------------------------------------------------------ */
 
 static int hex_to_id(const char *hex, size_t len, uint8_t out[32]) {
-  if (len != 64) return 0;
-  for (size_t i = 0; i < 32; i++) {
-    unsigned v = 0;
-    for (int k = 0; k < 2; k++) {
-      char c = hex[2 * i + (size_t)k];
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-      else return 0;
-    }
-    out[i] = (uint8_t)v;
-  }
-  return 1;
+  return len == 64 && odo_unhex(hex, 32, out);
 }
 
 static void push_buf(lua_State *L, odo_buf *b) {
@@ -194,10 +177,9 @@ static int l_wire_decode(lua_State *L) {
   const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &n), *payload;
   size_t max = (size_t)odo_optu64(L, 2, ODO_DEFAULT_MAX_FRAME, "max_frame");
   uint8_t type;
-  char err[128];
-  int rc = odo_frame_next(p, n, max, &type, &payload, &plen, &used, err,
-                          sizeof err);
-  if (rc < 0) return odo_fail(L, "EPROTO", "%s", err);
+  odo_err e = {0};
+  int rc = odo_frame_next(p, n, max, &type, &payload, &plen, &used, &e);
+  if (rc < 0) return odo_err_push(L, &e);
   if (rc == 0) return 0;
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, type);

@@ -59,7 +59,7 @@ typedef struct odo_hello {
  * when the frame is invalid (length 0, or over max_frame). */
 int odo_frame_next(const uint8_t *p, size_t n, size_t max_frame,
                    uint8_t *type, const uint8_t **payload, size_t *plen,
-                   size_t *consumed, char *err, size_t errlen);
+                   size_t *consumed, odo_err *e);
 
 /* Appends a whole frame; 0 on allocation failure. */
 int odo_frame_put(odo_buf *b, uint8_t type, const void *payload, size_t plen);

@@ -95,14 +95,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *p = data + off, *payload = NULL;
     size_t n = size - off, plen = 0, used = 0, k;
     uint8_t type = 0;
-    char err[160] = "";
-    int rc = odo_frame_next(p, n, max_frame, &type, &payload, &plen, &used,
-                            err, sizeof err);
+    odo_err e = {0};
+    int rc = odo_frame_next(p, n, max_frame, &type, &payload, &plen, &used, &e);
     if (rc < 0) {
       if (n < 4) fail("refused a partial header", off);
       if (odo_get_be32(p) != 0 && odo_get_be32(p) <= max_frame)
         fail("refused a valid length", off);
-      if (err[0] == '\0' || memchr(err, '\0', sizeof err) == NULL)
+      if (e.name == NULL || e.msg[0] == '\0' ||
+          memchr(e.msg, '\0', sizeof e.msg) == NULL)
         fail("refused without a reason", off);
       break;
     }
@@ -121,12 +121,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       fail("odo_frame_next reports parts that are not the frame's", off);
     /* a frame cut short anywhere is "more bytes needed" */
     for (k = 0; k < 4; k++)
-      if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, err,
-                         sizeof err) != 0)
+      if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, &e) != 0)
         fail("a partial header is not 'more bytes needed'", off);
     k = used - 1;
-    if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, err,
-                       sizeof err) != 0)
+    if (odo_frame_next(p, k, max_frame, &type, &payload, &plen, &used, &e) != 0)
       fail("a frame missing its last byte is not 'more bytes needed'", off);
     used = k + 1;
     decoders(p, used, p[4], p + ODO_FRAME_HEADER, used - ODO_FRAME_HEADER, &b,

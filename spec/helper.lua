@@ -338,6 +338,8 @@ local function sh(cmd)
   assert(ok, cmd .. "\n" .. out)
   return out
 end
+--- Runs a shell command that must succeed; returns its output.
+H.sh = sh
 
 --- Test certificates made with the openssl command line in `dir`:
 --   an Ed25519 CA with nodes signed by it (`pki.node(name)` makes one),

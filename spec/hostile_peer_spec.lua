@@ -5,6 +5,7 @@
 local H = require "helper"
 local core = require "odo.core"
 local Store = require "odo.store"
+local Raw = require "raw_peer"
 
 local SUBSCRIBE, UNSUBSCRIBE, PING = 0x11, 0x12, 0x02
 
@@ -51,15 +52,25 @@ describe("a hostile peer", function()
     return out, ea
   end
 
+  -- A raw peer with a's certificate, introduced to a server session of b
+  -- with the given options.
+  local function raw_pair(opts_b)
+    local opts = opts_b or {}
+    opts.port, opts.server = 2, true
+    local b = core.session(tb, opts)
+    local a = Raw.connect(ta, b, { id = ta:id(), port = 1 })
+    assert.equal("open", b:info().state)
+    return a, b
+  end
+
   it("a PING flood is not answered past the output's high watermark", function()
-    local a, b = pair({ high = 64 * 1024, low = 16 * 1024 })
-    a:_inject(frame(PING, ("\0"):rep(8)):rep(50000))
+    local a, b = raw_pair({ high = 64 * 1024, low = 16 * 1024 })
+    a:write(frame(PING, ("\0"):rep(8)):rep(50000))
     -- b reads everything a sent but never gets its own output taken
-    local o = a:output()
+    local o = a.pipe:output()
     while o do
-      a:written(#o)
       b:feed(o, 0)
-      o = a:output()
+      o = a.pipe:output()
     end
     local queued = b:info().queued
     assert.is_true(queued < 64 * 1024 + 4096, "b queued " .. queued .. " bytes of PONGs")
@@ -67,10 +78,10 @@ describe("a hostile peer", function()
   end)
 
   it("a session closed inside a frame by TLS close_notify is not a normal close", function()
-    local a, b = pair()
-    a:_inject(string.pack(">I4B", 1000, 0x20) .. ("z"):rep(10))
-    a:bye("normal", "leaving")
-    local _, eb = H.pump(a, b)
+    local a = raw_pair()
+    a:write(string.pack(">I4B", 1000, 0x20) .. ("z"):rep(10))
+    a:close()
+    local eb = a:pump()
     local closed = H.find_event(eb, "closed")
     assert.is_truthy(closed)
     assert.matches("closed the connection inside a frame", closed.reason)
@@ -89,7 +100,9 @@ describe("a hostile peer", function()
       if v then break end
     end
     assert.is_truthy(v, "the flood was answered without end")
-    assert.matches("keeps asking for streams without reading the answers", v.reason)
+    assert.equal("protocol", v.code)
+    assert.matches("^the peer keeps asking for streams without reading the answers "
+      .. "%(%d+ bytes wait for it%)$", v.reason)
     assert.is_true(b:info().queued < 3 * 64 * 1024, "queued " .. b:info().queued)
   end)
 
@@ -97,15 +110,21 @@ describe("a hostile peer", function()
     local _, b = pair()
     local y = engine(b, tb, ta)
     local cases = {
-      { SUBSCRIBE, string.pack(">BI4", 1, 0) .. "junk" },
-      { SUBSCRIBE, string.pack(">BI4", 1, 1) .. string.pack(">s1I8", "s", 1) .. "x" },
-      { SUBSCRIBE, string.pack(">BI4", 1, 4097) .. string.pack(">s1I8", "s", 1):rep(4097) },
-      { UNSUBSCRIBE, string.pack(">I4", 0) .. "junk" },
-      { UNSUBSCRIBE, string.pack(">I4", 1) .. "\0" },
+      { SUBSCRIBE, string.pack(">BI4", 1, 0) .. "junk", "a malformed SUBSCRIBE entry" },
+      { SUBSCRIBE, string.pack(">BI4", 1, 1) .. string.pack(">s1I8", "s", 1) .. "x",
+        "a malformed SUBSCRIBE entry" },
+      { SUBSCRIBE, string.pack(">BI4", 1, 4097) .. string.pack(">s1I8", "s", 1):rep(4097),
+        "a malformed SUBSCRIBE (at most 4096 streams a frame)" },
+      { UNSUBSCRIBE, string.pack(">I4", 0) .. "junk", "a malformed UNSUBSCRIBE" },
+      { UNSUBSCRIBE, string.pack(">I4", 1) .. "\0", "a malformed UNSUBSCRIBE" },
     }
     for i, c in ipairs(cases) do
       local v = violation(y:handle(b, c[1], c[2]))
       assert.is_truthy(v, "case " .. i .. " was accepted")
+      assert.same({ "protocol", c[3] }, { v.code, v.reason }, "case " .. i)
+      -- the codec Lua sees says the same
+      local _, err = core.sync_msg.decode(c[1], c[2])
+      assert.equal("EPROTO: " .. c[3], err)
     end
   end)
 
@@ -169,6 +188,8 @@ describe("a hostile peer", function()
       .. string.pack(">I8", n) .. ("\0"):rep(32) .. string.pack(">s2", "x")))
     assert.is_truthy(v)
     assert.equal("verification failed", v.code)
+    -- checked whole, then refused for the head no known key signed
+    assert.equal(("no public key is known for source %s..."):format(sid:sub(1, 16)), v.reason)
     -- the engine keeps no array of a million parsed events (about 85 MB);
     -- under AddressSanitizer freed memory stays resident in its quarantine
     if core._leak_check then return end

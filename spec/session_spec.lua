@@ -3,6 +3,7 @@
 -- output watermarks. Real certificates, real OpenSSL; no sockets.
 local H = require "helper"
 local core = require "odo.core"
+local Raw = require "raw_peer"
 
 describe("sessions", function()
   local pki, dir
@@ -101,21 +102,31 @@ describe("sessions", function()
     assert.same({}, b:feed("more"))
   end)
 
+  -- A raw peer with a's certificate whose HELLO says `hello`, against a
+  -- server session of b: b's events, and the frames the peer heard.
+  local function raw_hello(hello)
+    local b = core.session(ctx(pki.b), { server = true, port = 4002 })
+    local raw = Raw.connect(ctx(pki.a), b)
+    raw:write(core.wire_encode("hello", hello))
+    return raw:pump(), raw:frames()
+  end
+
   it("refuse a HELLO whose node id is not the certificate's", function()
     local liar = ctx(pki.b):id()
-    local _, _, ea, eb = pair(pki.a, pki.b, { port = 1, _hello_id = liar })
+    local eb, heard = raw_hello({ id = liar, port = 1 })
     local closed = H.find_event(eb, "closed")
     assert.equal("identity", closed.name)
-    assert.matches("HELLO names node", closed.reason)
+    assert.equal(("HELLO names node %s... but the certificate is node %s...")
+      :format(liar:sub(1, 16), ctx(pki.a):id():sub(1, 16)), closed.reason)
     assert.is_nil(H.find_event(eb, "hello"))
-    -- the liar hears why
-    local told = H.find_event(ea, "closed")
-    assert.equal("identity", told.name)
-    assert.equal("peer", told.by)
+    -- the liar hears why: b's HELLO, then a BYE "identity"
+    assert.same({ "hello", "bye" }, { heard[1].kind, heard[2].kind })
+    assert.equal(3, heard[2].code)
+    assert.equal(closed.reason, heard[2].reason)
   end)
 
   it("refuse another protocol version", function()
-    local _, _, _, eb = pair(pki.a, pki.b, { _version = 9 })
+    local eb = raw_hello({ id = ctx(pki.a):id(), port = 1, version = 9 })
     local closed = H.find_event(eb, "closed")
     assert.equal("version", closed.name)
     assert.matches("speaks protocol version 9; this node speaks 1", closed.reason)
@@ -203,12 +214,10 @@ describe("sessions", function()
   end)
 
   describe("a misbehaving peer", function()
+    -- a raw peer (no HELLO yet) and the server session b it talks to
     local function raw_pair()
-      local a = core.session(ctx(pki.a), { _no_hello = true })
       local b = core.session(ctx(pki.b), { server = true })
-      a:start()
-      H.pump(a, b)
-      return a, b
+      return Raw.connect(ctx(pki.a), b), b
     end
     local function frame(t, payload) return string.pack(">I4B", #payload + 1, t) .. payload end
 
@@ -219,9 +228,9 @@ describe("sessions", function()
       { "an oversize frame header", "\255\255\255\255\1", "over the limit" },
     }) do
       it("is refused: " .. case[1], function()
-        local a, b = raw_pair()
-        a:_inject(case[2])
-        local _, eb = H.pump(a, b)
+        local a = raw_pair()
+        a:write(case[2])
+        local eb = a:pump()
         local closed = H.find_event(eb, "closed")
         assert.equal("protocol", closed.name)
         assert.matches(case[3], closed.reason)
@@ -241,13 +250,13 @@ describe("sessions", function()
       { "a malformed BYE", function() return frame(0x04, "x") end, "a malformed BYE" },
     }) do
       it("is refused after introductions: " .. case[1], function()
-        local a, b = raw_pair()
+        local a = raw_pair()
         local ta = ctx(pki.a)
-        a:_inject(hello_of(ta))
-        local _, eb = H.pump(a, b)
+        a:write(hello_of(ta))
+        local eb = a:pump()
         assert.is_truthy(H.find_event(eb, "hello"))
-        a:_inject(case[2](ta))
-        _, eb = H.pump(a, b)
+        a:write(case[2](ta))
+        eb = a:pump()
         local closed = H.find_event(eb, "closed")
         assert.equal("protocol", closed.name)
         assert.matches(case[3], closed.reason)
@@ -256,10 +265,10 @@ describe("sessions", function()
 
     it("a PONG with an unknown nonce is ignored", function()
       local a, b = raw_pair()
-      a:_inject(hello_of(ctx(pki.a)))
-      H.pump(a, b)
-      a:_inject(frame(0x03, string.pack(">I8", 99)))
-      local _, eb = H.pump(a, b)
+      a:write(hello_of(ctx(pki.a)))
+      a:pump()
+      a:write(frame(0x03, string.pack(">I8", 99)))
+      local eb = a:pump()
       assert.same({}, eb)
       assert.equal("open", b:info().state)
     end)

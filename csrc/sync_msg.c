@@ -1,0 +1,298 @@
+/* sync_msg.c - the sync messages' codec (sync_msg.h has the layouts):
+ * decoders that check every length and refuse trailing bytes, and the
+ * encoders that write the same bytes back. Calls only the bottom layer
+ * and the event encoder. */
+#include "sync_msg.h"
+
+static int malformed(odo_err *e, const char *what) {
+  return odo_err_set(e, "EPROTO", "a malformed %s", what);
+}
+
+/* ---- items ----------------------------------------------------------------- */
+
+static const char *rd_str8(odo_rd *r, size_t *len) {
+  *len = odo_rd_u8(r);
+  return (const char *)odo_rd_bytes(r, *len);
+}
+
+static const char *rd_str16(odo_rd *r, size_t *len) {
+  *len = odo_rd_be16(r);
+  return (const char *)odo_rd_bytes(r, *len);
+}
+
+int odo_msg_key_next(odo_rd *r, const uint8_t **der, size_t *len) {
+  *der = (const uint8_t *)rd_str16(r, len);
+  return !r->bad;
+}
+
+int odo_msg_cat_entry_next(odo_rd *r, odo_msg_cat_entry *c) {
+  c->id = rd_str8(r, &c->id_len);
+  c->first = odo_rd_be64(r);
+  c->last = odo_rd_be64(r);
+  c->snap = odo_rd_be64(r);
+  c->flags = odo_rd_u8(r);
+  c->key = odo_rd_be16(r);
+  return !r->bad && c->id_len != 0;
+}
+
+int odo_msg_sub_entry_next(odo_rd *r, odo_msg_sub_entry *s) {
+  s->id = rd_str8(r, &s->id_len);
+  s->from = odo_rd_be64(r);
+  return !r->bad && s->id_len != 0;
+}
+
+int odo_msg_id_next(odo_rd *r, const char **id, size_t *len) {
+  *id = rd_str8(r, len);
+  return !r->bad && *len != 0;
+}
+
+int odo_msg_event_next(odo_rd *r, odo_event *ev) {
+  uint32_t dl;
+  ev->ts = odo_rd_be64(r);
+  ev->type = rd_str8(r, &ev->type_len);
+  dl = odo_rd_be32(r);
+  ev->data = (const char *)odo_rd_bytes(r, dl);
+  ev->data_len = dl;
+  return !r->bad && ev->type_len != 0 && dl <= ODO_MAX_DATA;
+}
+
+int odo_msg_key_put(odo_buf *b, const uint8_t *der, size_t len) {
+  return odo_buf_add_str16(b, der, len);
+}
+
+int odo_msg_cat_entry_put(odo_buf *b, const odo_msg_cat_entry *c) {
+  return odo_buf_add_str8(b, c->id, c->id_len) && odo_buf_add_be64(b, c->first) &&
+         odo_buf_add_be64(b, c->last) && odo_buf_add_be64(b, c->snap) &&
+         odo_buf_add_u8(b, c->flags) && odo_buf_add_be16(b, c->key);
+}
+
+int odo_msg_sub_entry_put(odo_buf *b, const odo_msg_sub_entry *s) {
+  return odo_buf_add_str8(b, s->id, s->id_len) && odo_buf_add_be64(b, s->from);
+}
+
+int odo_msg_id_put(odo_buf *b, const char *id, size_t len) {
+  return odo_buf_add_str8(b, id, len);
+}
+
+/* The section of r from `at` to where r is now. */
+static void section(odo_msg_list *l, const odo_rd *r, size_t at,
+                    uint32_t count) {
+  l->p = r->p + at;
+  l->len = r->pos - at;
+  l->count = count;
+}
+
+/* ---- decoders -------------------------------------------------------------- */
+
+int odo_msg_catalogue_decode(const uint8_t *p, size_t n, odo_msg_catalogue *m,
+                             odo_err *e) {
+  odo_rd r;
+  uint16_t nkeys;
+  uint32_t count;
+  size_t at;
+  odo_msg_cat_entry c;
+  odo_rd_init(&r, p, n);
+  m->flags = odo_rd_u8(&r);
+  nkeys = odo_rd_be16(&r);
+  if (r.bad || nkeys == ODO_MSG_NO_KEY) return malformed(e, "CATALOGUE");
+  at = r.pos;
+  for (uint16_t i = 0; i < nkeys && !r.bad; i++) {
+    const uint8_t *der;
+    size_t len;
+    odo_msg_key_next(&r, &der, &len);
+  }
+  section(&m->keys, &r, at, nkeys);
+  count = odo_rd_be32(&r);
+  if (r.bad || count > odo_rd_left(&r) / (1 + 8 + 8 + 8 + 1 + 2 + 1))
+    return malformed(e, "CATALOGUE");
+  at = r.pos;
+  for (uint32_t i = 0; i < count && !r.bad; i++)
+    if (!odo_msg_cat_entry_next(&r, &c)) r.bad = 1;
+  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "CATALOGUE entry");
+  section(&m->entries, &r, at, count);
+  return 1;
+}
+
+int odo_msg_subscribe_decode(const uint8_t *p, size_t n, odo_msg_subscribe *m,
+                             odo_err *e) {
+  odo_rd r;
+  uint32_t count;
+  size_t at;
+  odo_msg_sub_entry s;
+  odo_rd_init(&r, p, n);
+  m->flags = odo_rd_u8(&r);
+  count = odo_rd_be32(&r);
+  if (r.bad || count > ODO_MSG_FRAME_ENTRIES)
+    return odo_err_set(e, "EPROTO",
+                       "a malformed SUBSCRIBE (at most %d streams a frame)",
+                       ODO_MSG_FRAME_ENTRIES);
+  at = r.pos;
+  for (uint32_t i = 0; i < count && !r.bad; i++)
+    if (!odo_msg_sub_entry_next(&r, &s)) r.bad = 1;
+  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "SUBSCRIBE entry");
+  section(&m->entries, &r, at, count);
+  return 1;
+}
+
+int odo_msg_unsubscribe_decode(const uint8_t *p, size_t n,
+                               odo_msg_unsubscribe *m, odo_err *e) {
+  odo_rd r;
+  uint32_t count;
+  size_t at;
+  odo_rd_init(&r, p, n);
+  count = odo_rd_be32(&r);
+  if (r.bad || count > odo_rd_left(&r) / 2) return malformed(e, "UNSUBSCRIBE");
+  at = r.pos;
+  for (uint32_t i = 0; i < count && !r.bad; i++) {
+    const char *id;
+    size_t len;
+    if (!odo_msg_id_next(&r, &id, &len)) r.bad = 1;
+  }
+  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "UNSUBSCRIBE");
+  section(&m->ids, &r, at, count);
+  return 1;
+}
+
+int odo_msg_snapshot_decode(const uint8_t *p, size_t n, odo_msg_snapshot *m,
+                            odo_err *e) {
+  odo_rd r;
+  odo_rd_init(&r, p, n);
+  m->id = rd_str8(&r, &m->id_len);
+  m->rev = odo_rd_be64(&r);
+  m->hash = odo_rd_bytes(&r, ODO_HASH_LEN);
+  m->format = rd_str8(&r, &m->format_len);
+  m->sig = rd_str16(&r, &m->sig_len);
+  m->total = odo_rd_be32(&r);
+  m->offset = odo_rd_be32(&r);
+  m->chunk_len = odo_rd_left(&r);
+  m->chunk = odo_rd_bytes(&r, m->chunk_len);
+  if (r.bad || m->id_len == 0 || m->rev == 0 || m->total > ODO_MAX_SNAPSHOT ||
+      m->sig_len > ODO_MAX_SIG)
+    return malformed(e, "SNAPSHOT");
+  return 1;
+}
+
+int odo_msg_events_decode(const uint8_t *p, size_t n, odo_msg_events *m,
+                          odo_err *e) {
+  odo_rd r;
+  const char *id;
+  size_t id_len, at;
+  uint32_t count;
+  odo_event ev;
+  odo_rd_init(&r, p, n);
+  m->id = NULL;
+  m->id_len = 0;
+  id = rd_str8(&r, &id_len);
+  m->first = odo_rd_be64(&r);
+  count = odo_rd_be32(&r);
+  if (r.bad || id_len == 0 || count == 0 || count > odo_rd_left(&r) / 14)
+    return malformed(e, "EVENTS");
+  m->id = id;
+  m->id_len = id_len;
+  at = r.pos;
+  for (uint32_t i = 0; i < count; i++)
+    if (!odo_msg_event_next(&r, &ev)) return malformed(e, "event in EVENTS");
+  section(&m->events, &r, at, count);
+  m->head_rev = odo_rd_be64(&r);
+  m->head_hash = odo_rd_bytes(&r, ODO_HASH_LEN);
+  m->sig = (const uint8_t *)rd_str16(&r, &m->sig_len);
+  if (r.bad || odo_rd_left(&r) != 0 || m->sig_len > ODO_MAX_SIG)
+    return malformed(e, "EVENTS head");
+  return 1;
+}
+
+int odo_msg_caught_up_decode(const uint8_t *p, size_t n, odo_msg_caught_up *m,
+                             odo_err *e) {
+  odo_rd r;
+  odo_rd_init(&r, p, n);
+  m->id = rd_str8(&r, &m->id_len);
+  if (r.bad || m->id_len == 0) return malformed(e, "frame");
+  m->rev = odo_rd_be64(&r);
+  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "CAUGHT_UP");
+  return 1;
+}
+
+int odo_msg_refused_decode(const uint8_t *p, size_t n, odo_msg_refused *m,
+                           odo_err *e) {
+  odo_rd r;
+  odo_rd_init(&r, p, n);
+  m->id = rd_str8(&r, &m->id_len);
+  if (r.bad || m->id_len == 0) return malformed(e, "frame");
+  m->code = odo_rd_be16(&r);
+  m->reason = rd_str16(&r, &m->reason_len);
+  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "REFUSED");
+  return 1;
+}
+
+/* ---- encoders -------------------------------------------------------------- */
+
+static int add_list(odo_buf *b, const odo_msg_list *l) {
+  return odo_buf_add(b, l->p, l->len);
+}
+
+int odo_msg_catalogue_encode(odo_buf *b, const odo_msg_catalogue *m) {
+  if (m->keys.count >= ODO_MSG_NO_KEY) return (b->failed = 1), 0;
+  return odo_buf_add_u8(b, m->flags) &&
+         odo_buf_add_be16(b, (uint16_t)m->keys.count) && add_list(b, &m->keys) &&
+         odo_buf_add_be32(b, m->entries.count) && add_list(b, &m->entries);
+}
+
+int odo_msg_subscribe_encode(odo_buf *b, const odo_msg_subscribe *m) {
+  return odo_buf_add_u8(b, m->flags) && odo_buf_add_be32(b, m->entries.count) &&
+         add_list(b, &m->entries);
+}
+
+int odo_msg_unsubscribe_encode(odo_buf *b, const odo_msg_unsubscribe *m) {
+  return odo_buf_add_be32(b, m->ids.count) && add_list(b, &m->ids);
+}
+
+int odo_msg_snapshot_encode(odo_buf *b, const odo_msg_snapshot *m) {
+  return odo_buf_add_str8(b, m->id, m->id_len) && odo_buf_add_be64(b, m->rev) &&
+         odo_buf_add(b, m->hash, ODO_HASH_LEN) &&
+         odo_buf_add_str8(b, m->format, m->format_len) &&
+         odo_buf_add_str16(b, m->sig, m->sig_len) &&
+         odo_buf_add_be32(b, m->total) && odo_buf_add_be32(b, m->offset) &&
+         odo_buf_add(b, m->chunk, m->chunk_len);
+}
+
+size_t odo_msg_events_open(odo_buf *b, const char *id, size_t id_len,
+                           uint64_t first) {
+  odo_buf_add_str8(b, id, id_len);
+  odo_buf_add_be64(b, first);
+  odo_buf_add_be32(b, 0); /* the count, once known */
+  return b->len - 4;
+}
+
+int odo_msg_events_close(odo_buf *b, size_t count_at, uint32_t count,
+                         uint64_t head_rev, const uint8_t *head_hash,
+                         const uint8_t *sig, size_t sig_len) {
+  if (b->failed || count_at + 4 > b->len) return (b->failed = 1), 0;
+  odo_put_be32(b->p + count_at, count);
+  return odo_buf_add_be64(b, head_rev) && odo_buf_add(b, head_hash, ODO_HASH_LEN) &&
+         odo_buf_add_str16(b, sig, sig_len);
+}
+
+int odo_msg_events_encode(odo_buf *b, const odo_msg_events *m) {
+  size_t at = odo_msg_events_open(b, m->id, m->id_len, m->first);
+  return add_list(b, &m->events) &&
+         odo_msg_events_close(b, at, m->events.count, m->head_rev, m->head_hash,
+                              m->sig, m->sig_len);
+}
+
+int odo_msg_caught_up_encode(odo_buf *b, const odo_msg_caught_up *m) {
+  return odo_buf_add_str8(b, m->id, m->id_len) && odo_buf_add_be64(b, m->rev);
+}
+
+int odo_msg_refused_encode(odo_buf *b, const odo_msg_refused *m) {
+  return odo_buf_add_str8(b, m->id, m->id_len) && odo_buf_add_be16(b, m->code) &&
+         odo_buf_add_str16(b, m->reason, m->reason_len);
+}
+
+const char *odo_msg_name(int type) {
+  static const char *const names[] = {"CATALOGUE", "SUBSCRIBE", "UNSUBSCRIBE",
+                                      "SNAPSHOT",  "EVENTS",    "CAUGHT_UP",
+                                      "REFUSED"};
+  return type >= ODO_MSG_CATALOGUE && type <= ODO_MSG_REFUSED
+             ? names[type - ODO_MSG_CATALOGUE]
+             : NULL;
+}

@@ -1,0 +1,128 @@
+/* sync_peers.c - the sync engine's bookkeeping: the peers attached, what
+ * each asks of us (subscriptions) and what we ask of it (wants), the
+ * sources' public keys, the shared output buffer, and the notes handed
+ * to Lua. Both halves of the engine (sync_serve.c, sync_recv.c) build on
+ * it; it calls neither. */
+#include <stdlib.h>
+
+#include "sync.h"
+
+sync_peer *odo_sync_find_peer(odo_sync *y, const odo_session *s) {
+  for (sync_peer *p = y->peers; p; p = p->next)
+    if (p->s == s) return p;
+  return NULL;
+}
+
+void odo_sync_sub_free(sync_sub *sub) {
+  if (sub->snap_raw) leveldb_free(sub->snap_raw);
+  free(sub);
+}
+
+void odo_sync_peer_free(lua_State *L, sync_peer *p) {
+  while (p->subs) {
+    sync_sub *n = p->subs->next_sub;
+    odo_sync_sub_free(p->subs);
+    p->subs = n;
+  }
+  while (p->wants) {
+    sync_want *n = p->wants->next;
+    free(p->wants);
+    p->wants = n;
+  }
+  odo_buf_free(&p->snap);
+  if (L) luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
+  free(p);
+}
+
+sync_want **odo_sync_find_want(sync_peer *p, const char *id, size_t len) {
+  sync_want **w = &p->wants;
+  for (; *w; w = &(*w)->next)
+    if ((*w)->len == len && memcmp((*w)->stream, id, len) == 0) break;
+  return w;
+}
+
+sync_sub **odo_sync_find_sub(sync_peer *p, const char *id, size_t len) {
+  sync_sub **s = &p->subs;
+  for (; *s; s = &(*s)->next_sub)
+    if ((*s)->len == len && memcmp((*s)->stream, id, len) == 0) break;
+  return s;
+}
+
+EVP_PKEY *odo_sync_source_key(odo_sync *y, const char *src, size_t len,
+                              odo_err *e) {
+  char *raw = NULL;
+  const uint8_t *der;
+  size_t n;
+  src_key *k;
+  int rc;
+  if (len != ODO_NODE_ID_HEX)
+    return odo_err_set(e, "EKEY", "source id %.*s is not a key's id", (int)len, src), NULL;
+  if (memcmp(y->store->node_id, src, len) == 0) return y->store->signer; /* ours */
+  for (k = y->keys; k; k = k->next)
+    if (memcmp(k->id, src, len) == 0) return k->key;
+  rc = odo_store_key_get(y->store, src, len, &raw, &der, &n, e);
+  if (rc <= 0) {
+    if (rc == 0)
+      odo_err_set(e, "EKEY", "no public key is known for source %.16s...", src);
+    return NULL;
+  }
+  k = calloc(1, sizeof *k);
+  if (k) k->key = odo_source_key(der, n, src, len, e);
+  leveldb_free(raw);
+  if (k == NULL || k->key == NULL) {
+    free(k);
+    return NULL;
+  }
+  memcpy(k->id, src, len);
+  k->next = y->keys;
+  y->keys = k;
+  return k->key;
+}
+
+size_t odo_sync_source_len(const char *id, size_t len) {
+  const char *slash = memchr(id, '/', len);
+  return slash ? (size_t)(slash - id) : len;
+}
+
+void odo_sync_note_head(odo_stream *st, uint64_t rev) {
+  if (st->head_known && rev > st->head) st->head = rev;
+}
+
+void odo_sync_out_reset(odo_sync *y) {
+  y->out.len = 0;
+  y->out.failed = 0;
+}
+
+int odo_sync_send_out(odo_sync *y, sync_peer *p, unsigned frames) {
+  int ok = !y->out.failed &&
+           odo_session_write_frames(p->s, y->out.p, y->out.len, frames);
+  odo_sync_out_reset(y);
+  return ok;
+}
+
+void odo_sync_section_reset(odo_sync *y) {
+  y->section.len = 0;
+  y->section.failed = 0;
+}
+
+void odo_sync_section_list(odo_sync *y, uint32_t count, odo_msg_list *l) {
+  if (y->section.failed) y->out.failed = 1;
+  l->p = y->section.p;
+  l->len = y->section.len;
+  l->count = count;
+}
+
+void odo_sync_note(lua_State *L, const char *kind, const char *stream,
+                   size_t len) {
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "event");
+  if (stream) {
+    lua_pushlstring(L, stream, len);
+    lua_setfield(L, -2, "stream");
+  }
+}
+
+void odo_sync_note_end(lua_State *L, int ev) {
+  lua_rawseti(L, ev, (lua_Integer)lua_rawlen(L, ev) + 1);
+}

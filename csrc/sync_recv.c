@@ -1,0 +1,466 @@
+/* sync_recv.c - the receiving half of the sync engine: each message a
+ * peer sends is decoded whole (sync_msg.c) before any of it is acted on.
+ * A CATALOGUE binds the source keys it offers (only to the source each
+ * hashes to); SUBSCRIBE and UNSUBSCRIBE change what we serve; an EVENTS
+ * batch is checked (it continues the stream at last + 1, its chain hashes
+ * end at the head's hash, the head carries the source's signature) before
+ * it is written with its head in one write; SNAPSHOT chunks are assembled
+ * and the whole snapshot verified against the source's signature before
+ * it is stored. Nothing unverified reaches the store. What happened goes
+ * to Lua as notes; a peer that broke the protocol gets a "violation" note
+ * (Lua ends the session with BYE `code`). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sync.h"
+
+/* A peer sent something wrong: the session ends with `code` (Lua reports
+ * and decides what happens to the peer). */
+static void violation(lua_State *L, int ev, const char *stream, size_t len,
+                      const char *code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 6, 7)))
+#endif
+    ;
+
+static void violation(lua_State *L, int ev, const char *stream, size_t len,
+                      const char *code, const char *fmt, ...) {
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  odo_sync_note(L, "violation", stream, len);
+  lua_pushstring(L, code);
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "reason");
+  odo_sync_note_end(L, ev);
+}
+
+/* ---- CATALOGUE -------------------------------------------------------------- */
+
+/* Stages the source key an entry offers, when valid and not yet known;
+ * returns whether it did. */
+static int bind_offered_key(odo_sync *y, const odo_msg_cat_entry *c,
+                            const odo_msg_list *keys, const size_t *key_off) {
+  odo_rd kr;
+  size_t src = odo_sync_source_len(c->id, c->id_len), kl;
+  const uint8_t *der;
+  odo_err e = {0};
+  EVP_PKEY *key;
+  if (c->key == ODO_MSG_NO_KEY || c->key >= keys->count) return 0;
+  odo_rd_init(&kr, keys->p + key_off[c->key], keys->len - key_off[c->key]);
+  if (!odo_msg_key_next(&kr, &der, &kl) ||
+      odo_sync_source_key(y, c->id, src, &e) != NULL)
+    return 0;
+  key = odo_source_key(der, kl, c->id, src, &e);
+  if (key == NULL) return 0; /* not the key of that source: ignored */
+  EVP_PKEY_free(key);
+  odo_stage_key(y->store, c->id, src, der, kl);
+  return 1;
+}
+
+static void push_cat_entry(lua_State *L, const odo_msg_cat_entry *c) {
+  lua_createtable(L, 0, 6);
+  lua_pushlstring(L, c->id, c->id_len);
+  lua_setfield(L, -2, "id");
+  odo_pushu64(L, c->first);
+  lua_setfield(L, -2, "first");
+  odo_pushu64(L, c->last);
+  lua_setfield(L, -2, "last");
+  odo_pushu64(L, c->snap);
+  lua_setfield(L, -2, "snapshot");
+  lua_pushboolean(L, c->flags & 1);
+  lua_setfield(L, -2, "source");
+  lua_pushboolean(L, c->flags & 2);
+  lua_setfield(L, -2, "direct");
+}
+
+/* A malformed CATALOGUE binds no key and reports no entry. The keys it
+ * offers are stored in one write. */
+static void on_catalogue(lua_State *L, int ev, odo_sync *y, const uint8_t *p,
+                         size_t n) {
+  odo_msg_catalogue m;
+  odo_msg_cat_entry c;
+  odo_rd r;
+  size_t *key_off;
+  uint8_t *staged; /* per key: staged for its source in this frame */
+  odo_err e = {0};
+  unsigned bound = 0;
+  uint32_t nkeys;
+  if (!odo_msg_catalogue_decode(p, n, &m, &e))
+    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
+  nkeys = m.keys.count;
+  /* GC-owned: freed whatever a Lua call below raises */
+  key_off = lua_newuserdatauv(L, (nkeys + 1u) * (sizeof *key_off + 1), 0);
+  staged = (uint8_t *)(key_off + nkeys + 1);
+  memset(staged, 0, nkeys + 1u);
+  odo_rd_init(&r, m.keys.p, m.keys.len);
+  for (uint32_t i = 0; i < nkeys; i++) {
+    const uint8_t *der;
+    size_t kl;
+    key_off[i] = r.pos;
+    odo_msg_key_next(&r, &der, &kl);
+  }
+  odo_txn_begin(y->store);
+  odo_rd_init(&r, m.entries.p, m.entries.len);
+  for (uint32_t i = 0; i < m.entries.count; i++) {
+    odo_msg_cat_entry_next(&r, &c);
+    /* a key binds only to the source it hashes to: once staged, the other
+     * entries of that source have it (staged keys are not read back) */
+    if (c.key < nkeys && staged[c.key]) continue;
+    if (bind_offered_key(y, &c, &m.keys, key_off)) {
+      staged[c.key] = 1;
+      bound++;
+    }
+  }
+  if (bound == 0) {
+    odo_txn_abort(y->store);
+  } else if (!odo_txn_commit(y->store, 0, &e)) {
+    lua_pop(L, 1);
+    return violation(L, ev, NULL, 0, "local", "%s: %s", e.name, e.msg);
+  }
+  odo_sync_note(L, "catalogue", NULL, 0);
+  lua_pushboolean(L, m.flags & 1);
+  lua_setfield(L, -2, "full");
+  lua_createtable(L, (int)m.entries.count, 0);
+  odo_rd_init(&r, m.entries.p, m.entries.len);
+  for (uint32_t i = 0; i < m.entries.count; i++) {
+    odo_msg_cat_entry_next(&r, &c);
+    push_cat_entry(L, &c);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "entries");
+  odo_sync_note_end(L, ev);
+  lua_pop(L, 1); /* key_off */
+}
+
+/* ---- SUBSCRIBE, UNSUBSCRIBE --------------------------------------------------- */
+
+/* Whether a peer's requests may still make us answer: a peer that asks
+ * while it reads nothing would grow our output without bound. */
+static int may_answer(sync_peer *p) {
+  return odo_session_queued(p->s) < 2 * p->s->high;
+}
+
+static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                         const uint8_t *b, size_t n) {
+  odo_msg_subscribe m;
+  odo_msg_sub_entry s;
+  odo_rd r;
+  odo_err e = {0};
+  if (!odo_msg_subscribe_decode(b, n, &m, &e))
+    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
+  odo_rd_init(&r, m.entries.p, m.entries.len);
+  for (uint32_t i = 0; i < m.entries.count; i++) {
+    sync_sub **pp, *sub;
+    odo_msg_sub_entry_next(&r, &s);
+    if (odo_store_find(y->store, s.id, s.id_len) == NULL) {
+      if (!may_answer(p))
+        return violation(L, ev, NULL, 0, "protocol",
+                         "the peer keeps asking for streams without reading "
+                         "the answers (%zu bytes wait for it)",
+                         odo_session_queued(p->s));
+      odo_sync_send_refused(y, p, s.id, s.id_len, ODO_REFUSED_UNKNOWN,
+                            "this node has no such stream");
+      continue;
+    }
+    pp = odo_sync_find_sub(p, s.id, s.id_len);
+    sub = *pp;
+    if (sub == NULL) {
+      sub = calloc(1, sizeof *sub);
+      if (sub == NULL) return violation(L, ev, s.id, s.id_len, "local", "out of memory");
+      memcpy(sub->stream, s.id, s.id_len);
+      sub->len = s.id_len;
+      *pp = sub;
+    } else if (sub->snap_raw) {
+      leveldb_free(sub->snap_raw);
+      sub->snap_raw = NULL;
+    }
+    sub->next = s.from ? s.from : 1;
+    sub->live = m.flags & 1;
+    sub->want_snap = (m.flags & 2) != 0;
+    sub->caught_up = 0;
+    odo_sync_note(L, "subscribed", s.id, s.id_len);
+    odo_pushu64(L, sub->next);
+    lua_setfield(L, -2, "from");
+    odo_sync_note_end(L, ev);
+  }
+}
+
+static void on_unsubscribe(lua_State *L, int ev, sync_peer *p,
+                           const uint8_t *b, size_t n) {
+  odo_msg_unsubscribe m;
+  odo_rd r;
+  odo_err e = {0};
+  if (!odo_msg_unsubscribe_decode(b, n, &m, &e))
+    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
+  odo_rd_init(&r, m.ids.p, m.ids.len);
+  for (uint32_t i = 0; i < m.ids.count; i++) {
+    const char *id;
+    size_t sl;
+    sync_sub **pp;
+    odo_msg_id_next(&r, &id, &sl);
+    pp = odo_sync_find_sub(p, id, sl);
+    if (*pp) {
+      sync_sub *sub = *pp;
+      *pp = sub->next_sub;
+      odo_sync_sub_free(sub);
+    }
+  }
+}
+
+/* ---- EVENTS ----------------------------------------------------------------- */
+
+/* Checks a batch's head signature against the stream's source. */
+static int verify_head(odo_sync *y, const char *id, size_t len, uint64_t rev,
+                       const uint8_t hash[ODO_HASH_LEN], const uint8_t *sig,
+                       size_t sig_len, odo_err *e) {
+  uint8_t msg[ODO_SIGNED_MAX];
+  EVP_PKEY *key;
+  size_t mlen;
+  if (!y->verify) return 1;
+  key = odo_sync_source_key(y, id, odo_sync_source_len(id, len), e);
+  if (key == NULL) return 0;
+  mlen = odo_head_message(msg, id, len, rev, hash);
+  if (sig_len == 0 || !odo_verify(key, msg, mlen, sig, sig_len))
+    return odo_err_set(e, "EVERIFY",
+                       "the head at %llu of stream %.*s is not signed by its "
+                       "source",
+                       (unsigned long long)rev, (int)len, id);
+  return 1;
+}
+
+/* The batch's events, numbered from m->first, in y->evs. */
+static int load_events(odo_sync *y, const odo_msg_events *m) {
+  odo_rd r;
+  uint32_t count = m->events.count;
+  if (count > y->cap_evs) {
+    odo_event *evs = realloc(y->evs, count * sizeof *evs);
+    if (evs == NULL) return 0;
+    y->evs = evs;
+    y->cap_evs = count;
+  }
+  odo_rd_init(&r, m->events.p, m->events.len);
+  for (uint32_t i = 0; i < count; i++) {
+    odo_msg_event_next(&r, &y->evs[i]);
+    y->evs[i].rev = m->first + i;
+  }
+  return 1;
+}
+
+static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                         const uint8_t *b, size_t n) {
+  odo_msg_events m;
+  odo_stream *st;
+  odo_err e = {0};
+  uint32_t count;
+  const char *id;
+  size_t sl;
+  if (!odo_msg_events_decode(b, n, &m, &e)) {
+    if (m.id_len == 0) return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
+    if (*odo_sync_find_want(p, m.id, m.id_len) == NULL) return; /* stale */
+    return violation(L, ev, m.id, m.id_len, "protocol", "%s", e.msg);
+  }
+  id = m.id;
+  sl = m.id_len;
+  count = m.events.count;
+  if (*odo_sync_find_want(p, id, sl) == NULL) return; /* no longer asked for: stale */
+  if (!load_events(y, &m)) return violation(L, ev, id, sl, "protocol", "out of memory");
+  if (m.head_rev != m.first + count - 1)
+    return violation(L, ev, id, sl, "verification failed",
+                     "a batch of %u events from %llu does not end at its head %llu",
+                     count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
+  if (!verify_head(y, id, sl, m.head_rev, m.head_hash, m.sig, m.sig_len, &e))
+    return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+  odo_txn_begin(y->store);
+  st = odo_store_stream(y->store, id, sl, 1, &e);
+  if (st == NULL) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "protocol", "%s", e.msg);
+  }
+  if (st->own) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "verification failed",
+                     "a peer sent events of a stream this node is the source of");
+  }
+  {
+    uint64_t have = st->in_txn ? st->staged.last : st->cat.last;
+    if (m.first <= have) {
+      /* what we hold already: left over from an earlier subscription */
+      odo_txn_abort(y->store);
+      return;
+    }
+    if (m.first != have + 1) {
+      odo_txn_abort(y->store);
+      return violation(L, ev, id, sl, "protocol",
+                       "a batch of stream %.*s starts at %llu; this node is at %llu",
+                       (int)sl, id, (unsigned long long)m.first, (unsigned long long)have);
+    }
+  }
+  if (!odo_stage_chain(y->store, st, y->evs, count, &e)) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+  }
+  if (memcmp(y->evs[count - 1].hash, m.head_hash, ODO_HASH_LEN) != 0) {
+    odo_txn_abort(y->store);
+    return violation(L, ev, id, sl, "verification failed",
+                     "events %llu to %llu of stream %.*s do not chain to their "
+                     "signed head: they are not what the source wrote",
+                     (unsigned long long)m.first, (unsigned long long)m.head_rev,
+                     (int)sl, id);
+  }
+  odo_stage_head(y->store, st, m.head_rev, m.head_hash, m.sig, m.sig_len);
+  if (!odo_txn_commit(y->store, y->replica_sync, &e))
+    return violation(L, ev, id, sl, "local", "%s: %s", e.name, e.msg);
+  odo_sync_note_head(st, m.head_rev);
+  odo_sync_note(L, "events", id, sl);
+  odo_pushu64(L, m.head_rev);
+  lua_setfield(L, -2, "last");
+  lua_pushinteger(L, count);
+  lua_setfield(L, -2, "count");
+  odo_sync_note_end(L, ev);
+}
+
+/* An EVENTS frame: its events are parsed into y->evs, which is kept for
+ * the next frame only while small (a frame of many tiny events must not
+ * pin a large array for the session's life). */
+static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                      const uint8_t *b, size_t n) {
+  apply_events(L, ev, y, p, b, n);
+  if (y->cap_evs > ODO_SYNC_KEEP_EVENTS) {
+    free(y->evs);
+    y->evs = NULL;
+    y->cap_evs = 0;
+  }
+}
+
+/* ---- SNAPSHOT ---------------------------------------------------------------- */
+
+/* Stores a whole, verified source snapshot: kept beside the events when
+ * we hold its revision (compaction follows the policy), else installed
+ * (stored, and the first held revision moved past it, in one write). */
+static int store_snapshot(odo_sync *y, sync_peer *p, const odo_msg_snapshot *m,
+                          odo_err *e) {
+  odo_snapshot_in in;
+  odo_stream *st = odo_store_find(y->store, m->id, m->id_len);
+  in.data = p->snap.p ? (const char *)p->snap.p : "";
+  in.data_len = p->snap.len;
+  in.format = m->format;
+  in.format_len = m->format_len;
+  in.sig = m->sig;
+  in.sig_len = m->sig_len;
+  if (st && m->rev <= st->cat.last && m->rev + 1 >= st->cat.first) {
+    uint8_t held[ODO_HASH_LEN];
+    if (odo_store_hash_at(y->store, st, m->rev, held, e) != 1) return 0;
+    if (memcmp(held, m->hash, ODO_HASH_LEN) != 0)
+      return odo_err_set(e, "ECHAIN", "the snapshot at %llu does not match the events held",
+                         (unsigned long long)m->rev);
+    if (st->own) return odo_err_set(e, "ESOURCE", "a snapshot of our own stream");
+    return odo_snapshot_store(y->store, st, ODO_ORIGIN_SOURCE, m->rev, &in, 1, e);
+  }
+  return odo_snapshot_install(y->store, m->id, m->id_len, m->rev, m->hash, &in, e);
+}
+
+static void on_snapshot(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                        const uint8_t *b, size_t n) {
+  odo_msg_snapshot m;
+  odo_err e = {0};
+  const char *id;
+  size_t sl;
+  if (!odo_msg_snapshot_decode(b, n, &m, &e))
+    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
+  id = m.id;
+  sl = m.id_len;
+  if (*odo_sync_find_want(p, id, sl) == NULL) return;
+  if (m.offset == 0) {
+    p->snap.len = 0;
+    memcpy(p->snap_stream, id, sl);
+    p->snap_len = sl;
+    p->snap_rev = m.rev;
+    p->snap_total = m.total;
+  }
+  if (p->snap_len != sl || memcmp(p->snap_stream, id, sl) != 0 ||
+      p->snap_rev != m.rev || p->snap_total != m.total || m.offset != p->snap.len ||
+      m.chunk_len > m.total - m.offset)
+    return violation(L, ev, id, sl, "protocol", "SNAPSHOT chunks out of order");
+  if (!odo_buf_add(&p->snap, m.chunk, m.chunk_len))
+    return violation(L, ev, id, sl, "protocol", "out of memory receiving a snapshot");
+  if (p->snap.len < m.total) return;
+  /* whole: the source's signature covers stream, rev, h(rev), the data */
+  if (y->verify) {
+    uint8_t msg[ODO_SIGNED_MAX];
+    EVP_PKEY *key = odo_sync_source_key(y, id, odo_sync_source_len(id, sl), &e);
+    size_t mlen;
+    if (key == NULL) return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+    mlen = odo_snapshot_message(msg, id, sl, m.rev, m.hash, p->snap.p, p->snap.len,
+                                m.format, m.format_len);
+    if (mlen == 0) return violation(L, ev, id, sl, "local", "hashing a snapshot failed");
+    if (m.sig_len == 0 ||
+        !odo_verify(key, msg, mlen, (const uint8_t *)m.sig, m.sig_len))
+      return violation(L, ev, id, sl, "verification failed",
+                       "the snapshot at %llu of stream %.*s is not signed by its source",
+                       (unsigned long long)m.rev, (int)sl, id);
+  }
+  if (!store_snapshot(y, p, &m, &e)) {
+    odo_buf_free(&p->snap);
+    if (strcmp(e.name, "ESTALE") == 0) return; /* older than ours: nothing to do */
+    return violation(L, ev, id, sl,
+                     strcmp(e.name, "ECHAIN") == 0 || strcmp(e.name, "ESOURCE") == 0
+                         ? "verification failed"
+                         : "local",
+                     "%s: %s", e.name, e.msg);
+  }
+  odo_buf_free(&p->snap);
+  odo_sync_note(L, "snapshot", id, sl);
+  odo_pushu64(L, m.rev);
+  lua_setfield(L, -2, "rev");
+  odo_sync_note_end(L, ev);
+}
+
+/* ---- CAUGHT_UP, REFUSED ------------------------------------------------------- */
+
+static void on_caught_up(lua_State *L, int ev, sync_peer *p, const uint8_t *b,
+                         size_t n) {
+  odo_msg_caught_up m;
+  odo_err e = {0};
+  if (!odo_msg_caught_up_decode(b, n, &m, &e))
+    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
+  if (*odo_sync_find_want(p, m.id, m.id_len) == NULL) return;
+  odo_sync_note(L, "caught_up", m.id, m.id_len);
+  odo_pushu64(L, m.rev);
+  lua_setfield(L, -2, "rev");
+  odo_sync_note_end(L, ev);
+}
+
+static void on_refused(lua_State *L, int ev, sync_peer *p, const uint8_t *b,
+                       size_t n) {
+  odo_msg_refused m;
+  odo_err e = {0};
+  if (!odo_msg_refused_decode(b, n, &m, &e))
+    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
+  if (*odo_sync_find_want(p, m.id, m.id_len) == NULL) return;
+  odo_sync_note(L, "refused", m.id, m.id_len);
+  lua_pushinteger(L, m.code);
+  lua_setfield(L, -2, "code");
+  lua_pushlstring(L, m.reason, m.reason_len);
+  lua_setfield(L, -2, "reason");
+  odo_sync_note_end(L, ev);
+}
+
+void odo_sync_handle(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                     int type, const uint8_t *m, size_t n) {
+  switch (type) {
+  case ODO_MSG_CATALOGUE: on_catalogue(L, ev, y, m, n); break;
+  case ODO_MSG_SUBSCRIBE: on_subscribe(L, ev, y, p, m, n); break;
+  case ODO_MSG_UNSUBSCRIBE: on_unsubscribe(L, ev, p, m, n); break;
+  case ODO_MSG_EVENTS: on_events(L, ev, y, p, m, n); break;
+  case ODO_MSG_SNAPSHOT: on_snapshot(L, ev, y, p, m, n); break;
+  case ODO_MSG_CAUGHT_UP: on_caught_up(L, ev, p, m, n); break;
+  case ODO_MSG_REFUSED: on_refused(L, ev, p, m, n); break;
+  default:
+    violation(L, ev, NULL, 0, "protocol", "an unknown message type %d", type);
+  }
+}

@@ -1,0 +1,398 @@
+/* sync_serve.c - the serving half of the sync engine: what this node
+ * sends. Every subscription has the next revision it owes. The pump
+ * sends, while the session is under its high watermark, the source
+ * snapshot when the subscriber is behind the compaction point (in chunks,
+ * one snapshot at a time per session), then batches of events that each
+ * end exactly at a stored signed head and carry it; when nothing is left
+ * it sends CAUGHT_UP once. Catch-up and live streaming are the same loop,
+ * so no gap and no duplicate whatever races it, and memory does not grow
+ * with a stream's length. Also here: our catalogue, and signing the heads
+ * of own streams. Messages are built with the codec (sync_msg.c). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sync.h"
+
+/* ---- single frames --------------------------------------------------------- */
+
+void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
+                           size_t len, uint16_t code, const char *why) {
+  odo_msg_refused m;
+  size_t f = odo_frame_begin(&y->out, ODO_MSG_REFUSED);
+  m.id = id;
+  m.id_len = len;
+  m.code = code;
+  m.reason = why;
+  m.reason_len = strlen(why);
+  odo_msg_refused_encode(&y->out, &m);
+  odo_frame_end(&y->out, f);
+  odo_sync_send_out(y, p, 1);
+}
+
+static void send_caught_up(odo_sync *y, sync_peer *p, sync_sub *sub,
+                           uint64_t rev) {
+  odo_msg_caught_up m;
+  size_t f = odo_frame_begin(&y->out, ODO_MSG_CAUGHT_UP);
+  m.id = sub->stream;
+  m.id_len = sub->len;
+  m.rev = rev;
+  odo_msg_caught_up_encode(&y->out, &m);
+  odo_frame_end(&y->out, f);
+  odo_sync_send_out(y, p, 1);
+  sub->caught_up = 1;
+}
+
+/* Forgets the snapshot a subscription was sending. */
+static void drop_snapshot(sync_sub *sub) {
+  if (sub->snap_raw) leveldb_free(sub->snap_raw);
+  sub->snap_raw = NULL;
+  sub->want_snap = 0;
+}
+
+/* One chunk of the source snapshot a subscriber behind the compaction
+ * point needs (or asked for). Returns 1 while chunks remain, 0 when done,
+ * -1 when the subscription is refused. */
+static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
+                               odo_stream *st) {
+  odo_err e = {0};
+  odo_msg_snapshot m;
+  size_t n, f;
+  if (sub->snap_raw == NULL) {
+    int rc = odo_snapshot_read(y->store, st, ODO_ORIGIN_SOURCE, &sub->snap_raw,
+                               &sub->snap_rev, &sub->snap, &e);
+    if (rc <= 0 || sub->snap_rev + 1 < st->cat.first || sub->snap.sig_len == 0 ||
+        sub->snap.data_len > ODO_MAX_SNAPSHOT) {
+      int asked = sub->want_snap && sub->next >= st->cat.first;
+      drop_snapshot(sub);
+      if (asked) return 0; /* no snapshot to give: go on with the events */
+      odo_sync_send_refused(y, p, sub->stream, sub->len, ODO_REFUSED_GONE,
+                            rc == 1 && sub->snap.data_len > ODO_MAX_SNAPSHOT
+                                ? "the source snapshot is too large to send"
+                                : "events before the first held are compacted and no "
+                                  "signed source snapshot covers them");
+      return -1;
+    }
+    /* h(rev): held as the base of the first held event */
+    if (odo_store_hash_at(y->store, st, sub->snap_rev, sub->snap_hash, &e) != 1) {
+      char why[sizeof e.msg + 64];
+      snprintf(why, sizeof why, "cannot read h(%llu) for the snapshot: %s",
+               (unsigned long long)sub->snap_rev, e.name ? e.msg : "not held");
+      drop_snapshot(sub);
+      odo_sync_send_refused(y, p, sub->stream, sub->len, ODO_REFUSED_UNAVAILABLE, why);
+      return -1;
+    }
+    sub->snap_off = 0;
+  }
+  n = sub->snap.data_len - sub->snap_off;
+  if (n > ODO_SNAPSHOT_CHUNK) n = ODO_SNAPSHOT_CHUNK;
+  m.id = sub->stream;
+  m.id_len = sub->len;
+  m.rev = sub->snap_rev;
+  m.hash = sub->snap_hash;
+  m.format = sub->snap.format;
+  m.format_len = sub->snap.format_len;
+  m.sig = sub->snap.sig;
+  m.sig_len = sub->snap.sig_len;
+  m.total = (uint32_t)sub->snap.data_len;
+  m.offset = (uint32_t)sub->snap_off;
+  m.chunk = (const uint8_t *)sub->snap.data + sub->snap_off;
+  m.chunk_len = n;
+  f = odo_frame_begin(&y->out, ODO_MSG_SNAPSHOT);
+  odo_msg_snapshot_encode(&y->out, &m);
+  odo_frame_end(&y->out, f);
+  odo_sync_send_out(y, p, 1);
+  sub->snap_off += n;
+  if (sub->snap_off < sub->snap.data_len) return 1;
+  if (sub->next < sub->snap_rev + 1) sub->next = sub->snap_rev + 1;
+  drop_snapshot(sub);
+  return 0;
+}
+
+/* ---- batches ---------------------------------------------------------------- */
+
+/* Encodes events next..head.rev and the first head at or after next as
+ * one EVENTS frame in y->out. Returns the frame's size, 0 when there is no
+ * head to end at yet, or -1 with e set (a batch whose events are not all
+ * held is never sent). */
+static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
+                        uint64_t *end, odo_err *e) {
+  odo_head h;
+  odo_reader r;
+  odo_event ev;
+  uint32_t count = 0;
+  size_t f, count_at;
+  int rc = odo_head_read(y->store, st, next, 0, &h, e);
+  if (rc <= 0) return rc;
+  if (h.rev > st->cat.last) return 0;
+  *end = h.rev;
+  if (!odo_reader_open(y->store, st, next, h.rev, &r, e)) return -1;
+  /* the events go straight into the frame (a batch is copied once) */
+  f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
+  count_at = odo_msg_events_open(&y->out, st->id, st->id_len, next);
+  while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
+    if (!odo_event_encode(&y->out, &ev, 0)) {
+      rc = -1;
+      odo_err_set(e, "ENOMEM", "out of memory building a batch");
+      break;
+    }
+    count++;
+  }
+  odo_reader_close(&r);
+  if (rc < 0 || count != h.rev - next + 1) {
+    y->out.len = f;
+    if (rc < 0) return -1;
+    return odo_err_set(e, "ECORRUPT", "stream %s: events missing before head %llu",
+                       st->id, (unsigned long long)h.rev), -1;
+  }
+  odo_msg_events_close(&y->out, count_at, count, h.rev, h.hash, h.sig, h.sig_len);
+  odo_frame_end(&y->out, f);
+  if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
+    y->out.len = f;
+    return odo_err_set(e, "ETOOBIG", "a batch of stream %s is too big to send", st->id), -1;
+  }
+  return (long)(y->out.len - f);
+}
+
+/* Ends a subscription that cannot be served. */
+static void unsubscribe_at(sync_sub **pp) {
+  sync_sub *sub = *pp;
+  *pp = sub->next_sub;
+  odo_sync_sub_free(sub);
+}
+
+/* Moves one subscription forward by at most one frame. Returns 1 when it
+ * sent something, 0 when it has nothing to send now. */
+static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
+                    int ev) {
+  sync_sub *sub = *pp;
+  odo_stream *st = odo_store_find(y->store, sub->stream, sub->len);
+  odo_err e = {0};
+  long n;
+  uint64_t end = 0;
+  if (st == NULL) return 0;
+  if (sub->snap_raw || sub->want_snap || sub->next < st->cat.first) {
+    if (send_snapshot_chunk(y, p, sub, st) < 0) unsubscribe_at(pp);
+    return 1;
+  }
+  if (sub->next > st->cat.last) {
+    if (!sub->caught_up) {
+      send_caught_up(y, p, sub, st->cat.last);
+      if (!sub->live) unsubscribe_at(pp);
+      return 1;
+    }
+    return 0;
+  }
+  n = build_batch(y, st, sub->next, &end, &e);
+  if (n == 0) return 0; /* not signed yet: the next head brings it */
+  if (n < 0) {
+    odo_sync_note(L, "error", sub->stream, sub->len);
+    lua_pushfstring(L, "%s: %s", e.name, e.msg);
+    lua_setfield(L, -2, "reason");
+    odo_sync_note_end(L, ev);
+    odo_sync_out_reset(y);
+    odo_sync_send_refused(y, p, sub->stream, sub->len,
+                          strcmp(e.name, "ETOOBIG") == 0 ? ODO_REFUSED_TOO_BIG
+                                                         : ODO_REFUSED_UNAVAILABLE,
+                          e.msg);
+    unsubscribe_at(pp);
+    return 1;
+  }
+  /* the head ends the batch: what it covers is sent */
+  sub->next = end + 1;
+  odo_sync_send_out(y, p, 1);
+  sub->caught_up = 0;
+  return 1;
+}
+
+int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, int ev) {
+  for (sync_peer *p = y->peers; p && budget > 0; p = p->next) {
+    int progress = 1;
+    while (progress && budget > 0 && odo_session_writable(p->s)) {
+      /* a snapshot goes out whole before anything else on this session:
+       * a receiver assembles one snapshot at a time */
+      sync_sub **busy = NULL;
+      progress = 0;
+      for (sync_sub **pp = &p->subs; *pp; pp = &(*pp)->next_sub)
+        if ((*pp)->snap_raw) busy = pp;
+      if (busy) {
+        if (pump_sub(L, y, p, busy, ev)) {
+          progress = 1;
+          budget--;
+        }
+        continue;
+      }
+      for (sync_sub **pp = &p->subs; *pp && budget > 0;) {
+        sync_sub *sub = *pp;
+        if (!odo_session_writable(p->s)) break;
+        if (pump_sub(L, y, p, pp, ev)) {
+          progress = 1;
+          budget--;
+        }
+        if (*pp == sub) pp = &sub->next_sub;
+        if (sub->snap_raw) break; /* it started a snapshot: finish it first */
+      }
+    }
+  }
+  return budget <= 0;
+}
+
+/* ---- catalogues -------------------------------------------------------------- */
+
+/* The DER of a source's key for a catalogue: ours, or the stored one. */
+static int key_der(odo_sync *y, const char *src, size_t len, odo_buf *out) {
+  char *raw = NULL;
+  const uint8_t *der;
+  size_t n;
+  odo_err e = {0};
+  out->len = 0;
+  if (len == ODO_NODE_ID_HEX && memcmp(y->store->node_id, src, len) == 0) {
+    unsigned char *d = NULL;
+    int dn = i2d_PUBKEY(y->store->signer, &d);
+    int ok = dn > 0 && odo_buf_add(out, d, (size_t)dn);
+    OPENSSL_free(d);
+    return ok;
+  }
+  if (odo_store_key_get(y->store, src, len, &raw, &der, &n, &e) != 1) return 0;
+  odo_buf_add(out, der, n);
+  leveldb_free(raw);
+  return 1;
+}
+
+/* One CATALOGUE frame for list[0..n), with its own key section. */
+static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
+                            size_t n, int full, int direct_idx) {
+  char (*srcs)[ODO_NODE_ID_HEX + 1] = malloc((n + 1) * sizeof *srcs);
+  uint16_t nsrc = 0;
+  odo_buf keys, der;
+  odo_msg_catalogue m;
+  size_t f;
+  if (srcs == NULL) {
+    y->out.failed = 1; /* send_out sends nothing */
+    return;
+  }
+  odo_buf_init(&keys);
+  odo_buf_init(&der);
+  odo_sync_section_reset(y);
+  for (size_t i = 0; i < n; i++) {
+    odo_stream *st = list[i];
+    uint16_t k;
+    if (st->src_len != ODO_NODE_ID_HEX) continue;
+    for (k = 0; k < nsrc; k++)
+      if (memcmp(srcs[k], st->id, ODO_NODE_ID_HEX) == 0) break;
+    if (k < nsrc || !key_der(y, st->id, st->src_len, &der)) continue;
+    memcpy(srcs[nsrc], st->id, ODO_NODE_ID_HEX);
+    srcs[nsrc][ODO_NODE_ID_HEX] = '\0';
+    nsrc++;
+    odo_msg_key_put(&keys, der.p, der.len);
+  }
+  for (size_t i = 0; i < n; i++) {
+    odo_stream *st = list[i];
+    odo_msg_cat_entry c;
+    c.flags = st->own ? 3 : 0;
+    c.key = ODO_MSG_NO_KEY;
+    if (direct_idx) {
+      lua_pushlstring(L, st->id, st->id_len);
+      lua_rawget(L, direct_idx);
+      if (!lua_isnil(L, -1)) c.flags |= 2;
+      lua_pop(L, 1);
+    }
+    for (uint16_t j = 0; j < nsrc; j++)
+      if (st->src_len == ODO_NODE_ID_HEX && memcmp(srcs[j], st->id, ODO_NODE_ID_HEX) == 0)
+        c.key = j;
+    c.id = st->id;
+    c.id_len = st->id_len;
+    c.first = st->cat.first;
+    c.last = st->cat.last;
+    c.snap = st->cat.snap;
+    odo_msg_cat_entry_put(&y->section, &c);
+  }
+  m.flags = full ? 1 : 0;
+  m.keys.p = keys.p;
+  m.keys.len = keys.len;
+  m.keys.count = nsrc;
+  odo_sync_section_list(y, (uint32_t)n, &m.entries);
+  f = odo_frame_begin(&y->out, ODO_MSG_CATALOGUE);
+  if (keys.failed) y->out.failed = 1;
+  odo_msg_catalogue_encode(&y->out, &m);
+  odo_frame_end(&y->out, f);
+  odo_buf_free(&keys);
+  odo_buf_free(&der);
+  free(srcs);
+}
+
+unsigned odo_sync_catalogue(lua_State *L, odo_sync *y, odo_stream **list,
+                            size_t n, int full, int direct_idx) {
+  unsigned frames = 0;
+  for (size_t at = 0; at < n || (full && at == 0); at += ODO_MSG_FRAME_ENTRIES) {
+    size_t k = n - at < ODO_MSG_FRAME_ENTRIES ? n - at : ODO_MSG_FRAME_ENTRIES;
+    catalogue_frame(L, y, list + at, k, full && at == 0, direct_idx);
+    frames++;
+  }
+  return frames;
+}
+
+/* ---- signing heads ------------------------------------------------------------ */
+
+/* The newest signed head's revision (0: none), found in the store once,
+ * then kept up to date as heads are written. */
+static int last_head(odo_sync *y, odo_stream *st, uint64_t *rev, odo_err *e) {
+  odo_head h;
+  int rc;
+  if (!st->head_known) {
+    rc = odo_head_read(y->store, st, 0, 1, &h, e);
+    if (rc < 0) return 0;
+    st->head = rc == 1 ? h.rev : 0;
+    st->head_known = 1;
+  }
+  *rev = st->head;
+  return 1;
+}
+
+/* Signs and stores heads for an own stream's unsigned events: one every
+ * ODO_HEAD_EVENTS revisions or ODO_HEAD_BYTES of data, and one at the
+ * last revision. Walks at most `budget` events; *more is set when events
+ * are left. */
+int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,
+                         int *more, odo_err *e) {
+  odo_reader r;
+  odo_event ev;
+  uint64_t from, until, since = 0, signed_to = 0;
+  size_t bytes = 0;
+  int rc, signed_n = 0;
+  uint8_t msg[ODO_SIGNED_MAX], sig[ODO_MAX_SIG];
+  if (!last_head(y, st, &signed_to, e)) return -1;
+  from = signed_to ? signed_to + 1 : st->cat.first;
+  if (from < st->cat.first) from = st->cat.first;
+  if (from > st->cat.last) return 0;
+  until = st->cat.last;
+  if (until - from + 1 > budget) {
+    until = from + budget - 1;
+    *more = 1;
+  }
+  if (!odo_reader_open(y->store, st, from, until, &r, e)) return -1;
+  odo_txn_begin(y->store);
+  while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
+    since++;
+    bytes += ev.data_len;
+    if (since >= ODO_HEAD_EVENTS || bytes >= ODO_HEAD_BYTES || ev.rev == until) {
+      size_t sl = sizeof sig;
+      size_t mlen = odo_head_message(msg, st->id, st->id_len, ev.rev, ev.hash);
+      if (!odo_sign(y->store->signer, msg, mlen, sig, &sl, e)) {
+        rc = -1;
+        break;
+      }
+      odo_stage_head(y->store, st, ev.rev, ev.hash, sig, sl);
+      signed_n++;
+      signed_to = ev.rev;
+      since = 0;
+      bytes = 0;
+    }
+  }
+  odo_reader_close(&r);
+  if (rc < 0 || !odo_txn_commit(y->store, 0, e)) {
+    odo_txn_abort(y->store);
+    return -1;
+  }
+  odo_sync_note_head(st, signed_to);
+  return signed_n;
+}
