@@ -20,6 +20,7 @@ dependencies = {
 external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   LEVELDB = { header = "leveldb/c.h", library = "leveldb" },
+  CARES = { header = "ares.h", library = "cares" },
 }
 build = {
   type = "builtin",
@@ -28,6 +29,8 @@ build = {
       sources = {
         "csrc/certgen.c",
         "csrc/core.c",
+        "csrc/dns.c",
+        "csrc/dns_answer.c",
         "csrc/event.c",
         "csrc/identity.c",
         "csrc/session.c",
@@ -42,7 +45,7 @@ build = {
         "csrc/util.c",
         "csrc/wire.c",
       },
-      libraries = { "leveldb", "ssl", "crypto", "pthread" },
+      libraries = { "leveldb", "ssl", "crypto", "pthread", "cares" },
       incdirs = { "$(OPENSSL_INCDIR)", "$(LEVELDB_INCDIR)" },
       libdirs = { "$(OPENSSL_LIBDIR)", "$(LEVELDB_LIBDIR)" },
     },

@@ -88,6 +88,19 @@ function Control.status_table(id, listen, peers, streams, upstreams)
   }
 end
 
+--- Discovery sources' status entries as `odo status --json` prints them
+-- (an array; each entry's `found` an array).
+function Control.discovery_table(list)
+  local out = {}
+  for i, d in ipairs(list or {}) do
+    local e = {}
+    for k, v in pairs(d) do e[k] = v end
+    if type(e.found) == "table" then e.found = Control.array(e.found) end
+    out[i] = e
+  end
+  return Control.array(out)
+end
+
 -- ---- events as JSON lines -------------------------------------------------------
 
 -- The base64 alphabet by 6-bit value, 0..63.
@@ -154,7 +167,9 @@ Control.commands = {}
 
 function Control.commands.status(node)
   local st = node:status()
-  return Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+  local t = Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+  t.discovery = Control.discovery_table(st.discovery)
+  return t
 end
 
 --- {stream = NAME or nil, type = TYPE, data = {DATA...}}: appends one event

@@ -11,7 +11,9 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; and the sync events (`odo.sync`).
+-- `(stream, first)`; "close"; "discovery" `(source_name, message)` for a
+-- discovery source's lines worth logging; and the sync events
+-- (`odo.sync`).
 --
 -- @module odo.node
 local core = require "odo.core"
@@ -429,7 +431,20 @@ function Node:discover(host, port)
   self.swarm:discover(host, port)
 end
 
---- The node's state: `{id, listen, peers, streams}`.
+-- What each discovery source that has `status()` says (`odo.discovery`).
+local function discovery_status(self)
+  local out = {}
+  for _, src in ipairs(self.swarm and self.swarm.sources or {}) do
+    if type(src.status) == "function" then
+      local st = self:_protect(src.status, src)
+      if type(st) == "table" then out[#out + 1] = st end
+    end
+  end
+  return out
+end
+
+--- The node's state: `{id, listen, peers, streams, discovery}`
+-- (`discovery`: one entry per discovery source that has `status()`).
 function Node:status()
   check_open(self)
   local listen = self.listen and (self.listen.host .. ":" .. self.listen.port) or nil
@@ -443,7 +458,8 @@ function Node:status()
       upstreams[st.id] = st.upstream
     end
   end
-  return { id = self.id, listen = listen, peers = self:peers(), streams = streams, upstreams = upstreams }
+  return { id = self.id, listen = listen, peers = self:peers(), streams = streams, upstreams = upstreams,
+    discovery = discovery_status(self) }
 end
 
 --- Runs the loop (luv: until nothing is left; see `close`).

@@ -17,7 +17,6 @@ local function short(id) return id and id:sub(1, 16) or "?" end
 
 -- Discovery back-ends that are not part of this build yet.
 local function unbuilt(args)
-  if #args.dns > 0 or args.dns_server then return "--dns" end
   if args.mdns then return "--mdns" end
   if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
 end
@@ -64,6 +63,24 @@ local function node_options(args, conf, on_error)
   }
 end
 
+-- `existing` (the config's discovery sources, or nil) and one DNS source
+-- per --dns NAME (with --dns-server and --dns-port): a new array, or nil,
+-- why when those options cannot be used.
+local function with_dns_sources(args, existing)
+  local list = {}
+  for _, src in ipairs(existing or {}) do list[#list + 1] = src end
+  if #args.dns == 0 then
+    if args.dns_server or args.dns_port then return nil, "--dns-server and --dns-port need --dns NAME" end
+    return existing
+  end
+  for _, name in ipairs(args.dns) do
+    local ok, src = pcall(odo.discovery.dns, { name = name, server = args.dns_server, port = args.dns_port })
+    if not ok then return nil, ("--dns %s: %s"):format(name, tostring(src):gsub("^[^\n]-:%d+: ", "")) end
+    list[#list + 1] = src
+  end
+  return list
+end
+
 local function run(args)
   local flag = unbuilt(args)
   if flag then return cli.fail(flag .. ": that discovery back-end is not built yet") end
@@ -78,6 +95,9 @@ local function run(args)
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
   local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
+  local dns_err
+  opts.discovery, dns_err = with_dns_sources(args, opts.discovery)
+  if dns_err then return cli.fail(dns_err) end
   for _ = 1, 50 do
     -- options the node refuses (a config's bad policy) raise: say so
     local ok
@@ -94,6 +114,7 @@ local function run(args)
     log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
   end)
+  node:on("discovery", function(source, msg) log("%s: %s", source, msg) end)
   local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
   if not control then
     node:close()
