@@ -2,7 +2,6 @@
 -- and the odo.discovery.dns source against a real dnsmasq on 127.0.0.1.
 local H = require "helper"
 local dnsmasq = require "dnsmasq"
-local uv = require "luv"
 local luv_adapter = require "odo.adapter.luv"
 local Resolver = require "odo.resolver"
 local dns = require "odo.discovery.dns"
