@@ -10,6 +10,10 @@
  * c-ares. SRV answers are read by dns_answer.c, with their TTLs; A and
  * AAAA answers by c-ares (ares_addrttl).
  */
+
+/***
+ * @submodule odo.core
+ */
 #include <arpa/inet.h>
 #include <ares.h>
 #include <stdio.h>
@@ -360,7 +364,7 @@ static int l_dns_resolver(lua_State *L) {
 
 /***
  * Starts a query; its answer comes out of `results` under the id returned.
- * @function DnsResolver:query
+ * @function dns_resolver:query
  * @tparam string name a DNS name (1 to 253 characters)
  * @tparam string type "SRV", "A" or "AAAA"
  * @treturn integer the query's id
@@ -399,7 +403,7 @@ static int l_query(lua_State *L) {
 /***
  * Lets c-ares read and write a ready socket, or, with no fd, handle its
  * timeouts (retries, queries that gave up).
- * @function DnsResolver:process
+ * @function dns_resolver:process
  * @tparam[opt] integer fd a descriptor `sockets` reported
  * @tparam[opt] boolean readable
  * @tparam[opt] boolean writable
@@ -418,7 +422,7 @@ static int l_process(lua_State *L) {
 
 /***
  * Milliseconds until `process()` is due, or nil with no query in flight.
- * @function DnsResolver:timeout
+ * @function dns_resolver:timeout
  * @treturn ?integer
  */
 static int l_timeout(lua_State *L) {
@@ -439,7 +443,7 @@ static const char *events_of(int readable, int writable) {
  * polling it; c-ares closes it next, and a later entry may be a new
  * socket on the same number). When the second result is true, the
  * array is the whole state instead: stop every poll, then start these.
- * @function DnsResolver:sockets
+ * @function dns_resolver:sockets
  * @treturn table
  * @treturn boolean reset
  */
@@ -487,7 +491,7 @@ static int l_sockets(lua_State *L) {
  * "NAME: ...", code = NAME}` with NAME one of ENODATA (the name has no
  * records of that type), ENOTFOUND (NXDOMAIN), EREFUSED, ESERVFAIL,
  * ENOTIMP, ETIMEDOUT, ECONNREFUSED, EBADRESP, EINVAL, ENOMEM, EDNS.
- * @function DnsResolver:results
+ * @function dns_resolver:results
  * @treturn table
  */
 static int l_results(lua_State *L) {
@@ -508,7 +512,7 @@ static int l_results(lua_State *L) {
 
 /***
  * The servers asked, as "IP:PORT,[IPv6]:PORT".
- * @function DnsResolver:servers
+ * @function dns_resolver:servers
  * @treturn string
  */
 static int l_servers(lua_State *L) {
@@ -537,7 +541,7 @@ static int l_servers(lua_State *L) {
 /***
  * Closes the resolver: queries in flight are dropped, sockets closed.
  * Idempotent; also `__gc` and `__close`.
- * @function DnsResolver:close
+ * @function dns_resolver:close
  */
 static int l_close(lua_State *L) {
   release(luaL_checkudata(L, 1, DNS_CLASS));
