@@ -433,8 +433,15 @@ static int l_timeout(lua_State *L) {
   return 1;
 }
 
-static const char *events_of(int readable, int writable) {
-  return readable ? (writable ? "rw" : "r") : (writable ? "w" : "");
+/* Sets t[i] = {fd =, events = "r" | "w" | "rw" | ""} on the table on top. */
+static void push_socket(lua_State *L, lua_Integer i, ares_socket_t fd,
+                        int readable, int writable) {
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)fd);
+  lua_setfield(L, -2, "fd");
+  lua_pushstring(L, readable ? (writable ? "rw" : "r") : (writable ? "w" : ""));
+  lua_setfield(L, -2, "events");
+  lua_rawseti(L, -2, i);
 }
 
 /***
@@ -457,25 +464,14 @@ static int l_sockets(lua_State *L) {
     for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
       int rd = ARES_GETSOCK_READABLE(bits, i) != 0;
       int wr = ARES_GETSOCK_WRITABLE(bits, i) != 0;
-      if (!rd && !wr) continue;
-      lua_createtable(L, 0, 2);
-      lua_pushinteger(L, (lua_Integer)socks[i]);
-      lua_setfield(L, -2, "fd");
-      lua_pushstring(L, events_of(rd, wr));
-      lua_setfield(L, -2, "events");
-      lua_rawseti(L, -2, ++n);
+      if (rd || wr) push_socket(L, ++n, socks[i], rd, wr);
     }
     r->resync = 0;
   } else {
     lua_createtable(L, (int)r->nchanges, 0);
-    for (size_t i = 0; i < r->nchanges; i++) {
-      lua_createtable(L, 0, 2);
-      lua_pushinteger(L, (lua_Integer)r->changes[i].fd);
-      lua_setfield(L, -2, "fd");
-      lua_pushstring(L, events_of(r->changes[i].readable, r->changes[i].writable));
-      lua_setfield(L, -2, "events");
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
+    for (size_t i = 0; i < r->nchanges; i++)
+      push_socket(L, (lua_Integer)i + 1, r->changes[i].fd, r->changes[i].readable,
+                  r->changes[i].writable);
   }
   r->nchanges = 0;
   lua_pushboolean(L, reset);
@@ -508,6 +504,15 @@ static int l_results(lua_State *L) {
     free(q);
   }
   return 1;
+}
+
+/* For specs: makes the next sockets() report the whole state, as after a
+ * change that could not be queued. */
+static int l_resync(lua_State *L) {
+  dns_resolver *r = check_open(L);
+  r->resync = 1;
+  r->nchanges = 0;
+  return 0;
 }
 
 /***
@@ -583,7 +588,7 @@ void odo_dns_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"query", l_query},     {"process", l_process}, {"timeout", l_timeout},
       {"sockets", l_sockets}, {"results", l_results}, {"servers", l_servers},
-      {"close", l_close},     {NULL, NULL}};
+      {"close", l_close},     {"_resync", l_resync},  {NULL, NULL}};
   odo_newclass(L, DNS_CLASS, methods, l_close, l_tostring);
   lua_pushcfunction(L, l_dns_resolver);
   lua_setfield(L, -2, "dns_resolver");

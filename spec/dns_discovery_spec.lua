@@ -85,6 +85,26 @@ describe("DNS discovery", function()
       r2:close()
     end)
 
+    it("when c-ares's socket changes could not all be queued, polls its whole state anew", function()
+      local d = dnsmasq.start { records = { "--host-record=n1.swarm.test,127.0.0.1" } }
+      local r = assert(Resolver.new(luv_adapter, { servers = "127.0.0.1:" .. d.port }))
+      local got = {}
+      r:query("n1.swarm.test", "A", function(x) got[1] = x end)
+      local fd, handle = next(r.polls)
+      assert.is_number(fd)
+      r.core:_resync()
+      -- the next call into c-ares reports the whole state: every poll is
+      -- started again (the same socket: a new handle)
+      r:query("n1.swarm.test", "AAAA", function(x) got[2] = x end)
+      assert.is_truthy(r.polls[fd])
+      assert.are_not.equal(handle, r.polls[fd])
+      assert.same({}, (r.core:sockets()))
+      assert.is_true(H.luv_until(function() return got[1] and got[2] end))
+      assert.equal("127.0.0.1", got[1].records[1].address)
+      assert.equal("ENODATA", got[2].code)
+      r:close()
+    end)
+
     it("close drops queries in flight: their callbacks never run, and nothing is left polled", function()
       local closed = H.free_ports(1)[1]
       local r = assert(Resolver.new(luv_adapter, { servers = "127.0.0.1:" .. closed, timeout_ms = 5000 }))

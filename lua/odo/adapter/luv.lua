@@ -81,14 +81,7 @@ function A.poll(fd, events, fn)
     p:close()
     return nil, err, name
   end
-  return {
-    stop = function()
-      if not p:is_closing() then
-        p:stop()
-        p:close()
-      end
-    end,
-  }
+  return stopper(p)
 end
 
 -- Deferred calls run from an idle handle: on the next loop iteration,
