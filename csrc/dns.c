@@ -459,11 +459,14 @@ static int l_sockets(lua_State *L) {
   int reset = r->resync;
   if (reset) {
     ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-    int bits = ares_getsock(r->ch, socks, ARES_GETSOCK_MAXNUM), n = 0;
+    /* bit i: readable, bit i + 16: writable (unsigned: c-ares's own
+     * ARES_GETSOCK_WRITABLE shifts a signed 1 into the sign bit) */
+    unsigned bits = (unsigned)ares_getsock(r->ch, socks, ARES_GETSOCK_MAXNUM);
+    int n = 0;
     lua_createtable(L, ARES_GETSOCK_MAXNUM, 0);
     for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-      int rd = ARES_GETSOCK_READABLE(bits, i) != 0;
-      int wr = ARES_GETSOCK_WRITABLE(bits, i) != 0;
+      int rd = (bits >> i) & 1u;
+      int wr = (bits >> (i + ARES_GETSOCK_MAXNUM)) & 1u;
       if (rd || wr) push_socket(L, ++n, socks[i], rd, wr);
     }
     r->resync = 0;
