@@ -128,6 +128,8 @@ describe("DNS discovery", function()
       assert.matches("poll", err)
       assert.has_error(function() dns { name = "swarm.test", server = "dns.example:53" } end)
       assert.has_error(function() dns { name = "bad name" } end)
+      assert.has_error(function() dns { name = ".swarm.test" } end)
+      assert.has_no_error(function() dns { name = "swarm.test." } end)
     end)
   end)
 

@@ -32,7 +32,8 @@ local POLICIES = { "dns_ttl_floor_ms", "dns_ttl_ceiling_ms", "dns_backoff", "dns
 
 local function check_name(name)
   assert(type(name) == "string" and #name >= 1 and #name <= 240 and name:match("^[%w_.-]+$")
-    and not name:find("..", 1, true), "dns{name=}: a DNS name (letters, digits, '-', '_' and dots) is required")
+    and not name:find("..", 1, true) and name:sub(1, 1) ~= ".",
+    "dns{name=}: a DNS name (letters, digits, '-', '_' and dots) is required")
 end
 
 --- A DNS discovery source.
