@@ -211,5 +211,28 @@ describe("DNS discovery", function()
       local src = source { name = "swarm.test", adapter = memory.new() }
       assert.matches("has no poll", src:status().error)
     end)
+
+    it("in a node: gets the node, logs through its \"discovery\" event, and shows in node:status()", function()
+      local d = dnsmasq.start { records = { "--host-record=swarm.test,127.0.0.1" } }
+      local pki = H.pki(H.tmpdir())
+      local plain = { start = function() end, stop = function() end } -- no status(): not listed
+      local node = H.node { node_id = false, tls = pki.node("a"), listen = "127.0.0.1:0",
+        policy = FAST, discovery = { plain, dns { name = "swarm.test", server = "127.0.0.1:" .. d.port } } }
+      local lines = {}
+      node:on("discovery", function(name, msg) lines[#lines + 1] = name .. ": " .. msg end)
+      assert.is_true(H.luv_until(function() return #lines > 0 end))
+      -- the default port is the node's own listen port
+      assert.equal(("dns swarm.test: found 1 peer address through swarm.test A/AAAA: 127.0.0.1:%d;"
+        .. " looking again in 2 s"):format(node.listen.port), lines[1])
+      local st = node:status()
+      assert.equal(1, #st.discovery)
+      assert.equal("dns swarm.test", st.discovery[1].name)
+      assert.same({ { host = "127.0.0.1", port = node.listen.port } }, st.discovery[1].found)
+      node:close()
+      H.luv_until(function() return false end, 50)
+      luv_adapter.shutdown()
+      assert.same({}, node.errors)
+      H.cleanup()
+    end)
   end)
 end)
