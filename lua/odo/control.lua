@@ -88,19 +88,6 @@ function Control.status_table(id, listen, peers, streams, upstreams)
   }
 end
 
---- Discovery sources' status entries as `odo status --json` prints them
--- (an array; each entry's `found` an array).
-function Control.discovery_table(list)
-  local out = {}
-  for i, d in ipairs(list or {}) do
-    local e = {}
-    for k, v in pairs(d) do e[k] = v end
-    if type(e.found) == "table" then e.found = Control.array(e.found) end
-    out[i] = e
-  end
-  return Control.array(out)
-end
-
 -- ---- events as JSON lines -------------------------------------------------------
 
 -- The base64 alphabet by 6-bit value, 0..63.
@@ -164,6 +151,19 @@ function Control.append_data(append, data, type_)
 end
 
 Control.commands = {}
+
+--- Discovery sources' status entries as `odo status --json` prints them
+-- (an array; each entry's `found` an array).
+function Control.discovery_table(list)
+  local out = {}
+  for i, d in ipairs(list or {}) do
+    local e = {}
+    for k, v in pairs(d) do e[k] = v end
+    if type(e.found) == "table" then e.found = Control.array(e.found) end
+    out[i] = e
+  end
+  return Control.array(out)
+end
 
 function Control.commands.status(node)
   local st = node:status()

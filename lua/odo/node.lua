@@ -11,9 +11,7 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; "discovery" `(source_name, message)` for a
--- discovery source's lines worth logging; and the sync events
--- (`odo.sync`).
+-- `(stream, first)`; "close"; and the sync events (`odo.sync`).
 --
 -- @module odo.node
 local core = require "odo.core"
@@ -424,13 +422,6 @@ function Node:peers()
   return self.swarm and self.swarm:list() or {}
 end
 
---- Offers a candidate peer address (as a discovery source would).
-function Node:discover(host, port)
-  check_open(self)
-  assert(self.swarm, "the node has no network (no opts.tls)")
-  self.swarm:discover(host, port)
-end
-
 -- What each discovery source that has `status()` says (`odo.discovery`).
 local function discovery_status(self)
   local out = {}
@@ -443,8 +434,14 @@ local function discovery_status(self)
   return out
 end
 
---- The node's state: `{id, listen, peers, streams, discovery}`
--- (`discovery`: one entry per discovery source that has `status()`).
+--- Offers a candidate peer address (as a discovery source would).
+function Node:discover(host, port)
+  check_open(self)
+  assert(self.swarm, "the node has no network (no opts.tls)")
+  self.swarm:discover(host, port)
+end
+
+--- The node's state: `{id, listen, peers, streams}`.
 function Node:status()
   check_open(self)
   local listen = self.listen and (self.listen.host .. ":" .. self.listen.port) or nil

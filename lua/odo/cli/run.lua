@@ -114,13 +114,14 @@ local function run(args)
     log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
   end)
-  node:on("discovery", function(source, msg) log("%s: %s", source, msg) end)
   local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
   if not control then
     node:close()
     return cli.fail(cerr)
   end
   log("node %s listening on %s:%d", node.id, node.listen.host, node.listen.port)
+  -- what discovery sources find or fail at ("discovery" events; they start on the next loop turn)
+  node:on("discovery", function(source, msg) log("%s: %s", source, msg) end)
   local signals = {}
   local function stop(signame)
     log("%s: saying goodbye to every peer and closing the store", signame)
