@@ -8,6 +8,7 @@ CFLAGS     ?= -O2 -g
 WARN        = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wno-unused-parameter
 CPPFLAGS   += $(LUA_INC)
 LIBS        = -lleveldb -lssl -lcrypto -pthread
+LIBS       += -lcares
 BUSTED      = busted --lua=$(LUA)
 
 # Compiler lines are hidden (errors still show); `make V=1` shows them.

@@ -20,6 +20,7 @@ dependencies = {
 external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   LEVELDB = { header = "leveldb/c.h", library = "leveldb" },
+  CARES = { header = "ares.h", library = "cares" },
 }
 build = {
   type = "builtin",
@@ -28,6 +29,8 @@ build = {
       sources = {
         "csrc/certgen.c",
         "csrc/core.c",
+        "csrc/dns.c",
+        "csrc/dns_answer.c",
         "csrc/event.c",
         "csrc/identity.c",
         "csrc/records.c",
@@ -50,7 +53,7 @@ build = {
         "csrc/util.c",
         "csrc/wire.c",
       },
-      libraries = { "leveldb", "ssl", "crypto", "pthread" },
+      libraries = { "leveldb", "ssl", "crypto", "pthread", "cares" },
       incdirs = { "$(OPENSSL_INCDIR)", "$(LEVELDB_INCDIR)" },
       libdirs = { "$(OPENSSL_LIBDIR)", "$(LEVELDB_LIBDIR)" },
     },
@@ -74,12 +77,15 @@ build = {
     ["odo.control.frame"] = "lua/odo/control/frame.lua",
     ["odo.control.lines"] = "lua/odo/control/lines.lua",
     ["odo.discovery"] = "lua/odo/discovery.lua",
+    ["odo.discovery.dns"] = "lua/odo/discovery/dns.lua",
+    ["odo.discovery.srv"] = "lua/odo/discovery/srv.lua",
     ["odo.emitter"] = "lua/odo/emitter.lua",
     ["odo"] = "lua/odo/init.lua",
     ["odo.journal"] = "lua/odo/journal.lua",
     ["odo.node"] = "lua/odo/node.lua",
     ["odo.openresty"] = "lua/odo/openresty.lua",
     ["odo.policy"] = "lua/odo/policy.lua",
+    ["odo.resolver"] = "lua/odo/resolver.lua",
     ["odo.snapshots"] = "lua/odo/snapshots.lua",
     ["odo.store"] = "lua/odo/store.lua",
     ["odo.swarm"] = "lua/odo/swarm.lua",

@@ -285,6 +285,7 @@ function H.odo_run(opts)
     :format(H.odo, opts.dir, opts.port, opts.certs.ca, opts.certs.cert, opts.certs.key) }
   if opts.config then args[#args + 1] = ("--config '%s'"):format(opts.config) end
   for _, p in ipairs(opts.peers or {}) do args[#args + 1] = "--peer 127.0.0.1:" .. p end
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = "'" .. a .. "'" end -- opts.args: more arguments
   local p = { dir = opts.dir, log = opts.dir .. ".log", port = opts.port }
   p.pid = H.spawn(table.concat(args, " "), p.log)
   return p

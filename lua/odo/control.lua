@@ -138,9 +138,24 @@ end
 
 Control.commands = {}
 
+--- Discovery sources' status entries as `odo status --json` prints them
+-- (an array; each entry's `found` an array).
+function Control.discovery_table(list)
+  local out = {}
+  for i, d in ipairs(list or {}) do
+    local e = {}
+    for k, v in pairs(d) do e[k] = v end
+    if type(e.found) == "table" then e.found = Control.array(e.found) end
+    out[i] = e
+  end
+  return Control.array(out)
+end
+
 function Control.commands.status(node)
   local st = node:status()
-  return Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+  local t = Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+  t.discovery = Control.discovery_table(st.discovery)
+  return t
 end
 
 -- A slow reader holds the node back no further than this (bytes queued).

@@ -3,8 +3,13 @@
 -- A source is any table with `start(self, report)` and `stop(self)`;
 -- `report(host, port)` offers a candidate address, as often as the source
 -- likes (known addresses are ignored). A source may set `pinned = true`:
--- its peers are never deleted after failing, only retried. Writing one
--- takes a few lines:
+-- its peers are never deleted after failing, only retried. `start` also
+-- gets the node as its third argument (its `adapter`, `policy`, `listen`,
+-- and `node:emit("discovery", source_name, message)` for lines worth
+-- logging, which `odo run` logs). A source may have `status(self)`,
+-- returning a table `{name, found = {{host, port}...}, found_at (wall
+-- clock, ms), error, error_at, ...}`: `node:status().discovery` lists
+-- them (and `odo status --json`). Writing one takes a few lines:
 --
 --     local every_minute = {
 --       start = function(self, report)
@@ -61,6 +66,12 @@ function D.history(store)
     end,
     stop = function() end,
   }
+end
+
+--- DNS discovery: `_odo._tcp.NAME` SRV records, else NAME's A/AAAA
+-- records (see `odo.discovery.dns`, loaded when first used).
+function D.dns(opts)
+  return require("odo.discovery.dns").new(opts)
 end
 
 return D

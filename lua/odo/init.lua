@@ -7,6 +7,7 @@ local odo = {
   core = require "odo.core",
   store = require "odo.store",
   policy = require "odo.policy",
+  discovery = require "odo.discovery",
 }
 
 --- Helpers for the built-in `kv` reducer: the data of put and del events,

@@ -501,6 +501,18 @@ function Node:peers()
   return self.swarm and self.swarm:list() or {}
 end
 
+-- What each discovery source that has `status()` says (`odo.discovery`).
+local function discovery_status(self)
+  local out = {}
+  for _, src in ipairs(self.swarm and self.swarm.sources or {}) do
+    if type(src.status) == "function" then
+      local st = self:_protect(src.status, src)
+      if type(st) == "table" then out[#out + 1] = st end
+    end
+  end
+  return out
+end
+
 --- Offers a candidate peer address (as a discovery source would).
 function Node:discover(host, port)
   check_open(self)
@@ -527,6 +539,7 @@ function Node:status()
   -- what unauthenticated connections cost now (see odo.admission)
   if self.swarm then status.connections = self.swarm.transport.admission:status() end
   status.memory = { lua_bytes = math.floor(collectgarbage("count") * 1024) }
+  status.discovery = discovery_status(self)
   return status
 end
 

@@ -189,6 +189,26 @@ function P.compact_upto(st, state, now, policy)
   return nil
 end
 
+-- ---- DNS discovery (odo.discovery.dns) ---------------------------------------------
+
+--- The shortest wait (ms) before a name is looked up again, whatever the
+-- records' TTL says (a TTL of 0 would otherwise ask without pause)...
+P.dns_ttl_floor_ms = 2000
+--- ...and the longest (records with a TTL of a day are still re-read).
+P.dns_ttl_ceiling_ms = 10 * 60 * 1000
+
+-- Delays (ms) before looking a name up again after a lookup failed (no
+-- answer, REFUSED, no records), by consecutive failure; the last one
+-- repeats. A table, or `function(failures) return ms end`. (A plain
+-- comment: LDoc cannot show an array; the default is the line below.)
+P.dns_backoff = { 1000, 2000, 4000, 8000, 15000, 30000, 60000 }
+
+--- How long (ms) c-ares waits for a server's first answer to a query (it
+-- doubles the wait on each later round)...
+P.dns_timeout_ms = 1500
+--- ...and how many times it asks each server before giving up.
+P.dns_tries = 2
+
 -- Names in this module that are not policies.
 local NOT_POLICY = { merge = true, call = true, try = true, check = true, valid_reducer = true }
 
@@ -198,6 +218,10 @@ local POSITIVE = { tick_ms = true, slice = true, turn_budget_ms = true, snapshot
   purge_slice = true, sync_pump_budget = true, sign_budget = true, max_frame_bytes = true,
   heartbeat_interval_ms = true, first_byte_timeout_ms = true, max_handshakes = true,
   max_handshakes_per_host = true }
+
+POSITIVE.dns_ttl_floor_ms = true
+POSITIVE.dns_timeout_ms = true
+POSITIVE.dns_tries = true
 
 local function check_backoff(v)
   if type(v) == "function" then return true end
@@ -228,7 +252,7 @@ function P.check(k, v, level)
   end
   if k == "reducer" then
     if not check_reducer(v) then bad("must be nil, \"kv\", \"last\", a function or { name =, reduce = }") end
-  elseif k == "backoff" then
+  elseif k == "backoff" or k == "dns_backoff" then
     local ok, why = check_backoff(v)
     if not ok then bad("must be an array of delays (ms) or a function" .. (why and (": " .. why) or "")) end
   elseif k == "backoff_jitter" then

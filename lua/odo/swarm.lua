@@ -621,7 +621,7 @@ function Swarm:add_source(src)
   self.sources[#self.sources + 1] = src
   src:start(function(host, port)
     self.node:_protect(self.discover, self, host, port, src)
-  end)
+  end, self.node)
 end
 
 --- Every peer, as `info` shows them, sorted by address then id.

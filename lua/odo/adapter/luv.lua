@@ -65,6 +65,27 @@ function A.watch(fd, fn)
   }
 end
 
+--- Calls fn(readable, writable) whenever file descriptor fd is ready for
+-- what `events` asks: "r" (reading), "w" (writing) or "rw"; an error on
+-- the descriptor reports it ready for both, so its owner reads the error.
+-- Returns a handle with stop(), or nil, "NAME: message", "NAME".
+function A.poll(fd, events, fn)
+  assert(events == "r" or events == "w" or events == "rw", "events must be \"r\", \"w\" or \"rw\"")
+  local p, err, name = uv.new_poll(fd)
+  if not p then return nil, err, name end
+  local ok
+  ok, err, name = p:start(events, function(perr, ready)
+    if perr or not ready then return fn(true, true) end
+    -- "d": the peer hung up, which a read reports
+    fn(ready:find("[rd]") ~= nil, ready:find("w", 1, true) ~= nil)
+  end)
+  if not ok then
+    p:close()
+    return nil, err, name
+  end
+  return stopper(p)
+end
+
 -- Deferred calls run from an idle handle: on the next loop iteration,
 -- after timers, without blocking for I/O while any are queued.
 local queue, idle = {}, nil

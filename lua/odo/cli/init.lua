@@ -33,6 +33,14 @@ local function host_port(s)
   return s
 end
 
+local function port_number(s)
+  local n = s:match("^%d+$") and tonumber(s)
+  if not n or n < 1 or n > 65535 then
+    return nil, ("'%s' is not a port (1 to 65535)"):format(s)
+  end
+  return n
+end
+
 local function revision(s)
   if not s:match("^%d+$") then
     return nil, ("'%s' is not a revision (a whole number)"):format(s)
@@ -73,6 +81,8 @@ local function run_command(p)
     :convert(host_port)
   run:option("--dns", "Find peers through DNS records of NAME (repeatable)."):argname("NAME"):count("*")
   run:option("--dns-server", "DNS server to ask."):argname("HOST:PORT"):convert(host_port)
+  run:option("--dns-port", "Port of the peers found through A/AAAA records (default: this node's listen port).")
+    :argname("PORT"):convert(port_number)
   run:flag("--mdns", "Find peers on the local network (mDNS).")
   run:option("--dht-bootstrap", "A DHT node to join through (repeatable)."):argname("HOST:PORT")
     :count("*"):convert(host_port)

@@ -26,7 +26,6 @@ end
 
 -- Discovery back-ends that are not part of this build yet.
 local function unbuilt(args)
-  if #args.dns > 0 or args.dns_server then return "--dns" end
   if args.mdns then return "--mdns" end
   if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
 end
@@ -74,6 +73,24 @@ local function node_options(args, conf, on_error)
   }
 end
 
+-- `existing` (the config's discovery sources, or nil) and one DNS source
+-- per --dns NAME (with --dns-server and --dns-port): a new array, or nil,
+-- why when those options cannot be used.
+local function with_dns_sources(args, existing)
+  local list = {}
+  for _, src in ipairs(existing or {}) do list[#list + 1] = src end
+  if #args.dns == 0 then
+    if args.dns_server or args.dns_port then return nil, "--dns-server and --dns-port need --dns NAME" end
+    return existing
+  end
+  for _, name in ipairs(args.dns) do
+    local ok, src = pcall(odo.discovery.dns, { name = name, server = args.dns_server, port = args.dns_port })
+    if not ok then return nil, ("--dns %s: %s"):format(name, tostring(src):gsub("^[^\n]-:%d+: ", "")) end
+    list[#list + 1] = src
+  end
+  return list
+end
+
 local function run(args)
   local flag = unbuilt(args)
   if flag then return cli.fail(flag .. ": that discovery back-end is not built yet") end
@@ -88,6 +105,9 @@ local function run(args)
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
   local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
+  local dns_err
+  opts.discovery, dns_err = with_dns_sources(args, opts.discovery)
+  if dns_err then return cli.fail(dns_err) end
   for _ = 1, 50 do
     -- options the node refuses (a config's bad policy) raise: say so
     local ok
@@ -112,6 +132,8 @@ local function run(args)
     return cli.fail(cerr)
   end
   log("node %s listening on %s:%d", node.id, node.listen.host, node.listen.port)
+  -- what discovery sources find or fail at ("discovery" events; they start on the next loop turn)
+  node:on("discovery", function(source, msg) log("%s: %s", source, msg) end)
   local signals = {}
   local function stop(signame)
     log("%s: saying goodbye to every peer and closing the store", signame)
