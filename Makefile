@@ -10,6 +10,14 @@ CPPFLAGS   += $(LUA_INC)
 LIBS        = -lleveldb -lssl -lcrypto -pthread
 BUSTED      = busted --lua=$(LUA)
 
+# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/DISCOVERY.md says why).
+# Debian's libmdnsd-dev ships no .pc file: pkg-config when there is one.
+# Its headers include a "config.h" they do not install: csrc/mdnsd-shim.
+MDNSD_INC  := -Icsrc/mdnsd-shim $(shell pkg-config --cflags libmdnsd 2>/dev/null)
+MDNSD_LIBS := $(shell pkg-config --libs libmdnsd 2>/dev/null || echo -lmdnsd)
+CPPFLAGS   += $(MDNSD_INC)
+LIBS_MDNSD  = $(MDNSD_LIBS)
+
 SRC   = $(sort $(wildcard csrc/*.c))
 OBJ   = $(SRC:csrc/%.c=build/obj/%.o)
 AOBJ  = $(SRC:csrc/%.c=build/asan-obj/%.o)
@@ -26,7 +34,7 @@ deps:
 
 $(CORE): $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(OBJ) $(LIBS)
+	$(CC) -shared -o $@ $(OBJ) $(LIBS) $(LIBS_MDNSD)
 
 build/obj/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
@@ -34,7 +42,7 @@ build/obj/%.o: csrc/%.c
 
 $(ACORE): $(AOBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(ASAN) -o $@ $(AOBJ) $(LIBS)
+	$(CC) -shared $(ASAN) -o $@ $(AOBJ) $(LIBS) $(LIBS_MDNSD)
 
 build/asan-obj/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
@@ -121,7 +129,7 @@ check-compat: deps build/lua5.1/odo/core.so
 
 build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
-	@$(CC) -I/usr/include/lua5.1 $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
+	@$(CC) -I/usr/include/lua5.1 $(MDNSD_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS) $(LIBS_MDNSD)
 
 # csrc/*.o and odo/ are what a `luarocks make` in the checkout leaves
 # (rockspec/check builds in a copy); ./odo/core.so would shadow the core

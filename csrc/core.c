@@ -49,6 +49,7 @@ int luaopen_odo_core(lua_State *L) {
   odo_session_open(L);
   odo_sign_open(L);
   odo_sync_open(L);
+  odo_mdns_open(L);
   lua_pushstring(L, OPENSSL_VERSION_TEXT);
   lua_setfield(L, -2, "openssl_version");
   lua_pushinteger(L, ODO_MAX_DATA);
