@@ -63,4 +63,11 @@ function D.history(store)
   }
 end
 
+--- Multicast DNS on the local link (`odo.discovery.mdns`): announces
+-- this node and reports the peers of the same swarm name.
+-- @tparam[opt] table opts see `odo.discovery.mdns`
+function D.mdns(opts)
+  return require("odo.discovery.mdns")(opts)
+end
+
 return D

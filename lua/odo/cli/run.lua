@@ -18,7 +18,6 @@ local function short(id) return id and id:sub(1, 16) or "?" end
 -- Discovery back-ends that are not part of this build yet.
 local function unbuilt(args)
   if #args.dns > 0 or args.dns_server then return "--dns" end
-  if args.mdns then return "--mdns" end
   if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
 end
 
@@ -64,6 +63,20 @@ local function node_options(args, conf, on_error)
   }
 end
 
+-- --mdns: the multicast DNS source (odo.discovery.mdns) appended to the
+-- discovery list, its finds and losses logged; --mdns-swarm NAME (default
+-- "odo") is the swarm name announced and looked for.
+local function with_mdns(args, discovery)
+  if not args.mdns then return discovery end
+  local list = {}
+  for i, src in ipairs(discovery or {}) do list[i] = src end
+  list[#list + 1] = require("odo.discovery").mdns {
+    swarm = args.mdns_swarm or "odo",
+    log = function(line) log("%s", line) end,
+  }
+  return list
+end
+
 local function run(args)
   local flag = unbuilt(args)
   if flag then return cli.fail(flag .. ": that discovery back-end is not built yet") end
@@ -78,6 +91,7 @@ local function run(args)
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
   local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
+  opts.discovery = with_mdns(args, opts.discovery)
   for _ = 1, 50 do
     -- options the node refuses (a config's bad policy) raise: say so
     local ok

@@ -1,0 +1,215 @@
+--- Multicast DNS discovery (RFC 6762/6763): peers on the local link.
+--
+-- Announces this node as an instance of `_odo._tcp.local` (PTR, SRV with
+-- its listen port, TXT with its node id and swarm name, A), answers
+-- queries for it, browses for the others and reports each one whose swarm
+-- name is ours; on a clean stop it says goodbye (TTL 0), and an instance
+-- that said goodbye, or whose records expired, is forgotten. The protocol
+-- is libmdnsd's, in the core (`odo.core.mdns`, IPv4 only); the UDP socket
+-- on port 5353 is the adapter's (`adapter.udp`, shared with an
+-- avahi-daemon through SO_REUSEADDR).
+--
+--     odo.node{ ..., discovery = { odo.discovery.mdns{ swarm = "lab" } } }
+--
+-- @module odo.discovery.mdns
+local core = require "odo.core"
+
+local GROUP = "224.0.0.251"
+
+local Source = {}
+Source.__index = Source
+
+--- The IPv4 address to announce and to multicast through: `want` when
+-- given, else the listen host when it is one, else the first address of a
+-- non-internal interface. nil, why when there is none.
+local function pick_interface(want, listen_host)
+  if want then return want end
+  if listen_host and listen_host:match("^%d+%.%d+%.%d+%.%d+$") and listen_host ~= "0.0.0.0"
+      and not listen_host:match("^127%.") then
+    return listen_host
+  end
+  local ok, uv = pcall(require, "luv")
+  if ok then
+    local names = {}
+    local ifs = uv.interface_addresses() or {}
+    for name in pairs(ifs) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      for _, a in ipairs(ifs[name]) do
+        if a.family == "inet" and not a.internal then return a.ip end
+      end
+    end
+  end
+  return nil, "no IPv4 interface to announce on (set interface = \"ADDRESS\")"
+end
+
+--- A new mDNS discovery source.
+-- @tparam[opt] table opts `swarm` (default "odo": only instances with this
+--   swarm name are reported), `interface` (the IPv4 address of the
+--   interface to use; default: the listen address, else the first
+--   non-loopback one), `ttl` (seconds, default 120), `port` (default 5353;
+--   another only for tests), `adapter` (default the node's), `log`
+--   (function(line), for what it finds and loses), `max_instances`
+--   (default 64)
+-- @return a discovery source with `start`, `stop` and `status`
+local function new(opts)
+  opts = opts or {}
+  assert(type(opts) == "table", "odo.discovery.mdns takes a table of options")
+  local swarm = opts.swarm or "odo"
+  assert(type(swarm) == "string" and #swarm >= 1 and #swarm <= 200 and not swarm:find("[%z\1-\31]"),
+    "mdns: swarm must be a printable string of 1 to 200 bytes")
+  assert(opts.interface == nil or (type(opts.interface) == "string" and opts.interface:match("^%d+%.%d+%.%d+%.%d+$")),
+    "mdns: interface must be an IPv4 address")
+  assert(opts.log == nil or type(opts.log) == "function", "mdns: log must be a function")
+  return setmetatable({
+    name = "mdns",
+    swarm = swarm,
+    interface = opts.interface,
+    ttl = opts.ttl or 120,
+    port = opts.port or 5353,
+    max_instances = opts.max_instances,
+    adapter = opts.adapter,
+    log = opts.log or function() end,
+    found = {},
+    pending = 0,
+  }, Source)
+end
+
+--- Called by the swarm before `start`: the node whose id and listen port
+-- are announced.
+function Source:attach(node)
+  self.node = node
+end
+
+-- Sends what the engine has due, then wakes up when it says.
+function Source:_pump()
+  if not self.engine then return end
+  while true do
+    local pkt, ip, port = self.engine:output()
+    if not pkt then break end
+    self.pending = self.pending + 1
+    local ok, err = self.sock:send(pkt, ip, port, function()
+      self.pending = self.pending - 1
+      if self.closing and self.pending == 0 then self.sock:close() end
+    end)
+    if not ok then
+      self.pending = self.pending - 1
+      self.error = err
+      self.log("mdns: " .. tostring(err))
+    end
+  end
+  if self.stopped then return end
+  self:_update()
+  if self.timer then self.timer.stop() end
+  local ms = math.min(math.max(self.engine:sleep(), 20), 10000)
+  self.timer = self.adapter.timer(ms, function()
+    self.timer = nil
+    self:_pump()
+  end)
+end
+
+-- Reports the instances of our swarm found, logs those gone.
+function Source:_update()
+  local now = {}
+  for _, inst in ipairs(self.engine:instances()) do
+    local id = inst.txt.id
+    if inst.txt.swarm == self.swarm and type(id) == "string" and id ~= self.id then
+      local key = inst.name
+      now[key] = true
+      local old = self.found[key]
+      if not old or old.host ~= inst.ip or old.port ~= inst.port then
+        local entry = { id = id, host = inst.ip, port = inst.port, instance = inst.instance, at = os.time() }
+        self.found[key] = entry
+        self.last = entry
+        self.log(("mdns: found %s at %s:%d (%s)"):format(id:sub(1, 16), inst.ip, inst.port, inst.instance))
+        self.report(inst.ip, inst.port)
+      end
+    end
+  end
+  for key, old in pairs(self.found) do
+    if not now[key] then
+      self.found[key] = nil
+      self.log(("mdns: gone %s at %s:%d (%s)"):format(old.id:sub(1, 16), old.host, old.port, old.instance))
+    end
+  end
+end
+
+--- Starts: opens UDP port 5353 (shared), joins 224.0.0.251 on the
+-- interface, announces this node and browses. A failure is logged and
+-- kept in `status().error`.
+function Source:start(report)
+  self.report = report
+  local node = self.node or {}
+  self.adapter = self.adapter or node.adapter or require("odo.adapter.luv")
+  self.id = self.id or node.id
+  local listen = node.listen or {}
+  local lport = self.listen_port or listen.port
+  local function fail(msg)
+    self.error = msg
+    self.log("mdns: " .. msg)
+  end
+  local iface, why = pick_interface(self.interface, listen.host)
+  if not iface then return fail(why) end
+  self.interface = iface
+  local publish = self.id and lport
+  local engine, err = core.mdns {
+    instance = publish and ("odo-" .. self.id:sub(1, 16)) or nil,
+    ip = iface, port = lport, ttl = self.ttl, max_instances = self.max_instances,
+    txt = publish and { "id=" .. self.id, "swarm=" .. self.swarm } or nil,
+  }
+  if not engine then return fail(err) end
+  local sock
+  sock, err = self.adapter.udp("0.0.0.0", self.port, { reuse = true })
+  if not sock then
+    engine:close()
+    return fail(err)
+  end
+  local ok
+  ok, err = sock:join(GROUP, iface)
+  if ok then ok, err = sock:multicast(iface, 255) end
+  if not ok then
+    sock:close()
+    engine:close()
+    return fail(err)
+  end
+  self.engine, self.sock = engine, sock
+  sock:recv_start(function(rerr, data, host, port)
+    if rerr or not self.engine or self.stopped then return end
+    if not self.engine:input(data, host, port) then
+      self.refused = (self.refused or 0) + 1
+      return
+    end
+    self:_pump()
+  end)
+  self:_pump()
+end
+
+--- Stops: says goodbye (TTL 0 for every record announced), leaves the
+-- group and closes the socket once the goodbye is sent.
+function Source:stop()
+  if self.stopped then return end
+  self.stopped = true
+  if self.timer then self.timer.stop() end
+  self.timer = nil
+  if not self.engine then return end
+  self.engine:stop()
+  self:_pump()
+  self.engine:close()
+  self.engine = nil
+  self.sock:leave(GROUP, self.interface)
+  self.closing = true
+  if self.pending == 0 then self.sock:close() end
+end
+
+--- What this source found: `{name, swarm, interface, found, last, error,
+-- refused}`; `found` lists the instances known now ({id, host, port,
+-- instance, at}), `last` the one found last, `at` its time (os.time()).
+function Source:status()
+  local list = {}
+  for _, f in pairs(self.found) do list[#list + 1] = f end
+  table.sort(list, function(a, b) return a.id < b.id end)
+  return { name = self.name, swarm = self.swarm, interface = self.interface, found = list, last = self.last,
+    error = self.error, refused = self.refused or 0 }
+end
+
+return new

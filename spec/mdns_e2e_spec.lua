@@ -1,0 +1,97 @@
+-- mDNS end to end: `odo run --mdns` processes in two network namespaces
+-- joined by a veth pair (multicast stays inside them), and python3-zeroconf
+-- (an implementation nobody here wrote) on either side. Real sockets, real
+-- time, generous timeouts; timings shortened by a --config file.
+local H = require "helper"
+local N = require "netns"
+
+local CONFIG = [[
+return { policy = {
+  tick_ms = 100,
+  heartbeat_interval_ms = 300,
+  heartbeat_timeout_ms = 1200,
+  handshake_timeout_ms = 1500,
+  backoff = { 200, 400, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800 },
+  backoff_cap_ms = 800,
+} }
+]]
+
+local PYTHON = "/usr/bin/python3"
+
+describe("odo run --mdns", function()
+  local tmp, pki, net, n
+  setup(function()
+    tmp = H.tmpdir()
+    pki = H.pki(tmp)
+    H.write_file(tmp .. "/fast.lua", CONFIG)
+    n = 0
+  end)
+  teardown(H.cleanup)
+  before_each(function() net = N.pair("mdns") end)
+  after_each(function()
+    -- kills whatever still runs in the namespaces, then deletes them
+    net.destroy()
+    assert.is_false(N.exists(net.a.name))
+    assert.is_false(N.exists(net.b.name))
+  end)
+
+  -- starts `odo run --mdns` for node `name` in namespace `side`
+  local function run(side, name, port, extra)
+    n = n + 1
+    pki[name] = pki[name] or pki.node(name)
+    local c = pki[name]
+    local dir = tmp .. "/" .. name .. "-" .. n
+    local cmd = ("'%s' run --dir '%s' --listen %s:%d --ca '%s' --cert '%s' --key '%s' --config '%s' --mdns %s")
+      :format(H.odo, dir, side.ip, port, c.ca, c.cert, c.key, tmp .. "/fast.lua", extra or "")
+    local p = { dir = dir, log = dir .. ".log", port = port, name = name }
+    p.pid = H.spawn(N.exec(side, cmd), p.log)
+    return p
+  end
+
+  local function logged(p, pattern)
+    return H.read_file(p.log):find(pattern) ~= nil
+  end
+
+  local function node_id(p)
+    local id
+    H.wait(function()
+      local st = H.status(p.dir)
+      id = st and st.running and st.id
+      return id
+    end, 20000)
+    return id
+  end
+
+  local function active(p, id)
+    local st = H.status(p.dir)
+    for _, q in ipairs(st and st.peers or {}) do
+      if q.state == "active" and (not id or q.id == id) then return true end
+    end
+    return false
+  end
+
+  local function last_of(p, id)
+    local st = H.status(p.dir)
+    for _, s in ipairs(st and st.streams or {}) do
+      if s.id == id then return math.tointeger(s.last) end
+    end
+  end
+
+  local function stop(p)
+    H.kill(p.pid, "TERM")
+    return H.wait(function() return not H.alive(p.pid) end, 10000)
+  end
+
+  it("two nodes with no seeds find each other and replicate", function()
+    local a = run(net.a, "a", 7001)
+    local b = run(net.b, "b", 7002)
+    local aid, bid = node_id(a), node_id(b)
+    assert.is_truthy(aid and bid, H.read_file(a.log) .. H.read_file(b.log))
+    assert.is_true(H.wait(function() return active(a, bid) and active(b, aid) end, 30000),
+      H.read_file(a.log) .. "\n" .. H.read_file(b.log))
+    assert.is_true(logged(a, "mdns: found " .. bid:sub(1, 16) .. " at 10%.77%.0%.2:7002"), H.read_file(a.log))
+    local out, ok = H.odo_cmd("append", "--dir", a.dir, "one", "two", "three")
+    assert.is_true(ok, out)
+    assert.is_true(H.wait(function() return last_of(b, aid) == 3 end, 20000), H.read_file(b.log))
+  end)
+end)
