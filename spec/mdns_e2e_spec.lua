@@ -94,4 +94,62 @@ describe("odo run --mdns", function()
     assert.is_true(ok, out)
     assert.is_true(H.wait(function() return last_of(b, aid) == 3 end, 20000), H.read_file(b.log))
   end)
+
+  it("nodes of different swarm names hear each other and never connect", function()
+    local a = run(net.a, "a", 7001, "--mdns-swarm red")
+    local b = run(net.b, "b", 7002, "--mdns-swarm blue")
+    assert.is_true(H.wait(function()
+      return logged(a, "mdns: ignored odo%-%x+ at 10%.77%.0%.2:7002 %(swarm 'blue', not 'red'%)")
+        and logged(b, "mdns: ignored odo%-%x+ at 10%.77%.0%.1:7001 %(swarm 'red', not 'blue'%)")
+    end, 30000), H.read_file(a.log) .. "\n" .. H.read_file(b.log))
+    -- and the same two with the same name do connect (the setup works)
+    assert.is_false(logged(a, "connecting"), H.read_file(a.log))
+    assert.is_false(logged(b, "connecting"), H.read_file(b.log))
+    assert.is_false(logged(a, "mdns: found"))
+    assert.is_true(stop(b))
+    local c = run(net.b, "c", 7003, "--mdns-swarm red")
+    assert.is_true(H.wait(function() return logged(a, "mdns: found %x+ at 10%.77%.0%.2:7003") end, 30000),
+      H.read_file(a.log))
+    assert.is_true(H.wait(function() return active(c) end, 30000), H.read_file(c.log))
+  end)
+
+  it("a node that stops cleanly is forgotten by its goodbye", function()
+    local a = run(net.a, "a", 7001)
+    local b = run(net.b, "b", 7002)
+    local bid = node_id(b)
+    assert.is_true(H.wait(function() return active(a, bid) end, 30000), H.read_file(a.log))
+    assert.is_true(stop(b))
+    assert.is_true(logged(b, "stopped"), H.read_file(b.log))
+    -- records live 120 s (a cache forgets them after 68 s at the
+    -- earliest): only the goodbye can make it go within the wait
+    assert.is_true(H.wait(function() return logged(a, "mdns: gone " .. bid:sub(1, 16)) end, 20000),
+      H.read_file(a.log))
+  end)
+
+  it("finds a service published by python3-zeroconf", function()
+    local a = run(net.a, "a", 7001)
+    local fake = ("5a"):rep(32)
+    local py = net.b.name
+    local log = tmp .. "/zc-publish.log"
+    H.spawn(N.exec(net.b, ("%s '%s/spec/tools/mdns_zeroconf.py' publish %s pyzc 7100 %s odo")
+      :format(PYTHON, H.root, net.b.ip, fake)), log)
+    assert.is_true(H.wait(function() return H.read_file(log):find("PUBLISHED") end, 20000), py .. H.read_file(log))
+    assert.is_true(H.wait(function() return logged(a, "mdns: found 5a5a5a5a5a5a5a5a at 10%.77%.0%.2:7100 %(pyzc%)") end,
+      30000), H.read_file(a.log) .. "\n" .. H.read_file(log))
+  end)
+
+  it("python3-zeroconf browsing finds the node, and sees its goodbye", function()
+    local a = run(net.a, "a", 7001, "--mdns-swarm lab")
+    local aid = node_id(a)
+    assert.is_truthy(aid, H.read_file(a.log))
+    local log = tmp .. "/zc-browse.log"
+    local pid = H.spawn(N.exec(net.b, ("%s '%s/spec/tools/mdns_zeroconf.py' browse %s %s")
+      :format(PYTHON, H.root, net.b.ip, aid)), log)
+    assert.is_true(H.wait(function() return H.read_file(log):find("FOUND") end, 30000),
+      H.read_file(log) .. "\n" .. H.read_file(a.log))
+    assert.truthy(H.read_file(log):find("FOUND 10.77.0.1 7001 " .. aid .. " lab", 1, true), H.read_file(log))
+    assert.is_true(stop(a))
+    assert.is_true(H.wait(function() return H.read_file(log):find("REMOVED odo%-") end, 20000), H.read_file(log))
+    assert.is_true(H.wait(function() return not H.alive(pid) end, 10000))
+  end)
 end)

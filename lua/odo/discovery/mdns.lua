@@ -71,6 +71,7 @@ local function new(opts)
     adapter = opts.adapter,
     log = opts.log or function() end,
     found = {},
+    ignored = {},
     pending = 0,
   }, Source)
 end
@@ -110,10 +111,17 @@ end
 
 -- Reports the instances of our swarm found, logs those gone.
 function Source:_update()
-  local now = {}
+  local now, seen = {}, {}
   for _, inst in ipairs(self.engine:instances()) do
+    seen[inst.name] = true
     local id = inst.txt.id
-    if inst.txt.swarm == self.swarm and type(id) == "string" and id ~= self.id then
+    local theirs = inst.txt.swarm
+    if theirs ~= self.swarm and not self.ignored[inst.name] then
+      self.ignored[inst.name] = true
+      self.log(("mdns: ignored %s at %s:%d (swarm %s, not %s)"):format(inst.instance, inst.ip, inst.port,
+        type(theirs) == "string" and ("'" .. theirs .. "'") or "none", "'" .. self.swarm .. "'"))
+    end
+    if theirs == self.swarm and type(id) == "string" and id ~= self.id then
       local key = inst.name
       now[key] = true
       local old = self.found[key]
@@ -125,6 +133,9 @@ function Source:_update()
         self.report(inst.ip, inst.port)
       end
     end
+  end
+  for key in pairs(self.ignored) do
+    if not seen[key] then self.ignored[key] = nil end
   end
   for key, old in pairs(self.found) do
     if not now[key] then
