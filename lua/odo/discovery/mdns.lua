@@ -159,6 +159,9 @@ function Source:start(report)
     self.error = msg
     self.log("mdns: " .. msg)
   end
+  if type(self.adapter.udp) ~= "function" then
+    return fail("the adapter has no udp() (docs/ADAPTERS.md): mDNS cannot start")
+  end
   local iface, why = pick_interface(self.interface, listen.host)
   if not iface then return fail(why) end
   self.interface = iface
