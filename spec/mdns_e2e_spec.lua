@@ -5,17 +5,6 @@
 local H = require "helper"
 local N = require "netns"
 
-local CONFIG = [[
-return { policy = {
-  tick_ms = 100,
-  heartbeat_interval_ms = 300,
-  heartbeat_timeout_ms = 1200,
-  handshake_timeout_ms = 1500,
-  backoff = { 200, 400, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800 },
-  backoff_cap_ms = 800,
-} }
-]]
-
 local PYTHON = "/usr/bin/python3"
 
 describe("odo run --mdns", function()
@@ -23,7 +12,7 @@ describe("odo run --mdns", function()
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", CONFIG)
+    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
     n = 0
   end)
   teardown(H.cleanup)
@@ -52,15 +41,7 @@ describe("odo run --mdns", function()
     return H.read_file(p.log):find(pattern) ~= nil
   end
 
-  local function node_id(p)
-    local id
-    H.wait(function()
-      local st = H.status(p.dir)
-      id = st and st.running and st.id
-      return id
-    end, 20000)
-    return id
-  end
+  local function node_id(p) return H.running_id(p.dir) end
 
   local function active(p, id)
     local st = H.status(p.dir)
