@@ -15,6 +15,9 @@
 local core = require "odo.core"
 
 local GROUP = "224.0.0.251"
+-- An instance still announced is offered to the swarm again this often
+-- (the swarm ignores addresses it knows; one it deleted is dialled anew).
+local REPORT_AGAIN_MS = 60000
 
 local Source = {}
 Source.__index = Source
@@ -126,10 +129,15 @@ function Source:_update()
       now[key] = true
       local old = self.found[key]
       if not old or old.host ~= inst.ip or old.port ~= inst.port then
-        local entry = { id = id, host = inst.ip, port = inst.port, instance = inst.instance, at = os.time() }
+        local entry = { id = id, host = inst.ip, port = inst.port, instance = inst.instance, at = os.time(),
+          reported = self.adapter.now() }
         self.found[key] = entry
         self.last = entry
         self.log(("mdns: found %s at %s:%d (%s)"):format(id:sub(1, 16), inst.ip, inst.port, inst.instance))
+        self.report(inst.ip, inst.port)
+      elseif self.adapter.now() - old.reported >= REPORT_AGAIN_MS then
+        -- still announced: offered again, in case the swarm gave up on it
+        old.reported = self.adapter.now()
         self.report(inst.ip, inst.port)
       end
     end
@@ -219,10 +227,13 @@ end
 -- refused}`; `found` lists the instances known now ({id, host, port,
 -- instance, at}), `last` the one found last, `at` its time (os.time()).
 function Source:status()
+  local function public(f)
+    return f and { id = f.id, host = f.host, port = f.port, instance = f.instance, at = f.at }
+  end
   local list = {}
-  for _, f in pairs(self.found) do list[#list + 1] = f end
+  for _, f in pairs(self.found) do list[#list + 1] = public(f) end
   table.sort(list, function(a, b) return a.id < b.id end)
-  return { name = self.name, swarm = self.swarm, interface = self.interface, found = list, last = self.last,
+  return { name = self.name, swarm = self.swarm, interface = self.interface, found = list, last = public(self.last),
     error = self.error, refused = self.refused or 0 }
 end
 
