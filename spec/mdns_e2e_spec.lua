@@ -9,10 +9,12 @@ local PYTHON = "/usr/bin/python3"
 
 describe("odo run --mdns", function()
   local tmp, pki, net, n
+  local quick -- the usual flags: --mdns and the quick timings
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
     H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
+    quick = ("--mdns --config '%s'"):format(tmp .. "/fast.lua")
     n = 0
   end)
   teardown(H.cleanup)
@@ -24,14 +26,15 @@ describe("odo run --mdns", function()
     assert.is_false(N.exists(net.b.name))
   end)
 
-  -- starts `odo run --mdns` for node `name` in namespace `side`
-  local function run(side, name, port, extra)
+  -- starts `odo run` for node `name` in namespace `side`, with `flags`
+  -- (default: quick)
+  local function run(side, name, port, flags)
     n = n + 1
     pki[name] = pki[name] or pki.node(name)
     local c = pki[name]
     local dir = tmp .. "/" .. name .. "-" .. n
-    local cmd = ("'%s' run --dir '%s' --listen %s:%d --ca '%s' --cert '%s' --key '%s' --config '%s' --mdns %s")
-      :format(H.odo, dir, side.ip, port, c.ca, c.cert, c.key, tmp .. "/fast.lua", extra or "")
+    local cmd = ("'%s' run --dir '%s' --listen %s:%d --ca '%s' --cert '%s' --key '%s' %s")
+      :format(H.odo, dir, side.ip, port, c.ca, c.cert, c.key, flags or quick)
     local p = { dir = dir, log = dir .. ".log", port = port, name = name }
     p.pid = H.spawn(N.exec(side, cmd), p.log)
     return p
@@ -77,8 +80,8 @@ describe("odo run --mdns", function()
   end)
 
   it("nodes of different swarm names hear each other and never connect", function()
-    local a = run(net.a, "a", 7001, "--mdns-swarm red")
-    local b = run(net.b, "b", 7002, "--mdns-swarm blue")
+    local a = run(net.a, "a", 7001, quick .. " --mdns-swarm red")
+    local b = run(net.b, "b", 7002, quick .. " --mdns-swarm blue")
     assert.is_true(H.wait(function()
       return logged(a, "mdns: ignored odo%-%x+ at 10%.77%.0%.2:7002 %(swarm 'blue', not 'red'%)")
         and logged(b, "mdns: ignored odo%-%x+ at 10%.77%.0%.1:7001 %(swarm 'red', not 'blue'%)")
@@ -88,7 +91,7 @@ describe("odo run --mdns", function()
     assert.is_false(logged(b, "connecting"), H.read_file(b.log))
     assert.is_false(logged(a, "mdns: found"))
     assert.is_true(stop(b))
-    local c = run(net.b, "c", 7003, "--mdns-swarm red")
+    local c = run(net.b, "c", 7003, quick .. " --mdns-swarm red")
     assert.is_true(H.wait(function() return logged(a, "mdns: found %x+ at 10%.77%.0%.2:7003") end, 30000),
       H.read_file(a.log))
     assert.is_true(H.wait(function() return active(c) end, 30000), H.read_file(c.log))
@@ -120,7 +123,7 @@ describe("odo run --mdns", function()
   end)
 
   it("python3-zeroconf browsing finds the node, and sees its goodbye", function()
-    local a = run(net.a, "a", 7001, "--mdns-swarm lab")
+    local a = run(net.a, "a", 7001, quick .. " --mdns-swarm lab")
     local aid = node_id(a)
     assert.is_truthy(aid, H.read_file(a.log))
     local log = tmp .. "/zc-browse.log"
@@ -132,5 +135,36 @@ describe("odo run --mdns", function()
     assert.is_true(stop(a))
     assert.is_true(H.wait(function() return H.read_file(log):find("REMOVED odo%-") end, 20000), H.read_file(log))
     assert.is_true(H.wait(function() return not H.alive(pid) end, 10000))
+  end)
+
+  it("answers a legacy unicast query by unicast to its port, TTL at most 10 s", function()
+    local a = run(net.a, "a", 7001)
+    assert.is_truthy(node_id(a), H.read_file(a.log))
+    local out, ok = H.run(N.exec(net.b, ("%s '%s/spec/tools/mdns_zeroconf.py' legacy %s")
+      :format(PYTHON, H.root, net.b.ip)))
+    assert.is_true(ok, out)
+    local from, id, q, name, typ, ttl, target = out:match("ANSWER (%S+) (%S+) (%S+) (%S+) (%d+) (%d+) (%S+)")
+    assert.same({ "10.77.0.1", "0x4242", "_odo._tcp.local.", "_odo._tcp.local.", "12" }, { from, id, q, name, typ },
+      out)
+    assert.is_true(tonumber(ttl) > 0 and tonumber(ttl) <= 10, out)
+    assert.matches("^odo%-%x+%._odo%._tcp%.local%.$", target)
+  end)
+
+  it("a node killed without a goodbye is forgotten when its records expire", function()
+    -- records of 4 s: kept until 4 / 2 + 8 s after the last refresh
+    local conf = H.write_file(tmp .. "/short-ttl.lua", H.QUICK_RUN_CONFIG:gsub("^return {",
+      'return { discovery = { require("odo.discovery").mdns { ttl = 4,\n'
+      .. '  log = function(line) io.stderr:write(line, "\\n") end } },'))
+    -- (no --mdns: the one source is the config's)
+    local a = run(net.a, "a", 7001, "--config '" .. conf .. "'")
+    local b = run(net.b, "b", 7002, "--config '" .. conf .. "'")
+    local bid = node_id(b)
+    assert.is_true(H.wait(function() return active(a, bid) end, 30000), H.read_file(a.log))
+    -- records refreshed past their TTL: still known
+    H.wait(function() return false end, 12000)
+    assert.is_false(logged(a, "mdns: gone"), H.read_file(a.log))
+    H.kill(b.pid, "KILL")
+    assert.is_true(H.wait(function() return logged(a, "mdns: gone " .. bid:sub(1, 16)) end, 40000),
+      H.read_file(a.log))
   end)
 end)
