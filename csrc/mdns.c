@@ -223,7 +223,7 @@ static void push_txt(lua_State *L, const uint8_t *rd, size_t len) {
  */
 static int l_instances(lua_State *L) {
   lmdns *m = check(L);
-  static const size_t max = ODO_MDNS_MAX_INSTANCES;
+  size_t max = odo_mdns_capacity(m->e);
   odo_mdns_found *f = lua_newuserdata(L, max * sizeof *f);
   size_t n = odo_mdns_instances(m->e, f, max);
   lua_createtable(L, (int)n, 0);

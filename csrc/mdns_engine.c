@@ -250,20 +250,20 @@ static uint64_t now_ms(void) {
  * query, nor expire a name's records but by this or its daily sweep.) */
 static void flush_name(odo_mdns *e, const char *name, const unsigned short *types, int ntypes) {
   struct resource rr[4];
-  struct message m;
+  struct message *m = e->m; /* free between calls: only its header is used */
   memset(rr, 0, sizeof rr);
-  memset(&m, 0, offsetof(struct message, _packet));
+  memset(m, 0, offsetof(struct message, _packet));
   for (int i = 0; i < ntypes && i < 4; i++) {
     rr[i].name = (char *)name;
     rr[i].type = types[i];
     rr[i].class = 32768 + QCLASS_IN;
     rr[i].ttl = 0;
   }
-  m.header.qr = 1;
-  m.an = rr;
-  m.ancount = (unsigned short)ntypes;
+  m->header.qr = 1;
+  m->an = rr;
+  m->ancount = (unsigned short)ntypes;
   struct in_addr none = {0};
-  mdnsd_in(e->d, &m, none, ODO_MDNS_PORT);
+  mdnsd_in(e->d, m, none, ODO_MDNS_PORT);
 }
 
 /* Forgets tracked instance i and what its records left in the cache. */
@@ -286,7 +286,7 @@ static void track(odo_mdns *e) {
   for (mdns_answer_t *a = mdnsd_list(e->d, e->service, QTYPE_PTR, NULL); a;
        a = mdnsd_list(e->d, e->service, QTYPE_PTR, a)) {
     const char *label;
-    if (a->ttl <= now || !a->rdname || is_own(e, a->rdname)) continue;
+    if (a->ttl <= now || !a->rdname || is_own(e, a->rdname) || strlen(a->rdname) > ODO_MDNS_MAX_NAME) continue;
     if (!odo_mdns_instance(a->rdname, e->service, &label)) continue;
     size_t i;
     for (i = 0; i < e->n && strcmp(e->t[i].name, a->rdname) != 0; i++) {}
@@ -463,6 +463,8 @@ void odo_mdns_stop(odo_mdns *e) {
   e->stopped = 1;
   mdnsd_shutdown(e->d);
 }
+
+size_t odo_mdns_capacity(const odo_mdns *e) { return e->max; }
 
 size_t odo_mdns_instances(odo_mdns *e, odo_mdns_found *out, size_t max) {
   unsigned long now = now_s();

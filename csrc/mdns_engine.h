@@ -68,6 +68,9 @@ long odo_mdns_sleep_ms(odo_mdns *e);
  * odo_mdns_output), and input is ignored from now on. */
 void odo_mdns_stop(odo_mdns *e);
 
+/* How many instances the engine tracks at most (max_instances). */
+size_t odo_mdns_capacity(const odo_mdns *e);
+
 /* Fills up to max instances found (not our own); returns how many. */
 size_t odo_mdns_instances(odo_mdns *e, odo_mdns_found *out, size_t max);
 
