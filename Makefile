@@ -10,13 +10,12 @@ CPPFLAGS   += $(LUA_INC)
 LIBS        = -lleveldb -lssl -lcrypto -pthread
 BUSTED      = busted --lua=$(LUA)
 
-# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/DISCOVERY.md says why).
+# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/MDNS.md says why).
 # Debian's libmdnsd-dev ships no .pc file: pkg-config when there is one.
 # Its headers include a "config.h" they do not install: csrc/mdnsd-shim.
 MDNSD_INC  := -Icsrc/mdnsd-shim $(shell pkg-config --cflags libmdnsd 2>/dev/null)
 MDNSD_LIBS := $(shell pkg-config --libs libmdnsd 2>/dev/null || echo -lmdnsd)
 CPPFLAGS   += $(MDNSD_INC)
-LIBS_MDNSD  = $(MDNSD_LIBS)
 
 SRC   = $(sort $(wildcard csrc/*.c))
 OBJ   = $(SRC:csrc/%.c=build/obj/%.o)
@@ -34,7 +33,7 @@ deps:
 
 $(CORE): $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(OBJ) $(LIBS) $(LIBS_MDNSD)
+	$(CC) -shared -o $@ $(OBJ) $(LIBS) $(MDNSD_LIBS)
 
 build/obj/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
@@ -42,7 +41,7 @@ build/obj/%.o: csrc/%.c
 
 $(ACORE): $(AOBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(ASAN) -o $@ $(AOBJ) $(LIBS) $(LIBS_MDNSD)
+	$(CC) -shared $(ASAN) -o $@ $(AOBJ) $(LIBS) $(MDNSD_LIBS)
 
 build/asan-obj/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
@@ -129,7 +128,7 @@ check-compat: deps build/lua5.1/odo/core.so
 
 build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
-	@$(CC) -I/usr/include/lua5.1 $(MDNSD_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS) $(LIBS_MDNSD)
+	@$(CC) -I/usr/include/lua5.1 $(MDNSD_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS) $(MDNSD_LIBS)
 
 # csrc/*.o and odo/ are what a `luarocks make` in the checkout leaves
 # (rockspec/check builds in a copy); ./odo/core.so would shadow the core

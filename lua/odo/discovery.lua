@@ -3,8 +3,11 @@
 -- A source is any table with `start(self, report)` and `stop(self)`;
 -- `report(host, port)` offers a candidate address, as often as the source
 -- likes (known addresses are ignored). A source may set `pinned = true`:
--- its peers are never deleted after failing, only retried. Writing one
--- takes a few lines:
+-- its peers are never deleted after failing, only retried. A source that
+-- needs the node (its id, listen address, adapter) has `attach(self,
+-- node)`, called before `start`; one that can say what it found has
+-- `status(self)` returning a table (`name`, what it found last and when).
+-- Writing one takes a few lines:
 --
 --     local every_minute = {
 --       start = function(self, report)
