@@ -46,6 +46,33 @@ local function pick_interface(want, listen_host)
   return nil, "no IPv4 interface to announce on (set interface = \"ADDRESS\")"
 end
 
+-- The netmask of the interface whose address is `ip`, when luv knows it.
+local function netmask_of(ip)
+  local ok, uv = pcall(require, "luv")
+  if not ok then return nil end
+  for _, list in pairs(uv.interface_addresses() or {}) do
+    for _, a in ipairs(list) do
+      if a.family == "inet" and a.ip == ip then return a.netmask end
+    end
+  end
+end
+
+-- Whether IPv4 `ip` is in the subnet of `iface` with `mask` (no bit
+-- operators: Lua 5.1 has none). A valid mask octet is 256 - 2^k.
+local function same_subnet(ip, iface, mask)
+  local a, b, m = { ip:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }, { iface:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") },
+    { mask:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  if #a ~= 4 or #b ~= 4 or #m ~= 4 then return true end
+  for i = 1, 4 do
+    local x, y, k = tonumber(a[i]), tonumber(b[i]), tonumber(m[i])
+    if k > 0 then
+      local block = 256 - k
+      if x - x % block ~= y - y % block then return false end
+    end
+  end
+  return true
+end
+
 --- A new mDNS discovery source.
 -- @tparam[opt] table opts `swarm` (default "odo": only instances with this
 --   swarm name are reported), `interface` (the IPv4 address of the
@@ -195,10 +222,20 @@ function Source:start(report)
     return fail(err)
   end
   self.engine, self.sock = engine, sock
+  -- RFC 6762 §11: only packets from the link (when the netmask is known;
+  -- Linux delivers the group's packets from every interface some socket
+  -- joined it on)
+  local mask = netmask_of(iface)
   sock:recv_start(function(rerr, data, host, port)
     if rerr or not self.engine or self.stopped then return end
-    if not self.engine:input(data, host, port) then
+    if mask and not same_subnet(host, iface, mask) then
+      self.off_link = (self.off_link or 0) + 1
+      return
+    end
+    local fine, reason = self.engine:input(data, host, port)
+    if not fine then
       self.refused = (self.refused or 0) + 1
+      self.refused_why = reason
       return
     end
     self:_pump()
@@ -224,8 +261,11 @@ function Source:stop()
 end
 
 --- What this source found: `{name, swarm, interface, found, last, error,
--- refused}`; `found` lists the instances known now ({id, host, port,
--- instance, at}), `last` the one found last, `at` its time (os.time()).
+-- refused, last_refused, off_link}`; `found` lists the instances known
+-- now ({id, host, port, instance, at}), `last` the one found last, `at`
+-- its time (os.time()); `refused` counts packets the engine refused (the
+-- last one's reason in `last_refused`), `off_link` packets from outside
+-- the interface's subnet, ignored (RFC 6762 §11).
 function Source:status()
   local function public(f)
     return f and { id = f.id, host = f.host, port = f.port, instance = f.instance, at = f.at }
@@ -234,7 +274,11 @@ function Source:status()
   for _, f in pairs(self.found) do list[#list + 1] = public(f) end
   table.sort(list, function(a, b) return a.id < b.id end)
   return { name = self.name, swarm = self.swarm, interface = self.interface, found = list, last = public(self.last),
-    error = self.error, refused = self.refused or 0 }
+    error = self.error, refused = self.refused or 0, last_refused = self.refused_why,
+    off_link = self.off_link or 0 }
 end
 
-return new
+-- The module is the constructor; its parts are reachable for specs.
+return setmetatable({ same_subnet = same_subnet }, {
+  __call = function(_, opts) return new(opts) end,
+})
