@@ -172,6 +172,16 @@ describe("odo.core.mdns", function()
     for _, r in ipairs(m.records) do assert.is_true(r.ttl <= 10 and r.ttl > 0) end
   end)
 
+  it("publishes an AAAA record when given one", function()
+    local a = track(engine("odo-a", "10.0.0.1", 4001, "odo", { ip6 = "fd00::1", browse = false }))
+    local types = {}
+    for _, p in ipairs(pump(a, "10.0.0.1", {})) do
+      for _, r in ipairs(decode(p.data).records) do types[r.type] = r.name end
+    end
+    assert.equal("odo-a.local.", types[28])
+    assert.is_nil((core.mdns { instance = "a", ip = "10.0.0.1", port = 1, ip6 = "10.0.0.1" }))
+  end)
+
   it("answers a QU question (unicast-response bit set) too", function()
     local a = track(engine("odo-a", "10.0.0.1", 4001, "odo", { browse = false }))
     for _ = 1, 6 do pump(a, "10.0.0.1", {}) end

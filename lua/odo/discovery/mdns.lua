@@ -77,7 +77,9 @@ end
 -- @tparam[opt] table opts `swarm` (default "odo": only instances with this
 --   swarm name are reported), `interface` (the IPv4 address of the
 --   interface to use; default: the listen address, else the first
---   non-loopback one), `ttl` (seconds, default 120), `port` (default 5353;
+--   non-loopback one), `ip6` (an IPv6 address to publish in an AAAA
+--   record too; the protocol itself runs over IPv4), `ttl` (seconds,
+--   default 120), `port` (default 5353;
 --   another only for tests), `adapter` (default the node's), `log`
 --   (function(line), for what it finds and loses), `max_instances`
 --   (default 64)
@@ -91,10 +93,13 @@ local function new(opts)
   assert(opts.interface == nil or (type(opts.interface) == "string" and opts.interface:match("^%d+%.%d+%.%d+%.%d+$")),
     "mdns: interface must be an IPv4 address")
   assert(opts.log == nil or type(opts.log) == "function", "mdns: log must be a function")
+  assert(opts.ip6 == nil or (type(opts.ip6) == "string" and opts.ip6:find(":", 1, true)),
+    "mdns: ip6 must be an IPv6 address")
   return setmetatable({
     name = "mdns",
     swarm = swarm,
     interface = opts.interface,
+    ip6 = opts.ip6,
     ttl = opts.ttl or 120,
     port = opts.port or 5353,
     max_instances = opts.max_instances,
@@ -203,7 +208,7 @@ function Source:start(report)
   local publish = self.id and lport
   local engine, err = core.mdns {
     instance = publish and ("odo-" .. self.id:sub(1, 16)) or nil,
-    ip = iface, port = lport, ttl = self.ttl, max_instances = self.max_instances,
+    ip = iface, ip6 = publish and self.ip6 or nil, port = lport, ttl = self.ttl, max_instances = self.max_instances,
     txt = publish and { "id=" .. self.id, "swarm=" .. self.swarm } or nil,
   }
   if not engine then return fail(err) end
