@@ -10,13 +10,6 @@ CPPFLAGS   += $(LUA_INC)
 LIBS        = -lleveldb -lssl -lcrypto -pthread
 BUSTED      = busted --lua=$(LUA)
 
-# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/MDNS.md says why).
-# Debian's libmdnsd-dev ships no .pc file: pkg-config when there is one.
-# Its headers include a "config.h" they do not install: csrc/mdnsd-shim.
-MDNSD_INC  := -Icsrc/mdnsd-shim $(shell pkg-config --cflags libmdnsd 2>/dev/null)
-MDNSD_LIBS := $(shell pkg-config --libs libmdnsd 2>/dev/null || echo -lmdnsd)
-CPPFLAGS   += $(MDNSD_INC)
-
 SRC   = $(sort $(wildcard csrc/*.c))
 OBJ   = $(SRC:csrc/%.c=build/obj/%.o)
 AOBJ  = $(SRC:csrc/%.c=build/asan-obj/%.o)
@@ -33,7 +26,7 @@ deps:
 
 $(CORE): $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(OBJ) $(LIBS) $(MDNSD_LIBS)
+	$(CC) -shared -o $@ $(OBJ) $(LIBS)
 
 build/obj/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
@@ -41,7 +34,7 @@ build/obj/%.o: csrc/%.c
 
 $(ACORE): $(AOBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(ASAN) -o $@ $(AOBJ) $(LIBS) $(MDNSD_LIBS)
+	$(CC) -shared $(ASAN) -o $@ $(AOBJ) $(LIBS)
 
 build/asan-obj/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
@@ -103,6 +96,15 @@ bench-transport: deps all build/bench/tls_pump
 bench-sync: deps all build/bench/sync_pipe
 	$(LUA) bench/sync.lua build/bench/sync_pipe
 
+# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/MDNS.md says why), linked
+# into the core. Debian's libmdnsd-dev ships no .pc file: pkg-config when
+# there is one. Its headers include a "config.h" they do not install:
+# csrc/mdnsd-shim has it.
+MDNSD_INC  := -Icsrc/mdnsd-shim $(shell pkg-config --cflags libmdnsd 2>/dev/null)
+MDNSD_LIBS := $(shell pkg-config --libs libmdnsd 2>/dev/null || echo -lmdnsd)
+CPPFLAGS   += $(MDNSD_INC)
+LIBS       += $(MDNSD_LIBS)
+
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	fuzz/run $(FUZZ_SECONDS)
@@ -128,7 +130,7 @@ check-compat: deps build/lua5.1/odo/core.so
 
 build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
-	@$(CC) -I/usr/include/lua5.1 $(MDNSD_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS) $(MDNSD_LIBS)
+	@$(CC) -I/usr/include/lua5.1 $(MDNSD_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
 
 # csrc/*.o and odo/ are what a `luarocks make` in the checkout leaves
 # (rockspec/check builds in a copy); ./odo/core.so would shadow the core
