@@ -96,15 +96,6 @@ bench-transport: deps all build/bench/tls_pump
 bench-sync: deps all build/bench/sync_pipe
 	$(LUA) bench/sync.lua build/bench/sync_pipe
 
-# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/MDNS.md says why), linked
-# into the core. Debian's libmdnsd-dev ships no .pc file: pkg-config when
-# there is one. Its headers include a "config.h" they do not install:
-# csrc/mdnsd-shim has it.
-MDNSD_INC  := -Icsrc/mdnsd-shim $(shell pkg-config --cflags libmdnsd 2>/dev/null)
-MDNSD_LIBS := $(shell pkg-config --libs libmdnsd 2>/dev/null || echo -lmdnsd)
-CPPFLAGS   += $(MDNSD_INC)
-LIBS       += $(MDNSD_LIBS)
-
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	fuzz/run $(FUZZ_SECONDS)
@@ -115,6 +106,15 @@ fuzz-smoke: deps
 build/bench/%: bench/%.c bench/common.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 $(WARN) -o $@ $< $(LIBS)
+
+# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/MDNS.md says why), linked
+# into the core. Debian's libmdnsd-dev ships no .pc file: pkg-config when
+# there is one. Its headers include a "config.h" they do not install:
+# csrc/mdnsd-shim has it.
+MDNSD_INC  := -Icsrc/mdnsd-shim $(shell pkg-config --cflags libmdnsd 2>/dev/null)
+MDNSD_LIBS := $(shell pkg-config --libs libmdnsd 2>/dev/null || echo -lmdnsd)
+CPPFLAGS   += $(MDNSD_INC)
+LIBS       += $(MDNSD_LIBS)
 
 # Any LDoc warning fails the target.
 docs: deps
