@@ -45,11 +45,11 @@ int luaopen_odo_core(lua_State *L) {
   odo_snapshot_open(L);
   odo_certgen_open(L);
   odo_tls_open(L);
+  odo_mdns_open(L);
   odo_wire_open(L);
   odo_session_open(L);
   odo_sign_open(L);
   odo_sync_open(L);
-  odo_mdns_open(L);
   lua_pushstring(L, OPENSSL_VERSION_TEXT);
   lua_setfield(L, -2, "openssl_version");
   lua_pushinteger(L, ODO_MAX_DATA);

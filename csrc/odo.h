@@ -124,11 +124,11 @@ void odo_store_open(lua_State *L);
 void odo_snapshot_open(lua_State *L);
 void odo_certgen_open(lua_State *L);
 void odo_tls_open(lua_State *L);
+void odo_mdns_open(lua_State *L);
 void odo_wire_open(lua_State *L);
 void odo_session_open(lua_State *L);
 void odo_sign_open(lua_State *L);
 void odo_sync_open(lua_State *L);
-void odo_mdns_open(lua_State *L);
 
 /* Creates a metatable `name` with methods (in __index), __gc, __close and
  * __tostring from the given lists; leaves nothing on the stack. */

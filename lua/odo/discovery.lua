@@ -3,11 +3,8 @@
 -- A source is any table with `start(self, report)` and `stop(self)`;
 -- `report(host, port)` offers a candidate address, as often as the source
 -- likes (known addresses are ignored). A source may set `pinned = true`:
--- its peers are never deleted after failing, only retried. A source that
--- needs the node (its id, listen address, adapter) has `attach(self,
--- node)`, called before `start`; one that can say what it found has
--- `status(self)` returning a table (`name`, what it found last and when).
--- Writing one takes a few lines:
+-- its peers are never deleted after failing, only retried. Writing one
+-- takes a few lines:
 --
 --     local every_minute = {
 --       start = function(self, report)
@@ -30,6 +27,13 @@ function D.parse_address(s)
     return nil, ("'%s' is not HOST:PORT"):format(tostring(s))
   end
   return host, port
+end
+
+--- Multicast DNS on the local link (`odo.discovery.mdns`): announces
+-- this node and reports the peers of the same swarm name.
+-- @tparam[opt] table opts see `odo.discovery.mdns`
+function D.mdns(opts)
+  return require("odo.discovery.mdns")(opts)
 end
 
 --- Static seeds: the configured peers, reported once at start, pinned.
@@ -64,13 +68,6 @@ function D.history(store)
     end,
     stop = function() end,
   }
-end
-
---- Multicast DNS on the local link (`odo.discovery.mdns`): announces
--- this node and reports the peers of the same swarm name.
--- @tparam[opt] table opts see `odo.discovery.mdns`
-function D.mdns(opts)
-  return require("odo.discovery.mdns")(opts)
 end
 
 return D

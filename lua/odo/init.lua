@@ -9,9 +9,6 @@ local odo = {
   policy = require "odo.policy",
 }
 
---- Discovery sources (`odo.discovery`: static, history, mdns, ...).
-odo.discovery = require "odo.discovery"
-
 --- Helpers for the built-in `kv` reducer: the data of put and del events,
 -- and a kv snapshot decoded into a table.
 odo.kv = {

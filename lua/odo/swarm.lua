@@ -611,11 +611,9 @@ function Swarm:add_source(src)
   assert(type(src) == "table" and type(src.start) == "function" and type(src.stop) == "function",
     "a discovery source has start(self, report) and stop(self)")
   self.sources[#self.sources + 1] = src
-  -- a source that needs the node (its id, listen port, adapter) has attach
-  if type(src.attach) == "function" then src:attach(self.node) end
   src:start(function(host, port)
     self.node:_protect(self.discover, self, host, port, src)
-  end)
+  end, self.node)
 end
 
 --- Every peer, as `info` shows them, sorted by address then id.

@@ -46,6 +46,18 @@ local function load_config(path)
   return conf
 end
 
+-- --mdns: the multicast DNS source (odo.discovery.mdns) after the
+-- config's sources; --mdns-swarm NAME (default "odo") is the swarm name
+-- announced and looked for. What it finds and loses is logged through the
+-- node's "discovery" event.
+local function with_mdns(args, discovery)
+  if not args.mdns then return discovery end
+  local list = {}
+  for i, src in ipairs(discovery or {}) do list[i] = src end
+  list[#list + 1] = require("odo.discovery").mdns { swarm = args.mdns_swarm or "odo" }
+  return list
+end
+
 --- The options of `odo.node` for the parsed command line and config.
 local function node_options(args, conf, on_error)
   local peers = {}
@@ -56,25 +68,11 @@ local function node_options(args, conf, on_error)
     tls = { ca = args.ca, cert = args.cert, key = args.key },
     listen = args.listen,
     peers = peers,
-    discovery = conf.discovery,
+    discovery = with_mdns(args, conf.discovery),
     policy = conf.policy,
     sync = conf.sync,
     on_error = on_error,
   }
-end
-
--- --mdns: the multicast DNS source (odo.discovery.mdns) appended to the
--- discovery list, its finds and losses logged; --mdns-swarm NAME (default
--- "odo") is the swarm name announced and looked for.
-local function with_mdns(args, discovery)
-  if not args.mdns then return discovery end
-  local list = {}
-  for i, src in ipairs(discovery or {}) do list[i] = src end
-  list[#list + 1] = require("odo.discovery").mdns {
-    swarm = args.mdns_swarm or "odo",
-    log = function(line) log("%s", line) end,
-  }
-  return list
 end
 
 local function run(args)
@@ -91,7 +89,6 @@ local function run(args)
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
   local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
-  opts.discovery = with_mdns(args, opts.discovery)
   for _ = 1, 50 do
     -- options the node refuses (a config's bad policy) raise: say so
     local ok
@@ -108,6 +105,7 @@ local function run(args)
     log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
   end)
+  node:on("discovery", function(source, msg) log("%s: %s", source, msg) end)
   local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
   if not control then
     node:close()

@@ -81,8 +81,8 @@ end
 --   record too; the protocol itself runs over IPv4), `ttl` (seconds,
 --   default 120), `port` (default 5353;
 --   another only for tests), `adapter` (default the node's), `log`
---   (function(line), for what it finds and loses), `max_instances`
---   (default 64)
+--   (function(line), for what it finds and loses; default: the node's
+--   "discovery" event, which `odo run` logs), `max_instances` (default 64)
 -- @return a discovery source with `start`, `stop` and `status`
 local function new(opts)
   opts = opts or {}
@@ -104,18 +104,24 @@ local function new(opts)
     port = opts.port or 5353,
     max_instances = opts.max_instances,
     adapter = opts.adapter,
-    log = opts.log or function() end,
+    log = opts.log,
     found = {},
     ignored = {},
     pending = 0,
   }, Source)
 end
 
---- Called by the swarm before `start`: the node whose id and listen port
--- are announced.
-function Source:attach(node)
-  self.node = node
+-- A line worth logging: to opts.log ("mdns: " .. line), else as the
+-- node's "discovery" event (which `odo run` logs).
+function Source:_say(line)
+  if self.log then
+    self.log("mdns: " .. line)
+  elseif self.node and self.node.emit then
+    self.node:emit("discovery", self.name, line)
+  end
 end
+
+local function wall_ms() return os.time() * 1000 end
 
 -- Sends what the engine has due, then wakes up when it says.
 function Source:_pump()
@@ -130,8 +136,8 @@ function Source:_pump()
     end)
     if not ok then
       self.pending = self.pending - 1
-      self.error = err
-      self.log("mdns: " .. tostring(err))
+      self.error, self.error_at = err, wall_ms()
+      self:_say(tostring(err))
     end
   end
   if self.stopped then return end
@@ -153,7 +159,7 @@ function Source:_update()
     local theirs = inst.txt.swarm
     if theirs ~= self.swarm and not self.ignored[inst.name] then
       self.ignored[inst.name] = true
-      self.log(("mdns: ignored %s at %s:%d (swarm %s, not %s)"):format(inst.instance, inst.ip, inst.port,
+      self:_say(("ignored %s at %s:%d (swarm %s, not %s)"):format(inst.instance, inst.ip, inst.port,
         type(theirs) == "string" and ("'" .. theirs .. "'") or "none", "'" .. self.swarm .. "'"))
     end
     if theirs == self.swarm and type(id) == "string" and id ~= self.id then
@@ -161,11 +167,12 @@ function Source:_update()
       now[key] = true
       local old = self.found[key]
       if not old or old.host ~= inst.ip or old.port ~= inst.port then
-        local entry = { id = id, host = inst.ip, port = inst.port, instance = inst.instance, at = os.time(),
+        local entry = { id = id, host = inst.ip, port = inst.port, instance = inst.instance, at = wall_ms(),
           reported = self.adapter.now() }
         self.found[key] = entry
         self.last = entry
-        self.log(("mdns: found %s at %s:%d (%s)"):format(id:sub(1, 16), inst.ip, inst.port, inst.instance))
+        self.found_at = entry.at
+        self:_say(("found %s at %s:%d (%s)"):format(id:sub(1, 16), inst.ip, inst.port, inst.instance))
         self.report(inst.ip, inst.port)
       elseif self.adapter.now() - old.reported >= REPORT_AGAIN_MS then
         -- still announced: offered again, in case the swarm gave up on it
@@ -180,7 +187,7 @@ function Source:_update()
   for key, old in pairs(self.found) do
     if not now[key] then
       self.found[key] = nil
-      self.log(("mdns: gone %s at %s:%d (%s)"):format(old.id:sub(1, 16), old.host, old.port, old.instance))
+      self:_say(("gone %s at %s:%d (%s)"):format(old.id:sub(1, 16), old.host, old.port, old.instance))
     end
   end
 end
@@ -188,16 +195,17 @@ end
 --- Starts: opens UDP port 5353 (shared), joins 224.0.0.251 on the
 -- interface, announces this node and browses. A failure is logged and
 -- kept in `status().error`.
-function Source:start(report)
+function Source:start(report, node)
   self.report = report
-  local node = self.node or {}
+  self.node = node
+  node = node or {}
   self.adapter = self.adapter or node.adapter or require("odo.adapter.luv")
   self.id = self.id or node.id
   local listen = node.listen or {}
   local lport = self.listen_port or listen.port
   local function fail(msg)
-    self.error = msg
-    self.log("mdns: " .. msg)
+    self.error, self.error_at = msg, wall_ms()
+    self:_say(msg)
   end
   if type(self.adapter.udp) ~= "function" then
     return fail("the adapter has no udp() (docs/ADAPTERS.md): mDNS cannot start")
@@ -265,12 +273,14 @@ function Source:stop()
   if self.pending == 0 then self.sock:close() end
 end
 
---- What this source found: `{name, swarm, interface, found, last, error,
--- refused, last_refused, off_link}`; `found` lists the instances known
--- now ({id, host, port, instance, at}), `last` the one found last, `at`
--- its time (os.time()); `refused` counts packets the engine refused (the
--- last one's reason in `last_refused`), `off_link` packets from outside
--- the interface's subnet, ignored (RFC 6762 §11).
+--- What this source found, as `node:status().discovery` lists it:
+-- `{name, swarm, interface, found, found_at, last, error, error_at,
+-- refused, last_refused, off_link}`. `found` lists the instances of our
+-- swarm known now (`{host, port, id, instance, at}`), `last` the one found
+-- last, `found_at` when (wall clock, ms, as every `at`); `error` why the
+-- source could not start or send; `refused` counts packets the engine
+-- refused (the last one's reason in `last_refused`), `off_link` packets
+-- from outside the interface's subnet, ignored (RFC 6762 §11).
 function Source:status()
   local function public(f)
     return f and { id = f.id, host = f.host, port = f.port, instance = f.instance, at = f.at }
@@ -278,9 +288,9 @@ function Source:status()
   local list = {}
   for _, f in pairs(self.found) do list[#list + 1] = public(f) end
   table.sort(list, function(a, b) return a.id < b.id end)
-  return { name = self.name, swarm = self.swarm, interface = self.interface, found = list, last = public(self.last),
-    error = self.error, refused = self.refused or 0, last_refused = self.refused_why,
-    off_link = self.off_link or 0 }
+  return { name = self.name, swarm = self.swarm, interface = self.interface, found = list,
+    found_at = self.found_at, last = public(self.last), error = self.error, error_at = self.error_at,
+    refused = self.refused or 0, last_refused = self.refused_why, off_link = self.off_link or 0 }
 end
 
 -- The module is the constructor; its parts are reachable for specs.
