@@ -205,15 +205,6 @@ function M.new(start_ms)
     return { cancel = function() cancelled = true end }
   end
 
-  function a.hold(host) held[host] = true end
-
-  function a.release(host)
-    held[host] = nil
-    a.defer(function() a.flush_network() end)
-  end
-
-  function a.tap(fn) tap = fn end
-
   -- ---- datagrams ----------------------------------------------------------
   -- UDP sockets on the same in-memory hosts: a datagram is delivered on a
   -- deferred call; to a multicast group (224.0.0.0/4) it reaches every
@@ -296,6 +287,15 @@ function M.new(start_ms)
     udps[#udps + 1] = u
     return u
   end
+
+  function a.hold(host) held[host] = true end
+
+  function a.release(host)
+    held[host] = nil
+    a.defer(function() a.flush_network() end)
+  end
+
+  function a.tap(fn) tap = fn end
 
   a.step = a.drain
   a.run = a.drain
