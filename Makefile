@@ -137,6 +137,15 @@ build/bench/%: bench/%.c bench/common.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 $(WARN) -o $@ $< $(LIBS)
 
+# Multicast DNS: libmdnsd (BSD, sans-I/O; docs/MDNS.md says why), linked
+# into the core. Debian's libmdnsd-dev ships no .pc file: pkg-config when
+# there is one. Its headers include a "config.h" they do not install:
+# csrc/mdnsd-shim has it.
+MDNSD_INC  := -Icsrc/mdnsd-shim $(shell pkg-config --cflags libmdnsd 2>/dev/null)
+MDNSD_LIBS := $(shell pkg-config --libs libmdnsd 2>/dev/null || echo -lmdnsd)
+CPPFLAGS   += $(MDNSD_INC)
+LIBS       += $(MDNSD_LIBS)
+
 # Any LDoc warning fails the target.
 docs: deps
 	ldoc --fatalwarnings .
@@ -151,7 +160,7 @@ check-compat: deps build/lua5.1/odo/core.so
 
 build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
-	@$(CC) -I/usr/include/lua5.1 $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
+	@$(CC) -I/usr/include/lua5.1 $(MDNSD_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
 
 # LuaJIT 2.1 (luajit2's headers, as OpenResty and LÖVE run it): the core
 # built against them as build/luajit/odo/core.so, and the same compat smoke

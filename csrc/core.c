@@ -45,6 +45,7 @@ int luaopen_odo_core(lua_State *L) {
   odo_snapshot_open(L);
   odo_certgen_open(L);
   odo_tls_open(L);
+  odo_mdns_open(L);
   odo_wire_open(L);
   odo_session_open(L);
   odo_sign_open(L);

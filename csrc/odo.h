@@ -156,6 +156,7 @@ void odo_store_open(lua_State *L);
 void odo_snapshot_open(lua_State *L);
 void odo_certgen_open(lua_State *L);
 void odo_tls_open(lua_State *L);
+void odo_mdns_open(lua_State *L);
 void odo_wire_open(lua_State *L);
 void odo_session_open(lua_State *L);
 void odo_sign_open(lua_State *L);

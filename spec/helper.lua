@@ -418,4 +418,29 @@ function H.find_event(events, name)
   end
 end
 
+--- A --config file's text for `odo run` processes: swarm timings
+-- shortened so process specs stay quick.
+H.QUICK_RUN_CONFIG = [[
+return { policy = {
+  tick_ms = 100,
+  heartbeat_interval_ms = 300,
+  heartbeat_timeout_ms = 1200,
+  handshake_timeout_ms = 1500,
+  backoff = { 200, 400, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800 },
+  backoff_cap_ms = 800,
+} }
+]]
+
+--- The node id of the `odo run` serving `dir`, once its status says it
+-- runs (nil after 20 s).
+function H.running_id(dir)
+  local id
+  H.wait(function()
+    local st = H.status(dir)
+    id = st and st.running and st.id
+    return id
+  end, 20000)
+  return id
+end
+
 return H

@@ -4,16 +4,7 @@
 local H = require "helper"
 local uv = require "luv"
 
-local CONFIG = [[
-return { policy = {
-  tick_ms = 100,
-  heartbeat_interval_ms = 300,
-  heartbeat_timeout_ms = 1200,
-  handshake_timeout_ms = 1500,
-  backoff = { 200, 400, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800, 800 },
-  backoff_cap_ms = 800,
-} }
-]]
+local CONFIG = H.QUICK_RUN_CONFIG
 
 describe("odo run", function()
   local tmp, pki, procs

@@ -34,6 +34,13 @@ function D.parse_address(s)
   return host, port
 end
 
+--- Multicast DNS on the local link (`odo.discovery.mdns`): announces
+-- this node and reports the peers of the same swarm name.
+-- @tparam[opt] table opts see `odo.discovery.mdns`
+function D.mdns(opts)
+  return require("odo.discovery.mdns")(opts)
+end
+
 --- Static seeds: the configured peers, reported once at start, pinned.
 -- @tparam table addresses array of "host:port"
 function D.static(addresses)

@@ -357,6 +357,89 @@ function A.connect(host, port, cb)
   }
 end
 
+-- ---- datagrams (UDP) ------------------------------------------------------------
+
+-- A luv call's failure as nil, "NAME: what: message", "NAME"; luv raises
+-- for an argument it cannot parse (a bad address), returns nil, err, name
+-- for a failure of the system call.
+local function udp_call(what, f, ...)
+  local called, ok, err, name = pcall(f, ...)
+  if not called then return nil, ("EINVAL: %s: %s"):format(what, tostring(ok)), "EINVAL" end
+  if not ok then
+    name = name or tostring(err):match("^(%u+)") or "EIO"
+    return nil, ("%s: %s: %s"):format(name, what, tostring(err)), name
+  end
+  return true
+end
+
+-- A UDP socket as a discovery back-end sees it.
+local Udp = {}
+Udp.__index = Udp
+
+--- Joins multicast group `group` on the interface with IPv4 address
+-- `iface`; true or nil, "NAME: message", "NAME".
+function Udp:join(group, iface)
+  return udp_call(("cannot join %s on %s"):format(group, iface), self.udp.set_membership, self.udp,
+    group, iface, "join")
+end
+
+--- Leaves multicast group `group` on interface `iface`.
+function Udp:leave(group, iface)
+  return udp_call(("cannot leave %s on %s"):format(group, iface), self.udp.set_membership, self.udp,
+    group, iface, "leave")
+end
+
+--- Sends multicast through interface `iface` (an IPv4 address), with IP
+-- TTL `ttl` (mDNS: 255) for multicast and unicast alike; `loop` (default
+-- true) delivers it to the host's own sockets too.
+function Udp:multicast(iface, ttl, loop)
+  local u = self.udp
+  local ok, err, name = udp_call("cannot send multicast through " .. tostring(iface),
+    u.set_multicast_interface, u, iface)
+  if ok then ok, err, name = udp_call("cannot set the multicast TTL", u.set_multicast_ttl, u, ttl) end
+  if ok then ok, err, name = udp_call("cannot set the TTL", u.set_ttl, u, ttl) end
+  if ok then ok, err, name = udp_call("cannot set multicast loop", u.set_multicast_loop, u, loop ~= false) end
+  return ok, err, name
+end
+
+--- Sends one datagram to host:port (IP addresses); `cb(err)` once sent
+-- (optional). Returns true or nil, "NAME: message", "NAME".
+function Udp:send(data, host, port, cb)
+  local ok, err, name = udp_call(("cannot send to %s:%s"):format(host, tostring(port)), self.udp.send,
+    self.udp, data, host, port, function(serr) if cb then cb(serr) end end)
+  return ok, err, name
+end
+
+--- Calls fn(err, data, host, port) for each datagram received.
+function Udp:recv_start(fn)
+  self.udp:recv_start(function(err, data, addr)
+    if err then return fn(err) end
+    -- luv calls with no data once a read finds nothing more
+    if data and addr then fn(nil, data, addr.ip, addr.port) end
+  end)
+end
+
+--- Closes the socket (idempotent).
+function Udp:close()
+  if not self.udp:is_closing() then self.udp:close() end
+end
+
+--- Opens a UDP socket (IPv4) bound to host:port (port 0: any free port).
+-- `opts.reuse` binds with SO_REUSEADDR, so the port is shared with other
+-- sockets (an mDNS responder on 5353 next to an avahi-daemon). Returns a
+-- socket {port, join, leave, multicast, send, recv_start, close}, or nil,
+-- "NAME: message", "NAME" (`EADDRINUSE`, `EACCES`, `EINVAL`).
+function A.udp(host, port, opts)
+  local u = uv.new_udp("inet")
+  local ok, err, name = udp_call(("cannot bind UDP %s:%s"):format(host, tostring(port)), u.bind, u, host, port,
+    { reuseaddr = opts and opts.reuse or nil })
+  if not ok then
+    u:close()
+    return nil, err, name
+  end
+  return setmetatable({ udp = u, port = u:getsockname().port }, Udp)
+end
+
 --- Runs the loop until nothing is left to do.
 function A.run()
   return uv.run()

@@ -205,6 +205,89 @@ function M.new(start_ms)
     return { cancel = function() cancelled = true end }
   end
 
+  -- ---- datagrams ----------------------------------------------------------
+  -- UDP sockets on the same in-memory hosts: a datagram is delivered on a
+  -- deferred call; to a multicast group (224.0.0.0/4) it reaches every
+  -- socket of that port that joined the group (the sender's own only with
+  -- loop on), to an address the socket of that port last bound there (or
+  -- on 0.0.0.0 with that interface). A held host's datagrams are dropped.
+  -- The sender's address is its bound host, else its multicast interface.
+  local udps = {}
+  local Udp = {}
+  Udp.__index = Udp
+
+  local function multicast_addr(host)
+    local first = tonumber(host:match("^(%d+)%."))
+    return first and first >= 224 and first <= 239
+  end
+
+  function Udp:join(group, iface)
+    self.groups[group] = iface
+    self.iface = self.iface or iface
+    return true
+  end
+
+  function Udp:leave(group)
+    self.groups[group] = nil
+    return true
+  end
+
+  function Udp:multicast(iface, _, loop)
+    self.iface, self.loop = iface, loop ~= false
+    return true
+  end
+
+  function Udp:send(data, host, port, cb)
+    local from = self.host ~= "0.0.0.0" and self.host or self.iface or "127.0.0.1"
+    a.defer(function()
+      if not (held[from] or held[host]) then
+        local targets = {}
+        for _, u in ipairs(udps) do
+          if not u.closed and u.port == port then
+            if multicast_addr(host) then
+              if u.groups[host] and (u ~= self or self.loop) then targets[#targets + 1] = u end
+            elseif u.host == host or (u.host == "0.0.0.0" and u.iface == host) then
+              targets = { u }
+            end
+          end
+        end
+        for _, u in ipairs(targets) do
+          if u.reader and not held[u.iface or u.host] then u.reader(nil, data, from, self.port) end
+        end
+      end
+      if cb then cb() end
+    end)
+    return true
+  end
+
+  function Udp:recv_start(fn) self.reader = fn end
+
+  function Udp:close()
+    self.closed = true
+    for i, u in ipairs(udps) do
+      if u == self then table.remove(udps, i) break end
+    end
+  end
+
+  --- A UDP socket bound to host:port (see docs/ADAPTERS.md); `opts.reuse`
+  -- lets sockets share a port.
+  function a.udp(host, port, opts)
+    local reuse = opts and opts.reuse or false
+    if port == 0 then
+      next_port = next_port + 1
+      port = next_port
+    end
+    for _, u in ipairs(udps) do
+      if u.port == port and (u.host == host or u.host == "0.0.0.0" or host == "0.0.0.0")
+          and not (reuse and u.reuse) then
+        return nil, ("EADDRINUSE: cannot bind UDP %s:%d: address already in use"):format(host, port), "EADDRINUSE"
+      end
+    end
+    local u = setmetatable({ host = host, port = port, reuse = reuse, groups = {}, loop = true }, Udp)
+    udps[#udps + 1] = u
+    return u
+  end
+
   function a.hold(host) held[host] = true end
 
   function a.release(host)

@@ -26,7 +26,6 @@ end
 
 -- Discovery back-ends that are not part of this build yet.
 local function unbuilt(args)
-  if args.mdns then return "--mdns" end
   if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
 end
 
@@ -55,6 +54,18 @@ local function load_config(path)
   return conf
 end
 
+-- --mdns: the multicast DNS source (odo.discovery.mdns) after the
+-- config's sources; --mdns-swarm NAME (default "odo") is the swarm name
+-- announced and looked for. What it finds and loses is logged through the
+-- node's "discovery" event.
+local function with_mdns(args, discovery)
+  if not args.mdns then return discovery end
+  local list = {}
+  for i, src in ipairs(discovery or {}) do list[i] = src end
+  list[#list + 1] = require("odo.discovery").mdns { swarm = args.mdns_swarm or "odo" }
+  return list
+end
+
 --- The options of `odo.node` for the parsed command line and config.
 local function node_options(args, conf, on_error)
   local peers = {}
@@ -65,7 +76,7 @@ local function node_options(args, conf, on_error)
     tls = { ca = args.ca, cert = args.cert, key = args.key },
     listen = args.listen,
     peers = peers,
-    discovery = conf.discovery,
+    discovery = with_mdns(args, conf.discovery),
     policy = conf.policy,
     sync = conf.sync,
     on_error = on_error,
