@@ -175,7 +175,7 @@ check-luajit: deps build/luajit/odo/core.so
 
 build/luajit/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 	@mkdir -p $(dir $@)
-	@$(CC) $(LUAJIT_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
+	@$(CC) $(LUAJIT_INC) $(MDNSD_INC) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LIBS)
 
 # A host loop stepping a node once per 16 ms frame while it appends and
 # catches up a peer's stream: the steps' p99 and max, under Lua 5.4 and
