@@ -56,7 +56,7 @@ describe("a connection flood", function()
     return until_every(function()
       local s = a:status().connections
       return s.open == base.open and s.pending == 0 and #a:peers() == 0
-    end, 20000)
+    end, 60000)
   end
 
   setup(function()
@@ -69,7 +69,8 @@ describe("a connection flood", function()
       listen = "127.0.0.1:0",
       node_id = false,
       policy = { max_descriptors = 200, max_handshakes = 64, max_handshakes_per_host = 32,
-        first_byte_timeout_ms = 30000, handshake_timeout_ms = 60000, tick_ms = 100 },
+        first_byte_timeout_ms = 30000, handshake_timeout_ms = 60000, tick_ms = 100,
+        heartbeat_interval_ms = 1000, heartbeat_timeout_ms = 3000 },
     }
     a:on("notice", function(kind, message) notices[#notices + 1] = kind .. ": " .. message end)
     a:append(nil, { { type = "t", data = "before the flood" } })
@@ -124,7 +125,8 @@ describe("a connection flood", function()
       -- the flood and the peer go: everything returns to where it was
       H.kill(flooder, "KILL")
       H.kill(b_pid, "TERM")
-      assert.is_true(settled(base), "connections left: " .. require("cjson").encode(a:status().connections))
+      assert.is_true(settled(base), "connections left: " .. require("cjson").encode(a:status().connections)
+        .. ", peers: " .. require("cjson").encode(a:peers()))
       H.luv_until(function() return false end, 200)
       assert.equal(base.fds, descriptors())
       -- the flood made some 20,000 connections, each worth kilobytes of Lua
