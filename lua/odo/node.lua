@@ -24,6 +24,8 @@ local compat = require "odo.compat"
 local Swarm = require "odo.swarm"
 local Sync = require "odo.sync"
 local discovery = require "odo.discovery"
+local Metrics = require "odo.metrics"
+local http_metrics = require "odo.http_metrics"
 
 local Node = {}
 Node.__index = Node
@@ -86,6 +88,9 @@ local function check_options(opts)
   assert(opts.peers == nil or type(opts.peers) == "table", "opts.peers must be an array of HOST:PORT")
   local seeds = discovery.static(opts.peers) -- raises on an address that is not HOST:PORT
   check_sources(opts.discovery)
+  assert(opts.metrics == nil or http_metrics.parse_address(opts.metrics), "opts.metrics must be HOST:PORT")
+  assert(opts.metrics_streams == nil or (compat.is_integer(opts.metrics_streams) and opts.metrics_streams >= 0),
+    "opts.metrics_streams must be an integer >= 0")
   return policy, listen, seeds
 end
 
@@ -105,6 +110,10 @@ end
 --   `policy` (table): replacements for `odo.policy` defaults.
 --   `sync` (boolean, default true): appends return once durable.
 --   `on_error` (function): the error handler, `function(message)`.
+--   `metrics` (string): "host:port" to serve `GET /metrics` on
+--   (Prometheus text; see `odo.metrics`); nothing listens without it.
+--   `metrics_streams` (integer, default 1000): at most this many streams,
+--   the most recently active, get series of their own.
 -- Wrong options raise before anything is opened. A failure at run time
 -- (unreadable certificates, a store in use, an address that cannot be
 -- listened on) returns nil, "NAME: message", NAME, with everything opened
@@ -163,6 +172,10 @@ function Node:_start(opts, tls, listen, seeds)
   self.ticker = self.adapter.every(self.policy.tick_ms, function()
     self:_protect(self._tick, self)
   end)
+  if opts.metrics then
+    local ok, err, name = self:_serve_metrics(opts)
+    if not ok then return nil, err, name end
+  end
   if not tls then return true end
   self.sync = Sync.new(self, tls)
   self.swarm = Swarm.new(self, {
@@ -181,6 +194,19 @@ function Node:_start(opts, tls, listen, seeds)
   local ok, err, name = self.swarm:start(listen, sources)
   if not ok then return nil, err, name end
   self.listen = self.swarm.listen
+  return true
+end
+
+-- Counts (odo.metrics) and serves them on opts.metrics.
+function Node:_serve_metrics(opts)
+  self.metrics = Metrics.new(self, { max_streams = opts.metrics_streams })
+  local server, err, name = http_metrics.serve(self.adapter, opts.metrics, function() return self.metrics:text() end, {
+    on_error = function(msg) self:_error(msg) end,
+    protect = function(fn, ...) return self:_protect(fn, ...) end,
+  })
+  if not server then return nil, err, name end
+  self.metrics_server = server
+  self.metrics_address = server.host .. ":" .. server.port
   return true
 end
 
@@ -241,6 +267,7 @@ end
 function Node:_changed()
   local ids = self.store:changes()
   if #ids == 0 then return end
+  if self.metrics then self.metrics:touched(ids) end
   self.journal:notify(ids)
   self.snapshots:check(ids)
   if self.sync then self.sync:on_changed(ids) end
@@ -269,7 +296,9 @@ end
 -- @treturn[2] string "ECONFLICT: ...", ...
 function Node:append(stream, events, opts)
   check_open(self)
+  local t0 = self.metrics and self.adapter.hrtime()
   local last, err, name = self.store:append(stream, events, opts)
+  if t0 and last then self.metrics:appended(events, t0) end
   self:_changed()
   return last, err, name
 end
@@ -300,6 +329,7 @@ function Node:_flush_commits()
     if not res then
       self:_protect(c.cb, nil, err, name)
     elseif compat.is_integer(res[i]) then
+      if self.metrics then self.metrics:appended(c.events, c.at) end
       self:_protect(c.cb, res[i])
     else
       self:_protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
@@ -344,6 +374,7 @@ function Node:append_async(stream, events, opts, cb)
     events = events,
     expected = expected,
     cb = cb,
+    at = self.metrics and self.adapter.hrtime(),
   }
   if #self.commits == 1 then
     self.adapter.defer(function() self:_protect(self._flush_commits, self) end)
@@ -460,6 +491,7 @@ function Node:close()
   if self.swarm then self:_protect(self.swarm.close, self.swarm, "the node is stopping") end
   if self.sync then self:_protect(self.sync.close, self.sync) end
   if self.ticker then self.ticker.stop() end
+  if self.metrics_server then self.metrics_server.close() end
   if self.journal then self.journal:close() end
   -- before the store: a snapshot worker's descriptor is watched
   if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end

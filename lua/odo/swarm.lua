@@ -165,6 +165,7 @@ function Swarm:discover(host, port, source)
   if self.closed then return end
   port = tonumber(port)
   if type(host) ~= "string" or not port then return end
+  self.node:emit("candidate", host, port, source and source.name)
   if not policy_mod.call(self.node, "accept_address", host, port, self.node) then return end
   local key = host .. ":" .. port
   if self.peers[key] or self.waiting_keys[key] then return end

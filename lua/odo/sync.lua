@@ -175,6 +175,7 @@ end
 function Sync:on_message(p, t, payload)
   local rec = self.peers[p.id]
   if not rec then return end
+  self.message_at = self.adapter.hrtime() -- a batch's arrival, for odo.metrics
   local notes = self.engine:handle(rec.session, t, payload)
   local changed, choose = false, {}
   for _, n in ipairs(notes) do

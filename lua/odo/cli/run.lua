@@ -7,10 +7,11 @@ local odo = require "odo"
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local compat = require "odo.compat"
+local Log = require "odo.cli.log"
 
+-- text, or JSON lines with --log-format json (odo.cli.log)
 local function log(fmt, ...)
-  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), fmt:format(...), "\n")
-  io.stderr:flush()
+  Log.printf(fmt, ...)
 end
 
 local function short(id) return id and id:sub(1, 16) or "?" end
@@ -61,6 +62,7 @@ local function node_options(args, conf, on_error)
     policy = conf.policy,
     sync = conf.sync,
     on_error = on_error,
+    metrics = args.metrics,
   }
 end
 
@@ -77,6 +79,7 @@ local function run(args)
   local node, err, name
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
+  Log.format = args.log_format or "text"
   local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
   for _ = 1, 50 do
     -- options the node refuses (a config's bad policy) raise: say so
@@ -91,9 +94,13 @@ local function run(args)
   end
   if not node then return cli.fail(err) end
   node:on("peer", function(p, old, new, reason)
+    Log.context = { event = "peer", peer = p.id }
     log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
   end)
+  node:on("peer", function() Log.context = nil end)
+  require("odo.cli.progress").attach(node)
+  if node.metrics_address then log("metrics on http://%s/metrics", node.metrics_address) end
   local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
   if not control then
     node:close()
