@@ -5,7 +5,8 @@
 -- times a second; nothing is drawn when stderr is not a terminal. When a
 -- stream is caught up with the swarm (its upstream's CAUGHT_UP at or past
 -- what it advertised when the catch-up began), one log line says so
--- either way: events, time, rate.
+-- either way: events, time, rate. ODO_PROGRESS_AFTER_MS in the
+-- environment sets `after_ms` (0: from the first moment).
 --
 -- @module odo.cli.progress
 local Log = require "odo.cli.log"
@@ -46,7 +47,7 @@ function P.attach(node, opts)
     node = node,
     tty = tty,
     out = opts.out or io.stderr,
-    after_ms = opts.after_ms or 2000,
+    after_ms = opts.after_ms or tonumber(os.getenv("ODO_PROGRESS_AFTER_MS")) or 2000,
     log = opts.log or Log.write,
     active = {},  -- stream -> {start_rev, done, total, t0, peer}
     order = {},   -- streams being drawn, in order

@@ -227,7 +227,6 @@ local function watch(dir, seconds)
   local uv = require "luv"
   local tty = is_tty()
   local prev
-  local status = 0
   local function draw()
     local st, err = M.fetch(dir)
     local body
@@ -246,23 +245,17 @@ local function watch(dir, seconds)
     end
     io.stdout:flush()
   end
-  local timer = uv.new_timer()
-  local sig = uv.new_signal()
-  local function stop(code)
-    status = code
-    if not timer:is_closing() then timer:close() end
-    if not sig:is_closing() then sig:close() end
-  end
-  timer:start(0, math.floor(seconds * 1000), function()
-    local ok, err = pcall(draw)
-    if not ok then
-      io.stderr:write("odo: ", tostring(err), "\n")
-      stop(1)
+  -- Ctrl-C: the interpreter's handler raises "interrupted!" at the next
+  -- Lua instruction; stop there, quietly, with the status shells expect
+  local ok, err = pcall(function()
+    while true do
+      draw()
+      uv.sleep(math.floor(seconds * 1000))
     end
   end)
-  sig:start("sigint", function() stop(130) end)
-  uv.run()
-  return status
+  if not ok and tostring(err):find("interrupted!", 1, true) then return 130 end
+  io.stderr:write("odo: ", tostring(err), "\n")
+  return 1
 end
 
 local function interval(arg)
