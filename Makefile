@@ -18,6 +18,7 @@ ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 .PHONY: all deps test test-build test-asan lint demo bench bench-store bench-local bench-transport bench-sync fuzz fuzz-smoke docs clean check-compat
+.PHONY: bench-metrics
 
 all: $(CORE)
 
@@ -95,6 +96,11 @@ bench-transport: deps all build/bench/tls_pump
 
 bench-sync: deps all build/bench/sync_pipe
 	$(LUA) bench/sync.lua build/bench/sync_pipe
+
+# What serving metrics costs: a scrape of 10,000 streams, and bench/sync's
+# catch-up with both nodes scraped every second against without.
+bench-metrics: deps all
+	$(LUA) bench/metrics.lua
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

@@ -47,6 +47,9 @@ assert((MODE == "source" and #arg == 5) or (MODE == "replica" and #arg == 10), U
 local DIR, TLS = arg[2], { ca = arg[3], cert = arg[4], key = arg[5] }
 
 local fail, protect = common.fail, common.protect
+-- ODO_BENCH_METRICS=HOST:PORT: the node also serves GET /metrics there
+-- (bench/metrics.lua scrapes it while the catch-up runs)
+local METRICS = os.getenv("ODO_BENCH_METRICS")
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
@@ -116,7 +119,8 @@ local function append_live(n)
 end
 
 local function run_source()
-  node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail })
+  node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
+    metrics = METRICS })
   local last, hash = last_hash(node, node.id)
   say("port", node.listen.port, node.id, last, hash)
   commands(function(line)
@@ -187,6 +191,7 @@ local function run_replica()
   end
   node = assert(odo.node {
     dir = DIR, tls = TLS, peers = { "127.0.0.1:" .. port }, sync = false, policy = policy, on_error = fail,
+    metrics = METRICS,
   })
   node:on("caught_up", function(stream, rev)
     if stream == source and rev >= n then finish("event") end

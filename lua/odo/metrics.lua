@@ -84,7 +84,10 @@ function Metrics.new(node, opts)
     },
     handshakes = { success = 0, failure = 0, rejected = 0, timeout = 0, refused = 0 },
     candidates = { static = 0, history = 0 }, -- source name -> count
-    activity = {},     -- stream id -> adapter.now() of its last change
+    -- streams by recent activity: a list, the latest first
+    newest = nil, newer = {}, older = {}, -- first id; id -> the id before / after it
+    -- the catalogue as of the last scrape, and the streams changed since
+    catalogue = nil, dirty = {},
     head_ts = {},      -- stream id -> {rev, ts}: the event at its newest head
     append_seconds = histogram(opts.buckets or Metrics.BUCKETS),
     apply_seconds = histogram(opts.buckets or Metrics.BUCKETS),
@@ -133,13 +136,29 @@ function Metrics:_received(stream, count, kind)
   local sync = self.node.sync
   local t0 = sync and sync.message_at
   if t0 then observe(self.apply_seconds, (self.node.adapter.hrtime() - t0) / 1e9) end
-  self.activity[stream] = self.node.adapter.now()
+  self:_touch(stream)
 end
 
---- Streams that changed (appends, replication, snapshots).
+-- Moves a stream to the front of the activity list.
+function Metrics:_touch(id)
+  if self.newest == id then return end
+  local newer, older = self.newer, self.older
+  local before, after = newer[id], older[id]
+  if before then older[before] = after end
+  if after then newer[after] = before end
+  newer[id], older[id] = nil, self.newest
+  if self.newest then newer[self.newest] = id end
+  self.newest = id
+end
+
+--- Streams that changed (appends, replication, snapshots): the node
+-- calls this with the store's changes.
 function Metrics:touched(ids)
-  local now = self.node.adapter.now()
-  for _, id in ipairs(ids) do self.activity[id] = now end
+  local dirty = self.dirty
+  for i = 1, #ids do
+    self:_touch(ids[i])
+    dirty[ids[i]] = true
+  end
 end
 
 -- ---- the scrape ---------------------------------------------------------------------
@@ -198,20 +217,22 @@ end
 -- The streams that get series of their own: every one when they are
 -- few, else the `max_streams` most recently active (streams not changed
 -- since the node started come after, in catalogue order).
-function Metrics:_chosen(streams)
-  if #streams <= self.max_streams then return streams end
-  local active, rest = {}, {}
-  local activity = self.activity
-  for _, st in ipairs(streams) do
-    if activity[st.id] then active[#active + 1] = st
-    elseif #rest < self.max_streams then rest[#rest + 1] = st end
+function Metrics:_chosen(streams, by_id)
+  local max = self.max_streams
+  if #streams <= max then return streams end
+  local out, taken = {}, {}
+  local id = self.newest
+  while id and #out < max do
+    local st = by_id[id]
+    if st then
+      out[#out + 1] = st
+      taken[id] = true
+    end
+    id = self.older[id]
   end
-  table.sort(active, function(a, b) return activity[a.id] > activity[b.id] end)
-  local out = {}
-  for i = 1, math.min(#active, self.max_streams) do out[i] = active[i] end
-  for i = 1, self.max_streams - #out do
-    if not rest[i] then break end
-    out[#out + 1] = rest[i]
+  for _, st in ipairs(streams) do
+    if #out >= max then break end
+    if not taken[st.id] then out[#out + 1] = st end
   end
   return out
 end
@@ -234,25 +255,55 @@ local STREAM_GAUGES = {
     function(st) return st.head_age end },
 }
 
+-- The catalogue (an array in id order, and by id): read whole at the
+-- first scrape, then only the streams changed since (reading 10,000
+-- entries costs more than the rest of a scrape).
+function Metrics:_catalogue()
+  local store, cat = self.node.store, self.catalogue
+  if not cat then
+    cat = { list = store:streams(), by_id = {} }
+    for _, st in ipairs(cat.list) do cat.by_id[st.id] = st end
+    self.catalogue, self.dirty = cat, {}
+    return cat.list, cat.by_id
+  end
+  local reorder = false
+  for id in pairs(self.dirty) do
+    local st = store:stream(id)
+    if (cat.by_id[id] == nil) ~= (st == nil) then reorder = true end
+    cat.by_id[id] = st
+  end
+  self.dirty = {}
+  local list = cat.list
+  if reorder then
+    list = {}
+    for _, st in pairs(cat.by_id) do list[#list + 1] = st end
+    table.sort(list, function(a, b) return a.id < b.id end)
+  else
+    for i, st in ipairs(list) do list[i] = cat.by_id[st.id] end
+  end
+  cat.list = list
+  return list, cat.by_id
+end
+
 --- The node's state: streams (with lag, caught-up, upstream) as
--- `node:status()` gives them, without the peers.
+-- `node:status()` gives them, without the peers; and the streams by id.
 function Metrics:_streams()
-  local streams = self.node.store:streams()
-  local sync = self.node.sync and self.node.sync:streams_status()
+  local streams, by_id = self:_catalogue()
+  local sync = self.node.sync and self.node.sync:streams_status(streams)
   for _, st in ipairs(streams) do
     local x = sync and sync[st.id]
     st.lag = x and x.lag or 0
     st.caught_up = st.own or (x and x.caught_up) or false
   end
-  return streams
+  return streams, by_id
 end
 
 --- The Prometheus text of the node, now.
 -- @treturn string
 function Metrics:text()
   local out = {}
-  local streams = self:_streams()
-  local chosen = self:_chosen(streams)
+  local streams, by_id = self:_streams()
+  local chosen = self:_chosen(streams, by_id)
   local now = wall_ms()
   for _, st in ipairs(chosen) do
     local ts = self:_head_ts(st)

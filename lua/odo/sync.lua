@@ -289,10 +289,11 @@ end
 -- ---- status ------------------------------------------------------------------------
 
 --- For each stream: its upstream (peer id), and lag (revisions the best
--- known copy is ahead of ours).
-function Sync:streams_status()
+-- known copy is ahead of ours). `streams` (optional): the catalogue, when
+-- the caller has just read it.
+function Sync:streams_status(streams)
   local out = {}
-  for _, st in ipairs(self.store:streams()) do
+  for _, st in ipairs(streams or self.store:streams()) do
     local best = st.last
     for _, rec in pairs(self.peers) do
       local e = rec.catalogue[st.id]
