@@ -25,11 +25,11 @@ local has_uv, uv = pcall(require, "luv")
 local Metrics = {}
 Metrics.__index = Metrics
 
---- Default histogram buckets, in seconds (appends are a durable write,
+-- Default histogram buckets, in seconds (appends are a durable write,
 -- batches a verified write: from a tenth of a millisecond to seconds).
 Metrics.BUCKETS = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 }
 
---- Peer states, in the order they are written (`odo_peers`).
+-- Peer states, in the order they are written (`odo_peers`).
 Metrics.PEER_STATES = { "connecting", "incoming", "active", "lifesupport", "purgatory" }
 
 -- Wall-clock milliseconds (heads carry the source's wall-clock time).

@@ -11,7 +11,8 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; and the sync events (`odo.sync`).
+-- `(stream, first)`; "close"; "candidate" `(host, port, source name)`
+-- for each address discovery offers; and the sync events (`odo.sync`).
 --
 -- @module odo.node
 local core = require "odo.core"

@@ -1,12 +1,14 @@
---- `odo status --dir DIR [--json | --dot | --watch [SECONDS]]`: the node's
--- peers and streams. Asks the running node through DIR/odo.sock; with no
--- node running, reads the store (streams, and peers from history).
+--- `odo status`: the node's peers and streams.
+--
+-- `odo status --dir DIR [--json] [--dot] [--watch [SECONDS]]` asks the
+-- running node through DIR/odo.sock; with no node running, it reads the
+-- store (streams, and peers from history).
 --
 -- The table shows whole stream ids (to paste into `odo tail` and `odo
--- verify`), with column headers; `--watch` redraws it in place on a
--- terminal (one table per interval otherwise) with each stream's rate;
--- `--dot` prints a Graphviz graph (`odo status --dir D --dot | dot -Tsvg >
--- swarm.svg`).
+-- verify`), with column headers. With the watch flag it is redrawn in
+-- place on a terminal (one table per interval otherwise), with each
+-- stream's rate; with the dot flag the command prints a Graphviz graph:
+-- `odo status --dir D --dot | dot -Tsvg > swarm.svg`.
 --
 -- @module odo.cli.status
 local cli = require "odo.cli"
@@ -15,10 +17,10 @@ local cjson = Control.json
 local Store = require "odo.store"
 local compat = require "odo.compat"
 
-local M = {}
+local Status = {}
 
---- What the peer states mean (`odo status --help` shows it).
-M.LEGEND = [[
+-- What the peer states mean (`odo status --help` shows it).
+Status.LEGEND = [[
 Peer states:
   connecting   this node is dialling the peer (TCP, TLS, introductions)
   incoming     the peer dialled this node; introductions under way
@@ -47,9 +49,9 @@ end
 
 --- The status of the node in `dir`: asks the node; with none running,
 -- reads the store; a store busy but no node answering means one is
--- starting (or stopping): ask again. Returns the table `--json` prints,
+-- starting (or stopping): ask again. Returns the table that the json flag prints,
 -- or nil, err.
-function M.fetch(dir)
+function Status.fetch(dir)
   local st, err, name
   for _ = 1, 30 do
     local answer
@@ -98,7 +100,7 @@ end
 --- The status as text: the node line, a peers table and a streams table
 -- with headers and whole ids. `rates` (optional): stream id -> events
 -- per second, shown in a RATE column.
-function M.text(st, rates)
+function Status.text(st, rates)
   local out = {}
   out[#out + 1] = ("node %s %s"):format(st.id, st.running and ("listening on " .. st.listen) or "(not running)")
   out[#out + 1] = ("peers: %d"):format(#st.peers)
@@ -156,7 +158,7 @@ end
 -- its upstream labelled with the stream and its lag; a dashed edge from
 -- a stream's source to an upstream that relays it. `names` (optional):
 -- node id -> label.
-function M.dot(statuses, names)
+function Status.dot(statuses, names)
   names = names or {}
   local function lbl(id) return names[id] or tostring(id):sub(1, 12) end
   local out = { "digraph odo {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=11];',
@@ -228,10 +230,10 @@ local function watch(dir, seconds)
   local tty = is_tty()
   local prev
   local function draw()
-    local st, err = M.fetch(dir)
+    local st, err = Status.fetch(dir)
     local body
     if st then
-      body = M.text(st, rates_since(prev, st, seconds))
+      body = Status.text(st, rates_since(prev, st, seconds))
       prev = st
     else
       body = "odo: " .. tostring(err):gsub("^%u[%u%d_]*: ", "")
@@ -279,13 +281,13 @@ local function run(args)
     return 2
   end
   if seconds then return watch(args.dir, seconds) end
-  local st, err = M.fetch(args.dir)
+  local st, err = Status.fetch(args.dir)
   if not st then return cli.fail(err) end
   if args.json then print(Control.encode(st))
-  elseif args.dot then io.stdout:write(M.dot({ st }))
-  else print(M.text(st)) end
+  elseif args.dot then io.stdout:write(Status.dot({ st }))
+  else print(Status.text(st)) end
   return 0
 end
 
 -- The command (a callable table, so specs and the demo can reach its parts).
-return setmetatable(M, { __call = function(_, args) return run(args) end })
+return setmetatable(Status, { __call = function(_, args) return run(args) end })
