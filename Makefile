@@ -82,6 +82,8 @@ lint:
 
 demo: deps all
 	$(LUA) examples/demo.lua
+	@if command -v dot >/dev/null 2>&1 && [ -f build/swarm.dot ]; then dot -Tsvg build/swarm.dot -o build/swarm.svg \
+	  && echo "the swarm's picture (odo status --dot, rendered by Graphviz): build/swarm.svg"; fi
 
 bench: bench-store bench-local bench-transport bench-sync
 

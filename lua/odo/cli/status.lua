@@ -145,7 +145,10 @@ local STATE_STYLE = {
   history = 'color="gray60", style="dotted"',
 }
 
-local function q(s) return '"' .. tostring(s):gsub('[\\"]', "\\%0") .. '"' end
+-- A DOT string: quotes and backslashes escaped, newlines as DOT's \n.
+local function q(s)
+  return '"' .. tostring(s):gsub('[\\"]', "\\%0"):gsub("\n", "\\n") .. '"'
+end
 
 local function short_stream(id, names)
   local src, rest = id:match("^([^/]+)(.*)$")
@@ -167,7 +170,7 @@ function Status.dot(statuses, names)
   for _, st in ipairs(statuses) do selves[st.id] = true end
   for _, st in ipairs(statuses) do
     out[#out + 1] = ("  %s [shape=box, style=bold, label=%s];"):format(q(st.id),
-      q(lbl(st.id) .. (st.running and ("\\n" .. tostring(st.listen)) or "\\n(not running)")))
+      q(lbl(st.id) .. (st.running and ("\n" .. tostring(st.listen)) or "\n(not running)")))
     declared[st.id] = true
   end
   local function declare(id, extra)
