@@ -48,17 +48,20 @@ describe("odo status, as an operator sees it", function()
     for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
   end)
 
-  local function cmdline(name, port, peer)
+  -- `prefix`: run it inside a network namespace ("ip netns exec NS"),
+  -- with the default policy
+  local function cmdline(name, port, peer, prefix)
     pki[name] = pki[name] or pki.node(name)
     local c = pki[name]
     local dir = tmp .. "/" .. name .. "-" .. port
-    return ("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' --config '%s' %s")
-      :format(H.odo, dir, port, c.ca, c.cert, c.key, tmp .. "/fast.lua",
+    return ("%s '%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' %s %s")
+      :format(prefix or "", H.odo, dir, port, c.ca, c.cert, c.key,
+        prefix and "" or ("--config '" .. tmp .. "/fast.lua'"),
         peer and ("--peer 127.0.0.1:" .. peer) or ""), dir
   end
 
-  local function run(name, port, peer)
-    local cmd, dir = cmdline(name, port, peer)
+  local function run(name, port, peer, prefix)
+    local cmd, dir = cmdline(name, port, peer, prefix)
     local p = { dir = dir, log = dir .. ".log" }
     p.pid = H.spawn(cmd, p.log)
     procs[#procs + 1] = p
@@ -182,38 +185,54 @@ describe("odo status, as an operator sees it", function()
   end)
 
   it("odo run shows catch-up progress on a terminal, only the final line on a pipe", function()
-    local ports = H.free_ports(3)
-    local a = run("a", ports[1])
-    local aid = assert(running_id(a.dir))
-    for i = 1, 10 do append(a.dir, 20000, "batch " .. i .. " event ") end
-    -- a newcomer on a terminal (progress from the first moment)
-    local cmd, bdir = cmdline("b", ports[2], ports[1])
-    local t = tmux("progress")
-    terms[#terms + 1] = t
-    t.start("ODO_PROGRESS_AFTER_MS=0 " .. cmd .. "; sleep 60")
-    local screen
-    local seen_progress = H.wait(function()
-      screen = t.screen()
-      return screen:find("catching up " .. aid:sub(1, 16) .. ": %d+/200000 revisions %(%d+%%%), %d+ events/s, %S+ left")
-        ~= nil
-    end, 30000)
-    assert.is_true(seen_progress, screen)
-    assert.is_true(H.wait(function()
-      screen = t.screen()
-      return screen:find("caught up " .. aid:sub(1, 16) .. " with the swarm: %d+ events in [%d.]+ s %(%d+ events/s%)")
-        ~= nil
-    end, 60000), screen)
-    -- the progress line is gone once done
-    assert.falsy(screen:find("catching up", 1, true), screen)
-    local s = stream_of(bdir, aid)
-    assert.equal(200000, math.tointeger(s.last))
-    -- the same newcomer on a pipe: no progress, one final line
-    local c = run("c", ports[3], ports[1])
-    assert.is_true(H.wait(function()
-      return H.read_file(c.log):find("caught up " .. aid:sub(1, 16) .. " with the swarm", 1, true) ~= nil
-    end, 60000), H.read_file(c.log))
-    local log = H.read_file(c.log)
-    assert.falsy(log:find("catching up", 1, true), log)
-    assert.falsy(log:find("\27", 1, true), log)
+    -- the nodes talk over the loopback of a network namespace of the
+    -- spec's own, slowed to 8 Mbit/s: a catch-up of 4 MB takes seconds
+    local ns = ("odo-progress-%d"):format(require("luv").os_getpid())
+    local out, ok = H.run(("ip netns add %s && ip netns exec %s ip link set lo up"
+      .. " && ip netns exec %s ip link set lo mtu 1500"
+      .. " && ip netns exec %s tc qdisc add dev lo root tbf rate 8mbit burst 32kb latency 500ms"):format(ns, ns, ns, ns))
+    local inside = "ip netns exec " .. ns
+    local finished, err = pcall(function()
+      assert(ok, out)
+      local ports = H.free_ports(3)
+      local a = run("a", ports[1], nil, inside)
+      local aid = assert(running_id(a.dir))
+      local label = aid:sub(1, 16)
+      for i = 1, 4 do append(a.dir, 5000, ("x"):rep(200) .. " batch " .. i .. " event ") end
+      -- a newcomer on a terminal (progress from the first moment)
+      local cmd, bdir = cmdline("b", ports[2], ports[1], inside)
+      local t = tmux("progress")
+      terms[#terms + 1] = t
+      t.start("ODO_PROGRESS_AFTER_MS=0 " .. cmd .. "; sleep 60")
+      local screen
+      local seen_progress = H.wait(function()
+        screen = t.screen()
+        return screen:find("catching up " .. label .. ": %d+/20000 revisions %(%d+%%%), %d+ events/s, %S+ left")
+          ~= nil
+      end, 30000)
+      assert.is_true(seen_progress, screen)
+      assert.is_true(H.wait(function()
+        screen = t.screen()
+        return screen:find("caught up " .. label .. " with the swarm: 20000 events in [%d.]+ s %(%d+ events/s%)")
+          ~= nil
+      end, 60000), screen)
+      -- the progress line is gone once done
+      assert.falsy(screen:find("catching up", 1, true), screen)
+      assert.equal(20000, math.tointeger(stream_of(bdir, aid).last))
+      -- the same newcomer on a pipe: no progress, one final line
+      local c = run("c", ports[3], ports[1], "ODO_PROGRESS_AFTER_MS=0 " .. inside)
+      assert.is_true(H.wait(function()
+        return H.read_file(c.log):find("caught up " .. label .. " with the swarm", 1, true) ~= nil
+      end, 60000), H.read_file(c.log):sub(1, 3000))
+      local log = H.read_file(c.log)
+      assert.falsy(log:find("catching up", 1, true), log)
+      assert.falsy(log:find("\27", 1, true), log)
+    end)
+    for _, t in ipairs(terms) do t.kill() end
+    terms = {}
+    for _, p in ipairs(procs) do H.kill(p.pid, "KILL") end
+    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
+    H.run("ip netns delete " .. ns)
+    if not finished then error(err, 0) end
   end)
 end)
