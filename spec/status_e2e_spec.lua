@@ -190,7 +190,8 @@ describe("odo status, as an operator sees it", function()
     local ns = ("odo-progress-%d"):format(require("luv").os_getpid())
     local out, ok = H.run(("ip netns add %s && ip netns exec %s ip link set lo up"
       .. " && ip netns exec %s ip link set lo mtu 1500"
-      .. " && ip netns exec %s tc qdisc add dev lo root tbf rate 8mbit burst 32kb latency 500ms"):format(ns, ns, ns, ns))
+      .. " && ip netns exec %s tc qdisc add dev lo root tbf rate 8mbit burst 32kb latency 500ms")
+      :format(ns, ns, ns, ns))
     local inside = "ip netns exec " .. ns
     local finished, err = pcall(function()
       assert(ok, out)
