@@ -18,7 +18,6 @@ ACORE = build/asan/odo/core.so
 ASAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 .PHONY: all deps test test-build test-asan lint demo bench bench-store bench-local bench-transport bench-sync fuzz fuzz-smoke docs clean check-compat
-.PHONY: bench-metrics
 
 all: $(CORE)
 
@@ -82,8 +81,6 @@ lint:
 
 demo: deps all
 	$(LUA) examples/demo.lua
-	@if command -v dot >/dev/null 2>&1 && [ -f build/swarm.dot ]; then dot -Tsvg build/swarm.dot -o build/swarm.svg \
-	  && echo "the swarm's picture (odo status --dot, rendered by Graphviz): build/swarm.svg"; fi
 
 bench: bench-store bench-local bench-transport bench-sync
 
@@ -101,6 +98,7 @@ bench-sync: deps all build/bench/sync_pipe
 
 # What serving metrics costs: a scrape of 10,000 streams, and bench/sync's
 # catch-up with both nodes scraped every second against without.
+.PHONY: bench-metrics
 bench-metrics: deps all
 	$(LUA) bench/metrics.lua
 

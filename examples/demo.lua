@@ -49,6 +49,7 @@ local function tls_for(name)
 end
 
 local handler_error
+local picture -- the swarm's picture, once drawn
 local function label(stream) return stream:sub(1, 8) .. (stream:match("/.*") or "") end
 local function start(name, peers)
   local node = assert(odo.node {
@@ -92,7 +93,7 @@ c:on("upstream", function(stream, new)
 end)
 
 -- The swarm as `odo status --dot` draws it, the three nodes at once:
--- build/swarm.dot, which `make demo` renders when Graphviz is installed.
+-- build/swarm.dot, rendered as build/swarm.svg when Graphviz is installed.
 local function write_picture()
   local Control = require "odo.control"
   local statuses = {}
@@ -104,6 +105,9 @@ local function write_picture()
   if not fh then return end
   fh:write(require("odo.cli.status").dot(statuses, names))
   fh:close()
+  if os.execute("command -v dot >/dev/null 2>&1") and os.execute("dot -Tsvg build/swarm.dot -o build/swarm.svg") then
+    picture = "build/swarm.svg"
+  end
 end
 
 local function finish(ok, why)
@@ -150,3 +154,4 @@ end))
 guard(uv.run)()
 cleanup()
 print("demo ok")
+if picture then print("the swarm's picture (odo status --dot, rendered by Graphviz): " .. picture) end

@@ -120,7 +120,10 @@ describe("odo run --metrics", function()
       local obj = cjson.decode(line)
       assert.truthy(line:match('^{"time":"[^"]+","level":"%a+","event":"[%w_]+","peer":'), line)
       assert.truthy(obj.message, line)
-      if obj.event == "peer" and obj.peer ~= cjson.null then n = n + 1 end
+      if obj.event == "peer" and obj.peer ~= cjson.null then
+        assert.truthy(obj.peer:match("^" .. ("%x"):rep(64) .. "$"), line) -- the whole id
+        n = n + 1
+      end
     end
     assert.is_true(n >= 1, H.read_file(a.log))
   end)

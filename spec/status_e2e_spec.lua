@@ -214,8 +214,8 @@ describe("odo status, as an operator sees it", function()
       assert.is_true(seen_progress, screen)
       assert.is_true(H.wait(function()
         screen = t.screen()
-        return screen:find("caught up " .. label .. " with the swarm: 20000 events in [%d.]+ s %(%d+ events/s%)")
-          ~= nil
+        return screen:find("stream " .. aid .. " caught up with the swarm at revision 20000: 20000 events in [%d.]+ m?s"
+          .. " %(%d+ events/s%)") ~= nil
       end, 60000), screen)
       -- the progress line is gone once done
       assert.falsy(screen:find("catching up", 1, true), screen)
@@ -223,7 +223,7 @@ describe("odo status, as an operator sees it", function()
       -- the same newcomer on a pipe: no progress, one final line
       local c = run("c", ports[3], ports[1], "ODO_PROGRESS_AFTER_MS=0 " .. inside)
       assert.is_true(H.wait(function()
-        return H.read_file(c.log):find("caught up " .. label .. " with the swarm", 1, true) ~= nil
+        return H.read_file(c.log):find("stream " .. aid .. " caught up with the swarm", 1, true) ~= nil
       end, 60000), H.read_file(c.log):sub(1, 3000))
       local log = H.read_file(c.log)
       assert.falsy(log:find("catching up", 1, true), log)

@@ -4,10 +4,13 @@
 --
 -- The node makes one when it is opened with `metrics = "HOST:PORT"` (see
 -- `odo.node`; `odo.http_metrics` serves it). Counting is plain Lua, on the
--- paths that see the work: appends (the node), received batches (the
--- sync layer's "replicated" and "violation" events), bytes in and out (the
--- transport), peer transitions and discovery candidates (the swarm). The
--- state (streams, revisions, lag, peers) is read at each scrape.
+-- paths that see the work: appends (this module times the node's `append`
+-- and `append_async` calls: it wraps them on that node alone, so a node
+-- without metrics pays nothing), received batches (the sync layer's
+-- "replicated" and "violation" events), bytes in and out (the transport),
+-- peer transitions and discovery candidates (the swarm's "peer" and
+-- "candidate" events). The state (streams, revisions, lag, peers) is read
+-- at each scrape.
 --
 -- Per-stream series are written for at most `max_streams` streams (default
 -- 1000), the most recently active first; aggregates cover every stream, so
@@ -112,7 +115,30 @@ function Metrics.new(node, opts)
       self.candidates[source] = (self.candidates[source] or 0) + 1
     end),
   }
+  self:_time_appends(node)
   return self
+end
+
+-- Times the node's appends: from the call to the events being durable
+-- (`append`'s return; `append_async`'s callback, which `append_wait` and
+-- the control socket go through too).
+function Metrics:_time_appends(node)
+  local append, append_async = node.append, node.append_async
+  local hrtime = node.adapter.hrtime
+  node.append = function(n, stream, events, opts)
+    local t0 = hrtime()
+    local last, err, name = append(n, stream, events, opts)
+    if last then self:appended(events, t0) end
+    return last, err, name
+  end
+  node.append_async = function(n, stream, events, opts, cb)
+    if type(cb) ~= "function" then return append_async(n, stream, events, opts, cb) end
+    local t0 = hrtime()
+    return append_async(n, stream, events, opts, function(last, ...)
+      if last then self:appended(events, t0) end
+      return cb(last, ...)
+    end)
+  end
 end
 
 --- Stops listening to the node's events.

@@ -11,8 +11,7 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; "candidate" `(host, port, source name)`
--- for each address discovery offers; and the sync events (`odo.sync`).
+-- `(stream, first)`; "close"; and the sync events (`odo.sync`).
 --
 -- @module odo.node
 local core = require "odo.core"
@@ -198,7 +197,9 @@ function Node:_start(opts, tls, listen, seeds)
   return true
 end
 
--- Counts (odo.metrics) and serves them on opts.metrics.
+-- Counts (odo.metrics: it times this node's appends, and hears its
+-- "candidate" events, each address discovery offers: `(host, port,
+-- source name)`) and serves them on opts.metrics.
 function Node:_serve_metrics(opts)
   self.metrics = Metrics.new(self, { max_streams = opts.metrics_streams })
   local server, err, name = http_metrics.serve(self.adapter, opts.metrics, function() return self.metrics:text() end, {
@@ -297,9 +298,7 @@ end
 -- @treturn[2] string "ECONFLICT: ...", ...
 function Node:append(stream, events, opts)
   check_open(self)
-  local t0 = self.metrics and self.adapter.hrtime()
   local last, err, name = self.store:append(stream, events, opts)
-  if t0 and last then self.metrics:appended(events, t0) end
   self:_changed()
   return last, err, name
 end
@@ -330,7 +329,6 @@ function Node:_flush_commits()
     if not res then
       self:_protect(c.cb, nil, err, name)
     elseif compat.is_integer(res[i]) then
-      if self.metrics then self.metrics:appended(c.events, c.at) end
       self:_protect(c.cb, res[i])
     else
       self:_protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
@@ -375,7 +373,6 @@ function Node:append_async(stream, events, opts, cb)
     events = events,
     expected = expected,
     cb = cb,
-    at = self.metrics and self.adapter.hrtime(),
   }
   if #self.commits == 1 then
     self.adapter.defer(function() self:_protect(self._flush_commits, self) end)

@@ -160,7 +160,8 @@ end
 -- ---- discovery (rule 1) --------------------------------------------------------------
 
 --- Offers a candidate address. An address that matches a known peer's (in
--- any state) is ignored; a new one is dialled.
+-- any state) is ignored; a new one is dialled. Each offer is the node's
+-- "candidate" event `(host, port, source name)` (for odo.metrics).
 function Swarm:discover(host, port, source)
   if self.closed then return end
   port = tonumber(port)

@@ -2,14 +2,19 @@
 -- is fetched from its upstream, and the catch-up has run for more than
 -- `after_ms` (default 2000), a terminal shows one line per such stream
 -- (revisions done/total, rate, time left), redrawn in place at most four
--- times a second; nothing is drawn when stderr is not a terminal. When a
--- stream is caught up with the swarm (its upstream's CAUGHT_UP at or past
--- what it advertised when the catch-up began), one log line says so
--- either way: events, time, rate. ODO_PROGRESS_AFTER_MS in the
--- environment sets `after_ms` (0: from the first moment).
+-- times a second; nothing is drawn when stderr is not a terminal. The
+-- line goes when the stream is caught up with the swarm (its upstream's
+-- CAUGHT_UP at or past what it advertised when the catch-up began). One
+-- log line then says so either way (events, time, rate): `odo.catchup`'s,
+-- where that module is part of the build; else this module writes it.
+-- ODO_PROGRESS_AFTER_MS in the environment sets `after_ms` (0: from the
+-- first moment).
 --
 -- @module odo.cli.progress
 local Log = require "odo.cli.log"
+
+-- whether odo.catchup logs the end of each catch-up (see above)
+local catchup_logs = pcall(require, "odo.catchup")
 
 local P = {}
 P.__index = P
@@ -103,15 +108,12 @@ function P:_caught_up(stream, rev, peer_id)
   if not a or a.peer ~= peer_id or a.finished or rev < a.total then return end
   a.finished = true
   self.active[stream] = nil
-  if a.events == 0 then return end -- nothing was missing
-  local secs = math.max(0.001, (self.node.adapter.now() - a.t0) / 1000)
-  P.caught_up_line(self.log, stream, a.events, secs)
-end
-
---- The one log line at the end of a catch-up: events, time, rate.
-function P.caught_up_line(log, stream, events, secs)
-  log(("caught up %s with the swarm: %d events in %.2f s (%.0f events/s)"):format(label(stream), events, secs,
-    events / secs), { event = "caught_up", stream = stream })
+  if a.events == 0 or catchup_logs then return end
+  local ms = self.node.adapter.now() - a.t0
+  local took = ms >= 1000 and ("%.1f s"):format(ms / 1000) or ("%d ms"):format(math.floor(ms + 0.5))
+  self.log(("stream %s caught up with the swarm at revision %d: %d events in %s (%d events/s) from %s"):format(
+    stream, rev, a.events, took, math.floor(a.events / (math.max(ms, 1) / 1000) + 0.5), peer_id:sub(1, 16)),
+    { event = "caught_up", stream = stream })
 end
 
 -- Erases the progress lines (the cursor goes back where they began).

@@ -7,11 +7,10 @@ local odo = require "odo"
 local cli = require "odo.cli"
 local Control = require "odo.control"
 local compat = require "odo.compat"
-local Log = require "odo.cli.log"
 
--- text, or JSON lines with --log-format json (odo.cli.log)
 local function log(fmt, ...)
-  Log.printf(fmt, ...)
+  -- text, or JSON lines with --log-format json
+  require("odo.cli.log").printf(fmt, ...)
 end
 
 local function short(id) return id and id:sub(1, 16) or "?" end
@@ -79,7 +78,7 @@ local function run(args)
   local node, err, name
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
-  Log.format = args.log_format or "text"
+  require("odo.cli.log").format = args.log_format or "text"
   local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
   for _ = 1, 50 do
     -- options the node refuses (a config's bad policy) raise: say so
@@ -94,19 +93,20 @@ local function run(args)
   end
   if not node then return cli.fail(err) end
   node:on("peer", function(p, old, new, reason)
-    Log.context = { event = "peer", peer = p.id }
     log("peer %s %s:%s %s -> %s (%s%s)", short(p.id), tostring(p.host), tostring(p.port), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
   end)
-  node:on("peer", function() Log.context = nil end)
-  require("odo.cli.progress").attach(node)
-  if node.metrics_address then log("metrics on http://%s/metrics", node.metrics_address) end
   local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
   if not control then
     node:close()
     return cli.fail(cerr)
   end
   log("node %s listening on %s:%d", node.id, node.listen.host, node.listen.port)
+  -- for operators: catch-up progress on a terminal, the metrics' address,
+  -- whole peer ids in JSON log lines
+  require("odo.cli.progress").attach(node)
+  require("odo.cli.log").attach(node)
+  if node.metrics_address then log("metrics on http://%s/metrics", node.metrics_address) end
   local signals = {}
   local function stop(signame)
     log("%s: saying goodbye to every peer and closing the store", signame)
