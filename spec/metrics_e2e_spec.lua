@@ -7,14 +7,6 @@
 local H = require "helper"
 local cjson = require "cjson"
 
-local CONFIG = [[
-return { policy = {
-  tick_ms = 100, heartbeat_interval_ms = 500, heartbeat_timeout_ms = 2000,
-  handshake_timeout_ms = 2000, backoff = { 200, 400, 800, 800, 800, 800, 800, 800 },
-  backoff_cap_ms = 800,
-} }
-]]
-
 local function sample(text, series)
   for line in text:gmatch("[^\n]+") do
     if line:sub(1, #series + 1) == series .. " " then return tonumber(line:sub(#series + 2)) end
@@ -26,7 +18,6 @@ describe("odo run --metrics", function()
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", CONFIG)
   end)
   teardown(H.cleanup)
   before_each(function() procs = {} end)
@@ -40,8 +31,8 @@ describe("odo run --metrics", function()
     pki[name] = pki[name] or pki.node(name)
     local c = pki[name]
     local dir = tmp .. "/" .. name .. "-" .. port
-    local cmd = ("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' --config '%s'"
-      .. " --metrics 127.0.0.1:%d %s %s"):format(H.odo, dir, port, c.ca, c.cert, c.key, tmp .. "/fast.lua",
+    local cmd = ("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s'"
+      .. " --metrics 127.0.0.1:%d %s %s"):format(H.odo, dir, port, c.ca, c.cert, c.key,
       metrics_port, peer and ("--peer 127.0.0.1:" .. peer) or "", extra or "")
     local p = { dir = dir, log = dir .. ".log", metrics = "127.0.0.1:" .. metrics_port }
     p.pid = H.spawn(cmd, p.log)

@@ -5,14 +5,6 @@
 -- with capture-pane) and on a pipe.
 local H = require "helper"
 
-local CONFIG = [[
-return { policy = {
-  tick_ms = 100, heartbeat_interval_ms = 500, heartbeat_timeout_ms = 2000,
-  handshake_timeout_ms = 2000, backoff = { 200, 400, 800, 800, 800, 800, 800, 800 },
-  backoff_cap_ms = 800,
-} }
-]]
-
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- A tmux session of its own (a private server socket), removed after.
@@ -37,7 +29,6 @@ describe("odo status, as an operator sees it", function()
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", CONFIG)
     math.randomseed(os.time())
   end)
   teardown(H.cleanup)
@@ -48,16 +39,13 @@ describe("odo status, as an operator sees it", function()
     for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
   end)
 
-  -- `prefix`: run it inside a network namespace ("ip netns exec NS"),
-  -- with the default policy
+  -- `prefix`: run it inside a network namespace ("ip netns exec NS")
   local function cmdline(name, port, peer, prefix)
     pki[name] = pki[name] or pki.node(name)
     local c = pki[name]
     local dir = tmp .. "/" .. name .. "-" .. port
-    return ("%s '%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' %s %s")
-      :format(prefix or "", H.odo, dir, port, c.ca, c.cert, c.key,
-        prefix and "" or ("--config '" .. tmp .. "/fast.lua'"),
-        peer and ("--peer 127.0.0.1:" .. peer) or ""), dir
+    return ("%s '%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' %s")
+      :format(prefix or "", H.odo, dir, port, c.ca, c.cert, c.key, peer and ("--peer 127.0.0.1:" .. peer) or ""), dir
   end
 
   local function run(name, port, peer, prefix)
