@@ -14,10 +14,12 @@
 -- replica, N events of 100 bytes over mutual TLS on loopback), in rounds
 -- alternating without metrics and with both nodes serving metrics and
 -- this process scraping each every second; the best rate of each is kept.
--- `sync_ratio:` = with / without (1.00: no cost).
+-- `sync_ratio:` = with / without (1.00: no cost); `sync_cpu_ratio:` the
+-- replica main thread's CPU seconds with / without (least of the rounds
+-- each), which other work on the machine disturbs less.
 --
--- Prints context lines, then `scrape_p50_ms: X`, `scrape_vs_status: Y` and
--- last `sync_ratio: Z`.
+-- Prints context lines, then `scrape_p50_ms: X`, `scrape_vs_status: Y`,
+-- `sync_cpu_ratio: C` and last `sync_ratio: Z`.
 --
 -- Environment: ODO_BENCH_STREAMS (default 10000), ODO_BENCH_SCRAPES
 -- (default 30), ODO_BENCH_EVENTS (N, default 2,000,000: a catch-up of a
@@ -172,14 +174,16 @@ local function catch_up(dir, pki, with_metrics)
       end
     end)
   end
-  local secs = common.expect(replica, "^caught_up ([%d.]+) ", "the replica's catch-up", TIMEOUT_MS)
+  local secs, cpu = common.expect(replica, "^caught_up ([%d.]+) %S+ %S+ %S+ %S+ (%S+) ", "the replica's catch-up",
+    TIMEOUT_MS)
   if timer then timer:close() end
   common.reap(replica, "the replica", 60000)
   source.send("quit")
   common.reap(source, "the source", 60000)
   common.shell("rm -rf " .. q(rep))
-  log("%s: %.0f events/s in %s s, %d scrapes", with_metrics and "with metrics" or "without", N / secs, secs, scrapes)
-  return tonumber(secs), scrapes
+  log("%s: %.0f events/s in %s s (replica's main thread: %s CPU s), %d scrapes", with_metrics and "with metrics"
+    or "without", N / secs, secs, cpu, scrapes)
+  return tonumber(secs), scrapes, tonumber(cpu)
 end
 
 local sync_result = {}
@@ -189,18 +193,20 @@ local function main()
   local pki = common.make_pki(dir, { "source", "replica" })
   bench_scrape(dir, pki)
   fill(dir, pki)
-  local best = {}
+  local best, best_cpu = {}, {}
   local scrapes = 0
   for round = 1, ROUNDS do
     local order = round % 2 == 1 and { false, true } or { true, false }
     for _, m in ipairs(order) do
-      local secs, n = catch_up(dir, pki, m)
+      local secs, n, cpu = catch_up(dir, pki, m)
       local k = m and "with" or "without"
       if not best[k] or secs < best[k] then best[k] = secs end
+      if not best_cpu[k] or cpu < best_cpu[k] then best_cpu[k] = cpu end
       scrapes = scrapes + n
     end
   end
-  sync_result = { with = N / best.with, without = N / best.without, scrapes = scrapes }
+  sync_result = { with = N / best.with, without = N / best.without, scrapes = scrapes,
+    cpu_with = best_cpu.with, cpu_without = best_cpu.without }
 end
 
 common.main("bench/metrics.lua", main, KEEP)
@@ -212,6 +218,9 @@ print(("scrape: %d streams (%d with series of their own), %d bytes; cold %.1f ms
 print(("status: node:status() p50 %.1f ms (what odo status --json asks)"):format(ms(s.status_p50)))
 print(("sync: %d events caught up, best of %d rounds: %.0f events/s without metrics, %.0f events/s with both"
   .. " nodes scraped every second (%d scrapes in all)"):format(N, ROUNDS, r.without, r.with, r.scrapes))
+print(("sync_cpu: the replica's main thread, least of the rounds: %.2f CPU s without metrics, %.2f with"
+  .. " (a measure a busy machine disturbs less than the rate)"):format(r.cpu_without, r.cpu_with))
 print(("scrape_p50_ms: %.1f"):format(ms(s.p50)))
 print(("scrape_vs_status: %.2f"):format(s.p50 / s.status_p50))
+print(("sync_cpu_ratio: %.2f"):format(r.cpu_with / r.cpu_without))
 print(("sync_ratio: %.2f"):format(r.with / r.without))
