@@ -91,7 +91,7 @@ function Metrics.new(node, opts)
     newest = nil, newer = {}, older = {}, -- first id; id -> the id before / after it
     -- the catalogue as of the last scrape, and the streams changed since
     catalogue = nil, dirty = {},
-    head_ts = {},      -- stream id -> {rev, ts}: the event at its newest head
+    head_ts = {},      -- stream id -> {last, ts}: its newest head's event's ts, as of revision last
     append_seconds = histogram(opts.buckets or Metrics.BUCKETS),
     apply_seconds = histogram(opts.buckets or Metrics.BUCKETS),
   }, Metrics)
@@ -105,7 +105,10 @@ function Metrics.new(node, opts)
       end
     end),
     peer = node:on("peer", function(_, old, new, reason)
-      if (old == "connecting" or old == "incoming") and new ~= "connecting" and new ~= "incoming" then
+      -- (an incoming entry "merged" into the entry kept for its address
+      -- goes on there: that entry's transition tells the result)
+      if (old == "connecting" or old == "incoming") and new ~= "connecting" and new ~= "incoming"
+        and reason ~= "merged" then
         local r = handshake_result(new, reason)
         self.handshakes[r] = self.handshakes[r] + 1
       end
@@ -141,10 +144,13 @@ function Metrics:_time_appends(node)
   end
 end
 
---- Stops listening to the node's events.
+--- Stops listening to the node's events, and the responder serving
+-- these metrics (`server`, when the node set one).
 function Metrics:close()
   for name, fn in pairs(self.listeners) do self.node:off(name, fn) end
   self.listeners = {}
+  if self.server then self.server.close() end
+  self.server = nil
 end
 
 -- ---- counting (called by the node, the sync layer, the swarm) ----------------------

@@ -207,7 +207,7 @@ function Node:_serve_metrics(opts)
     protect = function(fn, ...) return self:_protect(fn, ...) end,
   })
   if not server then return nil, err, name end
-  self.metrics_server = server
+  self.metrics.server = server
   self.metrics_address = server.host .. ":" .. server.port
   return true
 end
@@ -489,7 +489,7 @@ function Node:close()
   if self.swarm then self:_protect(self.swarm.close, self.swarm, "the node is stopping") end
   if self.sync then self:_protect(self.sync.close, self.sync) end
   if self.ticker then self.ticker.stop() end
-  if self.metrics_server then self.metrics_server.close() end
+  if self.metrics then self.metrics:close() end
   if self.journal then self.journal:close() end
   -- before the store: a snapshot worker's descriptor is watched
   if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end
