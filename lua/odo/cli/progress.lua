@@ -54,13 +54,14 @@ function P.attach(node, opts)
     out = opts.out or io.stderr,
     after_ms = opts.after_ms or tonumber(os.getenv("ODO_PROGRESS_AFTER_MS")) or 2000,
     log = opts.log or Log.write,
-    active = {},  -- stream -> {start_rev, done, total, t0, peer}
-    order = {},   -- streams being drawn, in order
+    active = {},  -- stream -> {start_rev, done, total, t0, peer, events}
     drawn = 0,    -- lines drawn below the cursor's line
     last_draw = 0,
   }, P)
   node:on("upstream", function(stream, new) self:_begin(stream, new) end)
-  node:on("replicated", function(stream, last, peer_id) self:_advance(stream, last, peer_id) end)
+  node:on("replicated", function(stream, last, peer_id, count, kind)
+    self:_advance(stream, last, peer_id, kind == "events" and count or 0)
+  end)
   node:on("caught_up", function(stream, rev, peer_id) self:_caught_up(stream, rev, peer_id) end)
   if tty then
     Log.around = function(when)
@@ -83,11 +84,11 @@ function P:_begin(stream, peer_id)
     t0 = self.node.adapter.now(), peer = peer_id, events = 0 }
 end
 
-function P:_advance(stream, last, peer_id)
+function P:_advance(stream, last, peer_id, events)
   local a = self.active[stream]
   if not a or a.peer ~= peer_id or a.finished then return end
-  a.events = a.events + math.max(0, last - a.done)
-  a.done = last
+  a.events = a.events + (events or 0)
+  a.done = math.max(a.done, last)
   local total = advertised(self.node, stream, peer_id)
   if total and total > a.total then a.total = total end
 end
