@@ -12,10 +12,12 @@
 --
 -- @module odo.cli.status
 local cli = require "odo.cli"
-local Control = require "odo.control"
-local cjson = Control.json
-local Store = require "odo.store"
+local cjson = require "cjson"
 local compat = require "odo.compat"
+
+-- odo.control and odo.store (and the core with them) load when a status
+-- is asked for: `odo --help` shows this command's legend without them
+local function Control() return require "odo.control" end
 
 local Status = {}
 
@@ -35,14 +37,14 @@ advertises is ahead, CAUGHT-UP whether this node holds all its upstream
 has (or is the source), UPSTREAM the peer it follows ("self": its own).]]
 
 local function from_store(dir)
-  local store, err, name = Store.open(dir .. "/store", { create = false })
+  local store, err, name = require("odo.store").open(dir .. "/store", { create = false })
   if not store then return nil, err, name end
   local peers = {}
   for i, p in ipairs(store:peers()) do
     peers[i] = { id = p.id, host = p.host, port = p.port, state = "history", reason = p.reason,
       last_seen = p.last_seen }
   end
-  local t = Control.status_table(store.node_id, nil, peers, store:streams())
+  local t = Control().status_table(store.node_id, nil, peers, store:streams())
   store:close()
   return t
 end
@@ -55,7 +57,7 @@ function Status.fetch(dir)
   local st, err, name
   for _ = 1, 30 do
     local answer
-    answer, err, name = Control.request(dir .. "/odo.sock", { cmd = "status" })
+    answer, err, name = Control().request(dir .. "/odo.sock", { cmd = "status" })
     if answer then
       if not answer.ok then return nil, answer.error end
       st = answer.result
@@ -69,8 +71,8 @@ function Status.fetch(dir)
     end
   end
   if not st then return nil, err end
-  Control.array(st.peers)
-  Control.array(st.streams)
+  Control().array(st.peers)
+  Control().array(st.streams)
   return st
 end
 
@@ -286,7 +288,7 @@ local function run(args)
   if seconds then return watch(args.dir, seconds) end
   local st, err = Status.fetch(args.dir)
   if not st then return cli.fail(err) end
-  if args.json then print(Control.encode(st))
+  if args.json then print(Control().encode(st))
   elseif args.dot then io.stdout:write(Status.dot({ st }))
   else print(Status.text(st)) end
   return 0
