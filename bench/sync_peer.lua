@@ -50,6 +50,13 @@ local fail, protect = common.fail, common.protect
 -- ODO_BENCH_METRICS=HOST:PORT: the node also serves GET /metrics there
 -- (bench/metrics.lua scrapes it while the catch-up runs)
 local METRICS = os.getenv("ODO_BENCH_METRICS")
+if METRICS then
+  local new_node = odo.node
+  odo.node = function(opts)
+    opts.metrics = METRICS
+    return new_node(opts)
+  end
+end
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
@@ -119,8 +126,7 @@ local function append_live(n)
 end
 
 local function run_source()
-  node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
-    metrics = METRICS })
+  node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail })
   local last, hash = last_hash(node, node.id)
   say("port", node.listen.port, node.id, last, hash)
   commands(function(line)
@@ -191,7 +197,6 @@ local function run_replica()
   end
   node = assert(odo.node {
     dir = DIR, tls = TLS, peers = { "127.0.0.1:" .. port }, sync = false, policy = policy, on_error = fail,
-    metrics = METRICS,
   })
   node:on("caught_up", function(stream, rev)
     if stream == source and rev >= n then finish("event") end

@@ -106,14 +106,14 @@ end
 --   `discovery` (table): more discovery sources (`odo.discovery`).
 --   `node_id` (string): the node's id when it has no certificate (local
 --   journals, specs).
---   `adapter` (table): timers and sockets (default `odo.adapter.luv`).
---   `policy` (table): replacements for `odo.policy` defaults.
---   `sync` (boolean, default true): appends return once durable.
---   `on_error` (function): the error handler, `function(message)`.
 --   `metrics` (string): "host:port" to serve `GET /metrics` on
 --   (Prometheus text; see `odo.metrics`); nothing listens without it.
 --   `metrics_streams` (integer, default 1000): at most this many streams,
 --   the most recently active, get series of their own.
+--   `adapter` (table): timers and sockets (default `odo.adapter.luv`).
+--   `policy` (table): replacements for `odo.policy` defaults.
+--   `sync` (boolean, default true): appends return once durable.
+--   `on_error` (function): the error handler, `function(message)`.
 -- Wrong options raise before anything is opened. A failure at run time
 -- (unreadable certificates, a store in use, an address that cannot be
 -- listened on) returns nil, "NAME: message", NAME, with everything opened

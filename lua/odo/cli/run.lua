@@ -55,13 +55,13 @@ local function node_options(args, conf, on_error)
   return {
     dir = args.dir,
     tls = { ca = args.ca, cert = args.cert, key = args.key },
+    metrics = args.metrics,
     listen = args.listen,
     peers = peers,
     discovery = conf.discovery,
     policy = conf.policy,
     sync = conf.sync,
     on_error = on_error,
-    metrics = args.metrics,
   }
 end
 
@@ -102,11 +102,6 @@ local function run(args)
     return cli.fail(cerr)
   end
   log("node %s listening on %s:%d", node.id, node.listen.host, node.listen.port)
-  -- for operators: catch-up progress on a terminal, the metrics' address,
-  -- whole peer ids in JSON log lines
-  require("odo.cli.progress").attach(node)
-  require("odo.cli.log").attach(node)
-  if node.metrics_address then log("metrics on http://%s/metrics", node.metrics_address) end
   local signals = {}
   local function stop(signame)
     log("%s: saying goodbye to every peer and closing the store", signame)
@@ -120,6 +115,11 @@ local function run(args)
     s:start(signame, function() stop(signame:upper()) end)
     signals[#signals + 1] = s
   end
+  -- for operators: catch-up progress on a terminal, the metrics' address,
+  -- whole peer ids in JSON log lines
+  require("odo.cli.progress").attach(node)
+  require("odo.cli.log").attach(node)
+  if node.metrics_address then log("metrics on http://%s/metrics", node.metrics_address) end
   uv.run()
   log("stopped")
   return 0
