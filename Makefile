@@ -114,6 +114,12 @@ bench-store: deps all build/bench/store_baseline
 bench-local: deps all build/bench/store_baseline
 	$(LUA) bench/local.lua build/bench/store_baseline
 
+# What serving metrics costs: a scrape of 10,000 streams, and bench/sync's
+# catch-up with both nodes scraped every second against without.
+.PHONY: bench-metrics
+bench-metrics: deps all
+	$(LUA) bench/metrics.lua
+
 bench-transport: deps all build/bench/tls_pump
 	$(LUA) bench/transport.lua build/bench/tls_pump
 

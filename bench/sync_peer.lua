@@ -47,6 +47,16 @@ assert((MODE == "source" and #arg == 5) or (MODE == "replica" and #arg == 10), U
 local DIR, TLS = arg[2], { ca = arg[3], cert = arg[4], key = arg[5] }
 
 local fail, protect = common.fail, common.protect
+-- ODO_BENCH_METRICS=HOST:PORT: the node also serves GET /metrics there
+-- (bench/metrics.lua scrapes it while the catch-up runs)
+local METRICS = os.getenv("ODO_BENCH_METRICS")
+if METRICS then
+  local new_node = odo.node
+  odo.node = function(opts)
+    opts.metrics = METRICS
+    return new_node(opts)
+  end
+end
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")

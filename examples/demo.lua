@@ -49,6 +49,7 @@ local function tls_for(name)
 end
 
 local handler_error
+local picture -- the swarm's picture, once drawn
 local function label(stream) return stream:sub(1, 8) .. (stream:match("/.*") or "") end
 local function start(name, peers)
   local node = assert(odo.node {
@@ -91,6 +92,24 @@ c:on("upstream", function(stream, new)
   print(("  C follows %s through %s"):format(label(stream), names[new] or "?"))
 end)
 
+-- The swarm as `odo status --dot` draws it, the three nodes at once:
+-- build/swarm.dot, rendered as build/swarm.svg when Graphviz is installed.
+local function write_picture()
+  local Control = require "odo.control"
+  local statuses = {}
+  for _, n in ipairs(nodes) do
+    local st = n:status()
+    statuses[#statuses + 1] = Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+  end
+  local fh = io.open("build/swarm.dot", "w")
+  if not fh then return end
+  fh:write(require("odo.cli.status").dot(statuses, names))
+  fh:close()
+  if os.execute("command -v dot >/dev/null 2>&1") and os.execute("dot -Tsvg build/swarm.dot -o build/swarm.svg") then
+    picture = "build/swarm.svg"
+  end
+end
+
 local function finish(ok, why)
   if not ok then fail(why) end
   for _, n in ipairs(nodes) do n:close() end
@@ -124,6 +143,7 @@ ticker:start(100, 100, guard(function()
     local v = require("odo.verify").run(c.store)
     print("signatures checked by C (A's key came with the catalogue): " .. (v.ok and "all good" or "PROBLEMS"))
     if #broken > 0 then return finish(false, "broken chain: " .. table.concat(broken, ", ")) end
+    write_picture()
     finish(v.ok, "signature verification")
   elseif step > 200 then
     ticker:close()
@@ -134,3 +154,4 @@ end))
 guard(uv.run)()
 cleanup()
 print("demo ok")
+if picture then print("the swarm's picture (odo status --dot, rendered by Graphviz): " .. picture) end

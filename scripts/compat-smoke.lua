@@ -249,7 +249,7 @@ local function smoke()
   out = odo_cmd("tail", "--dir", dir, node.id, "--from", "2")
   check(out:find('"data_base64":"//4="', 1, true) and out:find('"rev":2[,}]'), "binary data in tail", out)
   out, status = odo_cmd("status", "--dir", dir)
-  check(status == 0 and out:find("first 1%s+last 10%s"), "offline odo status", out)
+  check(status == 0 and out:find("FIRST%s+LAST") and out:find("\n%s+1%s+10%s.-smoke%-node\n"), "offline odo status", out)
   out, status = odo_cmd("verify", "--dir", dir)
   check(status == 1 and out:find("BAD   smoke-node (10 events, 0 signed heads)\n      no public key", 1, true),
     "offline odo verify", out)
@@ -317,7 +317,7 @@ local function smoke()
   check(status == 0 and #lines == 2 and lines[1].data == "hello" and lines[2].data_base64 == "/w=="
     and out:find('"rev":2[,}]'), "odo tail through the node", out)
   out, status = odo_cmd("status", "--dir", rdir)
-  check(status == 0 and out:find("listening on 127.0.0.1:", 1, true) and out:find("last 2%s"),
+  check(status == 0 and out:find("listening on 127.0.0.1:", 1, true) and out:find("\n%s+1%s+2%s.-" .. id),
     "odo status through the node", out)
   out, status = odo_cmd("verify", "--dir", rdir)
   check(status == 0 and out:find("ok    " .. id .. " (2 events, ", 1, true) == 1, "odo verify through the node", out)

@@ -31,6 +31,8 @@ local compat = require "odo.compat"
 local Swarm = require "odo.swarm"
 local Sync = require "odo.sync"
 local discovery = require "odo.discovery"
+local Metrics = require "odo.metrics"
+local http_metrics = require "odo.http_metrics"
 
 local Node = {}
 Node.__index = Node
@@ -94,6 +96,9 @@ local function check_options(opts)
   assert(opts.peers == nil or type(opts.peers) == "table", "opts.peers must be an array of HOST:PORT")
   local seeds = discovery.static(opts.peers) -- raises on an address that is not HOST:PORT
   check_sources(opts.discovery)
+  assert(opts.metrics == nil or http_metrics.parse_address(opts.metrics), "opts.metrics must be HOST:PORT")
+  assert(opts.metrics_streams == nil or (compat.is_integer(opts.metrics_streams) and opts.metrics_streams >= 0),
+    "opts.metrics_streams must be an integer >= 0")
   return policy, listen, seeds
 end
 
@@ -125,6 +130,10 @@ end
 --   `discovery` (table): more discovery sources (`odo.discovery`).
 --   `node_id` (string): the node's id when it has no certificate (local
 --   journals, specs).
+--   `metrics` (string): "host:port" to serve `GET /metrics` on
+--   (Prometheus text; see `odo.metrics`); nothing listens without it.
+--   `metrics_streams` (integer, default 1000): at most this many streams,
+--   the most recently active, get series of their own.
 --   `adapter` (table): timers and sockets (default `odo.adapter.luv`).
 --   `policy` (table): replacements for `odo.policy` defaults.
 --   `sync` (boolean, default true): appends return once durable.
@@ -197,6 +206,10 @@ function Node:_start(opts, tls, listen, seeds)
   self.ticker = self.adapter.every(self.policy.tick_ms, function()
     self:_protect(self._tick, self)
   end)
+  if opts.metrics then
+    local ok, err, name = self:_serve_metrics(opts)
+    if not ok then return nil, err, name end
+  end
   if not tls then return true end
   self.sync = Sync.new(self, tls)
   self.swarm = Swarm.new(self, {
@@ -216,6 +229,21 @@ function Node:_start(opts, tls, listen, seeds)
   local ok, err, name = self.swarm:start(listen, sources)
   if not ok then return nil, err, name end
   self.listen = self.swarm.listen
+  return true
+end
+
+-- Counts (odo.metrics: it times this node's appends, and hears its
+-- "candidate" events, each address discovery offers: `(host, port,
+-- source name)`) and serves them on opts.metrics.
+function Node:_serve_metrics(opts)
+  self.metrics = Metrics.new(self, { max_streams = opts.metrics_streams })
+  local server, err, name = http_metrics.serve(self.adapter, opts.metrics, function() return self.metrics:text() end, {
+    on_error = function(msg) self:_error(msg) end,
+    protect = function(fn, ...) return self:_protect(fn, ...) end,
+  })
+  if not server then return nil, err, name end
+  self.metrics.server = server
+  self.metrics_address = server.host .. ":" .. server.port
   return true
 end
 
@@ -276,6 +304,7 @@ end
 function Node:_changed()
   local ids = self.store:changes()
   if #ids == 0 then return end
+  if self.metrics then self.metrics:touched(ids) end
   self.journal:notify(ids)
   self.snapshots:check(ids)
   if self.sync then self.sync:on_changed(ids) end
@@ -595,6 +624,7 @@ function Node:close()
   if self.swarm then self:_protect(self.swarm.close, self.swarm, "the node is stopping") end
   if self.sync then self:_protect(self.sync.close, self.sync) end
   if self.ticker then self.ticker.stop() end
+  if self.metrics then self.metrics:close() end
   if self.journal then self.journal:close() end
   -- before the store: a snapshot worker's descriptor is watched
   if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end

@@ -168,11 +168,13 @@ end
 -- ---- discovery (rule 1) --------------------------------------------------------------
 
 --- Offers a candidate address. An address that matches a known peer's (in
--- any state) is ignored; a new one is dialled.
+-- any state) is ignored; a new one is dialled. Each offer is the node's
+-- "candidate" event `(host, port, source name)` (for odo.metrics).
 function Swarm:discover(host, port, source)
   if self.closed then return end
   port = tonumber(port)
   if type(host) ~= "string" or not port then return end
+  self.node:emit("candidate", host, port, source and source.name)
   if not policy_mod.call(self.node, "accept_address", host, port, self.node) then return end
   local key = host .. ":" .. port
   if self.peers[key] or self.waiting_keys[key] then return end

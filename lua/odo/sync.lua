@@ -175,6 +175,7 @@ end
 function Sync:on_message(p, t, payload)
   local rec = self.peers[p.id]
   if not rec then return end
+  self.message_at = self.adapter.hrtime() -- a batch's arrival, for odo.metrics
   local notes = self.engine:handle(rec.session, t, payload)
   local changed, choose = false, {}
   for _, n in ipairs(notes) do
@@ -288,10 +289,11 @@ end
 -- ---- status ------------------------------------------------------------------------
 
 --- For each stream: its upstream (peer id), and lag (revisions the best
--- known copy is ahead of ours).
-function Sync:streams_status()
+-- known copy is ahead of ours). `streams` (optional): the catalogue, when
+-- the caller has just read it.
+function Sync:streams_status(streams)
   local out = {}
-  for _, st in ipairs(self.store:streams()) do
+  for _, st in ipairs(streams or self.store:streams()) do
     local best = st.last
     for _, rec in pairs(self.peers) do
       local e = rec.catalogue[st.id]

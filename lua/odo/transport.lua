@@ -65,6 +65,8 @@ function Transport.new(opts)
     end,
     conns = {},
     servers = {},
+    bytes_in = 0,  -- every byte read from and written to peers' sockets
+    bytes_out = 0,
   }, Transport)
 end
 
@@ -159,6 +161,7 @@ function Conn:_flush()
     if not out then return end
     self.flushing = self.flushing + 1
     local n = #out
+    self.transport.bytes_out = self.transport.bytes_out + n
     self.sock:write(out, function(err)
       self.transport.protect(function()
         self.flushing = self.flushing - 1
@@ -246,6 +249,7 @@ function Conn:_on_read(err, data)
   if data == nil then
     return self:_events(self.session:eof())
   end
+  self.transport.bytes_in = self.transport.bytes_in + #data
   self:_events(self.session:feed(data, self.transport.adapter.now()))
 end
 

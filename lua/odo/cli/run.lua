@@ -10,8 +10,8 @@ local compat = require "odo.compat"
 local Catchup = require "odo.catchup"
 
 local function log(fmt, ...)
-  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), fmt:format(...), "\n")
-  io.stderr:flush()
+  -- text, or JSON lines with --log-format json
+  require("odo.cli.log").printf(fmt, ...)
 end
 
 local function short(id) return id and id:sub(1, 16) or "?" end
@@ -74,6 +74,7 @@ local function node_options(args, conf, on_error)
   return {
     dir = args.dir,
     tls = { ca = args.ca, cert = args.cert, key = args.key },
+    metrics = args.metrics,
     listen = args.listen,
     peers = peers,
     discovery = with_mdns(args, conf.discovery),
@@ -115,6 +116,7 @@ local function run(args)
   local node, err, name
   -- a command-line tool (odo status, tail...) may hold the store for a
   -- moment while this node starts: wait for it rather than fail
+  require("odo.cli.log").format = args.log_format or "text"
   local opts = node_options(args, conf, function(msg) log("error: %s", tostring(msg)) end)
   local dns_err
   opts.discovery, dns_err = with_dns_sources(args, opts.discovery)
@@ -158,6 +160,11 @@ local function run(args)
     s:start(signame, function() stop(signame:upper()) end)
     signals[#signals + 1] = s
   end
+  -- for operators: catch-up progress on a terminal, the metrics' address,
+  -- whole peer ids in JSON log lines
+  require("odo.cli.progress").attach(node)
+  require("odo.cli.log").attach(node)
+  if node.metrics_address then log("metrics on http://%s/metrics", node.metrics_address) end
   uv.run()
   log("stopped")
   return 0
