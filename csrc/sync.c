@@ -407,6 +407,21 @@ static int l_info(lua_State *L) {
   return 1;
 }
 
+/***
+ * What the engine has sent since it was made: {events_sent, batches_sent}
+ * (batches of events to every peer, in catch-up and live).
+ * @function sync:counters
+ */
+static int l_counters(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  lua_createtable(L, 0, 2);
+  odo_pushu64(L, y->events_sent);
+  lua_setfield(L, -2, "events_sent");
+  odo_pushu64(L, y->batches_sent);
+  lua_setfield(L, -2, "batches_sent");
+  return 1;
+}
+
 static int l_sync_gc(lua_State *L) {
   odo_sync *y = luaL_checkudata(L, 1, ODO_SYNC_CLASS);
   sync_release(L, y);
@@ -428,6 +443,7 @@ void odo_sync_open(lua_State *L) {
       {"unsubscribe", l_unsubscribe}, {"catalogue", l_catalogue},
       {"pump", l_pump},               {"sign_heads", l_sign_heads},
       {"sign_snapshot", l_sign_snapshot}, {"info", l_info},
+      {"counters", l_counters},
       {"close", l_sync_gc},           {NULL, NULL}};
   odo_newclass(L, ODO_SYNC_CLASS, methods, l_sync_gc, l_sync_tostring);
   lua_pushcfunction(L, l_sync);

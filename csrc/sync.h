@@ -92,6 +92,8 @@ typedef struct odo_sync {
   odo_buf section;    /* a list section being built */
   odo_event *evs;     /* scratch for decoding a batch */
   size_t cap_evs;
+  uint64_t events_sent;  /* events in the batches sent to every peer */
+  uint64_t batches_sent; /* those batches */
 } odo_sync;
 
 /* ---- sync_peers.c ---- */

@@ -198,6 +198,8 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
     return 1;
   }
   /* the head ends the batch: what it covers is sent */
+  y->events_sent += end - sub->next + 1;
+  y->batches_sent++;
   sub->next = end + 1;
   odo_sync_send_out(y, p, 1);
   sub->caught_up = 0;

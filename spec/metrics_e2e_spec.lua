@@ -102,6 +102,9 @@ describe("odo run --metrics", function()
     assert.equal(50, sample(atext, "odo_events_appended_total"))
     assert.is_true(sample(atext, "odo_append_duration_seconds_count") >= 1)
     assert.is_true(sample(atext, "odo_bytes_sent_total") > 0)
+    -- the 50 events went to its one replica, counted by the C engine
+    assert.equal(50, sample(atext, "odo_events_sent_total"))
+    assert.equal(0, sample(text, "odo_events_sent_total"))
     -- anything else: 404
     local code = H.run("curl -s -o /dev/null -w '%{http_code}' http://" .. b.metrics .. "/")
     assert.equal("404", code)

@@ -155,6 +155,8 @@ function Control.commands.status(node)
   local st = node:status()
   local t = Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
   t.discovery = Control.discovery_table(st.discovery)
+  t.now_ms = st.now_ms -- the clock of the discovery entries' times
+  t.connections = st.connections
   return t
 end
 

@@ -406,6 +406,9 @@ function Metrics:_counters(out)
   end
   counter("odo_events_appended_total", "Events appended to this node's own streams.", c.appended)
   counter("odo_events_received_total", "Events received from peers, verified and stored.", c.received)
+  local sync = self.node.sync
+  counter("odo_events_sent_total", "Events sent to peers in batches (catch-up and live, every peer counted).",
+    sync and sync.engine:counters().events_sent or 0)
   counter("odo_bytes_received_total", "Bytes received from peers (TLS records included).",
     transport and transport.bytes_in or 0)
   counter("odo_bytes_sent_total", "Bytes sent to peers (TLS records included).",

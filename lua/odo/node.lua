@@ -569,6 +569,9 @@ function Node:status()
   if self.swarm then status.connections = self.swarm.transport.admission:status() end
   status.memory = { lua_bytes = math.floor(collectgarbage("count") * 1024) }
   status.discovery = discovery_status(self)
+  -- the clock the `*_at` times above are on (the adapter's, in ms), so a
+  -- reader can tell how long ago they were
+  status.now_ms = self.adapter.now()
   return status
 end
 

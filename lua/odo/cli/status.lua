@@ -132,7 +132,32 @@ function Status.text(st, rates)
     end
     for _, line in ipairs(columns(rows)) do out[#out + 1] = line end
   end
+  local sources = value(st.discovery) or {}
+  if #sources > 0 then
+    out[#out + 1] = ("discovery: %d"):format(#sources)
+    local rows = { { "SOURCE", "FOUND", "LAST FOUND", "LAST ERROR" } }
+    for _, d in ipairs(sources) do
+      rows[#rows + 1] = { Status.source_name(d), tostring(#(value(d.found) or {})),
+        Status.ago(st, d.found_at), value(d.error) and (Status.ago(st, d.error_at) .. ": " .. d.error) or "-" }
+    end
+    for _, line in ipairs(columns(rows)) do out[#out + 1] = line end
+  end
   return table.concat(out, "\n")
+end
+
+--- A discovery source's name in the table ("dns swarm.test", "mdns"),
+-- with the swarm it keeps to when it has one.
+function Status.source_name(d)
+  local swarm = value(d.swarm)
+  return tostring(value(d.name) or "?") .. (swarm and (" (swarm " .. tostring(swarm) .. ")") or "")
+end
+
+--- How long before the status was taken a time on the node's clock
+-- (`st.now_ms`) was: "12s ago", or "-" when there is none.
+function Status.ago(st, at)
+  at, st.now_ms = value(at), value(st.now_ms)
+  if not at or not st.now_ms then return "-" end
+  return ("%ds ago"):format(math.max(0, math.floor((st.now_ms - at) / 1000 + 0.5)))
 end
 
 -- ---- the picture ------------------------------------------------------------------
