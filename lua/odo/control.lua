@@ -154,7 +154,9 @@ Control.commands = {}
 
 function Control.commands.status(node)
   local st = node:status()
-  return Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+  local t = Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
+  t.discovery = Control.array(node:discovery_status())
+  return t
 end
 
 --- {stream = NAME or nil, type = TYPE, data = {DATA...}}: appends one event

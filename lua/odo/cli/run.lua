@@ -19,7 +19,6 @@ local function short(id) return id and id:sub(1, 16) or "?" end
 local function unbuilt(args)
   if #args.dns > 0 or args.dns_server then return "--dns" end
   if args.mdns then return "--mdns" end
-  if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
 end
 
 -- What a --config file may set, with the type each must have.
@@ -100,6 +99,12 @@ local function run(args)
     return cli.fail(cerr)
   end
   log("node %s listening on %s:%d", node.id, node.listen.host, node.listen.port)
+  local dht_ok, dht_err = require("odo.cli.run_dht").start(args, node, log)
+  if not dht_ok then
+    control.close()
+    node:close()
+    return cli.fail(dht_err)
+  end
   local signals = {}
   local function stop(signame)
     log("%s: saying goodbye to every peer and closing the store", signame)
