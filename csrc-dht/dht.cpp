@@ -289,13 +289,19 @@ int l_new(lua_State *L) {
         }
       };
       auto runner = std::make_unique<dht::DhtRunner>();
-      runner->run(config, std::move(context));
-      if (runner->getBoundPort(AF_INET) == 0) {
-        name = "EADDRINUSE";
-        runner->join();
-        throw std::runtime_error("cannot bind the DHT's UDP socket to " + std::string(bind4) + ":"
-                                 + std::to_string(port) + " (in use, or not an address of this host)");
+      std::string where = std::string(bind4) + ":" + std::to_string(port);
+      name = "EADDRINUSE";
+      try {
+        runner->run(config, std::move(context));
+      } catch (const std::exception &e) {
+        throw std::runtime_error("cannot bind the DHT's UDP socket to " + where + ": " + e.what());
       }
+      if (runner->getBoundPort(AF_INET) == 0) {
+        runner->join();
+        throw std::runtime_error("cannot bind the DHT's UDP socket to " + where
+                                 + " (in use, or not an address of this host)");
+      }
+      name = "EIO";
       runner->registerType(dht::ValueType(VALUE_TYPE, "odo-journal peer", std::chrono::milliseconds(expiry)));
       b->shared = new std::shared_ptr<Shared>(sh);
       b->listens = new std::map<long long, std::pair<dht::InfoHash, std::shared_future<size_t>>>();
@@ -462,6 +468,30 @@ int l_announce(lua_State *L) {
   }
   if (!err.empty()) return fail(L, "EIO", err);
   lua_pushinteger(L, token);
+  return 1;
+}
+
+/*** Puts arbitrary bytes under topic with a value type of the caller's
+ * (topic, type, data): how specs and interoperability tests write values
+ * that are not ours. Returns true. */
+int l_put_raw(lua_State *L) {
+  Box *b = check_box(L);
+  size_t tlen, dlen;
+  const char *topic = luaL_checklstring(L, 2, &tlen);
+  lua_Integer type = luaL_checkinteger(L, 3);
+  const char *data = luaL_checklstring(L, 4, &dlen);
+  luaL_argcheck(L, type >= 0 && type <= 0xffff, 3, "type must be 0..65535");
+  {
+    try {
+      std::vector<uint8_t> bytes((const uint8_t *)data, (const uint8_t *)data + dlen);
+      auto value = std::make_shared<dht::Value>((dht::ValueType::Id)type, std::move(bytes));
+      std::random_device rdev;
+      value->id = ((dht::Value::Id)rdev() << 32 | rdev()) | 1;
+      b->runner->put(topic_hash(std::string(topic, tlen)), value, [](bool) {});
+    } catch (...) {
+    }
+  }
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -688,6 +718,7 @@ const luaL_Reg methods[] = {
     {"bootstrap", l_bootstrap},
     {"announce", l_announce},
     {"unannounce", l_unannounce},
+    {"put_raw", l_put_raw},
     {"lookup", l_lookup},
     {"listen", l_listen},
     {"unlisten", l_unlisten},

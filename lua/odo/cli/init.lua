@@ -91,7 +91,7 @@ local function run_command(p)
   run:option("--dht-bootstrap", "A DHT node to join through (repeatable)."):argname("HOST:PORT")
     :count("*"):convert(host_port)
   run:option("--dht-topic", "DHT topic to announce and look up."):argname("NAME")
-  run:option("--dht-network", "OpenDHT network id (default 1868852017, a private id of odo's; 0 is the public"
+  run:option("--dht-network", "OpenDHT network id (default 1868853041, a private id of odo's; 0 is the public"
     .. " network)."):argname("ID"):convert(dht_network)
   run:option("--dht-port", "UDP port of this node's DHT (default: any free port)."):argname("PORT"):convert(dht_port)
   run:option("--config", "Lua file returning { policy = {...}, discovery = {...}, peers = {...}, sync = BOOL }.")

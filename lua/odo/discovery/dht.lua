@@ -203,8 +203,10 @@ function Source:_on_values(ev)
     local expires = r.issued_ms + r.ttl_ms
     if r.id == self.node.id then
       self.counts.self = self.counts.self + 1
-    elseif ev.expired then
-      if c and c.issued <= r.issued_ms then self.candidates[r.id] = nil end
+    elseif ev.expired then -- luacheck: ignore 542
+      -- OpenDHT saw one value expire; the node may have announced a newer
+      -- one already: each candidate expires by its own newest value
+      -- (_housekeep)
     elseif r.issued_ms > now + self.policy.dht_value_expiry_ms or r.ttl_ms > 2 * self.policy.dht_value_expiry_ms then
       self.counts.bad = self.counts.bad + 1 -- from the future, or claims to live far longer than ours do
     elseif expires <= now then
@@ -259,7 +261,11 @@ function Source:_on_status(status)
   local was = self.state
   self.state = status
   if status == was then return end
-  self.log(("DHT %s (network id %d, %s)"):format(status, self.network, self:_stats_line()))
+  -- "connecting" comes and goes with every ping: only joining and leaving
+  -- the network are worth a line
+  if status == "connected" or was == "connected" then
+    self.log(("DHT %s (network id %d, %s)"):format(status, self.network, self:_stats_line()))
+  end
   if status == "connected" then
     self:_announce()
     self:_lookup()
