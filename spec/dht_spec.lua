@@ -16,7 +16,7 @@ local function probe(case)
 end
 
 describe("odo.dht", function()
-  for _, case in ipairs({ "values", "threads", "ping" }) do
+  for _, case in ipairs({ "values", "threads", "ping", "caps" }) do
     it("probe: " .. case, function()
       local out, ok = probe(case)
       assert.is_true(ok, out)

@@ -135,8 +135,55 @@ function cases.ping()
   a:close() -- idempotent
 end
 
+-- The discovery source on a real node: a flood of well-formed values
+-- (other node ids, addresses in a network nobody reaches) is capped per
+-- lookup and per minute; garbage is counted; a clean stop leaves no
+-- thread.
+function cases.caps()
+  local odo = require "odo"
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute(("mkdir -p %s && bin/odo cert ca --out %s/ca >/dev/null && bin/odo cert node --ca %s/ca"
+    .. " --out %s/n >/dev/null"):format(dir, dir, dir, dir)))
+  local before = threads()
+  local node = assert(odo.node { dir = dir .. "/node", listen = "127.0.0.1:0",
+    tls = { ca = dir .. "/ca/ca.pem", cert = dir .. "/n/node.pem", key = dir .. "/n/node.key" },
+    policy = { dht_max_candidates_per_lookup = 5, dht_max_candidates_per_minute = 8, dht_lookup_every_ms = 300 },
+    on_error = function(e) print("# node error: " .. tostring(e)) end })
+  local writer = assert(dht.new { network = 77 })
+  local src = assert(require("odo.discovery.dht").new { node = node, topic = "flood", network = 77,
+    bootstrap = { "127.0.0.1:" .. writer:port() }, log = function(m) print("# " .. m) end })
+  node:add_source(src)
+  local now = dht.now_ms()
+  for i = 1, 20 do
+    writer:put_raw("flood", dht.VALUE_TYPE, string.pack(">c4c32I2I8I4s1", "ODO1", string.rep(string.char(i), 32),
+      4000, now, 60000, "10.9.0." .. i))
+  end
+  writer:put_raw("flood", dht.VALUE_TYPE, "garbage")
+  local deadline = uv.now() + 20000
+  local st
+  repeat
+    uv.run("once")
+    for _ in ipairs(writer:poll()) do end
+    st = src:status()
+  until (st.found >= 8 and st.capped >= 12 and st.bad_values >= 1) or uv.now() > deadline
+  check("caps: 8 taken in the minute, the rest capped", st.found == 8 and st.capped >= 12,
+    ("found %d, capped %d"):format(st.found, st.capped))
+  check("caps: garbage counted", st.bad_values >= 1, "bad_values " .. st.bad_values)
+  check("caps: status", st.state == "connected" and st.candidates == 8 and st.last_announce
+    and st.bootstrap["127.0.0.1:" .. writer:port()] == "answered", require("odo.control").encode(st))
+  node:close()
+  writer:close()
+  uv.run()
+  require("odo.adapter.luv").shutdown()
+  uv.run()
+  check("caps: stopped, no thread left", src.dht == nil and threads() == before,
+    ("%d threads before, %d after"):format(before, threads()))
+  os.execute("rm -rf " .. dir)
+end
+
 local which = arg[1]
-assert(cases[which], "usage: dht_probe.lua values|threads|ping")
+assert(cases[which], "usage: dht_probe.lua values|threads|ping|caps")
 cases[which]()
 collectgarbage()
 collectgarbage()
