@@ -69,18 +69,24 @@ function cases.values()
   b:put_raw("topic", dht.VALUE_TYPE, good:sub(1, -2) .. "\0")                  -- a host that is no host
   b:put_raw("topic", dht.VALUE_TYPE, good .. string.rep("x", 50000))           -- huge
   b:put_raw("topic", 0, good)                                                   -- another type
+  -- docs/PROTOCOL.md's test vector
+  local vector = ("4f444f31" .. string.rep("01", 32) .. "0fa00000019af232b200000927c00831302e302e302e31")
+    :gsub("..", function(x) return string.char(tonumber(x, 16)) end)
+  b:put_raw("topic", dht.VALUE_TYPE, vector)
+  local records = {}
   local ok = drive({ a = a, b = b }, seen, function()
-    return find(seen.a, function(ev) return ev.kind == "values" and #ev.values > 0 end)
-      and a:stats().bad_values >= 5
+    for _, ev in ipairs(seen.a or {}) do
+      for _, r in ipairs(ev.kind == "values" and ev.values or {}) do records[r.host] = r end
+    end
+    return records["10.1.2.3"] and records["10.0.0.1"] and a:stats().bad_values >= 5
   end)
-  local ev = find(seen.a, function(e) return e.kind == "values" and #e.values > 0 end)
   check("values: ours found, the five others counted", ok,
     ("bad_values %d, events %d"):format(a:stats().bad_values, #(seen.a or {})))
-  if ev then
-    local r = ev.values[1]
-    check("values: decoded", #ev.values == 1 and r.host == "10.1.2.3" and r.port == 4567 and r.id == ID
-      and r.ttl_ms == 60000 and math.abs(r.issued_ms - dht.now_ms()) < 60000, r.host .. ":" .. r.port)
-  end
+  local r, v = records["10.1.2.3"] or {}, records["10.0.0.1"] or {}
+  check("values: decoded", r.port == 4567 and r.id == ID and r.ttl_ms == 60000
+    and math.abs(r.issued_ms - dht.now_ms()) < 60000, tostring(r.host) .. ":" .. tostring(r.port))
+  check("values: the documented vector", v.port == 4000 and v.id == string.rep("01", 32)
+    and v.issued_ms == 1765000000000 and v.ttl_ms == 600000, tostring(v.host))
   check("values: status and pings reported", find(seen.b, function(e) return e.kind == "ping" and e.ok end)
     and find(seen.b, function(e) return e.kind == "status" and e.status == "connected" end), "no ping/status events")
   a:shutdown()
