@@ -365,6 +365,26 @@ int l_stats(lua_State *L) {
   return 1;
 }
 
+/*** The IPv4 address other DHT nodes see this one at (the most reported),
+ * or nil while none has told. */
+int l_public_address(lua_State *L) {
+  Box *b = check_box(L);
+  std::string addr;
+  {
+    try {
+      auto list = b->runner->getPublicAddress(AF_INET);
+      if (!list.empty()) addr = list.front().toString();
+    } catch (...) {
+    }
+  }
+  /* SockAddr::toString gives "ip:port" for IPv4 */
+  size_t colon = addr.rfind(':');
+  if (colon != std::string::npos) addr.resize(colon);
+  if (addr.empty()) lua_pushnil(L);
+  else lua_pushstring(L, addr.c_str());
+  return 1;
+}
+
 /*** Pings a DHT node at host:port to join through it; a "ping" event
  * follows (ok = whether it answered). Returns true, or nil, err, name
  * when host:port does not resolve. */
@@ -715,6 +735,7 @@ const luaL_Reg methods[] = {
     {"fd", l_fd},
     {"port", l_port},
     {"stats", l_stats},
+    {"public_address", l_public_address},
     {"bootstrap", l_bootstrap},
     {"announce", l_announce},
     {"unannounce", l_unannounce},

@@ -50,8 +50,8 @@ describe("DHT discovery (odo run --dht-*)", function()
     local c = pki[name]
     local p = { name = name, dir = ("%s/%s-%d"):format(tmp, name, n), port = opts.port }
     p.log = p.dir .. ".log"
-    local args = { ("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' --config '%s'")
-      :format(H.odo, p.dir, opts.port, c.ca, c.cert, c.key, tmp .. "/fast.lua"),
+    local args = { ("'%s' run --dir '%s' --listen %s:%d --ca '%s' --cert '%s' --key '%s' --config '%s'")
+      :format(H.odo, p.dir, opts.listen_host or "127.0.0.1", opts.port, c.ca, c.cert, c.key, tmp .. "/fast.lua"),
       "--dht-topic " .. (opts.topic or "swarm") }
     for _, b in ipairs(opts.bootstrap or {}) do args[#args + 1] = "--dht-bootstrap 127.0.0.1:" .. b end
     if opts.network then args[#args + 1] = "--dht-network " .. opts.network end
@@ -110,10 +110,11 @@ describe("DHT discovery (odo run --dht-*)", function()
       end
       return true
     end, 20000), logs({ a, b, c }))
+    -- a may have been dialled by one before it found it: wait for both
+    assert.is_true(H.wait(function() return dht(a).candidates == 2 end, 20000), logs({ a }))
     local d = dht(a)
     assert.equal("connected", d.state)
     assert.is_true(d.good + d.dubious >= 1)
-    assert.equal(2, d.candidates)
     assert.is_number(d.last_announce)
     assert.equal(NET, d.network)
     -- a few lookups later, the node on another topic and the one on
@@ -135,6 +136,8 @@ describe("DHT discovery (odo run --dht-*)", function()
     local b = run("b", { port = 5002, bootstrap = { 4222 } })
     local c = run("c", { port = 5003, bootstrap = { 4222 } })
     assert.is_true(all_active({ a, b, c }, 2), logs({ a, b, c }))
+    assert.is_true(H.wait(function() return dht(a).candidates == 2 and dht(b).candidates == 2 end, 20000),
+      logs({ a, b }))
     H.kill(c.pid, "TERM")
     assert.is_true(H.wait(function() return not H.alive(c.pid) end, 10000))
     assert.is_true(H.wait(function() return dht(a).candidates == 1 and dht(b).candidates == 1 end, 20000),
@@ -142,7 +145,8 @@ describe("DHT discovery (odo run --dht-*)", function()
     -- a newcomer finds a and b, never c (whose values dhtnode still holds)
     local f = run("f", { port = 5006, bootstrap = { 4222 } })
     assert.is_true(all_active({ f }, 2), logs({ f }))
-    H.wait(function() return false end, 2500)
+    assert.is_true(H.wait(function() return dht(f).candidates == 2 end, 20000), logs({ f }))
+    H.wait(function() return false end, 2500) -- a few more lookups
     assert.equal(2, dht(f).candidates)
     assert.is_nil(H.read_file(f.log):find("127.0.0.1:5003", 1, true), H.read_file(f.log))
     assert.is_true(dht(f).stale > 0)
@@ -160,12 +164,17 @@ describe("DHT discovery (odo run --dht-*)", function()
     assert.truthy(H.read_file(a.log):find("bootstrap node 127.0.0.1:4222 answered", 1, true))
   end)
 
-  it("nodes bootstrap from each other with no dhtnode at all", function()
+  it("nodes bootstrap from each other with no dhtnode at all; one on 0.0.0.0 announces what peers see", function()
     local a = run("a", { port = 5001, dht_port = 4300 })
-    local b = run("b", { port = 5002, dht_port = 4301, bootstrap = { 4300 } })
+    local b = run("b", { port = 5002, dht_port = 4301, bootstrap = { 4300 }, listen_host = "0.0.0.0" })
     local c = run("c", { port = 5003, bootstrap = { 4301 } })
     assert.is_true(all_active({ a, b, c }, 2), logs({ a, b, c }))
     assert.truthy(H.read_file(a.log):find("no bootstrap node", 1, true))
+    assert.truthy(H.read_file(b.log):find("dht: announcing 127.0.0.1", 1, true), H.read_file(b.log))
+    H.kill(b.pid, "TERM")
+    assert.is_true(H.wait(function() return not H.alive(b.pid) end, 10000))
+    assert.truthy(H.read_file(b.log):find("dht: stopped announcing; values already stored expire within 4 s", 1,
+      true), H.read_file(b.log))
   end)
 
   it("refuses --dht options without --dht-topic, and a DHT port in use", function()

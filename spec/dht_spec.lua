@@ -39,6 +39,22 @@ describe("odo.discovery.dht", function()
     assert.truthy(err:find("make dht", 1, true), err)
   end)
 
+  it("odo run --dht-topic without odo.dht says it is not built", function()
+    local pki = H.pki(H.tmpdir())
+    local node = H.node { dir = H.tmpdir(), node_id = false, tls = pki.node("x"), listen = "127.0.0.1:0" }
+    local saved_cpath, saved = package.cpath, package.loaded["odo.dht"]
+    package.cpath, package.loaded["odo.dht"] = "", nil
+    local lines = {}
+    local ok, err = require("odo.cli.run_dht").start({ dht_topic = "t", dht_bootstrap = {} }, node,
+      function(fmt, ...) lines[#lines + 1] = fmt:format(...) end)
+    package.cpath, package.loaded["odo.dht"] = saved_cpath, saved
+    node:close()
+    require("luv").run()
+    assert.is_nil(ok)
+    assert.truthy(err:find("odo.dht (DHT discovery) is not built", 1, true), err)
+    assert.same({}, node.errors)
+  end)
+
   it("raises on wrong options", function()
     local node = { id = string.rep("a", 64), adapter = require "odo.adapter.luv",
       listen = { host = "127.0.0.1", port = 1 }, policy = require("odo.policy").merge() }

@@ -138,20 +138,30 @@ function Source:_announce_host()
   if self.host then return self.host end
   local listen = self.node.listen.host
   if not is_unspecified(listen) then return listen end
-  return nil
+  return self.dht:public_address()
 end
 
 function Source:_announce()
   if not self.dht or self.stopping then return end
   local host = self:_announce_host()
   if not host then
+    -- listening on 0.0.0.0: announce the address DHT peers see, once one
+    -- has told; until then, try again every second
     if not self.warned_host then
       self.warned_host = true
-      self.log("not announcing: the node listens on " .. tostring(self.node.listen.host)
-        .. "; give the address peers can reach (--listen HOST:PORT or the source's host option)")
+      self.log("the node listens on " .. tostring(self.node.listen.host) .. ": announcing the address DHT peers"
+        .. " see once one tells (or give --listen HOST:PORT with the address peers can reach)")
+    end
+    if not self.host_retry then
+      self.host_retry = self.adapter.timer(1000, function()
+        self.host_retry = nil
+        self.node:_protect(self._announce, self)
+      end)
     end
     return
   end
+  if self.warned_host and not self.announced_host then self.log("announcing " .. host) end
+  self.announced_host = host
   local ok, err = self.dht:announce(self.topic, host, self.node.listen.port, self.node.id,
     math.floor(self.policy.dht_value_expiry_ms))
   if not ok then self.log("announce failed: " .. tostring(err)) end
@@ -338,10 +348,15 @@ function Source:stop()
   if self.stopping or not self.dht then return end
   self.stopping = true
   for _, t in ipairs(self.timers) do t.stop() end
+  if self.host_retry then self.host_retry.stop() end
   for _, b in ipairs(self.boots) do
     if b.timer then b.timer.stop() end
   end
   self.dht:unannounce(self.topic)
+  if self.announced_at then
+    self.log(("stopped announcing; values already stored expire within %d s"):format(
+      math.ceil(self.policy.dht_value_expiry_ms / 1000)))
+  end
   if self.listen_token then self.dht:unlisten(self.listen_token) end
   self.candidates = {}
   if not self.watch then return self:_finish() end -- never started
