@@ -37,6 +37,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -189,11 +190,54 @@ Event values_event(Shared &sh, long long token, const std::vector<std::shared_pt
   return ev;
 }
 
+/* An OpenDHT callback that queues one event of `kind` (its argument as ok).
+ * It holds the shared state weakly: after close, it does nothing. */
+std::function<void(bool)> notifier(const std::shared_ptr<Shared> &sh, Kind kind, long long token,
+                                   const std::string &host = std::string(), unsigned port = 0) {
+  std::weak_ptr<Shared> weak = sh;
+  return [weak, kind, token, host, port](bool ok) {
+    if (auto s = weak.lock()) {
+      Event ev;
+      ev.kind = kind;
+      ev.token = token;
+      ev.ok = ok;
+      ev.host = host;
+      ev.port = port;
+      s->push(std::move(ev));
+    }
+  };
+}
+
+/* A value with a random id of our choosing (so it can be cancelled). */
+std::shared_ptr<dht::Value> new_value(dht::ValueType::Id type, std::vector<uint8_t> &&bytes) {
+  auto value = std::make_shared<dht::Value>(type, std::move(bytes));
+  std::random_device rdev;
+  value->id = ((dht::Value::Id)rdev() << 32 | rdev()) | 1; /* never INVALID_ID (0) */
+  return value;
+}
+
 int fail(lua_State *L, const char *name, const std::string &msg) {
   lua_pushnil(L);
   lua_pushfstring(L, "%s: %s", name, msg.c_str());
   lua_pushstring(L, name);
   return 3;
+}
+
+/* Runs fn, the C++ part of a Lua function that starts an operation, with
+ * its exceptions caught; then pushes the operation's token, or nil,
+ * "EIO: what", "EIO". */
+template <typename F> int token_or_fail(lua_State *L, long long token, F &&fn) {
+  std::string err;
+  {
+    try {
+      fn();
+    } catch (const std::exception &e) {
+      err = e.what();
+    }
+  }
+  if (!err.empty()) return fail(L, "EIO", err);
+  lua_pushinteger(L, token);
+  return 1;
 }
 
 Box *check_box(lua_State *L) {
@@ -400,19 +444,7 @@ int l_bootstrap(lua_State *L) {
       if (addrs.empty()) {
         err = std::string("cannot resolve DHT bootstrap host ") + host;
       } else {
-        std::weak_ptr<Shared> weak = *b->shared;
-        std::string h(host);
-        unsigned p = (unsigned)port;
-        b->runner->bootstrap(std::move(addrs), [weak, h, p](bool ok) {
-          if (auto s = weak.lock()) {
-            Event ev;
-            ev.kind = EV_PING;
-            ev.ok = ok;
-            ev.host = h;
-            ev.port = p;
-            s->push(std::move(ev));
-          }
-        });
+        b->runner->bootstrap(std::move(addrs), notifier(*b->shared, EV_PING, 0, host, (unsigned)port));
       }
     } catch (const std::exception &e) {
       err = e.what();
@@ -455,40 +487,21 @@ int l_announce(lua_State *L) {
   luaL_argcheck(L, unhex_id(id, idlen, raw), 5, "not a node id (64 hex digits)");
   luaL_argcheck(L, ttl > 0 && ttl <= 0xffffffffLL, 6, "ttl_ms must be 1..4294967295");
   long long token = b->next_token++;
-  std::string err;
-  {
-    try {
-      std::vector<uint8_t> data(MAGIC, MAGIC + 4);
-      data.insert(data.end(), raw, raw + 32);
-      put_be(data, (uint64_t)port, 2);
-      put_be(data, now_ms(), 8);
-      put_be(data, (uint64_t)ttl, 4);
-      put_be(data, hlen, 1);
-      data.insert(data.end(), host, host + hlen);
-      auto value = std::make_shared<dht::Value>(VALUE_TYPE, std::move(data));
-      std::random_device rdev;
-      value->id = ((dht::Value::Id)rdev() << 32 | rdev()) | 1; /* never INVALID_ID (0) */
-      std::string key(topic, tlen);
-      auto &ids = (*b->puts)[key];
-      ids.push_back(value->id);
-      if (ids.size() > 8) ids.erase(ids.begin());
-      std::weak_ptr<Shared> weak = *b->shared;
-      b->runner->put(topic_hash(key), value, [weak, token](bool ok) {
-        if (auto s = weak.lock()) {
-          Event ev;
-          ev.kind = EV_PUT;
-          ev.token = token;
-          ev.ok = ok;
-          s->push(std::move(ev));
-        }
-      });
-    } catch (const std::exception &e) {
-      err = e.what();
-    }
-  }
-  if (!err.empty()) return fail(L, "EIO", err);
-  lua_pushinteger(L, token);
-  return 1;
+  return token_or_fail(L, token, [&]() {
+    std::vector<uint8_t> data(MAGIC, MAGIC + 4);
+    data.insert(data.end(), raw, raw + 32);
+    put_be(data, (uint64_t)port, 2);
+    put_be(data, now_ms(), 8);
+    put_be(data, (uint64_t)ttl, 4);
+    put_be(data, hlen, 1);
+    data.insert(data.end(), host, host + hlen);
+    auto value = new_value(VALUE_TYPE, std::move(data));
+    std::string key(topic, tlen);
+    auto &ids = (*b->puts)[key];
+    ids.push_back(value->id);
+    if (ids.size() > 8) ids.erase(ids.begin());
+    b->runner->put(topic_hash(key), value, notifier(*b->shared, EV_PUT, token));
+  });
 }
 
 /*** Puts arbitrary bytes under topic with a value type of the caller's
@@ -504,9 +517,7 @@ int l_put_raw(lua_State *L) {
   {
     try {
       std::vector<uint8_t> bytes((const uint8_t *)data, (const uint8_t *)data + dlen);
-      auto value = std::make_shared<dht::Value>((dht::ValueType::Id)type, std::move(bytes));
-      std::random_device rdev;
-      value->id = ((dht::Value::Id)rdev() << 32 | rdev()) | 1;
+      auto value = new_value((dht::ValueType::Id)type, std::move(bytes));
       b->runner->put(topic_hash(std::string(topic, tlen)), value, [](bool) {});
     } catch (...) {
     }
@@ -541,32 +552,16 @@ int l_lookup(lua_State *L) {
   size_t tlen;
   const char *topic = luaL_checklstring(L, 2, &tlen);
   long long token = b->next_token++;
-  std::string err;
-  {
-    try {
-      std::weak_ptr<Shared> weak = *b->shared;
-      b->runner->get(
-          topic_hash(std::string(topic, tlen)),
-          [weak, token](const std::vector<std::shared_ptr<dht::Value>> &vals) {
-            if (auto s = weak.lock()) s->push(values_event(*s, token, vals, false));
-            return true;
-          },
-          [weak, token](bool ok) {
-            if (auto s = weak.lock()) {
-              Event ev;
-              ev.kind = EV_DONE;
-              ev.token = token;
-              ev.ok = ok;
-              s->push(std::move(ev));
-            }
-          });
-    } catch (const std::exception &e) {
-      err = e.what();
-    }
-  }
-  if (!err.empty()) return fail(L, "EIO", err);
-  lua_pushinteger(L, token);
-  return 1;
+  return token_or_fail(L, token, [&]() {
+    std::weak_ptr<Shared> weak = *b->shared;
+    b->runner->get(
+        topic_hash(std::string(topic, tlen)),
+        [weak, token](const std::vector<std::shared_ptr<dht::Value>> &vals) {
+          if (auto s = weak.lock()) s->push(values_event(*s, token, vals, false));
+          return true;
+        },
+        notifier(*b->shared, EV_DONE, token));
+  });
 }
 
 /*** Listens to topic: "values" events with the returned token for every
@@ -576,23 +571,15 @@ int l_listen(lua_State *L) {
   size_t tlen;
   const char *topic = luaL_checklstring(L, 2, &tlen);
   long long token = b->next_token++;
-  std::string err;
-  {
-    try {
-      std::weak_ptr<Shared> weak = *b->shared;
-      auto h = topic_hash(std::string(topic, tlen));
-      auto fut = b->runner->listen(h, [weak, token](const std::vector<std::shared_ptr<dht::Value>> &vals, bool expired) {
-        if (auto s = weak.lock()) s->push(values_event(*s, token, vals, expired));
-        return true;
-      });
-      (*b->listens)[token] = std::make_pair(h, fut.share());
-    } catch (const std::exception &e) {
-      err = e.what();
-    }
-  }
-  if (!err.empty()) return fail(L, "EIO", err);
-  lua_pushinteger(L, token);
-  return 1;
+  return token_or_fail(L, token, [&]() {
+    std::weak_ptr<Shared> weak = *b->shared;
+    auto h = topic_hash(std::string(topic, tlen));
+    auto fut = b->runner->listen(h, [weak, token](const std::vector<std::shared_ptr<dht::Value>> &vals, bool expired) {
+      if (auto s = weak.lock()) s->push(values_event(*s, token, vals, expired));
+      return true;
+    });
+    (*b->listens)[token] = std::make_pair(h, fut.share());
+  });
 }
 
 /*** Stops a listen (its token). */
@@ -620,15 +607,8 @@ int l_shutdown(lua_State *L) {
   b->shutting_down = true;
   {
     try {
-      std::weak_ptr<Shared> weak = *b->shared;
-      b->runner->shutdown([weak]() {
-        if (auto s = weak.lock()) {
-          Event ev;
-          ev.kind = EV_SHUTDOWN;
-          ev.ok = true;
-          s->push(std::move(ev));
-        }
-      }, true);
+      auto done = notifier(*b->shared, EV_SHUTDOWN, 0);
+      b->runner->shutdown([done]() { done(true); }, true);
     } catch (...) {
     }
   }
