@@ -422,13 +422,6 @@ function Node:peers()
   return self.swarm and self.swarm:list() or {}
 end
 
---- Offers a candidate peer address (as a discovery source would).
-function Node:discover(host, port)
-  check_open(self)
-  assert(self.swarm, "the node has no network (no opts.tls)")
-  self.swarm:discover(host, port)
-end
-
 --- Adds a discovery source (`odo.discovery`) to a running node and
 -- starts it (for sources made after the node, as `odo.discovery.dht`).
 function Node:add_source(src)
@@ -451,6 +444,13 @@ function Node:discovery_status()
     end
   end
   return out
+end
+
+--- Offers a candidate peer address (as a discovery source would).
+function Node:discover(host, port)
+  check_open(self)
+  assert(self.swarm, "the node has no network (no opts.tls)")
+  self.swarm:discover(host, port)
 end
 
 --- The node's state: `{id, listen, peers, streams}`.
