@@ -174,7 +174,8 @@ function Source:_ping(b)
   if not self.dht or self.stopping then return end
   b.timer = nil
   local ok, err = self.dht:bootstrap(b.host, b.port)
-  if not ok then self:_bootstrap_failed(b, err) end
+  if not ok then return self:_bootstrap_failed(b, err) end
+  b.pinging = true
 end
 
 function Source:_bootstrap_failed(b, why)
@@ -191,6 +192,7 @@ end
 function Source:_on_ping(ev)
   for _, b in ipairs(self.boots) do
     if b.host == ev.host and b.port == ev.port then
+      b.pinging = false
       if ev.ok then
         if b.state ~= "answered" then self.log(("bootstrap node %s:%d answered"):format(b.host, b.port)) end
         b.state, b.failures = "answered", 0
@@ -280,8 +282,10 @@ function Source:_on_status(status)
     self:_announce()
     self:_lookup()
   elseif status == "disconnected" and not self.stopping then
+    -- no node left: join again through the bootstrap nodes not already
+    -- being pinged or waiting for their next try
     for _, b in ipairs(self.boots) do
-      if not b.timer then self:_ping(b) end
+      if not b.timer and not b.pinging then self:_ping(b) end
     end
   end
 end
