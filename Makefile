@@ -133,7 +133,7 @@ clean:
 # ---- odo.dht: DHT discovery over OpenDHT (GPL-3.0+), a module of its own ----
 # Never linked into odo.core (MIT). Built only when OpenDHT's headers are
 # installed (`make deps` installs libopendht-dev); `make dht` builds it,
-# test-build and test-asan build it when they can. README "Discovery
+# `make`, test-build and test-asan build it when they can. README "Discovery
 # through a DHT" says what loading it means for a program's licence.
 DHT_HEADERS  = $(wildcard /usr/include/opendht/dhtrunner.h)
 CXX         ?= c++
@@ -155,6 +155,7 @@ $(ADHT): csrc-dht/dht.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(DHT_FLAGS) -O1 -g $(ASAN) $(DHT_CXXWARN) -fPIC -shared -o $@ $< $(DHT_LIBS)
 
+all: $(if $(DHT_HEADERS),$(DHT))
 test-build: $(if $(DHT_HEADERS),$(DHT))
 test-asan: $(if $(DHT_HEADERS),$(ADHT))
 # OpenDHT, GnuTLS and msgpack are not instrumented and keep their own

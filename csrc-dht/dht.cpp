@@ -29,6 +29,13 @@
  * reads its arguments first, does its C++ work in a scope that ends
  * before it pushes results or raises.
  */
+/***
+ * odo.dht: a DHT node (OpenDHT, GPL-3.0+) for `odo.discovery.dht`, which
+ * is what programs use; built apart from odo.core (`make dht`, or the
+ * odo-journal-dht rock). Runtime failures return nil, "NAME: message",
+ * NAME; misuse raises.
+ * @module odo.dht
+ */
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <errno.h>
@@ -279,6 +286,7 @@ void finish(Box *b) {
  * expiry_ms (how long our values live on nodes of ours),
  * peer_discovery (OpenDHT's multicast discovery; default false).
  * Returns the node, or nil, "NAME: message", NAME.
+ * @function new
  */
 int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -362,14 +370,18 @@ int l_new(lua_State *L) {
   return 1;
 }
 
-/*** The descriptor that becomes readable when events are queued. */
+/*** The descriptor that becomes readable when events are queued.
+ * @function node:fd
+ */
 int l_fd(lua_State *L) {
   Box *b = check_box(L);
   lua_pushinteger(L, (*b->shared)->efd);
   return 1;
 }
 
-/*** The UDP port the node is bound to (IPv4). */
+/*** The UDP port the node is bound to (IPv4).
+ * @function node:port
+ */
 int l_port(lua_State *L) {
   Box *b = check_box(L);
   lua_pushinteger(L, b->runner->getBoundPort(AF_INET));
@@ -377,7 +389,9 @@ int l_port(lua_State *L) {
 }
 
 /*** Node statistics: {status, good, dubious, cached, incoming, bad_values,
- * dropped, node_id}. */
+ * dropped, node_id}.
+ * @function node:stats
+ */
 int l_stats(lua_State *L) {
   Box *b = check_box(L);
   dht::NodeStats s4, s6;
@@ -410,7 +424,9 @@ int l_stats(lua_State *L) {
 }
 
 /*** The IPv4 address other DHT nodes see this one at (the most reported),
- * or nil while none has told. */
+ * or nil while none has told.
+ * @function node:public_address
+ */
 int l_public_address(lua_State *L) {
   Box *b = check_box(L);
   std::string addr;
@@ -431,7 +447,9 @@ int l_public_address(lua_State *L) {
 
 /*** Pings a DHT node at host:port to join through it; a "ping" event
  * follows (ok = whether it answered). Returns true, or nil, err, name
- * when host:port does not resolve. */
+ * when host:port does not resolve.
+ * @function node:bootstrap
+ */
 int l_bootstrap(lua_State *L) {
   Box *b = check_box(L);
   const char *host = luaL_checkstring(L, 2);
@@ -472,7 +490,9 @@ bool unhex_id(const char *s, size_t n, uint8_t out[32]) {
 
 /*** Announces {host, port, node id} under topic, once (call again before
  * ttl_ms passes). (topic, host, port, id_hex, ttl_ms); returns a token,
- * and a "put" event with it follows (ok = stored somewhere). */
+ * and a "put" event with it follows (ok = stored somewhere).
+ * @function node:announce
+ */
 int l_announce(lua_State *L) {
   Box *b = check_box(L);
   size_t tlen, hlen, idlen;
@@ -506,7 +526,9 @@ int l_announce(lua_State *L) {
 
 /*** Puts arbitrary bytes under topic with a value type of the caller's
  * (topic, type, data): how specs and interoperability tests write values
- * that are not ours. Returns true. */
+ * that are not ours. Returns true.
+ * @function node:put_raw
+ */
 int l_put_raw(lua_State *L) {
   Box *b = check_box(L);
   size_t tlen, dlen;
@@ -526,7 +548,9 @@ int l_put_raw(lua_State *L) {
   return 1;
 }
 
-/*** Stops announcing under topic (values already stored expire). */
+/*** Stops announcing under topic (values already stored expire).
+ * @function node:unannounce
+ */
 int l_unannounce(lua_State *L) {
   Box *b = check_box(L);
   size_t tlen;
@@ -546,7 +570,9 @@ int l_unannounce(lua_State *L) {
 }
 
 /*** Looks topic up once; returns a token: "values" events with it, then
- * a "done" event. */
+ * a "done" event.
+ * @function node:lookup
+ */
 int l_lookup(lua_State *L) {
   Box *b = check_box(L);
   size_t tlen;
@@ -565,7 +591,9 @@ int l_lookup(lua_State *L) {
 }
 
 /*** Listens to topic: "values" events with the returned token for every
- * value that appears (expired = false) or expires (expired = true). */
+ * value that appears (expired = false) or expires (expired = true).
+ * @function node:listen
+ */
 int l_listen(lua_State *L) {
   Box *b = check_box(L);
   size_t tlen;
@@ -582,7 +610,9 @@ int l_listen(lua_State *L) {
   });
 }
 
-/*** Stops a listen (its token). */
+/*** Stops a listen (its token).
+ * @function node:unlisten
+ */
 int l_unlisten(lua_State *L) {
   Box *b = check_box(L);
   long long token = (long long)luaL_checkinteger(L, 2);
@@ -600,7 +630,9 @@ int l_unlisten(lua_State *L) {
 }
 
 /*** Starts a graceful stop; a "shutdown" event follows, then call
- * :close(). Idempotent. */
+ * :close(). Idempotent.
+ * @function node:shutdown
+ */
 int l_shutdown(lua_State *L) {
   Box *b = check_box(L);
   if (b->shutting_down) return 0;
@@ -671,7 +703,9 @@ void push_event(lua_State *L, const Event &ev) {
 
 /*** Every queued event, oldest first: an array of {kind = "status" |
  * "values" | "done" | "put" | "ping" | "shutdown", ...}. Clears the
- * descriptor's readiness. */
+ * descriptor's readiness.
+ * @function node:poll
+ */
 int l_poll(lua_State *L) {
   Box *b = (Box *)luaL_checkudata(L, 1, MT);
   lua_newtable(L);
@@ -698,7 +732,9 @@ int l_poll(lua_State *L) {
 
 /*** Joins OpenDHT's threads and frees the node (also __gc and __close).
  * Idempotent. Call it from the loop, after the "shutdown" event or when
- * waiting longer is pointless. */
+ * waiting longer is pointless.
+ * @function node:close
+ */
 int l_close(lua_State *L) {
   Box *b = (Box *)luaL_checkudata(L, 1, MT);
   finish(b);
@@ -729,7 +765,9 @@ const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-/*** The wall clock in Unix milliseconds (what values' issued_ms use). */
+/*** The wall clock in Unix milliseconds (what values' issued_ms use).
+ * @function now_ms
+ */
 int l_now_ms(lua_State *L) {
   lua_pushnumber(L, (lua_Number)now_ms());
   return 1;
@@ -745,7 +783,7 @@ const luaL_Reg functions[] = {
 
 extern "C" int luaopen_odo_dht(lua_State *L);
 
-/*** odo.dht: new(opts), VALUE_TYPE, KEY_PREFIX. */
+/* odo.dht: new(opts), now_ms(), VALUE_TYPE, KEY_PREFIX. */
 extern "C" int luaopen_odo_dht(lua_State *L) {
   if (luaL_newmetatable(L, MT)) {
     luaL_setfuncs(L, methods, 0);
