@@ -26,8 +26,10 @@
  * a topic is counted (bad_values) and dropped here.
  *
  * Lua errors (longjmp) must not cross live C++ objects: each Lua function
- * reads its arguments first, does its C++ work in a scope that ends
- * before it pushes results or raises.
+ * reads its arguments first (misuse raises there), then does its C++ work
+ * in a scope that catches every exception and ends before it raises.
+ * Only a memory error while pushing results (poll's event, a stats
+ * string) could skip a destructor: a leak, never a corruption.
  */
 /***
  * odo.dht: a DHT node (OpenDHT, GPL-3.0+) for `odo.discovery.dht`, which
