@@ -160,7 +160,9 @@ function Source:_announce()
     end
     return
   end
-  if self.warned_host and not self.announced_host then self.log("announcing " .. host) end
+  if host ~= self.announced_host and not self.host and is_unspecified(self.node.listen.host) then
+    self.log("announcing " .. host .. " (the address DHT peers see this node at)")
+  end
   self.announced_host = host
   local ok, err = self.dht:announce(self.topic, host, self.node.listen.port, self.node.id,
     math.floor(self.policy.dht_value_expiry_ms))
