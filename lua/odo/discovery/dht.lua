@@ -26,6 +26,9 @@ local M = {}
 -- (0x6f646f31, "odo1"). 0 is OpenDHT's public network.
 M.DEFAULT_NETWORK = 0x6f646f31
 
+-- How long a bootstrap ping may go unanswered before it counts as failed.
+local PING_TIMEOUT_MS = 30000
+
 local Source = {}
 Source.__index = Source
 Source.__name = "odo.discovery.dht"
@@ -178,6 +181,13 @@ function Source:_ping(b)
   local ok, err = self.dht:bootstrap(b.host, b.port)
   if not ok then return self:_bootstrap_failed(b, err) end
   b.pinging = true
+  -- OpenDHT answers a ping within seconds, but may drop its callback (a
+  -- node that reached us by another way first): a ping unanswered this
+  -- long counts as failed, so the bootstrap node is tried again
+  b.timer = self.adapter.timer(PING_TIMEOUT_MS, function()
+    b.timer, b.pinging = nil, false
+    if b.state ~= "answered" then self.node:_protect(self._bootstrap_failed, self, b) end
+  end)
 end
 
 function Source:_bootstrap_failed(b, why)
@@ -193,8 +203,10 @@ end
 
 function Source:_on_ping(ev)
   for _, b in ipairs(self.boots) do
-    if b.host == ev.host and b.port == ev.port then
+    if b.host == ev.host and b.port == ev.port and b.pinging then
       b.pinging = false
+      if b.timer then b.timer.stop() end
+      b.timer = nil
       if ev.ok then
         if b.state ~= "answered" then self.log(("bootstrap node %s:%d answered"):format(b.host, b.port)) end
         b.state, b.failures = "answered", 0
