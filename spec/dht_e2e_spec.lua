@@ -5,7 +5,7 @@
 -- --config file (values live 4 s); OpenDHT's multicast peer discovery
 -- stays off (dhtnode's -D and odo's peer_discovery are not given).
 local H = require "helper"
-local N = require "netns"
+local N = require "dht_netns"
 
 local NET = 1868853041 -- odo's default network id (0x6f646f31)
 

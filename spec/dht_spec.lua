@@ -5,7 +5,7 @@
 -- use), and the discovery source's option checks. Part of `make
 -- test-asan`, where the probe runs the ASan build and checks for leaks.
 local H = require "helper"
-local N = require "netns"
+local N = require "dht_netns"
 
 local function probe(case)
   local ns = N.new("dhtp")

@@ -154,9 +154,7 @@ Control.commands = {}
 
 function Control.commands.status(node)
   local st = node:status()
-  local t = Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
-  t.discovery = Control.array(node:discovery_status())
-  return t
+  return Control.status_table(st.id, st.listen, st.peers, st.streams, st.upstreams)
 end
 
 --- {stream = NAME or nil, type = TYPE, data = {DATA...}}: appends one event

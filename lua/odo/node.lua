@@ -422,30 +422,6 @@ function Node:peers()
   return self.swarm and self.swarm:list() or {}
 end
 
---- Adds a discovery source (`odo.discovery`) to a running node and
--- starts it (for sources made after the node, as `odo.discovery.dht`).
-function Node:add_source(src)
-  check_open(self)
-  assert(self.swarm, "the node has no network (no opts.tls)")
-  self.swarm:add_source(src)
-end
-
---- What each discovery source that tells (`source:status()`) says: an
--- array of tables, each with at least `name`.
-function Node:discovery_status()
-  local out = {}
-  for _, src in ipairs(self.swarm and self.swarm.sources or {}) do
-    if type(src.status) == "function" then
-      local st = self:_protect(src.status, src)
-      if type(st) == "table" then
-        st.name = st.name or src.name
-        out[#out + 1] = st
-      end
-    end
-  end
-  return out
-end
-
 --- Offers a candidate peer address (as a discovery source would).
 function Node:discover(host, port)
   check_open(self)
@@ -468,6 +444,14 @@ function Node:status()
     end
   end
   return { id = self.id, listen = listen, peers = self:peers(), streams = streams, upstreams = upstreams }
+end
+
+--- Adds a discovery source (`odo.discovery`) to a running node and
+-- starts it (for sources made after the node, as `odo.discovery.dht`).
+function Node:add_source(src)
+  check_open(self)
+  assert(self.swarm, "the node has no network (no opts.tls)")
+  self.swarm:add_source(src)
 end
 
 --- Runs the loop (luv: until nothing is left; see `close`).

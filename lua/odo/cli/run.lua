@@ -99,13 +99,13 @@ local function run(args)
     return cli.fail(cerr)
   end
   log("node %s listening on %s:%d", node.id, node.listen.host, node.listen.port)
+  local signals = {}
   local dht_ok, dht_err = require("odo.cli.run_dht").start(args, node, log)
   if not dht_ok then
     control.close()
     node:close()
     return cli.fail(dht_err)
   end
-  local signals = {}
   local function stop(signame)
     log("%s: saying goodbye to every peer and closing the store", signame)
     for _, s in ipairs(signals) do if not s:is_closing() then s:close() end end

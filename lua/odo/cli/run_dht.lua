@@ -28,6 +28,16 @@ function M.start(args, node, log)
   }
   if not src then return nil, "--dht-topic: " .. tostring(err):gsub("^%u+: ", "") end
   node:add_source(src)
+  -- `odo status` shows the source: a status answer without discovery
+  -- entries gets this one; one that lists the node's sources already is
+  -- left as it is
+  local Control = require "odo.control"
+  local status = Control.commands.status
+  Control.commands.status = function(n, ...)
+    local t = status(n, ...)
+    if t.discovery == nil then t.discovery = Control.array({ src:status() }) end
+    return t
+  end
   return true
 end
 

@@ -1,4 +1,4 @@
--- spec/netns.lua - network namespaces for specs whose nodes bind 0.0.0.0
+-- spec/dht_netns.lua - network namespaces for specs whose nodes bind 0.0.0.0
 -- or multicast (the DHT): `ip netns add` with only loopback up, a unique
 -- name (tag, pid, count), processes started inside it, and `close` that
 -- kills every process left in it and deletes it (call it from after_each,
