@@ -22,17 +22,6 @@ local function from_store(dir)
   return t
 end
 
--- One line for a discovery source's status (the DHT's, or any that has
--- name and state).
-local function discovery_line(d)
-  if d.name ~= "dht" then return ("discovery %s: %s"):format(tostring(d.name), tostring(d.state or "")) end
-  local last = d.last_announce ~= nil and d.last_announce ~= cjson.null
-    and ("%d s ago"):format(os.time() - d.last_announce) or "never"
-  return ("discovery dht: %s, %d good, %d dubious nodes; network %d, topic '%s'; last announce %s;"
-    .. " %d candidates (%d found, %d bad values)"):format(d.state, d.good, d.dubious, d.network, d.topic, last,
-    d.candidates, d.found, d.bad_values)
-end
-
 local function text(st)
   local out = {}
   out[#out + 1] = ("node %s %s"):format(st.id, st.running and ("listening on " .. st.listen) or "(not running)")
@@ -52,7 +41,6 @@ local function text(st)
       #s.id > 40 and (s.id:sub(1, 37) .. "...") or s.id, compat.tointeger(s.first), compat.tointeger(s.last),
       compat.tointeger(s.snapshot), up)
   end
-  for _, d in ipairs(st.discovery or {}) do out[#out + 1] = discovery_line(d) end
   return table.concat(out, "\n")
 end
 
