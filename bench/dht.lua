@@ -91,7 +91,7 @@ local function round(dir, pki, n, with_dht)
   local poll = uv.new_timer()
   poll:start(10, 10, function()
     for i = 1, n do
-      if sources[i] and not t[i].found and sources[i]:status().found >= n - 1 then t[i].found = since() end
+      if sources[i] and not t[i].found and sources[i]:status().taken >= n - 1 then t[i].found = since() end
       if not t[i].connected and active(nodes[i]) >= n - 1 then t[i].connected = since() end
     end
   end)

@@ -35,7 +35,11 @@ function M.start(args, node, log)
   local status = Control.commands.status
   Control.commands.status = function(n, ...)
     local t = status(n, ...)
-    if t.discovery == nil then t.discovery = Control.array({ src:status() }) end
+    if t.discovery == nil then
+      local st = src:status()
+      st.found = Control.array(st.found)
+      t.discovery = Control.array({ st })
+    end
     return t
   end
   return true

@@ -79,7 +79,7 @@ end
 --   `peer_discovery` (boolean): OpenDHT's multicast peer discovery
 --   (default false).
 --   `log` (function): `log(message)` for the lines an operator needs
---   (default: stderr).
+--   (default: the node's "discovery" event, `("dht", message)`).
 -- Wrong options raise. When `odo.dht` is not built or the port cannot be
 -- bound: nil, "NAME: message", NAME.
 -- @treturn Source
@@ -119,10 +119,11 @@ function M.new(opts)
     network = network,
     host = opts.host,
     boots = boots,
-    log = opts.log or function(msg) io.stderr:write("odo: dht: ", msg, "\n") end,
+    -- default: the node's "discovery" event, which `odo run` logs
+    log = opts.log or function(msg) node:emit("discovery", "dht", msg) end,
     state = "disconnected",
     candidates = {}, -- node id -> {host, port, expires (wall ms), issued}
-    counts = { found = 0, bad = 0, stale = 0, capped = 0, self = 0 },
+    counts = { taken = 0, bad = 0, stale = 0, capped = 0, self = 0 },
     window = {}, -- wall ms of candidates taken in the last minute
     timers = {},
   }, Source)
@@ -193,6 +194,8 @@ end
 function Source:_bootstrap_failed(b, why)
   b.failures = b.failures + 1
   b.state = "no answer"
+  self.error = ("bootstrap node %s:%d %s"):format(b.host, b.port, why or "does not answer")
+  self.error_at = self.mod.now_ms()
   local list = self.policy.dht_bootstrap_backoff
   local delay = list[math.min(b.failures, #list)]
   self.log(("bootstrap node %s:%d %s; retrying in %.1f s"):format(b.host, b.port,
@@ -247,7 +250,8 @@ function Source:_on_values(ev)
       taken = taken + 1
       self.window[#self.window + 1] = now
       self.candidates[r.id] = { host = r.host, port = r.port, issued = r.issued_ms, expires = expires }
-      self.counts.found = self.counts.found + 1
+      self.counts.taken = self.counts.taken + 1
+      self.found_at = now
       self.report(r.host, r.port)
     end
   end
@@ -384,13 +388,20 @@ function Source:stop()
   end)
 end
 
---- What `odo status` shows: `{name = "dht", state, good, dubious,
--- network, topic, port, last_announce (Unix s or nil), candidates (live),
--- found, bad_values, stale, capped, bootstrap = {"host:port" = state}}`.
+--- What `odo status` shows (the `odo.discovery` status fields and the
+-- DHT's own): `{name = "dht", found = {{host, port, id}...} (live
+-- candidates), found_at (wall ms of the last one taken), error, error_at
+-- (the last bootstrap failure), state, good, dubious, network, topic,
+-- port, last_announce (Unix s or nil), candidates (how many live), taken
+-- (in all), bad_values, stale, capped, bootstrap = {"host:port" =
+-- state}}`.
 function Source:status()
   local s = self.dht and self.dht:stats() or {}
-  local live = 0
-  for _ in pairs(self.candidates) do live = live + 1 end
+  local live, found = 0, {}
+  for id, c in pairs(self.candidates) do
+    live = live + 1
+    found[live] = { host = c.host, port = c.port, id = id }
+  end
   local boots = {}
   for _, b in ipairs(self.boots) do boots[("%s:%d"):format(b.host, b.port)] = b.state end
   return {
@@ -403,7 +414,11 @@ function Source:status()
     port = self.dht and self.dht:port() or nil,
     last_announce = self.announced_at and math.floor(self.announced_at / 1000) or nil,
     candidates = live,
-    found = self.counts.found,
+    found = found,
+    found_at = self.found_at,
+    error = self.error,
+    error_at = self.error_at,
+    taken = self.counts.taken,
     bad_values = (s.bad_values or 0) + self.counts.bad,
     stale = self.counts.stale,
     capped = self.counts.capped,
