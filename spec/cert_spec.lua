@@ -293,17 +293,6 @@ describe("odo cert", function()
       assert.matches("\n%s+ca%s", out)
       assert.matches("\n%s+node%s", out)
     end)
-
-    it("says a discovery back-end that is not built yet is not built", function()
-      for _, flags in ipairs({ { "--dht-bootstrap", "127.0.0.1:9" } }) do
-        local status, out, err = odo("run", "--dir", dir, "--listen", "127.0.0.1:0", "--ca", "ca.pem",
-          "--cert", "node.pem", "--key", "node.key", "--peer", "127.0.0.1:1", "--peer", "[::1]:2",
-          table.unpack(flags))
-        assert.equal(1, status)
-        assert.equal("", out)
-        assert.matches("^odo: %-%-%S+: that discovery back%-end is not built yet\n$", err)
-      end
-    end)
   end)
 
   describe("core functions", function()

@@ -575,6 +575,14 @@ function Node:status()
   return status
 end
 
+--- Adds a discovery source (`odo.discovery`) to a running node and
+-- starts it (for sources made after the node, as `odo.discovery.dht`).
+function Node:add_source(src)
+  check_open(self)
+  assert(self.swarm, "the node has no network (no opts.tls)")
+  self.swarm:add_source(src)
+end
+
 --- Runs the loop (luv: until nothing is left; see `close`).
 function Node:run()
   return self.adapter.run()

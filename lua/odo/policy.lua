@@ -113,6 +113,26 @@ function P.accept_address(host, port)
   return type(host) == "string" and host ~= "" and port > 0 and port < 65536
 end
 
+-- ---- DHT discovery (odo.discovery.dht) ---------------------------------------------
+
+--- How long a DHT value of ours lives (ms): OpenDHT's value-type expiry on
+-- nodes of ours, and the validity a value carries for everyone else.
+P.dht_value_expiry_ms = 10 * 60 * 1000
+--- Re-announce this often (ms); less than `dht_value_expiry_ms`.
+P.dht_announce_every_ms = 4 * 60 * 1000
+--- Look the topic up this often (ms), besides listening to it.
+P.dht_lookup_every_ms = 60 * 1000
+-- Delays (ms) between attempts to reach a DHT bootstrap node that does not
+-- answer, by consecutive failure; the last one repeats.
+P.dht_bootstrap_backoff = { 1000, 2000, 4000, 8000, 16000, 30000, 60000 }
+--- New candidates taken from one lookup (or one listen batch), at most...
+P.dht_max_candidates_per_lookup = 16
+--- ...and in any minute, at most: anyone on the network id can write to a
+-- topic, so a flood costs no more than this.
+P.dht_max_candidates_per_minute = 60
+--- How long (ms) a stop waits for OpenDHT's shutdown before joining it.
+P.dht_shutdown_timeout_ms = 3000
+
 -- ---- sync ---------------------------------------------------------------------------
 
 --- Which streams to replicate: `function(stream_id, node)`; all of them by

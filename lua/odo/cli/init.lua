@@ -52,6 +52,20 @@ local function revision(s)
   return n
 end
 
+local function dht_network(s)
+  local n = s:match("^%d+$") and tonumber(s) or (s:match("^0[xX]%x+$") and tonumber(s:sub(3), 16))
+  if not n or n > 4294967295 then
+    return nil, ("'%s' is not a DHT network id (0 to 4294967295, decimal or 0x hex)"):format(s)
+  end
+  return n
+end
+
+local function dht_port(s)
+  local n = s:match("^%d+$") and tonumber(s)
+  if not n or n > 65535 then return nil, ("'%s' is not a UDP port (0 to 65535)"):format(s) end
+  return n
+end
+
 -- ---- the parser -------------------------------------------------------------
 
 local function cert_commands(p)
@@ -89,6 +103,9 @@ local function run_command(p)
   run:option("--dht-bootstrap", "A DHT node to join through (repeatable)."):argname("HOST:PORT")
     :count("*"):convert(host_port)
   run:option("--dht-topic", "DHT topic to announce and look up."):argname("NAME")
+  run:option("--dht-network", "OpenDHT network id (default 1868853041, a private id of odo's; 0 is the public"
+    .. " network)."):argname("ID"):convert(dht_network)
+  run:option("--dht-port", "UDP port of this node's DHT (default: any free port)."):argname("PORT"):convert(dht_port)
   run:option("--config", "Lua file returning { policy = {...}, discovery = {...}, peers = {...}, sync = BOOL }.")
     :argname("FILE.lua")
   run:option("--metrics", "Serve GET /metrics (Prometheus text format) on this address.")

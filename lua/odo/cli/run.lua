@@ -24,11 +24,6 @@ local function address(p)
   return tostring(p.host or "?")
 end
 
--- Discovery back-ends that are not part of this build yet.
-local function unbuilt(args)
-  if #args.dht_bootstrap > 0 or args.dht_topic then return "--dht-bootstrap/--dht-topic" end
-end
-
 -- What a --config file may set, with the type each must have.
 local CONFIG_KEYS = { policy = "table", discovery = "table", peers = "table", sync = "boolean" }
 
@@ -104,8 +99,6 @@ local function with_dns_sources(args, existing)
 end
 
 local function run(args)
-  local flag = unbuilt(args)
-  if flag then return cli.fail(flag .. ": that discovery back-end is not built yet") end
   local conf = {}
   if args.config then
     local c, err = load_config(args.config)
@@ -148,6 +141,12 @@ local function run(args)
   -- what discovery sources find or fail at ("discovery" events; they start on the next loop turn)
   node:on("discovery", function(source, msg) log("%s: %s", source, msg) end)
   local signals = {}
+  local dht_ok, dht_err = require("odo.cli.run_dht").start(args, node, log)
+  if not dht_ok then
+    control.close()
+    node:close()
+    return cli.fail(dht_err)
+  end
   local function stop(signame)
     log("%s: saying goodbye to every peer and closing the store", signame)
     for _, s in ipairs(signals) do if not s:is_closing() then s:close() end end
