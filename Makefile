@@ -157,3 +157,13 @@ build/lua5.1/odo/core.so: $(SRC) $(wildcard csrc/*.h)
 clean:
 	rm -rf build luarocks-tree *.rock odo
 	rm -f csrc/*.o
+
+# odo against Redis Streams, NATS JetStream and Hypercore doing the same
+# work in one invocation (bench/peers.lua, method in bench/README.md).
+# The peers' servers, python3-redis and the benchmark-only npm packages
+# (into build/bench-npm, never used by odo) are installed when missing.
+# ODO_BENCH_EVENTS (default 1000000) shrinks it for a quick check.
+.PHONY: bench-peers
+bench-peers: deps all
+	@bench/peers/install build/bench-npm
+	$(LUA) bench/peers.lua

@@ -51,7 +51,6 @@
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
-local odo = require "odo"
 local uv = require "luv"
 
 local PIPE = assert(arg[1], "usage: lua5.4 bench/sync.lua PIPE_BINARY")
@@ -95,23 +94,7 @@ end
 -- signed, closes it. Returns the folder, the node id and events/s.
 local function fill_node()
   local d = fresh("source")
-  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = common.fail })
-  local data = ("x"):rep(DATA_BYTES)
-  local batch = {}
-  for i = 1, BATCH do batch[i] = { type = "bench", data = data } end
-  local t0 = uv.hrtime()
-  local left = N
-  while left > 0 do
-    if left < BATCH then batch = table.move(batch, 1, left, 1, {}) end
-    assert(node:append(nil, batch))
-    left = left - #batch
-  end
-  local appended = N / ((uv.hrtime() - t0) / 1e9)
-  local id, store = node.id, node.store
-  run_until(function() return store:head_find(id, store:stream(id).last) ~= nil end, RUN_TIMEOUT_MS,
-    "signing the source's heads")
-  local signed = N / ((uv.hrtime() - t0) / 1e9)
-  node:close()
+  local id, appended, signed = common.fill_node(d, pki.source, N, DATA_BYTES, BATCH, 1, RUN_TIMEOUT_MS)
   return d, id, appended, signed
 end
 
@@ -170,17 +153,7 @@ end
 
 -- One measurement of n live events: the replica expects them, then the
 -- source appends them, one per millisecond.
-local function live_phase(source, replica, n)
-  replica.send("expect " .. n)
-  expect(replica, "^expecting " .. n .. "$", "the replica's expect", 60000)
-  source.send("live " .. n)
-  local count, p50, p99, max, mean = expect(replica, "^live (%d+) (%S+) (%S+) (%S+) (%S+)$", "live events")
-  for i, l in ipairs(replica.lines) do -- the next phase looks for its own line
-    if l:match("^live ") or l:match("^expecting ") then replica.lines[i] = "(seen) " .. l end
-  end
-  return { count = tonumber(count), p50 = tonumber(p50), p99 = tonumber(p99), max = tonumber(max),
-    mean = tonumber(mean) }
-end
+local function live_phase(source, replica, n) return common.live_phase(source, replica, n, RUN_TIMEOUT_MS) end
 
 -- One catch-up of the whole stream by a new replica. With `live`, then
 -- LIVE_EARLY live events at once, and LIVE more once the replica's
