@@ -19,8 +19,9 @@
 //                                    contiguousLength is N (polled every
 //                                    2 ms), prints "caught_up <seconds>";
 //                                    after LIMIT_S seconds short of N it
-//                                    prints "partial <seconds> <blocks>" and
-//                                    exits instead. After "caught_up" it
+//                                    prints "partial <seconds> <blocks>"
+//                                    instead, stops, and waits for "quit".
+//                                    After "caught_up" it
 //                                    reads live blocks (a live read
 //                                    stream) and answers expect N / quit as
 //                                    sync_peer's replica does
@@ -123,6 +124,7 @@ async function replica(dir, port, key, n, limit) {
     if (Number(now() - t0) / 1e9 > Number(limit)) {
       say("partial", (Number(now() - t0) / 1e9).toFixed(6), core.contiguousLength);
       socket.destroy();
+      await commands(() => {});
       await core.close();
       return;
     }
