@@ -102,7 +102,7 @@ local function reap(p, what) return common.reap(p, what, RUN_TIMEOUT_MS) end
 -- ---- folders and certificates ---------------------------------------------------
 
 local dir -- the temporary folder all the others are in
-local pki -- the test certificates: an Ed25519 CA, a source and a replica
+local pki -- the test certificates: an Ed25519 CA, a source and two replicas
 local serial = 0
 local function fresh(name)
   serial = serial + 1
@@ -271,8 +271,8 @@ local function run_live_during_catchup()
   settle(live_rep.pid)
   live_phase(source, live_rep, LIVE_WARM)
   live_rep.send("record")
-  local bulk = spawn("lua5.4", peer_args("replica", fresh("replica"), pki.replica.ca, pki.replica.cert,
-    pki.replica.key, port, id, tostring(last), "default", "0"), common.peer_env())
+  local bulk = spawn("lua5.4", peer_args("replica", fresh("replica"), pki.replica2.ca, pki.replica2.cert,
+    pki.replica2.key, port, id, tostring(last), "default", "0"), common.peer_env())
   local t0 = tonumber(expect(bulk, "^started (%d+)$", "the second replica's start", 60000))
   source.send("live 1000000")
   local secs = tonumber(expect(bulk, "^caught_up ([%d.]+) ", "the second replica's catch-up", CATCH_UP_TIMEOUT_MS))
@@ -317,7 +317,7 @@ end
 local live_result, during, fleet
 local function main()
   dir = common.tmpdir()
-  pki = common.make_pki(dir, { "source", "replica" })
+  pki = common.make_pki(dir, { "source", "replica", "replica2" })
   local appended, signed
   src.node, src.id, appended, signed = fill_node()
   src.pipe = fill_pipe(src.id)
