@@ -167,3 +167,9 @@ clean:
 bench-peers: deps all
 	@bench/peers/install build/bench-npm
 	$(LUA) bench/peers.lua
+
+# Where a replica's catch-up spends its CPU: bench-sync's catch-up with
+# the replica under `perf record -g` (linux-perf); prints the top symbols.
+.PHONY: bench-profile-sync
+bench-profile-sync: deps all
+	$(LUA) bench/profile_sync.lua
