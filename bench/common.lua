@@ -299,6 +299,28 @@ function M.thread_cpu(pid)
   return main, other
 end
 
+-- Waits until process pid used no CPU for SETTLE_MS (0.5 s), at most
+-- SETTLE_MAX_MS (30 s): in its threads but the main one with which
+-- "other" (LevelDB's compaction after a catch-up), in all of them with
+-- "all". Returns the seconds waited.
+local SETTLE_MS, SETTLE_MAX_MS = 500, 30000
+function M.settle(pid, which)
+  local t0, last, quiet_since = uv.hrtime(), -1, uv.hrtime()
+  local done = false
+  local timer = uv.new_timer()
+  timer:start(0, 50, function()
+    local main, other = M.thread_cpu(pid)
+    local used = which == "all" and (main or 0) + (other or 0) or other
+    local now = uv.hrtime()
+    if used ~= last then last, quiet_since = used, now end
+    if now - quiet_since >= SETTLE_MS * 1e6 or now - t0 >= SETTLE_MAX_MS * 1e6 then done = true end
+  end)
+  local ok, err = pcall(M.run_until, function() return done end, SETTLE_MAX_MS + 5000, "settling")
+  timer:close()
+  if not ok then error(err, 0) end
+  return (uv.hrtime() - t0) / 1e9
+end
+
 -- ---- certificates ----------------------------------------------------------------------
 
 -- Makes, in dir, an Ed25519 CA and a certificate signed by it for each of

@@ -9,8 +9,9 @@
 -- opens) until it holds N (each driver polls, or is told); then LIVE
 -- events at one per millisecond from the source, each carrying the
 -- machine's monotonic clock just before its append, received by the
--- replica: latency p50/p99, after WARM warm-up events that are not
--- counted. The replica's CPU seconds (user + system, every thread, from
+-- replica: latency p50/p99, once the replica process used no CPU for
+-- 0.5 s (at most 30 s: odo's LevelDB compacts what it caught up) and
+-- after WARM warm-up events that are not counted. The replica's CPU seconds (user + system, every thread, from
 -- /proc) over the catch-up, per million events; its peak RssAnon
 -- (sampled every 20 ms, catch-up and live) and VmHWM at the end.
 --
@@ -153,6 +154,7 @@ local function run_pair(spec)
       return res
     end
     expect(replica, "^ready$", "the replica's live subscription", 60000)
+    res.settled_s = common.settle(rpid(), "all")
     res.warm = common.live_phase(src, replica, WARM, STEP_MS)
     res.live = common.live_phase(src, replica, LIVE, STEP_MS)
     res.hwm = common.proc_kb(rpid(), "VmHWM")
@@ -274,7 +276,7 @@ leafnodes { remotes: [ { url: "nats-leaf://127.0.0.1:%d" } ] }
   common.stop(leaf, 10000)
   common.stop(hub, 10000)
   if not ok then error(r, 0) end
-  r.durability = "file store, written to the OS, not fsynced per message"
+  r.durability = "file store, written to the OS, no fsync per message (2.9 has no sync_interval)"
   return r
 end
 
@@ -374,7 +376,7 @@ jetstream { store_dir: "%s" }
   common.stop(server, 10000)
   if not ok then error(out, 0) end
   local r = parse_produce(out)
-  r.durability = "JetStream publish awaiting its ack over loopback, file store (no fsync per message)"
+  r.durability = "JetStream publish awaiting its ack over loopback, file store, no fsync per message"
   return r
 end
 

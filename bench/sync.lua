@@ -153,24 +153,9 @@ local function run_pipe()
 end
 
 -- Waits until process pid's other threads (LevelDB's compaction after a
--- catch-up) used no CPU for SETTLE_MS, at most SETTLE_MAX_MS; returns the
--- seconds waited.
-local SETTLE_MS, SETTLE_MAX_MS = 500, 30000
-local function settle(pid)
-  local t0, last, quiet_since = uv.hrtime(), -1, uv.hrtime()
-  local done = false
-  local timer = uv.new_timer()
-  timer:start(0, 50, function()
-    local _, cpu = common.thread_cpu(pid)
-    local now = uv.hrtime()
-    if cpu ~= last then last, quiet_since = cpu, now end
-    if now - quiet_since >= SETTLE_MS * 1e6 or now - t0 >= SETTLE_MAX_MS * 1e6 then done = true end
-  end)
-  local ok, err = pcall(run_until, function() return done end, SETTLE_MAX_MS + 5000, "settling")
-  timer:close()
-  if not ok then error(err, 0) end
-  return (uv.hrtime() - t0) / 1e9
-end
+-- catch-up) used no CPU for 0.5 s, at most 30 s; returns the seconds
+-- waited.
+local function settle(pid) return common.settle(pid, "other") end
 
 -- One measurement of n live events: the replica expects them, then the
 -- source appends them, one per millisecond.
