@@ -360,7 +360,7 @@ end
 -- Returns the node id and the events/s appended and signed.
 function M.fill_node(dir, tls, n, bytes, batch, streams, timeout_ms)
   local odo = require "odo"
-  local node = assert(odo.node { dir = dir, tls = tls, sync = false, on_error = M.fail })
+  local node = assert(odo.node { dir = dir, tls = tls, sync = false, on_error = M.fail, tune_allocator = true })
   local ids = {}
   for i = 1, streams do ids[i] = streams == 1 and node.id or node:stream_id("s" .. i) end
   local data = ("x"):rep(bytes)

@@ -69,6 +69,7 @@
 -- (default 100).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
+local odo = require "odo"
 local uv = require "luv"
 
 local PIPE = assert(arg[1], "usage: lua5.4 bench/sync.lua PIPE_BINARY")
@@ -115,7 +116,23 @@ end
 -- signed, closes it. Returns the folder, the node id and events/s.
 local function fill_node()
   local d = fresh("source")
-  local id, appended, signed = common.fill_node(d, pki.source, N, DATA_BYTES, BATCH, 1, RUN_TIMEOUT_MS)
+  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = common.fail })
+  local data = ("x"):rep(DATA_BYTES)
+  local batch = {}
+  for i = 1, BATCH do batch[i] = { type = "bench", data = data } end
+  local t0 = uv.hrtime()
+  local left = N
+  while left > 0 do
+    if left < BATCH then batch = table.move(batch, 1, left, 1, {}) end
+    assert(node:append(nil, batch))
+    left = left - #batch
+  end
+  local appended = N / ((uv.hrtime() - t0) / 1e9)
+  local id, store = node.id, node.store
+  run_until(function() return store:head_find(id, store:stream(id).last) ~= nil end, RUN_TIMEOUT_MS,
+    "signing the source's heads")
+  local signed = N / ((uv.hrtime() - t0) / 1e9)
+  node:close()
   return d, id, appended, signed
 end
 
