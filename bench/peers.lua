@@ -121,6 +121,20 @@ end
 
 local function node_args(script, ...) return { ROOT .. "/bench/peers/" .. script, ... } end
 
+-- Runs a Node.js driver to its end; returns its output.
+local function node_shell(script, fmt, ...)
+  return shell(("ODO_BENCH_NPM=%s %s %s " .. fmt):format(q(NPM), NODE, q(ROOT .. "/bench/peers/" .. script), ...))
+end
+
+-- Calls fn() protected, then stops the servers (processes) whatever
+-- happened; returns what fn returned, or raises its error.
+local function with_servers(servers, fn)
+  local ok, r = pcall(fn)
+  for _, p in ipairs(servers) do common.stop(p, 10000) end
+  if not ok then error(r, 0) end
+  return r
+end
+
 -- ---- one catch-up and live run ------------------------------------------------------
 
 -- Runs a source and a replica process speaking sync_peer's protocol.
@@ -221,7 +235,7 @@ local function redis_run()
   local p1, p2 = free_port(), free_port()
   local primary = redis_server(dir .. "/redis-primary", p1, { "--appendonly", "no", "--repl-diskless-sync-delay", "0" })
   local replica = redis_server(dir .. "/redis-replica", p2, { "--appendonly", "yes", "--appendfsync", "everysec" })
-  local ok, r = pcall(function()
+  local r = with_servers({ primary, replica }, function()
     log("redis: %s", shell(("%s %s fill %d %d %d"):format(PY, q(driver), p1, N, DATA_BYTES)):gsub("\n", ""))
     return run_pair {
       source = { PY, { driver, "source", tostring(p1) } },
@@ -229,9 +243,6 @@ local function redis_run()
       replica_pid = function() return replica.pid end, server_pid = replica.pid,
     }
   end)
-  common.stop(primary, 10000)
-  common.stop(replica, 10000)
-  if not ok then error(r, 0) end
   r.durability = "AOF, appendfsync everysec (rewritten after the sync)"
   return r
 end
@@ -258,24 +269,16 @@ listen: 127.0.0.1:%d
 jetstream { store_dir: "%s", domain: leaf }
 leafnodes { remotes: [ { url: "nats-leaf://127.0.0.1:%d" } ] }
 ]]):format(leafp, dir .. "/nats-leaf/js", lp))
-  local driver = ROOT .. "/bench/peers/nats.mjs"
-  local ok, r = pcall(function()
-    for _, url in ipairs { hub_url, leaf_url } do
-      shell(("ODO_BENCH_NPM=%s %s %s wait %s"):format(q(NPM), NODE, q(driver), url))
-    end
-    log("nats: %s", shell(("ODO_BENCH_NPM=%s %s %s fill %s %d %d"):format(q(NPM), NODE, q(driver), hub_url, N,
-      DATA_BYTES)):gsub("\n", ""))
-    local res = run_pair {
+  local r = with_servers({ leaf, hub }, function()
+    for _, url in ipairs { hub_url, leaf_url } do node_shell("nats.mjs", "wait %s", url) end
+    log("nats: %s", node_shell("nats.mjs", "fill %s %d %d", hub_url, N, DATA_BYTES):gsub("\n", ""))
+    return run_pair {
       source = { NODE, node_args("nats.mjs", "source", hub_url), node_env() },
       replica = { NODE, function() return node_args("nats.mjs", "replica", leaf_url, "hub", tostring(N)) end,
         node_env() },
       replica_pid = function() return leaf.pid end, server_pid = leaf.pid,
     }
-    return res
   end)
-  common.stop(leaf, 10000)
-  common.stop(hub, 10000)
-  if not ok then error(r, 0) end
   r.durability = "file store, written to the OS, no fsync per message (2.9 has no sync_interval)"
   return r
 end
@@ -283,10 +286,8 @@ end
 local HYPERCORE_LIVE_N = 10000 -- the core of the live run when the whole one did not finish
 
 local function hypercore_pair(n, name)
-  local driver = ROOT .. "/bench/peers/hypercore.mjs"
   local src, rep = dir .. "/hypercore-source-" .. name, dir .. "/hypercore-replica-" .. name
-  log("hypercore: %s", shell(("ODO_BENCH_NPM=%s %s %s fill %s %d %d"):format(q(NPM), NODE, q(driver), q(src), n,
-    DATA_BYTES)):gsub("\n", ""))
+  log("hypercore: %s", node_shell("hypercore.mjs", "fill %s %d %d", q(src), n, DATA_BYTES):gsub("\n", ""))
   return run_pair {
     n = n,
     source = { NODE, node_args("hypercore.mjs", "source", src), node_env() },
@@ -351,11 +352,10 @@ end
 local function redis_produce()
   local port = free_port()
   local server = redis_server(dir .. "/redis-produce", port, { "--appendonly", "yes", "--appendfsync", "always" })
-  local ok, out = pcall(shell, ("%s %s produce %d %d %d %d %d"):format(PY, q(ROOT .. "/bench/peers/redis_streams.py"),
-    port, PRODUCE, PRODUCE_BATCH, PRODUCE_WARM, PRODUCE_LAT))
-  common.stop(server, 10000)
-  if not ok then error(out, 0) end
-  local r = parse_produce(out)
+  local r = parse_produce(with_servers({ server }, function()
+    return shell(("%s %s produce %d %d %d %d %d"):format(PY, q(ROOT .. "/bench/peers/redis_streams.py"), port, PRODUCE,
+      PRODUCE_BATCH, PRODUCE_WARM, PRODUCE_LAT))
+  end))
   r.durability = "XADD over loopback, AOF appendfsync always"
   return r
 end
@@ -367,15 +367,11 @@ server_name: produce
 listen: 127.0.0.1:%d
 jetstream { store_dir: "%s" }
 ]]):format(port, dir .. "/nats-produce/js"))
-  local driver, url = ROOT .. "/bench/peers/nats.mjs", "nats://127.0.0.1:" .. port
-  local ok, out = pcall(function()
-    shell(("ODO_BENCH_NPM=%s %s %s wait %s"):format(q(NPM), NODE, q(driver), url))
-    return shell(("ODO_BENCH_NPM=%s %s %s produce %s %d %d %d %d"):format(q(NPM), NODE, q(driver), url, PRODUCE,
-      PRODUCE_BATCH, PRODUCE_WARM, PRODUCE_LAT))
-  end)
-  common.stop(server, 10000)
-  if not ok then error(out, 0) end
-  local r = parse_produce(out)
+  local url = "nats://127.0.0.1:" .. port
+  local r = parse_produce(with_servers({ server }, function()
+    node_shell("nats.mjs", "wait %s", url)
+    return node_shell("nats.mjs", "produce %s %d %d %d %d", url, PRODUCE, PRODUCE_BATCH, PRODUCE_WARM, PRODUCE_LAT)
+  end))
   r.durability = "JetStream publish awaiting its ack over loopback, file store, no fsync per message"
   return r
 end

@@ -31,32 +31,9 @@
 //
 // Live events carry process.hrtime.bigint() (CLOCK_MONOTONIC, as luv's
 // uv.hrtime) taken just before the publish.
-import { createInterface } from "node:readline";
-import { createRequire } from "node:module";
-import { resolve } from "node:path";
+import { requireNpm, say, now, sleep, seconds, pct, commands, liveSource, liveReplica, main } from "./common.mjs";
 
-const require = createRequire(resolve(process.env.ODO_BENCH_NPM || "build/bench-npm", "package.json"));
-const { connect, StorageType, DeliverPolicy } = require("nats");
-
-const say = (...w) => process.stdout.write(w.join(" ") + "\n");
-const now = () => process.hrtime.bigint();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function pct(sorted, p) {
-  return sorted.length ? sorted[Math.max(0, Math.ceil(sorted.length * p) - 1)] : 0;
-}
-function summary(lat) {
-  lat.sort((a, b) => a - b);
-  const mean = lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : 0;
-  return [pct(lat, 0.5), pct(lat, 0.99), lat[lat.length - 1] || 0, mean].map((x) => x.toFixed(3)).join(" ");
-}
-
-async function commands(fn) {
-  for await (const line of createInterface({ input: process.stdin })) {
-    if (line === "quit") return;
-    fn(line.split(" "));
-  }
-}
+const { connect, StorageType, DeliverPolicy } = requireNpm("nats");
 
 const open = (url) => connect({ servers: url, maxReconnectAttempts: 0 });
 
@@ -87,38 +64,18 @@ async function fill(url, n, size) {
     left -= k;
   }
   const info = await jsm.streams.info("BENCH");
-  say("filled", info.state.messages, (Number(now() - t0) / 1e9).toFixed(3));
+  say("filled", info.state.messages, seconds(t0).toFixed(3));
   await nc.close();
 }
 
 async function source(url) {
   const nc = await open(url);
   const js = nc.jetstream();
-  let live = null;
   say("port", url);
-  await commands((w) => {
-    if (w[0] === "live" && w.length === 2) {
-      const n = Number(w[1]), t0 = now(), st = { n, sent: 0 };
-      live = st;
-      const tick = () => {
-        const due = Math.min(st.n, Number((now() - t0) / 1000000n) + 1);
-        while (st.sent < due) {
-          st.sent++;
-          js.publish("bench.live", new TextEncoder().encode(String(now()))).catch((e) => {
-            console.error("nats source: " + e.message);
-            process.exit(1);
-          });
-        }
-        if (st.sent >= st.n) return say("live_sent", st.sent);
-        setTimeout(tick, 1);
-      };
-      setTimeout(tick, 1);
-    } else if (w[0] === "live_stop") {
-      if (live) live.n = live.sent;
-    } else {
-      throw new Error("unknown command: " + w.join(" "));
-    }
-  });
+  await liveSource((stamp) => js.publish("bench.live", new TextEncoder().encode(stamp)).catch((e) => {
+    console.error("nats source: " + e.message);
+    process.exit(1);
+  }));
   await nc.close();
 }
 
@@ -139,31 +96,15 @@ async function replica(url, domain, n) {
   await jsm.streams.add({ name: "MIRROR", storage: StorageType.File,
     mirror: { name: "BENCH", external: { api: `$JS.${domain}.API` } } });
   while ((await jsm.streams.info("MIRROR")).state.messages < Number(n)) await sleep(5);
-  say("caught_up", (Number(now() - t0) / 1e9).toFixed(6));
+  say("caught_up", seconds(t0).toFixed(6));
   const js = nc.jetstream();
   const consumer = await js.consumers.get("MIRROR", { deliver_policy: DeliverPolicy.New });
   const msgs = await consumer.consume();
-  let lat = [], want = 0;
+  const live = liveReplica();
   (async () => {
-    for await (const m of msgs) {
-      lat.push(Number(now() - BigInt(new TextDecoder().decode(m.data))) / 1e6);
-      if (want && lat.length >= want) {
-        say("live", lat.length, summary(lat));
-        lat = [];
-        want = 0;
-      }
-    }
+    for await (const m of msgs) live.received(new TextDecoder().decode(m.data));
   })();
-  say("ready");
-  await commands((w) => {
-    if (w[0] === "expect" && w.length === 2) {
-      lat = [];
-      want = Number(w[1]);
-      say("expecting", w[1]);
-    } else {
-      throw new Error("unknown command: " + w.join(" "));
-    }
-  });
+  await live.run();
   await msgs.close();
   await nc.close();
 }
@@ -187,18 +128,9 @@ async function produce(url, events, batch, warm, count) {
     await Promise.all(acks);
     left -= k;
   }
-  const rate = Number(events) / (Number(now() - t0) / 1e9);
+  const rate = Number(events) / seconds(t0);
   say("produce", rate.toFixed(0), pct(lat, 0.5).toFixed(3), pct(lat, 0.99).toFixed(3));
   await nc.close();
 }
 
-const modes = { wait, fill, source, replica, produce };
-const [mode, ...args] = process.argv.slice(2);
-if (!modes[mode]) {
-  console.error("usage: node bench/peers/nats.mjs wait|fill|source|replica|produce ...");
-  process.exit(2);
-}
-modes[mode](...args).then(() => process.exit(0), (e) => {
-  console.error(`nats ${mode}: ${e.stack || e}`);
-  process.exit(1);
-});
+main("nats", { wait, fill, source, replica, produce });
