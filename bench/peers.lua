@@ -45,7 +45,13 @@
 -- folders; they are stopped by process id when their system is done, and
 -- by common.main on a failure.
 --
--- Environment: ODO_BENCH_EVENTS (N, default 1000000), ODO_BENCH_LIVE
+-- Rounds: ROUNDS times every system in turn (a catch-up that did not
+-- finish within the limit is not tried again); a row is the median of
+-- each figure over its rounds, the peak of the memory figures, with the
+-- range of events/s beside it. The producer side runs once.
+--
+-- Environment: ODO_BENCH_ROUNDS (ROUNDS, default 3), ODO_BENCH_EVENTS (N,
+-- default 1000000), ODO_BENCH_LIVE
 -- (default 1000), ODO_BENCH_WARM (default 300), ODO_BENCH_PRODUCE
 -- (default 100000), ODO_BENCH_SYSTEMS (comma-separated, default all),
 -- ODO_BENCH_LIMIT (seconds a catch-up may take, default 120; a slower one
@@ -68,6 +74,7 @@ local N = env_int("ODO_BENCH_EVENTS", 1000000)
 local LIVE = env_int("ODO_BENCH_LIVE", 1000)
 local WARM = env_int("ODO_BENCH_WARM", 300)
 local PRODUCE = env_int("ODO_BENCH_PRODUCE", 100000)
+local ROUNDS = env_int("ODO_BENCH_ROUNDS", 3)
 local PRODUCE_BATCH, PRODUCE_WARM, PRODUCE_LAT = 100, 200, 2000
 local LIMIT_S = env_int("ODO_BENCH_LIMIT", 120)
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
@@ -190,6 +197,12 @@ end
 -- ---- the systems ---------------------------------------------------------------------------
 
 local dir -- the temporary folder all the others are in
+local serial = 0
+-- A new folder's path in dir (each round's servers start empty).
+local function fresh(name)
+  serial = serial + 1
+  return ("%s/%s-%d"):format(dir, name, serial)
+end
 local pki
 local odo_source -- {dir =, id =} filled once, for odo and odo_durable; each run copies it
 
@@ -233,8 +246,9 @@ end
 local function redis_run()
   local driver = ROOT .. "/bench/peers/redis_streams.py"
   local p1, p2 = free_port(), free_port()
-  local primary = redis_server(dir .. "/redis-primary", p1, { "--appendonly", "no", "--repl-diskless-sync-delay", "0" })
-  local replica = redis_server(dir .. "/redis-replica", p2, { "--appendonly", "yes", "--appendfsync", "everysec" })
+  local d1, d2 = fresh("redis-primary"), fresh("redis-replica")
+  local primary = redis_server(d1, p1, { "--appendonly", "no", "--repl-diskless-sync-delay", "0" })
+  local replica = redis_server(d2, p2, { "--appendonly", "yes", "--appendfsync", "everysec" })
   local r = with_servers({ primary, replica }, function()
     log("redis: %s", shell(("%s %s fill %d %d %d"):format(PY, q(driver), p1, N, DATA_BYTES)):gsub("\n", ""))
     return run_pair {
@@ -243,6 +257,7 @@ local function redis_run()
       replica_pid = function() return replica.pid end, server_pid = replica.pid,
     }
   end)
+  shell(("rm -rf %s %s"):format(q(d1), q(d2)))
   r.durability = "AOF, appendfsync everysec (rewritten after the sync)"
   return r
 end
@@ -257,18 +272,19 @@ end
 local function nats_run()
   local hp, lp, leafp = free_port(), free_port(), free_port()
   local hub_url, leaf_url = "nats://127.0.0.1:" .. hp, "nats://127.0.0.1:" .. leafp
-  local hub = nats_server(dir .. "/nats-hub", ([[
+  local hd, ld = fresh("nats-hub"), fresh("nats-leaf")
+  local hub = nats_server(hd, ([[
 server_name: hub
 listen: 127.0.0.1:%d
 jetstream { store_dir: "%s", domain: hub }
 leafnodes { listen: 127.0.0.1:%d }
-]]):format(hp, dir .. "/nats-hub/js", lp))
-  local leaf = nats_server(dir .. "/nats-leaf", ([[
+]]):format(hp, hd .. "/js", lp))
+  local leaf = nats_server(ld, ([[
 server_name: leaf
 listen: 127.0.0.1:%d
 jetstream { store_dir: "%s", domain: leaf }
 leafnodes { remotes: [ { url: "nats-leaf://127.0.0.1:%d" } ] }
-]]):format(leafp, dir .. "/nats-leaf/js", lp))
+]]):format(leafp, ld .. "/js", lp))
   local r = with_servers({ leaf, hub }, function()
     for _, url in ipairs { hub_url, leaf_url } do node_shell("nats.mjs", "wait %s", url) end
     log("nats: %s", node_shell("nats.mjs", "fill %s %d %d", hub_url, N, DATA_BYTES):gsub("\n", ""))
@@ -279,6 +295,7 @@ leafnodes { remotes: [ { url: "nats-leaf://127.0.0.1:%d" } ] }
       replica_pid = function() return leaf.pid end, server_pid = leaf.pid,
     }
   end)
+  shell(("rm -rf %s %s"):format(q(hd), q(ld)))
   r.durability = "file store, written to the OS, no fsync per message (2.9 has no sync_interval)"
   return r
 end
@@ -286,9 +303,9 @@ end
 local HYPERCORE_LIVE_N = 10000 -- the core of the live run when the whole one did not finish
 
 local function hypercore_pair(n, name)
-  local src, rep = dir .. "/hypercore-source-" .. name, dir .. "/hypercore-replica-" .. name
+  local src, rep = fresh("hypercore-source-" .. name), fresh("hypercore-replica-" .. name)
   log("hypercore: %s", node_shell("hypercore.mjs", "fill %s %d %d", q(src), n, DATA_BYTES):gsub("\n", ""))
-  return run_pair {
+  local r = run_pair {
     n = n,
     source = { NODE, node_args("hypercore.mjs", "source", src), node_env() },
     replica = { NODE, function(line)
@@ -297,6 +314,8 @@ local function hypercore_pair(n, name)
     end, node_env() },
     replica_pid = function(p) return p.pid end,
   }
+  shell(("rm -rf %s %s"):format(q(src), q(rep)))
+  return r
 end
 
 local function hypercore_run()
@@ -380,25 +399,65 @@ local PRODUCE_RUN = { odo = odo_produce, redis = redis_produce, nats = nats_prod
 
 -- ---- the benchmark -----------------------------------------------------------------------------
 
-local results, produced = {}, {}
+local runs, results, produced = {}, {}, {}
 local load_at_start
+
+-- The median of get(r) over the runs (nil when none has it).
+local function median(list, get)
+  local xs = {}
+  for _, r in ipairs(list) do xs[#xs + 1] = get(r) end
+  table.sort(xs)
+  local n = #xs
+  if n == 0 then return nil end
+  return n % 2 == 1 and xs[(n + 1) // 2] or (xs[n // 2] + xs[n // 2 + 1]) / 2
+end
+
+-- One row from a system's rounds: the median of each figure, the peak
+-- of the memory figures, the range of events/s.
+local function combine(list)
+  local r = { durability = list[1].durability, count = list[1].count, partial = list[1].partial, rounds = #list }
+  r.secs = median(list, function(x) return x.secs end)
+  r.rate = r.count / r.secs
+  r.cpu_per_m = median(list, function(x) return x.cpu_per_m end)
+  r.rss, r.hwm, r.min_rate, r.max_rate = -1, nil, math.huge, 0
+  for _, x in ipairs(list) do
+    r.rss = math.max(r.rss, x.rss or -1)
+    if x.hwm then r.hwm = math.max(r.hwm or 0, x.hwm) end
+    r.min_rate, r.max_rate = math.min(r.min_rate, x.rate), math.max(r.max_rate, x.rate)
+  end
+  if list[1].live then
+    r.live = { p50 = median(list, function(x) return x.live and x.live.p50 end),
+      p99 = median(list, function(x) return x.live and x.live.p99 end) }
+  end
+  return r
+end
 
 local function main()
   dir = common.tmpdir()
   local f = io.open("/proc/loadavg")
   load_at_start = f and f:read("l") or "?"
   if f then f:close() end
-  for _, name in ipairs(SYSTEMS) do
-    assert(RUN[name], "unknown system in ODO_BENCH_SYSTEMS: " .. name)
-    local t0 = uv.hrtime()
-    results[name] = RUN[name]()
-    log("%s: done in %.1f s", name, (uv.hrtime() - t0) / 1e9)
-    local base = name:match("^odo") and "odo" or name
-    if PRODUCE_RUN[base] and not produced[base] then
-      produced[base] = PRODUCE_RUN[base]()
-      log("%s producer: %.0f events/s", base, produced[base].rate)
+  for _, name in ipairs(SYSTEMS) do assert(RUN[name], "unknown system in ODO_BENCH_SYSTEMS: " .. name) end
+  -- rounds go round the systems, so that a busy moment of the machine
+  -- does not fall on one system's runs only
+  for round = 1, ROUNDS do
+    for _, name in ipairs(SYSTEMS) do
+      runs[name] = runs[name] or {}
+      local prev = runs[name][1]
+      if not (prev and prev.partial) then -- a catch-up that did not finish is not tried again
+        local t0 = uv.hrtime()
+        runs[name][round] = RUN[name]()
+        log("%s: round %d done in %.1f s: %.0f events/s", name, round, (uv.hrtime() - t0) / 1e9,
+          runs[name][round].rate)
+      end
+      local base = name:match("^odo") and "odo" or name
+      if PRODUCE_RUN[base] and not produced[base] then
+        produced[base] = PRODUCE_RUN[base]()
+        log("%s producer: %.0f events/s", base, produced[base].rate)
+      end
     end
   end
+  for _, name in ipairs(SYSTEMS) do results[name] = combine(runs[name]) end
 end
 
 common.main("bench/peers.lua", main, KEEP)
@@ -408,15 +467,16 @@ local function mb(kb) return kb and kb >= 0 and ("%.0f"):format(kb / 1024) or "?
 local function live(r, k) return r.live and ("%.3f"):format(r.live[k]) or "-" end
 
 print(("peers: %d events of %d bytes caught up by a fresh replica over loopback, then %d live events at one"
-  .. " per ms (%d warm-up events before them not counted); one run each; %d cores, load average at start %s")
-  :format(N, DATA_BYTES, LIVE, WARM, #uv.cpu_info(), load_at_start))
+  .. " per ms (%d warm-up events before them not counted); medians of %d rounds; %d cores, load average at start %s")
+  :format(N, DATA_BYTES, LIVE, WARM, ROUNDS, #uv.cpu_info(), load_at_start))
 print(("%-12s %10s %10s %9s %9s %8s %9s %9s  %s"):format("system", "catchup_s", "events/s", "cpu_s/M",
   "rss_anon", "vm_hwm", "live_p50", "live_p99", "replica durability"))
 for _, name in ipairs(SYSTEMS) do
   local r = results[name]
   print(("%-12s %10.3f %10.0f %9.2f %9s %8s %9s %9s  %s%s"):format(name, r.secs, r.rate, r.cpu_per_m,
     mb(r.rss) .. "MB", mb(r.hwm) .. "MB", live(r, "p50"), live(r, "p99"), r.durability,
-    r.partial and ("  PARTIAL: %d of %d events in %.0f s"):format(r.count, N, r.secs) or ""))
+    r.partial and ("  PARTIAL: %d of %d events in %.0f s"):format(r.count, N, r.secs)
+      or ("  (%d rounds: %.0f-%.0f events/s)"):format(r.rounds, r.min_rate, r.max_rate)))
 end
 -- odo / each: events/s above 1 means odo is faster; CPU, memory and p99 below 1 mean odo uses less
 for _, odo_name in ipairs { "odo", "odo_durable" } do
