@@ -11,9 +11,10 @@
 -- machine's monotonic clock just before its append, received by the
 -- replica: latency p50/p99, once the replica process used no CPU for
 -- 0.5 s (at most 30 s: odo's LevelDB compacts what it caught up) and
--- after WARM warm-up events that are not counted. The replica's CPU seconds (user + system, every thread, from
--- /proc) over the catch-up, per million events; its peak RssAnon
--- (sampled every 20 ms, catch-up and live) and VmHWM at the end.
+-- after WARM warm-up events that are not counted. The replica's CPU
+-- seconds (user + system, every thread, from /proc) over the catch-up,
+-- per million events; its peak RssAnon (sampled every 20 ms, catch-up
+-- and live) and VmHWM at the end.
 --
 -- Systems (each driver speaks bench/sync_peer.lua's line protocol:
 -- source "port ...", live N, live_stop, quit; replica "caught_up S",
@@ -34,6 +35,8 @@
 --   hypercore    a core filled by one Node.js process and served over TCP
 --                (Hypercore's own Noise stream); a new core in another
 --                process downloads it in order; bench/peers/hypercore.mjs
+--                (a catch-up past ODO_BENCH_LIMIT is reported as PARTIAL,
+--                and the live latency taken on a 10,000-event core)
 -- Producer side: durable appends, one event per acknowledgement (p50/p99
 -- of PRODUCE_LAT after PRODUCE_WARM) and events/s with PRODUCE_BATCH
 -- events per acknowledgement wait (PRODUCE events): odo's node:append
@@ -51,8 +54,8 @@
 -- range of events/s beside it. The producer side runs once.
 --
 -- Environment: ODO_BENCH_ROUNDS (ROUNDS, default 3), ODO_BENCH_EVENTS (N,
--- default 1000000), ODO_BENCH_LIVE
--- (default 1000), ODO_BENCH_WARM (default 300), ODO_BENCH_PRODUCE
+-- default 1000000), ODO_BENCH_LIVE (default 1000), ODO_BENCH_WARM
+-- (default 300), ODO_BENCH_PRODUCE
 -- (default 100000), ODO_BENCH_SYSTEMS (comma-separated, default all),
 -- ODO_BENCH_LIMIT (seconds a catch-up may take, default 120; a slower one
 -- is reported as partial), ODO_BENCH_NPM (the npm prefix holding
