@@ -132,6 +132,22 @@ bench-sync: deps all build/bench/sync_pipe
 bench-control: deps all
 	$(LUA) bench/control.lua
 
+# odo against Redis Streams, NATS JetStream and Hypercore doing the same
+# work in one invocation (bench/peers.lua, method in bench/README.md).
+# The peers' servers, python3-redis and the benchmark-only npm packages
+# (into build/bench-npm, never used by odo) are installed when missing.
+# ODO_BENCH_EVENTS (default 1000000) shrinks it for a quick check.
+.PHONY: bench-peers
+bench-peers: deps all
+	@bench/peers/install build/bench-npm
+	$(LUA) bench/peers.lua
+
+# Where a replica's catch-up spends its CPU: bench-sync's catch-up with
+# the replica under `perf record -g` (linux-perf); prints the top symbols.
+.PHONY: bench-profile-sync
+bench-profile-sync: deps all
+	$(LUA) bench/profile_sync.lua
+
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	fuzz/run $(FUZZ_SECONDS)

@@ -176,6 +176,36 @@ function M.reap(p, what, ms)
   end
 end
 
+-- Stops process p (a server the bench started): SIGTERM, then SIGKILL
+-- after ms milliseconds; waits for it to exit, whatever its status.
+function M.stop(p, ms)
+  if not p.exited then pcall(p.handle.kill, p.handle, "sigterm") end
+  local ok = pcall(M.run_until, function() return p.exited ~= nil end, ms, "stopping a process")
+  if not ok and not p.exited then
+    pcall(p.handle.kill, p.handle, "sigkill")
+    M.run_until(function() return p.exited ~= nil end, ms, "killing a process")
+  end
+  children[p.handle] = nil
+  p.close_input()
+  if not p.handle:is_closing() then p.handle:close() end
+end
+
+-- One measurement of n live events between a source and a replica
+-- process speaking bench/sync_peer.lua's commands (the replica expects
+-- them, then the source appends them, one per millisecond); waits at most
+-- ms milliseconds. Returns {count, p50, p99, max, mean} (ms).
+function M.live_phase(source, replica, n, ms)
+  replica.send("expect " .. n)
+  M.expect(replica, "^expecting " .. n .. "$", "the replica's expect", 60000)
+  source.send("live " .. n)
+  local count, p50, p99, max, mean = M.expect(replica, "^live (%d+) (%S+) (%S+) (%S+) (%S+)$", "live events", ms)
+  for i, l in ipairs(replica.lines) do -- the next phase looks for its own line
+    if l:match("^live ") or l:match("^expecting ") then replica.lines[i] = "(seen) " .. l end
+  end
+  return { count = tonumber(count), p50 = tonumber(p50), p99 = tonumber(p99), max = tonumber(max),
+    mean = tonumber(mean) }
+end
+
 -- The environment of a peer script (bench/*_peer.lua): ours, with
 -- LUA_PATH and LUA_CPATH pointing at the repository and ODO_CPATH.
 function M.peer_env()
@@ -269,6 +299,28 @@ function M.thread_cpu(pid)
   return main, other
 end
 
+-- Waits until process pid used no CPU for SETTLE_MS (0.5 s), at most
+-- SETTLE_MAX_MS (30 s): in its threads but the main one with which
+-- "other" (LevelDB's compaction after a catch-up), in all of them with
+-- "all". Returns the seconds waited.
+local SETTLE_MS, SETTLE_MAX_MS = 500, 30000
+function M.settle(pid, which)
+  local t0, last, quiet_since = uv.hrtime(), -1, uv.hrtime()
+  local done = false
+  local timer = uv.new_timer()
+  timer:start(0, 50, function()
+    local main, other = M.thread_cpu(pid)
+    local used = which == "all" and (main or 0) + (other or 0) or other
+    local now = uv.hrtime()
+    if used ~= last then last, quiet_since = used, now end
+    if now - quiet_since >= SETTLE_MS * 1e6 or now - t0 >= SETTLE_MAX_MS * 1e6 then done = true end
+  end)
+  local ok, err = pcall(M.run_until, function() return done end, SETTLE_MAX_MS + 5000, "settling")
+  timer:close()
+  if not ok then error(err, 0) end
+  return (uv.hrtime() - t0) / 1e9
+end
+
 -- ---- certificates ----------------------------------------------------------------------
 
 -- Makes, in dir, an Ed25519 CA and a certificate signed by it for each of
@@ -297,6 +349,44 @@ function M.baseline_rate(binary, db, n, mode)
   assert(p:close(), "baseline failed: " .. out)
   local count, secs = out:match("(%d+) ([%d.]+)")
   return tonumber(count) / tonumber(secs)
+end
+
+-- ---- an odo source -------------------------------------------------------------------------
+
+-- Opens a node in the new folder dir with tls, appends n events of
+-- `bytes` bytes to each of its streams (`streams` of them: its own stream
+-- when 1, else named streams "s1".."sN"), `batch` events per append and
+-- without sync, waits until every stream's last head is signed, closes it.
+-- Returns the node id and the events/s appended and signed.
+function M.fill_node(dir, tls, n, bytes, batch, streams, timeout_ms)
+  local odo = require "odo"
+  local node = assert(odo.node { dir = dir, tls = tls, sync = false, on_error = M.fail, tune_allocator = true })
+  local ids = {}
+  for i = 1, streams do ids[i] = streams == 1 and node.id or node:stream_id("s" .. i) end
+  local data = ("x"):rep(bytes)
+  local full = {}
+  for i = 1, batch do full[i] = { type = "bench", data = data } end
+  local t0 = uv.hrtime()
+  for _, id in ipairs(ids) do
+    local left = n
+    while left > 0 do
+      local b = left < batch and table.move(full, 1, left, 1, {}) or full
+      assert(node:append(id, b))
+      left = left - #b
+    end
+  end
+  local appended = n * streams / ((uv.hrtime() - t0) / 1e9)
+  local store, unsigned = node.store, #ids
+  M.run_until(function()
+    while unsigned > 0 and store:head_find(ids[unsigned], store:stream(ids[unsigned]).last) ~= nil do
+      unsigned = unsigned - 1
+    end
+    return unsigned == 0
+  end, timeout_ms, "signing the source's heads")
+  local signed = n * streams / ((uv.hrtime() - t0) / 1e9)
+  local id = node.id
+  node:close()
+  return id, appended, signed
 end
 
 return M

@@ -40,6 +40,22 @@
 -- once the replica's other threads used no CPU for 0.5 s, LIVE events:
 -- `live_p99_ms:`. p50, p99 and max in ms.
 --
+-- Live during a catch-up: a source, a replica caught up with it and
+-- subscribed from "live" (LIVE_WARM warm-up live events, not counted);
+-- then a second, new replica starts catching up the whole stream while
+-- the source appends live events at one per millisecond: the first
+-- replica's latency of the events sent while the second one caught up
+-- (from just before its node opened until it was told it caught up):
+-- `live_p99_ms_during_catchup:` (goal <= 2 ms).
+--
+-- Fleet: a source node holding FLEET_STREAMS named streams of
+-- FLEET_EVENTS events each (heads signed); a new replica node (bench/
+-- sync_peer.lua fleet) replicates them all, timed from just before its
+-- node opens: until its catalogues named every stream (`fleet_catalogue_s:`,
+-- goal < 1 s), until the first and the last stream was caught up; events/s
+-- over the last and its ratio to the single-stream rate (`sync:` above):
+-- `fleet_ratio:` (goal >= 0.5).
+--
 -- Rounds alternate the pipe and ours; the best rate of each is kept.
 -- Prints context lines, then `verify_ratio: X`, `peak_rss_mb: SOURCE
 -- REPLICA`, `live_p99_ms: Y` and last `ratio: X` (ours, default policy /
@@ -48,7 +64,9 @@
 -- Environment: ODO_BENCH_EVENTS (N, default 1000000), ODO_BENCH_ROUNDS
 -- (default 3), ODO_BENCH_LIVE (LIVE, default 10000), ODO_BENCH_VERBOSE=1
 -- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
--- print its path), ODO_CPATH (where odo/core.so is, default build/?.so).
+-- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
+-- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
+-- (default 100).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
 local odo = require "odo"
@@ -59,6 +77,9 @@ local N = math.tointeger(tonumber(os.getenv("ODO_BENCH_EVENTS"))) or 1000000
 local ROUNDS = math.tointeger(tonumber(os.getenv("ODO_BENCH_ROUNDS"))) or 3
 local LIVE = math.tointeger(tonumber(os.getenv("ODO_BENCH_LIVE"))) or 10000
 local LIVE_EARLY = math.max(1, LIVE // 5) -- right after the catch-up, for context
+local LIVE_WARM = 300 -- before the live events during a catch-up, not counted
+local FLEET_STREAMS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_STREAMS"))) or 10000
+local FLEET_EVENTS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_EVENTS"))) or 100
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
 local BATCH = 1000
@@ -82,7 +103,7 @@ local function reap(p, what) return common.reap(p, what, RUN_TIMEOUT_MS) end
 -- ---- folders and certificates ---------------------------------------------------
 
 local dir -- the temporary folder all the others are in
-local pki -- the test certificates: an Ed25519 CA, a source and a replica
+local pki -- the test certificates: an Ed25519 CA, a source and two replicas
 local serial = 0
 local function fresh(name)
   serial = serial + 1
@@ -150,38 +171,13 @@ local function run_pipe()
 end
 
 -- Waits until process pid's other threads (LevelDB's compaction after a
--- catch-up) used no CPU for SETTLE_MS, at most SETTLE_MAX_MS; returns the
--- seconds waited.
-local SETTLE_MS, SETTLE_MAX_MS = 500, 30000
-local function settle(pid)
-  local t0, last, quiet_since = uv.hrtime(), -1, uv.hrtime()
-  local done = false
-  local timer = uv.new_timer()
-  timer:start(0, 50, function()
-    local _, cpu = common.thread_cpu(pid)
-    local now = uv.hrtime()
-    if cpu ~= last then last, quiet_since = cpu, now end
-    if now - quiet_since >= SETTLE_MS * 1e6 or now - t0 >= SETTLE_MAX_MS * 1e6 then done = true end
-  end)
-  local ok, err = pcall(run_until, function() return done end, SETTLE_MAX_MS + 5000, "settling")
-  timer:close()
-  if not ok then error(err, 0) end
-  return (uv.hrtime() - t0) / 1e9
-end
+-- catch-up) used no CPU for 0.5 s, at most 30 s; returns the seconds
+-- waited.
+local function settle(pid) return common.settle(pid, "other") end
 
 -- One measurement of n live events: the replica expects them, then the
 -- source appends them, one per millisecond.
-local function live_phase(source, replica, n)
-  replica.send("expect " .. n)
-  expect(replica, "^expecting " .. n .. "$", "the replica's expect", 60000)
-  source.send("live " .. n)
-  local count, p50, p99, max, mean = expect(replica, "^live (%d+) (%S+) (%S+) (%S+) (%S+)$", "live events")
-  for i, l in ipairs(replica.lines) do -- the next phase looks for its own line
-    if l:match("^live ") or l:match("^expecting ") then replica.lines[i] = "(seen) " .. l end
-  end
-  return { count = tonumber(count), p50 = tonumber(p50), p99 = tonumber(p99), max = tonumber(max),
-    mean = tonumber(mean) }
-end
+local function live_phase(source, replica, n) return common.live_phase(source, replica, n, RUN_TIMEOUT_MS) end
 
 -- One catch-up of the whole stream by a new replica. With `live`, then
 -- LIVE_EARLY live events at once, and LIVE more once the replica's
@@ -247,10 +243,87 @@ local function keep(name, r)
   end
 end
 
-local live_result
+-- ---- live during a catch-up, and fleets -----------------------------------------------
+
+local function peer_args(...)
+  return { common.root .. "/bench/sync_peer.lua", ... }
+end
+
+-- Starts bench/sync_peer.lua source on folder d; returns the process, its
+-- port, stream id and last revision.
+local function start_source(d)
+  local source = spawn("lua5.4", peer_args("source", d, pki.source.ca, pki.source.cert, pki.source.key),
+    common.peer_env(), true)
+  local port, id, last = expect(source, "^port (%d+) (%x+) (%d+) (%S+)$", "the source's start", 60000)
+  return source, port, id, tonumber(last)
+end
+
+local function stop_source(source)
+  source.send("quit")
+  expect(source, "^cpu (%S+) (%S+)$", "the source's end", 60000)
+  reap(source, "the source")
+end
+
+-- The live latency at a caught-up replica while a second one catches up.
+local function run_live_during_catchup()
+  local source, port, id, last = start_source(src.node)
+  local live_rep = spawn("lua5.4", peer_args("replica", fresh("replica"), pki.replica.ca, pki.replica.cert,
+    pki.replica.key, port, id, tostring(last), "default", "1"), common.peer_env(), true)
+  expect(live_rep, "^caught_up ", "the first replica's catch-up", CATCH_UP_TIMEOUT_MS)
+  expect(live_rep, "^ready$", "the first replica's live subscription", 60000)
+  settle(live_rep.pid)
+  live_phase(source, live_rep, LIVE_WARM)
+  live_rep.send("record")
+  local bulk = spawn("lua5.4", peer_args("replica", fresh("replica"), pki.replica2.ca, pki.replica2.cert,
+    pki.replica2.key, port, id, tostring(last), "default", "0"), common.peer_env())
+  local t0 = tonumber(expect(bulk, "^started (%d+)$", "the second replica's start", 60000))
+  for i, l in ipairs(source.lines) do -- the warm-up's own line
+    if l:match("^live_sent ") then source.lines[i] = "(seen) " .. l end
+  end
+  source.send("live 1000000")
+  local secs = tonumber(expect(bulk, "^caught_up ([%d.]+) ", "the second replica's catch-up", CATCH_UP_TIMEOUT_MS))
+  source.send("live_stop")
+  local sent = expect(source, "^live_sent (%d+)$", "the live events' end", 60000)
+  reap(bulk, "the second replica")
+  -- let the last events arrive, then take those sent during the catch-up
+  local wait = uv.new_timer()
+  local waited = false
+  wait:start(1000, 0, function() waited = true end)
+  run_until(function() return waited end, 5000, "waiting")
+  wait:close()
+  live_rep.send(("window %d %d"):format(t0, t0 + math.floor(secs * 1e9)))
+  local count, p50, p99, max, mean = expect(live_rep, "^window (%d+) (%S+) (%S+) (%S+) (%S+)$", "the live window",
+    60000)
+  live_rep.send("quit")
+  reap(live_rep, "the first replica")
+  stop_source(source)
+  return { events = last, secs = secs, sent = tonumber(sent), count = tonumber(count), p50 = tonumber(p50),
+    p99 = tonumber(p99), max = tonumber(max), mean = tonumber(mean) }
+end
+
+-- FLEET_STREAMS streams of FLEET_EVENTS events caught up by a new replica.
+local function run_fleet()
+  local d = fresh("fleet-source")
+  local t0 = uv.hrtime()
+  common.fill_node(d, pki.source, FLEET_EVENTS, DATA_BYTES, BATCH, FLEET_STREAMS, RUN_TIMEOUT_MS)
+  log("fleet source filled and signed in %.1f s", (uv.hrtime() - t0) / 1e9)
+  local source, port = start_source(d)
+  local rep = spawn("lua5.4", peer_args("fleet", fresh("fleet-replica"), pki.replica.ca, pki.replica.cert,
+    pki.replica.key, port, tostring(FLEET_STREAMS), tostring(FLEET_EVENTS)), common.peer_env())
+  local cat, first, last, held, rmain, rother = expect(rep, "^fleet (%S+) (%S+) (%S+) (%d+) (%S+) (%S+)$",
+    "the fleet's catch-up", CATCH_UP_TIMEOUT_MS + FLEET_STREAMS * 10)
+  reap(rep, "the fleet replica")
+  stop_source(source)
+  assert(tonumber(held) == FLEET_STREAMS, ("the fleet replica holds %s of %d streams whole"):format(held,
+    FLEET_STREAMS))
+  return { catalogue = tonumber(cat), first = tonumber(first), last = tonumber(last),
+    cpu = tonumber(rmain) + tonumber(rother) }
+end
+
+local live_result, during, fleet
 local function main()
   dir = common.tmpdir()
-  pki = common.make_pki(dir, { "source", "replica" })
+  pki = common.make_pki(dir, { "source", "replica", "replica2" })
   local appended, signed
   src.node, src.id, appended, signed = fill_node()
   src.pipe = fill_pipe(src.id)
@@ -270,6 +343,10 @@ local function main()
   peak.source = math.max(peak.source, r.rss_source)
   peak.replica = math.max(peak.replica, r.rss_replica)
   live_result = r
+  during = run_live_during_catchup()
+  log("live during a catch-up: p99 %.3f ms over %d events", during.p99, during.count)
+  fleet = run_fleet()
+  log("fleet: catalogue %.3f s, first %.3f s, last %.3f s", fleet.catalogue, fleet.first, fleet.last)
 end
 
 common.main("bench/sync.lua", main, KEEP)
@@ -298,6 +375,18 @@ print(("live_after_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms 
 print(("live: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms  (%d events, one per ms, once the replica's"
   .. " compaction was idle: after %.1f s; peak RssAnon source %s MB, replica %s MB)"):format(lv.p50, lv.p99,
   lv.max, lv.mean, lv.count, live_result.settled_s, mb(live_result.rss_source), mb(live_result.rss_replica)))
+print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms  (%d events, one per ms, sent to a"
+  .. " caught-up replica while the same source streamed %d events to a new replica in %.3f s; %d sent in all;"
+  .. " goal: p99 <= 2 ms)"):format(during.p50, during.p99, during.max, during.mean, during.count, during.events,
+  during.secs, during.sent))
+local fleet_events = FLEET_STREAMS * FLEET_EVENTS
+print(("fleet: %.0f events/s, %d streams x %d events caught up by a new replica; catalogue exchange %.3f s"
+  .. " (goal < 1 s); first stream caught up at %.3f s, last at %.3f s; ratio to one stream (sync) %.2f (goal >= 0.5);"
+  .. " replica CPU s %.2f"):format(fleet_events / fleet.last, FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue, fleet.first,
+  fleet.last, fleet_events / fleet.last / rate(d), fleet.cpu))
+print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
+print(("fleet_ratio: %.2f"):format(fleet_events / fleet.last / rate(d)))
+print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
 print(("verify_ratio: %.2f"):format(rate(on) / rate(off)))
 print(("peak_rss_mb: %s %s"):format(mb(peak.source), mb(peak.replica)))
 print(("live_p99_ms: %.3f"):format(lv.p99))

@@ -8,17 +8,21 @@
 --   live N   appends N events, one per millisecond on a fixed schedule
 --            (type "live", data: uv.hrtime() just before the append, as a
 --            decimal string); prints "live_sent N" when done
+--   live_stop  ends a "live N" early: its "live_sent <count sent>" follows
 --   quit     prints "cpu <main> <other>" (CPU seconds, user + system, of
 --            the main thread and of the others: LevelDB's compaction),
 --            closes the node and exits; so does the end of stdin, silently
 --
---   lua5.4 bench/sync_peer.lua replica DIR CA CERT KEY PORT SOURCE_ID N VERIFY LIVE
+--   lua5.4 bench/sync_peer.lua replica DIR CA CERT KEY PORT SOURCE_ID N VERIFY LIVE [DURABLE]
 -- From just before it opens a node in DIR (a new folder) with the peer
 -- 127.0.0.1:PORT, without sync, times the catch-up of stream SOURCE_ID
 -- until the node is told it caught up at revision N ("caught_up" event)
 -- and its store holds N (polled every 10 ms as well, in case the event
 -- never comes). VERIFY: "default" (the policy's default), "on" or "off"
--- (policy verify_signatures). Prints
+-- (policy verify_signatures); DURABLE "1": policy replica_sync (every
+-- batch it stores is fsynced), "0" or absent: not. Prints first
+--   started <uv.hrtime() in ns just before the node opens>
+-- then
 --   caught_up <seconds> <last revision> <hex hash of the last event> <how>
 --             <cipher> <cpu main> <cpu other>
 -- (one line) where how is "event" or "poll" (what noticed it first),
@@ -31,7 +35,22 @@
 --             of uv.hrtime() at the handler minus the hrtime in each
 --             event's data (both processes share the machine's
 --             monotonic clock)
+--   record    from now on keeps each live event's send time and latency
+--   window T0 T1  of the events recorded whose send time (uv.hrtime) is
+--             within T0..T1 ns, prints
+--             window <count> <p50 ms> <p99 ms> <max ms> <mean ms>
+--             (all zero when none); stops recording
 --   quit      (or the end of stdin) closes the node and exits
+--
+--   lua5.4 bench/sync_peer.lua fleet DIR CA CERT KEY PORT STREAMS EVENTS
+-- A new node in DIR with the peer 127.0.0.1:PORT (no sync, default
+-- policy) replicates every stream the peer offers; times from just before
+-- the node opens until the catalogues received named STREAMS streams
+-- ("catalogue"), until the first and the last of STREAMS streams were
+-- caught up at EVENTS, then prints
+--   fleet <catalogue s> <first s> <last s> <streams held at EVENTS>
+--         <cpu main> <cpu other>
+-- and exits.
 --
 -- Any error reported by the node fails the run: a message on stderr and
 -- exit status 1. Gives up after 10 minutes.
@@ -42,8 +61,10 @@ local uv = require "luv"
 
 local MODE = arg[1]
 local USAGE = "usage: lua5.4 bench/sync_peer.lua source DIR CA CERT KEY\n"
-  .. "       lua5.4 bench/sync_peer.lua replica DIR CA CERT KEY PORT SOURCE_ID N VERIFY LIVE"
-assert((MODE == "source" and #arg == 5) or (MODE == "replica" and #arg == 10), USAGE)
+  .. "       lua5.4 bench/sync_peer.lua replica DIR CA CERT KEY PORT SOURCE_ID N VERIFY LIVE [DURABLE]\n"
+  .. "       lua5.4 bench/sync_peer.lua fleet DIR CA CERT KEY PORT STREAMS EVENTS"
+assert((MODE == "source" and #arg == 5) or (MODE == "replica" and (#arg == 10 or #arg == 11))
+  or (MODE == "fleet" and #arg == 8), USAGE)
 local DIR, TLS = arg[2], { ca = arg[3], cert = arg[4], key = arg[5] }
 
 local fail, protect = common.fail, common.protect
@@ -107,9 +128,12 @@ end
 
 -- ---- the source -------------------------------------------------------------------
 
+local stop_live -- ends the running "live N" early, when one runs
+
 local function append_live(n)
   local sent, t0 = 0, uv.hrtime()
   local timer = handle(uv.new_timer())
+  stop_live = function() n = sent end
   timer:start(1, 1, function()
     protect(function()
       local due = math.min(n, (uv.hrtime() - t0) // 1000000 + 1)
@@ -119,6 +143,7 @@ local function append_live(n)
       end
       if sent == n then
         timer:stop()
+        stop_live = nil
         say("live_sent", n)
       end
     end)
@@ -134,6 +159,8 @@ local function run_source()
     local n = line:match("^live (%d+)$")
     if n then
       append_live(tonumber(n))
+    elseif line == "live_stop" then
+      if stop_live then stop_live() end
     elseif line == "quit" then
       say("cpu", thread_cpu())
       uv.stop()
@@ -149,8 +176,14 @@ local function run_replica()
   local port, source, n, verify, live = tonumber(arg[6]), arg[7], tonumber(arg[8]), arg[9], arg[10] == "1"
   assert(port and n and (verify == "default" or verify == "on" or verify == "off")
     and (arg[10] == "0" or arg[10] == "1"), USAGE)
+  local durable = arg[11] == "1"
+  assert(arg[11] == nil or arg[11] == "0" or durable, USAGE)
   local policy = nil
   if verify ~= "default" then policy = { verify_signatures = verify == "on" } end
+  if durable then
+    policy = policy or {}
+    policy.replica_sync = true
+  end
   local t0, done = uv.hrtime(), false
   local poll = handle(uv.new_timer())
   local function finish(how)
@@ -171,9 +204,14 @@ local function run_replica()
     say("caught_up", ("%.6f"):format(secs), last, hash, how, cipher, thread_cpu())
     if not live then return uv.stop() end
     local lat, want = {}, 0
+    local recorded -- with "record": {send time, latency} of each live event
     node:subscribe(source, "live", function(batch)
       local now = uv.hrtime()
-      for _, ev in ipairs(batch) do lat[#lat + 1] = (now - tonumber(ev.data)) / 1e6 end
+      for _, ev in ipairs(batch) do
+        local sent = tonumber(ev.data)
+        lat[#lat + 1] = (now - sent) / 1e6
+        if recorded then recorded[#recorded + 1] = { sent, lat[#lat] } end
+      end
       if want > 0 and #lat >= want then
         table.sort(lat)
         local sum = 0
@@ -188,6 +226,22 @@ local function run_replica()
       if count then
         lat, want = {}, tonumber(count)
         say("expecting", count)
+      elseif line == "record" then
+        recorded = {}
+      elseif line:match("^window ") then
+        local from, to = line:match("^window (%d+) (%d+)$")
+        from, to = assert(tonumber(from), "window T0 T1"), assert(tonumber(to), "window T0 T1")
+        local w, sum = {}, 0
+        for _, r in ipairs(recorded or {}) do
+          if r[1] >= from and r[1] <= to then
+            w[#w + 1] = r[2]
+            sum = sum + r[2]
+          end
+        end
+        recorded = nil
+        table.sort(w)
+        say("window", #w, ("%.3f %.3f %.3f %.3f"):format(common.percentile(w, 0.5) or 0,
+          common.percentile(w, 0.99) or 0, w[#w] or 0, #w > 0 and sum / #w or 0))
       elseif line == "quit" then
         uv.stop()
       else
@@ -196,6 +250,7 @@ local function run_replica()
     end)
     say("ready")
   end
+  say("started", ("%d"):format(t0))
   node = assert(odo.node {
     dir = DIR, tls = TLS, peers = { "127.0.0.1:" .. port }, sync = false, policy = policy, on_error = fail,
     tune_allocator = true,
@@ -206,9 +261,47 @@ local function run_replica()
   poll:start(10, 10, function() protect(finish, "poll") end)
 end
 
+-- ---- a fleet replica --------------------------------------------------------------
+
+local function run_fleet()
+  local port, streams, events = tonumber(arg[6]), tonumber(arg[7]), tonumber(arg[8])
+  assert(port and streams and events, USAGE)
+  local t0 = uv.hrtime()
+  local offered, n_offered, t_cat = {}, 0, nil
+  local caught, n_caught, t_first = {}, 0, nil
+  local function secs() return (uv.hrtime() - t0) / 1e9 end
+  local function finish()
+    local held = 0
+    for _, st in ipairs(node.store:streams()) do
+      if not st.own and st.last == events then held = held + 1 end
+    end
+    say("fleet", ("%.6f %.6f %.6f"):format(t_cat, t_first, secs()), held, thread_cpu())
+    uv.stop()
+  end
+  node = assert(odo.node { dir = DIR, tls = TLS, peers = { "127.0.0.1:" .. port }, sync = false, on_error = fail })
+  node:on("catalogue", function(_, entries)
+    for _, e in ipairs(entries) do
+      if not offered[e.id] and e.id:find("/", 1, true) then
+        offered[e.id] = true
+        n_offered = n_offered + 1
+      end
+    end
+    if not t_cat and n_offered >= streams then t_cat = secs() end
+  end)
+  node:on("caught_up", function(stream, rev)
+    if rev >= events and not caught[stream] and stream:find("/", 1, true) then
+      caught[stream] = true
+      n_caught = n_caught + 1
+      t_first = t_first or secs()
+      if n_caught >= streams then finish() end
+    end
+  end)
+end
+
 -- ---- the loop ------------------------------------------------------------------------
 
-local ok, err = xpcall(MODE == "source" and run_source or run_replica, debug.traceback)
+local run = { source = run_source, replica = run_replica, fleet = run_fleet }
+local ok, err = xpcall(run[MODE], debug.traceback)
 if not ok then fail(err) end
 if not common.failure() then uv.run() end
 if node then
