@@ -128,7 +128,7 @@ describe("DHT discovery (odo run --dht-*)", function()
     assert.equal(0, active(other), logs({ other }))
     assert.equal(0, dht(other).taken)
     -- on the same DHT (it knows DHT nodes), another topic
-    assert.is_true(H.wait(function() return dht(other).good + dht(other).dubious >= 1 end, 10000), logs({ other }))
+    assert.is_true(H.wait(function() return dht(other).good + dht(other).dubious >= 1 end, 30000), logs({ other }))
     assert.equal(0, active(stranger), logs({ stranger }))
     assert.equal(0, dht(stranger).taken)
     assert.truthy(H.read_file(stranger.log):find("network id 99", 1, true))
