@@ -6,19 +6,13 @@
 local H = require "helper"
 local cjson = require "cjson"
 
-local FAST = [[
-return { policy = {
-  tick_ms = 100, heartbeat_interval_ms = 300, heartbeat_timeout_ms = 2000,
-  handshake_timeout_ms = 2000, backoff = { 100, 200, 400 }, backoff_cap_ms = 400,
-} }
-]]
 
 describe("the control socket under load", function()
   local tmp, pki, procs
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", FAST)
+    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
     procs = {}
   end)
   teardown(function()
@@ -31,11 +25,8 @@ describe("the control socket under load", function()
     local p = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = pki.node(name), peers = peers,
       config = tmp .. "/fast.lua" }
     procs[#procs + 1] = p.pid
-    assert(H.wait(function()
-      local st = H.status(dir)
-      p.id = st and st.running and st.id
-      return p.id
-    end, 20000), H.read_file(p.log))
+    p.id = H.running_id(dir)
+    assert(p.id, H.read_file(p.log))
     return p
   end
 

@@ -8,12 +8,6 @@ local H = require "helper"
 local cjson = require "cjson"
 local uv = require "luv"
 
-local FAST = [[
-return { policy = {
-  tick_ms = 100, heartbeat_interval_ms = 300, heartbeat_timeout_ms = 1000,
-  handshake_timeout_ms = 1500, backoff = { 100, 200, 400 }, backoff_cap_ms = 400,
-} }
-]]
 
 -- A shell loop appending batches of 25 lines "batch B line L" to DIR,
 -- appending each acknowledged last revision and batch number to ACKED.
@@ -30,7 +24,7 @@ describe("crashes while replicating", function()
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", FAST)
+    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
     procs = {}
   end)
   teardown(function()
@@ -52,12 +46,7 @@ describe("crashes while replicating", function()
     local function status(name) return H.status(nodes[name].dir) end
     start("s")
     start("r")
-    local sid
-    assert(H.wait(function()
-      local st = status("s")
-      sid = st and st.running and st.id
-      return sid
-    end, 20000))
+    local sid = assert(H.running_id(nodes.s.dir))
     local acked = tmp .. "/acked"
     procs.appender = H.spawn(APPENDER:format(H.odo, nodes.s.dir, acked), tmp .. "/appender.log")
 

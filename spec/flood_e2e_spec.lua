@@ -10,12 +10,6 @@ local H = require "helper"
 local uv = require "luv"
 local luv_adapter = require "odo.adapter.luv"
 
-local FAST = [[
-return { policy = {
-  tick_ms = 100, heartbeat_interval_ms = 500, heartbeat_timeout_ms = 5000,
-  handshake_timeout_ms = 5000, backoff = { 200, 400, 800 }, backoff_cap_ms = 800,
-} }
-]]
 
 local function descriptors()
   local n = 0
@@ -64,7 +58,7 @@ describe("a connection flood", function()
   setup(function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", FAST)
+    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
     procs, notices = {}, {}
     a = H.node {
       tls = pki.node("a"),

@@ -6,12 +6,6 @@
 -- verified. Everything made here is removed afterwards, also on failure.
 local H = require "helper"
 
-local FAST = [[
-return { policy = {
-  tick_ms = 100, heartbeat_interval_ms = 300, heartbeat_timeout_ms = 1000,
-  handshake_timeout_ms = 1500, backoff = { 200, 400, 800 }, backoff_cap_ms = 800,
-} }
-]]
 
 local tag = tostring(math.floor(require("luv").os_getpid() % 100000))
 local NS = { a = "odo-pa-" .. tag, b = "odo-pb-" .. tag }
@@ -110,18 +104,15 @@ describe("network faults between two hosts", function()
     tmp = H.tmpdir()
     pki = H.pki(tmp)
     pki.a, pki.b = pki.node("a"), pki.node("b")
-    H.write_file(tmp .. "/fast.lua", FAST)
+    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
     remove_hosts()
     make_hosts()
     nodes, ids = {}, {}
     start("a")
     start("b", "a")
     for _, who in ipairs({ "a", "b" }) do
-      assert(H.wait(function()
-        local st = H.status(nodes[who].dir)
-        ids[who] = st and st.id
-        return ids[who]
-      end, 20000), H.read_file(nodes[who].dir .. ".log"))
+      ids[who] = H.running_id(nodes[who].dir)
+      assert(ids[who], H.read_file(nodes[who].dir .. ".log"))
     end
     append("a", 5, "a before")
     append("b", 5, "b before")

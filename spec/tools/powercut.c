@@ -52,68 +52,52 @@ static void note(const char *what, int fd) {
 
 static int writes(int flags) { return (flags & (O_WRONLY | O_RDWR)) != 0; }
 
-int open(const char *path, int flags, ...);
-int open(const char *path, int flags, ...) {
-  static open_fn real;
-  mode_t mode = 0;
-  if (real == NULL) real = (open_fn)dlsym(RTLD_NEXT, "open");
-  if (flags & O_CREAT) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = (mode_t)va_arg(ap, int);
-    va_end(ap);
-  }
-  int fd = real(path, flags, mode);
-  if (writes(flags)) note("open", fd);
-  return fd;
-}
+/* The mode argument open and openat take only with O_CREAT. */
+#define MODE_ARG(flags, last, mode)          \
+  do {                                       \
+    if ((flags) & O_CREAT) {                 \
+      va_list ap;                            \
+      va_start(ap, last);                    \
+      (mode) = (mode_t)va_arg(ap, int);      \
+      va_end(ap);                            \
+    }                                        \
+  } while (0)
 
-int open64(const char *path, int flags, ...);
-int open64(const char *path, int flags, ...) {
-  static open_fn real;
-  mode_t mode = 0;
-  if (real == NULL) real = (open_fn)dlsym(RTLD_NEXT, "open64");
-  if (flags & O_CREAT) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = (mode_t)va_arg(ap, int);
-    va_end(ap);
+/* open and open64 (one symbol each in glibc): the real one, then a note. */
+#define OPEN_SHIM(name)                                        \
+  int name(const char *path, int flags, ...);                  \
+  int name(const char *path, int flags, ...) {                 \
+    static open_fn real;                                       \
+    mode_t mode = 0;                                           \
+    if (real == NULL) real = (open_fn)dlsym(RTLD_NEXT, #name); \
+    MODE_ARG(flags, flags, mode);                              \
+    int fd = real(path, flags, mode);                          \
+    if (writes(flags)) note("open", fd);                       \
+    return fd;                                                 \
   }
-  int fd = real(path, flags, mode);
-  if (writes(flags)) note("open", fd);
-  return fd;
-}
+OPEN_SHIM(open)
+OPEN_SHIM(open64)
 
 int openat(int dirfd, const char *path, int flags, ...);
 int openat(int dirfd, const char *path, int flags, ...) {
   static openat_fn real;
   mode_t mode = 0;
   if (real == NULL) real = (openat_fn)dlsym(RTLD_NEXT, "openat");
-  if (flags & O_CREAT) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = (mode_t)va_arg(ap, int);
-    va_end(ap);
-  }
+  MODE_ARG(flags, flags, mode);
   int fd = real(dirfd, path, flags, mode);
   if (writes(flags)) note("open", fd);
   return fd;
 }
 
-int fsync(int fd);
-int fsync(int fd) {
-  static sync_fn real;
-  if (real == NULL) real = (sync_fn)dlsym(RTLD_NEXT, "fsync");
-  int rc = real(fd);
-  if (rc == 0) note("sync", fd);
-  return rc;
-}
-
-int fdatasync(int fd);
-int fdatasync(int fd) {
-  static sync_fn real;
-  if (real == NULL) real = (sync_fn)dlsym(RTLD_NEXT, "fdatasync");
-  int rc = real(fd);
-  if (rc == 0) note("sync", fd);
-  return rc;
-}
+/* fsync and fdatasync: the real one, then a note when it succeeded. */
+#define SYNC_SHIM(name)                                        \
+  int name(int fd);                                            \
+  int name(int fd) {                                           \
+    static sync_fn real;                                       \
+    if (real == NULL) real = (sync_fn)dlsym(RTLD_NEXT, #name); \
+    int rc = real(fd);                                         \
+    if (rc == 0) note("sync", fd);                             \
+    return rc;                                                 \
+  }
+SYNC_SHIM(fsync)
+SYNC_SHIM(fdatasync)
