@@ -315,6 +315,14 @@ end
 -- `cb(last)` or `cb(nil, err, name)` once durable, nothing returned), and
 -- the old form `node:append(stream, events, opts)`, which keeps working.
 -- They are told apart by the first argument: a table is the events.
+--
+-- Without a callback the call blocks until its write is durable: it
+-- writes (and fsyncs) on the calling thread, after any group commit in
+-- flight to the same stream. A caller that wants the revision back as the
+-- call's result has to wait for the fsync anyway, and a hand-over to the
+-- worker would only add a thread switch; a host whose loop must not
+-- stall uses the callback form or `append_wait` (in a coroutine), whose
+-- writes the core's worker thread fsyncs (see `append_async`).
 -- @tparam ?string stream a full stream id; nil for the node's own stream
 --   (new form: the events)
 -- @tparam table events an `Event` `{type=, data=, ts=}` or an array of them
@@ -511,7 +519,11 @@ end
 --- Appends without waiting: appends issued in the same loop turn share one
 -- write and one sync (group commit); `cb(last)` or `cb(nil, err, name)`
 -- runs once the write is durable, exactly once per call. Wrong arguments
--- raise here.
+-- raise here. On a durable node (`sync` not false) the write and its
+-- fsync run on the core's worker thread (`odo.core.commit_queue`), one
+-- group in flight while the next gathers; subscribers see the events once
+-- they are durable. A write that fails (ENOSPC) fails its whole group,
+-- nothing of it written.
 function Node:append_async(stream, events, opts, cb)
   check_open(self)
   assert(type(cb) == "function", "append_async needs a callback")
