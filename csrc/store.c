@@ -933,8 +933,7 @@ int odo_store_l_streams(lua_State *L) {
   odo_stream **all = lua_newuserdatauv(L, (s->nstreams + 1) * sizeof *all, 0);
   size_t n = 0;
   for (size_t i = 0; i < s->nbuckets; i++)
-    for (odo_stream *st = s->buckets[i]; st; st = st->next)
-      if (!st->is_new) all[n++] = st; /* one in flight is not written yet */
+    for (odo_stream *st = s->buckets[i]; st; st = st->next) all[n++] = st;
   qsort(all, n, sizeof *all, cmp_stream);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
@@ -953,7 +952,7 @@ int odo_store_l_stream(lua_State *L) {
   size_t len;
   const char *id = luaL_checklstring(L, 2, &len);
   odo_stream *st = odo_store_find(s, id, len);
-  if (st == NULL || st->is_new) return 0;
+  if (st == NULL) return 0;
   push_stream(L, st);
   return 1;
 }

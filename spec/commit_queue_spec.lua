@@ -25,11 +25,13 @@ describe("the commit queue", function()
     local id2 = q:submit({ { events = events(1) }, { events = events(1), expected = 1 },
       { stream = "n1/b", events = events(3) } })
     assert.equal(2, q:pending())
-    -- nothing is in the catalogue before it is collected
-    assert.is_nil(s:stream("n1"))
-    assert.is_nil(s:stream("n1/b"))
-    assert.same({}, s:streams())
+    -- nothing of them is in the catalogue before it is collected: the
+    -- streams they create are there, empty
+    assert.equal(0, s:stream("n1").last)
+    assert.equal(0, s:stream("n1/b").last)
+    assert.equal(2, #s:streams())
     assert.same({}, s:changes())
+    assert.same({}, s:read("n1", 1))
     q:wait()
     local done = q:collect()
     assert.same({ { id = id1, results = { 2 } }, { id = id2, results = {
