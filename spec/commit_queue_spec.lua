@@ -13,12 +13,18 @@ local function events(n, tag)
   return evs
 end
 
+-- A new store of node "n1" in a fresh folder, with its commit queue.
+local function open_queue()
+  local dir = H.tmpdir() .. "/store"
+  local s = assert(core.store_open(dir, { node_id = "n1" }))
+  return dir, s, core.commit_queue(s)
+end
+
 describe("the commit queue", function()
   after_each(function() H.cleanup() end)
 
   it("changes the catalogue only when a collected write is done, in order", function()
-    local s = assert(core.store_open(H.tmpdir() .. "/store", { node_id = "n1" }))
-    local q = core.commit_queue(s)
+    local _, s, q = open_queue()
     assert.has_error(function() core.commit_queue(s) end, "the store already has a commit queue")
     local id1 = q:submit({ { events = events(2) } })
     -- the second write stages after the first, still in flight
@@ -47,9 +53,7 @@ describe("the commit queue", function()
   end)
 
   it("makes a write of the loop's own to a stream wait for the writes in flight", function()
-    local dir = H.tmpdir() .. "/store"
-    local s = assert(core.store_open(dir, { node_id = "n1" }))
-    local q = core.commit_queue(s)
+    local dir, s, q = open_queue()
     q:submit({ { events = events(5) } })
     q:submit({ { events = events(5) } })
     -- a blocking append continues after both queued writes
@@ -74,9 +78,7 @@ describe("the commit queue", function()
   end)
 
   it("waits for its writes when the store closes, and is closed with it", function()
-    local dir = H.tmpdir() .. "/store"
-    local s = assert(core.store_open(dir, { node_id = "n1" }))
-    local q = core.commit_queue(s)
+    local dir, s, q = open_queue()
     q:submit({ { events = events(3) } })
     s:close()
     assert.has_error(function() q:submit({ { events = events(1) } }) end, "attempt to use a closed commit queue")
