@@ -58,6 +58,8 @@ typedef struct commit_queue {
   lua_Integer next_id;
 } commit_queue;
 
+static long long queue_submit(odo_writer *w, int sync, odo_err *e);
+
 static void job_free(cq_job *j) {
   if (j == NULL) return;
   if (j->d.batch) leveldb_writebatch_destroy(j->d.batch);
@@ -205,12 +207,59 @@ static int l_commit_queue(lua_State *L) {
   pthread_cond_init(&q->work, NULL);
   pthread_cond_init(&q->done, NULL);
   q->writer.settle = queue_settle;
+  q->writer.submit = queue_submit;
   q->dep.release = queue_dep_release;
   q->store = s;
   q->next_id = 1;
   s->writer = &q->writer;
   odo_store_add_dependent(s, &q->dep);
   return 1;
+}
+
+/* Detaches the open transaction and queues it as one write, with the
+ * groups' outcomes (gs, n: none for the core's own writers) to report.
+ * Returns its id, or 0 with e set and the transaction aborted. */
+static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
+                             int sync, odo_err *e) {
+  cq_job *j;
+  int rc;
+  if (!q->started) {
+    rc = pthread_create(&q->thread, NULL, worker, q);
+    if (rc != 0) {
+      odo_txn_abort(q->store);
+      return odo_err_set(e, "EAGAIN", "cannot start the commit worker: %s",
+                         strerror(rc));
+    }
+    q->started = 1;
+  }
+  j = calloc(1, sizeof *j);
+  if (j) j->groups = malloc((n ? n : 1) * sizeof *gs);
+  if (j == NULL || j->groups == NULL) {
+    job_free(j);
+    odo_txn_abort(q->store);
+    return odo_err_set(e, "ENOMEM", "out of memory queueing a write");
+  }
+  if (!odo_txn_detach(q->store, &j->d, e)) {
+    job_free(j);
+    return 0;
+  }
+  if (n) memcpy(j->groups, gs, n * sizeof *gs);
+  for (size_t i = 0; i < n; i++) j->groups[i].evs = NULL; /* Lua's */
+  j->ngroups = n;
+  j->sync = sync;
+  j->id = q->next_id++;
+  pthread_mutex_lock(&q->mu);
+  if (q->todo_tail) q->todo_tail->next = j;
+  else q->todo = j;
+  q->todo_tail = j;
+  q->inflight++;
+  pthread_cond_signal(&q->work);
+  pthread_mutex_unlock(&q->mu);
+  return j->id;
+}
+
+static long long queue_submit(odo_writer *w, int sync, odo_err *e) {
+  return (long long)queue_txn((commit_queue *)w, NULL, 0, sync, e);
 }
 
 /***
@@ -230,47 +279,19 @@ static int l_queue_submit(lua_State *L) {
   odo_err e = {0};
   size_t n;
   odo_group *gs;
-  cq_job *j;
-  int sync = s->sync_default, rc;
+  lua_Integer id;
+  int sync = s->sync_default;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     sync = odo_fieldbool(L, 3, "sync", s->sync_default);
   }
   gs = odo_read_groups(L, s, 2, &n);
-  if (!q->started) {
-    rc = pthread_create(&q->thread, NULL, worker, q);
-    if (rc != 0)
-      return odo_fail(L, "EAGAIN", "cannot start the commit worker: %s",
-                      strerror(rc));
-    q->started = 1;
-  }
-  j = calloc(1, sizeof *j);
-  if (j) j->groups = malloc((n ? n : 1) * sizeof *gs);
-  if (j == NULL || j->groups == NULL) {
-    job_free(j);
-    return odo_fail(L, "ENOMEM", "out of memory queueing a write");
-  }
   s->staging_async = 1; /* stage after the writes in flight, not wait */
   odo_stage_groups(s, gs, n);
-  rc = odo_txn_detach(s, &j->d, &e);
   s->staging_async = 0;
-  if (!rc) {
-    job_free(j);
-    return odo_err_push(L, &e);
-  }
-  memcpy(j->groups, gs, n * sizeof *gs);
-  for (size_t i = 0; i < n; i++) j->groups[i].evs = NULL; /* Lua's */
-  j->ngroups = n;
-  j->sync = sync;
-  j->id = q->next_id++;
-  pthread_mutex_lock(&q->mu);
-  if (q->todo_tail) q->todo_tail->next = j;
-  else q->todo = j;
-  q->todo_tail = j;
-  q->inflight++;
-  pthread_cond_signal(&q->work);
-  pthread_mutex_unlock(&q->mu);
-  lua_pushinteger(L, j->id);
+  id = queue_txn(q, gs, n, sync, &e);
+  if (id == 0) return odo_err_push(L, &e);
+  lua_pushinteger(L, id);
   return 1;
 }
 

@@ -62,9 +62,14 @@ typedef struct odo_dependent {
 /* A writer off the loop thread (the commit queue): settle() waits until
  * every write it has in flight is done and applies their catalogue
  * entries. The store calls it before a transaction of its own touches a
- * stream with writes in flight, so writes to one stream stay in order. */
+ * stream with writes in flight, so writes to one stream stay in order.
+ * submit() queues the open transaction (staged with staging_async set, so
+ * it stages after the writes in flight) as one write; it returns the
+ * write's id, which the queue's collect() reports, or 0 with e set (the
+ * transaction aborted). For the core's own writers (received batches). */
 typedef struct odo_writer {
   void (*settle)(struct odo_writer *w);
+  long long (*submit)(struct odo_writer *w, int sync, odo_err *e);
 } odo_writer;
 
 typedef struct odo_store {
