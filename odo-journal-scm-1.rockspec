@@ -28,6 +28,7 @@ build = {
     ["odo.core"] = {
       sources = {
         "csrc/certgen.c",
+        "csrc/commit_queue.c",
         "csrc/core.c",
         "csrc/dns.c",
         "csrc/dns_answer.c",

@@ -7,8 +7,9 @@
 -- loopback). Prints, per run, how long the steps took: frame_p50_ms,
 -- frame_p99_ms and frame_max_ms (goals: p99 <= 2 ms, max <= 8 ms), the
 -- catch-up time and the append rate reached. Three runs in the same
--- invocation: appends durable (each group commit syncs, on the loop
--- thread: inside a step); not durable (sync = false), the baseline: the
+-- invocation: appends durable (each group commit syncs, on the core's
+-- worker thread: a step only hands it over and collects it); not durable
+-- (sync = false), the baseline: the
 -- difference is what the sync costs a frame; and durable again without
 -- the luv adapter's read budget (`read_budget_ms`), to show what it buys.
 --

@@ -58,9 +58,10 @@ local live_rate = N / secs(t0)
 
 -- 2. append-to-handler latency of single appends (1 per ms), without and
 -- with a sync per append
-local function latency(sync)
+local function latency(sync, on, group)
+  on = on or node
   local samples, sent = {}, {}
-  local sub = node:subscribe(nil, "live", function(b)
+  local sub = on:subscribe(nil, "live", function(b)
     local now = uv.hrtime()
     for _, ev in ipairs(b) do
       local i = tonumber(ev.data)
@@ -73,17 +74,34 @@ local function latency(sync)
     i = i + 1
     if i > 2000 then return timer:stop() end
     sent[i] = uv.hrtime()
-    node:append(nil, { type = "ping", data = tostring(i) }, { sync = sync })
+    if group then -- group commit: the fsync runs on the core's worker
+      on:append({ type = "ping", data = tostring(i) }, nil, function() end)
+    else
+      on:append(nil, { type = "ping", data = tostring(i) }, { sync = sync })
+    end
   end)
+  local probe = stall_probe()
   while #samples < 2000 do uv.run("once") end
+  local stall = probe()
   timer:close()
   sub:close()
   table.sort(samples)
-  return common.percentile(samples, 0.5), common.percentile(samples, 0.99)
+  return common.percentile(samples, 0.5), common.percentile(samples, 0.99), stall
 end
 local p50, p99 = latency(false)
-local dp50, dp99 = latency(true)
+local dp50, dp99, dstall = latency(true)
 node:close()
+-- 2b. the same durable appends with a callback (group commit) on a durable
+-- node: each write is fsynced on the core's worker thread, not the loop
+local gnode = assert(odo.node { dir = fresh(), node_id = "bench-group" })
+local gp50, gp99, gstall = latency(true, gnode, true)
+gnode:close()
+-- 2c. the same with an adapter that has no watch (as nginx's): the node
+-- polls the commit queue every policy.commit_poll_ms
+local no_watch = setmetatable({ watch = false }, { __index = require "odo.adapter.luv" })
+local pnode = assert(odo.node { dir = fresh(), node_id = "bench-polled", adapter = no_watch })
+local pp50, pp99 = latency(true, pnode, true)
+pnode:close()
 
 -- 3. catch-up of 1,000,000 events from a reopened store (LevelDB settled)
 node = assert(odo.node { dir = dir, node_id = "bench", sync = false })
@@ -130,6 +148,11 @@ print(("events: %d of 100 bytes"):format(N))
 print(("live_delivery_per_s: %.0f  (appends of 1000, no sync)"):format(live_rate))
 print(("append_to_handler_ms: p50 %.3f p99 %.3f  (no sync)"):format(p50, p99))
 print(("append_to_handler_durable_ms: p50 %.3f p99 %.3f  (one sync per append)"):format(dp50, dp99))
+print(("append_to_handler_group_ms: p50 %.3f p99 %.3f  (durable, with a callback: synced on the worker)")
+  :format(gp50, gp99))
+print(("append_to_handler_polled_ms: p50 %.3f p99 %.3f  (the same, no watch: polled every %d ms)")
+  :format(pp50, pp99, require("odo.policy").commit_poll_ms))
+print(("stall_ms: durable appends %.1f blocking, %.1f with a callback"):format(dstall, gstall))
 print(("snapshot_build_s: %.2f  (kv, %d events)"):format(build_secs, N))
 print(("stall_ms: catch-up %.1f, snapshot build %.1f"):format(catchup_stall, build_stall))
 print(("baseline_scan_per_s: %.0f  (plain C LevelDB scan with checksums)"):format(scan_rate))

@@ -43,6 +43,7 @@ int luaopen_odo_core(lua_State *L) {
   odo_util_open(L);
   odo_store_open(L);
   odo_snapshot_open(L);
+  odo_commit_queue_open(L);
   odo_certgen_open(L);
   odo_tls_open(L);
   odo_mdns_open(L);

@@ -154,6 +154,7 @@ uint64_t odo_rd_be64(odo_rd *r);
 void odo_util_open(lua_State *L);
 void odo_store_open(lua_State *L);
 void odo_snapshot_open(lua_State *L);
+void odo_commit_queue_open(lua_State *L);
 void odo_certgen_open(lua_State *L);
 void odo_tls_open(lua_State *L);
 void odo_mdns_open(lua_State *L);

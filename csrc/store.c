@@ -372,8 +372,18 @@ void odo_txn_begin(odo_store *s) {
   s->txn_failed = 0;
 }
 
+const odo_cat *odo_stream_tip(const odo_stream *st) {
+  return st->in_txn ? &st->staged : st->inflight ? &st->tip : &st->cat;
+}
+
+void odo_store_settle(odo_store *s, odo_stream *st) {
+  if (st && st->inflight && !s->staging_async && s->writer)
+    s->writer->settle(s->writer);
+}
+
 odo_cat *odo_txn_touch(odo_store *s, odo_stream *st) {
   if (!st->in_txn) {
+    odo_store_settle(s, st); /* a write of ours follows the writer's */
     if (s->ntouched == s->captouched) {
       size_t n = s->captouched ? s->captouched * 2 : 16;
       odo_stream **t = realloc(s->touched, n * sizeof *t);
@@ -385,7 +395,7 @@ odo_cat *odo_txn_touch(odo_store *s, odo_stream *st) {
       s->captouched = n;
     }
     s->touched[s->ntouched++] = st;
-    st->staged = st->cat;
+    st->staged = st->inflight ? st->tip : st->cat;
     st->in_txn = 1;
   }
   return &st->staged;
@@ -395,7 +405,7 @@ void odo_txn_abort(odo_store *s) {
   for (size_t i = 0; i < s->ntouched; i++) {
     odo_stream *st = s->touched[i];
     st->in_txn = 0;
-    if (st->is_new) {
+    if (st->is_new && !st->inflight) {
       map_remove(s, st);
       stream_free(st);
     }
@@ -419,13 +429,15 @@ static void note_changed(odo_store *s, odo_stream *st) {
   st->changed = 1;
 }
 
-int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
-  char *err = NULL;
+/* Adds the catalogue records of the touched streams that changed to the
+ * batch; 0 (the transaction aborted, e set) when out of memory. */
+static int stage_catalogue(odo_store *s, odo_err *e) {
   odo_buf key;
   odo_buf_init(&key);
   for (size_t i = 0; i < s->ntouched; i++) {
     odo_stream *st = s->touched[i];
-    if (!st->is_new && !cat_record_changed(&st->cat, &st->staged)) continue;
+    const odo_cat *was = st->inflight ? &st->tip : &st->cat;
+    if (!st->is_new && !cat_record_changed(was, &st->staged)) continue;
     if (!cat_key(&key, st)) goto nomem;
     odo_rec_begin(&s->val);
     if (!cat_encode(&s->val, st, &st->staged)) goto nomem;
@@ -433,6 +445,16 @@ int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
   }
   odo_buf_free(&key);
   if (s->txn_failed) goto nomem;
+  return 1;
+nomem:
+  odo_buf_free(&key);
+  odo_txn_abort(s);
+  return odo_err_set(e, "ENOMEM", "out of memory staging a write");
+}
+
+int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
+  char *err = NULL;
+  if (!stage_catalogue(s, e)) return 0;
   leveldb_write(s->db, sync ? s->wsync : s->wnosync, s->batch, &err);
   if (err) {
     odo_store_dberr(e, err, "write");
@@ -450,10 +472,60 @@ int odo_txn_commit(odo_store *s, int sync, odo_err *e) {
   s->txn_open = 0;
   leveldb_writebatch_clear(s->batch);
   return 1;
-nomem:
-  odo_buf_free(&key);
-  odo_txn_abort(s);
-  return odo_err_set(e, "ENOMEM", "out of memory staging a write");
+}
+
+int odo_txn_detach(odo_store *s, odo_detached *d, odo_err *e) {
+  size_t n = s->ntouched;
+  memset(d, 0, sizeof *d);
+  if (!stage_catalogue(s, e)) return 0;
+  d->streams = malloc((n ? n : 1) * sizeof *d->streams);
+  d->cats = malloc((n ? n : 1) * sizeof *d->cats);
+  d->batch = leveldb_writebatch_create();
+  if (d->streams == NULL || d->cats == NULL) {
+    free(d->streams);
+    free(d->cats);
+    leveldb_writebatch_destroy(d->batch);
+    memset(d, 0, sizeof *d);
+    odo_txn_abort(s);
+    return odo_err_set(e, "ENOMEM", "out of memory staging a write");
+  }
+  { /* the store keeps a fresh batch; the staged one goes */
+    leveldb_writebatch_t *b = s->batch;
+    s->batch = d->batch;
+    d->batch = b;
+  }
+  for (size_t i = 0; i < n; i++) {
+    odo_stream *st = s->touched[i];
+    d->streams[i] = st;
+    d->cats[i] = st->staged;
+    st->tip = st->staged;
+    st->inflight++;
+    st->in_txn = 0;
+  }
+  d->n = n;
+  s->ntouched = 0;
+  s->txn_open = 0;
+  return 1;
+}
+
+void odo_txn_settle(odo_store *s, odo_detached *d, int ok) {
+  for (size_t i = 0; i < d->n; i++) {
+    odo_stream *st = d->streams[i];
+    st->inflight--;
+    if (ok) {
+      st->cat = d->cats[i];
+      st->is_new = 0;
+      note_changed(s, st);
+    } else if (st->is_new && st->inflight == 0) {
+      map_remove(s, st); /* it was never written */
+      stream_free(st);
+    }
+  }
+  free(d->streams);
+  free(d->cats);
+  d->streams = NULL;
+  d->cats = NULL;
+  d->n = 0;
 }
 
 /* ---- metadata and opening ---------------------------------------------- */

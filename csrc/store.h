@@ -41,6 +41,10 @@ typedef struct odo_stream {
   odo_cat cat;            /* committed state */
   odo_cat staged;         /* state inside the open transaction */
   int in_txn, is_new, changed;
+  /* group commits written on the commit queue's worker (commit_queue.c):
+   * how many are in flight, and the entry after the newest of them */
+  unsigned inflight;
+  odo_cat tip;
   uint64_t head;  /* newest signed head's revision, once head_known */
   int head_known; /* (kept by the sync engine, which writes heads) */
   struct odo_stream *next; /* hash bucket chain */
@@ -54,6 +58,19 @@ typedef struct odo_dependent {
   void (*release)(struct odo_dependent *d);
   struct odo_dependent *next;
 } odo_dependent;
+
+/* A writer off the loop thread (the commit queue): settle() waits until
+ * every write it has in flight is done and applies their catalogue
+ * entries. The store calls it before a transaction of its own touches a
+ * stream with writes in flight, so writes to one stream stay in order.
+ * submit() queues the open transaction (staged with staging_async set, so
+ * it stages after the writes in flight) as one write; it returns the
+ * write's id, which the queue's collect() reports, or 0 with e set (the
+ * transaction aborted). For the core's own writers (received batches). */
+typedef struct odo_writer {
+  void (*settle)(struct odo_writer *w);
+  long long (*submit)(struct odo_writer *w, int sync, odo_err *e);
+} odo_writer;
 
 typedef struct odo_store {
   leveldb_t *db;
@@ -86,6 +103,8 @@ typedef struct odo_store {
   /* the node's key, once a sync engine has it: source snapshots of own
    * streams are signed as they are stored, never written unsigned */
   EVP_PKEY *signer;
+  odo_writer *writer; /* the commit queue, once one is made */
+  int staging_async;  /* the open transaction goes to the writer */
 } odo_store;
 
 /* The checked argument at idx; raises if it is not an open store. */
@@ -106,6 +125,30 @@ void odo_txn_begin(odo_store *s);
 odo_cat *odo_txn_touch(odo_store *s, odo_stream *st);
 int odo_txn_commit(odo_store *s, int sync, odo_err *e);
 void odo_txn_abort(odo_store *s);
+
+/* A transaction handed to another thread to write: its batch (with the
+ * catalogue records) and the entries it stages, per stream. */
+typedef struct odo_detached {
+  leveldb_writebatch_t *batch;
+  odo_stream **streams;
+  odo_cat *cats;
+  size_t n;
+} odo_detached;
+/* Ends the open transaction without writing it: fills d (the caller
+ * writes d->batch, then calls odo_txn_settle) and marks its streams in
+ * flight, so the next transaction stages after them. 0 with e set (and
+ * the transaction aborted) when it cannot. */
+int odo_txn_detach(odo_store *s, odo_detached *d, odo_err *e);
+/* After a detached batch's write: ok makes its entries the catalogue's
+ * (in memory); a failure drops them (and a stream it would have created).
+ * Frees d's arrays, not its batch. */
+void odo_txn_settle(odo_store *s, odo_detached *d, int ok);
+/* The entry a new transaction starts from: staged, in flight, or
+ * committed. */
+const odo_cat *odo_stream_tip(const odo_stream *st);
+/* Waits for the writer when st has writes in flight and the caller's
+ * transaction is not one for the writer itself. */
+void odo_store_settle(odo_store *s, odo_stream *st);
 
 /* Adds a record built in b (records.h: odo_rec_begin, an encoder) under
  * key to the open transaction; a record not built in full fails the
@@ -133,6 +176,27 @@ int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs,
  * checking a given one (the caller checks the last against a head). */
 int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                     odo_err *e);
+/* One group of an append (store:append_many, the commit queue), read
+ * from Lua before the transaction opens, so a programmer error raises
+ * with nothing staged. */
+typedef struct odo_group {
+  const char *id;
+  size_t len, n;
+  odo_event *evs; /* NULL when the group broke a limit (e set) */
+  int has_expected;
+  uint64_t expected;
+  uint64_t last; /* the stream's last revision once staged */
+  odo_err e;
+} odo_group;
+/* Reads the array of {stream=, events=, expected=} at idx; raises on
+ * wrong types. Pushes the groups' userdata and a table anchoring their
+ * events: both must stay on the stack while the groups are used. */
+odo_group *odo_read_groups(lua_State *L, odo_store *s, int idx, size_t *n);
+/* Opens a transaction and stages every group; a group that fails its
+ * expected revision or a limit is skipped with its e set. */
+void odo_stage_groups(odo_store *s, odo_group *gs, size_t n);
+/* Pushes an array: per group its new last revision or "NAME: message". */
+void odo_push_group_results(lua_State *L, const odo_group *gs, size_t n);
 static inline const char *odo_origin_name(int origin) {
   return origin == ODO_ORIGIN_SOURCE ? "source" : "local";
 }

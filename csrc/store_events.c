@@ -152,23 +152,11 @@ static int sync_opt(lua_State *L, odo_store *s, int idx) {
                              : s->sync_default;
 }
 
-/* One group of an append, read from Lua before the transaction opens, so
- * a programmer error raises with nothing staged. */
-typedef struct group {
-  const char *id;
-  size_t len, n;
-  odo_event *evs; /* NULL when the group broke a limit (e set) */
-  int has_expected;
-  uint64_t expected;
-  uint64_t last; /* the stream's last revision once staged */
-  odo_err e;
-} group;
-
 /* Reads a group (stream id at sidx, events at eidx, options at oidx or
  * 0); pushes the events' userdata, which must stay on the stack or be
  * anchored while g is used. Raises on wrong argument types. */
 static void prepare_group(lua_State *L, odo_store *s, int sidx, int eidx,
-                          int oidx, group *g) {
+                          int oidx, odo_group *g) {
   memset(g, 0, sizeof *g);
   if (lua_isnil(L, sidx)) {
     g->id = s->node_id;
@@ -186,15 +174,17 @@ static void prepare_group(lua_State *L, odo_store *s, int sidx, int eidx,
   if (g->evs == NULL) lua_pushnil(L); /* keep one slot either way */
 }
 
-static uint64_t staged_last(odo_store *s, const group *g) {
+static uint64_t staged_last(odo_store *s, const odo_group *g) {
   odo_stream *st = odo_store_find(s, g->id, g->len);
-  return st ? (st->in_txn ? st->staged.last : st->cat.last) : 0;
+  return st ? odo_stream_tip(st)->last : 0;
 }
 
-static int stage_group_events(odo_store *s, group *g) {
+static int stage_group_events(odo_store *s, odo_group *g) {
   odo_err *e = &g->e;
   odo_stream *st;
   if (g->evs == NULL) return 0;
+  /* the expected revision is checked against what the writer wrote */
+  odo_store_settle(s, odo_store_find(s, g->id, g->len));
   if (g->has_expected) {
     uint64_t last = staged_last(s, g);
     if (g->expected != last)
@@ -216,7 +206,7 @@ static int stage_group_events(odo_store *s, group *g) {
 }
 
 /* Stages a prepared group into the open transaction; never raises. */
-static int stage_group(odo_store *s, group *g) {
+static int stage_group(odo_store *s, odo_group *g) {
   int ok = stage_group_events(s, g);
   if (ok) g->last = staged_last(s, g);
   return ok;
@@ -236,7 +226,7 @@ static int stage_group(odo_store *s, group *g) {
  */
 int odo_store_l_append(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
-  group g;
+  odo_group g;
   int sync;
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TSTRING);
   if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
@@ -265,21 +255,32 @@ int odo_store_l_append_many(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
   odo_err e = {0};
   size_t n;
-  int anchors, sync;
-  group *gs;
-  luaL_checktype(L, 2, LUA_TTABLE);
+  int sync;
+  odo_group *gs;
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
   sync = sync_opt(L, s, 3);
-  n = lua_rawlen(L, 2);
+  gs = odo_read_groups(L, s, 2, &n);
+  odo_stage_groups(s, gs, n);
+  if (!odo_txn_commit(s, sync, &e)) return odo_err_push(L, &e);
+  odo_push_group_results(L, gs, n);
+  return 1;
+}
+
+odo_group *odo_read_groups(lua_State *L, odo_store *s, int idx, size_t *count) {
+  size_t n;
+  int anchors;
+  odo_group *gs;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  n = lua_rawlen(L, idx);
   gs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *gs, 0);
   lua_createtable(L, (int)n, 0); /* keeps each group's events alive */
   anchors = lua_gettop(L);
   for (size_t i = 0; i < n; i++) {
     int g;
-    lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
     if (!lua_istable(L, -1))
-      return luaL_error(L, "group %d is a %s, not a table", (int)i + 1,
-                        luaL_typename(L, -1));
+      luaL_error(L, "group %d is a %s, not a table", (int)i + 1,
+                 luaL_typename(L, -1));
     g = lua_gettop(L);
     lua_getfield(L, g, "stream");
     if (!lua_isnil(L, -1)) luaL_checktype(L, -1, LUA_TSTRING);
@@ -290,9 +291,16 @@ int odo_store_l_append_many(lua_State *L) {
     lua_rawseti(L, anchors, (lua_Integer)(n + i + 1)); /* the stream id */
     lua_settop(L, anchors);
   }
+  *count = n;
+  return gs;
+}
+
+void odo_stage_groups(odo_store *s, odo_group *gs, size_t n) {
   odo_txn_begin(s);
   for (size_t i = 0; i < n; i++) stage_group(s, &gs[i]);
-  if (!odo_txn_commit(s, sync, &e)) return odo_err_push(L, &e);
+}
+
+void odo_push_group_results(lua_State *L, const odo_group *gs, size_t n) {
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     if (gs[i].e.name)
@@ -301,7 +309,6 @@ int odo_store_l_append_many(lua_State *L) {
       odo_pushu64(L, gs[i].last);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  return 1;
 }
 
 /***

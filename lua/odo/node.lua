@@ -185,6 +185,8 @@ function Node.new(opts)
     policy = policy,
     on_error = opts.on_error,
     commits = {},
+    durable = opts.sync ~= false,
+    cq_jobs = {}, -- commit queue write id -> its callers
     closed = false,
   }, Node))
   -- from here on, whatever fails closes what was opened
@@ -342,6 +344,14 @@ end
 -- `cb(last)` or `cb(nil, err, name)` once durable, nothing returned), and
 -- the old form `node:append(stream, events, opts)`, which keeps working.
 -- They are told apart by the first argument: a table is the events.
+--
+-- Without a callback the call blocks until its write is durable: it
+-- writes (and fsyncs) on the calling thread, after any group commit in
+-- flight to the same stream. A caller that wants the revision back as the
+-- call's result has to wait for the fsync anyway, and a hand-over to the
+-- worker would only add a thread switch; a host whose loop must not
+-- stall uses the callback form or `append_wait` (in a coroutine), whose
+-- writes the core's worker thread fsyncs (see `append_async`).
 -- @tparam ?string stream a full stream id; nil for the node's own stream
 --   (new form: the events)
 -- @tparam table events an `Event` `{type=, data=, ts=}` or an array of them
@@ -370,15 +380,21 @@ function Node:append(stream, events, opts)
 end
 
 -- Writes the queued group commits with one write; every caller's callback
--- runs exactly once with its group's outcome.
+-- runs exactly once with its group's outcome. A durable node hands the
+-- write to the core's commit queue (a worker thread fsyncs it; see
+-- `_commits_done`), one write in flight at a time: appends made meanwhile
+-- wait in `commits` and form the next group.
 function Node:_flush_commits()
   local q = self.commits
   if #q == 0 then return end
+  local cq = self.durable and self.store:is_open() and self:_commit_queue()
+  if cq and cq:pending() > 0 then return end -- the next group, once this one is done
   self.commits = {}
   local groups = {}
   for i, c in ipairs(q) do
     groups[i] = { stream = c.stream, events = c.events, expected = c.expected }
   end
+  if cq then return self:_submit_commits(cq, q, groups) end
   local called, res, err, name = pcall(self.store.append_many, self.store, groups)
   if not called then
     -- a group the checks let through still raised (its events changed
@@ -392,20 +408,151 @@ function Node:_flush_commits()
   end
   if self.store:is_open() then self:_changed() end
   for i, c in ipairs(q) do
-    if not res then
-      self:_protect(c.cb, nil, err, name)
-    elseif compat.is_integer(res[i]) then
-      self:_protect(c.cb, res[i])
-    else
-      self:_protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
+    self:_answer(c, res, i, err, name)
+  end
+end
+
+-- Runs a caller's callback with group i's outcome of a write: res is the
+-- write's per-group results, or nil with the write's err and name.
+function Node:_answer(c, res, i, err, name)
+  if not res then
+    self:_protect(c.cb, nil, err, name)
+  elseif compat.is_integer(res[i]) then
+    self:_protect(c.cb, res[i])
+  else
+    self:_protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
+  end
+end
+
+-- ---- durable group commits on the core's worker thread -------------------------
+
+-- The store's commit queue (`odo.core.commit_queue`), made on first use;
+-- nil when it cannot be (then writes stay on the loop). With `watch` its
+-- descriptor wakes the loop when a write is done; without, the node polls
+-- (`_await_commits`).
+function Node:_commit_queue()
+  if self.cq == nil then
+    local cq, err = core.commit_queue(self.store.core)
+    if not cq then
+      self:_error("durable appends stay on the loop thread: " .. tostring(err))
+      self.cq = false
+      return nil
+    end
+    self.cq = cq
+    if self.adapter.watch then
+      self.cq_watch = self.adapter.watch(cq:fd(), function() self:_protect(self._commits_done, self) end)
     end
   end
+  return self.cq or nil
+end
+
+-- Checks the groups' events again (they may have changed since the calls)
+-- and queues them as one write.
+local function submit(cq, groups)
+  for _, g in ipairs(groups) do g.events = Store.check_events(g.events, 2) end
+  return cq:submit(groups)
+end
+
+-- Queues groups (for the callers q) as one write; a group that still
+-- raises (its events changed after the call's checks) is answered alone
+-- and the others are queued one write each, so every caller hears once.
+function Node:_submit_commits(cq, q, groups)
+  local ok, id, err, name = pcall(submit, cq, groups)
+  if ok and id then
+    local answers = {}
+    for i, c in ipairs(q) do answers[i] = { c = c, i = i } end
+    self.cq_jobs[id] = answers
+  elseif ok then
+    for _, c in ipairs(q) do self:_protect(c.cb, nil, err, name) end
+  else
+    -- answers in the order of the appends: a refused group's answer
+    -- goes with the write queued next (or, at the end, the one before)
+    local waiting, last = {}, nil
+    for i, g in ipairs(groups) do
+      local one_ok, one_id, one_err, one_name = pcall(submit, cq, { g })
+      if one_ok and one_id then
+        waiting[#waiting + 1] = { c = q[i], i = 1 }
+        self.cq_jobs[one_id], waiting, last = waiting, {}, one_id
+      else
+        waiting[#waiting + 1] = { c = q[i], err = one_ok and one_err or ("EINVAL: " .. tostring(one_id)),
+          name = one_ok and one_name or "EINVAL" }
+      end
+    end
+    local tail = last and self.cq_jobs[last]
+    for _, a in ipairs(waiting) do
+      if tail then tail[#tail + 1] = a else self:_protect(a.c.cb, nil, a.err, a.name) end
+    end
+  end
+  if cq:pending() > 0 then self:_await_commits() end
+end
+
+-- Without `watch`: polls the commit queue on the next turn, then every
+-- policy.commit_poll_ms while a write is in flight. An adapter with
+-- `wait_for_workers` (the in-memory one, a simulation) waits for the
+-- worker at the poll instead, so its specs stay deterministic.
+function Node:_await_commits()
+  if self.cq_watch or self.cq_poll then return end
+  local function poll()
+    self.cq_poll = nil
+    if self.adapter.wait_for_workers and self.cq then self.cq:wait() end
+    self:_protect(self._commits_done, self)
+  end
+  self.cq_poll = { stop = function() self.cq_poll = nil end }
+  local first = self.cq_poll
+  self.adapter.defer(function()
+    if self.cq_poll ~= first then return end
+    if self.adapter.wait_for_workers or (self.cq and self.cq:pending() == 0) then return poll() end
+    self.cq_poll = self.adapter.timer(self.policy.commit_poll_ms, poll)
+  end)
+end
+
+-- The commit queue finished writes: their events are now in the catalogue
+-- (subscribers hear of them), then each caller's callback runs, in the
+-- order of the appends; then the next group goes.
+function Node:_commits_done()
+  local cq = self.cq
+  if not cq or not self.store:is_open() then return end
+  local done = cq:collect()
+  if #done > 0 then self:_changed() end
+  for _, job in ipairs(done) do
+    local answers = self.cq_jobs[job.id] or {}
+    self.cq_jobs[job.id] = nil
+    for _, a in ipairs(answers) do
+      if a.i then self:_answer(a.c, job.results, a.i, job.err, job.name)
+      else self:_protect(a.c.cb, nil, a.err, a.name) end
+    end
+  end
+  if cq:pending() > 0 then
+    self:_await_commits()
+  elseif #self.commits > 0 and not self.closed then
+    self:_flush_commits()
+  end
+end
+
+-- Writes every queued group commit and waits for the worker (closing):
+-- every caller hears its outcome before the store closes.
+function Node:_drain_commits()
+  for _ = 1, 1000 do
+    self:_flush_commits()
+    local cq = self.cq
+    if not cq or cq:pending() == 0 then break end
+    cq:wait()
+    self:_commits_done()
+  end
+  -- a caller appending from its callback while the node closes: its
+  -- group is written on the loop (the node stops taking work now)
+  self.durable = false
+  self:_flush_commits()
 end
 
 --- Appends without waiting: appends issued in the same loop turn share one
 -- write and one sync (group commit); `cb(last)` or `cb(nil, err, name)`
 -- runs once the write is durable, exactly once per call. Wrong arguments
--- raise here.
+-- raise here. On a durable node (`sync` not false) the write and its
+-- fsync run on the core's worker thread (`odo.core.commit_queue`), one
+-- group in flight while the next gathers; subscribers see the events once
+-- they are durable. A write that fails (ENOSPC) fails its whole group,
+-- nothing of it written.
 function Node:append_async(stream, events, opts, cb)
   check_open(self)
   assert(type(cb) == "function", "append_async needs a callback")
@@ -630,8 +777,12 @@ end
 -- written first. Idempotent.
 function Node:close()
   if self.closed then return end
-  self:_protect(self._flush_commits, self)
+  self:_protect(self._drain_commits, self)
   self.closed = true
+  -- before the store: the commit queue's descriptor may be watched
+  if self.cq_watch then self.cq_watch.stop() end
+  if self.cq_poll then self.cq_poll.stop() end
+  if self.cq then self.cq:close() end
   if self.swarm then self:_protect(self.swarm.close, self.swarm, "the node is stopping") end
   if self.sync then self:_protect(self.sync.close, self.sync) end
   if self.ticker then self.ticker.stop() end

@@ -30,6 +30,12 @@ P.slice = 1000
 --- Longest a delivery turn may run before yielding to the loop (ms).
 P.turn_budget_ms = 5
 
+--- With an adapter that has no `watch` (nginx's, the in-memory one), how
+-- often the node polls the commit queue for finished durable writes while
+-- one is in flight (ms): the most a durable append's callback waits after
+-- its fsync. With `watch` the queue's descriptor wakes the loop instead.
+P.commit_poll_ms = 1
+
 --- Which reducer snapshots a stream: nil (no snapshots: the default, as
 -- compaction then never discards history), "kv", "last", or a Lua reducer
 -- `{ name = "...", reduce = function(state, events) return state end,
@@ -242,6 +248,7 @@ local POSITIVE = { tick_ms = true, slice = true, turn_budget_ms = true, snapshot
 POSITIVE.dns_ttl_floor_ms = true
 POSITIVE.dns_timeout_ms = true
 POSITIVE.dns_tries = true
+POSITIVE.commit_poll_ms = true
 
 local function check_backoff(v)
   if type(v) == "function" then return true end

@@ -11,6 +11,9 @@ local M = {}
 --- A new adapter whose clock starts at `start_ms` (default 0).
 function M.new(start_ms)
   local a = { name = "memory", t = start_ms or 0 }
+  -- a simulation: the node may wait for the core's worker threads (the
+  -- commit queue) when it polls them, so specs stay deterministic
+  a.wait_for_workers = true
   local timers, seq, queue = {}, 0, {}
 
   function a.now() return a.t end

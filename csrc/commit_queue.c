@@ -1,0 +1,401 @@
+/* commit_queue.c - the store's commit queue: durable writes on a worker
+ * thread, so a host's loop never waits for an fsync.
+ *
+ * The loop thread stages a write as usual (records and catalogue entries
+ * into a transaction), then detaches it (store.c odo_txn_detach) and
+ * queues it here. One worker thread per store takes the queued writes in
+ * order and writes each with one synced LevelDB write; a descriptor (an
+ * eventfd) becomes readable when writes are done. The loop then collects
+ * them: only then do the catalogue entries in memory change (odo_txn_settle),
+ * so a reader or subscriber never sees an event that is not durable, and
+ * each write's results go back to Lua. While writes are in flight, the next
+ * one stages after them (a stream's tip); a transaction of the loop's own
+ * that touches such a stream first waits for them (odo_writer.settle), so
+ * a stream's writes reach the disk in order. A failed write (ENOSPC, EIO)
+ * fails every write queued behind it with the same error, nothing of them
+ * written, until the loop has collected them all: they were staged after
+ * it. Group commits of `node:append(..., cb)` use it today; received
+ * batches (pipelined catch-up) can queue their staged writes the same way.
+ * Touches no Lua state on the worker; LevelDB writes are thread-safe. */
+
+/***
+ * @submodule odo.core
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define QUEUE_CLASS "odo.commit_queue"
+
+typedef struct cq_job {
+  struct cq_job *next;
+  lua_Integer id;
+  odo_detached d;
+  int sync, failed, applied;
+  odo_err err;
+  odo_group *groups; /* per group: its last revision or its error */
+  size_t ngroups;
+} cq_job;
+
+typedef struct commit_queue {
+  odo_writer writer; /* first: the store calls settle through it */
+  odo_dependent dep;
+  odo_store *store;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t work, done;
+  int started, stop, broken, efd;
+  odo_err broken_err;
+  cq_job *todo, *todo_tail; /* queued for the worker */
+  cq_job *busy;             /* being written */
+  cq_job *fin, *fin_tail;   /* written (or failed), not yet collected */
+  size_t inflight;          /* queued and not yet collected */
+  lua_Integer next_id;
+} commit_queue;
+
+static long long queue_submit(odo_writer *w, int sync, odo_err *e);
+
+static void job_free(cq_job *j) {
+  if (j == NULL) return;
+  if (j->d.batch) leveldb_writebatch_destroy(j->d.batch);
+  free(j->d.streams);
+  free(j->d.cats);
+  free(j->groups);
+  free(j);
+}
+
+static void *worker(void *arg) {
+  commit_queue *q = arg;
+  uint64_t one = 1;
+  pthread_mutex_lock(&q->mu);
+  for (;;) {
+    cq_job *j;
+    int broken;
+    while (q->todo == NULL && !q->stop) pthread_cond_wait(&q->work, &q->mu);
+    if (q->todo == NULL) break;
+    j = q->todo;
+    q->todo = j->next;
+    if (q->todo == NULL) q->todo_tail = NULL;
+    j->next = NULL;
+    q->busy = j;
+    broken = q->broken;
+    if (broken) j->err = q->broken_err;
+    pthread_mutex_unlock(&q->mu);
+    if (broken) {
+      j->failed = 1; /* staged after a write that failed: write nothing */
+    } else if (j->d.n > 0) {
+      char *err = NULL;
+      leveldb_write(q->store->db, j->sync ? q->store->wsync : q->store->wnosync,
+                    j->d.batch, &err);
+      if (err) j->failed = !odo_store_dberr(&j->err, err, "group commit");
+    }
+    pthread_mutex_lock(&q->mu);
+    if (j->failed && !q->broken) {
+      q->broken = 1;
+      q->broken_err = j->err;
+    }
+    q->busy = NULL;
+    if (q->fin_tail) q->fin_tail->next = j;
+    else q->fin = j;
+    q->fin_tail = j;
+    pthread_cond_broadcast(&q->done);
+    if (write(q->efd, &one, sizeof one) < 0) {
+      /* the counter cannot overflow here; collect() reads the list anyway */
+    }
+  }
+  pthread_mutex_unlock(&q->mu);
+  return NULL;
+}
+
+/* Applies the catalogue entries of every finished write not applied yet
+ * (loop thread, mutex held). */
+static void apply_finished(commit_queue *q) {
+  for (cq_job *j = q->fin; j; j = j->next) {
+    if (j->applied) continue;
+    j->applied = 1;
+    odo_txn_settle(q->store, &j->d, !j->failed);
+  }
+}
+
+/* Waits until nothing is queued or being written, then applies. */
+static void queue_settle(odo_writer *w) {
+  commit_queue *q = (commit_queue *)w;
+  pthread_mutex_lock(&q->mu);
+  while (q->todo || q->busy) pthread_cond_wait(&q->done, &q->mu);
+  apply_finished(q);
+  pthread_mutex_unlock(&q->mu);
+}
+
+static void queue_release(commit_queue *q) {
+  cq_job *j;
+  if (q->store == NULL) return;
+  if (q->started) {
+    queue_settle(&q->writer);
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_signal(&q->work);
+    pthread_mutex_unlock(&q->mu);
+    pthread_join(q->thread, NULL);
+    q->started = 0;
+  }
+  while ((j = q->fin) != NULL) {
+    q->fin = j->next;
+    job_free(j);
+  }
+  q->fin_tail = NULL;
+  pthread_mutex_destroy(&q->mu);
+  pthread_cond_destroy(&q->work);
+  pthread_cond_destroy(&q->done);
+  if (q->efd >= 0) close(q->efd);
+  q->efd = -1;
+  odo_store_remove_dependent(q->store, &q->dep);
+  q->store->writer = NULL;
+  q->store = NULL;
+}
+
+static void queue_dep_release(odo_dependent *d) {
+  queue_release((commit_queue *)((char *)d - offsetof(commit_queue, dep)));
+}
+
+static int l_queue_gc(lua_State *L) {
+  queue_release(luaL_checkudata(L, 1, QUEUE_CLASS));
+  return 0;
+}
+
+static int l_queue_tostring(lua_State *L) {
+  commit_queue *q = luaL_checkudata(L, 1, QUEUE_CLASS);
+  lua_pushfstring(L, "odo.commit_queue (%d in flight%s)", (int)q->inflight,
+                  q->store ? "" : ", closed");
+  return 1;
+}
+
+static commit_queue *check_queue(lua_State *L) {
+  commit_queue *q = luaL_checkudata(L, 1, QUEUE_CLASS);
+  if (q->store == NULL || q->store->db == NULL)
+    luaL_error(L, "attempt to use a closed commit queue");
+  if (q->store->txn_open) odo_txn_abort(q->store);
+  return q;
+}
+
+/***
+ * The store's commit queue: durable writes on a worker thread, with a
+ * descriptor that becomes readable when writes are done. One per store.
+ * @function commit_queue
+ * @tparam odo.store store
+ * @return queue with `submit`, `fd`, `collect`, `wait`, `pending`, `close`
+ * @return[2] nil
+ * @return[2] string "EIO: ..."
+ */
+static int l_commit_queue(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  commit_queue *q;
+  if (s->writer) return luaL_error(L, "the store already has a commit queue");
+  q = lua_newuserdatauv(L, sizeof *q, 1);
+  memset(q, 0, sizeof *q);
+  q->efd = -1;
+  luaL_setmetatable(L, QUEUE_CLASS);
+  lua_pushvalue(L, 1); /* keeps the store alive */
+  odo_setuservalue(L, -2);
+  q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (q->efd < 0) return odo_fail(L, "EIO", "eventfd: %s", strerror(errno));
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->work, NULL);
+  pthread_cond_init(&q->done, NULL);
+  q->writer.settle = queue_settle;
+  q->writer.submit = queue_submit;
+  q->dep.release = queue_dep_release;
+  q->store = s;
+  q->next_id = 1;
+  s->writer = &q->writer;
+  odo_store_add_dependent(s, &q->dep);
+  return 1;
+}
+
+/* Detaches the open transaction and queues it as one write, with the
+ * groups' outcomes (gs, n: none for the core's own writers) to report.
+ * Returns its id, or 0 with e set and the transaction aborted. */
+static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
+                             int sync, odo_err *e) {
+  cq_job *j;
+  int rc;
+  if (!q->started) {
+    rc = pthread_create(&q->thread, NULL, worker, q);
+    if (rc != 0) {
+      odo_txn_abort(q->store);
+      return odo_err_set(e, "EAGAIN", "cannot start the commit worker: %s",
+                         strerror(rc));
+    }
+    q->started = 1;
+  }
+  j = calloc(1, sizeof *j);
+  if (j) j->groups = malloc((n ? n : 1) * sizeof *gs);
+  if (j == NULL || j->groups == NULL) {
+    job_free(j);
+    odo_txn_abort(q->store);
+    return odo_err_set(e, "ENOMEM", "out of memory queueing a write");
+  }
+  if (!odo_txn_detach(q->store, &j->d, e)) {
+    job_free(j);
+    return 0;
+  }
+  if (n) memcpy(j->groups, gs, n * sizeof *gs);
+  for (size_t i = 0; i < n; i++) j->groups[i].evs = NULL; /* Lua's */
+  j->ngroups = n;
+  j->sync = sync;
+  j->id = q->next_id++;
+  pthread_mutex_lock(&q->mu);
+  if (q->todo_tail) q->todo_tail->next = j;
+  else q->todo = j;
+  q->todo_tail = j;
+  q->inflight++;
+  pthread_cond_signal(&q->work);
+  pthread_mutex_unlock(&q->mu);
+  return j->id;
+}
+
+static long long queue_submit(odo_writer *w, int sync, odo_err *e) {
+  return (long long)queue_txn((commit_queue *)w, NULL, 0, sync, e);
+}
+
+/***
+ * Stages groups of own events, as `store:append_many` does, and queues
+ * their write for the worker. Groups that fail their expected revision or
+ * a limit are not written and report why when the write is collected.
+ * @function queue:submit
+ * @tparam table groups array of {stream=, events=, expected=}
+ * @tparam[opt] table opts `sync` (default: the store's)
+ * @treturn integer the write's id, as `collect` reports it
+ * @treturn[2] nil
+ * @treturn[2] string "ENOMEM: ...", "EAGAIN: ..."
+ */
+static int l_queue_submit(lua_State *L) {
+  commit_queue *q = check_queue(L);
+  odo_store *s = q->store;
+  odo_err e = {0};
+  size_t n;
+  odo_group *gs;
+  lua_Integer id;
+  int sync = s->sync_default;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    sync = odo_fieldbool(L, 3, "sync", s->sync_default);
+  }
+  gs = odo_read_groups(L, s, 2, &n);
+  s->staging_async = 1; /* stage after the writes in flight, not wait */
+  odo_stage_groups(s, gs, n);
+  s->staging_async = 0;
+  id = queue_txn(q, gs, n, sync, &e);
+  if (id == 0) return odo_err_push(L, &e);
+  lua_pushinteger(L, id);
+  return 1;
+}
+
+/***
+ * The descriptor that becomes readable when writes are done (watch it,
+ * then `collect`).
+ * @function queue:fd
+ * @treturn integer
+ */
+static int l_queue_fd(lua_State *L) {
+  commit_queue *q = check_queue(L);
+  lua_pushinteger(L, q->efd);
+  return 1;
+}
+
+/***
+ * Writes queued and not yet collected.
+ * @function queue:pending
+ * @treturn integer
+ */
+static int l_queue_pending(lua_State *L) {
+  commit_queue *q = luaL_checkudata(L, 1, QUEUE_CLASS);
+  lua_pushinteger(L, (lua_Integer)q->inflight);
+  return 1;
+}
+
+/***
+ * Takes the writes that are done, in the order they were submitted, and
+ * makes their catalogue entries the store's (see `store:changes`). Never
+ * waits.
+ * @function queue:collect
+ * @treturn table array of {id=, results=} (results: per group the new
+ *   last revision or "NAME: message") or {id=, err=, name=} when the
+ *   write failed and no group was written
+ */
+static int l_queue_collect(lua_State *L) {
+  commit_queue *q = check_queue(L);
+  cq_job *list;
+  uint64_t count;
+  int i = 0;
+  if (read(q->efd, &count, sizeof count) < 0) {
+    /* EAGAIN: nothing signalled since the last read; the list says */
+  }
+  pthread_mutex_lock(&q->mu);
+  apply_finished(q);
+  list = q->fin;
+  q->fin = q->fin_tail = NULL;
+  for (cq_job *j = list; j; j = j->next) q->inflight--;
+  if (q->inflight == 0) q->broken = 0; /* nothing staged after a failure */
+  pthread_mutex_unlock(&q->mu);
+  lua_newtable(L);
+  while (list) {
+    cq_job *j = list;
+    list = j->next;
+    j->next = NULL;
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, j->id);
+    lua_setfield(L, -2, "id");
+    if (j->failed) {
+      lua_pushfstring(L, "%s: %s", j->err.name, j->err.msg);
+      lua_setfield(L, -2, "err");
+      lua_pushstring(L, j->err.name);
+      lua_setfield(L, -2, "name");
+    } else {
+      odo_push_group_results(L, j->groups, j->ngroups);
+      lua_setfield(L, -2, "results");
+    }
+    lua_rawseti(L, -2, ++i);
+    job_free(j);
+  }
+  return 1;
+}
+
+/***
+ * Waits (blocking the calling thread) until every queued write is done;
+ * then `collect` takes them. For closing, and for hosts that must.
+ * @function queue:wait
+ */
+static int l_queue_wait(lua_State *L) {
+  commit_queue *q = check_queue(L);
+  queue_settle(&q->writer);
+  return 0;
+}
+
+/***
+ * Waits for the queued writes, stops the worker and closes the
+ * descriptor (stop watching it first). Uncollected results are dropped.
+ * Idempotent.
+ * @function queue:close
+ */
+static int l_queue_close(lua_State *L) {
+  queue_release(luaL_checkudata(L, 1, QUEUE_CLASS));
+  return 0;
+}
+
+void odo_commit_queue_open(lua_State *L) {
+  static const luaL_Reg methods[] = {{"submit", l_queue_submit},
+                                     {"fd", l_queue_fd},
+                                     {"pending", l_queue_pending},
+                                     {"collect", l_queue_collect},
+                                     {"wait", l_queue_wait},
+                                     {"close", l_queue_close},
+                                     {NULL, NULL}};
+  odo_newclass(L, QUEUE_CLASS, methods, l_queue_gc, l_queue_tostring);
+  lua_pushcfunction(L, l_commit_queue);
+  lua_setfield(L, -2, "commit_queue");
+}
