@@ -100,6 +100,22 @@ describe("sync", function()
     assert.is_true(net.run_until(has(b, a.id, 1505), 1000))
   end)
 
+  it("a node never follows its own stream, even on a fresh store while a peer holds it", function()
+    local a = node(1)
+    a:append(nil, H.events(20))
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(has(b, a.id, 20), 5000))
+    a:close()
+    -- the same identity on a fresh store meets a peer that holds its stream
+    local a2 = node(1, { dir = H.tmpdir(), peers = { "10.0.0.2:4000" } })
+    assert.is_true(net.run_until(function() return #events_of(a2.log, "catalogue") > 0 end, 5000))
+    net.advance(1000)
+    assert.same({}, events_of(b.log, "subscribed"))
+    assert.same({}, events_of(a2.log, "upstream"))
+    assert.same({}, events_of(a2.log, "violation"))
+    assert.equal(0, last(a2, a.id))
+  end)
+
   it("rule 3: events come in bounded batches that each end at a signed head", function()
     local a = node(1)
     for _ = 1, 5 do a:append(nil, H.events(1000)) end

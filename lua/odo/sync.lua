@@ -249,7 +249,10 @@ function Sync:_choose(ids)
     if seen[id] == nil then
       local st = self.store:stream(id)
       seen[id] = st or false
-      if not (st and st.own) and policy_mod.call(self.node, "replicate", id, self.node) then
+      -- a stream whose source is this node is never followed, even before
+      -- its first write is stored (a fresh store, a write still queued)
+      local own = (st and st.own) or id:match("^[^/]+") == self.node.id
+      if not own and policy_mod.call(self.node, "replicate", id, self.node) then
         local candidates = {}
         for pid, rec in pairs(self.peers) do
           local e = rec.catalogue[id]
