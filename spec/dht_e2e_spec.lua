@@ -117,6 +117,9 @@ describe("DHT discovery (odo run --dht-*)", function()
     local d = dht(a)
     assert.is_true(d.good + d.dubious >= 1)
     assert.is_number(d.last_announce)
+    -- the status table shows the DHT's own state and when it announced
+    local text = H.odo_cmd("status", "--dir", a.dir)
+    assert.matches("\n  dht +2 +%d+s ago +connected, %d+ good/%d+ dubious nodes, announced %d+s ago +", text)
     assert.equal(NET, d.network)
     -- a few lookups later, the node on another topic and the one on
     -- another network id have found nobody

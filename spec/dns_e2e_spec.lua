@@ -107,7 +107,8 @@ describe("odo run --dns", function()
     assert.is_true(logged(ps[1], "dns swarm.test: found 3 peer addresses through _odo._tcp.swarm.test SRV"))
     -- the status table shows the source, what it found and when
     local text = H.odo_cmd("status", "--dir", ps[1].dir)
-    assert.matches("\ndiscovery: 1\n  SOURCE +FOUND +LAST FOUND +LAST ERROR\n  dns swarm%.test +3 +%d+s ago +%-", text)
+    assert.matches("\ndiscovery: 1\n  SOURCE +FOUND +LAST FOUND +STATE +LAST ERROR\n"
+      .. "  dns swarm%.test +3 +%d+s ago +%- +%-", text)
   end)
 
   it("through A records with the default port: the node's own listen port, or --dns-port", function()

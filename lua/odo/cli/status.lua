@@ -135,10 +135,11 @@ function Status.text(st, rates)
   local sources = value(st.discovery) or {}
   if #sources > 0 then
     out[#out + 1] = ("discovery: %d"):format(#sources)
-    local rows = { { "SOURCE", "FOUND", "LAST FOUND", "LAST ERROR" } }
+    local rows = { { "SOURCE", "FOUND", "LAST FOUND", "STATE", "LAST ERROR" } }
     for _, d in ipairs(sources) do
       rows[#rows + 1] = { Status.source_name(d), tostring(#(value(d.found) or {})),
-        Status.ago(st, d.found_at), value(d.error) and (Status.ago(st, d.error_at) .. ": " .. d.error) or "-" }
+        Status.ago(st, d.found_at), Status.source_state(st, d),
+        value(d.error) and (Status.ago(st, d.error_at) .. ": " .. d.error) or "-" }
     end
     for _, line in ipairs(columns(rows)) do out[#out + 1] = line end
   end
@@ -150,6 +151,16 @@ end
 function Status.source_name(d)
   local swarm = value(d.swarm)
   return tostring(value(d.name) or "?") .. (swarm and (" (swarm " .. tostring(swarm) .. ")") or "")
+end
+
+--- What a source says of its own state, when it says something: the DHT's
+-- "connected, 3 good/1 dubious nodes, announced 12s ago".
+function Status.source_state(st, d)
+  local parts = {}
+  if value(d.state) then parts[#parts + 1] = tostring(d.state) end
+  if value(d.good) then parts[#parts + 1] = ("%d good/%d dubious nodes"):format(d.good, value(d.dubious) or 0) end
+  if value(d.announced_at) then parts[#parts + 1] = "announced " .. Status.ago(st, d.announced_at) end
+  return #parts > 0 and table.concat(parts, ", ") or "-"
 end
 
 --- How long before the status was taken a time on the node's clock

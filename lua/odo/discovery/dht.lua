@@ -395,6 +395,11 @@ end
 -- port, last_announce (Unix s or nil), candidates (how many live), taken
 -- (in all), bad_values, stale, capped, bootstrap = {"host:port" =
 -- state}}`.
+-- A wall-clock time (ms) of the module's on the node's adapter clock.
+local function on_node_clock(self, wall_ms)
+  return wall_ms and (wall_ms - self.mod.now_ms() + self.adapter.now()) or nil
+end
+
 function Source:status()
   local s = self.dht and self.dht:stats() or {}
   local live, found = 0, {}
@@ -415,9 +420,12 @@ function Source:status()
     last_announce = self.announced_at and math.floor(self.announced_at / 1000) or nil,
     candidates = live,
     found = found,
-    found_at = self.found_at,
+    -- the *_at times on the node's clock, as every source's status gives
+    -- them (the module keeps wall-clock milliseconds)
+    found_at = on_node_clock(self, self.found_at),
+    announced_at = on_node_clock(self, self.announced_at),
     error = self.error,
-    error_at = self.error_at,
+    error_at = on_node_clock(self, self.error_at),
     taken = self.counts.taken,
     bad_values = (s.bad_values or 0) + self.counts.bad,
     stale = self.counts.stale,
