@@ -106,6 +106,36 @@ P.backoff = { 500, 1000, 2000, 4000, 8000, 16000, 30000, 60000, 60000, 60000 }
 P.backoff_jitter = 0.2
 --- No delay is longer than this (ms).
 P.backoff_cap_ms = 60000
+--- A peer that stayed active this long (ms) has its failures forgotten;
+-- one that refuses us ("full", "duplicate") right after introductions
+-- keeps backing off, up to the ceiling.
+P.peer_stable_ms = 10000
+--- How long (ms) a refusal is remembered after the peer's entry is gone:
+-- a refusing address offered again meanwhile waits out its backoff.
+P.refusal_memory_ms = 10 * 60 * 1000
+
+-- ---- the mesh (peer exchange and the target degree; docs/ARCHITECTURE.md) ---------
+
+--- Active peers a node aims for, incoming and outgoing together (never
+-- more than `max_peers`): at or above it, new incoming peers are refused
+-- as "full" with addresses to try, and extra peers are shed politely.
+P.target_peers = 8
+--- A node dials candidates while it has fewer live peers than this (at
+-- most `target_peers`), so nodes keep room for newcomers to join them.
+P.dial_peers = 6
+--- Of the peers kept above those that serve followed streams, this many
+-- are random ones (long-range links that keep the mesh's diameter small).
+P.long_range_peers = 2
+--- Addresses sent in one PEX frame, and accepted from one, at most.
+P.pex_per_message = 8
+--- Addresses accepted from one peer per minute, at most.
+P.pex_per_minute = 32
+--- Each active peer is sent a fresh sample of addresses this often (ms).
+P.pex_interval_ms = 60000
+--- An address is good to share when its peer was active within this (ms).
+P.pex_fresh_ms = 10 * 60 * 1000
+--- Candidate addresses waiting to be dialled, at most (the oldest go).
+P.max_candidates = 256
 
 --- Which discovered addresses to try: `function(host, port, node)`
 -- returns true to dial it.
@@ -222,6 +252,9 @@ local POSITIVE = { tick_ms = true, slice = true, turn_budget_ms = true, snapshot
 POSITIVE.dns_ttl_floor_ms = true
 POSITIVE.dns_timeout_ms = true
 POSITIVE.dns_tries = true
+POSITIVE.target_peers = true
+POSITIVE.pex_interval_ms = true
+POSITIVE.max_candidates = true
 
 local function check_backoff(v)
   if type(v) == "function" then return true end

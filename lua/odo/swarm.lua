@@ -40,6 +40,7 @@ function Swarm.new(node, opts)
     sources = {},
     waiting = {},      -- addresses and lifesupport entries waiting for a slot, in order
     waiting_keys = {}, -- their addresses
+    refusals = {},     -- address -> {count, until_, at}: peers that refused us, remembered past their entry
     handlers = opts.handlers or {}, -- on_active(peer), on_inactive(peer), on_message(peer, type, payload)
     closed = false,
   }, Swarm)
@@ -81,6 +82,9 @@ function Swarm.info(p)
     rtt = p.rtt,
     incoming = p.conn and p.conn.incoming or false,
     pinned = p.pinned or false,
+    failures = p.failures,
+    refused = p.refused,
+    source = p.source,
   }
 end
 
@@ -176,11 +180,14 @@ function Swarm:discover(host, port, source)
   if not policy_mod.call(self.node, "accept_address", host, port, self.node) then return end
   local key = host .. ":" .. port
   if self.peers[key] or self.waiting_keys[key] then return end
+  local memo = self:_refusal(key)
+  if memo and memo.until_ > now(self) then return end -- it refused us lately: not yet
   if self:_live_count() >= self.policy.max_peers then
     return self:_wait_for_slot { key = key, host = host, port = port, source = source }
   end
-  local p = { addr = key, host = host, port = port, attempts = 0, failures = 0,
-    pinned = source and source.pinned or false, dialled = true }
+  local p = { addr = key, host = host, port = port, attempts = 0, failures = memo and memo.count or 0,
+    refused = memo and memo.reason, pinned = source and source.pinned or false, dialled = true,
+    source = source and source.name }
   self.peers[key] = p
   self:_set(p, "connecting", "discovered", source and source.name)
   self:_dial(p) -- not when a "peer" handler closed the node
@@ -289,10 +296,48 @@ local function backoff_delay(self, p)
   return math.max(0, math.floor(delay))
 end
 
+-- Why a peer may end a connection that are refusals, not failures of the
+-- network: they count for backoff even though the peer answered.
+local REFUSALS = { full = true, duplicate = true, self = true, purgatory = true }
+Swarm.REFUSALS = REFUSALS
+
+-- What the swarm remembers of an address that refused it (or nil).
+function Swarm:_refusal(key)
+  local m = self.refusals[key]
+  if m and now(self) - m.at > self.policy.refusal_memory_ms then
+    self.refusals[key] = nil
+    return nil
+  end
+  return m
+end
+
+-- Remembers that `p` refused us, past the entry's own life.
+function Swarm:_remember_refusal(p, reason, delay)
+  if not p.addr then return end
+  local t = now(self)
+  self.refusals[p.addr] = { count = p.failures, reason = reason, at = t, until_ = t + (delay or 0) }
+  self.refusal_count = (self.refusal_count or 0) + 1
+  if self.refusal_count > 4 * self.policy.max_candidates then
+    -- bounded: drop what is no longer remembered
+    self.refusal_count = 0
+    for k in pairs(self.refusals) do
+      if self:_refusal(k) then self.refusal_count = self.refusal_count + 1 end
+    end
+  end
+end
+
 -- An outgoing attempt or an outgoing connection failed: lifesupport, and a
--- retry after the backoff (rule 3, rule 7, rule 8).
+-- retry after the backoff (rule 3, rule 7, rule 8). A refusal ("full",
+-- "duplicate"...) is a failure like any other, however briefly the peer
+-- was active; a peer that stayed active `peer_stable_ms` starts over.
 function Swarm:_attempt_failed(p, conn, reason, detail)
   if p.state == "deleted" or p.state == "purgatory" then return end
+  local refusal = REFUSALS[reason]
+  if p.active_at and not refusal and now(self) - p.active_at >= self.policy.peer_stable_ms then
+    p.failures, p.refused = 0, nil
+  end
+  p.active_at = nil
+  if refusal then p.refused = reason end
   self:_stop_timer(p)
   p.attempt_id = nil
   if p.dial then p.dial.cancel() end
@@ -316,6 +361,7 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
   self:_set(p, "lifesupport", reason, detail)
   if self.closed then return end -- a handler closed the node
   local delay = backoff_delay(self, p)
+  if refusal then self:_remember_refusal(p, reason, delay or self.policy.backoff_cap_ms) end
   if not delay then
     return self:_forget(p, "exhausted", ("no answer after %d attempts (last: %s)"):format(p.attempts, tostring(reason)))
   end
@@ -420,7 +466,10 @@ end
 function Swarm:_activate(p, conn)
   self:_stop_timer(p)
   p.conn = conn
-  p.attempts, p.failures = 0, 0
+  -- failures are forgotten only once the peer stays (`_attempt_failed`):
+  -- one that refuses right after introductions keeps backing off
+  if p.failures == 0 then p.attempts = 0 end
+  p.active_at = now(self)
   p.ping_at = nil
   self.by_id[p.id] = p
   self:_set(p, "active", "introduced", conn.incoming and "incoming" or "outgoing")
