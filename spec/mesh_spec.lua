@@ -62,6 +62,69 @@ describe("mesh", function()
     assert.same({ "full", true }, { p.refused, p.failures >= 5 })
   end)
 
+  it("takes at most the bound of the addresses a peer floods it with (10,000 in 40 frames)", function()
+    local Pex = require "odo.pex"
+    local a = node(1, { policy = { pex_per_message = 8, pex_per_minute = 32, dial_peers = 1, max_candidates = 64 } })
+    local b = node(2, { peers = { addr(1) } })
+    assert.is_true(net.run_until(function() return active(a) == 1 and active(b) == 1 end, 5000))
+    local to_a = b.swarm:active(a.id)
+    local sent = 0
+    for f = 1, 40 do
+      local entries = {}
+      for i = 1, 250 do
+        local k = (f - 1) * 250 + i
+        entries[i] = { id = ("%064x"):format(k), host = ("10.9.%d.%d"):format(k // 250, k % 250 + 1), port = 4000 }
+      end
+      sent = sent + #entries
+      to_a.conn:send(Pex.TYPE, Pex.encode(entries))
+    end
+    net.run_until(function() return false end, 2000)
+    assert.equal(10000, sent)
+    assert.equal(32, a.swarm.pex_taken) -- 8 a frame, 32 a minute
+    local pex = 0
+    for _, p in ipairs(a:peers()) do
+      if p.source == "pex" then pex = pex + 1 end
+    end
+    assert.is_true(pex + #a.swarm.waiting <= 32)
+    assert.is_not_nil(b.swarm:active(a.id)) -- bounded, not a violation
+    -- a minute later, the next frame gives 8 more; a malformed one ends the session
+    net.advance(60000)
+    to_a = b.swarm:active(a.id)
+    to_a.conn:send(Pex.TYPE, Pex.encode({ { id = ("%064x"):format(1), host = "10.8.0.1", port = 4000 },
+      { id = ("%064x"):format(2), host = "10.8.0.2", port = 4000 } }))
+    net.run_until(function() return false end, 100)
+    assert.equal(34, a.swarm.pex_taken)
+    to_a.conn:send(Pex.TYPE, "\0\1" .. ("x"):rep(32) .. "\4name\0\1")
+    assert.is_true(net.run_until(function() return b.swarm:active(a.id) == nil end, 2000))
+  end)
+
+  it("PEX frames: the docs' test vectors, and well-formed addresses only", function()
+    local Pex = require "odo.pex"
+    local id = ("%064x"):format(1)
+    local one = Pex.encode({ { id = id, host = "10.0.0.2", port = 4000 } }, 0)
+    assert.equal("0001" .. id .. "0831302e302e302e320fa0", H.hex(one))
+    assert.equal("0100", H.hex(Pex.encode({}, Pex.FULL)))
+    local six = Pex.encode({ { id = id, host = "fe80::1", port = 1 } }, Pex.FULL)
+    assert.equal("0101" .. id .. "07666538303a3a310001", H.hex(six))
+    local doc = H.read_file(H.root .. "/docs/PROTOCOL.md")
+    for _, v in ipairs({ one, six, Pex.encode({}, Pex.FULL) }) do
+      local h = H.hex(v)
+      assert.truthy(doc:find(("%08x 30 "):format(#v + 1) .. h, 1, true), h .. " is not in docs/PROTOCOL.md")
+      assert.same(Pex.decode(v).entries, Pex.decode(H.unhex(h)).entries)
+    end
+    assert.same({ flags = 0, entries = { { id = id, host = "10.0.0.2", port = 4000 } } }, Pex.decode(one))
+    for _, bad in ipairs({ "localhost", "10.0.0", "256.0.0.1", "0.0.0.0", "::", "1:2:3:4:5:6:7:8:9", "a::b::c", "" }) do
+      assert.is_false(Pex.well_formed(bad, 4000), bad)
+    end
+    assert.is_false(Pex.well_formed("10.0.0.1", 0))
+    assert.is_true(Pex.well_formed("::ffff:10.0.0.1", 1))
+    assert.is_nil(Pex.decode(one .. "x"))
+    assert.is_nil(Pex.decode(one:sub(1, -2)))
+    assert.is_nil(Pex.decode("\0"))
+    -- every cut of a frame is refused, never raises
+    for i = 0, #six - 1 do assert.is_nil(Pex.decode(six:sub(1, i))) end
+  end)
+
   it("says a repeated log line once a window, with a count", function()
     local Repeats = require "odo.cli.repeats"
     local lines, t = {}, 0

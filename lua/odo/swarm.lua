@@ -23,6 +23,11 @@
 -- @module odo.swarm
 local Transport = require "odo.transport"
 local policy_mod = require "odo.policy"
+local Pex = require "odo.pex"
+local Mesh = require "odo.mesh"
+
+-- Candidates learned from peers (the source name in logs and status).
+local PEX_SOURCE = { name = "pex" }
 
 local Swarm = {}
 Swarm.__index = Swarm
@@ -144,6 +149,16 @@ end
 -- address) or {key, peer} (a lifesupport entry whose retry fell due).
 function Swarm:_wait_for_slot(w)
   if self.waiting_keys[w.key] then return end
+  if not w.peer and #self.waiting >= self.policy.max_candidates then
+    -- bounded: the oldest waiting address goes
+    for i, old in ipairs(self.waiting) do
+      if not old.peer then
+        table.remove(self.waiting, i)
+        self.waiting_keys[old.key] = nil
+        break
+      end
+    end
+  end
   self.waiting_keys[w.key] = true
   self.waiting[#self.waiting + 1] = w
 end
@@ -157,7 +172,8 @@ end
 
 function Swarm:_fill_slots()
   self.fill_scheduled = false
-  while not self.closed and #self.waiting > 0 and self:_live_count() < self.policy.max_peers do
+  local _, dial = Mesh.limits(self.policy)
+  while not self.closed and #self.waiting > 0 and self:_live_count() < dial do
     local w = table.remove(self.waiting, 1)
     self.waiting_keys[w.key] = nil
     local p = w.peer
@@ -182,7 +198,8 @@ function Swarm:discover(host, port, source)
   if self.peers[key] or self.waiting_keys[key] then return end
   local memo = self:_refusal(key)
   if memo and memo.until_ > now(self) then return end -- it refused us lately: not yet
-  if self:_live_count() >= self.policy.max_peers then
+  local _, dial = Mesh.limits(self.policy)
+  if self:_live_count() >= dial then
     return self:_wait_for_slot { key = key, host = host, port = port, source = source }
   end
   local p = { addr = key, host = host, port = port, attempts = 0, failures = memo and memo.count or 0,
@@ -370,7 +387,8 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
     self.node:_protect(function()
       p.timer = nil
       if p.state ~= "lifesupport" or self.closed then return end
-      if self:_live_count() >= self.policy.max_peers then
+      local _, dial = Mesh.limits(self.policy)
+      if self:_live_count() >= dial then
         return self:_wait_for_slot { key = p.addr, peer = p }
       end
       self:_retry(p)
@@ -390,8 +408,10 @@ function Swarm:_accept(conn)
   if self.closed then return conn:close("the node is stopping") end
   local p = { host = conn.remote_host, port = nil, attempts = 0, failures = 0,
     conn = conn, dialled = false }
-  -- over the maximum: refused once introduced (a BYE needs TLS first)
-  if self:_live_count() >= self.policy.max_peers then p.refuse = "full" end
+  -- at the target (or the maximum): refused once introduced (a BYE needs
+  -- TLS first), with addresses to try instead
+  local target = Mesh.limits(self.policy)
+  if self:_live_count() >= target then p.refuse = "full" end
   conn.entry = p
   conn.handlers = self:_handlers()
   self.floating[p] = true
@@ -426,7 +446,10 @@ function Swarm:_introduced(conn, hello)
   p.id = hello.id
   if p.refuse then
     conn.superseded = true
-    local why = ("this node has its maximum of %d peers"):format(self.policy.max_peers)
+    local target = Mesh.limits(self.policy)
+    local why = target < self.policy.max_peers and ("this node has its target of %d peers"):format(target)
+      or ("this node has its maximum of %d peers"):format(self.policy.max_peers)
+    self:_send_pex(conn, hello.id, Pex.FULL)
     conn:bye(p.refuse, why)
     return self:_forget(p, p.refuse, why)
   end
@@ -469,7 +492,8 @@ function Swarm:_activate(p, conn)
   -- failures are forgotten only once the peer stays (`_attempt_failed`):
   -- one that refuses right after introductions keeps backing off
   if p.failures == 0 then p.attempts = 0 end
-  p.active_at = now(self)
+  p.active_at, p.seen_active = now(self), now(self)
+  p.pex_sent_at = now(self)
   p.ping_at = nil
   self.by_id[p.id] = p
   self:_set(p, "active", "introduced", conn.incoming and "incoming" or "outgoing")
@@ -478,7 +502,75 @@ function Swarm:_activate(p, conn)
     local ok, err = self.node.store:peer_put { id = p.id, host = p.host, port = p.port, reason = "active" }
     if not ok then self.node:_error("peer history: " .. tostring(err)) end
   end
+  self:_send_pex(conn, p.id, 0)
   self:_on_active(p)
+end
+
+-- ---- peer exchange (odo.pex) and the target degree (odo.mesh) ---------------------------
+
+-- Sends `to` (a peer id) a sample of good addresses on `conn`; with
+-- Pex.FULL even an empty one (the BYE "full" that follows says why).
+function Swarm:_send_pex(conn, to, flags)
+  local sample = Mesh.good_addresses(self, to, self.policy.pex_per_message, now(self))
+  if #sample == 0 and flags == 0 then return end
+  conn:send(Pex.TYPE, Pex.encode(sample, flags))
+end
+
+-- A PEX frame from p: its addresses, bounded, become candidates (source
+-- "pex"); a malformed one ends the session as a protocol violation.
+function Swarm:_pex(p, payload)
+  local msg, why = Pex.decode(payload)
+  if not msg then return p.conn:bye("protocol", why) end
+  local own = { id = self.id, addr = self.listen and (self.listen.host .. ":" .. self.listen.port) }
+  local taken = Pex.take(p, msg.entries, now(self), self.policy, own)
+  self.pex_taken = (self.pex_taken or 0) + #taken
+  for _, e in ipairs(taken) do
+    if self.closed then return end
+    self:discover(e.host, e.port, PEX_SOURCE)
+  end
+end
+
+-- Every tick: refresh the peers' address samples, shed peers above the
+-- target (keeping those that serve followed streams), and dial waiting
+-- candidates while below the dialling limit.
+function Swarm:_mesh_tick(t)
+  local serving = {}
+  local sync = self.node.sync
+  for _, up in pairs(sync and sync.upstream or {}) do serving[up] = true end
+  for _, p in ipairs(Mesh.to_shed(self, serving)) do
+    self:_shed(p)
+    if self.closed then return end
+  end
+  for _, p in pairs(self.by_id) do
+    if p.state == "active" and p.conn then
+      p.seen_active = t
+      if t - (p.pex_sent_at or 0) >= self.policy.pex_interval_ms then
+        p.pex_sent_at = t
+        self:_send_pex(p.conn, p.id, 0)
+      end
+    end
+  end
+  local _, dial = Mesh.limits(self.policy)
+  if #self.waiting > 0 and self:_live_count() < dial then self:_schedule_fill() end
+end
+
+-- Ends an active peer politely (BYE "full": it backs off and tries the
+-- addresses it has); its address is not dialled again for a while.
+function Swarm:_shed(p)
+  local conn = p.conn
+  local target = Mesh.limits(self.policy)
+  local why = ("this node has more than its target of %d peers"):format(target)
+  if conn then
+    conn.superseded = true
+    self:_send_pex(conn, p.id, Pex.FULL)
+    conn:bye("full", why)
+  end
+  p.conn = nil
+  if p.dialled then
+    p.failures = p.failures + 1
+    self:_remember_refusal(p, "shed", self.policy.backoff_cap_ms)
+  end
+  self:_forget(p, "shed", why)
 end
 
 function Swarm:_purgatory(p, reason, detail)
@@ -598,6 +690,7 @@ end
 function Swarm:_message(conn, t, payload)
   local p = conn.entry
   if conn.superseded or not p or p.conn ~= conn or p.state ~= "active" then return end
+  if t == Pex.TYPE then return self:_pex(p, payload) end
   if self.handlers.on_message then self.handlers.on_message(p, t, payload) end
 end
 
@@ -611,6 +704,7 @@ function Swarm:_tick()
   for _, p in pairs(self.peers) do all[#all + 1] = p end
   for p in pairs(self.floating) do all[#all + 1] = p end
   for _, p in ipairs(all) do self:_heartbeat(p, t, pol) end
+  self:_mesh_tick(t)
 end
 
 function Swarm:_heartbeat(p, t, pol)
