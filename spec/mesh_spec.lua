@@ -125,6 +125,165 @@ describe("mesh", function()
     for i = 0, #six - 1 do assert.is_nil(Pex.decode(six:sub(1, i))) end
   end)
 
+  -- every node of `ns` holds every stream of `ns` up to `last`
+  local function converged(ns, last)
+    for _, n in ipairs(ns) do
+      for _, m in ipairs(ns) do
+        local st = n.store:stream(m.id)
+        if not st or st.last < last then return false end
+      end
+    end
+    return true
+  end
+
+  -- the nodes `ns` form one connected graph of active peers
+  local function connected(ns)
+    local by_id, seen, todo = {}, {}, { ns[1] }
+    for _, n in ipairs(ns) do by_id[n.id] = n end
+    seen[ns[1].id] = true
+    while #todo > 0 do
+      local n = table.remove(todo)
+      for _, p in ipairs(n:peers()) do
+        if p.state == "active" and by_id[p.id] and not seen[p.id] then
+          seen[p.id] = true
+          todo[#todo + 1] = by_id[p.id]
+        end
+      end
+    end
+    for _, n in ipairs(ns) do if not seen[n.id] then return false end end
+    return true
+  end
+
+  it("grows a star seed (max_peers 4) and 11 nodes into a mesh within the target, which outlives the seed", function()
+    local mesh = { target_peers = 3, dial_peers = 2, pex_interval_ms = 2000, long_range_peers = 1 }
+    local seed = node(1, { policy = H.merge(mesh, { max_peers = 4 }) })
+    local all = { seed }
+    for i = 2, 12 do all[i] = node(i, { peers = { addr(1) }, policy = mesh }) end
+    for _, n in ipairs(all) do n:append(nil, H.events(20, n.id:sub(1, 4))) end
+    assert.is_true(net.run_until(function() return converged(all, 20) end, 120000), "no convergence")
+    net.run_until(function() return false end, 10000)
+    for _, n in ipairs(all) do
+      local k = active(n)
+      assert.is_true(k >= 1 and k <= 3, "a node with " .. k .. " peers")
+    end
+    -- the seed had to refuse, and nodes found each other through PEX
+    local pex = 0
+    for _, n in ipairs(all) do
+      for _, p in ipairs(n:peers()) do if p.source == "pex" and p.state == "active" then pex = pex + 1 end end
+    end
+    assert.is_true(pex > 0)
+    -- the seed stops: the others stay connected and keep replicating
+    seed:close()
+    local rest = {}
+    for i = 2, 12 do rest[#rest + 1] = all[i] end
+    assert.is_true(net.run_until(function() return connected(rest) end, 60000), "the mesh fell apart")
+    for _, n in ipairs(rest) do n:append(nil, H.events(5, "after")) end
+    assert.is_true(net.run_until(function() return converged(rest, 25) end, 60000), "no replication after the seed")
+    for _, n in ipairs(rest) do assert.is_true(active(n) <= 3) end
+  end)
+
+  -- every replica's upstream chain ends at the stream's source (no loop)
+  local function loop_free(ns)
+    local by_id = {}
+    for _, n in ipairs(ns) do by_id[n.id] = n end
+    for _, src in ipairs(ns) do
+      for _, n in ipairs(ns) do
+        local at, steps = n, 0
+        while at ~= src do
+          local up = at.sync.upstream[src.id]
+          if not up or not by_id[up] or steps > #ns then return false, n.id:sub(1, 8) .. " for " .. src.id:sub(1, 8) end
+          at, steps = by_id[up], steps + 1
+        end
+      end
+    end
+    return true
+  end
+
+  -- nodes 1..#links, each dialling the nodes links[i] names; no peer exchange, so the shape stays
+  local function shape(links, policy)
+    local ns = {}
+    for i, to in ipairs(links) do
+      local peers = {}
+      for _, j in ipairs(to) do peers[#peers + 1] = addr(j) end
+      ns[i] = node(i, { peers = peers, policy = H.merge({ pex_per_minute = 0 }, policy) })
+    end
+    for i, n in ipairs(ns) do n:append(nil, H.events(10 + i, "s" .. i)) end
+    local function all_in()
+      for _, n in ipairs(ns) do
+        for i, m in ipairs(ns) do
+          local st = n.store:stream(m.id)
+          if not st or st.last < 10 + i then return false end
+        end
+      end
+      return true
+    end
+    assert.is_true(net.run_until(all_in, 30000), "stalled")
+    net.run_until(function() return false end, 1000)
+    assert.is_true(loop_free(ns))
+    return ns
+  end
+
+  -- cuts the link between a and b (a sheds b: neither dials the other again for a while)
+  local function cut(a, b)
+    local p = a.swarm:active(b.id)
+    a.swarm:_shed(p)
+    local q = b.swarm.peers[a.listen.host .. ":" .. a.listen.port]
+    if q then b.swarm:_forget(q, "cut") end
+  end
+
+  it("a ring converges with no stream stalled, relays loop-free, and re-routes when a link is cut", function()
+    local ns = shape({ { 2 }, { 3 }, { 4 }, { 5 }, { 6 }, { 1 } })
+    -- node 2 follows node 1's stream straight from it; cut that link
+    assert.equal(ns[1].id, ns[2].sync.upstream[ns[1].id])
+    cut(ns[1], ns[2])
+    for _, n in ipairs(ns) do n:append(nil, H.events(5, "after")) end
+    local function caught_up()
+      for _, n in ipairs(ns) do
+        for i, m in ipairs(ns) do
+          local st = n.store:stream(m.id)
+          if not st or st.last < 15 + i then return false end
+        end
+      end
+      return true
+    end
+    local ok = net.run_until(caught_up, 30000)
+    if not ok then
+      for i, n in ipairs(ns) do
+        local up = n.sync.upstream[ns[1].id]
+        local line = { i, up and up:sub(1, 6) or "-", n.store:stream(ns[1].id).last }
+        for pid, rec in pairs(n.sync.peers) do
+          local e = rec.catalogue[ns[1].id]
+          line[#line + 1] = pid:sub(1, 6) .. ":" .. (e and (e.hops .. "/" .. tostring(e.follows_you) .. "/" .. e.last) or "none")
+        end
+        io.stderr:write(table.concat(line, " "), "  ", n.id:sub(1, 6), "\n")
+      end
+    end
+    assert.is_true(ok, "no re-route")
+    assert.is_nil(ns[2].swarm:active(ns[1].id))
+    assert.equal(ns[3].id, ns[2].sync.upstream[ns[1].id]) -- the long way round
+    assert.is_true(loop_free(ns))
+    -- hop counts say so: 2 is five hops from 1 now
+    assert.equal(4, ns[2].sync.peers[ns[3].id].catalogue[ns[1].id].hops)
+  end)
+
+  it("a 3x3 grid converges with no stream stalled, and loop-free", function()
+    -- node (r, c) is 3r + c + 1 and dials its right and lower neighbours
+    local links = {}
+    for r = 0, 2 do
+      for c = 0, 2 do
+        local to = {}
+        if c < 2 then to[#to + 1] = 3 * r + c + 2 end
+        if r < 2 then to[#to + 1] = 3 * (r + 1) + c + 1 end
+        links[#links + 1] = to
+      end
+    end
+    local ns = shape(links)
+    -- the corner's stream reaches the far corner in 4 hops, the shortest path
+    local far = ns[9]
+    local up = far.sync.upstream[ns[1].id]
+    assert.equal(3, far.sync.peers[up].catalogue[ns[1].id].hops)
+  end)
+
   it("says a repeated log line once a window, with a count", function()
     local Repeats = require "odo.cli.repeats"
     local lines, t = {}, 0

@@ -152,33 +152,51 @@ function P.replicate()
 end
 
 --- The upstream to follow for a stream, among `candidates` (active peers
--- that have it: `{id, last, first, snapshot, source, direct}`):
+-- that have it: `{id, last, first, snapshot, source, direct, hops, fresh,
+-- follows_you}`; `hops` is the peer's distance to the source, 255 for no
+-- path; `fresh` the newest signed head it holds; `follows_you` whether
+-- it follows this node for the stream):
 -- `function(stream_id, candidates, our_last, current, node)` returns a
--- peer id or nil. By default: the source itself when connected; else a
--- peer subscribed directly to the source, with the highest revision; else
--- the highest revision. The current upstream is kept unless a better kind
--- appears or one is `upstream_switch_lag` revisions ahead of it.
-function P.upstream(stream, candidates, _, current, node)
-  local source = stream:match("^([^/]+)")
-  local function rank(c)
-    if c.id == source then return 3 end
-    return c.direct and 2 or 1
+-- peer id or nil. By default, loop-free as a distance-vector protocol:
+-- never a peer that follows us; the one nearest the source (the source
+-- itself at 0 hops), then the freshest, then the highest revision. The
+-- current upstream is kept while none is nearer and none is
+-- `upstream_switch_lag` revisions ahead of it. When no peer has a path
+-- (the source left), one strictly ahead of us, the furthest ahead:
+-- revisions only grow along such a chain, so it cannot loop either.
+function P.upstream(_, candidates, our_last, current, node)
+  local max = node.policy.max_hops
+  local function better(a, b)
+    if a.hops ~= b.hops then return a.hops < b.hops end
+    if a.fresh ~= b.fresh then return a.fresh > b.fresh end
+    if a.last ~= b.last then return a.last > b.last end
+    return a.id < b.id
   end
   local best, cur
   for _, c in ipairs(candidates) do
-    if c.id == current then cur = c end
-    if not best or rank(c) > rank(best)
-      or (rank(c) == rank(best) and (c.last > best.last or (c.last == best.last and c.id < best.id))) then
-      best = c
+    if not c.follows_you and c.hops < max then
+      if c.id == current then cur = c end
+      if not best or better(c, best) then best = c end
     end
   end
-  if not best then return nil end
-  if cur and rank(best) <= rank(cur) and best.last <= cur.last + node.policy.upstream_switch_lag then
-    return cur.id
+  if best then
+    if cur and cur.hops <= best.hops and best.last <= cur.last + node.policy.upstream_switch_lag then
+      return cur.id
+    end
+    return best.id
   end
-  return best.id
+  for _, c in ipairs(candidates) do
+    if not c.follows_you and c.last > our_last then
+      if c.id == current then return c.id end
+      if not best or c.last > best.last or (c.last == best.last and c.id < best.id) then best = c end
+    end
+  end
+  return best and best.id
 end
 P.upstream_switch_lag = 1000
+--- Distances to a source (hops) from this many on count as no path: a
+-- loop left by a broken link counts up to it and ends.
+P.max_hops = 32
 
 --- Check the source's signature on every batch and snapshot received
 -- (chain hashes are checked always). Turn off only to measure its cost.
@@ -253,6 +271,7 @@ POSITIVE.dns_ttl_floor_ms = true
 POSITIVE.dns_timeout_ms = true
 POSITIVE.dns_tries = true
 POSITIVE.target_peers = true
+POSITIVE.max_hops = true
 POSITIVE.pex_interval_ms = true
 POSITIVE.max_candidates = true
 
