@@ -253,7 +253,8 @@ describe("mesh", function()
         local line = { i, up and up:sub(1, 6) or "-", n.store:stream(ns[1].id).last }
         for pid, rec in pairs(n.sync.peers) do
           local e = rec.catalogue[ns[1].id]
-          line[#line + 1] = pid:sub(1, 6) .. ":" .. (e and (e.hops .. "/" .. tostring(e.follows_you) .. "/" .. e.last) or "none")
+          local what = e and (e.hops .. "/" .. tostring(e.follows_you) .. "/" .. e.last) or "none"
+          line[#line + 1] = pid:sub(1, 6) .. ":" .. what
         end
         io.stderr:write(table.concat(line, " "), "  ", n.id:sub(1, 6), "\n")
       end

@@ -385,7 +385,9 @@ describe("sync and signature test vectors", function()
     end)
 
   it("a CATALOGUE frame built per the document is read, and binds the source's key", function()
-    local function entry() return { id = V.id, first = 1, last = 2, snapshot = 0, fresh = 2, flags = 1, hops = 0, key = 0 } end
+    local function entry()
+      return { id = V.id, first = 1, last = 2, snapshot = 0, fresh = 2, flags = 1, hops = 0, key = 0 }
+    end
     local built = catalogue_frame(true, { bin(V.spki) }, { entry() })
     assert.equal(H.hex(bin(F.catalogue)), H.hex(built))
     local engine, session, store = receiver()
