@@ -294,10 +294,11 @@ describe("mesh", function()
       r:say("a", "peer x connecting -> active")
       r:say("b", "peer x active -> lifesupport")
     end
-    assert.same({ "peer x connecting -> active", "peer x active -> lifesupport",
-      "peer x connecting -> active (and 119 more like it in the last 60 s)",
-      "peer x active -> lifesupport (and 119 more like it in the last 60 s)" },
-      { lines[1], lines[2], lines[3], lines[4] })
-    assert.equal(6, #lines)
+    -- three of each kind, then one a minute with the count of those held back
+    assert.same({ "peer x connecting -> active", "peer x active -> lifesupport" }, { lines[1], lines[2] })
+    assert.same({ "peer x connecting -> active", "peer x active -> lifesupport" }, { lines[5], lines[6] })
+    assert.same({ "peer x connecting -> active (and 117 more like it in the last 60 s)",
+      "peer x active -> lifesupport (and 117 more like it in the last 60 s)" }, { lines[7], lines[8] })
+    assert.equal(2 * 9, #lines) -- 150 s: three windows, three lines of each kind in each
   end)
 end)

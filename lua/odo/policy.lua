@@ -121,8 +121,9 @@ P.refusal_memory_ms = 10 * 60 * 1000
 -- as "full" with addresses to try, and extra peers are shed politely.
 P.target_peers = 8
 --- A node dials candidates while it has fewer live peers than this (at
--- most `target_peers`), so nodes keep room for newcomers to join them.
-P.dial_peers = 6
+-- most `target_peers`), so nodes keep room for newcomers to join them
+-- (half the target: the mesh's mean degree stays well below it).
+P.dial_peers = 4
 --- Of the peers kept above those that serve followed streams, this many
 -- are random ones (long-range links that keep the mesh's diameter small).
 P.long_range_peers = 2
