@@ -123,6 +123,22 @@ describe("mesh", function()
     assert.is_nil(Pex.decode("\0"))
     -- every cut of a frame is refused, never raises
     for i = 0, #six - 1 do assert.is_nil(Pex.decode(six:sub(1, i))) end
+    -- random bytes, and random changes of a good frame: decoded or refused, never raising,
+    -- and what is decoded encodes back to the same bytes
+    math.randomseed(16)
+    for _ = 1, 3000 do
+      local b = {}
+      if math.random(2) == 1 then
+        for i = 1, math.random(0, 80) do b[i] = string.char(math.random(0, 255)) end
+      else
+        for i = 1, #one do b[i] = one:sub(i, i) end
+        b[math.random(#one)] = string.char(math.random(0, 255))
+      end
+      local bytes = table.concat(b)
+      local ok, m = pcall(Pex.decode, bytes)
+      assert.is_true(ok, m)
+      if m then assert.equal(H.hex(bytes), H.hex(Pex.encode(m.entries, m.flags))) end
+    end
   end)
 
   -- every node of `ns` holds every stream of `ns` up to `last`
