@@ -215,6 +215,19 @@ describe("mesh", function()
     return true
   end
 
+  -- a condition: every node of ns holds node i's stream up to base + i
+  local function holds(ns, base)
+    return function()
+      for _, n in ipairs(ns) do
+        for i, m in ipairs(ns) do
+          local st = n.store:stream(m.id)
+          if not st or st.last < base + i then return false end
+        end
+      end
+      return true
+    end
+  end
+
   -- nodes 1..#links, each dialling the nodes links[i] names; no peer exchange, so the shape stays
   local function shape(links, policy)
     local ns = {}
@@ -224,16 +237,7 @@ describe("mesh", function()
       ns[i] = node(i, { peers = peers, policy = H.merge({ pex_per_minute = 0 }, policy) })
     end
     for i, n in ipairs(ns) do n:append(nil, H.events(10 + i, "s" .. i)) end
-    local function all_in()
-      for _, n in ipairs(ns) do
-        for i, m in ipairs(ns) do
-          local st = n.store:stream(m.id)
-          if not st or st.last < 10 + i then return false end
-        end
-      end
-      return true
-    end
-    assert.is_true(net.run_until(all_in, 30000), "stalled")
+    assert.is_true(net.run_until(holds(ns, 10), 30000), "stalled")
     net.run_until(function() return false end, 1000)
     assert.is_true(loop_free(ns))
     return ns
@@ -253,16 +257,7 @@ describe("mesh", function()
     assert.equal(ns[1].id, ns[2].sync.upstream[ns[1].id])
     cut(ns[1], ns[2])
     for _, n in ipairs(ns) do n:append(nil, H.events(5, "after")) end
-    local function caught_up()
-      for _, n in ipairs(ns) do
-        for i, m in ipairs(ns) do
-          local st = n.store:stream(m.id)
-          if not st or st.last < 15 + i then return false end
-        end
-      end
-      return true
-    end
-    local ok = net.run_until(caught_up, 30000)
+    local ok = net.run_until(holds(ns, 15), 30000)
     if not ok then
       for i, n in ipairs(ns) do
         local up = n.sync.upstream[ns[1].id]
