@@ -13,12 +13,15 @@
 -- -> active`). When the peer then ends that connection as "duplicate"
 -- while our own dial to it is still being introduced, the entry goes
 -- `active -> connecting` "duplicate" and on with our dial. Discovered
--- addresses beyond `max_peers` live entries wait, unseen in
--- `node:peers()`, and are dialled in order as slots free; a
--- lifesupport retry that falls due while the node is full waits the same
--- way. Every timing and choice is a policy (`odo.policy`); policy
--- functions and the layers above run protected, so a failure in one
--- never leaves a transition half made.
+-- addresses beyond `dial_peers` live entries (`odo.mesh`) wait, unseen in
+-- `node:peers()` (at most `max_candidates`), and are dialled in order as
+-- slots free; a lifesupport retry that falls due meanwhile waits the same
+-- way. Incoming peers beyond `target_peers` are refused "full" with a PEX
+-- frame of addresses to try (`odo.pex`), and peers exchange such samples
+-- (source "pex"). A refusal counts as a failure for backoff and is
+-- remembered past the entry. Every timing and choice is a policy
+-- (`odo.policy`); policy functions and the layers above run protected, so
+-- a failure in one never leaves a transition half made.
 --
 -- @module odo.swarm
 local Transport = require "odo.transport"
@@ -316,7 +319,6 @@ end
 -- Why a peer may end a connection that are refusals, not failures of the
 -- network: they count for backoff even though the peer answered.
 local REFUSALS = { full = true, duplicate = true, self = true, purgatory = true }
-Swarm.REFUSALS = REFUSALS
 
 -- What the swarm remembers of an address that refused it (or nil).
 function Swarm:_refusal(key)
@@ -339,6 +341,9 @@ function Swarm:_remember_refusal(p, reason, delay)
     self.refusal_count = 0
     for k in pairs(self.refusals) do
       if self:_refusal(k) then self.refusal_count = self.refusal_count + 1 end
+    end
+    if self.refusal_count > 2 * self.policy.max_candidates then
+      self.refusals, self.refusal_count = {}, 0 -- still too many: start over
     end
   end
 end
