@@ -192,7 +192,7 @@ end
 
 --- Offers a candidate address. An address that matches a known peer's (in
 -- any state) is ignored; a new one is dialled.
-function Swarm:discover(host, port, source)
+function Swarm:discover(host, port, source, limit)
   if self.closed then return end
   port = tonumber(port)
   if type(host) ~= "string" or not port then return end
@@ -202,7 +202,7 @@ function Swarm:discover(host, port, source)
   local memo = self:_refusal(key)
   if memo and memo.until_ > now(self) then return end -- it refused us lately: not yet
   local _, dial = Mesh.limits(self.policy)
-  if self:_live_count() >= dial then
+  if self:_live_count() >= (limit or dial) then
     return self:_wait_for_slot { key = key, host = host, port = port, source = source }
   end
   local p = { addr = key, host = host, port = port, attempts = 0, failures = memo and memo.count or 0,
@@ -555,8 +555,24 @@ function Swarm:_mesh_tick(t)
       end
     end
   end
-  local _, dial = Mesh.limits(self.policy)
-  if #self.waiting > 0 and self:_live_count() < dial then self:_schedule_fill() end
+  local target, dial = Mesh.limits(self.policy)
+  local live = self:_live_count()
+  if #self.waiting > 0 and live < dial then self:_schedule_fill() end
+  -- long-range links: past the dialling limit, one random waiting candidate
+  -- an interval, up to `long_range_peers` more (never past the target),
+  -- so the mesh grown from one seed does not stay layered around it
+  local far = math.min(target, dial + self.policy.long_range_peers)
+  local due = t - (self.long_range_at or 0) >= self.policy.pex_interval_ms
+  if live >= dial and live < far and #self.waiting > 0 and due then
+    self.long_range_at = t
+    local addrs = {}
+    for i, w in ipairs(self.waiting) do if not w.peer then addrs[#addrs + 1] = i end end
+    if #addrs > 0 then
+      local w = table.remove(self.waiting, addrs[math.random(#addrs)])
+      self.waiting_keys[w.key] = nil
+      self:discover(w.host, w.port, w.source, far)
+    end
+  end
 end
 
 -- Ends an active peer politely (BYE "full": it backs off and tries the
