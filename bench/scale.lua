@@ -114,7 +114,15 @@ local function simulate(n, events)
   local function run(label, ns, expect_complete)
     local t0, w0 = net.now(), uv.hrtime()
     local b0, bytes0, r0 = batches, bytes, received
-    local ok = net.run_until(function() return complete >= expect_complete end, 600000, 10)
+    local said = uv.hrtime()
+    local ok = net.run_until(function()
+      if uv.hrtime() - said > 60e9 then -- progress, on stderr, once a wall minute
+        said = uv.hrtime()
+        io.stderr:write(("  %s: %d of %d (node, stream) pairs complete, %.1f simulated s\n")
+          :format(label, complete, expect_complete, (net.now() - t0) / 1000))
+      end
+      return complete >= expect_complete
+    end, 600000, 10)
     local sim_s, wall_s = (net.now() - t0) / 1000, (uv.hrtime() - w0) / 1e9
     net.run_until(function() return false end, 2000, 10)
     local peers = {}
