@@ -126,6 +126,13 @@ bench-transport: deps all build/bench/tls_pump
 bench-sync: deps all build/bench/sync_pipe
 	$(LUA) bench/sync.lua build/bench/sync_pipe
 
+# The swarm at scale (bench/scale.lua): N odo run processes from one seed
+# (N = 10, 30, 100; 200 with ODO_LONG=1; ODO_SCALE_N=...), then 100 and
+# 1,000 simulated nodes in one process (ODO_SCALE_SIM); ODO_SCALE_PART=a|b.
+.PHONY: bench-scale
+bench-scale: deps all
+	ulimit -n 65536 2>/dev/null || true; $(LUA) bench/scale.lua
+
 # odo tail and odo append through a running node against the store read
 # directly (bench/control.lua; ODO_BENCH_EVENTS, default 500000).
 .PHONY: bench-control

@@ -162,8 +162,11 @@ static void on_hello(lua_State *L, int ev, odo_session *s,
   }
   if (s->theirs.version != ODO_PROTOCOL_VERSION) {
     snprintf(msg, sizeof msg,
-             "the peer speaks protocol version %u; this node speaks %d",
-             s->theirs.version, ODO_PROTOCOL_VERSION);
+             "the peer speaks protocol version %u; this node speaks %d%s",
+             s->theirs.version, ODO_PROTOCOL_VERSION,
+             s->theirs.version < ODO_PROTOCOL_VERSION
+                 ? " (the peer runs an older release: upgrade it)"
+                 : " (the peer runs a newer release: upgrade this node)");
     return session_fail(L, ev, s, ODO_BYE_VERSION, msg);
   }
   odo_hex(s->theirs.id, 32, id);

@@ -261,23 +261,26 @@ static int l_unsubscribe(lua_State *L) {
 
 /***
  * Sends our catalogue to a peer: every stream (full) when `ids` is nil,
- * else those streams; `direct` is a set of stream ids whose upstream is
- * their source. A large catalogue goes out in several frames (the first
- * marked full).
+ * else those streams; `hops` maps a replica's stream id to its distance
+ * from the source in hops (absent: no path), `yours` is the set of stream
+ * ids this peer is our upstream for. A large catalogue goes out in
+ * several frames (the first marked full).
  * @function sync:catalogue
  */
 static int l_catalogue(lua_State *L) {
   odo_sync *y = check_sync(L);
   sync_peer *p = check_peer(L, y, 2);
   int full = lua_isnoneornil(L, 3), ok = 1;
-  int direct;
+  int hops, yours;
   odo_store *s = y->store;
   odo_stream **list;
   size_t nlist = 0;
   unsigned frames = 0;
   if (!full) luaL_checktype(L, 3, LUA_TTABLE);
   if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
-  direct = lua_istable(L, 4) ? 4 : 0;
+  if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
+  hops = lua_istable(L, 4) ? 4 : 0;
+  yours = lua_istable(L, 5) ? 5 : 0;
   /* GC-owned, so a memory error while reading ids leaks nothing */
   list = lua_newuserdatauv(L, (s->nstreams + 1) * sizeof *list, 0);
   odo_sync_out_reset(y);
@@ -297,7 +300,7 @@ static int l_catalogue(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  frames = odo_sync_catalogue(L, y, list, nlist, full, direct);
+  frames = odo_sync_catalogue(L, y, list, nlist, full, hops, yours);
   if (frames) ok = odo_sync_send_out(y, p, frames);
   lua_pushboolean(L, ok);
   return 1;

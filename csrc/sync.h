@@ -133,11 +133,13 @@ void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
 /* Sends what subscriptions are owed, at most `budget` frames; notes
  * serving errors at ev. Returns whether work is left. */
 int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, int ev);
-/* Builds the CATALOGUE frames of list[0..n) into y->out; the streams in
- * the table at direct_idx (0: none) are marked as followed directly.
+/* Builds the CATALOGUE frames of list[0..n) into y->out; each replica's
+ * hop count is the integer at its id in the table at hops_idx (none, or
+ * no table: no path), and the streams true in the table at yours_idx
+ * are marked as followed from the receiver (0: no table).
  * Returns the number of frames. */
 unsigned odo_sync_catalogue(lua_State *L, odo_sync *y, odo_stream **list,
-                            size_t n, int full, int direct_idx);
+                            size_t n, int full, int hops_idx, int yours_idx);
 /* Signs heads of an own stream's unsigned events, walking at most
  * `budget` events; heads signed, or -1 with e set. */
 int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,

@@ -30,7 +30,9 @@ int odo_msg_cat_entry_next(odo_rd *r, odo_msg_cat_entry *c) {
   c->first = odo_rd_be64(r);
   c->last = odo_rd_be64(r);
   c->snap = odo_rd_be64(r);
+  c->fresh = odo_rd_be64(r);
   c->flags = odo_rd_u8(r);
+  c->hops = odo_rd_u8(r);
   c->key = odo_rd_be16(r);
   return !r->bad && c->id_len != 0;
 }
@@ -63,7 +65,8 @@ int odo_msg_key_put(odo_buf *b, const uint8_t *der, size_t len) {
 int odo_msg_cat_entry_put(odo_buf *b, const odo_msg_cat_entry *c) {
   return odo_buf_add_str8(b, c->id, c->id_len) && odo_buf_add_be64(b, c->first) &&
          odo_buf_add_be64(b, c->last) && odo_buf_add_be64(b, c->snap) &&
-         odo_buf_add_u8(b, c->flags) && odo_buf_add_be16(b, c->key);
+         odo_buf_add_be64(b, c->fresh) && odo_buf_add_u8(b, c->flags) &&
+         odo_buf_add_u8(b, c->hops) && odo_buf_add_be16(b, c->key);
 }
 
 int odo_msg_sub_entry_put(odo_buf *b, const odo_msg_sub_entry *s) {

@@ -9,8 +9,10 @@
  *   CATALOGUE   0x10  u8 flags (1: full) | u16 nkeys | str16 spki * nkeys
  *                     | u32 count | entry * count
  *               entry = str8 stream | u64 first | u64 last | u64 snapshot
+ *                       | u64 fresh (newest signed head the sender holds)
  *                       | u8 flags (1: sender is the source, 2: sender's
- *                       upstream is the source) | u16 key index (0xffff: none)
+ *                       upstream for it is the receiver) | u8 hops (to the
+ *                       source; 255: no path) | u16 key index (0xffff: none)
  *   SUBSCRIBE   0x11  u8 flags (1: live, 2: snapshot first)
  *                     | u32 count | (str8 stream | u64 from) * count
  *   UNSUBSCRIBE 0x12  u32 count | str8 stream * count
@@ -59,10 +61,15 @@ typedef struct odo_msg_list {
 typedef struct odo_msg_cat_entry {
   const char *id;
   size_t id_len;
-  uint64_t first, last, snap;
-  uint8_t flags;
+  uint64_t first, last, snap, fresh;
+  uint8_t flags, hops;
   uint16_t key;
 } odo_msg_cat_entry;
+
+/* Catalogue entry flags, and the hop count of a sender with no path. */
+#define ODO_CAT_SOURCE 1
+#define ODO_CAT_FOLLOWS_YOU 2
+#define ODO_CAT_NO_PATH 255
 
 typedef struct odo_msg_catalogue {
   uint8_t flags;

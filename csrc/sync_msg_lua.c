@@ -56,7 +56,9 @@ static int decode(lua_State *L, int type, const uint8_t *p, size_t n,
       set_u64(L, "first", c.first);
       set_u64(L, "last", c.last);
       set_u64(L, "snapshot", c.snap);
+      set_u64(L, "fresh", c.fresh);
       set_u64(L, "flags", c.flags);
+      set_u64(L, "hops", c.hops);
       set_u64(L, "key", c.key);
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
@@ -153,7 +155,7 @@ static int decode(lua_State *L, int type, const uint8_t *p, size_t n,
  * it) into a table with `kind` ("catalogue", "subscribe", "unsubscribe",
  * "snapshot", "events", "caught_up", "refused") and the message's fields
  * as docs/PROTOCOL.md names them: catalogue {flags, keys = {der...},
- * entries = {{id, first, last, snapshot, flags, key}...}}; subscribe
+ * entries = {{id, first, last, snapshot, fresh, flags, hops, key}...}}; subscribe
  * {flags, entries = {{id, from}...}}; unsubscribe {ids}; snapshot
  * {stream, rev, hash, format, sig, total, offset, data}; events {stream,
  * first, events = {{ts, type, data}...}, head_rev, head_hash, sig};
@@ -233,7 +235,9 @@ static void build_list(lua_State *L, int t, const char *k, int type,
         c.first = field_u64(L, it, "first", UINT64_MAX);
         c.last = field_u64(L, it, "last", UINT64_MAX);
         c.snap = field_u64(L, it, "snapshot", UINT64_MAX);
+        c.fresh = field_u64(L, it, "fresh", UINT64_MAX);
         c.flags = (uint8_t)field_u64(L, it, "flags", 255);
+        c.hops = (uint8_t)field_u64(L, it, "hops", 255);
         c.key = (uint16_t)field_u64(L, it, "key", 65535);
         odo_msg_cat_entry_put(sec, &c);
       } else if (type == ODO_MSG_SUBSCRIBE) {

@@ -72,10 +72,16 @@ static void push_cat_entry(lua_State *L, const odo_msg_cat_entry *c) {
   lua_setfield(L, -2, "last");
   odo_pushu64(L, c->snap);
   lua_setfield(L, -2, "snapshot");
-  lua_pushboolean(L, c->flags & 1);
+  lua_pushboolean(L, c->flags & ODO_CAT_SOURCE);
   lua_setfield(L, -2, "source");
-  lua_pushboolean(L, c->flags & 2);
+  lua_pushboolean(L, c->hops == 1);
   lua_setfield(L, -2, "direct");
+  lua_pushboolean(L, (c->flags & ODO_CAT_FOLLOWS_YOU) != 0);
+  lua_setfield(L, -2, "follows_you");
+  lua_pushinteger(L, c->hops);
+  lua_setfield(L, -2, "hops");
+  odo_pushu64(L, c->fresh);
+  lua_setfield(L, -2, "fresh");
 }
 
 /* A malformed CATALOGUE binds no key and reports no entry. The keys it

@@ -262,7 +262,7 @@ static int key_der(odo_sync *y, const char *src, size_t len, odo_buf *out) {
 
 /* One CATALOGUE frame for list[0..n), with its own key section. */
 static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
-                            size_t n, int full, int direct_idx) {
+                            size_t n, int full, int hops_idx, int yours_idx) {
   char (*srcs)[ODO_NODE_ID_HEX + 1] = malloc((n + 1) * sizeof *srcs);
   uint16_t nsrc = 0;
   odo_buf keys, der;
@@ -290,12 +290,23 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
   for (size_t i = 0; i < n; i++) {
     odo_stream *st = list[i];
     odo_msg_cat_entry c;
-    c.flags = st->own ? 3 : 0;
+    c.flags = st->own ? ODO_CAT_SOURCE : 0;
+    c.hops = st->own ? 0 : ODO_CAT_NO_PATH;
+    c.fresh = st->head_known ? st->head : 0;
     c.key = ODO_MSG_NO_KEY;
-    if (direct_idx) {
+    if (hops_idx && !st->own) {
       lua_pushlstring(L, st->id, st->id_len);
-      lua_rawget(L, direct_idx);
-      if (!lua_isnil(L, -1)) c.flags |= 2;
+      lua_rawget(L, hops_idx);
+      if (lua_isinteger(L, -1)) {
+        lua_Integer h = lua_tointeger(L, -1);
+        c.hops = h < 1 ? 1 : h > ODO_CAT_NO_PATH ? ODO_CAT_NO_PATH : (uint8_t)h;
+      }
+      lua_pop(L, 1);
+    }
+    if (yours_idx) {
+      lua_pushlstring(L, st->id, st->id_len);
+      lua_rawget(L, yours_idx);
+      if (lua_toboolean(L, -1)) c.flags |= ODO_CAT_FOLLOWS_YOU;
       lua_pop(L, 1);
     }
     for (uint16_t j = 0; j < nsrc; j++)
@@ -323,11 +334,11 @@ static void catalogue_frame(lua_State *L, odo_sync *y, odo_stream **list,
 }
 
 unsigned odo_sync_catalogue(lua_State *L, odo_sync *y, odo_stream **list,
-                            size_t n, int full, int direct_idx) {
+                            size_t n, int full, int hops_idx, int yours_idx) {
   unsigned frames = 0;
   for (size_t at = 0; at < n || (full && at == 0); at += ODO_MSG_FRAME_ENTRIES) {
     size_t k = n - at < ODO_MSG_FRAME_ENTRIES ? n - at : ODO_MSG_FRAME_ENTRIES;
-    catalogue_frame(L, y, list + at, k, full && at == 0, direct_idx);
+    catalogue_frame(L, y, list + at, k, full && at == 0, hops_idx, yours_idx);
     frames++;
   }
   return frames;

@@ -14,7 +14,7 @@
 
 #include "odo.h"
 
-#define ODO_PROTOCOL_VERSION 1
+#define ODO_PROTOCOL_VERSION 2
 #define ODO_FRAME_HEADER 5
 #define ODO_DEFAULT_MAX_FRAME (16u << 20)
 #define ODO_MIN_MAX_FRAME 1024

@@ -8,8 +8,8 @@ for i = 0, 31 do ID = ID .. ("%02x"):format(i) end
 
 -- name, fields, the frame as docs/PROTOCOL.md writes it (spaces between parts)
 local VECTORS = {
-  { "hello", { version = 1, id = ID, port = 4000, features = 1, instance = 0x0123456789abcdef },
-    "00000035 01 0001 " .. ID .. " 0fa0 0000000000000001 0123456789abcdef" },
+  { "hello", { version = 2, id = ID, port = 4000, features = 1, instance = 0x0123456789abcdef },
+    "00000035 01 0002 " .. ID .. " 0fa0 0000000000000001 0123456789abcdef" },
   { "ping", { nonce = 42 }, "00000009 02 000000000000002a" },
   { "pong", { nonce = 42 }, "00000009 03 000000000000002a" },
   { "bye", { code = 4, reason = "already connected" }, "00000014 04 0004 616c726561647920636f6e6e6563746564" },

@@ -618,7 +618,8 @@ describe("swarm", function()
 
   it("dials a waiting address when a slot frees, and a due retry waits for one", function()
     local a = node(1, { policy = { max_peers = 1 } })
-    local b, c = node(2), node(3)
+    -- (b and c take no addresses from peer exchange: b would dial a on its own)
+    local b, c = node(2, { policy = { pex_per_minute = 0 } }), node(3, { policy = { pex_per_minute = 0 } })
     a:discover("10.0.0.2", 4000)
     assert.is_true(net.run_until(function() return active_with(a, b) end, 5000))
     a:discover("10.0.0.3", 4000) -- waits

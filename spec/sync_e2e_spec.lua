@@ -7,6 +7,7 @@ local cjson = require "cjson"
 local CONFIG = [[
 return { policy = {
   tick_ms = 100, heartbeat_interval_ms = 500, heartbeat_timeout_ms = 2000,
+  pex_per_minute = 0, -- the topologies here are the spec's
   handshake_timeout_ms = 2000, backoff = { 200, 400, 800, 800, 800, 800, 800, 800 },
   backoff_cap_ms = 800,
   reducer = "last", snapshot_every_events = 1000, snapshot_every_ms = 1e9,

@@ -65,7 +65,7 @@ describe("sync", function()
     assert.is_true(cats[1][4]) -- the first one is full
     local seen = {}
     for _, e in ipairs(cats[1][3]) do seen[e.id] = e end
-    assert.same({ 1, 10, true, true }, { seen[a.id].first, seen[a.id].last, seen[a.id].source, seen[a.id].direct })
+    assert.same({ 1, 10, true, 0 }, { seen[a.id].first, seen[a.id].last, seen[a.id].source, seen[a.id].hops })
     assert.equal(3, seen[a:stream_id("chat")].last)
     -- many appends within the push interval: one update
     local before = #events_of(b.log, "catalogue")
@@ -276,25 +276,32 @@ describe("sync", function()
   end)
 
   it("relays: C follows A through B when A and C are not connected", function()
-    local a = node(1)
+    -- (no node takes addresses from peer exchange, which would connect a and c)
+    local solo = { pex_per_minute = 0 }
+    local a = node(1, { policy = solo })
     a:append(nil, H.events(2500))
-    local b = node(2, { peers = { "10.0.0.1:4000" } })
-    local c = node(3, { peers = { "10.0.0.2:4000" } })
+    local b = node(2, { peers = { "10.0.0.1:4000" }, policy = solo })
+    local c = node(3, { peers = { "10.0.0.2:4000" }, policy = solo })
     assert.is_true(net.run_until(has(c, a.id, 2500), 10000))
     assert.equal(b.id, c.sync.upstream[a.id])
     a:append(nil, H.events(7))
     assert.is_true(net.run_until(has(c, a.id, 2507), 5000))
     same_stream(a, c, a.id)
-    -- c's catalogue says b follows the source directly
-    assert.is_true(c.sync.peers[b.id].catalogue[a.id].direct)
+    -- c's catalogue says b follows the source directly (one hop), and b's that c follows it
+    assert.same({ 1, true }, { c.sync.peers[b.id].catalogue[a.id].hops, c.sync.peers[b.id].catalogue[a.id].direct })
+    assert.is_true(net.run_until(function()
+      local e = b.sync.peers[c.id].catalogue[a.id]
+      return e and e.follows_you and e.hops == 2
+    end, 2000))
   end)
 
   it("the upstream policy prefers the source, then a direct follower; switches when a better one appears", function()
-    local a = node(1)
+    local solo = { pex_per_minute = 0 } -- (a and c meet only when the spec says)
+    local a = node(1, { policy = solo })
     a:append(nil, H.events(100))
-    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    local b = node(2, { peers = { "10.0.0.1:4000" }, policy = solo })
     assert.is_true(net.run_until(has(b, a.id, 100), 5000))
-    local c = node(3, { peers = { "10.0.0.2:4000" } })
+    local c = node(3, { peers = { "10.0.0.2:4000" }, policy = solo })
     assert.is_true(net.run_until(has(c, a.id, 100), 5000))
     assert.equal(b.id, c.sync.upstream[a.id])
     c:discover("10.0.0.1", 4000)

@@ -37,9 +37,9 @@ local V = {
 
 -- Whole frames, as the page writes them.
 local F = {
-  catalogue = "00000092 10\n01 0001\n"
+  catalogue = "0000009b 10\n01 0001\n"
     .. "002c 302a300506032b6570032100b91dd9f213143b1a2aa7ceff7ec3e7c3fea3dcb3a366feab4cf3c1fc82c3baac\n"
-    .. "00000001\n" .. SID .. "\n0000000000000001 0000000000000002 0000000000000000 03 0000",
+    .. "00000001\n" .. SID .. "\n0000000000000001 0000000000000002 0000000000000000 0000000000000002 01 00 0000",
   subscribe = "0000005f 11\n01 00000002\n" .. SID .. "\n0000000000000001\n07 756e6b6e6f776e 0000000000000001",
   refused = "00000029 16\n07 756e6b6e6f776e 0001\n001c 74686973206e6f646520686173206e6f20737563682073747265616d",
   events = "000000db 14\n" .. SID .. "\n0000000000000001 00000002\n"
@@ -84,7 +84,7 @@ local function catalogue_frame(full, keys, entries)
   for _, k in ipairs(keys) do p[#p + 1] = string.pack(">s2", k) end
   p[#p + 1] = string.pack(">I4", #entries)
   for _, e in ipairs(entries) do
-    p[#p + 1] = string.pack(">s1I8I8I8BI2", e.id, e.first, e.last, e.snapshot, e.flags, e.key)
+    p[#p + 1] = string.pack(">s1I8I8I8I8BBI2", e.id, e.first, e.last, e.snapshot, e.fresh, e.flags, e.hops, e.key)
   end
   return frame(0x10, table.concat(p))
 end
@@ -385,7 +385,9 @@ describe("sync and signature test vectors", function()
     end)
 
   it("a CATALOGUE frame built per the document is read, and binds the source's key", function()
-    local function entry() return { id = V.id, first = 1, last = 2, snapshot = 0, flags = 3, key = 0 } end
+    local function entry()
+      return { id = V.id, first = 1, last = 2, snapshot = 0, fresh = 2, flags = 1, hops = 0, key = 0 }
+    end
     local built = catalogue_frame(true, { bin(V.spki) }, { entry() })
     assert.equal(H.hex(bin(F.catalogue)), H.hex(built))
     local engine, session, store = receiver()
@@ -401,7 +403,8 @@ describe("sync and signature test vectors", function()
 
     notes = engine:handle(session, 0x10, payload(built))
     assert.same({ { event = "catalogue", full = true, entries = {
-      { id = V.id, first = 1, last = 2, snapshot = 0, source = true, direct = true } } } }, notes)
+      { id = V.id, first = 1, last = 2, snapshot = 0, source = true, direct = false, follows_you = false,
+        hops = 0, fresh = 2 } } } }, notes)
     assert.equal(V.spki, H.hex(store:key_get(V.id)))
     -- the key came with the catalogue: the batch now verifies
     notes = engine:handle(session, 0x14, payload(events))

@@ -112,6 +112,37 @@ P.backoff = { 500, 1000, 2000, 4000, 8000, 16000, 30000, 60000, 60000, 60000 }
 P.backoff_jitter = 0.2
 --- No delay is longer than this (ms).
 P.backoff_cap_ms = 60000
+--- A peer that stayed active this long (ms) has its failures forgotten;
+-- one that refuses us ("full", "duplicate") right after introductions
+-- keeps backing off, up to the ceiling.
+P.peer_stable_ms = 10000
+--- How long (ms) a refusal is remembered after the peer's entry is gone:
+-- a refusing address offered again meanwhile waits out its backoff.
+P.refusal_memory_ms = 10 * 60 * 1000
+
+-- ---- the mesh (peer exchange and the target degree; docs/ARCHITECTURE.md) ---------
+
+--- Active peers a node aims for, incoming and outgoing together (never
+-- more than `max_peers`): at or above it, new incoming peers are refused
+-- as "full" with addresses to try, and extra peers are shed politely.
+P.target_peers = 8
+--- A node dials candidates while it has fewer live peers than this (at
+-- most `target_peers`), so nodes keep room for newcomers to join them
+-- (half the target: the mesh's mean degree stays well below it).
+P.dial_peers = 4
+--- Of the peers kept above those that serve followed streams, this many
+-- are random ones (long-range links that keep the mesh's diameter small).
+P.long_range_peers = 2
+--- Addresses sent in one PEX frame, and accepted from one, at most.
+P.pex_per_message = 8
+--- Addresses accepted from one peer per minute, at most.
+P.pex_per_minute = 32
+--- Each active peer is sent a fresh sample of addresses this often (ms).
+P.pex_interval_ms = 60000
+--- An address is good to share when its peer was active within this (ms).
+P.pex_fresh_ms = 10 * 60 * 1000
+--- Candidate addresses waiting to be dialled, at most (the oldest go).
+P.max_candidates = 256
 
 --- Which discovered addresses to try: `function(host, port, node)`
 -- returns true to dial it.
@@ -148,33 +179,51 @@ function P.replicate()
 end
 
 --- The upstream to follow for a stream, among `candidates` (active peers
--- that have it: `{id, last, first, snapshot, source, direct}`):
+-- that have it: `{id, last, first, snapshot, source, direct, hops, fresh,
+-- follows_you}`; `hops` is the peer's distance to the source, 255 for no
+-- path; `fresh` the newest signed head it holds; `follows_you` whether
+-- it follows this node for the stream):
 -- `function(stream_id, candidates, our_last, current, node)` returns a
--- peer id or nil. By default: the source itself when connected; else a
--- peer subscribed directly to the source, with the highest revision; else
--- the highest revision. The current upstream is kept unless a better kind
--- appears or one is `upstream_switch_lag` revisions ahead of it.
-function P.upstream(stream, candidates, _, current, node)
-  local source = stream:match("^([^/]+)")
-  local function rank(c)
-    if c.id == source then return 3 end
-    return c.direct and 2 or 1
+-- peer id or nil. By default, loop-free as a distance-vector protocol:
+-- never a peer that follows us; the one nearest the source (the source
+-- itself at 0 hops), then the freshest, then the highest revision. The
+-- current upstream is kept while none is nearer and none is
+-- `upstream_switch_lag` revisions ahead of it. When no peer has a path
+-- (the source left), one strictly ahead of us, the furthest ahead:
+-- revisions only grow along such a chain, so it cannot loop either.
+function P.upstream(_, candidates, our_last, current, node)
+  local max = node.policy.max_hops
+  local function better(a, b)
+    if a.hops ~= b.hops then return a.hops < b.hops end
+    if a.fresh ~= b.fresh then return a.fresh > b.fresh end
+    if a.last ~= b.last then return a.last > b.last end
+    return a.id < b.id
   end
   local best, cur
   for _, c in ipairs(candidates) do
-    if c.id == current then cur = c end
-    if not best or rank(c) > rank(best)
-      or (rank(c) == rank(best) and (c.last > best.last or (c.last == best.last and c.id < best.id))) then
-      best = c
+    if not c.follows_you and c.hops < max then
+      if c.id == current then cur = c end
+      if not best or better(c, best) then best = c end
     end
   end
-  if not best then return nil end
-  if cur and rank(best) <= rank(cur) and best.last <= cur.last + node.policy.upstream_switch_lag then
-    return cur.id
+  if best then
+    if cur and cur.hops <= best.hops and best.last <= cur.last + node.policy.upstream_switch_lag then
+      return cur.id
+    end
+    return best.id
   end
-  return best.id
+  for _, c in ipairs(candidates) do
+    if not c.follows_you and c.last > our_last then
+      if c.id == current then return c.id end
+      if not best or c.last > best.last or (c.last == best.last and c.id < best.id) then best = c end
+    end
+  end
+  return best and best.id
 end
 P.upstream_switch_lag = 1000
+--- Distances to a source (hops) from this many on count as no path: a
+-- loop left by a broken link counts up to it and ends.
+P.max_hops = 32
 
 --- Check the source's signature on every batch and snapshot received
 -- (chain hashes are checked always). Turn off only to measure its cost.
@@ -249,6 +298,10 @@ POSITIVE.dns_ttl_floor_ms = true
 POSITIVE.dns_timeout_ms = true
 POSITIVE.dns_tries = true
 POSITIVE.commit_poll_ms = true
+POSITIVE.target_peers = true
+POSITIVE.max_hops = true
+POSITIVE.pex_interval_ms = true
+POSITIVE.max_candidates = true
 
 local function check_backoff(v)
   if type(v) == "function" then return true end

@@ -13,16 +13,24 @@
 -- -> active`). When the peer then ends that connection as "duplicate"
 -- while our own dial to it is still being introduced, the entry goes
 -- `active -> connecting` "duplicate" and on with our dial. Discovered
--- addresses beyond `max_peers` live entries wait, unseen in
--- `node:peers()`, and are dialled in order as slots free; a
--- lifesupport retry that falls due while the node is full waits the same
--- way. Every timing and choice is a policy (`odo.policy`); policy
--- functions and the layers above run protected, so a failure in one
--- never leaves a transition half made.
+-- addresses beyond `dial_peers` live entries (`odo.mesh`) wait, unseen in
+-- `node:peers()` (at most `max_candidates`), and are dialled in order as
+-- slots free; a lifesupport retry that falls due meanwhile waits the same
+-- way. Incoming peers beyond `target_peers` are refused "full" with a PEX
+-- frame of addresses to try (`odo.pex`), and peers exchange such samples
+-- (source "pex"). A refusal counts as a failure for backoff and is
+-- remembered past the entry. Every timing and choice is a policy
+-- (`odo.policy`); policy functions and the layers above run protected, so
+-- a failure in one never leaves a transition half made.
 --
 -- @module odo.swarm
 local Transport = require "odo.transport"
 local policy_mod = require "odo.policy"
+local Pex = require "odo.pex"
+local Mesh = require "odo.mesh"
+
+-- Candidates learned from peers (the source name in logs and status).
+local PEX_SOURCE = { name = "pex" }
 
 local Swarm = {}
 Swarm.__index = Swarm
@@ -40,6 +48,7 @@ function Swarm.new(node, opts)
     sources = {},
     waiting = {},      -- addresses and lifesupport entries waiting for a slot, in order
     waiting_keys = {}, -- their addresses
+    refusals = {},     -- address -> {count, until_, at}: peers that refused us, remembered past their entry
     handlers = opts.handlers or {}, -- on_active(peer), on_inactive(peer), on_message(peer, type, payload)
     closed = false,
   }, Swarm)
@@ -81,6 +90,9 @@ function Swarm.info(p)
     rtt = p.rtt,
     incoming = p.conn and p.conn.incoming or false,
     pinned = p.pinned or false,
+    failures = p.failures,
+    refused = p.refused,
+    source = p.source,
   }
 end
 
@@ -140,6 +152,16 @@ end
 -- address) or {key, peer} (a lifesupport entry whose retry fell due).
 function Swarm:_wait_for_slot(w)
   if self.waiting_keys[w.key] then return end
+  if not w.peer and #self.waiting >= self.policy.max_candidates then
+    -- bounded: the oldest waiting address goes
+    for i, old in ipairs(self.waiting) do
+      if not old.peer then
+        table.remove(self.waiting, i)
+        self.waiting_keys[old.key] = nil
+        break
+      end
+    end
+  end
   self.waiting_keys[w.key] = true
   self.waiting[#self.waiting + 1] = w
 end
@@ -153,7 +175,8 @@ end
 
 function Swarm:_fill_slots()
   self.fill_scheduled = false
-  while not self.closed and #self.waiting > 0 and self:_live_count() < self.policy.max_peers do
+  local _, dial = Mesh.limits(self.policy)
+  while not self.closed and #self.waiting > 0 and self:_live_count() < dial do
     local w = table.remove(self.waiting, 1)
     self.waiting_keys[w.key] = nil
     local p = w.peer
@@ -170,7 +193,7 @@ end
 --- Offers a candidate address. An address that matches a known peer's (in
 -- any state) is ignored; a new one is dialled. Each offer is the node's
 -- "candidate" event `(host, port, source name)` (for odo.metrics).
-function Swarm:discover(host, port, source)
+function Swarm:discover(host, port, source, limit)
   if self.closed then return end
   port = tonumber(port)
   if type(host) ~= "string" or not port then return end
@@ -178,11 +201,15 @@ function Swarm:discover(host, port, source)
   if not policy_mod.call(self.node, "accept_address", host, port, self.node) then return end
   local key = host .. ":" .. port
   if self.peers[key] or self.waiting_keys[key] then return end
-  if self:_live_count() >= self.policy.max_peers then
+  local memo = self:_refusal(key)
+  if memo and memo.until_ > now(self) then return end -- it refused us lately: not yet
+  local _, dial = Mesh.limits(self.policy)
+  if self:_live_count() >= (limit or dial) then
     return self:_wait_for_slot { key = key, host = host, port = port, source = source }
   end
-  local p = { addr = key, host = host, port = port, attempts = 0, failures = 0,
-    pinned = source and source.pinned or false, dialled = true }
+  local p = { addr = key, host = host, port = port, attempts = 0, failures = memo and memo.count or 0,
+    refused = memo and memo.reason, pinned = source and source.pinned or false, dialled = true,
+    source = source and source.name }
   self.peers[key] = p
   self:_set(p, "connecting", "discovered", source and source.name)
   self:_dial(p) -- not when a "peer" handler closed the node
@@ -291,10 +318,50 @@ local function backoff_delay(self, p)
   return math.max(0, math.floor(delay))
 end
 
+-- Why a peer may end a connection that are refusals, not failures of the
+-- network: they count for backoff even though the peer answered.
+local REFUSALS = { full = true, duplicate = true, self = true, purgatory = true }
+
+-- What the swarm remembers of an address that refused it (or nil).
+function Swarm:_refusal(key)
+  local m = self.refusals[key]
+  if m and now(self) - m.at > self.policy.refusal_memory_ms then
+    self.refusals[key] = nil
+    return nil
+  end
+  return m
+end
+
+-- Remembers that `p` refused us, past the entry's own life.
+function Swarm:_remember_refusal(p, reason, delay)
+  if not p.addr then return end
+  local t = now(self)
+  self.refusals[p.addr] = { count = p.failures, reason = reason, at = t, until_ = t + (delay or 0) }
+  self.refusal_count = (self.refusal_count or 0) + 1
+  if self.refusal_count > 4 * self.policy.max_candidates then
+    -- bounded: drop what is no longer remembered
+    self.refusal_count = 0
+    for k in pairs(self.refusals) do
+      if self:_refusal(k) then self.refusal_count = self.refusal_count + 1 end
+    end
+    if self.refusal_count > 2 * self.policy.max_candidates then
+      self.refusals, self.refusal_count = {}, 0 -- still too many: start over
+    end
+  end
+end
+
 -- An outgoing attempt or an outgoing connection failed: lifesupport, and a
--- retry after the backoff (rule 3, rule 7, rule 8).
+-- retry after the backoff (rule 3, rule 7, rule 8). A refusal ("full",
+-- "duplicate"...) is a failure like any other, however briefly the peer
+-- was active; a peer that stayed active `peer_stable_ms` starts over.
 function Swarm:_attempt_failed(p, conn, reason, detail)
   if p.state == "deleted" or p.state == "purgatory" then return end
+  local refusal = REFUSALS[reason]
+  if p.active_at and not refusal and now(self) - p.active_at >= self.policy.peer_stable_ms then
+    p.failures, p.refused = 0, nil
+  end
+  p.active_at = nil
+  if refusal then p.refused = reason end
   self:_stop_timer(p)
   p.attempt_id = nil
   if p.dial then p.dial.cancel() end
@@ -318,6 +385,7 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
   self:_set(p, "lifesupport", reason, detail)
   if self.closed then return end -- a handler closed the node
   local delay = backoff_delay(self, p)
+  if refusal then self:_remember_refusal(p, reason, delay or self.policy.backoff_cap_ms) end
   if not delay then
     return self:_forget(p, "exhausted", ("no answer after %d attempts (last: %s)"):format(p.attempts, tostring(reason)))
   end
@@ -326,7 +394,8 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
     self.node:_protect(function()
       p.timer = nil
       if p.state ~= "lifesupport" or self.closed then return end
-      if self:_live_count() >= self.policy.max_peers then
+      local _, dial = Mesh.limits(self.policy)
+      if self:_live_count() >= dial then
         return self:_wait_for_slot { key = p.addr, peer = p }
       end
       self:_retry(p)
@@ -346,8 +415,10 @@ function Swarm:_accept(conn)
   if self.closed then return conn:close("the node is stopping") end
   local p = { host = conn.remote_host, port = nil, attempts = 0, failures = 0,
     conn = conn, dialled = false }
-  -- over the maximum: refused once introduced (a BYE needs TLS first)
-  if self:_live_count() >= self.policy.max_peers then p.refuse = "full" end
+  -- at the target (or the maximum): refused once introduced (a BYE needs
+  -- TLS first), with addresses to try instead
+  local target = Mesh.limits(self.policy)
+  if self:_live_count() >= target then p.refuse = "full" end
   conn.entry = p
   conn.handlers = self:_handlers()
   self.floating[p] = true
@@ -382,7 +453,10 @@ function Swarm:_introduced(conn, hello)
   p.id = hello.id
   if p.refuse then
     conn.superseded = true
-    local why = ("this node has its maximum of %d peers"):format(self.policy.max_peers)
+    local target = Mesh.limits(self.policy)
+    local why = target < self.policy.max_peers and ("this node has its target of %d peers"):format(target)
+      or ("this node has its maximum of %d peers"):format(self.policy.max_peers)
+    self:_send_pex(conn, hello.id, Pex.FULL)
     conn:bye(p.refuse, why)
     return self:_forget(p, p.refuse, why)
   end
@@ -422,7 +496,11 @@ end
 function Swarm:_activate(p, conn)
   self:_stop_timer(p)
   p.conn = conn
-  p.attempts, p.failures = 0, 0
+  -- failures are forgotten only once the peer stays (`_attempt_failed`):
+  -- one that refuses right after introductions keeps backing off
+  if p.failures == 0 then p.attempts = 0 end
+  p.active_at, p.seen_active = now(self), now(self)
+  p.pex_sent_at = now(self)
   p.ping_at = nil
   self.by_id[p.id] = p
   self:_set(p, "active", "introduced", conn.incoming and "incoming" or "outgoing")
@@ -431,7 +509,91 @@ function Swarm:_activate(p, conn)
     local ok, err = self.node.store:peer_put { id = p.id, host = p.host, port = p.port, reason = "active" }
     if not ok then self.node:_error("peer history: " .. tostring(err)) end
   end
+  self:_send_pex(conn, p.id, 0)
   self:_on_active(p)
+end
+
+-- ---- peer exchange (odo.pex) and the target degree (odo.mesh) ---------------------------
+
+-- Sends `to` (a peer id) a sample of good addresses on `conn`; with
+-- Pex.FULL even an empty one (the BYE "full" that follows says why).
+function Swarm:_send_pex(conn, to, flags)
+  local sample = Mesh.good_addresses(self, to, self.policy.pex_per_message, now(self))
+  if #sample == 0 and flags == 0 then return end
+  conn:send(Pex.TYPE, Pex.encode(sample, flags))
+end
+
+-- A PEX frame from p: its addresses, bounded, become candidates (source
+-- "pex"); a malformed one ends the session as a protocol violation.
+function Swarm:_pex(p, payload)
+  local msg, why = Pex.decode(payload)
+  if not msg then return p.conn:bye("protocol", why) end
+  local own = { id = self.id, addr = self.listen and (self.listen.host .. ":" .. self.listen.port) }
+  local taken = Pex.take(p, msg.entries, now(self), self.policy, own)
+  self.pex_taken = (self.pex_taken or 0) + #taken
+  for _, e in ipairs(taken) do
+    if self.closed then return end
+    self:discover(e.host, e.port, PEX_SOURCE)
+  end
+end
+
+-- Every tick: refresh the peers' address samples, shed peers above the
+-- target (keeping those that serve followed streams), and dial waiting
+-- candidates while below the dialling limit.
+function Swarm:_mesh_tick(t)
+  local serving = {}
+  local sync = self.node.sync
+  for _, up in pairs(sync and sync.upstream or {}) do serving[up] = true end
+  for _, p in ipairs(Mesh.to_shed(self, serving)) do
+    self:_shed(p)
+    if self.closed then return end
+  end
+  for _, p in pairs(self.by_id) do
+    if p.state == "active" and p.conn then
+      p.seen_active = t
+      if t - (p.pex_sent_at or 0) >= self.policy.pex_interval_ms then
+        p.pex_sent_at = t
+        self:_send_pex(p.conn, p.id, 0)
+      end
+    end
+  end
+  local target, dial = Mesh.limits(self.policy)
+  local live = self:_live_count()
+  if #self.waiting > 0 and live < dial then self:_schedule_fill() end
+  -- long-range links: past the dialling limit, one random waiting candidate
+  -- an interval, up to `long_range_peers` more (never past the target),
+  -- so the mesh grown from one seed does not stay layered around it
+  local far = math.min(target, dial + self.policy.long_range_peers)
+  local due = t - (self.long_range_at or 0) >= self.policy.pex_interval_ms
+  if live >= dial and live < far and #self.waiting > 0 and due then
+    self.long_range_at = t
+    local addrs = {}
+    for i, w in ipairs(self.waiting) do if not w.peer then addrs[#addrs + 1] = i end end
+    if #addrs > 0 then
+      local w = table.remove(self.waiting, addrs[math.random(#addrs)])
+      self.waiting_keys[w.key] = nil
+      self:discover(w.host, w.port, w.source, far)
+    end
+  end
+end
+
+-- Ends an active peer politely (BYE "full": it backs off and tries the
+-- addresses it has); its address is not dialled again for a while.
+function Swarm:_shed(p)
+  local conn = p.conn
+  local target = Mesh.limits(self.policy)
+  local why = ("this node has more than its target of %d peers"):format(target)
+  if conn then
+    conn.superseded = true
+    self:_send_pex(conn, p.id, Pex.FULL)
+    conn:bye("full", why)
+  end
+  p.conn = nil
+  if p.dialled then
+    p.failures = p.failures + 1
+    self:_remember_refusal(p, "shed", self.policy.backoff_cap_ms)
+  end
+  self:_forget(p, "shed", why)
 end
 
 function Swarm:_purgatory(p, reason, detail)
@@ -551,6 +713,7 @@ end
 function Swarm:_message(conn, t, payload)
   local p = conn.entry
   if conn.superseded or not p or p.conn ~= conn or p.state ~= "active" then return end
+  if t == Pex.TYPE then return self:_pex(p, payload) end
   if self.handlers.on_message then self.handlers.on_message(p, t, payload) end
 end
 
@@ -564,6 +727,7 @@ function Swarm:_tick()
   for _, p in pairs(self.peers) do all[#all + 1] = p end
   for p in pairs(self.floating) do all[#all + 1] = p end
   for _, p in ipairs(all) do self:_heartbeat(p, t, pol) end
+  self:_mesh_tick(t)
 end
 
 function Swarm:_heartbeat(p, t, pol)

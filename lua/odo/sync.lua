@@ -22,7 +22,6 @@ local policy_mod = require "odo.policy"
 local Sync = {}
 Sync.__index = Sync
 
-local function source_of(id) return id:match("^([^/]+)") end
 
 --- The sync layer of `node` (which has a swarm and a TLS context).
 function Sync.new(node, tls)
@@ -112,19 +111,34 @@ function Sync:_schedule_catalogue()
       for id in pairs(self.changed) do ids[#ids + 1] = id end
       self.changed = {}
       if #ids == 0 then return end
-      local direct = self:_direct()
-      for _, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, direct) end
+      local hops = self:_hops()
+      for pid, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, hops, self:_yours(pid)) end
       self:_flush_all()
     end)
   end)
 end
 
-function Sync:_direct()
-  local d = {}
+-- Our distance to the source of each replica we follow, in hops (as a
+-- distance-vector protocol counts): one more than our upstream's; none
+-- (no path) when it has none or it reaches `max_hops`.
+function Sync:_hops()
+  local h = {}
   for id, up in pairs(self.upstream) do
-    if up == source_of(id) then d[id] = true end
+    local rec = self.peers[up]
+    local e = rec and rec.catalogue[id]
+    if e and e.hops + 1 < self.policy.max_hops then h[id] = e.hops + 1 end
   end
-  return d
+  return h
+end
+
+-- The streams peer `pid` is our upstream for (told to it, so it never
+-- follows us back: poisoned reverse).
+function Sync:_yours(pid)
+  local y = {}
+  for id, up in pairs(self.upstream) do
+    if up == pid then y[id] = true end
+  end
+  return y
 end
 
 --- Streams changed in the store (appends, replication, snapshots).
@@ -149,7 +163,7 @@ function Sync:on_active(p)
   local session = p.conn.session
   self.engine:attach(session, p.id)
   self.peers[p.id] = { peer = p, session = session, catalogue = {}, refused = {} }
-  self.engine:catalogue(session, nil, self:_direct())
+  self.engine:catalogue(session, nil, self:_hops(), self:_yours(p.id))
   p.conn:_flush()
 end
 
@@ -163,8 +177,10 @@ function Sync:on_inactive(p)
     if up == p.id then
       self.upstream[id] = nil
       lost[#lost + 1] = id
+      self.changed[id] = true -- our path broke: our distance changes
     end
   end
+  if #lost > 0 then self:_schedule_catalogue() end
   self:_choose(lost)
 end
 
@@ -183,8 +199,14 @@ function Sync:on_message(p, t, payload)
     if kind == "catalogue" then
       if n.full then rec.catalogue = {} end
       for _, e in ipairs(n.entries) do
+        local old = rec.catalogue[e.id]
         rec.catalogue[e.id] = e
         choose[#choose + 1] = e.id
+        if self.upstream[e.id] == p.id and (not old or old.hops ~= e.hops) then
+          -- our own distance follows our upstream's: tell the others
+          self.changed[e.id] = true
+          self:_schedule_catalogue()
+        end
       end
       self.node:emit("catalogue", p.id, n.entries, n.full)
     elseif kind == "events" or kind == "snapshot" then
@@ -200,6 +222,8 @@ function Sync:on_message(p, t, payload)
       rec.refused[n.stream] = n.reason
       if self.upstream[n.stream] == p.id then
         self.upstream[n.stream] = nil
+        self.changed[n.stream] = true
+        self:_schedule_catalogue()
         choose[#choose + 1] = n.stream
       end
     elseif kind == "violation" then
@@ -258,7 +282,8 @@ function Sync:_choose(ids)
           local e = rec.catalogue[id]
           if e and not rec.refused[id] then
             candidates[#candidates + 1] = { id = pid, last = e.last, first = e.first,
-              source = e.source, direct = e.direct, snapshot = e.snapshot }
+              source = e.source, direct = e.direct, snapshot = e.snapshot, hops = e.hops,
+              fresh = e.fresh, follows_you = e.follows_you }
           end
         end
         local ours = st and st.last or 0
@@ -284,7 +309,7 @@ function Sync:_switch(id, old, new, ours)
     self.engine:subscribe(self.peers[new].session, { { id = id, from = ours + 1 } }, true)
     self.peers[new].peer.conn:_flush()
   end
-  self.changed[id] = true -- the "direct" flag may have changed
+  self.changed[id] = true -- our hops, and whom we follow, changed
   self:_schedule_catalogue()
   self.node:emit("upstream", id, new, old)
 end

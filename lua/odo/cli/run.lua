@@ -127,9 +127,12 @@ local function run(args)
   end
   if not node then return cli.fail(err) end
   node:on("notice", function(_, message) log("%s", message) end)
+  -- a peer's repeated transitions (a refusing peer retried) are said once a minute, with a count
+  local repeats = require("odo.cli.repeats").new(function(line) log("%s", line) end, uv.now, 60000)
   node:on("peer", function(p, old, new, reason)
-    log("peer %s %s %s -> %s (%s%s)", short(p.id), address(p), old, new,
+    local line = ("peer %s %s %s -> %s (%s%s)"):format(short(p.id), address(p), old, new,
       reason or "", p.detail and (": " .. p.detail) or "")
+    repeats:say(table.concat({ short(p.id), address(p), old, new, reason or "" }, " "), line)
   end)
   Catchup.watch(node, function(r) log("%s", Catchup.describe(r)) end)
   local control, cerr = Control.serve(node, args.dir .. "/odo.sock")
