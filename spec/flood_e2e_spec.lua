@@ -66,7 +66,10 @@ describe("a connection flood", function()
       node_id = false,
       policy = { max_descriptors = 200, max_handshakes = 64, max_handshakes_per_host = 32,
         first_byte_timeout_ms = 30000, handshake_timeout_ms = 60000, tick_ms = 100,
-        heartbeat_interval_ms = 1000, heartbeat_timeout_ms = 3000 },
+        heartbeat_interval_ms = 1000, heartbeat_timeout_ms = 3000,
+        -- A only answers: no addresses learned from the honest peer, so it
+        -- never dials it back after it stops
+        pex_per_minute = 0 },
     }
     a:on("notice", function(kind, message) notices[#notices + 1] = kind .. ": " .. message end)
     a:append(nil, { { type = "t", data = "before the flood" } })
