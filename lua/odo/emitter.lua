@@ -74,7 +74,7 @@ function E:emit(name, ...)
   local l = self._listeners[name]
   if not l then return end
   for i = 1, #l do
-    self:_protect(l[i], ...)
+    self:protect(l[i], ...)
   end
 end
 

@@ -71,7 +71,7 @@ end
 function Journal:_schedule()
   if self.scheduled or self.closed then return end
   self.scheduled = true
-  self.adapter.defer(function() self.node:_protect(self._turn, self) end)
+  self.adapter.defer(function() self.node:protect(self._turn, self) end)
 end
 
 -- One delivery turn: every pending subscription gets at most one slice,
@@ -215,7 +215,7 @@ function Subscription:_deliver_one()
   local node = self.journal.node
   local batch, err = self:_take()
   if batch then
-    node:_protect(self.handler, batch, self)
+    node:protect(self.handler, batch, self)
     return not self.closed
   end
   if err then
@@ -229,7 +229,7 @@ function Subscription:_check_caught_up()
   if not self.live and not self.closed and next(self.dirty) == nil then
     self.live = true
     if self.on_caught_up then
-      self.journal.node:_protect(self.on_caught_up, self)
+      self.journal.node:protect(self.on_caught_up, self)
     end
   end
 end

@@ -206,7 +206,7 @@ function Node:_start(opts, tls, listen, seeds)
   self.journal = Journal.new(self)
   self.snapshots = Snapshots.new(self)
   self.ticker = self.adapter.every(self.policy.tick_ms, function()
-    self:_protect(self._tick, self)
+    self:protect(self._tick, self)
   end)
   if opts.metrics then
     local ok, err, name = self:_serve_metrics(opts)
@@ -241,7 +241,7 @@ function Node:_serve_metrics(opts)
   self.metrics = Metrics.new(self, { max_streams = opts.metrics_streams })
   local server, err, name = http_metrics.serve(self.adapter, opts.metrics, function() return self.metrics:text() end, {
     on_error = function(msg) self:_error(msg) end,
-    protect = function(fn, ...) return self:_protect(fn, ...) end,
+    protect = function(fn, ...) return self:protect(fn, ...) end,
   })
   if not server then return nil, err, name end
   self.metrics.server = server
@@ -270,9 +270,13 @@ function Node:_error(msg)
   end
 end
 
--- Calls fn(...) in a protected call; an error goes to the error handler.
--- Returns fn's results, or nothing after an error.
-function Node:_protect(fn, ...)
+--- Calls fn(...) in a protected call; an error goes to the node's error
+-- handler (see `report_error`). The node's parts (sync, swarm, journal,
+-- snapshots, discovery, control) run every callback of theirs through it.
+-- @tparam function fn
+-- @param ... fn's arguments
+-- @return fn's results, or nothing after an error
+function Node:protect(fn, ...)
   local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
   if not res[1] then
     self:_error(res[2])
@@ -416,11 +420,11 @@ end
 -- write's per-group results, or nil with the write's err and name.
 function Node:_answer(c, res, i, err, name)
   if not res then
-    self:_protect(c.cb, nil, err, name)
+    self:protect(c.cb, nil, err, name)
   elseif compat.is_integer(res[i]) then
-    self:_protect(c.cb, res[i])
+    self:protect(c.cb, res[i])
   else
-    self:_protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
+    self:protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
   end
 end
 
@@ -440,7 +444,7 @@ function Node:_commit_queue()
     end
     self.cq = cq
     if self.adapter.watch then
-      self.cq_watch = self.adapter.watch(cq:fd(), function() self:_protect(self._commits_done, self) end)
+      self.cq_watch = self.adapter.watch(cq:fd(), function() self:protect(self._commits_done, self) end)
     end
   end
   return self.cq or nil
@@ -463,7 +467,7 @@ function Node:_submit_commits(cq, q, groups)
     for i, c in ipairs(q) do answers[i] = { c = c, i = i } end
     self.cq_jobs[id] = answers
   elseif ok then
-    for _, c in ipairs(q) do self:_protect(c.cb, nil, err, name) end
+    for _, c in ipairs(q) do self:protect(c.cb, nil, err, name) end
   else
     -- answers in the order of the appends: a refused group's answer
     -- goes with the write queued next (or, at the end, the one before)
@@ -480,7 +484,7 @@ function Node:_submit_commits(cq, q, groups)
     end
     local tail = last and self.cq_jobs[last]
     for _, a in ipairs(waiting) do
-      if tail then tail[#tail + 1] = a else self:_protect(a.c.cb, nil, a.err, a.name) end
+      if tail then tail[#tail + 1] = a else self:protect(a.c.cb, nil, a.err, a.name) end
     end
   end
   if cq:pending() > 0 then self:_await_commits() end
@@ -495,7 +499,7 @@ function Node:_await_commits()
   local function poll()
     self.cq_poll = nil
     if self.adapter.wait_for_workers and self.cq then self.cq:wait() end
-    self:_protect(self._commits_done, self)
+    self:protect(self._commits_done, self)
   end
   self.cq_poll = { stop = function() self.cq_poll = nil end }
   local first = self.cq_poll
@@ -519,7 +523,7 @@ function Node:_commits_done()
     self.cq_jobs[job.id] = nil
     for _, a in ipairs(answers) do
       if a.i then self:_answer(a.c, job.results, a.i, job.err, job.name)
-      else self:_protect(a.c.cb, nil, a.err, a.name) end
+      else self:protect(a.c.cb, nil, a.err, a.name) end
     end
   end
   if cq:pending() > 0 then
@@ -570,7 +574,7 @@ function Node:append_async(stream, events, opts, cb)
     cb = cb,
   }
   if #self.commits == 1 then
-    self.adapter.defer(function() self:_protect(self._flush_commits, self) end)
+    self.adapter.defer(function() self:protect(self._flush_commits, self) end)
   end
 end
 
@@ -682,7 +686,7 @@ local function discovery_status(self)
   local out = {}
   for _, src in ipairs(self.swarm and self.swarm.sources or {}) do
     if type(src.status) == "function" then
-      local st = self:_protect(src.status, src)
+      local st = self:protect(src.status, src)
       if type(st) == "table" then out[#out + 1] = st end
     end
   end
@@ -777,19 +781,19 @@ end
 -- written first. Idempotent.
 function Node:close()
   if self.closed then return end
-  self:_protect(self._drain_commits, self)
+  self:protect(self._drain_commits, self)
   self.closed = true
   -- before the store: the commit queue's descriptor may be watched
   if self.cq_watch then self.cq_watch.stop() end
   if self.cq_poll then self.cq_poll.stop() end
   if self.cq then self.cq:close() end
-  if self.swarm then self:_protect(self.swarm.close, self.swarm, "the node is stopping") end
-  if self.sync then self:_protect(self.sync.close, self.sync) end
+  if self.swarm then self:protect(self.swarm.close, self.swarm, "the node is stopping") end
+  if self.sync then self:protect(self.sync.close, self.sync) end
   if self.ticker then self.ticker.stop() end
   if self.metrics then self.metrics:close() end
   if self.journal then self.journal:close() end
   -- before the store: a snapshot worker's descriptor is watched
-  if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end
+  if self.snapshots then self:protect(self.snapshots.close, self.snapshots) end
   self.store:close()
   self:emit("close")
   -- outside a running loop, let the closed handles finish closing (a

@@ -123,8 +123,8 @@ function Snapshots:_job(id, kind, cb)
     if not rev and err and not tostring(err):match("^ECANCELED") then
       self.node:_error(kind .. " of " .. id .. ": " .. tostring(err))
     end
-    if cb then self.node:_protect(cb, rev, err) end
-    for _, waiter in ipairs(job.waiters) do self.node:_protect(waiter, rev, err) end
+    if cb then self.node:protect(cb, rev, err) end
+    for _, waiter in ipairs(job.waiters) do self.node:protect(waiter, rev, err) end
   end
   -- fn(...) in a protected call; an error settles the job with it
   function job.guard(fn)
@@ -201,7 +201,7 @@ function Snapshots:build(id, cb, reducer)
   end
   if why then
     if cb then
-      self.node.adapter.defer(function() self.node:_protect(cb, nil, why) end)
+      self.node.adapter.defer(function() self.node:protect(cb, nil, why) end)
     end
     return false
   end
@@ -289,7 +289,7 @@ function Snapshots:compact(id, upto, cb)
   local first, err = self.store:compact(id, upto)
   if not first then
     self.node:_error("compaction of " .. id .. ": " .. err)
-    if cb then self.node:_protect(cb, nil, err) end
+    if cb then self.node:protect(cb, nil, err) end
     return true
   end
   local job = self:_job(id, "purge", cb)

@@ -70,7 +70,7 @@ function Sync:_schedule_pump()
   if self.pump_scheduled or self.closed then return end
   self.pump_scheduled = true
   self.adapter.defer(function()
-    self.node:_protect(function()
+    self.node:protect(function()
       self.pump_scheduled = false
       if self.closed then return end
       local more, notes = self.engine:pump(self.policy.sync_pump_budget)
@@ -89,7 +89,7 @@ function Sync:_schedule_sign()
   if self.sign_scheduled or self.closed then return end
   self.sign_scheduled = true
   self.adapter.defer(function()
-    self.node:_protect(function()
+    self.node:protect(function()
       self.sign_scheduled = false
       if self.closed or not self.store:is_open() then return end
       local n, more = self.engine:sign_heads(self.policy.sign_budget)
@@ -104,7 +104,7 @@ end
 function Sync:_schedule_catalogue()
   if self.catalogue_timer or self.closed then return end
   self.catalogue_timer = self.adapter.timer(self.policy.catalogue_push_ms, function()
-    self.node:_protect(function()
+    self.node:protect(function()
       self.catalogue_timer = nil
       if self.closed then return end
       local ids = {}

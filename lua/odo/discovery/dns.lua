@@ -117,7 +117,7 @@ function Dns:start(report, node)
   local adapter = self.adapter or (node and node.adapter) or require("odo.adapter.luv")
   self.clock = adapter
   self.log = self.on_log or (node and function(msg) node:emit("discovery", self.name, msg) end) or function() end
-  local protect = node and function(fn, ...) return node:_protect(fn, ...) end
+  local protect = node and function(fn, ...) return node:protect(fn, ...) end
   self.default_port = self.port or (node and node.listen and node.listen.port)
   local resolver, err = Resolver.new(adapter, {
     servers = self.server,
