@@ -300,7 +300,7 @@ local function handle(node, req, conn)
   if node.closed then return reply { ok = false, error = "ECLOSED: the node is stopping" } end
   local ok, result, err = compat.xpcall(fn, debug.traceback, node, req, reply, conn)
   if not ok then
-    node:_error("control command " .. tostring(req.cmd) .. ": " .. tostring(result))
+    node:report_error("control command " .. tostring(req.cmd) .. ": " .. tostring(result))
     conn.on_message = nil
     return reply { ok = false, error = "EINTERNAL: " .. tostring(result):match("^[^\n]*") }
   end

@@ -1,5 +1,5 @@
 --- A minimal event emitter mixed into node objects: `on`, `off`, `emit`.
--- Listeners run in protected calls; an error goes to `self:_error`.
+-- Listeners run in protected calls; an error goes to `self:report_error` (`odo.node`).
 --
 -- A listener gets an event's values as arguments (the old form), or, when
 -- registered with `{ table = true }`, as one table whose fields are named

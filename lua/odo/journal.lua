@@ -219,7 +219,7 @@ function Subscription:_deliver_one()
     return not self.closed
   end
   if err then
-    node:_error(err)
+    node:report_error(err)
   end
   self:_check_caught_up()
   return false

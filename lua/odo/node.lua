@@ -240,7 +240,7 @@ end
 function Node:_serve_metrics(opts)
   self.metrics = Metrics.new(self, { max_streams = opts.metrics_streams })
   local server, err, name = http_metrics.serve(self.adapter, opts.metrics, function() return self.metrics:text() end, {
-    on_error = function(msg) self:_error(msg) end,
+    on_error = function(msg) self:report_error(msg) end,
     protect = function(fn, ...) return self:protect(fn, ...) end,
   })
   if not server then return nil, err, name end
@@ -255,8 +255,12 @@ end
 
 -- ---- errors and protected calls ----------------------------------------------
 
--- Reports an error to the node's error handler.
-function Node:_error(msg)
+--- Reports an error to the node's error handler: the "error" listeners
+-- (`node:on("error", fn)`), else `opts.on_error`, else stderr. The node's
+-- parts report what fails inside them (and what their callbacks raise)
+-- through it; nothing it calls may end the process.
+-- @param msg what failed, for a person to read (a string, or an error value)
+function Node:report_error(msg)
   if self._listeners.error and #self._listeners.error > 0 then
     for _, fn in ipairs(self._listeners.error) do
       local ok, e = pcall(fn, msg)
@@ -279,7 +283,7 @@ end
 function Node:protect(fn, ...)
   local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
   if not res[1] then
-    self:_error(res[2])
+    self:report_error(res[2])
     return
   end
   return compat.unpack(res, 2, res.n)
@@ -289,7 +293,7 @@ end
 function Node:_resume(co, ...)
   if coroutine.status(co) ~= "suspended" then return end
   local ok, err = coroutine.resume(co, ...)
-  if not ok then self:_error(debug.traceback(co, err)) end
+  if not ok then self:report_error(debug.traceback(co, err)) end
 end
 
 --- Runs fn(...) in a new coroutine, protected; inside it, `append_wait` and
@@ -438,7 +442,7 @@ function Node:_commit_queue()
   if self.cq == nil then
     local cq, err = core.commit_queue(self.store.core)
     if not cq then
-      self:_error("durable appends stay on the loop thread: " .. tostring(err))
+      self:report_error("durable appends stay on the loop thread: " .. tostring(err))
       self.cq = false
       return nil
     end

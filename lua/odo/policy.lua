@@ -383,7 +383,7 @@ function P.try(node, name, valid, ...)
     if not good then why = "it returned " .. tostring(res[2]) .. (expected and (", not " .. expected) or "") end
   end
   if not why then return true, compat.unpack(res, 2, res.n) end
-  node:_error(("policy %s failed; the default decides instead: %s"):format(name, why))
+  node:report_error(("policy %s failed; the default decides instead: %s"):format(name, why))
   return false
 end
 

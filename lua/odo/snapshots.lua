@@ -46,7 +46,7 @@ function Snapshots:reducer(id)
     return ok and v or nil
   end
   if valid_reducer(r) then return r end
-  self.node:_error(("policy reducer for %s: %s, not %s"):format(id, tostring(r), REDUCER_SHAPE))
+  self.node:report_error(("policy reducer for %s: %s, not %s"):format(id, tostring(r), REDUCER_SHAPE))
   return nil
 end
 
@@ -121,7 +121,7 @@ function Snapshots:_job(id, kind, cb)
       w.stop()
     end
     if not rev and err and not tostring(err):match("^ECANCELED") then
-      self.node:_error(kind .. " of " .. id .. ": " .. tostring(err))
+      self.node:report_error(kind .. " of " .. id .. ": " .. tostring(err))
     end
     if cb then self.node:protect(cb, rev, err) end
     for _, waiter in ipairs(job.waiters) do self.node:protect(waiter, rev, err) end
@@ -288,7 +288,7 @@ function Snapshots:compact(id, upto, cb)
   if self.busy[id] then return false end
   local first, err = self.store:compact(id, upto)
   if not first then
-    self.node:_error("compaction of " .. id .. ": " .. err)
+    self.node:report_error("compaction of " .. id .. ": " .. err)
     if cb then self.node:protect(cb, nil, err) end
     return true
   end

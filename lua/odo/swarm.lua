@@ -507,7 +507,7 @@ function Swarm:_activate(p, conn)
   if self.closed then return end -- a handler closed the node
   if p.host and p.port then
     local ok, err = self.node.store:peer_put { id = p.id, host = p.host, port = p.port, reason = "active" }
-    if not ok then self.node:_error("peer history: " .. tostring(err)) end
+    if not ok then self.node:report_error("peer history: " .. tostring(err)) end
   end
   self:_send_pex(conn, p.id, 0)
   self:_on_active(p)

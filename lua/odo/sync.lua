@@ -51,7 +51,7 @@ function Sync.new(node, tls)
   for _, st in ipairs(self.store:streams()) do
     if st.own and st.snapshot > 0 then
       local ok, err = self.engine:sign_snapshot(st.id)
-      if ok == nil then node:_error("signing the snapshot of " .. st.id .. ": " .. tostring(err)) end
+      if ok == nil then node:report_error("signing the snapshot of " .. st.id .. ": " .. tostring(err)) end
     end
   end
   return self
@@ -75,7 +75,7 @@ function Sync:_schedule_pump()
       if self.closed then return end
       local more, notes = self.engine:pump(self.policy.sync_pump_budget)
       for _, n in ipairs(notes) do
-        self.node:_error(("serving %s: %s"):format(n.stream, n.reason))
+        self.node:report_error(("serving %s: %s"):format(n.stream, n.reason))
       end
       self:_flush_all()
       if more then self:_schedule_pump() end
@@ -93,7 +93,7 @@ function Sync:_schedule_sign()
       self.sign_scheduled = false
       if self.closed or not self.store:is_open() then return end
       local n, more = self.engine:sign_heads(self.policy.sign_budget)
-      if n == nil then return self.node:_error("signing heads: " .. tostring(more)) end
+      if n == nil then return self.node:report_error("signing heads: " .. tostring(more)) end
       if n > 0 then self:_schedule_pump() end
       if more then self:_schedule_sign() end
     end)
@@ -227,7 +227,7 @@ function Sync:on_message(p, t, payload)
         choose[#choose + 1] = n.stream
       end
     elseif kind == "violation" then
-      self.node:_error(("peer %s: %s (%s)"):format(p.id:sub(1, 16), n.reason, n.code))
+      self.node:report_error(("peer %s: %s (%s)"):format(p.id:sub(1, 16), n.reason, n.code))
       if n.code == "local" then
         -- our own store failed: not the peer's fault; start over later
         p.conn:bye("normal", "this node could not store what it received: " .. n.reason)
