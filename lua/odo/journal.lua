@@ -61,7 +61,7 @@ function Journal:_wake(sub)
   if sub.waiting then
     local co = sub.waiting
     sub.waiting = nil
-    self.adapter.defer(function() self.node:_resume(co) end)
+    self.adapter.defer(function() self.node:resume(co) end)
   elseif sub.handler then
     self.pending[sub] = true
     self:_schedule()
@@ -149,7 +149,7 @@ function Journal:close()
     if sub.waiting then
       local co = sub.waiting
       sub.waiting = nil
-      self.adapter.defer(function() self.node:_resume(co) end)
+      self.adapter.defer(function() self.node:resume(co) end)
     end
   end
   self.subs = {}
@@ -264,7 +264,7 @@ function Subscription:close()
   if self.waiting then
     local co = self.waiting
     self.waiting = nil
-    self.journal.adapter.defer(function() self.journal.node:_resume(co) end)
+    self.journal.adapter.defer(function() self.journal.node:resume(co) end)
   end
 end
 Subscription.unsubscribe = Subscription.close

@@ -289,8 +289,12 @@ function Node:protect(fn, ...)
   return compat.unpack(res, 2, res.n)
 end
 
--- Resumes a coroutine; an error inside it goes to the error handler.
-function Node:_resume(co, ...)
+--- Resumes a coroutine that waits on the node (one `spawn` made, parked in
+-- `append_wait` or `sub:batches()`); an error inside it goes to the error
+-- handler. A coroutine that is not suspended is left alone.
+-- @tparam thread co
+-- @param ... what the coroutine's yield returns
+function Node:resume(co, ...)
   if coroutine.status(co) ~= "suspended" then return end
   local ok, err = coroutine.resume(co, ...)
   if not ok then self:report_error(debug.traceback(co, err)) end
@@ -301,7 +305,7 @@ end
 function Node:spawn(fn, ...)
   assert(type(fn) == "function", "spawn takes a function")
   local co = coroutine.create(fn)
-  self:_resume(co, ...)
+  self:resume(co, ...)
   return co
 end
 
@@ -309,9 +313,10 @@ local function check_open(self)
   if self.closed then error("attempt to use a closed node", 3) end
 end
 
--- After anything that may have changed the store: tell subscriptions and
--- the snapshot policy which streams moved.
-function Node:_changed()
+--- After anything that may have changed the store (an append, or events
+-- written straight to it, as sync does): tells the metrics, subscriptions,
+-- snapshot policy and sync which streams moved.
+function Node:notify_changes()
   local ids = self.store:changes()
   if #ids == 0 then return end
   if self.metrics then self.metrics:touched(ids) end
@@ -383,7 +388,7 @@ function Node:append(stream, events, opts)
   end
   events = Store.check_events(events, 2)
   local last, err, name = self.store:append(stream, events, opts)
-  self:_changed()
+  self:notify_changes()
   return last, err, name
 end
 
@@ -414,7 +419,7 @@ function Node:_flush_commits()
       else res[i] = last or gerr end
     end
   end
-  if self.store:is_open() then self:_changed() end
+  if self.store:is_open() then self:notify_changes() end
   for i, c in ipairs(q) do
     self:_answer(c, res, i, err, name)
   end
@@ -521,7 +526,7 @@ function Node:_commits_done()
   local cq = self.cq
   if not cq or not self.store:is_open() then return end
   local done = cq:collect()
-  if #done > 0 then self:_changed() end
+  if #done > 0 then self:notify_changes() end
   for _, job in ipairs(done) do
     local answers = self.cq_jobs[job.id] or {}
     self.cq_jobs[job.id] = nil
@@ -590,7 +595,7 @@ function Node:append_wait(stream, events, opts)
   local res
   self:append_async(stream, events, opts, function(...)
     res = compat.pack(...)
-    self:_resume(co)
+    self:resume(co)
   end)
   while not res do coroutine.yield() end
   return compat.unpack(res, 1, res.n)

@@ -238,7 +238,7 @@ function Sync:on_message(p, t, payload)
       return
     end
   end
-  if changed then self.node:_changed() end
+  if changed then self.node:notify_changes() end
   if #choose > 0 then
     self:_fetch_snapshots(p.id, choose, self:_choose(choose))
   end
