@@ -62,7 +62,7 @@ end
 function Sync:_flush_all()
   for _, rec in pairs(self.peers) do
     local conn = rec.peer.conn
-    if conn then conn:_flush() end
+    if conn then conn:flush() end
   end
 end
 
@@ -164,7 +164,7 @@ function Sync:on_active(p)
   self.engine:attach(session, p.id)
   self.peers[p.id] = { peer = p, session = session, catalogue = {}, refused = {} }
   self.engine:catalogue(session, nil, self:_hops(), self:_yours(p.id))
-  p.conn:_flush()
+  p.conn:flush()
 end
 
 function Sync:on_inactive(p)
@@ -242,7 +242,7 @@ function Sync:on_message(p, t, payload)
   if #choose > 0 then
     self:_fetch_snapshots(p.id, choose, self:_choose(choose))
   end
-  p.conn:_flush()
+  p.conn:flush()
 end
 
 -- Rule 8 on replicas: when our upstream has a newer source snapshot of a
@@ -301,13 +301,13 @@ end
 function Sync:_switch(id, old, new, ours)
   if old and self.peers[old] then
     self.engine:unsubscribe(self.peers[old].session, { id })
-    self.peers[old].peer.conn:_flush()
+    self.peers[old].peer.conn:flush()
   end
   self.upstream[id] = new
   self.caught_up[id] = nil
   if new and self.peers[new] then
     self.engine:subscribe(self.peers[new].session, { { id = id, from = ours + 1 } }, true)
-    self.peers[new].peer.conn:_flush()
+    self.peers[new].peer.conn:flush()
   end
   self.changed[id] = true -- our hops, and whom we follow, changed
   self:_schedule_catalogue()
