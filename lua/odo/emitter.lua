@@ -1,4 +1,5 @@
---- A minimal event emitter mixed into node objects: `on`, `off`, `emit`.
+--- A minimal event emitter mixed into node objects: `on`, `off`, `emit`,
+-- `listeners`.
 -- Listeners run in protected calls; an error goes to `self:report_error` (`odo.node`).
 --
 -- A listener gets an event's values as arguments (the old form), or, when
@@ -78,9 +79,18 @@ function E:emit(name, ...)
   end
 end
 
+--- The functions that run for event `name`, in order, as a new array
+-- (empty when none; a listener added with `{ table = true }` appears as
+-- the function that wraps it).
+function E:listeners(name)
+  local l, copy = self._listeners[name] or {}, {}
+  for i = 1, #l do copy[i] = l[i] end
+  return copy
+end
+
 function E.mixin(obj)
   obj._listeners = {}
-  obj.on, obj.off, obj.emit = E.on, E.off, E.emit
+  obj.on, obj.off, obj.emit, obj.listeners = E.on, E.off, E.emit, E.listeners
   return obj
 end
 

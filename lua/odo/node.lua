@@ -261,8 +261,9 @@ end
 -- through it; nothing it calls may end the process.
 -- @param msg what failed, for a person to read (a string, or an error value)
 function Node:report_error(msg)
-  if self._listeners.error and #self._listeners.error > 0 then
-    for _, fn in ipairs(self._listeners.error) do
+  local listeners = self:listeners("error")
+  if #listeners > 0 then
+    for _, fn in ipairs(listeners) do
       local ok, e = pcall(fn, msg)
       if not ok then io.stderr:write("odo: error handler failed: ", tostring(e), "\n") end
     end
