@@ -8,7 +8,7 @@
 --
 -- @module odo.snapshots
 local core = require "odo.core"
-local policy_mod = require "odo.policy"
+local policy_mod = require "odo.policy_set"
 local compat = require "odo.compat"
 
 local Snapshots = {}

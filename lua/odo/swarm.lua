@@ -25,7 +25,8 @@
 --
 -- @module odo.swarm
 local Transport = require "odo.transport"
-local policy_mod = require "odo.policy"
+local policy_mod = require "odo.policy_set"
+local policy_defaults = require "odo.policy"
 local Pex = require "odo.pex"
 local Mesh = require "odo.mesh"
 
@@ -304,7 +305,7 @@ local function backoff_delay(self, p)
   local delay
   if type(b) == "function" then
     local ok, d = policy_mod.try(self.node, "backoff", a_delay, p.failures, Swarm.info(p))
-    if ok then delay = d else b = policy_mod.backoff end
+    if ok then delay = d else b = policy_defaults.backoff end
   end
   if type(b) == "table" then
     delay = b[p.failures]

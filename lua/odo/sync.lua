@@ -17,7 +17,8 @@
 --
 -- @module odo.sync
 local core = require "odo.core"
-local policy_mod = require "odo.policy"
+local policy_mod = require "odo.policy_set"
+local policy_defaults = require "odo.policy"
 
 local Sync = {}
 Sync.__index = Sync
@@ -290,7 +291,7 @@ function Sync:_choose(ids)
         local current = self.upstream[id]
         local ok, best = policy_mod.try(self.node, "upstream", function(b) return b == nil or self.peers[b] end,
           id, candidates, ours, current, self.node)
-        if not ok then best = policy_mod.upstream(id, candidates, ours, current, self.node) end
+        if not ok then best = policy_defaults.upstream(id, candidates, ours, current, self.node) end
         if best ~= current then self:_switch(id, current, best, ours) end
       end
     end
