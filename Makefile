@@ -101,6 +101,7 @@ test-valgrind: deps all $(TOOLS)
 lint: $(OBJ)
 	luacheck lua spec examples bench $(wildcard bin/odo)
 	scripts/check-layers build/obj
+	scripts/check-private
 
 demo: deps all
 	@$(LUA) examples/demo.lua

@@ -98,6 +98,7 @@ build = {
     ["odo.node"] = "lua/odo/node.lua",
     ["odo.openresty"] = "lua/odo/openresty.lua",
     ["odo.policy"] = "lua/odo/policy.lua",
+    ["odo.policy_set"] = "lua/odo/policy_set.lua",
     ["odo.resolver"] = "lua/odo/resolver.lua",
     ["odo.snapshots"] = "lua/odo/snapshots.lua",
     ["odo.store"] = "lua/odo/store.lua",

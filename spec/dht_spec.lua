@@ -57,12 +57,12 @@ describe("odo.discovery.dht", function()
 
   it("raises on wrong options", function()
     local node = { id = string.rep("a", 64), adapter = require "odo.adapter.luv",
-      listen = { host = "127.0.0.1", port = 1 }, policy = require("odo.policy").merge() }
+      listen = { host = "127.0.0.1", port = 1 }, policy = require("odo.policy_set").merge() }
     assert.has_error(function() Dht.new { node = node } end, "opts.topic must be a non-empty string")
     assert.has_error(function() Dht.new { topic = "t" } end, "opts.node (an odo node) is required")
     assert.has_error(function() Dht.new { node = node, topic = "t", bootstrap = { "nope" } } end)
     assert.has_error(function() Dht.new { node = node, topic = "t", network = -1 } end)
-    node.policy = require("odo.policy").merge { dht_announce_every_ms = 700000 }
+    node.policy = require("odo.policy_set").merge { dht_announce_every_ms = 700000 }
     assert.has_error(function() Dht.new { node = node, topic = "t" } end,
       "policy 'dht_announce_every_ms' must be less than 'dht_value_expiry_ms' (re-announce before values expire)")
   end)

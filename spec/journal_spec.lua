@@ -98,7 +98,7 @@ describe("journal", function()
           local chunk = {}
           for k = i, math.min(i + 250, #evs) do chunk[#chunk + 1] = evs[k] end
           assert(n.store:append_replica("node-s", chunk))
-          n:_changed()
+          n:notify_changes()
           i = i + #chunk
         end
       end)

@@ -358,7 +358,7 @@ describe("sync", function()
     -- make a ask b for a's own stream, as a confused policy would
     local rec = a.sync.peers[b.id]
     a.sync.engine:subscribe(rec.session, { { id = a.id, from = 1 } }, true)
-    rec.peer.conn:_flush()
+    rec.peer.conn:flush()
     net.advance(100)
     local v = events_of(a.log, "violation")
     assert.equal(1, #v)

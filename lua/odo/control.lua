@@ -300,7 +300,7 @@ local function handle(node, req, conn)
   if node.closed then return reply { ok = false, error = "ECLOSED: the node is stopping" } end
   local ok, result, err = compat.xpcall(fn, debug.traceback, node, req, reply, conn)
   if not ok then
-    node:_error("control command " .. tostring(req.cmd) .. ": " .. tostring(result))
+    node:report_error("control command " .. tostring(req.cmd) .. ": " .. tostring(result))
     conn.on_message = nil
     return reply { ok = false, error = "EINTERNAL: " .. tostring(result):match("^[^\n]*") }
   end
@@ -323,15 +323,15 @@ end
 -- line is written (or after a second, for a client that reads nothing).
 local function say_goodbye(node, conn)
   local sock = conn.sock
-  if conn.on_close then node:_protect(conn.on_close) end
+  if conn.on_close then node:protect(conn.on_close) end
   local timer
   local function close()
     if timer then timer.stop() end
     sock:close()
   end
-  timer = node.adapter.timer(1000, function() node:_protect(close) end)
+  timer = node.adapter.timer(1000, function() node:protect(close) end)
   sock:write(Frame.message { ok = false, error = "ECLOSED: the node is stopping", closing = true },
-    function() node:_protect(close) end)
+    function() node:protect(close) end)
 end
 
 --- Serves the control socket of `node` at `path` (with the node's
@@ -362,15 +362,15 @@ function Control.serve(node, path)
       local since = adapter.now()
       local function again()
         if clients[sock] and adapter.now() - since < HOLD_MS and followers_behind(followers) then
-          return adapter.timer(2, function() node:_protect(again) end)
+          return adapter.timer(2, function() node:protect(again) end)
         end
         conn.held = false
         if clients[sock] then sock:read_start(conn.reader) end
       end
-      adapter.defer(function() node:_protect(again) end)
+      adapter.defer(function() node:protect(again) end)
     end
     conn.reader = Frame.reader(function(msg, payload)
-      node:_protect(function()
+      node:protect(function()
         if not msg then
           clients[sock] = nil
           if conn.on_close then conn.on_close() end

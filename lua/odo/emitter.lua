@@ -1,5 +1,6 @@
---- A minimal event emitter mixed into node objects: `on`, `off`, `emit`.
--- Listeners run in protected calls; an error goes to `self:_error`.
+--- A minimal event emitter mixed into node objects: `on`, `off`, `emit`,
+-- `listeners`.
+-- Listeners run in protected calls; an error goes to `self:report_error` (`odo.node`).
 --
 -- A listener gets an event's values as arguments (the old form), or, when
 -- registered with `{ table = true }`, as one table whose fields are named
@@ -74,13 +75,22 @@ function E:emit(name, ...)
   local l = self._listeners[name]
   if not l then return end
   for i = 1, #l do
-    self:_protect(l[i], ...)
+    self:protect(l[i], ...)
   end
+end
+
+--- The functions that run for event `name`, in order, as a new array
+-- (empty when none; a listener added with `{ table = true }` appears as
+-- the function that wraps it).
+function E:listeners(name)
+  local l, copy = self._listeners[name] or {}, {}
+  for i = 1, #l do copy[i] = l[i] end
+  return copy
 end
 
 function E.mixin(obj)
   obj._listeners = {}
-  obj.on, obj.off, obj.emit = E.on, E.off, E.emit
+  obj.on, obj.off, obj.emit, obj.listeners = E.on, E.off, E.emit, E.listeners
   return obj
 end
 

@@ -61,7 +61,7 @@ function Journal:_wake(sub)
   if sub.waiting then
     local co = sub.waiting
     sub.waiting = nil
-    self.adapter.defer(function() self.node:_resume(co) end)
+    self.adapter.defer(function() self.node:resume(co) end)
   elseif sub.handler then
     self.pending[sub] = true
     self:_schedule()
@@ -71,7 +71,7 @@ end
 function Journal:_schedule()
   if self.scheduled or self.closed then return end
   self.scheduled = true
-  self.adapter.defer(function() self.node:_protect(self._turn, self) end)
+  self.adapter.defer(function() self.node:protect(self._turn, self) end)
 end
 
 -- One delivery turn: every pending subscription gets at most one slice,
@@ -149,7 +149,7 @@ function Journal:close()
     if sub.waiting then
       local co = sub.waiting
       sub.waiting = nil
-      self.adapter.defer(function() self.node:_resume(co) end)
+      self.adapter.defer(function() self.node:resume(co) end)
     end
   end
   self.subs = {}
@@ -215,11 +215,11 @@ function Subscription:_deliver_one()
   local node = self.journal.node
   local batch, err = self:_take()
   if batch then
-    node:_protect(self.handler, batch, self)
+    node:protect(self.handler, batch, self)
     return not self.closed
   end
   if err then
-    node:_error(err)
+    node:report_error(err)
   end
   self:_check_caught_up()
   return false
@@ -229,7 +229,7 @@ function Subscription:_check_caught_up()
   if not self.live and not self.closed and next(self.dirty) == nil then
     self.live = true
     if self.on_caught_up then
-      self.journal.node:_protect(self.on_caught_up, self)
+      self.journal.node:protect(self.on_caught_up, self)
     end
   end
 end
@@ -264,7 +264,7 @@ function Subscription:close()
   if self.waiting then
     local co = self.waiting
     self.waiting = nil
-    self.journal.adapter.defer(function() self.journal.node:_resume(co) end)
+    self.journal.adapter.defer(function() self.journal.node:resume(co) end)
   end
 end
 Subscription.unsubscribe = Subscription.close

@@ -25,7 +25,7 @@ local core = require "odo.core"
 local Store = require "odo.store"
 local Journal = require "odo.journal"
 local Snapshots = require "odo.snapshots"
-local policy_mod = require "odo.policy"
+local policy_mod = require "odo.policy_set"
 local emitter = require "odo.emitter"
 local compat = require "odo.compat"
 local Swarm = require "odo.swarm"
@@ -206,7 +206,7 @@ function Node:_start(opts, tls, listen, seeds)
   self.journal = Journal.new(self)
   self.snapshots = Snapshots.new(self)
   self.ticker = self.adapter.every(self.policy.tick_ms, function()
-    self:_protect(self._tick, self)
+    self:protect(self._tick, self)
   end)
   if opts.metrics then
     local ok, err, name = self:_serve_metrics(opts)
@@ -240,8 +240,8 @@ end
 function Node:_serve_metrics(opts)
   self.metrics = Metrics.new(self, { max_streams = opts.metrics_streams })
   local server, err, name = http_metrics.serve(self.adapter, opts.metrics, function() return self.metrics:text() end, {
-    on_error = function(msg) self:_error(msg) end,
-    protect = function(fn, ...) return self:_protect(fn, ...) end,
+    on_error = function(msg) self:report_error(msg) end,
+    protect = function(fn, ...) return self:protect(fn, ...) end,
   })
   if not server then return nil, err, name end
   self.metrics.server = server
@@ -255,10 +255,15 @@ end
 
 -- ---- errors and protected calls ----------------------------------------------
 
--- Reports an error to the node's error handler.
-function Node:_error(msg)
-  if self._listeners.error and #self._listeners.error > 0 then
-    for _, fn in ipairs(self._listeners.error) do
+--- Reports an error to the node's error handler: the "error" listeners
+-- (`node:on("error", fn)`), else `opts.on_error`, else stderr. The node's
+-- parts report what fails inside them (and what their callbacks raise)
+-- through it; nothing it calls may end the process.
+-- @param msg what failed, for a person to read (a string, or an error value)
+function Node:report_error(msg)
+  local listeners = self:listeners("error")
+  if #listeners > 0 then
+    for _, fn in ipairs(listeners) do
       local ok, e = pcall(fn, msg)
       if not ok then io.stderr:write("odo: error handler failed: ", tostring(e), "\n") end
     end
@@ -270,22 +275,30 @@ function Node:_error(msg)
   end
 end
 
--- Calls fn(...) in a protected call; an error goes to the error handler.
--- Returns fn's results, or nothing after an error.
-function Node:_protect(fn, ...)
+--- Calls fn(...) in a protected call; an error goes to the node's error
+-- handler (see `report_error`). The node's parts (sync, swarm, journal,
+-- snapshots, discovery, control) run every callback of theirs through it.
+-- @tparam function fn
+-- @param ... fn's arguments
+-- @return fn's results, or nothing after an error
+function Node:protect(fn, ...)
   local res = compat.pack(compat.xpcall(fn, debug.traceback, ...))
   if not res[1] then
-    self:_error(res[2])
+    self:report_error(res[2])
     return
   end
   return compat.unpack(res, 2, res.n)
 end
 
--- Resumes a coroutine; an error inside it goes to the error handler.
-function Node:_resume(co, ...)
+--- Resumes a coroutine that waits on the node (one `spawn` made, parked in
+-- `append_wait` or `sub:batches()`); an error inside it goes to the error
+-- handler. A coroutine that is not suspended is left alone.
+-- @tparam thread co
+-- @param ... what the coroutine's yield returns
+function Node:resume(co, ...)
   if coroutine.status(co) ~= "suspended" then return end
   local ok, err = coroutine.resume(co, ...)
-  if not ok then self:_error(debug.traceback(co, err)) end
+  if not ok then self:report_error(debug.traceback(co, err)) end
 end
 
 --- Runs fn(...) in a new coroutine, protected; inside it, `append_wait` and
@@ -293,7 +306,7 @@ end
 function Node:spawn(fn, ...)
   assert(type(fn) == "function", "spawn takes a function")
   local co = coroutine.create(fn)
-  self:_resume(co, ...)
+  self:resume(co, ...)
   return co
 end
 
@@ -301,9 +314,10 @@ local function check_open(self)
   if self.closed then error("attempt to use a closed node", 3) end
 end
 
--- After anything that may have changed the store: tell subscriptions and
--- the snapshot policy which streams moved.
-function Node:_changed()
+--- After anything that may have changed the store (an append, or events
+-- written straight to it, as sync does): tells the metrics, subscriptions,
+-- snapshot policy and sync which streams moved.
+function Node:notify_changes()
   local ids = self.store:changes()
   if #ids == 0 then return end
   if self.metrics then self.metrics:touched(ids) end
@@ -375,7 +389,7 @@ function Node:append(stream, events, opts)
   end
   events = Store.check_events(events, 2)
   local last, err, name = self.store:append(stream, events, opts)
-  self:_changed()
+  self:notify_changes()
   return last, err, name
 end
 
@@ -406,7 +420,7 @@ function Node:_flush_commits()
       else res[i] = last or gerr end
     end
   end
-  if self.store:is_open() then self:_changed() end
+  if self.store:is_open() then self:notify_changes() end
   for i, c in ipairs(q) do
     self:_answer(c, res, i, err, name)
   end
@@ -416,11 +430,11 @@ end
 -- write's per-group results, or nil with the write's err and name.
 function Node:_answer(c, res, i, err, name)
   if not res then
-    self:_protect(c.cb, nil, err, name)
+    self:protect(c.cb, nil, err, name)
   elseif compat.is_integer(res[i]) then
-    self:_protect(c.cb, res[i])
+    self:protect(c.cb, res[i])
   else
-    self:_protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
+    self:protect(c.cb, nil, res[i], tostring(res[i]):match("^(%u+):"))
   end
 end
 
@@ -434,13 +448,13 @@ function Node:_commit_queue()
   if self.cq == nil then
     local cq, err = core.commit_queue(self.store.core)
     if not cq then
-      self:_error("durable appends stay on the loop thread: " .. tostring(err))
+      self:report_error("durable appends stay on the loop thread: " .. tostring(err))
       self.cq = false
       return nil
     end
     self.cq = cq
     if self.adapter.watch then
-      self.cq_watch = self.adapter.watch(cq:fd(), function() self:_protect(self._commits_done, self) end)
+      self.cq_watch = self.adapter.watch(cq:fd(), function() self:protect(self._commits_done, self) end)
     end
   end
   return self.cq or nil
@@ -463,7 +477,7 @@ function Node:_submit_commits(cq, q, groups)
     for i, c in ipairs(q) do answers[i] = { c = c, i = i } end
     self.cq_jobs[id] = answers
   elseif ok then
-    for _, c in ipairs(q) do self:_protect(c.cb, nil, err, name) end
+    for _, c in ipairs(q) do self:protect(c.cb, nil, err, name) end
   else
     -- answers in the order of the appends: a refused group's answer
     -- goes with the write queued next (or, at the end, the one before)
@@ -480,7 +494,7 @@ function Node:_submit_commits(cq, q, groups)
     end
     local tail = last and self.cq_jobs[last]
     for _, a in ipairs(waiting) do
-      if tail then tail[#tail + 1] = a else self:_protect(a.c.cb, nil, a.err, a.name) end
+      if tail then tail[#tail + 1] = a else self:protect(a.c.cb, nil, a.err, a.name) end
     end
   end
   if cq:pending() > 0 then self:_await_commits() end
@@ -495,7 +509,7 @@ function Node:_await_commits()
   local function poll()
     self.cq_poll = nil
     if self.adapter.wait_for_workers and self.cq then self.cq:wait() end
-    self:_protect(self._commits_done, self)
+    self:protect(self._commits_done, self)
   end
   self.cq_poll = { stop = function() self.cq_poll = nil end }
   local first = self.cq_poll
@@ -513,13 +527,13 @@ function Node:_commits_done()
   local cq = self.cq
   if not cq or not self.store:is_open() then return end
   local done = cq:collect()
-  if #done > 0 then self:_changed() end
+  if #done > 0 then self:notify_changes() end
   for _, job in ipairs(done) do
     local answers = self.cq_jobs[job.id] or {}
     self.cq_jobs[job.id] = nil
     for _, a in ipairs(answers) do
       if a.i then self:_answer(a.c, job.results, a.i, job.err, job.name)
-      else self:_protect(a.c.cb, nil, a.err, a.name) end
+      else self:protect(a.c.cb, nil, a.err, a.name) end
     end
   end
   if cq:pending() > 0 then
@@ -570,7 +584,7 @@ function Node:append_async(stream, events, opts, cb)
     cb = cb,
   }
   if #self.commits == 1 then
-    self.adapter.defer(function() self:_protect(self._flush_commits, self) end)
+    self.adapter.defer(function() self:protect(self._flush_commits, self) end)
   end
 end
 
@@ -582,7 +596,7 @@ function Node:append_wait(stream, events, opts)
   local res
   self:append_async(stream, events, opts, function(...)
     res = compat.pack(...)
-    self:_resume(co)
+    self:resume(co)
   end)
   while not res do coroutine.yield() end
   return compat.unpack(res, 1, res.n)
@@ -682,7 +696,7 @@ local function discovery_status(self)
   local out = {}
   for _, src in ipairs(self.swarm and self.swarm.sources or {}) do
     if type(src.status) == "function" then
-      local st = self:_protect(src.status, src)
+      local st = self:protect(src.status, src)
       if type(st) == "table" then out[#out + 1] = st end
     end
   end
@@ -777,19 +791,19 @@ end
 -- written first. Idempotent.
 function Node:close()
   if self.closed then return end
-  self:_protect(self._drain_commits, self)
+  self:protect(self._drain_commits, self)
   self.closed = true
   -- before the store: the commit queue's descriptor may be watched
   if self.cq_watch then self.cq_watch.stop() end
   if self.cq_poll then self.cq_poll.stop() end
   if self.cq then self.cq:close() end
-  if self.swarm then self:_protect(self.swarm.close, self.swarm, "the node is stopping") end
-  if self.sync then self:_protect(self.sync.close, self.sync) end
+  if self.swarm then self:protect(self.swarm.close, self.swarm, "the node is stopping") end
+  if self.sync then self:protect(self.sync.close, self.sync) end
   if self.ticker then self.ticker.stop() end
   if self.metrics then self.metrics:close() end
   if self.journal then self.journal:close() end
   -- before the store: a snapshot worker's descriptor is watched
-  if self.snapshots then self:_protect(self.snapshots.close, self.snapshots) end
+  if self.snapshots then self:protect(self.snapshots.close, self.snapshots) end
   self.store:close()
   self:emit("close")
   -- outside a running loop, let the closed handles finish closing (a

@@ -8,7 +8,7 @@
 --
 -- @module odo.snapshots
 local core = require "odo.core"
-local policy_mod = require "odo.policy"
+local policy_mod = require "odo.policy_set"
 local compat = require "odo.compat"
 
 local Snapshots = {}
@@ -46,7 +46,7 @@ function Snapshots:reducer(id)
     return ok and v or nil
   end
   if valid_reducer(r) then return r end
-  self.node:_error(("policy reducer for %s: %s, not %s"):format(id, tostring(r), REDUCER_SHAPE))
+  self.node:report_error(("policy reducer for %s: %s, not %s"):format(id, tostring(r), REDUCER_SHAPE))
   return nil
 end
 
@@ -121,10 +121,10 @@ function Snapshots:_job(id, kind, cb)
       w.stop()
     end
     if not rev and err and not tostring(err):match("^ECANCELED") then
-      self.node:_error(kind .. " of " .. id .. ": " .. tostring(err))
+      self.node:report_error(kind .. " of " .. id .. ": " .. tostring(err))
     end
-    if cb then self.node:_protect(cb, rev, err) end
-    for _, waiter in ipairs(job.waiters) do self.node:_protect(waiter, rev, err) end
+    if cb then self.node:protect(cb, rev, err) end
+    for _, waiter in ipairs(job.waiters) do self.node:protect(waiter, rev, err) end
   end
   -- fn(...) in a protected call; an error settles the job with it
   function job.guard(fn)
@@ -201,7 +201,7 @@ function Snapshots:build(id, cb, reducer)
   end
   if why then
     if cb then
-      self.node.adapter.defer(function() self.node:_protect(cb, nil, why) end)
+      self.node.adapter.defer(function() self.node:protect(cb, nil, why) end)
     end
     return false
   end
@@ -288,8 +288,8 @@ function Snapshots:compact(id, upto, cb)
   if self.busy[id] then return false end
   local first, err = self.store:compact(id, upto)
   if not first then
-    self.node:_error("compaction of " .. id .. ": " .. err)
-    if cb then self.node:_protect(cb, nil, err) end
+    self.node:report_error("compaction of " .. id .. ": " .. err)
+    if cb then self.node:protect(cb, nil, err) end
     return true
   end
   local job = self:_job(id, "purge", cb)

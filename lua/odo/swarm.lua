@@ -25,7 +25,8 @@
 --
 -- @module odo.swarm
 local Transport = require "odo.transport"
-local policy_mod = require "odo.policy"
+local policy_mod = require "odo.policy_set"
+local policy_defaults = require "odo.policy"
 local Pex = require "odo.pex"
 local Mesh = require "odo.mesh"
 
@@ -59,7 +60,7 @@ function Swarm.new(node, opts)
     handshake_timeout_ms = self.policy.handshake_timeout_ms,
     max_frame = self.policy.max_frame_bytes,
     tune_allocator = opts.tune_allocator,
-    protect = function(fn, ...) return node:_protect(fn, ...) end,
+    protect = function(fn, ...) return node:protect(fn, ...) end,
     admission = {
       max_handshakes = self.policy.max_handshakes,
       max_handshakes_per_host = self.policy.max_handshakes_per_host,
@@ -139,11 +140,11 @@ end
 -- The layers above (sync) learn that a peer came and went; a failure
 -- there goes to the node's error handler, not through the transition.
 function Swarm:_inactive(p)
-  if self.handlers.on_inactive then self.node:_protect(self.handlers.on_inactive, p) end
+  if self.handlers.on_inactive then self.node:protect(self.handlers.on_inactive, p) end
 end
 
 function Swarm:_on_active(p)
-  if self.handlers.on_active then self.node:_protect(self.handlers.on_active, p) end
+  if self.handlers.on_active then self.node:protect(self.handlers.on_active, p) end
 end
 
 -- ---- slots (max_peers) ---------------------------------------------------------------
@@ -170,7 +171,7 @@ end
 function Swarm:_schedule_fill()
   if self.fill_scheduled or self.closed or #self.waiting == 0 then return end
   self.fill_scheduled = true
-  self.adapter.defer(function() self.node:_protect(self._fill_slots, self) end)
+  self.adapter.defer(function() self.node:protect(self._fill_slots, self) end)
 end
 
 function Swarm:_fill_slots()
@@ -284,7 +285,7 @@ function Swarm:_dial(p)
   -- the whole attempt (TCP, TLS, HELLO) must finish in time
   self:_stop_timer(p)
   p.timer = self.adapter.timer(self.policy.handshake_timeout_ms, function()
-    self.node:_protect(function()
+    self.node:protect(function()
       p.timer = nil
       if p.attempt_id == attempt and p.state == "connecting" then
         self:_attempt_failed(p, p.conn, "timeout",
@@ -304,7 +305,7 @@ local function backoff_delay(self, p)
   local delay
   if type(b) == "function" then
     local ok, d = policy_mod.try(self.node, "backoff", a_delay, p.failures, Swarm.info(p))
-    if ok then delay = d else b = policy_mod.backoff end
+    if ok then delay = d else b = policy_defaults.backoff end
   end
   if type(b) == "table" then
     delay = b[p.failures]
@@ -391,7 +392,7 @@ function Swarm:_attempt_failed(p, conn, reason, detail)
   end
   p.retry_at = now(self) + delay
   p.timer = self.adapter.timer(delay, function()
-    self.node:_protect(function()
+    self.node:protect(function()
       p.timer = nil
       if p.state ~= "lifesupport" or self.closed then return end
       local _, dial = Mesh.limits(self.policy)
@@ -507,7 +508,7 @@ function Swarm:_activate(p, conn)
   if self.closed then return end -- a handler closed the node
   if p.host and p.port then
     local ok, err = self.node.store:peer_put { id = p.id, host = p.host, port = p.port, reason = "active" }
-    if not ok then self.node:_error("peer history: " .. tostring(err)) end
+    if not ok then self.node:report_error("peer history: " .. tostring(err)) end
   end
   self:_send_pex(conn, p.id, 0)
   self:_on_active(p)
@@ -601,7 +602,7 @@ function Swarm:_purgatory(p, reason, detail)
   self:_set(p, "purgatory", reason, detail)
   if self.closed then return end -- a handler closed the node
   p.timer = self.adapter.timer(self.policy.purgatory_ms, function()
-    self.node:_protect(function()
+    self.node:protect(function()
       p.timer = nil
       if p.state == "purgatory" then self:_forget(p, "purgatory over") end
     end)
@@ -769,13 +770,13 @@ function Swarm:start(listen, sources)
     self.listen = { host = listen.host, port = server.port }
   end
   self.ticker = self.adapter.every(math.min(self.policy.tick_ms, self.policy.heartbeat_interval_ms), function()
-    self.node:_protect(self._tick, self)
+    self.node:protect(self._tick, self)
   end)
   -- sources start on the next loop turn, so whoever made the node can
   -- listen for "peer" events from the first one on
   self.adapter.defer(function()
     if self.closed then return end
-    for _, src in ipairs(sources or {}) do self.node:_protect(self.add_source, self, src) end
+    for _, src in ipairs(sources or {}) do self.node:protect(self.add_source, self, src) end
   end)
   return true
 end
@@ -786,7 +787,7 @@ function Swarm:add_source(src)
     "a discovery source has start(self, report) and stop(self)")
   self.sources[#self.sources + 1] = src
   src:start(function(host, port)
-    self.node:_protect(self.discover, self, host, port, src)
+    self.node:protect(self.discover, self, host, port, src)
   end, self.node)
 end
 
@@ -812,7 +813,7 @@ end
 function Swarm:close(reason)
   if self.closed then return end
   self.closed = true
-  for _, src in ipairs(self.sources) do self.node:_protect(src.stop, src) end
+  for _, src in ipairs(self.sources) do self.node:protect(src.stop, src) end
   if self.ticker then self.ticker.stop() end
   local all = {}
   for _, p in pairs(self.peers) do all[#all + 1] = p end

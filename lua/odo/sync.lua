@@ -17,7 +17,8 @@
 --
 -- @module odo.sync
 local core = require "odo.core"
-local policy_mod = require "odo.policy"
+local policy_mod = require "odo.policy_set"
+local policy_defaults = require "odo.policy"
 
 local Sync = {}
 Sync.__index = Sync
@@ -51,7 +52,7 @@ function Sync.new(node, tls)
   for _, st in ipairs(self.store:streams()) do
     if st.own and st.snapshot > 0 then
       local ok, err = self.engine:sign_snapshot(st.id)
-      if ok == nil then node:_error("signing the snapshot of " .. st.id .. ": " .. tostring(err)) end
+      if ok == nil then node:report_error("signing the snapshot of " .. st.id .. ": " .. tostring(err)) end
     end
   end
   return self
@@ -62,7 +63,7 @@ end
 function Sync:_flush_all()
   for _, rec in pairs(self.peers) do
     local conn = rec.peer.conn
-    if conn then conn:_flush() end
+    if conn then conn:flush() end
   end
 end
 
@@ -70,12 +71,12 @@ function Sync:_schedule_pump()
   if self.pump_scheduled or self.closed then return end
   self.pump_scheduled = true
   self.adapter.defer(function()
-    self.node:_protect(function()
+    self.node:protect(function()
       self.pump_scheduled = false
       if self.closed then return end
       local more, notes = self.engine:pump(self.policy.sync_pump_budget)
       for _, n in ipairs(notes) do
-        self.node:_error(("serving %s: %s"):format(n.stream, n.reason))
+        self.node:report_error(("serving %s: %s"):format(n.stream, n.reason))
       end
       self:_flush_all()
       if more then self:_schedule_pump() end
@@ -89,11 +90,11 @@ function Sync:_schedule_sign()
   if self.sign_scheduled or self.closed then return end
   self.sign_scheduled = true
   self.adapter.defer(function()
-    self.node:_protect(function()
+    self.node:protect(function()
       self.sign_scheduled = false
       if self.closed or not self.store:is_open() then return end
       local n, more = self.engine:sign_heads(self.policy.sign_budget)
-      if n == nil then return self.node:_error("signing heads: " .. tostring(more)) end
+      if n == nil then return self.node:report_error("signing heads: " .. tostring(more)) end
       if n > 0 then self:_schedule_pump() end
       if more then self:_schedule_sign() end
     end)
@@ -104,7 +105,7 @@ end
 function Sync:_schedule_catalogue()
   if self.catalogue_timer or self.closed then return end
   self.catalogue_timer = self.adapter.timer(self.policy.catalogue_push_ms, function()
-    self.node:_protect(function()
+    self.node:protect(function()
       self.catalogue_timer = nil
       if self.closed then return end
       local ids = {}
@@ -164,7 +165,7 @@ function Sync:on_active(p)
   self.engine:attach(session, p.id)
   self.peers[p.id] = { peer = p, session = session, catalogue = {}, refused = {} }
   self.engine:catalogue(session, nil, self:_hops(), self:_yours(p.id))
-  p.conn:_flush()
+  p.conn:flush()
 end
 
 function Sync:on_inactive(p)
@@ -227,7 +228,7 @@ function Sync:on_message(p, t, payload)
         choose[#choose + 1] = n.stream
       end
     elseif kind == "violation" then
-      self.node:_error(("peer %s: %s (%s)"):format(p.id:sub(1, 16), n.reason, n.code))
+      self.node:report_error(("peer %s: %s (%s)"):format(p.id:sub(1, 16), n.reason, n.code))
       if n.code == "local" then
         -- our own store failed: not the peer's fault; start over later
         p.conn:bye("normal", "this node could not store what it received: " .. n.reason)
@@ -238,11 +239,11 @@ function Sync:on_message(p, t, payload)
       return
     end
   end
-  if changed then self.node:_changed() end
+  if changed then self.node:notify_changes() end
   if #choose > 0 then
     self:_fetch_snapshots(p.id, choose, self:_choose(choose))
   end
-  p.conn:_flush()
+  p.conn:flush()
 end
 
 -- Rule 8 on replicas: when our upstream has a newer source snapshot of a
@@ -290,7 +291,7 @@ function Sync:_choose(ids)
         local current = self.upstream[id]
         local ok, best = policy_mod.try(self.node, "upstream", function(b) return b == nil or self.peers[b] end,
           id, candidates, ours, current, self.node)
-        if not ok then best = policy_mod.upstream(id, candidates, ours, current, self.node) end
+        if not ok then best = policy_defaults.upstream(id, candidates, ours, current, self.node) end
         if best ~= current then self:_switch(id, current, best, ours) end
       end
     end
@@ -301,13 +302,13 @@ end
 function Sync:_switch(id, old, new, ours)
   if old and self.peers[old] then
     self.engine:unsubscribe(self.peers[old].session, { id })
-    self.peers[old].peer.conn:_flush()
+    self.peers[old].peer.conn:flush()
   end
   self.upstream[id] = new
   self.caught_up[id] = nil
   if new and self.peers[new] then
     self.engine:subscribe(self.peers[new].session, { { id = id, from = ours + 1 } }, true)
-    self.peers[new].peer.conn:_flush()
+    self.peers[new].peer.conn:flush()
   end
   self.changed[id] = true -- our hops, and whom we follow, changed
   self:_schedule_catalogue()

@@ -152,8 +152,10 @@ function Conn:_handler(name, ...)
   if fn then fn(self, ...) end
 end
 
--- Takes the session's output and writes it to the socket.
-function Conn:_flush()
+--- Writes whatever the connection's session holds to the socket now. `send`
+-- does it on the next loop turn; whoever writes to `conn.session` itself
+-- (the sync engine, `odo.sync`) calls this after.
+function Conn:flush()
   self.unflushed = 0
   if self.sock_closed then return end
   while true do
@@ -194,13 +196,13 @@ function Conn:_finish(info)
       :format(tostring(self.remote_host), tostring(info.name), tostring(info.reason)))
   end
   if self.hello_timer then self.hello_timer.stop() end
-  self:_flush() -- a BYE or an alert may be waiting
+  self:flush() -- a BYE or an alert may be waiting
   if self.flushing == 0 then self:_close_socket() end
   self:_handler("on_close", info)
 end
 
 function Conn:_events(events)
-  self:_flush()
+  self:flush()
   for _, ev in ipairs(events) do
     local kind = ev.event
     if kind == "hello" then
@@ -268,12 +270,12 @@ function Conn:send(type_, payload)
   -- add up to a lot
   self.unflushed = (self.unflushed or 0) + #(payload or "")
   if self.unflushed >= 262144 then
-    self:_flush()
+    self:flush()
   elseif not self.flush_pending then
     self.flush_pending = true
     self.transport.adapter.defer(function()
       self.flush_pending = false
-      self.transport.protect(self._flush, self)
+      self.transport.protect(self.flush, self)
     end)
   end
   return ok, err, name
@@ -283,7 +285,7 @@ end
 function Conn:ping()
   if self.closed then return nil end
   local ok = self.session:ping(self.transport.adapter.now())
-  self:_flush()
+  self:flush()
   return ok
 end
 

@@ -67,7 +67,7 @@ function P.attach(node, opts)
     Log.around = function(when)
       if when == "before" then self:_clear() else self:_draw(true) end
     end
-    self.ticker = node.adapter.every(250, function() node:_protect(self._draw, self) end)
+    self.ticker = node.adapter.every(250, function() node:protect(self._draw, self) end)
     node:on("close", function() self:close() end)
   end
   return self

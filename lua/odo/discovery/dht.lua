@@ -159,7 +159,7 @@ function Source:_announce()
     if not self.host_retry then
       self.host_retry = self.adapter.timer(1000, function()
         self.host_retry = nil
-        self.node:_protect(self._announce, self)
+        self.node:protect(self._announce, self)
       end)
     end
     return
@@ -187,7 +187,7 @@ function Source:_ping(b)
   -- long counts as failed, so the bootstrap node is tried again
   b.timer = self.adapter.timer(PING_TIMEOUT_MS, function()
     b.timer, b.pinging = nil, false
-    if b.state ~= "answered" then self.node:_protect(self._bootstrap_failed, self, b) end
+    if b.state ~= "answered" then self.node:protect(self._bootstrap_failed, self, b) end
   end)
 end
 
@@ -201,7 +201,7 @@ function Source:_bootstrap_failed(b, why)
   self.log(("bootstrap node %s:%d %s; retrying in %.1f s"):format(b.host, b.port,
     why or "does not answer", delay / 1000))
   if b.timer then b.timer.stop() end
-  b.timer = self.adapter.timer(delay, function() self.node:_protect(self._ping, self, b) end)
+  b.timer = self.adapter.timer(delay, function() self.node:protect(self._ping, self, b) end)
 end
 
 function Source:_on_ping(ev)
@@ -336,7 +336,7 @@ end
 function Source:start(report)
   assert(self.dht, "this DHT source was stopped")
   self.report = report
-  local protect = function(fn, ...) return self.node:_protect(fn, ...) end
+  local protect = function(fn, ...) return self.node:protect(fn, ...) end
   self.watch = self.adapter.watch(self.dht:fd(), function() protect(self._drain, self) end)
   self.log(("DHT node on UDP port %d, network id %d (0x%08x), topic '%s'"):format(self.dht:port(), self.network,
     self.network, self.topic))
@@ -384,7 +384,7 @@ function Source:stop()
   if not self.watch then return self:_finish() end -- never started
   self.dht:shutdown()
   self.deadline = self.adapter.timer(self.policy.dht_shutdown_timeout_ms, function()
-    self.node:_protect(self._finish, self)
+    self.node:protect(self._finish, self)
   end)
 end
 

@@ -22,6 +22,7 @@
 local Resolver = require "odo.resolver"
 local srv = require "odo.discovery.srv"
 local policy_defaults = require "odo.policy"
+local policy_set = require "odo.policy_set"
 local compat = require "odo.compat"
 
 local Dns = {}
@@ -61,7 +62,7 @@ function Dns.new(opts)
   assert(opts.on_log == nil or type(opts.on_log) == "function", "dns{on_log=} must be a function")
   if opts.policy ~= nil then
     assert(type(opts.policy) == "table", "dns{policy=} must be a table")
-    for k, v in pairs(opts.policy) do policy_defaults.check(k, v, 2) end
+    for k, v in pairs(opts.policy) do policy_set.check(k, v, 2) end
   end
   if opts.server then
     -- c-ares takes addresses only: say so now, not at the first lookup
@@ -117,7 +118,7 @@ function Dns:start(report, node)
   local adapter = self.adapter or (node and node.adapter) or require("odo.adapter.luv")
   self.clock = adapter
   self.log = self.on_log or (node and function(msg) node:emit("discovery", self.name, msg) end) or function() end
-  local protect = node and function(fn, ...) return node:_protect(fn, ...) end
+  local protect = node and function(fn, ...) return node:protect(fn, ...) end
   self.default_port = self.port or (node and node.listen and node.listen.port)
   local resolver, err = Resolver.new(adapter, {
     servers = self.server,
