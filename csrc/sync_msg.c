@@ -10,23 +10,13 @@ static int malformed(odo_err *e, const char *what) {
 
 /* ---- items ----------------------------------------------------------------- */
 
-static const char *rd_str8(odo_rd *r, size_t *len) {
-  *len = odo_rd_u8(r);
-  return (const char *)odo_rd_bytes(r, *len);
-}
-
-static const char *rd_str16(odo_rd *r, size_t *len) {
-  *len = odo_rd_be16(r);
-  return (const char *)odo_rd_bytes(r, *len);
-}
-
 int odo_msg_key_next(odo_rd *r, const uint8_t **der, size_t *len) {
-  *der = (const uint8_t *)rd_str16(r, len);
+  *der = (const uint8_t *)odo_rd_str16(r, len);
   return !r->bad;
 }
 
 int odo_msg_cat_entry_next(odo_rd *r, odo_msg_cat_entry *c) {
-  c->id = rd_str8(r, &c->id_len);
+  c->id = odo_rd_str8(r, &c->id_len);
   c->first = odo_rd_be64(r);
   c->last = odo_rd_be64(r);
   c->snap = odo_rd_be64(r);
@@ -38,24 +28,19 @@ int odo_msg_cat_entry_next(odo_rd *r, odo_msg_cat_entry *c) {
 }
 
 int odo_msg_sub_entry_next(odo_rd *r, odo_msg_sub_entry *s) {
-  s->id = rd_str8(r, &s->id_len);
+  s->id = odo_rd_str8(r, &s->id_len);
   s->from = odo_rd_be64(r);
   return !r->bad && s->id_len != 0;
 }
 
 int odo_msg_id_next(odo_rd *r, const char **id, size_t *len) {
-  *id = rd_str8(r, len);
+  *id = odo_rd_str8(r, len);
   return !r->bad && *len != 0;
 }
 
 int odo_msg_event_next(odo_rd *r, odo_event *ev) {
-  uint32_t dl;
-  ev->ts = odo_rd_be64(r);
-  ev->type = rd_str8(r, &ev->type_len);
-  dl = odo_rd_be32(r);
-  ev->data = (const char *)odo_rd_bytes(r, dl);
-  ev->data_len = dl;
-  return !r->bad && ev->type_len != 0 && dl <= ODO_MAX_DATA;
+  return odo_event_decode(r, ev, 0) && ev->type_len != 0 &&
+         ev->data_len <= ODO_MAX_DATA;
 }
 
 int odo_msg_key_put(odo_buf *b, const uint8_t *der, size_t len) {
@@ -171,11 +156,11 @@ int odo_msg_snapshot_decode(const uint8_t *p, size_t n, odo_msg_snapshot *m,
                             odo_err *e) {
   odo_rd r;
   odo_rd_init(&r, p, n);
-  m->id = rd_str8(&r, &m->id_len);
+  m->id = odo_rd_str8(&r, &m->id_len);
   m->rev = odo_rd_be64(&r);
   m->hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-  m->format = rd_str8(&r, &m->format_len);
-  m->sig = rd_str16(&r, &m->sig_len);
+  m->format = odo_rd_str8(&r, &m->format_len);
+  m->sig = odo_rd_str16(&r, &m->sig_len);
   m->total = odo_rd_be32(&r);
   m->offset = odo_rd_be32(&r);
   m->chunk_len = odo_rd_left(&r);
@@ -195,7 +180,7 @@ int odo_msg_events_decode(const uint8_t *p, size_t n, odo_msg_events *m,
   odo_rd_init(&r, p, n);
   m->id = NULL;
   m->id_len = 0;
-  id = rd_str8(&r, &id_len);
+  id = odo_rd_str8(&r, &id_len);
   m->first = odo_rd_be64(&r);
   count = odo_rd_be32(&r);
   if (r.bad || id_len == 0 || count == 0 || count > odo_rd_left(&r) / 14)
@@ -206,7 +191,7 @@ int odo_msg_events_decode(const uint8_t *p, size_t n, odo_msg_events *m,
     return malformed(e, "event in EVENTS");
   m->head_rev = odo_rd_be64(&r);
   m->head_hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-  m->sig = (const uint8_t *)rd_str16(&r, &m->sig_len);
+  m->sig = (const uint8_t *)odo_rd_str16(&r, &m->sig_len);
   if (!rd_whole(&r) || m->sig_len > ODO_MAX_SIG)
     return malformed(e, "EVENTS head");
   return 1;
@@ -227,7 +212,7 @@ int odo_msg_refused_decode(const uint8_t *p, size_t n, odo_msg_refused *m,
   odo_rd_init(&r, p, n);
   if (!odo_msg_id_next(&r, &m->id, &m->id_len)) return malformed(e, "frame");
   m->code = odo_rd_be16(&r);
-  m->reason = rd_str16(&r, &m->reason_len);
+  m->reason = odo_rd_str16(&r, &m->reason_len);
   return rd_whole(&r) ? 1 : malformed(e, "REFUSED");
 }
 
