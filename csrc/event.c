@@ -65,6 +65,15 @@ int odo_event_encode(odo_buf *b, const odo_event *ev, int with_rev) {
          odo_buf_add(b, f.dlen, 4) && odo_buf_add(b, ev->data, ev->data_len);
 }
 
+int odo_event_decode(odo_rd *r, odo_event *ev, int with_rev) {
+  if (with_rev) ev->rev = odo_rd_be64(r);
+  ev->ts = odo_rd_be64(r);
+  ev->type = odo_rd_str8(r, &ev->type_len);
+  ev->data_len = odo_rd_be32(r);
+  ev->data = (const char *)odo_rd_bytes(r, ev->data_len);
+  return !r->bad;
+}
+
 int odo_chain_next(odo_hasher *h, const uint8_t prev[ODO_HASH_LEN],
                    const odo_event *ev, uint8_t out[ODO_HASH_LEN]) {
   event_fields f;

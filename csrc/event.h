@@ -53,6 +53,10 @@ int odo_sha256(odo_hasher *h, const void *p, size_t n,
  * revision). The one place this layout is written (chain hashes hash the
  * same pieces). 0 when b failed (a type over 255 bytes fails it). */
 int odo_event_encode(odo_buf *b, const odo_event *ev, int with_rev);
+/* Reads what odo_event_encode wrote (with or without the revision; without,
+ * ev->rev is left alone): type and data point into r's bytes. 0 when r
+ * failed. The limits on type and data are the caller's to check. */
+int odo_event_decode(odo_rd *r, odo_event *ev, int with_rev);
 
 /* Pushes {rev=, ts=, type=, data=, hash=} (hash as 32 raw bytes when
  * with_hash is true) onto the Lua stack. */

@@ -149,6 +149,10 @@ uint8_t odo_rd_u8(odo_rd *r);
 uint16_t odo_rd_be16(odo_rd *r);
 uint32_t odo_rd_be32(odo_rd *r);
 uint64_t odo_rd_be64(odo_rd *r);
+/* Reads a str8 or str16 (see odo_buf_add_str8): the bytes, and their
+ * length in *len; NULL when r failed. */
+const char *odo_rd_str8(odo_rd *r, size_t *len);
+const char *odo_rd_str16(odo_rd *r, size_t *len);
 
 /* Registration of each part of odo.core into the module table on top. */
 void odo_util_open(lua_State *L);

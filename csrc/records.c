@@ -90,8 +90,7 @@ int odo_rec_event_decode(const uint8_t *key, const char *val, size_t vlen,
   if (h == NULL) return 0;
   memcpy(ev->hash, h, ODO_HASH_LEN);
   ev->ts = odo_rd_be64(&r);
-  ev->type_len = odo_rd_u8(&r);
-  ev->type = (const char *)odo_rd_bytes(&r, ev->type_len);
+  ev->type = odo_rd_str8(&r, &ev->type_len);
   if (r.bad || ev->type_len == 0) return 0;
   ev->data = (const char *)p + r.pos;
   ev->data_len = odo_rd_left(&r);
@@ -112,8 +111,7 @@ int odo_rec_head_decode(const uint8_t *p, size_t n, odo_head *h) {
   const uint8_t *hash, *sig;
   odo_rd_init(&r, p, n);
   hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-  h->sig_len = odo_rd_be16(&r);
-  sig = odo_rd_bytes(&r, h->sig_len);
+  sig = (const uint8_t *)odo_rd_str16(&r, &h->sig_len);
   if (p == NULL || r.bad || h->sig_len > ODO_MAX_SIG) return 0;
   memcpy(h->hash, hash, ODO_HASH_LEN);
   memcpy(h->sig, sig, h->sig_len);
@@ -136,10 +134,8 @@ int odo_rec_snapshot_decode(const uint8_t *p, size_t n, odo_snap_rec *sr) {
   odo_rd_init(&r, p, n);
   sr->rev = odo_rd_be64(&r);
   sr->hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-  sr->format_len = odo_rd_u8(&r);
-  sr->format = (const char *)odo_rd_bytes(&r, sr->format_len);
-  sr->sig_len = odo_rd_be16(&r);
-  sr->sig = (const char *)odo_rd_bytes(&r, sr->sig_len);
+  sr->format = odo_rd_str8(&r, &sr->format_len);
+  sr->sig = odo_rd_str16(&r, &sr->sig_len);
   if (r.bad) return 0;
   sr->data = (const char *)p + r.pos;
   sr->data_len = odo_rd_left(&r);
@@ -159,9 +155,7 @@ int odo_rec_peer_decode(const uint8_t *p, size_t n, odo_peer_rec *r) {
   odo_rd_init(&rd, p, n);
   r->port = odo_rd_be16(&rd);
   r->last_seen = odo_rd_be64(&rd);
-  r->host_len = odo_rd_u8(&rd);
-  r->host = (const char *)odo_rd_bytes(&rd, r->host_len);
-  r->reason_len = odo_rd_be16(&rd);
-  r->reason = (const char *)odo_rd_bytes(&rd, r->reason_len);
+  r->host = odo_rd_str8(&rd, &r->host_len);
+  r->reason = odo_rd_str16(&rd, &r->reason_len);
   return p != NULL && !rd.bad;
 }

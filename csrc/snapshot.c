@@ -687,16 +687,8 @@ static int l_event_decode(lua_State *L) {
   const char *p = luaL_checklstring(L, 1, &n);
   odo_rd r;
   odo_event ev;
-  uint32_t dl;
   odo_rd_init(&r, p, n);
-  ev.rev = odo_rd_be64(&r);
-  ev.ts = odo_rd_be64(&r);
-  ev.type_len = odo_rd_u8(&r);
-  ev.type = (const char *)odo_rd_bytes(&r, ev.type_len);
-  dl = odo_rd_be32(&r);
-  ev.data = (const char *)odo_rd_bytes(&r, dl);
-  ev.data_len = dl;
-  if (r.bad || odo_rd_left(&r) != 0)
+  if (!odo_event_decode(&r, &ev, 1) || odo_rd_left(&r) != 0)
     return odo_fail(L, "EINVAL", "not an encoded event (%zu bytes)", n);
   odo_push_event(L, &ev, 0);
   return 1;

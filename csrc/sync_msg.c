@@ -10,23 +10,13 @@ static int malformed(odo_err *e, const char *what) {
 
 /* ---- items ----------------------------------------------------------------- */
 
-static const char *rd_str8(odo_rd *r, size_t *len) {
-  *len = odo_rd_u8(r);
-  return (const char *)odo_rd_bytes(r, *len);
-}
-
-static const char *rd_str16(odo_rd *r, size_t *len) {
-  *len = odo_rd_be16(r);
-  return (const char *)odo_rd_bytes(r, *len);
-}
-
 int odo_msg_key_next(odo_rd *r, const uint8_t **der, size_t *len) {
-  *der = (const uint8_t *)rd_str16(r, len);
+  *der = (const uint8_t *)odo_rd_str16(r, len);
   return !r->bad;
 }
 
 int odo_msg_cat_entry_next(odo_rd *r, odo_msg_cat_entry *c) {
-  c->id = rd_str8(r, &c->id_len);
+  c->id = odo_rd_str8(r, &c->id_len);
   c->first = odo_rd_be64(r);
   c->last = odo_rd_be64(r);
   c->snap = odo_rd_be64(r);
@@ -38,24 +28,19 @@ int odo_msg_cat_entry_next(odo_rd *r, odo_msg_cat_entry *c) {
 }
 
 int odo_msg_sub_entry_next(odo_rd *r, odo_msg_sub_entry *s) {
-  s->id = rd_str8(r, &s->id_len);
+  s->id = odo_rd_str8(r, &s->id_len);
   s->from = odo_rd_be64(r);
   return !r->bad && s->id_len != 0;
 }
 
 int odo_msg_id_next(odo_rd *r, const char **id, size_t *len) {
-  *id = rd_str8(r, len);
+  *id = odo_rd_str8(r, len);
   return !r->bad && *len != 0;
 }
 
 int odo_msg_event_next(odo_rd *r, odo_event *ev) {
-  uint32_t dl;
-  ev->ts = odo_rd_be64(r);
-  ev->type = rd_str8(r, &ev->type_len);
-  dl = odo_rd_be32(r);
-  ev->data = (const char *)odo_rd_bytes(r, dl);
-  ev->data_len = dl;
-  return !r->bad && ev->type_len != 0 && dl <= ODO_MAX_DATA;
+  return odo_event_decode(r, ev, 0) && ev->type_len != 0 &&
+         ev->data_len <= ODO_MAX_DATA;
 }
 
 int odo_msg_key_put(odo_buf *b, const uint8_t *der, size_t len) {
@@ -77,13 +62,47 @@ int odo_msg_id_put(odo_buf *b, const char *id, size_t len) {
   return odo_buf_add_str8(b, id, len);
 }
 
-/* The section of r from `at` to where r is now. */
-static void section(odo_msg_list *l, const odo_rd *r, size_t at,
-                    uint32_t count) {
+/* ---- sections -------------------------------------------------------------- */
+
+/* Each reads one item of its list and checks it, for rd_section. */
+static int check_key(odo_rd *r) {
+  const uint8_t *der;
+  size_t len;
+  return odo_msg_key_next(r, &der, &len);
+}
+static int check_cat_entry(odo_rd *r) {
+  odo_msg_cat_entry c;
+  return odo_msg_cat_entry_next(r, &c);
+}
+static int check_sub_entry(odo_rd *r) {
+  odo_msg_sub_entry s;
+  return odo_msg_sub_entry_next(r, &s);
+}
+static int check_id(odo_rd *r) {
+  const char *id;
+  size_t len;
+  return odo_msg_id_next(r, &id, &len);
+}
+static int check_event(odo_rd *r) {
+  odo_event ev;
+  return odo_msg_event_next(r, &ev);
+}
+
+/* Reads `count` items of a list, each checked by `check`, as the section
+ * l; 0 (r failed) when one is malformed. */
+static int rd_section(odo_rd *r, uint32_t count, int (*check)(odo_rd *r),
+                      odo_msg_list *l) {
+  size_t at = r->pos;
+  for (uint32_t i = 0; i < count && !r->bad; i++)
+    if (!check(r)) r->bad = 1;
   l->p = r->p + at;
   l->len = r->pos - at;
   l->count = count;
+  return !r->bad;
 }
+
+/* Whether r read its bytes to the end and no further. */
+static int rd_whole(const odo_rd *r) { return !r->bad && odo_rd_left(r) == 0; }
 
 /* ---- decoders -------------------------------------------------------------- */
 
@@ -92,27 +111,16 @@ int odo_msg_catalogue_decode(const uint8_t *p, size_t n, odo_msg_catalogue *m,
   odo_rd r;
   uint16_t nkeys;
   uint32_t count;
-  size_t at;
-  odo_msg_cat_entry c;
   odo_rd_init(&r, p, n);
   m->flags = odo_rd_u8(&r);
   nkeys = odo_rd_be16(&r);
   if (r.bad || nkeys == ODO_MSG_NO_KEY) return malformed(e, "CATALOGUE");
-  at = r.pos;
-  for (uint16_t i = 0; i < nkeys && !r.bad; i++) {
-    const uint8_t *der;
-    size_t len;
-    odo_msg_key_next(&r, &der, &len);
-  }
-  section(&m->keys, &r, at, nkeys);
+  rd_section(&r, nkeys, check_key, &m->keys);
   count = odo_rd_be32(&r);
   if (r.bad || count > odo_rd_left(&r) / (1 + 8 + 8 + 8 + 1 + 2 + 1))
     return malformed(e, "CATALOGUE");
-  at = r.pos;
-  for (uint32_t i = 0; i < count && !r.bad; i++)
-    if (!odo_msg_cat_entry_next(&r, &c)) r.bad = 1;
-  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "CATALOGUE entry");
-  section(&m->entries, &r, at, count);
+  if (!rd_section(&r, count, check_cat_entry, &m->entries) || !rd_whole(&r))
+    return malformed(e, "CATALOGUE entry");
   return 1;
 }
 
@@ -120,8 +128,6 @@ int odo_msg_subscribe_decode(const uint8_t *p, size_t n, odo_msg_subscribe *m,
                              odo_err *e) {
   odo_rd r;
   uint32_t count;
-  size_t at;
-  odo_msg_sub_entry s;
   odo_rd_init(&r, p, n);
   m->flags = odo_rd_u8(&r);
   count = odo_rd_be32(&r);
@@ -129,11 +135,8 @@ int odo_msg_subscribe_decode(const uint8_t *p, size_t n, odo_msg_subscribe *m,
     return odo_err_set(e, "EPROTO",
                        "a malformed SUBSCRIBE (at most %d streams a frame)",
                        ODO_MSG_FRAME_ENTRIES);
-  at = r.pos;
-  for (uint32_t i = 0; i < count && !r.bad; i++)
-    if (!odo_msg_sub_entry_next(&r, &s)) r.bad = 1;
-  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "SUBSCRIBE entry");
-  section(&m->entries, &r, at, count);
+  if (!rd_section(&r, count, check_sub_entry, &m->entries) || !rd_whole(&r))
+    return malformed(e, "SUBSCRIBE entry");
   return 1;
 }
 
@@ -141,18 +144,11 @@ int odo_msg_unsubscribe_decode(const uint8_t *p, size_t n,
                                odo_msg_unsubscribe *m, odo_err *e) {
   odo_rd r;
   uint32_t count;
-  size_t at;
   odo_rd_init(&r, p, n);
   count = odo_rd_be32(&r);
   if (r.bad || count > odo_rd_left(&r) / 2) return malformed(e, "UNSUBSCRIBE");
-  at = r.pos;
-  for (uint32_t i = 0; i < count && !r.bad; i++) {
-    const char *id;
-    size_t len;
-    if (!odo_msg_id_next(&r, &id, &len)) r.bad = 1;
-  }
-  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "UNSUBSCRIBE");
-  section(&m->ids, &r, at, count);
+  if (!rd_section(&r, count, check_id, &m->ids) || !rd_whole(&r))
+    return malformed(e, "UNSUBSCRIBE");
   return 1;
 }
 
@@ -160,11 +156,11 @@ int odo_msg_snapshot_decode(const uint8_t *p, size_t n, odo_msg_snapshot *m,
                             odo_err *e) {
   odo_rd r;
   odo_rd_init(&r, p, n);
-  m->id = rd_str8(&r, &m->id_len);
+  m->id = odo_rd_str8(&r, &m->id_len);
   m->rev = odo_rd_be64(&r);
   m->hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-  m->format = rd_str8(&r, &m->format_len);
-  m->sig = rd_str16(&r, &m->sig_len);
+  m->format = odo_rd_str8(&r, &m->format_len);
+  m->sig = odo_rd_str16(&r, &m->sig_len);
   m->total = odo_rd_be32(&r);
   m->offset = odo_rd_be32(&r);
   m->chunk_len = odo_rd_left(&r);
@@ -179,27 +175,24 @@ int odo_msg_events_decode(const uint8_t *p, size_t n, odo_msg_events *m,
                           odo_err *e) {
   odo_rd r;
   const char *id;
-  size_t id_len, at;
+  size_t id_len;
   uint32_t count;
-  odo_event ev;
   odo_rd_init(&r, p, n);
   m->id = NULL;
   m->id_len = 0;
-  id = rd_str8(&r, &id_len);
+  id = odo_rd_str8(&r, &id_len);
   m->first = odo_rd_be64(&r);
   count = odo_rd_be32(&r);
   if (r.bad || id_len == 0 || count == 0 || count > odo_rd_left(&r) / 14)
     return malformed(e, "EVENTS");
   m->id = id;
   m->id_len = id_len;
-  at = r.pos;
-  for (uint32_t i = 0; i < count; i++)
-    if (!odo_msg_event_next(&r, &ev)) return malformed(e, "event in EVENTS");
-  section(&m->events, &r, at, count);
+  if (!rd_section(&r, count, check_event, &m->events))
+    return malformed(e, "event in EVENTS");
   m->head_rev = odo_rd_be64(&r);
   m->head_hash = odo_rd_bytes(&r, ODO_HASH_LEN);
-  m->sig = (const uint8_t *)rd_str16(&r, &m->sig_len);
-  if (r.bad || odo_rd_left(&r) != 0 || m->sig_len > ODO_MAX_SIG)
+  m->sig = (const uint8_t *)odo_rd_str16(&r, &m->sig_len);
+  if (!rd_whole(&r) || m->sig_len > ODO_MAX_SIG)
     return malformed(e, "EVENTS head");
   return 1;
 }
@@ -208,23 +201,19 @@ int odo_msg_caught_up_decode(const uint8_t *p, size_t n, odo_msg_caught_up *m,
                              odo_err *e) {
   odo_rd r;
   odo_rd_init(&r, p, n);
-  m->id = rd_str8(&r, &m->id_len);
-  if (r.bad || m->id_len == 0) return malformed(e, "frame");
+  if (!odo_msg_id_next(&r, &m->id, &m->id_len)) return malformed(e, "frame");
   m->rev = odo_rd_be64(&r);
-  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "CAUGHT_UP");
-  return 1;
+  return rd_whole(&r) ? 1 : malformed(e, "CAUGHT_UP");
 }
 
 int odo_msg_refused_decode(const uint8_t *p, size_t n, odo_msg_refused *m,
                            odo_err *e) {
   odo_rd r;
   odo_rd_init(&r, p, n);
-  m->id = rd_str8(&r, &m->id_len);
-  if (r.bad || m->id_len == 0) return malformed(e, "frame");
+  if (!odo_msg_id_next(&r, &m->id, &m->id_len)) return malformed(e, "frame");
   m->code = odo_rd_be16(&r);
-  m->reason = rd_str16(&r, &m->reason_len);
-  if (r.bad || odo_rd_left(&r) != 0) return malformed(e, "REFUSED");
-  return 1;
+  m->reason = odo_rd_str16(&r, &m->reason_len);
+  return rd_whole(&r) ? 1 : malformed(e, "REFUSED");
 }
 
 /* ---- encoders -------------------------------------------------------------- */

@@ -7,147 +7,269 @@
 /***
  * @submodule odo.core
  */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "sync_msg.h"
 
 static const char *const kinds[] = {"catalogue", "subscribe", "unsubscribe",
                                     "snapshot", "events", "caught_up",
                                     "refused", NULL};
 
-static void set_str(lua_State *L, const char *k, const void *p, size_t n) {
-  lua_pushlstring(L, n ? (const char *)p : "", n);
-  lua_setfield(L, -2, k);
+/* ---- the messages' fields, as tables -------------------------------------------
+ * Each message, and each item of a list, is described once by its fields:
+ * the name in Lua, the kind, and where it sits in the C codec's struct
+ * (a string's bytes and its length; a list's section). Decoding pushes
+ * the fields in that order, encoding reads them in that order. */
+
+typedef enum { F_U8, F_U16, F_U32, F_U64, F_STR, F_HASH, F_LIST } field_kind;
+
+typedef struct item_desc item_desc;
+
+typedef struct field {
+  const char *name;
+  field_kind kind;
+  size_t at;             /* offsetof the member */
+  size_t len_at;         /* F_STR: offsetof its length */
+  const item_desc *item; /* F_LIST: what its items are */
+} field;
+
+/* A string item of a list (a catalogue key, an unsubscribed id). */
+typedef struct str_item {
+  const char *p;
+  size_t len;
+} str_item;
+
+typedef union any_item {
+  str_item str;
+  odo_msg_cat_entry cat;
+  odo_msg_sub_entry sub;
+  odo_event ev;
+} any_item;
+
+/* A list's items: a string each (fields NULL) or a table of fields; read
+ * and written by the C codec's item functions. */
+struct item_desc {
+  const field *fields;
+  int (*next)(odo_rd *r, any_item *it);
+  int (*put)(odo_buf *b, const any_item *it);
+};
+
+typedef union any_msg {
+  odo_msg_catalogue cat;
+  odo_msg_subscribe sub;
+  odo_msg_unsubscribe unsub;
+  odo_msg_snapshot snap;
+  odo_msg_events ev;
+  odo_msg_caught_up caught;
+  odo_msg_refused refused;
+} any_msg;
+
+/* A message: its fields and the C codec's decoder and encoder. */
+typedef struct msg_desc {
+  const field *fields;
+  int (*decode)(const uint8_t *p, size_t n, any_msg *m, odo_err *e);
+  int (*encode)(odo_buf *b, const any_msg *m);
+} msg_desc;
+
+static int key_next(odo_rd *r, any_item *it) {
+  const uint8_t *der;
+  int ok = odo_msg_key_next(r, &der, &it->str.len);
+  it->str.p = (const char *)der;
+  return ok;
+}
+static int key_put(odo_buf *b, const any_item *it) {
+  return odo_msg_key_put(b, (const uint8_t *)it->str.p, it->str.len);
+}
+static int id_next(odo_rd *r, any_item *it) {
+  return odo_msg_id_next(r, &it->str.p, &it->str.len);
+}
+static int id_put(odo_buf *b, const any_item *it) {
+  return odo_msg_id_put(b, it->str.p, it->str.len);
+}
+static int cat_next(odo_rd *r, any_item *it) { return odo_msg_cat_entry_next(r, &it->cat); }
+static int cat_put(odo_buf *b, const any_item *it) { return odo_msg_cat_entry_put(b, &it->cat); }
+static int sub_next(odo_rd *r, any_item *it) { return odo_msg_sub_entry_next(r, &it->sub); }
+static int sub_put(odo_buf *b, const any_item *it) { return odo_msg_sub_entry_put(b, &it->sub); }
+static int event_next(odo_rd *r, any_item *it) { return odo_msg_event_next(r, &it->ev); }
+static int event_put(odo_buf *b, const any_item *it) { return odo_event_encode(b, &it->ev, 0); }
+
+#define NUM(T, kind, name, m) {name, kind, offsetof(T, m), 0, NULL}
+#define STR(T, name, m, len) {name, F_STR, offsetof(T, m), offsetof(T, len), NULL}
+#define HASH(T, name, m) {name, F_HASH, offsetof(T, m), 0, NULL}
+#define LIST(T, name, m, item) {name, F_LIST, offsetof(T, m), 0, &item}
+#define END {NULL, F_U8, 0, 0, NULL}
+
+static const field cat_entry_fields[] = {
+    STR(odo_msg_cat_entry, "id", id, id_len),
+    NUM(odo_msg_cat_entry, F_U64, "first", first),
+    NUM(odo_msg_cat_entry, F_U64, "last", last),
+    NUM(odo_msg_cat_entry, F_U64, "snapshot", snap),
+    NUM(odo_msg_cat_entry, F_U64, "fresh", fresh),
+    NUM(odo_msg_cat_entry, F_U8, "flags", flags),
+    NUM(odo_msg_cat_entry, F_U8, "hops", hops),
+    NUM(odo_msg_cat_entry, F_U16, "key", key),
+    END};
+static const field sub_entry_fields[] = {
+    STR(odo_msg_sub_entry, "id", id, id_len),
+    NUM(odo_msg_sub_entry, F_U64, "from", from), END};
+static const field event_fields[] = {
+    NUM(odo_event, F_U64, "ts", ts), STR(odo_event, "type", type, type_len),
+    STR(odo_event, "data", data, data_len), END};
+
+static const item_desc keys = {NULL, key_next, key_put};
+static const item_desc ids = {NULL, id_next, id_put};
+static const item_desc cat_entries = {cat_entry_fields, cat_next, cat_put};
+static const item_desc sub_entries = {sub_entry_fields, sub_next, sub_put};
+static const item_desc events = {event_fields, event_next, event_put};
+
+static const field catalogue_fields[] = {
+    NUM(odo_msg_catalogue, F_U8, "flags", flags),
+    LIST(odo_msg_catalogue, "keys", keys, keys),
+    LIST(odo_msg_catalogue, "entries", entries, cat_entries), END};
+static const field subscribe_fields[] = {
+    NUM(odo_msg_subscribe, F_U8, "flags", flags),
+    LIST(odo_msg_subscribe, "entries", entries, sub_entries), END};
+static const field unsubscribe_fields[] = {
+    LIST(odo_msg_unsubscribe, "ids", ids, ids), END};
+static const field snapshot_fields[] = {
+    STR(odo_msg_snapshot, "stream", id, id_len),
+    NUM(odo_msg_snapshot, F_U64, "rev", rev),
+    HASH(odo_msg_snapshot, "hash", hash),
+    STR(odo_msg_snapshot, "format", format, format_len),
+    STR(odo_msg_snapshot, "sig", sig, sig_len),
+    NUM(odo_msg_snapshot, F_U32, "total", total),
+    NUM(odo_msg_snapshot, F_U32, "offset", offset),
+    STR(odo_msg_snapshot, "data", chunk, chunk_len), END};
+static const field events_fields[] = {
+    STR(odo_msg_events, "stream", id, id_len),
+    NUM(odo_msg_events, F_U64, "first", first),
+    LIST(odo_msg_events, "events", events, events),
+    NUM(odo_msg_events, F_U64, "head_rev", head_rev),
+    HASH(odo_msg_events, "head_hash", head_hash),
+    STR(odo_msg_events, "sig", sig, sig_len), END};
+static const field caught_up_fields[] = {
+    STR(odo_msg_caught_up, "stream", id, id_len),
+    NUM(odo_msg_caught_up, F_U64, "rev", rev), END};
+static const field refused_fields[] = {
+    STR(odo_msg_refused, "stream", id, id_len),
+    NUM(odo_msg_refused, F_U16, "code", code),
+    STR(odo_msg_refused, "reason", reason, reason_len), END};
+
+#define CODEC(name, member)                                                    \
+  static int name##_decode(const uint8_t *p, size_t n, any_msg *m,            \
+                           odo_err *e) {                                       \
+    return odo_msg_##name##_decode(p, n, &m->member, e);                       \
+  }                                                                            \
+  static int name##_encode(odo_buf *b, const any_msg *m) {                     \
+    return odo_msg_##name##_encode(b, &m->member);                             \
+  }
+CODEC(catalogue, cat)
+CODEC(subscribe, sub)
+CODEC(unsubscribe, unsub)
+CODEC(snapshot, snap)
+CODEC(events, ev)
+CODEC(caught_up, caught)
+CODEC(refused, refused)
+
+/* By type, from ODO_MSG_CATALOGUE on (the order of `kinds`). */
+static const msg_desc msgs[] = {
+    {catalogue_fields, catalogue_decode, catalogue_encode},
+    {subscribe_fields, subscribe_decode, subscribe_encode},
+    {unsubscribe_fields, unsubscribe_decode, unsubscribe_encode},
+    {snapshot_fields, snapshot_decode, snapshot_encode},
+    {events_fields, events_decode, events_encode},
+    {caught_up_fields, caught_up_decode, caught_up_encode},
+    {refused_fields, refused_decode, refused_encode}};
+
+/* A field's members, by its place in the struct s. */
+static const void *get_ptr(const void *s, size_t at) {
+  const void *v;
+  memcpy(&v, (const char *)s + at, sizeof v);
+  return v;
+}
+static void set_ptr(void *s, size_t at, const void *v) {
+  memcpy((char *)s + at, &v, sizeof v);
 }
 
-static void set_u64(lua_State *L, const char *k, uint64_t v) {
-  odo_pushu64(L, v);
-  lua_setfield(L, -2, k);
+static uint64_t get_num(const void *s, const field *f) {
+  const char *p = (const char *)s + f->at;
+  switch (f->kind) {
+  case F_U8: return *(const uint8_t *)p;
+  case F_U16: return *(const uint16_t *)p;
+  case F_U32: return *(const uint32_t *)p;
+  default: return *(const uint64_t *)p;
+  }
+}
+
+static uint64_t num_max(field_kind k) {
+  return k == F_U8 ? 255 : k == F_U16 ? 65535 : k == F_U32 ? UINT32_MAX : UINT64_MAX;
+}
+
+static void set_num(void *s, const field *f, uint64_t v) {
+  char *p = (char *)s + f->at;
+  switch (f->kind) {
+  case F_U8: *(uint8_t *)p = (uint8_t)v; break;
+  case F_U16: *(uint16_t *)p = (uint16_t)v; break;
+  case F_U32: *(uint32_t *)p = (uint32_t)v; break;
+  default: *(uint64_t *)p = v; break;
+  }
 }
 
 /* ---- decoding --------------------------------------------------------------- */
 
+static void push_bytes(lua_State *L, const void *p, size_t n) {
+  lua_pushlstring(L, n ? (const char *)p : "", n);
+}
+
+static void push_fields(lua_State *L, const void *s, const field *f);
+
+/* An array of a list's items, read from its section. */
+static void push_list(lua_State *L, const odo_msg_list *l, const item_desc *d) {
+  odo_rd r;
+  any_item it;
+  lua_createtable(L, (int)l->count, 0);
+  odo_rd_init(&r, l->p, l->len);
+  for (uint32_t i = 0; i < l->count; i++) {
+    d->next(&r, &it);
+    if (d->fields == NULL) {
+      push_bytes(L, it.str.p, it.str.len);
+    } else {
+      lua_newtable(L);
+      push_fields(L, &it, d->fields);
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+/* Sets the fields of the struct s in the table on top. */
+static void push_fields(lua_State *L, const void *s, const field *f) {
+  for (; f->name != NULL; f++) {
+    switch (f->kind) {
+    case F_STR:
+      push_bytes(L, get_ptr(s, f->at), *(const size_t *)((const char *)s + f->len_at));
+      break;
+    case F_HASH: push_bytes(L, get_ptr(s, f->at), ODO_HASH_LEN); break;
+    case F_LIST:
+      push_list(L, (const odo_msg_list *)((const char *)s + f->at), f->item);
+      break;
+    default: odo_pushu64(L, get_num(s, f)); break;
+    }
+    lua_setfield(L, -2, f->name);
+  }
+}
+
 static int decode(lua_State *L, int type, const uint8_t *p, size_t n,
                   odo_err *e) {
-  odo_rd r;
+  const msg_desc *d = &msgs[type - ODO_MSG_CATALOGUE];
+  any_msg m;
   lua_newtable(L);
   lua_pushstring(L, kinds[type - ODO_MSG_CATALOGUE]);
   lua_setfield(L, -2, "kind");
-  switch (type) {
-  case ODO_MSG_CATALOGUE: {
-    odo_msg_catalogue m;
-    odo_msg_cat_entry c;
-    if (!odo_msg_catalogue_decode(p, n, &m, e)) return 0;
-    set_u64(L, "flags", m.flags);
-    lua_createtable(L, (int)m.keys.count, 0);
-    odo_rd_init(&r, m.keys.p, m.keys.len);
-    for (uint32_t i = 0; i < m.keys.count; i++) {
-      const uint8_t *der;
-      size_t len;
-      odo_msg_key_next(&r, &der, &len);
-      lua_pushlstring(L, len ? (const char *)der : "", len);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    lua_setfield(L, -2, "keys");
-    lua_createtable(L, (int)m.entries.count, 0);
-    odo_rd_init(&r, m.entries.p, m.entries.len);
-    for (uint32_t i = 0; i < m.entries.count; i++) {
-      odo_msg_cat_entry_next(&r, &c);
-      lua_createtable(L, 0, 6);
-      set_str(L, "id", c.id, c.id_len);
-      set_u64(L, "first", c.first);
-      set_u64(L, "last", c.last);
-      set_u64(L, "snapshot", c.snap);
-      set_u64(L, "fresh", c.fresh);
-      set_u64(L, "flags", c.flags);
-      set_u64(L, "hops", c.hops);
-      set_u64(L, "key", c.key);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    lua_setfield(L, -2, "entries");
-    return 1;
-  }
-  case ODO_MSG_SUBSCRIBE: {
-    odo_msg_subscribe m;
-    odo_msg_sub_entry s;
-    if (!odo_msg_subscribe_decode(p, n, &m, e)) return 0;
-    set_u64(L, "flags", m.flags);
-    lua_createtable(L, (int)m.entries.count, 0);
-    odo_rd_init(&r, m.entries.p, m.entries.len);
-    for (uint32_t i = 0; i < m.entries.count; i++) {
-      odo_msg_sub_entry_next(&r, &s);
-      lua_createtable(L, 0, 2);
-      set_str(L, "id", s.id, s.id_len);
-      set_u64(L, "from", s.from);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    lua_setfield(L, -2, "entries");
-    return 1;
-  }
-  case ODO_MSG_UNSUBSCRIBE: {
-    odo_msg_unsubscribe m;
-    if (!odo_msg_unsubscribe_decode(p, n, &m, e)) return 0;
-    lua_createtable(L, (int)m.ids.count, 0);
-    odo_rd_init(&r, m.ids.p, m.ids.len);
-    for (uint32_t i = 0; i < m.ids.count; i++) {
-      const char *id;
-      size_t len;
-      odo_msg_id_next(&r, &id, &len);
-      lua_pushlstring(L, id, len);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    lua_setfield(L, -2, "ids");
-    return 1;
-  }
-  case ODO_MSG_SNAPSHOT: {
-    odo_msg_snapshot m;
-    if (!odo_msg_snapshot_decode(p, n, &m, e)) return 0;
-    set_str(L, "stream", m.id, m.id_len);
-    set_u64(L, "rev", m.rev);
-    set_str(L, "hash", m.hash, ODO_HASH_LEN);
-    set_str(L, "format", m.format, m.format_len);
-    set_str(L, "sig", m.sig, m.sig_len);
-    set_u64(L, "total", m.total);
-    set_u64(L, "offset", m.offset);
-    set_str(L, "data", m.chunk, m.chunk_len);
-    return 1;
-  }
-  case ODO_MSG_EVENTS: {
-    odo_msg_events m;
-    odo_event ev;
-    if (!odo_msg_events_decode(p, n, &m, e)) return 0;
-    set_str(L, "stream", m.id, m.id_len);
-    set_u64(L, "first", m.first);
-    lua_createtable(L, (int)m.events.count, 0);
-    odo_rd_init(&r, m.events.p, m.events.len);
-    for (uint32_t i = 0; i < m.events.count; i++) {
-      odo_msg_event_next(&r, &ev);
-      lua_createtable(L, 0, 3);
-      set_u64(L, "ts", ev.ts);
-      set_str(L, "type", ev.type, ev.type_len);
-      set_str(L, "data", ev.data, ev.data_len);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    lua_setfield(L, -2, "events");
-    set_u64(L, "head_rev", m.head_rev);
-    set_str(L, "head_hash", m.head_hash, ODO_HASH_LEN);
-    set_str(L, "sig", m.sig, m.sig_len);
-    return 1;
-  }
-  case ODO_MSG_CAUGHT_UP: {
-    odo_msg_caught_up m;
-    if (!odo_msg_caught_up_decode(p, n, &m, e)) return 0;
-    set_str(L, "stream", m.id, m.id_len);
-    set_u64(L, "rev", m.rev);
-    return 1;
-  }
-  default: {
-    odo_msg_refused m;
-    if (!odo_msg_refused_decode(p, n, &m, e)) return 0;
-    set_str(L, "stream", m.id, m.id_len);
-    set_u64(L, "code", m.code);
-    set_str(L, "reason", m.reason, m.reason_len);
-    return 1;
-  }
-  }
+  if (!d->decode(p, n, &m, e)) return 0;
+  push_fields(L, &m, d->fields);
+  return 1;
 }
 
 /***
@@ -196,7 +318,11 @@ static uint64_t field_u64(lua_State *L, int t, const char *k, uint64_t max) {
   lua_getfield(L, t, k);
   v = odo_checku64(L, -1, k);
   lua_pop(L, 1);
-  if (v > max) luaL_error(L, "sync message field %s is over %llu", k, (unsigned long long)max);
+  if (v > max) { /* lua_pushfstring has no %llu */
+    char limit[24];
+    snprintf(limit, sizeof limit, "%llu", (unsigned long long)max);
+    luaL_error(L, "sync message field %s is over %s", k, limit);
+  }
   return v;
 }
 
@@ -213,115 +339,63 @@ static void check_built(lua_State *L, const odo_buf *b, const char *what) {
   if (b->failed) luaL_error(L, "cannot encode the %s: a field is too long or memory ran out", what);
 }
 
-/* A list section built from the array field k, one item per element. */
-static void build_list(lua_State *L, int t, const char *k, int type,
-                       odo_buf *sec, odo_msg_list *l) {
+static void read_fields(lua_State *L, int t, void *s, const field *f,
+                        odo_buf *sections);
+
+/* A list section built in sec from the array field f, one item per
+ * element. */
+static void build_list(lua_State *L, int t, const field *f, odo_buf *sec,
+                       odo_msg_list *l) {
   uint32_t count;
-  int a = field_array(L, t, k, &count);
+  int a = field_array(L, t, f->name, &count);
   for (uint32_t i = 1; i <= count; i++) {
+    any_item it;
+    memset(&it, 0, sizeof it);
     lua_rawgeti(L, a, (lua_Integer)i);
-    if (type == ODO_MSG_UNSUBSCRIBE || (type == ODO_MSG_CATALOGUE && k[0] == 'k')) {
-      size_t n;
-      const char *s = lua_tolstring(L, -1, &n);
-      if (s == NULL) luaL_error(L, "sync message field %s holds a non-string", k);
-      if (type == ODO_MSG_UNSUBSCRIBE) odo_msg_id_put(sec, s, n);
-      else odo_msg_key_put(sec, (const uint8_t *)s, n);
+    if (f->item->fields == NULL) {
+      it.str.p = lua_tolstring(L, -1, &it.str.len);
+      if (it.str.p == NULL) luaL_error(L, "sync message field %s holds a non-string", f->name);
     } else {
-      int it = lua_gettop(L);
-      luaL_checktype(L, it, LUA_TTABLE);
-      if (type == ODO_MSG_CATALOGUE) {
-        odo_msg_cat_entry c;
-        c.id = field_str(L, it, "id", &c.id_len);
-        c.first = field_u64(L, it, "first", UINT64_MAX);
-        c.last = field_u64(L, it, "last", UINT64_MAX);
-        c.snap = field_u64(L, it, "snapshot", UINT64_MAX);
-        c.fresh = field_u64(L, it, "fresh", UINT64_MAX);
-        c.flags = (uint8_t)field_u64(L, it, "flags", 255);
-        c.hops = (uint8_t)field_u64(L, it, "hops", 255);
-        c.key = (uint16_t)field_u64(L, it, "key", 65535);
-        odo_msg_cat_entry_put(sec, &c);
-      } else if (type == ODO_MSG_SUBSCRIBE) {
-        odo_msg_sub_entry s;
-        s.id = field_str(L, it, "id", &s.id_len);
-        s.from = field_u64(L, it, "from", UINT64_MAX);
-        odo_msg_sub_entry_put(sec, &s);
-      } else {
-        odo_event ev;
-        ev.rev = 0;
-        ev.ts = field_u64(L, it, "ts", UINT64_MAX);
-        ev.type = field_str(L, it, "type", &ev.type_len);
-        ev.data = field_str(L, it, "data", &ev.data_len);
-        odo_event_encode(sec, &ev, 0);
-      }
+      luaL_checktype(L, lua_gettop(L), LUA_TTABLE);
+      read_fields(L, lua_gettop(L), &it, f->item->fields, NULL);
     }
+    f->item->put(sec, &it);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  check_built(L, sec, k);
+  check_built(L, sec, f->name);
   l->p = sec->p;
   l->len = sec->len;
   l->count = count;
 }
 
-static int encode(lua_State *L, int type, odo_buf *b, odo_buf *s1, odo_buf *s2) {
-  size_t n;
-  switch (type) {
-  case ODO_MSG_CATALOGUE: {
-    odo_msg_catalogue m;
-    m.flags = (uint8_t)field_u64(L, 1, "flags", 255);
-    build_list(L, 1, "keys", type, s1, &m.keys);
-    build_list(L, 1, "entries", type, s2, &m.entries);
-    return odo_msg_catalogue_encode(b, &m);
+/* Fills the struct s from the fields of the table at t; a list is built
+ * in the next of `sections` (a message has two lists at most). */
+static void read_fields(lua_State *L, int t, void *s, const field *f,
+                        odo_buf *sections) {
+  for (; f->name != NULL; f++) {
+    size_t n;
+    switch (f->kind) {
+    case F_STR:
+      set_ptr(s, f->at, field_str(L, t, f->name, (size_t *)((char *)s + f->len_at)));
+      break;
+    case F_HASH:
+      set_ptr(s, f->at, field_str(L, t, f->name, &n));
+      if (n != ODO_HASH_LEN) luaL_error(L, "sync message field %s must be 32 bytes", f->name);
+      break;
+    case F_LIST:
+      build_list(L, t, f, sections++, (odo_msg_list *)((char *)s + f->at));
+      break;
+    default: set_num(s, f, field_u64(L, t, f->name, num_max(f->kind))); break;
+    }
   }
-  case ODO_MSG_SUBSCRIBE: {
-    odo_msg_subscribe m;
-    m.flags = (uint8_t)field_u64(L, 1, "flags", 255);
-    build_list(L, 1, "entries", type, s1, &m.entries);
-    return odo_msg_subscribe_encode(b, &m);
-  }
-  case ODO_MSG_UNSUBSCRIBE: {
-    odo_msg_unsubscribe m;
-    build_list(L, 1, "ids", type, s1, &m.ids);
-    return odo_msg_unsubscribe_encode(b, &m);
-  }
-  case ODO_MSG_SNAPSHOT: {
-    odo_msg_snapshot m;
-    m.id = field_str(L, 1, "stream", &m.id_len);
-    m.rev = field_u64(L, 1, "rev", UINT64_MAX);
-    m.hash = (const uint8_t *)field_str(L, 1, "hash", &n);
-    if (n != ODO_HASH_LEN) luaL_error(L, "sync message field hash must be 32 bytes");
-    m.format = field_str(L, 1, "format", &m.format_len);
-    m.sig = field_str(L, 1, "sig", &m.sig_len);
-    m.total = (uint32_t)field_u64(L, 1, "total", UINT32_MAX);
-    m.offset = (uint32_t)field_u64(L, 1, "offset", UINT32_MAX);
-    m.chunk = (const uint8_t *)field_str(L, 1, "data", &m.chunk_len);
-    return odo_msg_snapshot_encode(b, &m);
-  }
-  case ODO_MSG_EVENTS: {
-    odo_msg_events m;
-    m.id = field_str(L, 1, "stream", &m.id_len);
-    m.first = field_u64(L, 1, "first", UINT64_MAX);
-    build_list(L, 1, "events", type, s1, &m.events);
-    m.head_rev = field_u64(L, 1, "head_rev", UINT64_MAX);
-    m.head_hash = (const uint8_t *)field_str(L, 1, "head_hash", &n);
-    if (n != ODO_HASH_LEN) luaL_error(L, "sync message field head_hash must be 32 bytes");
-    m.sig = (const uint8_t *)field_str(L, 1, "sig", &m.sig_len);
-    return odo_msg_events_encode(b, &m);
-  }
-  case ODO_MSG_CAUGHT_UP: {
-    odo_msg_caught_up m;
-    m.id = field_str(L, 1, "stream", &m.id_len);
-    m.rev = field_u64(L, 1, "rev", UINT64_MAX);
-    return odo_msg_caught_up_encode(b, &m);
-  }
-  default: {
-    odo_msg_refused m;
-    m.id = field_str(L, 1, "stream", &m.id_len);
-    m.code = (uint16_t)field_u64(L, 1, "code", 65535);
-    m.reason = field_str(L, 1, "reason", &m.reason_len);
-    return odo_msg_refused_encode(b, &m);
-  }
-  }
+}
+
+static int encode(lua_State *L, int type, odo_buf *b, odo_buf *sections) {
+  const msg_desc *d = &msgs[type - ODO_MSG_CATALOGUE];
+  any_msg m;
+  read_fields(L, 1, &m, d->fields, sections);
+  return d->encode(b, &m);
 }
 
 /* Three buffers owned by a userdata, so a raise while encoding leaks
@@ -354,7 +428,7 @@ static int l_encode(lua_State *L) {
   lua_pushcfunction(L, bufs_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
-  encode(L, type, &b[0], &b[1], &b[2]);
+  encode(L, type, &b[0], &b[1]);
   check_built(L, &b[0], odo_msg_name(type));
   lua_pushinteger(L, type);
   lua_pushlstring(L, b[0].len ? (const char *)b[0].p : "", b[0].len);

@@ -287,6 +287,16 @@ uint64_t odo_rd_be64(odo_rd *r) {
   return p ? odo_get_be64(p) : 0;
 }
 
+const char *odo_rd_str8(odo_rd *r, size_t *len) {
+  *len = odo_rd_u8(r);
+  return (const char *)odo_rd_bytes(r, *len);
+}
+
+const char *odo_rd_str16(odo_rd *r, size_t *len) {
+  *len = odo_rd_be16(r);
+  return (const char *)odo_rd_bytes(r, *len);
+}
+
 void odo_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                   lua_CFunction gc, lua_CFunction tostring) {
   luaL_newmetatable(L, name);

@@ -8,31 +8,14 @@ local cjson = require "cjson"
 
 
 describe("the control socket under load", function()
-  local tmp, pki, procs
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
-    procs = {}
-  end)
-  teardown(function()
-    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
-    H.cleanup()
-  end)
-
-  local function run(name, peers)
-    local dir = tmp .. "/" .. name
-    local p = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = pki.node(name), peers = peers,
-      config = tmp .. "/fast.lua" }
-    procs[#procs + 1] = p.pid
-    p.id = H.running_id(dir)
-    assert(p.id, H.read_file(p.log))
-    return p
-  end
+  local w = H.odo_swarm()
+  setup(w.setup)
+  teardown(w.teardown)
 
   it("serves 50 concurrent clients of a replicating node, losing nothing, timing out nowhere", function()
-    local s = run("s")
-    local r = run("r", { s.port })
+    local tmp = w.tmp
+    local s = w.run("s")
+    local r = w.run("r", { peers = { s.port } })
     H.run(("seq 1 100 | sed 's/^/warm /' | '%s' append --dir '%s'"):format(H.odo, s.dir))
     -- 25 appenders, 15 tails of what is there, 10 tails that follow
     -- until they have seen the last event
@@ -47,7 +30,7 @@ describe("the control socket under load", function()
     end
     local followers = {}
     for i = 1, 10 do
-      followers[i] = H.spawn(("exec '%s' tail -f --dir '%s' '%s' 2>'%s/follow-%d.err'")
+      followers[i] = w.spawn(("exec '%s' tail -f --dir '%s' '%s' 2>'%s/follow-%d.err'")
         :format(H.odo, s.dir, s.id, tmp, i), ("%s/follow-%d.out"):format(tmp, i))
     end
     script[#script + 1] = "wait"
@@ -81,15 +64,15 @@ describe("the control socket under load", function()
     assert.equal(count, acked[#acked])
 
     -- the followers saw everything; Ctrl-C stops them
-    for i, pid in ipairs(followers) do
+    for i, follower in ipairs(followers) do
       local file = ("%s/follow-%d.out"):format(tmp, i)
       assert.is_true(H.wait(function()
         local _, n = H.read_file(file):gsub("\n", "")
         return n >= count
       end, 30000), "follower " .. i .. ": " .. H.read_file(tmp .. "/follow-" .. i .. ".err"))
-      H.kill(pid, "INT")
+      H.kill(follower.pid, "INT")
     end
-    for _, pid in ipairs(followers) do assert.is_true(H.wait(function() return not H.alive(pid) end, 5000)) end
+    for _, f in ipairs(followers) do assert.is_true(H.wait(function() return not H.alive(f.pid) end, 5000)) end
 
     for _, kind in ipairs({ "tail", "follow" }) do
       for i = 1, kind == "tail" and 15 or 10 do
@@ -108,12 +91,6 @@ describe("the control socket under load", function()
       end
     end
 
-    assert.is_true(H.wait(function()
-      local st = H.status(r.dir)
-      for _, x in ipairs(st and st.streams or {}) do
-        if x.id == s.id then return x.last == count end
-      end
-      return false
-    end, 30000), H.read_file(r.log))
+    assert.is_true(H.wait(H.holds(r.dir, s.id, count), 30000), H.read_file(r.log))
   end)
 end)

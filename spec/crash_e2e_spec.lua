@@ -20,52 +20,36 @@ done
 ]]
 
 describe("crashes while replicating", function()
-  local tmp, pki, procs
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
-    procs = {}
-  end)
-  teardown(function()
-    for _, pid in pairs(procs) do H.kill(pid, "KILL") end
-    H.cleanup()
-  end)
+  local w = H.odo_swarm()
+  setup(w.setup)
+  teardown(w.teardown)
 
   it("lose nothing acknowledged, write nothing half, and converge", function()
+    local tmp = w.tmp
     local ports = H.free_ports(2)
     local nodes = {
-      s = { dir = tmp .. "/s", port = ports[1], certs = pki.node("s") },
-      r = { dir = tmp .. "/r", port = ports[2], certs = pki.node("r"), peers = { ports[1] } },
+      s = { dir = tmp .. "/s", port = ports[1] },
+      r = { dir = tmp .. "/r", port = ports[2], peers = { ports[1] } },
     }
-    local function start(name)
-      local n = nodes[name]
-      n.config = tmp .. "/fast.lua"
-      procs[name] = H.odo_run(n).pid
-    end
-    local function status(name) return H.status(nodes[name].dir) end
+    local procs = {}
+    local function start(name) procs[name] = w.start(name, nodes[name]) end
     start("s")
     start("r")
     local sid = assert(H.running_id(nodes.s.dir))
     local acked = tmp .. "/acked"
-    procs.appender = H.spawn(APPENDER:format(H.odo, nodes.s.dir, acked), tmp .. "/appender.log")
+    local appender = w.spawn(APPENDER:format(H.odo, nodes.s.dir, acked), tmp .. "/appender.log")
 
     local rounds = os.getenv("ODO_LONG") and 20 or 5
     math.randomseed(os.time())
     for round = 1, rounds do
       uv.sleep(math.random(300, 1500))
       local victims = ({ { "s" }, { "r" }, { "s", "r" } })[round % 3 + 1]
-      for _, v in ipairs(victims) do
-        H.kill(procs[v], "KILL")
-        assert(H.wait(function() return not H.alive(procs[v]) end, 5000))
-      end
+      for _, v in ipairs(victims) do assert(w.stop(procs[v])) end
       uv.sleep(math.random(50, 500))
       for _, v in ipairs(victims) do start(v) end
     end
     uv.sleep(500)
-    H.kill(procs.appender, "KILL")
-    H.wait(function() return not H.alive(procs.appender) end, 5000)
-    procs.appender = nil
+    w.stop(appender)
 
     -- every acknowledged event is on the source
     local max_acked, batches = 0, {}
@@ -76,10 +60,8 @@ describe("crashes while replicating", function()
     assert.is_true(max_acked > 0, "nothing was acknowledged: " .. H.read_file(tmp .. "/appender.log"))
     local last
     assert(H.wait(function()
-      local st = status("s")
-      for _, s in ipairs(st and st.streams or {}) do
-        if s.id == sid then last = s.last end
-      end
+      local s = H.stream_of(nodes.s.dir, sid)
+      last = s and s.last
       return last
     end, 20000))
     assert.is_true(last >= max_acked, ("acknowledged %d, the source holds %d"):format(max_acked, last))
@@ -101,13 +83,7 @@ describe("crashes while replicating", function()
     for b, rev in pairs(batches) do assert.equal(rev, rev_of[b], "acknowledged batch " .. b) end
 
     -- the replica converges to an identical copy; both verify
-    assert.is_true(H.wait(function()
-      local st = status("r")
-      for _, s in ipairs(st and st.streams or {}) do
-        if s.id == sid then return s.last == last end
-      end
-      return false
-    end, 30000), H.read_file(nodes.r.dir .. ".log"))
+    assert.is_true(H.wait(H.holds(nodes.r.dir, sid, last), 30000), H.read_file(procs.r.log))
     local function lines(dir)
       local t = {}
       for line in H.odo_cmd("tail", "--dir", dir, sid):gmatch("[^\n]+") do

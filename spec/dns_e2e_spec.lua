@@ -14,29 +14,15 @@ return { policy = {
 ]]
 
 describe("odo run --dns", function()
-  local tmp, pki, procs, n
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", CONFIG)
-    n = 0
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
+  local w = H.odo_swarm(CONFIG)
+  setup(w.setup)
+  teardown(w.teardown)
   after_each(function()
-    for _, p in ipairs(procs) do H.kill(p.pid, "KILL") end
-    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
+    w.stop_all()
     dnsmasq.stop_all()
   end)
 
-  local function run(name, port, args)
-    n = n + 1
-    pki[name] = pki[name] or pki.node(name)
-    local p = H.odo_run { dir = tmp .. "/" .. name .. "-" .. n, port = port, certs = pki[name],
-      config = tmp .. "/fast.lua", args = args }
-    procs[#procs + 1] = p
-    return p
-  end
+  local function run(name, port, args) return w.start(name, { port = port, args = args }) end
 
   local function dns_args(server_port, ...)
     local a = { "--dns", "swarm.test", "--dns-server", "127.0.0.1:" .. server_port }
@@ -54,12 +40,6 @@ describe("odo run --dns", function()
   end
 
   local function logged(p, text) return H.read_file(p.log):find(text, 1, true) ~= nil end
-
-  local function logs(ps)
-    local out = {}
-    for _, p in ipairs(ps) do out[#out + 1] = "== " .. p.log .. "\n" .. H.read_file(p.log) end
-    return table.concat(out, "\n")
-  end
 
   -- appends one event on each node, then waits until every node holds
   -- every node's stream at revision 1
@@ -80,7 +60,7 @@ describe("odo run --dns", function()
         end
       end
       return true
-    end, 30000), logs(ps))
+    end, 30000), H.logs(ps))
   end
 
   it("three nodes with no seeds find each other through SRV records, and replicate", function()
@@ -96,7 +76,7 @@ describe("odo run --dns", function()
     for i = 1, 3 do ps[i] = run("n" .. i, ports[i], dns_args(d.port)) end
     assert.is_true(H.wait(function()
       return active(ps[1]) == 2 and active(ps[2]) == 2 and active(ps[3]) == 2
-    end, 30000), logs(ps))
+    end, 30000), H.logs(ps))
     replicate(ps)
     local _, st = active(ps[1])
     local disc = st.discovery[1]
@@ -118,9 +98,9 @@ describe("odo run --dns", function()
     local ps = { run("n1", ports[1], dns_args(d.port)) }
     ps[2] = run("n2", ports[2], dns_args(d.port, "--dns-port", tostring(ports[1])))
     ps[3] = run("n3", ports[3], dns_args(d.port, "--dns-port", tostring(ports[1])))
-    assert.is_true(H.wait(function() return logged(ps[1], "connecting -> purgatory (self") end, 30000), logs(ps))
+    assert.is_true(H.wait(function() return logged(ps[1], "connecting -> purgatory (self") end, 30000), H.logs(ps))
     assert.is_true(logged(ps[1], "through swarm.test A/AAAA: 127.0.0.1:" .. ports[1]))
-    assert.is_true(H.wait(function() return active(ps[1]) == 2 end, 30000), logs(ps))
+    assert.is_true(H.wait(function() return active(ps[1]) == 2 end, 30000), H.logs(ps))
     replicate(ps)
     assert.equal("A/AAAA", H.status(ps[2].dir).discovery[1].via)
   end)
@@ -132,13 +112,13 @@ describe("odo run --dns", function()
     local d = dnsmasq.start { ttl = 1, records = self_only }
     local a = run("a", ports[1], dns_args(d.port))
     local b = run("b", ports[2]) -- no seeds, no DNS: only a can find b
-    assert.is_true(H.wait(function() return logged(a, "found 1 peer address") end, 30000), logs({ a, b }))
+    assert.is_true(H.wait(function() return logged(a, "found 1 peer address") end, 30000), H.logs({ a, b }))
     local port = d.port
     d.stop()
     local with_b = { "--srv-host=_odo._tcp.swarm.test,b.swarm.test," .. ports[2] .. ",10,50" }
     for _, r in ipairs(self_only) do with_b[#with_b + 1] = r end
     dnsmasq.start { port = port, ttl = 1, records = with_b }
-    assert.is_true(H.wait(function() return active(a) == 1 and active(b) == 1 end, 30000), logs({ a, b }))
+    assert.is_true(H.wait(function() return active(a) == 1 and active(b) == 1 end, 30000), H.logs({ a, b }))
     assert.is_true(logged(a, "found 2 peer addresses"))
   end)
 
@@ -147,20 +127,20 @@ describe("odo run --dns", function()
     local a = run("a", ports[1], dns_args(ports[3]))
     local b = run("b", ports[2])
     assert.is_true(H.wait(function() return logged(a, "DNS server 127.0.0.1:" .. ports[3] .. " did not answer") end,
-      30000), logs({ a, b }))
+      30000), H.logs({ a, b }))
     assert.equal(0, (active(a)))
     dnsmasq.start { port = ports[3], records = {
       "--srv-host=_odo._tcp.swarm.test,b.swarm.test," .. ports[2] .. ",10,50",
       "--host-record=b.swarm.test,127.0.0.1" } }
-    assert.is_true(H.wait(function() return active(a) == 1 and active(b) == 1 end, 30000), logs({ a, b }))
+    assert.is_true(H.wait(function() return active(a) == 1 and active(b) == 1 end, 30000), H.logs({ a, b }))
     assert.matches("did not answer", H.status(a.dir).discovery[1].error)
   end)
 
   it("refuses --dns-server that is not an address, and --dns-port without --dns", function()
     local port = H.free_ports(1)[1]
-    pki.x = pki.x or pki.node("x")
-    local base = { "run", "--dir", tmp .. "/x", "--listen", "127.0.0.1:" .. port, "--ca", pki.x.ca,
-      "--cert", pki.x.cert, "--key", pki.x.key }
+    local x = w.certs("x")
+    local base = { "run", "--dir", w.tmp .. "/x", "--listen", "127.0.0.1:" .. port, "--ca", x.ca,
+      "--cert", x.cert, "--key", x.key }
     local function odo(...)
       local args = {}
       for _, v in ipairs(base) do args[#args + 1] = v end

@@ -37,14 +37,15 @@ local function until_every(cond, timeout_ms, every_ms)
 end
 
 describe("a connection flood", function()
-  local tmp, pki, a, procs, notices
+  local w = H.odo_swarm()
+  local a, notices
   local function flood(mode, seconds)
-    local log = ("%s/flood-%s-%d.out"):format(tmp, mode, #procs)
-    procs[#procs + 1] = H.spawn(("ulimit -n 8192; exec lua5.4 '%s/spec/tools/flooder.lua' 127.0.0.1 %d 1000 %s %d")
+    local log = ("%s/flood-%s-%d.out"):format(w.tmp, mode, #w.procs)
+    local flooder = w.spawn(("ulimit -n 8192; exec lua5.4 '%s/spec/tools/flooder.lua' 127.0.0.1 %d 1000 %s %d")
       :format(H.root, a.listen.port, mode, seconds), log)
     assert.is_true(until_every(function() return H.read_file(log):find("holding") end, 30000),
       "the flooder did not get its connections up: " .. H.read_file(log))
-    return procs[#procs], log
+    return flooder.pid, log
   end
   -- no socket, no pending connection, no peer: A holds nothing (it dials
   -- no one, so every socket it has is one that came in)
@@ -55,22 +56,14 @@ describe("a connection flood", function()
     end, 60000)
   end
 
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", H.QUICK_RUN_CONFIG)
-    procs = {}
-  end)
-  teardown(function()
-    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
-    H.cleanup()
-  end)
+  setup(w.setup)
+  teardown(w.teardown)
   -- each case attacks a node of its own, fresh, so nothing one case left
   -- (a stopping peer, late closes) reaches the next
   before_each(function()
     notices = {}
     a = H.node {
-      tls = pki.node("a"),
+      tls = w.pki.node("a"),
       listen = "127.0.0.1:0",
       node_id = false,
       policy = { max_descriptors = 200, max_handshakes = 64, max_handshakes_per_host = 32,
@@ -84,8 +77,7 @@ describe("a connection flood", function()
     a:append(nil, { { type = "t", data = "before the flood" } })
   end)
   after_each(function()
-    for _, pid in ipairs(procs) do H.kill(pid, "KILL") end
-    procs = {}
+    w.stop_all()
     a:close()
     luv_adapter.shutdown()
     H.luv_until(function() return #H.active_handles() == 0 end, 5000)
@@ -102,18 +94,8 @@ describe("a connection flood", function()
       assert.is_true(c.open <= 200 and c.pending <= 32, ("open %d, pending %d"):format(c.open, c.pending))
 
       -- the honest peer, while the flood is held
-      local dir = tmp .. "/b-" .. mode
-      local b = H.odo_run { dir = dir, port = H.free_ports(1)[1], certs = pki.node("b-" .. mode),
-        peers = { a.listen.port }, config = tmp .. "/fast.lua" }
-      procs[#procs + 1] = b.pid
-      local b_pid = b.pid
-      local replicated = until_every(function()
-        local st = H.status(dir)
-        for _, s in ipairs(st and st.streams or {}) do
-          if s.id == a.id and s.last == 1 then return true end
-        end
-        return false
-      end, 20000, 500)
+      local b = w.start("b-" .. mode, { peers = { a.listen.port } })
+      local replicated = until_every(H.holds(b.dir, a.id, 1), 20000, 500)
       assert.is_true(replicated, "the honest peer was not served while the flood held: "
         .. H.read_file(b.log) .. table.concat(notices, "\n"))
       assert.is_true(H.alive(flooder), "the flood ended before the honest peer was served")
@@ -123,7 +105,7 @@ describe("a connection flood", function()
 
       -- the flood and the peer go: everything returns to where it was
       H.kill(flooder, "KILL")
-      H.kill(b_pid, "TERM")
+      H.kill(b.pid, "TERM")
       assert.is_true(settled(), "connections left: " .. require("cjson").encode(a:status().connections)
         .. ", peers: " .. require("cjson").encode(a:peers()))
       H.luv_until(function() return false end, 200)

@@ -443,4 +443,127 @@ function H.running_id(dir)
   return id
 end
 
+-- ---- worlds of `odo run` processes -------------------------------------------
+
+--- The world of a describe block whose tests start `odo run` processes
+-- for several nodes: a PKI in w.tmp (w.pki; w.certs(name) makes node
+-- `name`'s certificate once), a --config file w.config holding `config`
+-- (default H.QUICK_RUN_CONFIG; false: none), and the processes started
+-- (w.procs). Hand w.setup and w.teardown to busted, and w.after_each
+-- where each test's processes are to be stopped after it.
+function H.odo_swarm(config)
+  local w = { procs = {} }
+  local started = 0
+  function w.setup()
+    w.tmp = H.tmpdir()
+    w.pki = H.pki(w.tmp)
+    if config ~= false then w.config = H.write_file(w.tmp .. "/fast.lua", config or H.QUICK_RUN_CONFIG) end
+  end
+  --- Node `name`'s certificate of the test CA (made on first use).
+  function w.certs(name)
+    w.pki[name] = w.pki[name] or w.pki.node(name)
+    return w.pki[name]
+  end
+  --- Starts `odo run` for node `name` (see H.odo_run; by default in a
+  -- fresh folder w.tmp/NAME-N, on a free port, with name's certificate
+  -- and w.config); returns the process, with p.name.
+  function w.start(name, opts)
+    started = started + 1
+    local o = H.merge({ dir = ("%s/%s-%d"):format(w.tmp, name, started), config = w.config }, opts)
+    o.port = o.port or H.free_ports(1)[1]
+    o.certs = o.certs or w.certs(name)
+    local p = H.odo_run(o)
+    p.name = name
+    w.procs[#w.procs + 1] = p
+    return p
+  end
+  --- w.start, then waits until the node runs; p.id is its node id.
+  function w.run(name, opts)
+    local p = w.start(name, opts)
+    p.id = H.running_id(p.dir)
+    assert(p.id, H.read_file(p.log))
+    return p
+  end
+  --- Starts a shell command in the background (see H.spawn), stopped with
+  -- the nodes; returns the process {pid, log}.
+  function w.spawn(cmd, log)
+    local p = { pid = H.spawn(cmd, log), log = log }
+    w.procs[#w.procs + 1] = p
+    return p
+  end
+  local function gone(p) return H.wait(function() return not H.alive(p.pid) end, 5000) end
+  --- Sends process p each signal given (default KILL), waits (5 s at
+  -- most) until it is gone and forgets it; returns whether it is gone.
+  function w.stop(p, ...)
+    local signals = select("#", ...) > 0 and { ... } or { "KILL" }
+    for _, sig in ipairs(signals) do H.kill(p.pid, sig) end
+    for i = #w.procs, 1, -1 do
+      if w.procs[i] == p then table.remove(w.procs, i) end
+    end
+    return gone(p)
+  end
+  --- Sends every process each signal given (default KILL), then waits
+  -- until they are gone.
+  function w.stop_all(...)
+    local signals = select("#", ...) > 0 and { ... } or { "KILL" }
+    local procs = w.procs
+    w.procs = {}
+    for _, p in ipairs(procs) do
+      for _, sig in ipairs(signals) do H.kill(p.pid, sig) end
+    end
+    for _, p in ipairs(procs) do gone(p) end
+  end
+  function w.after_each() w.stop_all() end
+  function w.teardown()
+    w.stop_all()
+    H.cleanup()
+  end
+  return w
+end
+
+--- The entry of stream `id` in the status of the node in `dir`, or nil.
+function H.stream_of(dir, id)
+  local st = H.status(dir)
+  for _, s in ipairs(st and st.streams or {}) do
+    if s.id == id then return s end
+  end
+end
+
+--- The last revision of stream `id` the node in `dir` holds (0: none).
+function H.last_of(dir, id)
+  local s = H.stream_of(dir, id)
+  return s and s.last or 0
+end
+
+--- A condition for H.wait: the node in `dir` holds stream `id` up to
+-- revision `rev`, no more.
+function H.holds(dir, id, rev)
+  return function() return H.last_of(dir, id) == rev end
+end
+
+--- The logs of processes (each {log = path}), each under a line naming it.
+function H.logs(procs)
+  local out = {}
+  for _, p in ipairs(procs) do out[#out + 1] = "== " .. p.log .. "\n" .. H.read_file(p.log) end
+  return table.concat(out, "\n")
+end
+
+--- Runs `odo append --dir DIR [args...]` with `lines` (one event each) on
+-- its standard input; returns its output and whether it succeeded.
+function H.odo_append(dir, lines, args)
+  local file = H.write_file(os.tmpname(), table.concat(lines, "\n") .. "\n")
+  local cmd = { ("'%s' append --dir '%s'"):format(H.odo, dir) }
+  for _, a in ipairs(args or {}) do cmd[#cmd + 1] = "'" .. a .. "'" end
+  local out, ok = H.run(table.concat(cmd, " ") .. " < '" .. file .. "'")
+  os.remove(file)
+  return out, ok
+end
+
+--- `n` event lines prefix .. 1 to prefix .. n, for H.odo_append.
+function H.lines(n, prefix)
+  local t = {}
+  for i = 1, n do t[i] = (prefix or "event ") .. i end
+  return t
+end
+
 return H

@@ -14,29 +14,17 @@ local function sample(text, series)
 end
 
 describe("odo run --metrics", function()
-  local tmp, pki, procs, ports
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, p in ipairs(procs) do H.kill(p.pid, "KILL") end
-    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
-  end)
+  local w = H.odo_swarm(false)
+  local ports
+  setup(w.setup)
+  teardown(w.teardown)
+  after_each(w.after_each)
 
   -- `odo run` with --metrics on its own port, and any extra arguments
-  local function run(name, port, metrics_port, peer, extra)
-    pki[name] = pki[name] or pki.node(name)
-    local c = pki[name]
-    local dir = tmp .. "/" .. name .. "-" .. port
-    local cmd = ("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s'"
-      .. " --metrics 127.0.0.1:%d %s %s"):format(H.odo, dir, port, c.ca, c.cert, c.key,
-      metrics_port, peer and ("--peer 127.0.0.1:" .. peer) or "", extra or "")
-    local p = { dir = dir, log = dir .. ".log", metrics = "127.0.0.1:" .. metrics_port }
-    p.pid = H.spawn(cmd, p.log)
-    procs[#procs + 1] = p
+  local function run(name, port, metrics_port, peer, ...)
+    local args = { "--metrics", "127.0.0.1:" .. metrics_port, ... }
+    local p = w.start(name, { port = port, peers = { peer }, args = args })
+    p.metrics = "127.0.0.1:" .. metrics_port
     return p
   end
 
@@ -54,18 +42,11 @@ describe("odo run --metrics", function()
   -- A (source) and B (follows A), 50 events appended on A and replicated
   local function pair()
     ports = H.free_ports(5)
-    local a = run("a", ports[1], ports[2], nil, "--log-format json")
+    local a = run("a", ports[1], ports[2], nil, "--log-format", "json")
     local b = run("b", ports[3], ports[4], ports[1])
-    local aid
-    assert.is_true(H.wait(function()
-      local st = H.status(a.dir)
-      aid = st and st.running and st.id
-      return aid
-    end, 20000), H.read_file(a.log))
-    local lines = {}
-    for i = 1, 50 do lines[i] = "event " .. i end
-    local file = H.write_file(tmp .. "/lines", table.concat(lines, "\n") .. "\n")
-    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, a.dir, file))
+    local aid = H.running_id(a.dir)
+    assert.is_truthy(aid, H.read_file(a.log))
+    local out, ok = H.odo_append(a.dir, H.lines(50))
     assert.is_true(ok, out)
     assert.is_true(H.wait(function()
       local s = stream_of(H.status(b.dir), aid)
@@ -77,7 +58,7 @@ describe("odo run --metrics", function()
   it("serves text that promtool accepts, with the values odo status --json shows", function()
     local a, b, aid = pair()
     local text = assert(scrape(b), "no answer from " .. b.metrics)
-    local file = H.write_file(tmp .. "/b.txt", text)
+    local file = H.write_file(w.tmp .. "/b.txt", text)
     local out, ok = H.run("promtool check metrics < '" .. file .. "'")
     assert.is_true(ok, out .. "\n" .. text)
     local st = H.status(b.dir)
@@ -126,7 +107,7 @@ describe("odo run --metrics", function()
     local a, b, aid = pair()
     local pport = ports[5]
     assert.is_true(pport ~= 9090 and pport ~= 9100)
-    local pdir = tmp .. "/prometheus-" .. pport
+    local pdir = w.tmp .. "/prometheus-" .. pport
     os.execute("mkdir -p '" .. pdir .. "/data'")
     H.write_file(pdir .. "/prometheus.yml", ([[
 global:
@@ -138,10 +119,8 @@ scrape_configs:
     static_configs:
       - targets: ['%s', '%s']
 ]]):format(a.metrics, b.metrics))
-    local prom = { log = pdir .. ".log" }
-    prom.pid = H.spawn(("exec prometheus --config.file='%s/prometheus.yml' --storage.tsdb.path='%s/data'"
-      .. " --web.listen-address=127.0.0.1:%d --log.level=warn"):format(pdir, pdir, pport), prom.log)
-    procs[#procs + 1] = prom
+    local prom = w.spawn(("exec prometheus --config.file='%s/prometheus.yml' --storage.tsdb.path='%s/data'"
+      .. " --web.listen-address=127.0.0.1:%d --log.level=warn"):format(pdir, pdir, pport), pdir .. ".log")
     local result
     local url = ("http://127.0.0.1:%d/api/v1/query?query=odo_stream_last_revision"):format(pport)
     local ok = H.wait(function()

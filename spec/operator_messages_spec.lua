@@ -19,28 +19,18 @@ return { policy = {
 ]]
 
 describe("odo run tells its operator", function()
-  local tmp, pki, procs
+  local w = H.odo_swarm(CONFIG)
+  local pki
   setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    pki.a, pki.b = pki.node("a"), pki.node("b")
-    H.write_file(tmp .. "/fast.lua", CONFIG)
+    w.setup()
+    pki = w.pki
+    w.certs("a")
+    w.certs("b")
   end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, p in ipairs(procs) do H.kill(p.pid, "TERM") end
-    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
-  end)
+  teardown(w.teardown)
+  after_each(function() w.stop_all("TERM") end)
 
-  local n = 0
-  local function run(certs, port, peers)
-    n = n + 1
-    local p = H.odo_run { dir = ("%s/node-%d"):format(tmp, n), port = port, certs = certs, peers = peers,
-      config = tmp .. "/fast.lua" }
-    procs[#procs + 1] = p
-    return p
-  end
+  local function run(certs, port, peers) return w.start("node", { certs = certs, port = port, peers = peers }) end
   local function logged(p, pattern, plain)
     return H.read_file(p.log):find(pattern, 1, plain) ~= nil
   end
@@ -53,10 +43,7 @@ describe("odo run tells its operator", function()
     local ports = H.free_ports(2)
     local a = run(pki.a, ports[1])
     local a_id = node_id(a)
-    local lines = {}
-    for i = 1, 300 do lines[i] = "reading " .. i end
-    local list = H.write_file(tmp .. "/lines", table.concat(lines, "\n") .. "\n")
-    local out, ok = H.run(("'%s' append --dir '%s' --stream sensors < '%s'"):format(H.odo, a.dir, list))
+    local out, ok = H.odo_append(a.dir, H.lines(300, "reading "), { "--stream", "sensors" })
     assert.is_true(ok, out)
     assert.is_true(H.odo_cmd("append", "--dir", a.dir, "hello") ~= nil)
     local b = run(pki.b, ports[2], { ports[1] })
@@ -88,7 +75,7 @@ describe("odo run tells its operator", function()
     assert(busy:bind("127.0.0.1", 0))
     assert(busy:listen(8, function() end))
     local port = busy:getsockname().port
-    local dir = tmp .. "/never"
+    local dir = w.tmp .. "/never"
     local out, ok = H.odo_cmd("run", "--dir", dir, "--listen", "127.0.0.1:" .. port,
       "--ca", pki.a.ca, "--cert", pki.a.cert, "--key", pki.a.key)
     assert.is_false(ok)
@@ -112,7 +99,7 @@ describe("odo run tells its operator", function()
     local a = run(pki.a, ports[1])
     local a_id = node_id(a)
     -- mallory trusts a's CA, but a does not trust mallory's
-    local both = H.write_file(tmp .. "/both-cas.pem", H.read_file(pki.ca) .. H.read_file(pki.evil_ca))
+    local both = H.write_file(w.tmp .. "/both-cas.pem", H.read_file(pki.ca) .. H.read_file(pki.evil_ca))
     local m = run({ ca = both, cert = pki.mallory.cert, key = pki.mallory.key }, ports[2], { ports[1] })
     assert.is_true(H.wait(function() return logged(m, "backoff after 3 failures", true) end, 20000),
       H.read_file(m.log))

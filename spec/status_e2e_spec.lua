@@ -25,65 +25,42 @@ local function tmux(name)
 end
 
 describe("odo status, as an operator sees it", function()
-  local tmp, pki, procs, terms
+  local w = H.odo_swarm(false)
+  local terms
   setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
+    w.setup()
     math.randomseed(os.time())
   end)
-  teardown(H.cleanup)
-  before_each(function() procs, terms = {}, {} end)
+  teardown(w.teardown)
+  before_each(function() terms = {} end)
   after_each(function()
     for _, t in ipairs(terms) do t.kill() end
-    for _, p in ipairs(procs) do H.kill(p.pid, "KILL") end
-    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
+    w.stop_all()
   end)
 
   -- `prefix`: run it inside a network namespace ("ip netns exec NS")
   local function cmdline(name, port, peer, prefix)
-    pki[name] = pki[name] or pki.node(name)
-    local c = pki[name]
-    local dir = tmp .. "/" .. name .. "-" .. port
+    local c = w.certs(name)
+    local dir = w.tmp .. "/" .. name .. "-" .. port
     return ("%s '%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' %s")
       :format(prefix or "", H.odo, dir, port, c.ca, c.cert, c.key, peer and ("--peer 127.0.0.1:" .. peer) or ""), dir
   end
 
   local function run(name, port, peer, prefix)
     local cmd, dir = cmdline(name, port, peer, prefix)
-    local p = { dir = dir, log = dir .. ".log" }
-    p.pid = H.spawn(cmd, p.log)
-    procs[#procs + 1] = p
+    local p = w.spawn(cmd, dir .. ".log")
+    p.dir = dir
     return p
   end
 
-  local function running_id(dir)
-    local id
-    H.wait(function()
-      local st = H.status(dir)
-      id = st and st.running and st.id
-      return id
-    end, 20000)
-    return id
-  end
-
-  local function stream_of(dir, id)
-    local st = H.status(dir)
-    for _, s in ipairs(st and st.streams or {}) do
-      if s.id == id then return s end
-    end
-  end
-
   local function append(dir, n, prefix)
-    local lines = {}
-    for i = 1, n do lines[i] = (prefix or "event ") .. i end
-    local file = H.write_file(tmp .. "/lines", table.concat(lines, "\n") .. "\n")
-    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, dir, file))
+    local out, ok = H.odo_append(dir, H.lines(n, prefix))
     assert(ok, out)
   end
 
   it("shows whole stream ids under headers, each one pastable into odo tail", function()
     local p = run("solo", H.free_ports(1)[1])
-    local id = assert(running_id(p.dir))
+    local id = assert(H.running_id(p.dir))
     append(p.dir, 2)
     local out, ok = H.odo_cmd("append", "--dir", p.dir, "--stream", "sensors", "21.5")
     assert.is_true(ok, out)
@@ -113,19 +90,16 @@ describe("odo status, as an operator sees it", function()
     local ports = H.free_ports(2)
     local a = run("a", ports[1])
     local b = run("b", ports[2], ports[1])
-    local aid, bid = assert(running_id(a.dir)), assert(running_id(b.dir))
+    local aid, bid = assert(H.running_id(a.dir)), assert(H.running_id(b.dir))
     append(a.dir, 3)
-    assert.is_true(H.wait(function()
-      local s = stream_of(b.dir, aid)
-      return s and math.tointeger(s.last) == 3
-    end, 20000))
+    assert.is_true(H.wait(H.holds(b.dir, aid, 3), 20000))
     local dot, ok = H.run(("'%s' status --dir '%s' --dot 2>/dev/null"):format(H.odo, b.dir))
     assert.is_true(ok, dot)
     assert.truthy(dot:match("^digraph"), dot)
     assert.truthy(dot:find(('"%s" -> "%s" [color="navy", label="%s lag 0"]'):format(aid, bid, aid:sub(1, 8)),
       1, true), dot)
     assert.truthy(dot:find(('"%s" [label="%s", color="forestgreen"'):format(aid, aid:sub(1, 12)), 1, true), dot)
-    local file = H.write_file(tmp .. "/swarm.dot", dot)
+    local file = H.write_file(w.tmp .. "/swarm.dot", dot)
     local svg
     svg, ok = H.run("dot -Tsvg '" .. file .. "'")
     assert.is_true(ok, svg)
@@ -137,8 +111,8 @@ describe("odo status, as an operator sees it", function()
     local ports = H.free_ports(2)
     local a = run("a", ports[1])
     local b = run("b", ports[2], ports[1])
-    local aid = assert(running_id(a.dir))
-    assert(running_id(b.dir))
+    local aid = assert(H.running_id(a.dir))
+    assert(H.running_id(b.dir))
     append(a.dir, 3)
     local t = tmux("watch")
     terms[#terms + 1] = t
@@ -160,9 +134,8 @@ describe("odo status, as an operator sees it", function()
     t.keys("C-c")
     assert.is_true(H.wait(shows("exit status 130"), 10000), screen)
     -- on a pipe: one table after the other
-    local log = tmp .. "/watch.out"
-    local pid = H.spawn(("exec %s status --dir %s --watch 0.2"):format(q(H.odo), q(b.dir)), log)
-    procs[#procs + 1] = { pid = pid }
+    local log = w.tmp .. "/watch.out"
+    w.spawn(("exec %s status --dir %s --watch 0.2"):format(q(H.odo), q(b.dir)), log)
     assert.is_true(H.wait(function()
       local _, n = H.read_file(log):gsub("every 0%.2s: odo status", "")
       return n >= 3
@@ -185,7 +158,7 @@ describe("odo status, as an operator sees it", function()
       assert(ok, out)
       local ports = H.free_ports(3)
       local a = run("a", ports[1], nil, inside)
-      local aid = assert(running_id(a.dir))
+      local aid = assert(H.running_id(a.dir))
       local label = aid:sub(1, 16)
       for i = 1, 4 do append(a.dir, 5000, ("x"):rep(200) .. " batch " .. i .. " event ") end
       -- a newcomer on a terminal (progress from the first moment)
@@ -207,7 +180,7 @@ describe("odo status, as an operator sees it", function()
       end, 60000), screen)
       -- the progress line is gone once done
       assert.falsy(screen:find("catching up", 1, true), screen)
-      assert.equal(20000, math.tointeger(stream_of(bdir, aid).last))
+      assert.equal(20000, math.tointeger(H.stream_of(bdir, aid).last))
       -- the same newcomer on a pipe: no progress, one final line
       local c = run("c", ports[3], ports[1], "ODO_PROGRESS_AFTER_MS=0 " .. inside)
       assert.is_true(H.wait(function()
@@ -219,8 +192,7 @@ describe("odo status, as an operator sees it", function()
     end)
     for _, t in ipairs(terms) do t.kill() end
     terms = {}
-    for _, p in ipairs(procs) do H.kill(p.pid, "KILL") end
-    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
+    w.stop_all()
     H.run("ip netns delete " .. ns)
     if not finished then error(err, 0) end
   end)

@@ -8,33 +8,13 @@ local uv = require "luv"
 local CONFIG = H.QUICK_RUN_CONFIG:gsub("policy = {", "policy = {\n  pex_per_minute = 0,", 1)
 
 describe("odo run", function()
-  local tmp, pki, procs
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", CONFIG)
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, p in ipairs(procs) do
-      H.kill(p.pid, "CONT")
-      H.kill(p.pid, "TERM")
-    end
-    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
-  end)
+  local w = H.odo_swarm(CONFIG)
+  setup(w.setup)
+  teardown(w.teardown)
+  after_each(function() w.stop_all("CONT", "TERM") end)
 
-  local n = 0
   -- starts `odo run` for a node named `name` (a certificate of the test CA)
-  local function run(name, port, peers, dir)
-    n = n + 1
-    pki[name] = pki[name] or pki.node(name)
-    local p = H.odo_run { dir = dir or (tmp .. "/" .. name .. "-" .. n), port = port, certs = pki[name],
-      peers = peers, config = tmp .. "/fast.lua" }
-    p.name = name
-    procs[#procs + 1] = p
-    return p
-  end
+  local function run(name, port, peers, dir) return w.start(name, { port = port, peers = peers, dir = dir }) end
 
   local function logged(p, pattern)
     return H.read_file(p.log):find(pattern) ~= nil
@@ -78,13 +58,13 @@ describe("odo run", function()
 
   it("two nodes dialling each other at once end with exactly one connection", function()
     local ports = H.free_ports(2)
-    local go = tmp .. "/go"
+    local go = w.tmp .. "/go"
     os.remove(go)
     -- both listen first; both dial when the file appears (polled every ms)
     local function config(peer_port)
-      local path = ("%s/at-go-%d.lua"):format(tmp, peer_port)
+      local path = ("%s/at-go-%d.lua"):format(w.tmp, peer_port)
       local fh = assert(io.open(path, "w"))
-      fh:write(("local uv = require 'luv'\nlocal conf = dofile(%q)\n"):format(tmp .. "/fast.lua"), ([[
+      fh:write(("local uv = require 'luv'\nlocal conf = dofile(%q)\n"):format(w.tmp .. "/fast.lua"), ([[
 conf.discovery = { {
   name = "at-go",
   start = function(self, report)
@@ -101,17 +81,7 @@ return conf
       fh:close()
       return path
     end
-    local function start(name, port, peer)
-      n = n + 1
-      local certs = pki[name] or pki.node(name)
-      pki[name] = certs
-      local dir = ("%s/%s-%d"):format(tmp, name, n)
-      local p = { dir = dir, log = dir .. ".log" }
-      p.pid = H.spawn(("'%s' run --dir '%s' --listen 127.0.0.1:%d --ca '%s' --cert '%s' --key '%s' --config '%s'")
-        :format(H.odo, dir, port, certs.ca, certs.cert, certs.key, config(peer)), p.log)
-      procs[#procs + 1] = p
-      return p
-    end
+    local function start(name, port, peer) return w.start(name, { port = port, config = config(peer) }) end
     local a = start("a", ports[1], ports[2])
     local b = start("b", ports[2], ports[1])
     assert.is_true(H.wait(function() return logged(a, "listening") and logged(b, "listening") end, 20000))

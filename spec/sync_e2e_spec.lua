@@ -16,52 +16,12 @@ return { policy = {
 ]]
 
 describe("sync between odo run processes", function()
-  local tmp, pki, procs, n
-  setup(function()
-    tmp = H.tmpdir()
-    pki = H.pki(tmp)
-    H.write_file(tmp .. "/fast.lua", CONFIG)
-    n = 0
-  end)
-  teardown(H.cleanup)
-  before_each(function() procs = {} end)
-  after_each(function()
-    for _, p in ipairs(procs) do H.kill(p.pid, "KILL") end
-    for _, p in ipairs(procs) do H.wait(function() return not H.alive(p.pid) end, 5000) end
-  end)
+  local w = H.odo_swarm(CONFIG)
+  setup(w.setup)
+  teardown(w.teardown)
+  after_each(w.after_each)
 
-  local function run(name, port, peers, dir)
-    n = n + 1
-    pki[name] = pki[name] or pki.node(name)
-    local p = H.odo_run { dir = dir or (tmp .. "/" .. name .. "-" .. n), port = port, certs = pki[name],
-      peers = peers, config = tmp .. "/fast.lua" }
-    procs[#procs + 1] = p
-    return p
-  end
-
-  local function stream_of(p, id)
-    local st = H.status(p.dir)
-    for _, s in ipairs(st and st.streams or {}) do
-      if s.id == id then return s end
-    end
-  end
-
-  local function node_id(p)
-    local id
-    H.wait(function()
-      local st = H.status(p.dir)
-      id = st and st.running and st.id
-      return id
-    end, 20000)
-    return id
-  end
-
-  local function has(p, id, rev)
-    return function()
-      local s = stream_of(p, id)
-      return s and math.tointeger(s.last) == rev
-    end
-  end
+  local function run(name, port, peers, dir) return w.start(name, { port = port, peers = peers, dir = dir }) end
 
   local function verified(p)
     local out, ok = H.odo_cmd("verify", "--dir", p.dir)
@@ -71,8 +31,7 @@ describe("sync between odo run processes", function()
 
   -- `odo append --dir dir` with one event per line, read from a file
   local function append_lines(dir, lines)
-    local file = H.write_file(tmp .. "/lines", table.concat(lines, "\n") .. "\n")
-    local out, ok = H.run(("'%s' append --dir '%s' < '%s'"):format(H.odo, dir, file))
+    local out, ok = H.odo_append(dir, lines)
     assert.is_true(ok, out)
   end
 
@@ -80,18 +39,18 @@ describe("sync between odo run processes", function()
     local ports = H.free_ports(2)
     local a = run("a", ports[1])
     local b = run("b", ports[2], { ports[1] })
-    local aid = node_id(a)
+    local aid = H.running_id(a.dir)
     local out, ok = H.odo_cmd("append", "--dir", a.dir, "--type", "greeting", "hello", "wörld")
     assert.is_true(ok, out)
     assert.equal("2\n", out)
-    assert.is_true(H.wait(has(b, aid, 2), 20000))
+    assert.is_true(H.wait(H.holds(b.dir, aid, 2), 20000))
     out = H.odo_cmd("tail", "--dir", b.dir, aid)
     local lines = {}
     for line in out:gmatch("[^\n]+") do lines[#lines + 1] = cjson.decode(line) end
     assert.equal(2, #lines)
     assert.same({ aid, 1, "greeting", "hello" }, { lines[1].stream, lines[1].rev, lines[1].type, lines[1].data })
     assert.equal("wörld", lines[2].data)
-    assert.equal(aid, stream_of(b, aid).upstream)
+    assert.equal(aid, H.stream_of(b.dir, aid).upstream)
     verified(b)
   end)
 
@@ -100,12 +59,12 @@ describe("sync between odo run processes", function()
     local a = run("a", ports[1])
     run("b", ports[2], { ports[1] })
     local c = run("c", ports[3], { ports[2] })
-    local aid = node_id(a)
+    local aid = H.running_id(a.dir)
     local data = {}
     for i = 1, 3000 do data[i] = "event " .. i end
     append_lines(a.dir, data)
-    assert.is_true(H.wait(has(c, aid, 3000), 30000))
-    local up = stream_of(c, aid).upstream
+    assert.is_true(H.wait(H.holds(c.dir, aid, 3000), 30000))
+    local up = H.stream_of(c.dir, aid).upstream
     assert.is_truthy(up)
     assert.is_not.equal(aid, up) -- through b
     verified(c)
@@ -113,10 +72,10 @@ describe("sync between odo run processes", function()
 
   it("SIGKILL of an upstream mid-stream: the replica switches and ends with no gap and no duplicate", function()
     local ports = H.free_ports(3)
-    local adir = tmp .. "/big-a"
+    local adir = w.tmp .. "/big-a"
     -- a's store with 300,000 events, written while no node runs
     local a0 = run("a", ports[1], nil, adir)
-    local aid = node_id(a0)
+    local aid = H.running_id(a0.dir)
     H.kill(a0.pid, "TERM")
     assert.is_true(H.wait(function() return not H.alive(a0.pid) end, 10000))
     local lines = {}
@@ -124,39 +83,39 @@ describe("sync between odo run processes", function()
     append_lines(adir, lines)
     local a = run("a", ports[1], nil, adir)
     local b = run("b", ports[2], { ports[1] })
-    assert.is_true(H.wait(has(b, aid, 300000), 120000), "b did not catch up")
+    assert.is_true(H.wait(H.holds(b.dir, aid, 300000), 120000), "b did not catch up")
     local r = run("r", ports[3], { ports[1], ports[2] })
     -- r follows the source itself; kill it while r is part way
     assert.is_true(H.wait(function()
-      local s = stream_of(r, aid)
+      local s = H.stream_of(r.dir, aid)
       return s and s.last > 0
     end, 60000))
-    local s = stream_of(r, aid)
+    local s = H.stream_of(r.dir, aid)
     H.kill(a.pid, "KILL")
     assert.is_true(s.last < 300000, "r was done before the kill: make the stream longer")
-    assert.is_true(H.wait(has(r, aid, 300000), 120000), "r did not finish through b")
-    local st = stream_of(r, aid)
-    assert.equal(stream_of(b, aid).head, st.head) -- the same chain hash: same history
+    assert.is_true(H.wait(H.holds(r.dir, aid, 300000), 120000), "r did not finish through b")
+    local st = H.stream_of(r.dir, aid)
+    assert.equal(H.stream_of(b.dir, aid).head, st.head) -- the same chain hash: same history
     verified(r)
   end)
 
   it("a node joining after compaction gets the snapshot and the tail", function()
     local ports = H.free_ports(2)
     local a = run("a", ports[1])
-    local aid = node_id(a)
+    local aid = H.running_id(a.dir)
     local data = {}
     for i = 1, 1500 do data[i] = "e" .. i end
     append_lines(a.dir, data)
     -- a snapshot at 1500; 20 more events pass compact_after_events
     for i = 1, 20 do H.odo_cmd("append", "--dir", a.dir, "more " .. i) end
     assert.is_true(H.wait(function()
-      local s = stream_of(a, aid)
+      local s = H.stream_of(a.dir, aid)
       return s and s.first > 1
     end, 20000), "a did not compact")
-    local src = stream_of(a, aid)
+    local src = H.stream_of(a.dir, aid)
     local d = run("d", ports[2], { ports[1] })
-    assert.is_true(H.wait(has(d, aid, math.tointeger(src.last)), 20000))
-    local s = stream_of(d, aid)
+    assert.is_true(H.wait(H.holds(d.dir, aid, math.tointeger(src.last)), 20000))
+    local s = H.stream_of(d.dir, aid)
     assert.equal(src.snapshot, s.snapshot)
     assert.equal(src.snapshot + 1, s.first)
     verified(d)
