@@ -82,6 +82,11 @@ local FLEET_STREAMS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_STREAMS
 local FLEET_EVENTS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_EVENTS"))) or 100
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
+-- ODO_BENCH_ONLY=during|fleet: that run alone (and its lines), for iterating
+local ONLY = os.getenv("ODO_BENCH_ONLY")
+-- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run
+local PERF_SOURCE = os.getenv("ODO_BENCH_PERF_SOURCE")
+assert(ONLY == nil or ONLY == "during" or ONLY == "fleet", "ODO_BENCH_ONLY must be during or fleet")
 local BATCH = 1000
 local DATA_BYTES = 100
 local RUN_TIMEOUT_MS = 600000
@@ -280,9 +285,12 @@ local function run_live_during_catchup()
   for i, l in ipairs(source.lines) do -- the warm-up's own line
     if l:match("^live_sent ") then source.lines[i] = "(seen) " .. l end
   end
+  local perf = PERF_SOURCE
+    and spawn("perf", { "record", "-g", "-q", "-o", PERF_SOURCE, "-p", tostring(source.pid) })
   source.send("live 1000000")
   local secs = tonumber(expect(bulk, "^caught_up ([%d.]+) ", "the second replica's catch-up", CATCH_UP_TIMEOUT_MS))
   source.send("live_stop")
+  if perf then common.stop(perf, 10000) end -- perf writes its file on SIGTERM
   local sent = expect(source, "^live_sent (%d+)$", "the live events' end", 60000)
   reap(bulk, "the second replica")
   -- let the last events arrive, then take those sent during the catch-up
@@ -325,7 +333,15 @@ local function main()
   dir = common.tmpdir()
   pki = common.make_pki(dir, { "source", "replica", "replica2" })
   local appended, signed
+  if ONLY == "fleet" then
+    fleet = run_fleet()
+    return
+  end
   src.node, src.id, appended, signed = fill_node()
+  if ONLY == "during" then
+    during = run_live_during_catchup()
+    return
+  end
   src.pipe = fill_pipe(src.id)
   fill_rates = { appended = appended, signed = signed }
   log("source filled: %.0f events/s appended, %.0f events/s with heads signed", appended, signed)
@@ -351,6 +367,18 @@ end
 
 common.main("bench/sync.lua", main, KEEP)
 
+if ONLY == "during" then
+  print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; %d events caught up"
+    .. " in %.3f s)"):format(during.p50, during.p99, during.max, during.mean, during.count, during.events, during.secs))
+  print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
+  return
+elseif ONLY == "fleet" then
+  print(("fleet: %d streams x %d events; catalogue exchange %.3f s; first stream caught up at %.3f s, last at"
+    .. " %.3f s; %.0f events/s; replica CPU s %.2f"):format(FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue, fleet.first,
+    fleet.last, FLEET_STREAMS * FLEET_EVENTS / fleet.last, fleet.cpu))
+  print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
+  return
+end
 local function mb(kb) return kb >= 0 and ("%.1f"):format(kb / 1024) or "unknown" end
 local function line(name, r, what)
   print(("%s: %.0f events/s, %.1f MB/s of event data  (%s; peak RssAnon source %s MB, replica %s MB;"

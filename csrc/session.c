@@ -488,24 +488,19 @@ static int l_output(lua_State *L) {
   odo_session *s = check_session(L);
   BIO *out = SSL_get_wbio(s->ssl);
   size_t n = BIO_ctrl_pending(out);
-  char *p = NULL;
+  luaL_Buffer b;
+  char *p;
+  int got;
   if (n == 0) return 0;
-  if (n <= OUTPUT_CHUNK) {
-    /* all of it: one copy, straight from the BIO, which is then emptied */
-    long avail = BIO_get_mem_data(out, &p);
-    if (avail < 0 || (size_t)avail != n || p == NULL) return 0;
-    lua_pushlstring(L, p, n);
-    (void)BIO_reset(out);
-  } else {
-    /* a chunk at a time: big blocks would come from fresh mappings */
-    luaL_Buffer b;
-    int got;
-    p = luaL_buffinitsize(L, &b, OUTPUT_CHUNK);
-    got = BIO_read(out, p, (int)OUTPUT_CHUNK);
-    if (got <= 0) return 0;
-    luaL_pushresultsize(&b, (size_t)got);
-    n = (size_t)got;
-  }
+  /* read, not reset: a memory BIO's reset clears its whole capacity
+   * (megabytes after a catch-up) however little it held; a chunk at a
+   * time, as big blocks would come from fresh mappings */
+  if (n > OUTPUT_CHUNK) n = OUTPUT_CHUNK;
+  p = luaL_buffinitsize(L, &b, n);
+  got = BIO_read(out, p, (int)n);
+  if (got <= 0) return 0;
+  luaL_pushresultsize(&b, (size_t)got);
+  n = (size_t)got;
   s->in_flight += n;
   s->bytes_out += n;
   return 1;

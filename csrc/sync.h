@@ -130,9 +130,13 @@ void odo_sync_note_end(lua_State *L, int ev);
 /* ---- sync_serve.c ---- */
 void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
                            size_t len, uint16_t code, const char *why);
-/* Sends what subscriptions are owed, at most `budget` frames; notes
- * serving errors at ev. Returns whether work is left. */
-int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, int ev);
+/* Sends what subscriptions are owed, at most `budget` frames: first one
+ * frame at a time to every subscription owing at most one batch (live
+ * traffic), then bulk catch-ups, those for at most max_ns nanoseconds
+ * (0: no limit); notes serving errors at ev. Returns whether work is
+ * left. */
+int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
+                  int ev);
 /* Builds the CATALOGUE frames of list[0..n) into y->out; each replica's
  * hop count is the integer at its id in the table at hops_idx (none, or
  * no table: no path), and the streams true in the table at yours_idx

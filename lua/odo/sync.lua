@@ -73,14 +73,20 @@ function Sync:_schedule_pump()
     self.node:_protect(function()
       self.pump_scheduled = false
       if self.closed then return end
-      local more, notes = self.engine:pump(self.policy.sync_pump_budget)
-      for _, n in ipairs(notes) do
-        self.node:_error(("serving %s: %s"):format(n.stream, n.reason))
-      end
-      self:_flush_all()
-      if more then self:_schedule_pump() end
+      self:_pump(self.policy.sync_pump_us)
     end)
   end)
+end
+
+-- Sends what is owed: first to subscriptions owing at most a batch (live
+-- traffic), then bulk catch-ups for at most max_us; the rest later.
+function Sync:_pump(max_us)
+  local more, notes = self.engine:pump(self.policy.sync_pump_budget, max_us)
+  for _, n in ipairs(notes) do
+    self.node:_error(("serving %s: %s"):format(n.stream, n.reason))
+  end
+  self:_flush_all()
+  if more then self:_schedule_pump() end
 end
 
 -- Signs heads for new own events once per loop turn, whatever the number
@@ -94,7 +100,8 @@ function Sync:_schedule_sign()
       if self.closed or not self.store:is_open() then return end
       local n, more = self.engine:sign_heads(self.policy.sign_budget)
       if n == nil then return self.node:_error("signing heads: " .. tostring(more)) end
-      if n > 0 then self:_schedule_pump() end
+      -- new heads make live batches due: out at once, before any bulk
+      if n > 0 then self:_pump(1) end
       if more then self:_schedule_sign() end
     end)
   end)
