@@ -84,8 +84,9 @@ local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
 -- ODO_BENCH_ONLY=during|fleet: that run alone (and its lines), for iterating
 local ONLY = os.getenv("ODO_BENCH_ONLY")
--- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run
-local PERF_SOURCE = os.getenv("ODO_BENCH_PERF_SOURCE")
+-- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run;
+-- ODO_BENCH_PERF_FLEET=FILE: of the fleet's replica
+local PERF_SOURCE, PERF_FLEET = os.getenv("ODO_BENCH_PERF_SOURCE"), os.getenv("ODO_BENCH_PERF_FLEET")
 assert(ONLY == nil or ONLY == "during" or ONLY == "fleet", "ODO_BENCH_ONLY must be during or fleet")
 local BATCH = 1000
 local DATA_BYTES = 100
@@ -318,8 +319,10 @@ local function run_fleet()
   local source, port = start_source(d)
   local rep = spawn("lua5.4", peer_args("fleet", fresh("fleet-replica"), pki.replica.ca, pki.replica.cert,
     pki.replica.key, port, tostring(FLEET_STREAMS), tostring(FLEET_EVENTS)), common.peer_env())
+  local perf = PERF_FLEET and spawn("perf", { "record", "-g", "-q", "-o", PERF_FLEET, "-p", tostring(rep.pid) })
   local cat, first, last, held, rmain, rother = expect(rep, "^fleet (%S+) (%S+) (%S+) (%d+) (%S+) (%S+)$",
     "the fleet's catch-up", CATCH_UP_TIMEOUT_MS + FLEET_STREAMS * 10)
+  if perf then common.stop(perf, 10000) end
   reap(rep, "the fleet replica")
   stop_source(source)
   assert(tonumber(held) == FLEET_STREAMS, ("the fleet replica holds %s of %d streams whole"):format(held,

@@ -300,7 +300,9 @@ local function run_fleet()
   local offered, n_offered, t_cat = {}, 0, nil
   local caught, n_caught, t_first = {}, 0, nil
   local function secs() return (uv.hrtime() - t0) / 1e9 end
+  local prof = os.getenv("ODO_BENCH_LUAPROF") and dofile(os.getenv("ODO_BENCH_LUAPROF"))
   local function finish()
+    if prof then prof() end
     local held = 0
     for _, st in ipairs(node.store:streams()) do
       if not st.own and st.last == events then held = held + 1 end

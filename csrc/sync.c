@@ -406,11 +406,12 @@ static int l_info(lua_State *L) {
   }
   lua_setfield(L, -2, "serving");
   lua_newtable(L);
-  for (sync_want *w = p->wants; w; w = w->next) {
-    lua_pushlstring(L, w->stream, w->len);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -3);
-  }
+  for (size_t i = 0; i < ODO_SYNC_WANT_BUCKETS; i++)
+    for (sync_want *w = p->wants[i]; w; w = w->next) {
+      lua_pushlstring(L, w->stream, w->len);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+    }
   lua_setfield(L, -2, "wanted");
   return 1;
 }

@@ -182,11 +182,10 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   return (long)(y->out.len - f);
 }
 
-/* Ends a subscription that cannot be served. */
-static void unsubscribe_at(sync_sub **pp) {
-  sync_sub *sub = *pp;
-  *pp = sub->next_sub;
-  odo_sync_sub_free(sub);
+/* Ends the subscription at *pp (the link to it in p's list, which then
+ * holds the next one). */
+static void unsubscribe_at(sync_peer *p, sync_sub **pp) {
+  odo_sync_remove_sub(p, *pp);
 }
 
 /* Moves one subscription forward by at most one frame. Returns 1 when it
@@ -200,13 +199,13 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
   uint64_t end = 0;
   if (st == NULL) return 0;
   if (sub->snap_raw || sub->want_snap || sub->next < st->cat.first) {
-    if (send_snapshot_chunk(y, p, sub, st) < 0) unsubscribe_at(pp);
+    if (send_snapshot_chunk(y, p, sub, st) < 0) unsubscribe_at(p, pp);
     return 1;
   }
   if (sub->next > st->cat.last) {
     if (!sub->caught_up) {
       send_caught_up(y, p, sub, st->cat.last);
-      if (!sub->live) unsubscribe_at(pp);
+      if (!sub->live) unsubscribe_at(p, pp);
       return 1;
     }
     return 0;
@@ -223,7 +222,7 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
                           strcmp(e.name, "ETOOBIG") == 0 ? ODO_REFUSED_TOO_BIG
                                                          : ODO_REFUSED_UNAVAILABLE,
                           e.msg);
-    unsubscribe_at(pp);
+    unsubscribe_at(p, pp);
     return 1;
   }
   /* the head ends the batch: what it covers is sent */

@@ -118,19 +118,28 @@ function Sync:_schedule_catalogue()
       for id in pairs(self.changed) do ids[#ids + 1] = id end
       self.changed = {}
       if #ids == 0 then return end
-      local hops = self:_hops()
-      for pid, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, hops, self:_yours(pid)) end
+      local hops = self:_hops(ids)
+      for pid, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, hops, self:_yours(pid, ids)) end
       self:_flush_all()
     end)
   end)
 end
 
--- Our distance to the source of each replica we follow, in hops (as a
--- distance-vector protocol counts): one more than our upstream's; none
--- (no path) when it has none or it reaches `max_hops`.
-function Sync:_hops()
+-- The upstream of each of `ids` (nil: of every stream we follow), so a
+-- catalogue update costs what changed, not every stream held.
+local function upstreams(self, ids)
+  if not ids then return self.upstream end
+  local t = {}
+  for _, id in ipairs(ids) do t[id] = self.upstream[id] end
+  return t
+end
+
+-- Our distance to the source of each replica we follow (of `ids`, when
+-- given), in hops (as a distance-vector protocol counts): one more than
+-- our upstream's; none (no path) when it has none or it reaches `max_hops`.
+function Sync:_hops(ids)
   local h = {}
-  for id, up in pairs(self.upstream) do
+  for id, up in pairs(upstreams(self, ids)) do
     local rec = self.peers[up]
     local e = rec and rec.catalogue[id]
     if e and e.hops + 1 < self.policy.max_hops then h[id] = e.hops + 1 end
@@ -138,11 +147,11 @@ function Sync:_hops()
   return h
 end
 
--- The streams peer `pid` is our upstream for (told to it, so it never
--- follows us back: poisoned reverse).
-function Sync:_yours(pid)
+-- The streams (of `ids`, when given) peer `pid` is our upstream for
+-- (told to it, so it never follows us back: poisoned reverse).
+function Sync:_yours(pid, ids)
   local y = {}
-  for id, up in pairs(self.upstream) do
+  for id, up in pairs(upstreams(self, ids)) do
     if up == pid then y[id] = true end
   end
   return y
@@ -275,7 +284,7 @@ end
 -- policies run protected: one that fails is reported and the default
 -- decides. Returns what the store holds of each: {id = stream or false}.
 function Sync:_choose(ids)
-  local seen = {}
+  local seen, subs = {}, {} -- subs: the new subscriptions, by peer id, sent together
   for _, id in ipairs(ids) do
     if seen[id] == nil then
       local st = self.store:stream(id)
@@ -298,14 +307,22 @@ function Sync:_choose(ids)
         local ok, best = policy_mod.try(self.node, "upstream", function(b) return b == nil or self.peers[b] end,
           id, candidates, ours, current, self.node)
         if not ok then best = policy_mod.upstream(id, candidates, ours, current, self.node) end
-        if best ~= current then self:_switch(id, current, best, ours) end
+        if best ~= current then self:_switch(id, current, best, ours, subs) end
       end
+    end
+  end
+  for pid, list in pairs(subs) do
+    local rec = self.peers[pid]
+    if rec then -- (a handler of "upstream" may have closed it)
+      self.engine:subscribe(rec.session, list, true)
+      rec.peer.conn:_flush()
     end
   end
   return seen
 end
 
-function Sync:_switch(id, old, new, ours)
+-- `subs`: where new subscriptions wait, by peer id, to go out in one message
+function Sync:_switch(id, old, new, ours, subs)
   if old and self.peers[old] then
     self.engine:unsubscribe(self.peers[old].session, { id })
     self.peers[old].peer.conn:_flush()
@@ -313,8 +330,8 @@ function Sync:_switch(id, old, new, ours)
   self.upstream[id] = new
   self.caught_up[id] = nil
   if new and self.peers[new] then
-    self.engine:subscribe(self.peers[new].session, { { id = id, from = ours + 1 } }, true)
-    self.peers[new].peer.conn:_flush()
+    subs[new] = subs[new] or {}
+    table.insert(subs[new], { id = id, from = ours + 1 })
   end
   self.changed[id] = true -- our hops, and whom we follow, changed
   self:_schedule_catalogue()
