@@ -66,7 +66,11 @@
 -- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
 -- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
--- (default 100).
+-- (default 100). For finding where time goes: ODO_BENCH_ONLY=during or
+-- fleet (that run alone), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
+-- the source while it serves the live run's catch-up),
+-- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica), ODO_BENCH_TRACE=1
+-- and ODO_BENCH_LUAPROF=1 (bench/sync_peer.lua).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
 local odo = require "odo"

@@ -54,6 +54,8 @@
 --
 -- ODO_BENCH_TRACE=1 (source): each call into the sync engine is timed
 -- (wall and process CPU); "quit" prints them per method on stderr.
+-- ODO_BENCH_LUAPROF=1 (fleet): its Lua code is sampled (bench/luaprof.lua)
+-- and the top lines and functions go to stderr at the end.
 --
 -- Any error reported by the node fails the run: a message on stderr and
 -- exit status 1. Gives up after 10 minutes.
@@ -300,7 +302,7 @@ local function run_fleet()
   local offered, n_offered, t_cat = {}, 0, nil
   local caught, n_caught, t_first = {}, 0, nil
   local function secs() return (uv.hrtime() - t0) / 1e9 end
-  local prof = os.getenv("ODO_BENCH_LUAPROF") and dofile(os.getenv("ODO_BENCH_LUAPROF"))
+  local prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and require "bench.luaprof"()
   local function finish()
     if prof then prof() end
     local held = 0
