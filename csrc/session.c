@@ -106,6 +106,13 @@ int odo_session_writable(odo_session *s) {
   return !s->blocked && s->state == ODO_SESSION_OPEN;
 }
 
+int odo_session_bulk_writable(odo_session *s) {
+  if (!odo_session_writable(s)) return 0;
+  if (odo_session_queued(s) < s->low) return 1;
+  s->bulk_waits = 1;
+  return 0;
+}
+
 /* ---- closing ----------------------------------------------------------------- */
 
 static void closed_event(lua_State *L, int ev, odo_session *s, const char *by) {
@@ -508,7 +515,8 @@ static int l_output(lua_State *L) {
 
 /***
  * Reports that n bytes of output reached the socket. Returns true when
- * the session just fell below its low watermark (producers may resume).
+ * the session just fell below its low watermark after it was blocked, or
+ * while a bulk producer waited for that (producers may resume).
  * @function session:written
  */
 static int l_written(lua_State *L) {
@@ -516,6 +524,10 @@ static int l_written(lua_State *L) {
   size_t n = (size_t)odo_checku64(L, 2, "n");
   int was = s->blocked;
   s->in_flight -= n < s->in_flight ? n : s->in_flight;
+  if (s->bulk_waits && odo_session_queued(s) < s->low) {
+    s->bulk_waits = 0;
+    was = 1; /* a bulk producer waits for this */
+  }
   lua_pushboolean(L, was && odo_session_writable(s));
   return 1;
 }

@@ -146,9 +146,11 @@ void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
                            size_t len, uint16_t code, const char *why);
 /* Sends what subscriptions are owed, at most `budget` frames: first one
  * frame at a time to every subscription owing at most one batch (live
- * traffic), then bulk catch-ups, those for at most max_ns nanoseconds
- * (0: no limit); notes serving errors at ev. Returns whether work is
- * left. */
+ * traffic, while the session is writable), then bulk catch-ups (while
+ * the session is under its low watermark: odo_session_bulk_writable),
+ * those for at most max_ns nanoseconds (0: no limit); notes serving
+ * errors at ev. Returns whether work is left (a session that waits to
+ * drain reports it through `written`). */
 int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
                   int ev);
 /* Builds the CATALOGUE frames of list[0..n) into y->out; each replica's

@@ -245,7 +245,8 @@ static int at_tail(odo_sync *y, const sync_sub *sub) {
          sub->next + ODO_HEAD_EVENTS > st->cat.last;
 }
 
-/* The tail pass: one frame for each subscription at its tail, over every
+/* The tail pass (up to the session's high watermark; bulk stops at its
+ * low one): one frame for each subscription at its tail, over every
  * peer, until none has anything (or budget or the session's watermark
  * stop it). Returns the frames sent. */
 static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget, int ev) {
@@ -279,7 +280,7 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
   budget -= pump_tails(L, y, budget, ev);
   for (sync_peer *p = y->peers; p && budget > 0 && !timed_out; p = p->next) {
     int progress = 1;
-    while (progress && budget > 0 && odo_session_writable(p->s)) {
+    while (progress && budget > 0 && odo_session_bulk_writable(p->s)) {
       /* a snapshot goes out whole before anything else on this session:
        * a receiver assembles one snapshot at a time */
       sync_sub **busy = NULL;
@@ -299,7 +300,7 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
       }
       for (sync_sub **pp = &p->subs; *pp && budget > 0;) {
         sync_sub *sub = *pp;
-        if (!odo_session_writable(p->s)) break;
+        if (!odo_session_bulk_writable(p->s)) break;
         if (pump_sub(L, y, p, pp, ev)) {
           progress = 1;
           budget--;
