@@ -1,8 +1,9 @@
 -- Live traffic ahead of bulk (in-memory adapter: real TLS, sessions and
 -- stores; simulated sockets and time): a source serving a bulk catch-up
 -- to one peer sends a new event to a caught-up follower before the rest
--- of that catch-up, and memory of who subscribed to what stays indexed
--- for fleets of small streams.
+-- of that catch-up; bulk never fills a session past its low watermark
+-- (heartbeats queue behind no more than that); a fleet of small streams
+-- is subscribed in one go and served whole.
 local H = require "helper"
 
 local FAST = H.merge(H.FAST, { purgatory_ms = 600000 })
@@ -57,6 +58,35 @@ describe("live ahead of bulk", function()
     assert.equal(H.hex(a.store:stream(a.id).hash), H.hex(c.store:stream(a.id).hash))
     assert.is_true(c.store:verify(a.id))
     assert.equal("now", c:read(a.id, 20001, 20001)[1].data)
+  end)
+
+  it("a catch-up keeps at most the low watermark queued, so a heartbeat never waits behind more", function()
+    local a = node(1)
+    local big = {}
+    for i = 1, 1000 do big[i] = { type = "t", data = ("x"):rep(1000) } end
+    for _ = 1, 20 do a:append(nil, big) end -- 20 MB of events
+    -- b stops reading as soon as it asks for the stream: a's queue to it fills
+    local held = false
+    a:on("subscribed", function()
+      if not held then
+        held = true
+        net.hold("10.0.0.2")
+      end
+    end)
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(function() return held end, 5000))
+    local worst = 0
+    for _ = 1, 50 do
+      net.advance(20)
+      local conn = a.swarm:active(b.id) and a.swarm:active(b.id).conn
+      if conn then worst = math.max(worst, conn.session:info().queued) end
+    end
+    -- the low watermark (1 MiB) plus the batch that crossed it (about 1 MB)
+    assert.is_true(worst > 0)
+    assert.is_true(worst < 2.2 * 1024 * 1024, "queued " .. worst)
+    net.release("10.0.0.2")
+    assert.is_true(net.run_until(has(b, a.id, 20000), 60000))
+    assert.equal(H.hex(a.store:stream(a.id).hash), H.hex(b.store:stream(a.id).hash))
   end)
 
   it("a fleet of small streams is caught up whole, each stream subscribed once", function()
