@@ -54,8 +54,8 @@
 --
 -- ODO_BENCH_TRACE=1 (source): each call into the sync engine is timed
 -- (wall and process CPU); "quit" prints them per method on stderr.
--- ODO_BENCH_LUAPROF=1 (fleet): its Lua code is sampled (bench/luaprof.lua)
--- and the top lines and functions go to stderr at the end.
+-- ODO_BENCH_LUAPROF=1 (fleet, source): its Lua code is sampled
+-- (bench/luaprof.lua); the top lines and functions go to stderr at the end.
 --
 -- Any error reported by the node fails the run: a message on stderr and
 -- exit status 1. Gives up after 10 minutes.
@@ -135,6 +135,7 @@ end
 
 local stop_live -- ends the running "live N" early, when one runs
 local trace_dump -- with ODO_BENCH_TRACE=1: prints the engine calls' times
+local source_prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and MODE == "source" and require "bench.luaprof"()
 
 local function append_live(n)
   local sent, t0 = 0, uv.hrtime()
@@ -194,6 +195,7 @@ local function run_source()
       if stop_live then stop_live() end
     elseif line == "quit" then
       if trace_dump then trace_dump() end
+      if source_prof then source_prof() end
       say("cpu", thread_cpu())
       uv.stop()
     else

@@ -247,12 +247,15 @@ static int at_tail(odo_sync *y, const sync_sub *sub) {
 
 /* The tail pass (up to the session's high watermark; bulk stops at its
  * low one): one frame for each subscription at its tail, over every
- * peer, until none has anything (or budget or the session's watermark
- * stop it). Returns the frames sent. */
-static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget, int ev) {
+ * peer, until none has anything (or budget, the session's watermark or
+ * the deadline stop it: the rest on a later turn). Returns the frames
+ * sent. */
+#define ODO_TAIL_NS 1000000u
+static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget,
+                          uint64_t deadline, int ev) {
   int64_t sent = 0;
   int progress = 1;
-  while (progress && sent < budget) {
+  while (progress && sent < budget && odo_mono_ns() < deadline) {
     progress = 0;
     for (sync_peer *p = y->peers; p && sent < budget; p = p->next) {
       int busy = 0;
@@ -275,9 +278,16 @@ static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget, int ev) {
 
 int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
                   int ev) {
-  uint64_t deadline = max_ns ? odo_mono_ns() + max_ns : 0;
+  uint64_t now = odo_mono_ns();
+  uint64_t deadline = max_ns ? now + max_ns : 0;
   int timed_out = 0;
-  budget -= pump_tails(L, y, budget, ev);
+  /* tails get at least ODO_TAIL_NS (thousands of small streams are tails
+   * too: they must not hold the loop either) */
+  budget -= pump_tails(L, y, budget,
+                       max_ns == 0 ? UINT64_MAX
+                                   : now + (max_ns > ODO_TAIL_NS ? max_ns : ODO_TAIL_NS),
+                       ev);
+  if (deadline && odo_mono_ns() >= deadline) timed_out = 1;
   for (sync_peer *p = y->peers; p && budget > 0 && !timed_out; p = p->next) {
     int progress = 1;
     while (progress && budget > 0 && odo_session_bulk_writable(p->s)) {
