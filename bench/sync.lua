@@ -66,7 +66,11 @@
 -- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
 -- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
--- (default 100).
+-- (default 100). For finding where time goes: ODO_BENCH_ONLY=during or
+-- fleet (that run alone), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
+-- the source while it serves the live run's catch-up),
+-- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica), ODO_BENCH_TRACE=1
+-- and ODO_BENCH_LUAPROF=1 (bench/sync_peer.lua).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
 local odo = require "odo"
@@ -82,6 +86,12 @@ local FLEET_STREAMS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_STREAMS
 local FLEET_EVENTS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_EVENTS"))) or 100
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
+-- ODO_BENCH_ONLY=during|fleet: that run alone (and its lines), for iterating
+local ONLY = os.getenv("ODO_BENCH_ONLY")
+-- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run;
+-- ODO_BENCH_PERF_FLEET=FILE: of the fleet's replica
+local PERF_SOURCE, PERF_FLEET = os.getenv("ODO_BENCH_PERF_SOURCE"), os.getenv("ODO_BENCH_PERF_FLEET")
+assert(ONLY == nil or ONLY == "during" or ONLY == "fleet", "ODO_BENCH_ONLY must be during or fleet")
 local BATCH = 1000
 local DATA_BYTES = 100
 local RUN_TIMEOUT_MS = 600000
@@ -280,9 +290,12 @@ local function run_live_during_catchup()
   for i, l in ipairs(source.lines) do -- the warm-up's own line
     if l:match("^live_sent ") then source.lines[i] = "(seen) " .. l end
   end
+  local perf = PERF_SOURCE
+    and spawn("perf", { "record", "-g", "-q", "-o", PERF_SOURCE, "-p", tostring(source.pid) })
   source.send("live 1000000")
   local secs = tonumber(expect(bulk, "^caught_up ([%d.]+) ", "the second replica's catch-up", CATCH_UP_TIMEOUT_MS))
   source.send("live_stop")
+  if perf then common.stop(perf, 10000) end -- perf writes its file on SIGTERM
   local sent = expect(source, "^live_sent (%d+)$", "the live events' end", 60000)
   reap(bulk, "the second replica")
   -- let the last events arrive, then take those sent during the catch-up
@@ -310,8 +323,10 @@ local function run_fleet()
   local source, port = start_source(d)
   local rep = spawn("lua5.4", peer_args("fleet", fresh("fleet-replica"), pki.replica.ca, pki.replica.cert,
     pki.replica.key, port, tostring(FLEET_STREAMS), tostring(FLEET_EVENTS)), common.peer_env())
+  local perf = PERF_FLEET and spawn("perf", { "record", "-g", "-q", "-o", PERF_FLEET, "-p", tostring(rep.pid) })
   local cat, first, last, held, rmain, rother = expect(rep, "^fleet (%S+) (%S+) (%S+) (%d+) (%S+) (%S+)$",
     "the fleet's catch-up", CATCH_UP_TIMEOUT_MS + FLEET_STREAMS * 10)
+  if perf then common.stop(perf, 10000) end
   reap(rep, "the fleet replica")
   stop_source(source)
   assert(tonumber(held) == FLEET_STREAMS, ("the fleet replica holds %s of %d streams whole"):format(held,
@@ -325,7 +340,15 @@ local function main()
   dir = common.tmpdir()
   pki = common.make_pki(dir, { "source", "replica", "replica2" })
   local appended, signed
+  if ONLY == "fleet" then
+    fleet = run_fleet()
+    return
+  end
   src.node, src.id, appended, signed = fill_node()
+  if ONLY == "during" then
+    during = run_live_during_catchup()
+    return
+  end
   src.pipe = fill_pipe(src.id)
   fill_rates = { appended = appended, signed = signed }
   log("source filled: %.0f events/s appended, %.0f events/s with heads signed", appended, signed)
@@ -351,6 +374,18 @@ end
 
 common.main("bench/sync.lua", main, KEEP)
 
+if ONLY == "during" then
+  print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; %d events caught up"
+    .. " in %.3f s)"):format(during.p50, during.p99, during.max, during.mean, during.count, during.events, during.secs))
+  print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
+  return
+elseif ONLY == "fleet" then
+  print(("fleet: %d streams x %d events; catalogue exchange %.3f s; first stream caught up at %.3f s, last at"
+    .. " %.3f s; %.0f events/s; replica CPU s %.2f"):format(FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue, fleet.first,
+    fleet.last, FLEET_STREAMS * FLEET_EVENTS / fleet.last, fleet.cpu))
+  print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
+  return
+end
 local function mb(kb) return kb >= 0 and ("%.1f"):format(kb / 1024) or "unknown" end
 local function line(name, r, what)
   print(("%s: %.0f events/s, %.1f MB/s of event data  (%s; peak RssAnon source %s MB, replica %s MB;"

@@ -52,6 +52,11 @@
 --         <cpu main> <cpu other>
 -- and exits.
 --
+-- ODO_BENCH_TRACE=1 (source): each call into the sync engine is timed
+-- (wall and process CPU); "quit" prints them per method on stderr.
+-- ODO_BENCH_LUAPROF=1 (fleet, source): its Lua code is sampled
+-- (bench/luaprof.lua); the top lines and functions go to stderr at the end.
+--
 -- Any error reported by the node fails the run: a message on stderr and
 -- exit status 1. Gives up after 10 minutes.
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
@@ -129,6 +134,8 @@ end
 -- ---- the source -------------------------------------------------------------------
 
 local stop_live -- ends the running "live N" early, when one runs
+local trace_dump -- with ODO_BENCH_TRACE=1: prints the engine calls' times
+local source_prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and MODE == "source" and require "bench.luaprof"()
 
 local function append_live(n)
   local sent, t0 = 0, uv.hrtime()
@@ -153,6 +160,31 @@ end
 local function run_source()
   node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
     tune_allocator = true })
+  if os.getenv("ODO_BENCH_TRACE") == "1" then
+    -- each engine call timed: wall and CPU (process) ms, on stderr at "quit"
+    local real = node.sync.engine
+    local hist = {}
+    node.sync.engine = setmetatable({}, { __index = function(_, k)
+      return function(_, ...)
+        local t, c = uv.hrtime(), os.clock()
+        local r = table.pack(real[k](real, ...))
+        local ms = (uv.hrtime() - t) / 1e6
+        local cms = (os.clock() - c) * 1e3
+        local h = hist[k] or { n = 0, sum = 0, max = 0, over5 = 0, cmax = 0, csum = 0 }
+        hist[k] = h
+        h.n, h.sum, h.max = h.n + 1, h.sum + ms, math.max(h.max, ms)
+        h.cmax, h.csum = math.max(h.cmax, cms), h.csum + cms
+        if ms > 5 then h.over5 = h.over5 + 1 end
+        return table.unpack(r, 1, r.n)
+      end
+    end })
+    trace_dump = function()
+      for k, h in pairs(hist) do
+        io.stderr:write(("trace %s: %d calls, wall %.1f ms (max %.1f, %d over 5 ms), CPU %.1f ms (max %.1f)\n")
+          :format(k, h.n, h.sum, h.max, h.over5, h.csum, h.cmax))
+      end
+    end
+  end
   local last, hash = last_hash(node, node.id)
   say("port", node.listen.port, node.id, last, hash)
   commands(function(line)
@@ -162,6 +194,8 @@ local function run_source()
     elseif line == "live_stop" then
       if stop_live then stop_live() end
     elseif line == "quit" then
+      if trace_dump then trace_dump() end
+      if source_prof then source_prof() end
       say("cpu", thread_cpu())
       uv.stop()
     else
@@ -270,7 +304,9 @@ local function run_fleet()
   local offered, n_offered, t_cat = {}, 0, nil
   local caught, n_caught, t_first = {}, 0, nil
   local function secs() return (uv.hrtime() - t0) / 1e9 end
+  local prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and require "bench.luaprof"()
   local function finish()
+    if prof then prof() end
     local held = 0
     for _, st in ipairs(node.store:streams()) do
       if not st.own and st.last == events then held = held + 1 end

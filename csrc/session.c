@@ -106,6 +106,13 @@ int odo_session_writable(odo_session *s) {
   return !s->blocked && s->state == ODO_SESSION_OPEN;
 }
 
+int odo_session_bulk_writable(odo_session *s) {
+  if (!odo_session_writable(s)) return 0;
+  if (odo_session_queued(s) < s->low) return 1;
+  s->bulk_waits = 1;
+  return 0;
+}
+
 /* ---- closing ----------------------------------------------------------------- */
 
 static void closed_event(lua_State *L, int ev, odo_session *s, const char *by) {
@@ -488,24 +495,19 @@ static int l_output(lua_State *L) {
   odo_session *s = check_session(L);
   BIO *out = SSL_get_wbio(s->ssl);
   size_t n = BIO_ctrl_pending(out);
-  char *p = NULL;
+  luaL_Buffer b;
+  char *p;
+  int got;
   if (n == 0) return 0;
-  if (n <= OUTPUT_CHUNK) {
-    /* all of it: one copy, straight from the BIO, which is then emptied */
-    long avail = BIO_get_mem_data(out, &p);
-    if (avail < 0 || (size_t)avail != n || p == NULL) return 0;
-    lua_pushlstring(L, p, n);
-    (void)BIO_reset(out);
-  } else {
-    /* a chunk at a time: big blocks would come from fresh mappings */
-    luaL_Buffer b;
-    int got;
-    p = luaL_buffinitsize(L, &b, OUTPUT_CHUNK);
-    got = BIO_read(out, p, (int)OUTPUT_CHUNK);
-    if (got <= 0) return 0;
-    luaL_pushresultsize(&b, (size_t)got);
-    n = (size_t)got;
-  }
+  /* read, not reset: a memory BIO's reset clears its whole capacity
+   * (megabytes after a catch-up) however little it held; a chunk at a
+   * time, as big blocks would come from fresh mappings */
+  if (n > OUTPUT_CHUNK) n = OUTPUT_CHUNK;
+  p = luaL_buffinitsize(L, &b, n);
+  got = BIO_read(out, p, (int)n);
+  if (got <= 0) return 0;
+  luaL_pushresultsize(&b, (size_t)got);
+  n = (size_t)got;
   s->in_flight += n;
   s->bytes_out += n;
   return 1;
@@ -513,7 +515,8 @@ static int l_output(lua_State *L) {
 
 /***
  * Reports that n bytes of output reached the socket. Returns true when
- * the session just fell below its low watermark (producers may resume).
+ * the session just fell below its low watermark after it was blocked, or
+ * while a bulk producer waited for that (producers may resume).
  * @function session:written
  */
 static int l_written(lua_State *L) {
@@ -521,6 +524,10 @@ static int l_written(lua_State *L) {
   size_t n = (size_t)odo_checku64(L, 2, "n");
   int was = s->blocked;
   s->in_flight -= n < s->in_flight ? n : s->in_flight;
+  if (s->bulk_waits && odo_session_queued(s) < s->low) {
+    s->bulk_waits = 0;
+    was = 1; /* a bulk producer waits for this */
+  }
   lua_pushboolean(L, was && odo_session_writable(s));
   return 1;
 }

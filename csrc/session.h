@@ -23,6 +23,7 @@ typedef struct odo_session {
   SSL *ssl;
   odo_tls *tls;
   int server, state, blocked;
+  int bulk_waits; /* a bulk producer waits for the queue to fall to low */
   size_t max_frame, high, low;
   odo_buf in;       /* plaintext received and not yet parsed, from in_off */
   size_t in_off;
@@ -52,6 +53,10 @@ int odo_session_write_frames(odo_session *s, const uint8_t *p, size_t n,
 size_t odo_session_queued(const odo_session *s);
 /* Open and under the watermarks (with hysteresis). */
 int odo_session_writable(odo_session *s);
+/* Writable, and for bulk (a catch-up) too: under the low watermark, so
+ * live and control frames (a heartbeat) never queue behind more than that
+ * of it. When not, `written` reports the drain below the low watermark. */
+int odo_session_bulk_writable(odo_session *s);
 
 void odo_session_open(lua_State *L);
 

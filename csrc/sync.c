@@ -308,7 +308,10 @@ static int l_catalogue(lua_State *L) {
 
 /***
  * Sends what subscriptions are owed, while sessions are under their high
- * watermark, at most `budget` frames in all (default 256).
+ * watermark, at most `budget` frames in all (default 256): first what
+ * each subscription owing at most one batch is owed (live traffic), then
+ * bulk catch-ups for at most `max_us` microseconds (default 0: no limit),
+ * so one turn of the loop never holds live events long.
  * @function sync:pump
  * @treturn boolean whether work is left (call again on a later turn)
  * @treturn table events: {event = "error", stream, reason}
@@ -316,10 +319,12 @@ static int l_catalogue(lua_State *L) {
 static int l_pump(lua_State *L) {
   odo_sync *y = check_sync(L);
   lua_Integer budget = luaL_optinteger(L, 2, 256);
+  uint64_t max_us = odo_optu64(L, 3, 0, "max_us");
   int more;
+  lua_settop(L, 1);
   lua_pushnil(L); /* placeholder for `more` */
   lua_newtable(L);
-  more = odo_sync_pump(L, y, (int64_t)budget, lua_gettop(L));
+  more = odo_sync_pump(L, y, (int64_t)budget, max_us * 1000u, lua_gettop(L));
   lua_pushboolean(L, more);
   lua_replace(L, -3);
   return 2;
@@ -401,11 +406,12 @@ static int l_info(lua_State *L) {
   }
   lua_setfield(L, -2, "serving");
   lua_newtable(L);
-  for (sync_want *w = p->wants; w; w = w->next) {
-    lua_pushlstring(L, w->stream, w->len);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -3);
-  }
+  for (size_t i = 0; i < ODO_SYNC_WANT_BUCKETS; i++)
+    for (sync_want *w = p->wants[i]; w; w = w->next) {
+      lua_pushlstring(L, w->stream, w->len);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+    }
   lua_setfield(L, -2, "wanted");
   return 1;
 }

@@ -50,10 +50,15 @@ typedef struct sync_sub {
   uint64_t snap_rev;
   uint8_t snap_hash[ODO_HASH_LEN];
   size_t snap_off;
-  struct sync_sub *next_sub;
+  struct sync_sub *next_sub; /* in the order they came (the pump's) */
+  struct sync_sub *prev_sub;
+  struct sync_sub *hnext;    /* in its chain of the peer's index */
 } sync_sub;
 
-/* A stream this node asked a peer for (so stale batches are dropped). */
+/* A stream this node asked a peer for (so stale batches are dropped);
+ * kept in a hash table of chains, as a replica may ask for thousands (the
+ * subscriptions a peer asks of us, too). */
+#define ODO_SYNC_WANT_BUCKETS 1024
 typedef struct sync_want {
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t len;
@@ -64,8 +69,9 @@ typedef struct sync_peer {
   odo_session *s;
   int ref; /* registry reference keeping the session alive */
   char id[ODO_NODE_ID_HEX + 1];
-  sync_sub *subs;
-  sync_want *wants;
+  sync_sub *subs, *subs_last; /* changed by odo_sync_add_sub, _remove_sub */
+  sync_sub *sub_index[ODO_SYNC_WANT_BUCKETS]; /* chains, by odo_fnv1a(id) */
+  sync_want *wants[ODO_SYNC_WANT_BUCKETS];    /* chains, by odo_fnv1a(id) */
   /* a snapshot being received */
   odo_buf snap;
   char snap_stream[ODO_MAX_STREAM_ID + 1];
@@ -101,8 +107,16 @@ sync_peer *odo_sync_find_peer(odo_sync *y, const odo_session *s);
 void odo_sync_sub_free(sync_sub *sub);
 /* Frees p (and its registry reference when L is given). */
 void odo_sync_peer_free(lua_State *L, sync_peer *p);
+/* The link in its chain that holds stream id, or the empty link at the
+ * end of the chain where it belongs (set it to add one). */
 sync_want **odo_sync_find_want(sync_peer *p, const char *id, size_t len);
-sync_sub **odo_sync_find_sub(sync_peer *p, const char *id, size_t len);
+/* The subscription of p to stream id, or NULL. */
+sync_sub *odo_sync_find_sub(sync_peer *p, const char *id, size_t len);
+/* A new subscription of p to stream id (not held yet), last in the
+ * pump's order; NULL when out of memory. */
+sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len);
+/* Ends and frees subscription sub of p. */
+void odo_sync_remove_sub(sync_peer *p, sync_sub *sub);
 /* The public key of a stream's source: ours, cached, or from the store. */
 EVP_PKEY *odo_sync_source_key(odo_sync *y, const char *src, size_t len,
                               odo_err *e);
@@ -130,9 +144,15 @@ void odo_sync_note_end(lua_State *L, int ev);
 /* ---- sync_serve.c ---- */
 void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
                            size_t len, uint16_t code, const char *why);
-/* Sends what subscriptions are owed, at most `budget` frames; notes
- * serving errors at ev. Returns whether work is left. */
-int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, int ev);
+/* Sends what subscriptions are owed, at most `budget` frames: first one
+ * frame at a time to every subscription owing at most one batch (live
+ * traffic, while the session is writable), then bulk catch-ups (while
+ * the session is under its low watermark: odo_session_bulk_writable),
+ * those for at most max_ns nanoseconds (0: no limit); notes serving
+ * errors at ev. Returns whether work is left (a session that waits to
+ * drain reports it through `written`). */
+int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
+                  int ev);
 /* Builds the CATALOGUE frames of list[0..n) into y->out; each replica's
  * hop count is the integer at its id in the table at hops_idx (none, or
  * no table: no path), and the streams true in the table at yours_idx

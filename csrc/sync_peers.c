@@ -24,28 +24,58 @@ void odo_sync_peer_free(lua_State *L, sync_peer *p) {
     odo_sync_sub_free(p->subs);
     p->subs = n;
   }
-  while (p->wants) {
-    sync_want *n = p->wants->next;
-    free(p->wants);
-    p->wants = n;
-  }
+  for (size_t i = 0; i < ODO_SYNC_WANT_BUCKETS; i++)
+    while (p->wants[i]) {
+      sync_want *n = p->wants[i]->next;
+      free(p->wants[i]);
+      p->wants[i] = n;
+    }
   odo_buf_free(&p->snap);
   if (L) luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
   free(p);
 }
 
 sync_want **odo_sync_find_want(sync_peer *p, const char *id, size_t len) {
-  sync_want **w = &p->wants;
+  sync_want **w = &p->wants[odo_fnv1a(id, len) % ODO_SYNC_WANT_BUCKETS];
   for (; *w; w = &(*w)->next)
     if ((*w)->len == len && memcmp((*w)->stream, id, len) == 0) break;
   return w;
 }
 
-sync_sub **odo_sync_find_sub(sync_peer *p, const char *id, size_t len) {
-  sync_sub **s = &p->subs;
-  for (; *s; s = &(*s)->next_sub)
-    if ((*s)->len == len && memcmp((*s)->stream, id, len) == 0) break;
-  return s;
+static size_t bucket_of(const char *id, size_t len) {
+  return (size_t)(odo_fnv1a(id, len) % ODO_SYNC_WANT_BUCKETS);
+}
+
+sync_sub *odo_sync_find_sub(sync_peer *p, const char *id, size_t len) {
+  for (sync_sub *s = p->sub_index[bucket_of(id, len)]; s; s = s->hnext)
+    if (s->len == len && memcmp(s->stream, id, len) == 0) return s;
+  return NULL;
+}
+
+sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len) {
+  sync_sub *sub = calloc(1, sizeof *sub);
+  size_t b = bucket_of(id, len);
+  if (sub == NULL) return NULL;
+  memcpy(sub->stream, id, len);
+  sub->len = len;
+  sub->hnext = p->sub_index[b];
+  p->sub_index[b] = sub;
+  sub->prev_sub = p->subs_last;
+  if (p->subs_last) p->subs_last->next_sub = sub;
+  else p->subs = sub;
+  p->subs_last = sub;
+  return sub;
+}
+
+void odo_sync_remove_sub(sync_peer *p, sync_sub *sub) {
+  sync_sub **h = &p->sub_index[bucket_of(sub->stream, sub->len)];
+  while (*h && *h != sub) h = &(*h)->hnext;
+  if (*h) *h = sub->hnext;
+  if (sub->prev_sub) sub->prev_sub->next_sub = sub->next_sub;
+  else p->subs = sub->next_sub;
+  if (sub->next_sub) sub->next_sub->prev_sub = sub->prev_sub;
+  else p->subs_last = sub->prev_sub;
+  odo_sync_sub_free(sub);
 }
 
 EVP_PKEY *odo_sync_source_key(odo_sync *y, const char *src, size_t len,

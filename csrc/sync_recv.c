@@ -161,7 +161,7 @@ static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
   odo_rd_init(&r, m.entries.p, m.entries.len);
   for (uint32_t i = 0; i < m.entries.count; i++) {
-    sync_sub **pp, *sub;
+    sync_sub *sub;
     odo_msg_sub_entry_next(&r, &s);
     if (odo_store_find(y->store, s.id, s.id_len) == NULL) {
       if (!may_answer(p))
@@ -173,14 +173,10 @@ static void on_subscribe(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                             "this node has no such stream");
       continue;
     }
-    pp = odo_sync_find_sub(p, s.id, s.id_len);
-    sub = *pp;
+    sub = odo_sync_find_sub(p, s.id, s.id_len);
     if (sub == NULL) {
-      sub = calloc(1, sizeof *sub);
+      sub = odo_sync_add_sub(p, s.id, s.id_len);
       if (sub == NULL) return violation(L, ev, s.id, s.id_len, "local", "out of memory");
-      memcpy(sub->stream, s.id, s.id_len);
-      sub->len = s.id_len;
-      *pp = sub;
     } else if (sub->snap_raw) {
       leveldb_free(sub->snap_raw);
       sub->snap_raw = NULL;
@@ -207,14 +203,10 @@ static void on_unsubscribe(lua_State *L, int ev, sync_peer *p,
   for (uint32_t i = 0; i < m.ids.count; i++) {
     const char *id;
     size_t sl;
-    sync_sub **pp;
+    sync_sub *sub;
     odo_msg_id_next(&r, &id, &sl);
-    pp = odo_sync_find_sub(p, id, sl);
-    if (*pp) {
-      sync_sub *sub = *pp;
-      *pp = sub->next_sub;
-      odo_sync_sub_free(sub);
-    }
+    sub = odo_sync_find_sub(p, id, sl);
+    if (sub) odo_sync_remove_sub(p, sub);
   }
 }
 

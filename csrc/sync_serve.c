@@ -110,10 +110,33 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
 
 /* ---- batches ---------------------------------------------------------------- */
 
+/* After odo_reader_next returned event rev: whether its signed head
+ * follows it (heads sit right after their events). 1 with h filled, 0
+ * when not (the reader goes on from where it stands), -1 with e set. */
+static int head_after(odo_reader *r, uint64_t rev, odo_head *h, odo_err *e) {
+  size_t kl, vl, pl;
+  const uint8_t *k, *p;
+  const char *v;
+  leveldb_iter_next(r->it);
+  r->started = 0; /* its next call reads where the iterator stands */
+  if (!leveldb_iter_valid(r->it)) return 0;
+  k = (const uint8_t *)leveldb_iter_key(r->it, &kl);
+  if (kl != ODO_HEADKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != r->num ||
+      odo_get_be64(k + 9) != rev)
+    return 0;
+  v = leveldb_iter_value(r->it, &vl);
+  p = odo_rec_open(k, kl, v, vl, &pl);
+  if (p == NULL || !odo_rec_head_decode(p, pl, h))
+    return odo_err_set(e, "ECORRUPT", "a signed head of stream %s is damaged", r->stream_id), -1;
+  h->rev = rev;
+  return 1;
+}
+
 /* Encodes events next..head.rev and the first head at or after next as
- * one EVENTS frame in y->out. Returns the frame's size, 0 when there is no
- * head to end at yet, or -1 with e set (a batch whose events are not all
- * held is never sent). */
+ * one EVENTS frame in y->out, in one walk of the store (heads sit among
+ * the events). Returns the frame's size, 0 when there is no head to end
+ * at yet, or -1 with e set (a batch whose events are not all held is
+ * never sent). */
 static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
                         uint64_t *end, odo_err *e) {
   odo_head h;
@@ -121,11 +144,8 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   odo_event ev;
   uint32_t count = 0;
   size_t f, count_at;
-  int rc = odo_head_read(y->store, st, next, 0, &h, e);
-  if (rc <= 0) return rc;
-  if (h.rev > st->cat.last) return 0;
-  *end = h.rev;
-  if (!odo_reader_open(y->store, st, next, h.rev, &r, e)) return -1;
+  int rc, found = 0;
+  if (!odo_reader_open(y->store, st, next, st->cat.last, &r, e)) return -1;
   /* the events go straight into the frame (a batch is copied once) */
   f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
   count_at = odo_msg_events_open(&y->out, st->id, st->id_len, next);
@@ -136,14 +156,23 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
       break;
     }
     count++;
+    if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
+      rc = -1;
+      odo_err_set(e, "ETOOBIG", "a batch of stream %s is too big to send", st->id);
+      break;
+    }
+    rc = head_after(&r, ev.rev, &h, e);
+    if (rc != 0) {
+      found = rc == 1;
+      break;
+    }
   }
   odo_reader_close(&r);
-  if (rc < 0 || count != h.rev - next + 1) {
+  if (rc < 0 || !found) {
     y->out.len = f;
-    if (rc < 0) return -1;
-    return odo_err_set(e, "ECORRUPT", "stream %s: events missing before head %llu",
-                       st->id, (unsigned long long)h.rev), -1;
+    return rc < 0 ? -1 : 0; /* no head yet: the next one brings it */
   }
+  *end = h.rev;
   odo_msg_events_close(&y->out, count_at, count, h.rev, h.hash, h.sig, h.sig_len);
   odo_frame_end(&y->out, f);
   if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
@@ -153,11 +182,10 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   return (long)(y->out.len - f);
 }
 
-/* Ends a subscription that cannot be served. */
-static void unsubscribe_at(sync_sub **pp) {
-  sync_sub *sub = *pp;
-  *pp = sub->next_sub;
-  odo_sync_sub_free(sub);
+/* Ends the subscription at *pp (the link to it in p's list, which then
+ * holds the next one). */
+static void unsubscribe_at(sync_peer *p, sync_sub **pp) {
+  odo_sync_remove_sub(p, *pp);
 }
 
 /* Moves one subscription forward by at most one frame. Returns 1 when it
@@ -171,13 +199,13 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
   uint64_t end = 0;
   if (st == NULL) return 0;
   if (sub->snap_raw || sub->want_snap || sub->next < st->cat.first) {
-    if (send_snapshot_chunk(y, p, sub, st) < 0) unsubscribe_at(pp);
+    if (send_snapshot_chunk(y, p, sub, st) < 0) unsubscribe_at(p, pp);
     return 1;
   }
   if (sub->next > st->cat.last) {
     if (!sub->caught_up) {
       send_caught_up(y, p, sub, st->cat.last);
-      if (!sub->live) unsubscribe_at(pp);
+      if (!sub->live) unsubscribe_at(p, pp);
       return 1;
     }
     return 0;
@@ -194,7 +222,7 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
                           strcmp(e.name, "ETOOBIG") == 0 ? ODO_REFUSED_TOO_BIG
                                                          : ODO_REFUSED_UNAVAILABLE,
                           e.msg);
-    unsubscribe_at(pp);
+    unsubscribe_at(p, pp);
     return 1;
   }
   /* the head ends the batch: what it covers is sent */
@@ -206,14 +234,71 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
   return 1;
 }
 
-int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, int ev) {
-  for (sync_peer *p = y->peers; p && budget > 0; p = p->next) {
+/* Whether a subscription owes at most one batch (live traffic, or the
+ * end of a catch-up, or a small stream): such subscriptions are served
+ * before bulk catch-ups, so a live event never waits behind them. */
+static int at_tail(odo_sync *y, const sync_sub *sub) {
+  odo_stream *st;
+  if (sub->snap_raw || sub->want_snap) return 0;
+  st = odo_store_find(y->store, sub->stream, sub->len);
+  return st != NULL && sub->next >= st->cat.first &&
+         sub->next + ODO_HEAD_EVENTS > st->cat.last;
+}
+
+/* The tail pass (up to the session's high watermark; bulk stops at its
+ * low one): one frame for each subscription at its tail, over every
+ * peer, until none has anything (or budget, the session's watermark or
+ * the deadline stop it: the rest on a later turn). Returns the frames
+ * sent. */
+#define ODO_TAIL_NS 1000000u
+static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget,
+                          uint64_t deadline, int ev) {
+  int64_t sent = 0;
+  int progress = 1;
+  while (progress && sent < budget && odo_mono_ns() < deadline) {
+    progress = 0;
+    for (sync_peer *p = y->peers; p && sent < budget; p = p->next) {
+      int busy = 0;
+      for (sync_sub *sub = p->subs; sub; sub = sub->next_sub)
+        if (sub->snap_raw) busy = 1; /* a snapshot goes out whole first */
+      if (busy) continue;
+      for (sync_sub **pp = &p->subs; *pp && sent < budget;) {
+        sync_sub *sub = *pp;
+        if (!odo_session_writable(p->s)) break;
+        if (at_tail(y, sub) && pump_sub(L, y, p, pp, ev)) {
+          progress = 1;
+          sent++;
+        }
+        if (*pp == sub) pp = &sub->next_sub;
+      }
+    }
+  }
+  return sent;
+}
+
+int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
+                  int ev) {
+  uint64_t now = odo_mono_ns();
+  uint64_t deadline = max_ns ? now + max_ns : 0;
+  int timed_out = 0;
+  /* tails get at least ODO_TAIL_NS (thousands of small streams are tails
+   * too: they must not hold the loop either) */
+  budget -= pump_tails(L, y, budget,
+                       max_ns == 0 ? UINT64_MAX
+                                   : now + (max_ns > ODO_TAIL_NS ? max_ns : ODO_TAIL_NS),
+                       ev);
+  if (deadline && odo_mono_ns() >= deadline) timed_out = 1;
+  for (sync_peer *p = y->peers; p && budget > 0 && !timed_out; p = p->next) {
     int progress = 1;
-    while (progress && budget > 0 && odo_session_writable(p->s)) {
+    while (progress && budget > 0 && odo_session_bulk_writable(p->s)) {
       /* a snapshot goes out whole before anything else on this session:
        * a receiver assembles one snapshot at a time */
       sync_sub **busy = NULL;
       progress = 0;
+      if (deadline && odo_mono_ns() >= deadline) {
+        timed_out = 1; /* the rest on a later turn: live events go first */
+        break;
+      }
       for (sync_sub **pp = &p->subs; *pp; pp = &(*pp)->next_sub)
         if ((*pp)->snap_raw) busy = pp;
       if (busy) {
@@ -225,17 +310,18 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, int ev) {
       }
       for (sync_sub **pp = &p->subs; *pp && budget > 0;) {
         sync_sub *sub = *pp;
-        if (!odo_session_writable(p->s)) break;
+        if (!odo_session_bulk_writable(p->s)) break;
         if (pump_sub(L, y, p, pp, ev)) {
           progress = 1;
           budget--;
         }
         if (*pp == sub) pp = &sub->next_sub;
         if (sub->snap_raw) break; /* it started a snapshot: finish it first */
+        if (deadline && odo_mono_ns() >= deadline) break;
       }
     }
   }
-  return budget <= 0;
+  return budget <= 0 || timed_out;
 }
 
 /* ---- catalogues -------------------------------------------------------------- */

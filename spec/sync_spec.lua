@@ -138,18 +138,26 @@ describe("sync", function()
     local big = {}
     for i = 1, 1000 do big[i] = { type = "t", data = ("x"):rep(1000) } end
     for _ = 1, 40 do a:append(nil, big) end -- 40 MB of events
+    -- b stops reading as soon as it asks for the stream: a's queue to it fills
+    local held = false
+    a:on("subscribed", function()
+      if not held then
+        held = true
+        net.hold("10.0.0.2")
+      end
+    end)
     local b = node(2, { peers = { "10.0.0.1:4000" } })
-    assert.is_true(net.run_until(function() return last(b, a.id) > 0 end, 5000))
-    net.hold("10.0.0.2") -- b stops reading
+    assert.is_true(net.run_until(function() return held end, 5000))
     local worst = 0
     for _ = 1, 50 do
       net.advance(20)
       local conn = a.swarm:active(b.id) and a.swarm:active(b.id).conn
       if conn then worst = math.max(worst, conn.session:info().queued) end
     end
-    -- at most the high watermark (4 MiB) plus one batch (about 1 MB here)
+    -- bulk stops at the low watermark (1 MiB), so a heartbeat never waits
+    -- behind more than that and the batch that crossed it (about 1 MB)
     assert.is_true(worst > 0)
-    assert.is_true(worst < 6 * 1024 * 1024, "queued " .. worst)
+    assert.is_true(worst < 2.2 * 1024 * 1024, "queued " .. worst)
     net.release("10.0.0.2")
     assert.is_true(net.run_until(has(b, a.id, 40000), 60000))
     same_stream(a, b, a.id)
@@ -391,5 +399,59 @@ describe("sync", function()
     assert.equal(from + 1, subs[#subs][4])
     same_stream(a, b2, a.id)
     assert.is_true(got >= 3000)
+  end)
+
+  -- Live traffic ahead of bulk: a source serving a bulk catch-up to one
+  -- peer sends a new event to a caught-up follower before the rest of that
+  -- catch-up (and, rule 3 above, bulk never fills a session past its low
+  -- watermark); a fleet of small streams is subscribed in one go and
+  -- served whole.
+  it("a new event reaches a caught-up follower while another peer's catch-up is still under way", function()
+    -- a bulk slice of a microsecond: one batch of catch-up a loop turn
+    local a = node(1, { policy = { sync_pump_us = 1 } })
+    for _ = 1, 20 do a:append(nil, H.events(1000)) end
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(has(b, a.id, 20000), 30000))
+    -- c's first batch: a appends a live event at once; where was c's
+    -- catch-up when b got it?
+    local c = node(3, { peers = { "10.0.0.1:4000" } })
+    local c_at_live
+    c:on("replicated", function()
+      if a.store:stream(a.id).last == 20000 then a:append(nil, { { type = "live", data = "now" } }) end
+    end)
+    b:on("replicated", function(_, rev)
+      if rev == 20001 then c_at_live = last(c, a.id) end
+    end)
+    assert.is_true(net.run_until(function() return c_at_live ~= nil end, 10000))
+    -- the live batch went out ahead of the rest of c's catch-up
+    assert.is_true(c_at_live < 20000, ("c already held %d events"):format(c_at_live))
+    -- and c still gets everything, the live event last, with no gap
+    assert.is_true(net.run_until(has(c, a.id, 20001), 30000))
+    same_stream(a, c, a.id)
+    assert.equal("now", c:read(a.id, 20001, 20001)[1].data)
+  end)
+
+  it("a fleet of small streams is caught up whole, each stream subscribed once", function()
+    local a = node(1)
+    local ids = {}
+    for i = 1, 300 do
+      ids[i] = a:stream_id("device" .. i)
+      a:append(ids[i], H.events(5, "d" .. i .. "-"))
+    end
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    local subscribed = {}
+    a:on("subscribed", function(_, stream) subscribed[stream] = (subscribed[stream] or 0) + 1 end)
+    assert.is_true(net.run_until(function()
+      for _, id in ipairs(ids) do if last(b, id) < 5 then return false end end
+      return true
+    end, 30000))
+    for _, id in ipairs(ids) do
+      assert.equal(1, subscribed[id], id)
+      same_stream(a, b, id)
+    end
+    -- b follows every stream live: a new event of one of them arrives
+    a:append(ids[150], H.events(1, "late"))
+    assert.is_true(net.run_until(has(b, ids[150], 6), 10000))
+    assert.equal("late1", b:read(ids[150], 6, 6)[1].data)
   end)
 end)

@@ -237,6 +237,10 @@ P.catalogue_push_ms = 25
 P.sync_pump_budget = 256
 --- Events walked per loop turn when signing heads.
 P.sign_budget = 100000
+--- Microseconds of bulk catch-up the sync engine serves per loop turn, at
+-- most (subscriptions owing at most one batch, live traffic, go first and
+-- are not counted); 0: no limit.
+P.sync_pump_us = 1000
 
 --- Whether stream `st` (a catalogue entry) is due for a snapshot:
 -- `function(st, state, now, policy)` (`policy`: the node's merged policy

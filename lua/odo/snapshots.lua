@@ -85,11 +85,27 @@ function Snapshots:check(ids)
   end
 end
 
---- Checks every stream (the node's tick).
+-- Streams checked per loop turn on a tick: thousands of streams (a
+-- fleet) never hold the loop for long.
+local TICK_SLICE = 500
+
+--- Checks every stream (the node's tick), TICK_SLICE a loop turn.
 function Snapshots:tick()
-  if self.closed then return end
+  if self.closed or self.ticking then return end
   local policy, now = self.node.policy, self.node.adapter.now()
-  for _, st in ipairs(self.store:streams()) do self:_check_stream(st, policy, now) end
+  local streams, i = self.store:streams(), 0
+  local function step()
+    self.ticking = nil
+    if self.closed then return end
+    for _ = 1, TICK_SLICE do
+      i = i + 1
+      if not streams[i] then return end
+      self:_check_stream(streams[i], policy, now)
+    end
+    self.ticking = true
+    self.node.adapter.defer(function() self.node:protect(step) end)
+  end
+  step()
 end
 
 function Snapshots:_check_stream(st, policy, now)

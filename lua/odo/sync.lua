@@ -74,14 +74,20 @@ function Sync:_schedule_pump()
     self.node:protect(function()
       self.pump_scheduled = false
       if self.closed then return end
-      local more, notes = self.engine:pump(self.policy.sync_pump_budget)
-      for _, n in ipairs(notes) do
-        self.node:report_error(("serving %s: %s"):format(n.stream, n.reason))
-      end
-      self:_flush_all()
-      if more then self:_schedule_pump() end
+      self:_pump(self.policy.sync_pump_us)
     end)
   end)
+end
+
+-- Sends what is owed: first to subscriptions owing at most a batch (live
+-- traffic), then bulk catch-ups for at most max_us; the rest later.
+function Sync:_pump(max_us)
+  local more, notes = self.engine:pump(self.policy.sync_pump_budget, max_us)
+  for _, n in ipairs(notes) do
+    self.node:report_error(("serving %s: %s"):format(n.stream, n.reason))
+  end
+  self:_flush_all()
+  if more then self:_schedule_pump() end
 end
 
 -- Signs heads for new own events once per loop turn, whatever the number
@@ -95,7 +101,8 @@ function Sync:_schedule_sign()
       if self.closed or not self.store:is_open() then return end
       local n, more = self.engine:sign_heads(self.policy.sign_budget)
       if n == nil then return self.node:report_error("signing heads: " .. tostring(more)) end
-      if n > 0 then self:_schedule_pump() end
+      -- new heads make live batches due: out at once, before any bulk
+      if n > 0 then self:_pump(1) end
       if more then self:_schedule_sign() end
     end)
   end)
@@ -112,19 +119,28 @@ function Sync:_schedule_catalogue()
       for id in pairs(self.changed) do ids[#ids + 1] = id end
       self.changed = {}
       if #ids == 0 then return end
-      local hops = self:_hops()
-      for pid, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, hops, self:_yours(pid)) end
+      local hops = self:_hops(ids)
+      for pid, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, hops, self:_yours(pid, ids)) end
       self:_flush_all()
     end)
   end)
 end
 
--- Our distance to the source of each replica we follow, in hops (as a
--- distance-vector protocol counts): one more than our upstream's; none
--- (no path) when it has none or it reaches `max_hops`.
-function Sync:_hops()
+-- The upstream of each of `ids` (nil: of every stream we follow), so a
+-- catalogue update costs what changed, not every stream held.
+local function upstreams(self, ids)
+  if not ids then return self.upstream end
+  local t = {}
+  for _, id in ipairs(ids) do t[id] = self.upstream[id] end
+  return t
+end
+
+-- Our distance to the source of each replica we follow (of `ids`, when
+-- given), in hops (as a distance-vector protocol counts): one more than
+-- our upstream's; none (no path) when it has none or it reaches `max_hops`.
+function Sync:_hops(ids)
   local h = {}
-  for id, up in pairs(self.upstream) do
+  for id, up in pairs(upstreams(self, ids)) do
     local rec = self.peers[up]
     local e = rec and rec.catalogue[id]
     if e and e.hops + 1 < self.policy.max_hops then h[id] = e.hops + 1 end
@@ -132,11 +148,11 @@ function Sync:_hops()
   return h
 end
 
--- The streams peer `pid` is our upstream for (told to it, so it never
--- follows us back: poisoned reverse).
-function Sync:_yours(pid)
+-- The streams (of `ids`, when given) peer `pid` is our upstream for
+-- (told to it, so it never follows us back: poisoned reverse).
+function Sync:_yours(pid, ids)
   local y = {}
-  for id, up in pairs(self.upstream) do
+  for id, up in pairs(upstreams(self, ids)) do
     if up == pid then y[id] = true end
   end
   return y
@@ -269,7 +285,7 @@ end
 -- policies run protected: one that fails is reported and the default
 -- decides. Returns what the store holds of each: {id = stream or false}.
 function Sync:_choose(ids)
-  local seen = {}
+  local seen, subs = {}, {} -- subs: the new subscriptions, by peer id, sent together
   for _, id in ipairs(ids) do
     if seen[id] == nil then
       local st = self.store:stream(id)
@@ -292,14 +308,22 @@ function Sync:_choose(ids)
         local ok, best = policy_mod.try(self.node, "upstream", function(b) return b == nil or self.peers[b] end,
           id, candidates, ours, current, self.node)
         if not ok then best = policy_defaults.upstream(id, candidates, ours, current, self.node) end
-        if best ~= current then self:_switch(id, current, best, ours) end
+        if best ~= current then self:_switch(id, current, best, ours, subs) end
       end
+    end
+  end
+  for pid, list in pairs(subs) do
+    local rec = self.peers[pid]
+    if rec then -- (a handler of "upstream" may have closed it)
+      self.engine:subscribe(rec.session, list, true)
+      rec.peer.conn:flush()
     end
   end
   return seen
 end
 
-function Sync:_switch(id, old, new, ours)
+-- `subs`: where new subscriptions wait, by peer id, to go out in one message
+function Sync:_switch(id, old, new, ours, subs)
   if old and self.peers[old] then
     self.engine:unsubscribe(self.peers[old].session, { id })
     self.peers[old].peer.conn:flush()
@@ -307,8 +331,8 @@ function Sync:_switch(id, old, new, ours)
   self.upstream[id] = new
   self.caught_up[id] = nil
   if new and self.peers[new] then
-    self.engine:subscribe(self.peers[new].session, { { id = id, from = ours + 1 } }, true)
-    self.peers[new].peer.conn:flush()
+    subs[new] = subs[new] or {}
+    table.insert(subs[new], { id = id, from = ours + 1 })
   end
   self.changed[id] = true -- our hops, and whom we follow, changed
   self:_schedule_catalogue()
