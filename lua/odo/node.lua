@@ -514,6 +514,7 @@ function Node:_commits_done()
   if not cq or not self.store:is_open() then return end
   local done = cq:collect()
   if #done > 0 then self:_changed() end
+  if self.sync then self.sync:on_written() end
   for _, job in ipairs(done) do
     local answers = self.cq_jobs[job.id] or {}
     self.cq_jobs[job.id] = nil
