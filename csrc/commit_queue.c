@@ -148,29 +148,44 @@ static void prepare_job(commit_queue *q, cq_job *j) {
   }
 }
 
-/* Writes the jobs of list that did not fail with one LevelDB write
- * (synced when one of them asks), merging their batches when there are
- * several; a failed write fails each of them. */
+/* Writes the jobs of list that did not fail. Unsynced, each is its own
+ * write (a failed one fails those after it: the queue breaks); synced,
+ * they go in one write merged from their batches, with one sync (a
+ * failure fails each of them). */
 static void write_jobs(commit_queue *q, cq_job *list) {
-  cq_job *only = NULL;
   int n = 0, sync = 0;
   char *err = NULL;
   odo_err e = {0};
   for (cq_job *j = list; j; j = j->next)
     if (!j->failed && j->d.n > 0) {
-      only = j;
       n++;
       sync |= j->sync;
     }
   if (n == 0) return;
-  if (n > 1) {
-    leveldb_writebatch_clear(q->merged);
-    for (cq_job *j = list; j; j = j->next)
-      if (!j->failed && j->d.n > 0) leveldb_writebatch_append(q->merged, j->d.batch);
+  if (!sync || n == 1) {
+    for (cq_job *j = list; j; j = j->next) {
+      if (j->failed || j->d.n == 0) continue;
+      if (e.name) {
+        j->failed = 1; /* queued after a write that failed */
+        j->err = e;
+        continue;
+      }
+      leveldb_write(q->store->db, j->sync ? q->store->wsync : q->store->wnosync,
+                    j->d.batch, &err);
+      if (err) {
+        odo_store_dberr(&e, err, "group commit");
+        err = NULL;
+        j->failed = 1;
+        j->err = e;
+      }
+    }
+    return;
   }
-  leveldb_write(q->store->db, sync ? q->store->wsync : q->store->wnosync,
-                n > 1 ? q->merged : only->d.batch, &err);
-  if (n > 1) leveldb_writebatch_clear(q->merged);
+  leveldb_writebatch_clear(q->merged);
+  for (cq_job *j = list; j; j = j->next)
+    if (!j->failed && j->d.n > 0) leveldb_writebatch_append(q->merged, j->d.batch);
+  leveldb_write(q->store->db, q->store->wsync, q->merged, &err);
+  leveldb_writebatch_clear(q->merged);
   if (err == NULL || odo_store_dberr(&e, err, "group commit")) return;
   for (cq_job *j = list; j; j = j->next)
     if (!j->failed && j->d.n > 0) {
