@@ -20,7 +20,8 @@
 -- chain hashes and writes it; "replicated" (and a "caught_up" that came
 -- after the batch) follow once it is written (`on_written`). While more
 -- than policy.sync_write_backlog bytes are on their way, the node stops
--- reading from the peers that sent them.
+-- reading from the peers that sent them (with an adapter whose sockets
+-- cannot stop reading, the loop waits for the worker instead).
 --
 -- @module odo.sync
 local core = require "odo.core"
@@ -209,7 +210,12 @@ function Sync:on_message(p, t, payload)
     self.node:_await_commits()
     if bytes >= self.policy.sync_write_backlog then
       self.held_peers[p.id] = rec
-      p.conn:hold_reading(true)
+      if not p.conn:hold_reading(true) then
+        -- sockets that cannot stop reading: the loop waits for the worker
+        self.held_peers[p.id] = nil
+        self.node.cq:wait()
+        self.node:_commits_done()
+      end
     end
   end
 end

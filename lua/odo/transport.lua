@@ -310,15 +310,17 @@ end
 
 --- Stops reading from the socket while `held` is true (backpressure:
 -- what was read waits on its way to the disk); reads again once false.
--- No-op with an adapter whose sockets cannot stop reading.
+-- Returns false when the adapter's sockets cannot stop reading.
 function Conn:hold_reading(held)
-  if self.closed or not self.sock.read_stop or (self.reading_held or false) == held then return end
+  if not self.sock.read_stop then return false end
+  if self.closed or (self.reading_held or false) == held then return true end
   self.reading_held = held
   if held then
     self.sock:read_stop()
   else
     self.sock:read_start(self.reader)
   end
+  return true
 end
 
 --- The session's counters and state (see core session:info).
