@@ -8,34 +8,20 @@ local H = require "helper"
 local luv_adapter = require "odo.adapter.luv"
 
 describe("pipelined catch-up", function()
-  local pki, opened
-  setup(function()
-    pki = H.pki(H.tmpdir())
-    pki.a, pki.b = pki.node("a"), pki.node("b")
-  end)
-  before_each(function() opened = {} end)
-  after_each(function()
-    for _, n in ipairs(opened) do
-      n:close()
-      assert.same({}, n.errors)
-    end
-    luv_adapter.shutdown()
-    assert.same({}, H.active_handles())
-  end)
   teardown(H.cleanup)
-
-  local function node(opts)
-    local n = H.node(opts)
-    opened[#opened + 1] = n
-    return n
-  end
 
   it("bounds the bytes waiting for the worker, holding the upstream's socket, and loses nothing", function()
     local LIMIT = 64 * 1024
-    local a = node { tls = pki.a, listen = "127.0.0.1:0", sync = false }
-    for _ = 1, 20 do a:append(nil, H.events(1000)) end
-    local b = node { tls = pki.b, peers = { "127.0.0.1:" .. a.listen.port }, sync = false,
+    local pki = H.pki(H.tmpdir())
+    local a = H.node { tls = pki.node("a"), listen = "127.0.0.1:0", sync = false }
+    local b = H.node { tls = pki.node("b"), peers = { "127.0.0.1:" .. a.listen.port }, sync = false,
       policy = { sync_write_backlog = LIMIT } }
+    finally(function()
+      b:close()
+      a:close()
+      luv_adapter.shutdown()
+    end)
+    for _ = 1, 20 do a:append(nil, H.events(1000)) end
     -- per socket read: the growth of the bytes in flight to the worker,
     -- and whether the replica read while it said it held its reading
     local worst, per_read, holds, reads_held = 0, 0, 0, 0
@@ -83,5 +69,7 @@ describe("pipelined catch-up", function()
     assert.equal(H.hex(a.store:stream(a.id).hash), H.hex(b.store:stream(a.id).hash))
     assert.is_true(b.store:verify(a.id))
     assert.same({ 0, 0 }, { b.sync.engine:backlog() })
+    assert.same({}, a.errors)
+    assert.same({}, b.errors)
   end)
 end)
