@@ -54,7 +54,7 @@ function Sync.new(node, tls)
   -- our own key, so `odo verify` can check our streams with no node running
   node.store:key_put(node.id, tls:public_key())
   -- the worker that writes received batches (without it, handle writes them)
-  node:_commit_queue()
+  node:commit_queue()
   -- events appended while the node was stopped get their heads now, and
   -- snapshots stored with no engine their signatures (from now on the
   -- store signs each source snapshot as it stores it)
@@ -207,14 +207,13 @@ function Sync:on_message(p, t, payload)
   self:_notes(p, rec, self.engine:handle(rec.session, t, payload))
   local bytes, writes = self.engine:backlog()
   if writes > 0 then
-    self.node:_await_commits()
+    self.node:await_commits()
     if bytes >= self.policy.sync_write_backlog then
       self.held_peers[p.id] = rec
       if not p.conn:hold_reading(true) then
         -- sockets that cannot stop reading: the loop waits for the worker
         self.held_peers[p.id] = nil
-        self.node.cq:wait()
-        self.node:_commits_done()
+        self.node:await_commits(true)
       end
     end
   end
