@@ -23,9 +23,9 @@
  * its signed head is refused (EVERIFY) with nothing of it stored, as is
  * every write of that stream queued after it (they were staged on it),
  * the other streams' writes go on. The worker takes every write queued
- * when it wakes and writes them together, one LevelDB write and one sync
- * (a larger batch, a group commit). Touches no Lua state on the worker;
- * LevelDB writes are thread-safe. */
+ * when it wakes; synced ones it merges into one LevelDB write and one
+ * sync (a larger batch, a group commit). Touches no Lua state on the
+ * worker; LevelDB writes are thread-safe. */
 
 /***
  * @submodule odo.core
