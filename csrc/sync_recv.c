@@ -317,7 +317,7 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   uint32_t count = m->events.count;
   const char *id = m->id;
   size_t sl = m->id_len, bytes = sizeof *ch + count * sizeof *ch->evs + n;
-  uint64_t have;
+  uint64_t have, skip;
   odo_txn_begin(s);
   s->staging_async = 1; /* stage after the writes in flight, not wait */
   st = odo_store_stream(s, id, sl, 1, &e);
@@ -332,12 +332,16 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     return violation(L, ev, id, sl, "verification failed",
                      "a peer sent events of a stream this node is the source of");
   }
+  /* the tip counts the batches in flight: a batch that overlaps it (asked
+   * for from the catalogue's last, before they were written) keeps only
+   * the events past it, chained from the tip's hash */
   have = odo_stream_tip(st)->last;
-  if (m->first <= have || m->first != have + 1 || count > ODO_MAX_REV - have) {
+  skip = m->first <= have ? have + 1 - m->first : 0;
+  if (skip >= count || m->first > have + 1 || count - skip > ODO_MAX_REV - have) {
     s->staging_async = 0;
     odo_txn_abort(s);
-    if (m->first <= have) return; /* held already: an earlier subscription's */
-    if (m->first != have + 1)
+    if (skip >= count && m->first <= have) return; /* held already */
+    if (m->first > have + 1)
       return violation(L, ev, id, sl, "protocol",
                        "a batch of stream %.*s starts at %llu; this node is at %llu",
                        (int)sl, id, (unsigned long long)m->first, (unsigned long long)have);
@@ -357,11 +361,12 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   ch->evs = (odo_event *)(ch + 1);
   memcpy(ch->evs + count, b, n);
   odo_rd_init(&r, (const uint8_t *)(ch->evs + count) + (m->events.p - b), m->events.len);
-  for (uint32_t i = 0; i < count; i++) {
-    odo_msg_event_next(&r, &ch->evs[i]);
-    ch->evs[i].rev = m->first + i;
+  for (uint32_t i = 0, k = 0; i < count; i++) {
+    odo_msg_event_next(&r, &ch->evs[k]);
+    ch->evs[k].rev = m->first + i;
+    if (i >= skip) k++;
   }
-  ch->n = count;
+  ch->n = count - skip;
   ch->num = st->num;
   ch->bytes = bytes;
   memcpy(ch->head, m->head_hash, ODO_HASH_LEN);
@@ -378,7 +383,7 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   memcpy(w->stream, id, sl);
   w->len = sl;
   w->rev = m->head_rev;
-  w->count = count;
+  w->count = (uint32_t)(count - skip);
   w->bytes = bytes;
   if (s->writer->submit(s->writer, y->replica_sync, ch, &w->done, &e) == 0) {
     s->staging_async = 0;

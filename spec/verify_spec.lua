@@ -47,6 +47,10 @@ describe("verifiable streams", function()
         local ev = msg.events[mid(msg)]
         ev.data = ev.data:sub(1, -2) .. string.char(ev.data:byte(-1) ~ 0x20)
       end,
+      overlap = function(msg) -- sends the second batch again from the middle of the first
+        if msg.first ~= 1001 then return end
+        msg.events, msg.first = m.store:read(msg.stream, 501, msg.head_rev), 501
+      end,
       second = function(msg) -- changes one event's data in the second batch
         if msg.first ~= 1001 then return end
         local ev = msg.events[mid(msg)]
@@ -217,6 +221,15 @@ describe("verifiable streams", function()
         :format(stream:find("/other", 1, true) and 1500 or 2000, stream)
     end)
     assert.equal(1000, v[5])
+    honest(a, r)
+  end)
+
+  -- a batch from before the stream's tip (batches of it still on their way
+  -- to the disk count): only the events past the tip are kept
+  it("keeps the events past what it holds of a batch that overlaps it", function()
+    local a, _, _, r = world("overlap")
+    assert.is_true(net.run_until(converged(a, r), 30000))
+    assert.same({}, r.violations)
     honest(a, r)
   end)
 
