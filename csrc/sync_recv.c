@@ -450,6 +450,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   odo_stream *st;
   odo_err e = {0};
   uint32_t count;
+  uint64_t skip;
   const char *id;
   size_t sl;
   if (!odo_msg_events_decode(b, n, &m, &e)) {
@@ -481,22 +482,24 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                      "a peer sent events of a stream this node is the source of");
   }
   {
+    /* a batch that overlaps what we hold keeps the events past it */
     uint64_t have = st->in_txn ? st->staged.last : st->cat.last;
-    if (m.first <= have) {
+    skip = m.first <= have ? have + 1 - m.first : 0;
+    if (skip >= count) {
       /* what we hold already: left over from an earlier subscription */
       odo_txn_abort(y->store);
       return;
     }
-    if (m.first != have + 1) {
+    if (m.first > have + 1) {
       odo_txn_abort(y->store);
       return violation(L, ev, id, sl, "protocol",
                        "a batch of stream %.*s starts at %llu; this node is at %llu",
                        (int)sl, id, (unsigned long long)m.first, (unsigned long long)have);
     }
-  }
-  if (!odo_stage_chain(y->store, st, y->evs, count, &e)) {
-    odo_txn_abort(y->store);
-    return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+    if (!odo_stage_chain(y->store, st, y->evs + skip, count - skip, &e)) {
+      odo_txn_abort(y->store);
+      return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+    }
   }
   if (memcmp(y->evs[count - 1].hash, m.head_hash, ODO_HASH_LEN) != 0) {
     odo_txn_abort(y->store);
@@ -513,7 +516,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   odo_sync_note(L, "events", id, sl);
   odo_pushu64(L, m.head_rev);
   lua_setfield(L, -2, "last");
-  lua_pushinteger(L, count);
+  lua_pushinteger(L, (lua_Integer)(count - skip));
   lua_setfield(L, -2, "count");
   odo_sync_note_end(L, ev);
 }
