@@ -238,8 +238,11 @@ function Sync:on_written()
     if rec then
       self:_notes(rec.peer, rec, by_peer[pid])
     else
-      for _, n in ipairs(by_peer[pid]) do
+      for _, n in ipairs(by_peer[pid]) do -- the peer has gone meanwhile
         if n.event == "events" then self.node:emit("replicated", n.stream, n.last, pid, n.count, "events") end
+        if n.event == "violation" then
+          self.node:_error(("peer %s: %s (%s)"):format(pid:sub(1, 16), n.reason, n.code))
+        end
       end
     end
   end
