@@ -56,6 +56,9 @@
 -- over the last and its ratio to the single-stream rate (`sync:` above):
 -- `fleet_ratio:` (goal >= 0.5).
 --
+-- Replica CPU: the CPU seconds per event of the replica of `ratio:` (loop
+-- thread plus the others) and of the pipe's: `replica_cpu_us_per_event:`.
+--
 -- Rounds alternate the pipe and ours; the best rate of each is kept.
 -- Prints context lines, then `verify_ratio: X`, `peak_rss_mb: SOURCE
 -- REPLICA`, `live_p99_ms: Y` and last `ratio: X` (ours, default policy /
@@ -422,6 +425,14 @@ print(("fleet: %.0f events/s, %d streams x %d events caught up by a new replica;
 print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
 print(("fleet_ratio: %.2f"):format(fleet_events / fleet.last / rate(d)))
 print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
+-- the replica's CPU per event in the catch-up of `ratio:` (its loop thread
+-- and the others: the commit queue's worker, LevelDB's compaction), so a
+-- rate bought with a second core shows
+local function us(cpu) return cpu / N * 1e6 end
+print(("replica_cpu: %.2f us/event (loop thread %.2f, other threads %.2f); pipe %.2f us/event;"
+  .. " cpu_ratio %.2f (pipe / ours)"):format(us(d.cpu.main + d.cpu.other), us(d.cpu.main),
+  us(d.cpu.other), us(p.cpu.main + p.cpu.other), (p.cpu.main + p.cpu.other) / (d.cpu.main + d.cpu.other)))
+print(("replica_cpu_us_per_event: %.2f"):format(us(d.cpu.main + d.cpu.other)))
 print(("verify_ratio: %.2f"):format(rate(on) / rate(off)))
 print(("peak_rss_mb: %s %s"):format(mb(peak.source), mb(peak.replica)))
 print(("live_p99_ms: %.3f"):format(lv.p99))

@@ -14,9 +14,18 @@
  * a stream's writes reach the disk in order. A failed write (ENOSPC, EIO)
  * fails every write queued behind it with the same error, nothing of them
  * written, until the loop has collected them all: they were staged after
- * it. Group commits of `node:append(..., cb)` use it today; received
- * batches (pipelined catch-up) can queue their staged writes the same way.
- * Touches no Lua state on the worker; LevelDB writes are thread-safe. */
+ * it. Group commits of `node:append(..., cb)` use it, and so do received
+ * batches (pipelined catch-up, sync_recv.c): the loop decrypts, decodes
+ * and checks a batch's place and its head's signature, stages the head
+ * and the catalogue entry, and queues the events with a chain to compute
+ * (odo_chain); the worker computes and checks each chain hash, puts the
+ * event records into the write, and a batch whose chain does not end at
+ * its signed head is refused (EVERIFY) with nothing of it stored, as is
+ * every write of that stream queued after it (they were staged on it),
+ * the other streams' writes go on. The worker takes every write queued
+ * when it wakes; synced ones it merges into one LevelDB write and one
+ * sync (a larger batch, a group commit). Touches no Lua state on the
+ * worker; LevelDB writes are thread-safe. */
 
 /***
  * @submodule odo.core
@@ -28,6 +37,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "store.h"
 
 #define QUEUE_CLASS "odo.commit_queue"
@@ -38,6 +49,8 @@ typedef struct cq_job {
   odo_detached d;
   int sync, failed, applied;
   odo_err err;
+  odo_chain *chain;     /* events to chain into the write, or NULL */
+  odo_write_done *done; /* the core writer to tell, or NULL */
   odo_group *groups; /* per group: its last revision or its error */
   size_t ngroups;
 } cq_job;
@@ -56,9 +69,18 @@ typedef struct commit_queue {
   cq_job *fin, *fin_tail;   /* written (or failed), not yet collected */
   size_t inflight;          /* queued and not yet collected */
   lua_Integer next_id;
+  /* streams whose write was refused: their writes queued after it fail */
+  odo_stream **refused;
+  size_t nrefused, caprefused;
+  /* the worker's own: chain hashing, record encoding, merged writes */
+  odo_hasher hasher;
+  int hasher_ok;
+  odo_buf val;
+  leveldb_writebatch_t *merged;
 } commit_queue;
 
-static long long queue_submit(odo_writer *w, int sync, odo_err *e);
+static long long queue_submit(odo_writer *w, int sync, odo_chain *chain,
+                              odo_write_done *done, odo_err *e);
 
 static void job_free(cq_job *j) {
   if (j == NULL) return;
@@ -66,43 +88,139 @@ static void job_free(cq_job *j) {
   free(j->d.streams);
   free(j->d.cats);
   free(j->groups);
+  free(j->chain);
   free(j);
 }
 
+/* Whether a stream of j had a write refused (mutex held). */
+static int follows_refused(const commit_queue *q, const cq_job *j) {
+  for (size_t i = 0; i < j->d.n; i++)
+    for (size_t k = 0; k < q->nrefused; k++)
+      if (q->refused[k] == j->d.streams[i]) return 1;
+  return 0;
+}
+
+/* Remembers j's streams as refused (mutex held); 0 when out of memory
+ * (the queue breaks instead: nothing queued after it is written). */
+static int mark_refused(commit_queue *q, const cq_job *j) {
+  for (size_t i = 0; i < j->d.n; i++) {
+    if (q->nrefused == q->caprefused) {
+      size_t n = q->caprefused ? 2 * q->caprefused : 8;
+      odo_stream **r = realloc(q->refused, n * sizeof *r);
+      if (r == NULL) return 0;
+      q->refused = r;
+      q->caprefused = n;
+    }
+    q->refused[q->nrefused++] = j->d.streams[i];
+  }
+  return 1;
+}
+
+/* Prepares one job of a write the worker took (mutex not held): a job
+ * behind a failure fails, a chain is computed into its batch. */
+static void prepare_job(commit_queue *q, cq_job *j) {
+  int broken, after_refused;
+  pthread_mutex_lock(&q->mu);
+  broken = q->broken;
+  if (broken) j->err = q->broken_err;
+  after_refused = !broken && follows_refused(q, j);
+  pthread_mutex_unlock(&q->mu);
+  if (broken) {
+    j->failed = 1; /* staged after a write that failed: write nothing */
+  } else if (after_refused) {
+    j->failed = 1;
+    odo_err_set(&j->err, "ECANCELED",
+                "not written: a batch of the same stream queued before it was "
+                "refused");
+  } else if (j->chain) {
+    if (!q->hasher_ok) {
+      j->failed = !odo_err_set(&j->err, "EIO", "no SHA-256 context for the worker");
+    } else if (!odo_chain_write(&q->hasher, &q->val, j->chain, j->d.batch, &j->err)) {
+      j->failed = 1;
+      pthread_mutex_lock(&q->mu);
+      if (!mark_refused(q, j) && !q->broken) {
+        q->broken = 1;
+        q->broken_err = j->err;
+      }
+      pthread_mutex_unlock(&q->mu);
+    }
+    if (j->failed) leveldb_writebatch_clear(j->d.batch);
+  }
+}
+
+/* Writes the jobs of list that did not fail. Unsynced, each is its own
+ * write (a failed one fails those after it: the queue breaks); synced,
+ * they go in one write merged from their batches, with one sync (a
+ * failure fails each of them). */
+static void write_jobs(commit_queue *q, cq_job *list) {
+  int n = 0, sync = 0;
+  char *err = NULL;
+  odo_err e = {0};
+  for (cq_job *j = list; j; j = j->next)
+    if (!j->failed && j->d.n > 0) {
+      n++;
+      sync |= j->sync;
+    }
+  if (n == 0) return;
+  if (!sync || n == 1) {
+    for (cq_job *j = list; j; j = j->next) {
+      if (j->failed || j->d.n == 0) continue;
+      if (e.name) {
+        j->failed = 1; /* queued after a write that failed */
+        j->err = e;
+        continue;
+      }
+      leveldb_write(q->store->db, j->sync ? q->store->wsync : q->store->wnosync,
+                    j->d.batch, &err);
+      if (err) {
+        odo_store_dberr(&e, err, "group commit");
+        err = NULL;
+        j->failed = 1;
+        j->err = e;
+      }
+    }
+    return;
+  }
+  leveldb_writebatch_clear(q->merged);
+  for (cq_job *j = list; j; j = j->next)
+    if (!j->failed && j->d.n > 0) leveldb_writebatch_append(q->merged, j->d.batch);
+  leveldb_write(q->store->db, q->store->wsync, q->merged, &err);
+  leveldb_writebatch_clear(q->merged);
+  if (err == NULL || odo_store_dberr(&e, err, "group commit")) return;
+  for (cq_job *j = list; j; j = j->next)
+    if (!j->failed && j->d.n > 0) {
+      j->failed = 1;
+      j->err = e;
+    }
+}
+
+/* Takes every queued write, prepares each, writes them together. */
 static void *worker(void *arg) {
   commit_queue *q = arg;
   uint64_t one = 1;
   pthread_mutex_lock(&q->mu);
   for (;;) {
-    cq_job *j;
-    int broken;
+    cq_job *list, *tail;
     while (q->todo == NULL && !q->stop) pthread_cond_wait(&q->work, &q->mu);
     if (q->todo == NULL) break;
-    j = q->todo;
-    q->todo = j->next;
-    if (q->todo == NULL) q->todo_tail = NULL;
-    j->next = NULL;
-    q->busy = j;
-    broken = q->broken;
-    if (broken) j->err = q->broken_err;
+    list = q->todo;
+    tail = q->todo_tail;
+    q->todo = q->todo_tail = NULL;
+    q->busy = list;
     pthread_mutex_unlock(&q->mu);
-    if (broken) {
-      j->failed = 1; /* staged after a write that failed: write nothing */
-    } else if (j->d.n > 0) {
-      char *err = NULL;
-      leveldb_write(q->store->db, j->sync ? q->store->wsync : q->store->wnosync,
-                    j->d.batch, &err);
-      if (err) j->failed = !odo_store_dberr(&j->err, err, "group commit");
-    }
+    for (cq_job *j = list; j; j = j->next) prepare_job(q, j);
+    write_jobs(q, list);
     pthread_mutex_lock(&q->mu);
-    if (j->failed && !q->broken) {
-      q->broken = 1;
-      q->broken_err = j->err;
-    }
+    for (cq_job *j = list; j; j = j->next)
+      if (j->failed && !q->broken && strcmp(j->err.name, "EVERIFY") != 0 &&
+          strcmp(j->err.name, "ECANCELED") != 0) {
+        q->broken = 1; /* a write failed: what follows was staged on it */
+        q->broken_err = j->err;
+      }
     q->busy = NULL;
-    if (q->fin_tail) q->fin_tail->next = j;
-    else q->fin = j;
-    q->fin_tail = j;
+    if (q->fin_tail) q->fin_tail->next = list;
+    else q->fin = list;
+    q->fin_tail = tail;
     pthread_cond_broadcast(&q->done);
     if (write(q->efd, &one, sizeof one) < 0) {
       /* the counter cannot overflow here; collect() reads the list anyway */
@@ -118,7 +236,14 @@ static void apply_finished(commit_queue *q) {
   for (cq_job *j = q->fin; j; j = j->next) {
     if (j->applied) continue;
     j->applied = 1;
+    /* a refused stream's last write in flight: it is writable again */
+    for (size_t i = 0; i < j->d.n; i++)
+      if (j->d.streams[i]->inflight == 1)
+        for (size_t k = 0; k < q->nrefused; k++)
+          if (q->refused[k] == j->d.streams[i]) q->refused[k--] = q->refused[--q->nrefused];
     odo_txn_settle(q->store, &j->d, !j->failed);
+    if (j->done) j->done->fn(j->done, !j->failed, &j->err);
+    j->done = NULL;
   }
 }
 
@@ -148,6 +273,14 @@ static void queue_release(commit_queue *q) {
     job_free(j);
   }
   q->fin_tail = NULL;
+  free(q->refused);
+  q->refused = NULL;
+  q->nrefused = q->caprefused = 0;
+  if (q->hasher_ok) odo_hasher_free(&q->hasher);
+  q->hasher_ok = 0;
+  odo_buf_free(&q->val);
+  if (q->merged) leveldb_writebatch_destroy(q->merged);
+  q->merged = NULL;
   pthread_mutex_destroy(&q->mu);
   pthread_cond_destroy(&q->work);
   pthread_cond_destroy(&q->done);
@@ -203,6 +336,10 @@ static int l_commit_queue(lua_State *L) {
   odo_setuservalue(L, -2);
   q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (q->efd < 0) return odo_fail(L, "EIO", "eventfd: %s", strerror(errno));
+  q->hasher_ok = odo_hasher_init(&q->hasher);
+  if (!q->hasher_ok) ERR_clear_error(); /* a received batch then fails, said why */
+  odo_buf_init(&q->val);
+  q->merged = leveldb_writebatch_create();
   pthread_mutex_init(&q->mu, NULL);
   pthread_cond_init(&q->work, NULL);
   pthread_cond_init(&q->done, NULL);
@@ -217,15 +354,18 @@ static int l_commit_queue(lua_State *L) {
 }
 
 /* Detaches the open transaction and queues it as one write, with the
- * groups' outcomes (gs, n: none for the core's own writers) to report.
- * Returns its id, or 0 with e set and the transaction aborted. */
+ * groups' outcomes (gs, n: none for the core's own writers) to report, or
+ * a core writer's chain and done. Returns its id, or 0 with e set, the
+ * transaction aborted and the chain freed. */
 static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
-                             int sync, odo_err *e) {
+                             int sync, odo_chain *chain, odo_write_done *done,
+                             odo_err *e) {
   cq_job *j;
   int rc;
   if (!q->started) {
     rc = pthread_create(&q->thread, NULL, worker, q);
     if (rc != 0) {
+      free(chain);
       odo_txn_abort(q->store);
       return odo_err_set(e, "EAGAIN", "cannot start the commit worker: %s",
                          strerror(rc));
@@ -233,7 +373,12 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
     q->started = 1;
   }
   j = calloc(1, sizeof *j);
-  if (j) j->groups = malloc((n ? n : 1) * sizeof *gs);
+  if (j) {
+    j->chain = chain;
+    j->groups = malloc((n ? n : 1) * sizeof *gs);
+  } else {
+    free(chain);
+  }
   if (j == NULL || j->groups == NULL) {
     job_free(j);
     odo_txn_abort(q->store);
@@ -243,6 +388,7 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
     job_free(j);
     return 0;
   }
+  j->done = done;
   if (n) memcpy(j->groups, gs, n * sizeof *gs);
   for (size_t i = 0; i < n; i++) j->groups[i].evs = NULL; /* Lua's */
   j->ngroups = n;
@@ -258,8 +404,9 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
   return j->id;
 }
 
-static long long queue_submit(odo_writer *w, int sync, odo_err *e) {
-  return (long long)queue_txn((commit_queue *)w, NULL, 0, sync, e);
+static long long queue_submit(odo_writer *w, int sync, odo_chain *chain,
+                              odo_write_done *done, odo_err *e) {
+  return (long long)queue_txn((commit_queue *)w, NULL, 0, sync, chain, done, e);
 }
 
 /***
@@ -289,7 +436,7 @@ static int l_queue_submit(lua_State *L) {
   s->staging_async = 1; /* stage after the writes in flight, not wait */
   odo_stage_groups(s, gs, n);
   s->staging_async = 0;
-  id = queue_txn(q, gs, n, sync, &e);
+  id = queue_txn(q, gs, n, sync, NULL, NULL, &e);
   if (id == 0) return odo_err_push(L, &e);
   lua_pushinteger(L, id);
   return 1;

@@ -59,17 +59,47 @@ typedef struct odo_dependent {
   struct odo_dependent *next;
 } odo_dependent;
 
+/* A received batch whose chain hashes the writer's thread computes: n
+ * events of stream `num` (pointers into memory the chain owns, allocated
+ * with it in one block), chained from prev; each record goes into the
+ * write, and the last hash must equal head, else nothing of the write is
+ * stored (EVERIFY). */
+typedef struct odo_chain {
+  odo_event *evs;
+  size_t n;
+  uint64_t num;
+  uint8_t prev[ODO_HASH_LEN], head[ODO_HASH_LEN];
+  size_t bytes; /* the block's size, counted against the in-flight bound */
+  char stream[ODO_MAX_STREAM_ID + 1];
+  size_t stream_len;
+} odo_chain;
+/* Computes and checks the chain on any thread (h and val its own), putting
+ * each event's record into b; 0 with e set (EVERIFY: not what the source
+ * signed; ENOMEM) and b to be dropped. */
+int odo_chain_write(odo_hasher *h, odo_buf *val, const odo_chain *c,
+                    leveldb_writebatch_t *b, odo_err *e);
+
+/* A core writer's word that its write is done: fn runs on the loop thread
+ * as the write is collected (after the catalogue took it), ok or e saying
+ * why nothing of it was stored. It must not call into the writer. */
+typedef struct odo_write_done {
+  void (*fn)(struct odo_write_done *d, int ok, const odo_err *e);
+} odo_write_done;
+
 /* A writer off the loop thread (the commit queue): settle() waits until
  * every write it has in flight is done and applies their catalogue
  * entries. The store calls it before a transaction of its own touches a
  * stream with writes in flight, so writes to one stream stay in order.
  * submit() queues the open transaction (staged with staging_async set, so
- * it stages after the writes in flight) as one write; it returns the
- * write's id, which the queue's collect() reports, or 0 with e set (the
- * transaction aborted). For the core's own writers (received batches). */
+ * it stages after the writes in flight) as one write, with a chain to
+ * compute into it (NULL: none; the writer takes and frees it) and done
+ * to call; it returns the write's id, which the queue's collect() reports,
+ * or 0 with e set (the transaction aborted, done not called). For the
+ * core's own writers (received batches, sync_recv.c). */
 typedef struct odo_writer {
   void (*settle)(struct odo_writer *w);
-  long long (*submit)(struct odo_writer *w, int sync, odo_err *e);
+  long long (*submit)(struct odo_writer *w, int sync, odo_chain *chain,
+                      odo_write_done *done, odo_err *e);
 } odo_writer;
 
 typedef struct odo_store {

@@ -101,6 +101,33 @@ int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   return stage(s, st, evs, n, STAGE_CHAIN, e);
 }
 
+int odo_chain_write(odo_hasher *h, odo_buf *val, const odo_chain *c,
+                    leveldb_writebatch_t *b, odo_err *e) {
+  uint8_t prev[ODO_HASH_LEN], key[ODO_NUMKEY_LEN];
+  odo_event ev;
+  memcpy(prev, c->prev, ODO_HASH_LEN);
+  for (size_t i = 0; i < c->n; i++) {
+    ev = c->evs[i];
+    if (!odo_chain_next(h, prev, &ev, ev.hash))
+      return odo_err_set(e, "EIO", "SHA-256 failed");
+    odo_numkey(key, ODO_K_EVENT, c->num, ev.rev);
+    odo_rec_begin(val);
+    if (!odo_rec_event_encode(val, &ev) || !odo_rec_seal(val, key, sizeof key))
+      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+    leveldb_writebatch_put(b, (const char *)key, sizeof key, (const char *)val->p,
+                           val->len);
+    memcpy(prev, ev.hash, ODO_HASH_LEN);
+  }
+  if (c->n == 0 || memcmp(prev, c->head, ODO_HASH_LEN) != 0)
+    return odo_err_set(e, "EVERIFY",
+                       "events %llu to %llu of stream %.*s do not chain to their "
+                       "signed head: they are not what the source wrote",
+                       (unsigned long long)(c->n ? c->evs[0].rev : 0),
+                       (unsigned long long)(c->n ? c->evs[c->n - 1].rev : 0),
+                       (int)c->stream_len, c->stream);
+  return 1;
+}
+
 /* Reads the event array at idx into a GC-managed odo_event array pushed on
  * the stack (so a raise while reading leaks nothing). Returns NULL with msg
  * set when an event breaks a limit. */

@@ -31,6 +31,7 @@ static sync_peer *check_peer(lua_State *L, odo_sync *y, int idx) {
 }
 
 static void sync_release(lua_State *L, odo_sync *y) {
+  odo_sync_written_release(y);
   while (y->peers) {
     sync_peer *n = y->peers->next;
     odo_sync_peer_free(L, y->peers);
@@ -144,6 +145,42 @@ static int l_handle(lua_State *L) {
   odo_sync_handle(L, lua_gettop(L), y, p,
                   type < 0 || type > 255 ? -1 : (int)type, m, n);
   return 1;
+}
+
+/***
+ * What the store's writer finished of the received batches since the
+ * last call: events {stream, last, count, peer} once a batch is written
+ * (durably with `replica_sync`), caught_up {stream, rev, peer} held back
+ * until the batches before it were, violation {stream, code, reason,
+ * peer} for a batch refused or not written (end that peer's session).
+ * With no commit queue on the store, `handle` writes batches itself and
+ * this returns none.
+ * @function sync:written
+ * @treturn table the notes
+ * @treturn integer bytes of batches in flight to the writer
+ * @treturn integer batches in flight
+ */
+static int l_written(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  lua_newtable(L);
+  odo_sync_written(L, lua_gettop(L), y);
+  lua_pushinteger(L, (lua_Integer)y->write_bytes);
+  lua_pushinteger(L, (lua_Integer)y->writes);
+  return 3;
+}
+
+/***
+ * Received batches in flight to the store's writer, without taking what
+ * it finished (see `written`).
+ * @function sync:backlog
+ * @treturn integer bytes
+ * @treturn integer batches
+ */
+static int l_backlog(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  lua_pushinteger(L, (lua_Integer)y->write_bytes);
+  lua_pushinteger(L, (lua_Integer)y->writes);
+  return 2;
 }
 
 /***
@@ -452,7 +489,8 @@ void odo_sync_open(lua_State *L) {
       {"unsubscribe", l_unsubscribe}, {"catalogue", l_catalogue},
       {"pump", l_pump},               {"sign_heads", l_sign_heads},
       {"sign_snapshot", l_sign_snapshot}, {"info", l_info},
-      {"counters", l_counters},
+      {"counters", l_counters},       {"written", l_written},
+      {"backlog", l_backlog},
       {"close", l_sync_gc},           {NULL, NULL}};
   odo_newclass(L, ODO_SYNC_CLASS, methods, l_sync_gc, l_sync_tostring);
   lua_pushcfunction(L, l_sync);

@@ -87,6 +87,24 @@ typedef struct src_key {
   struct src_key *next;
 } src_key;
 
+/* A received batch on its way to the disk through the store's writer
+ * (the commit queue), or what Lua is to hear once it got there: the
+ * "events" note, the batch's refusal or failure, or a CAUGHT_UP held
+ * back until the stream's writes before it are done. */
+typedef struct sync_written {
+  odo_write_done done; /* first: the writer calls it */
+  struct odo_sync *y;
+  const char *kind; /* "events", "caught_up", or NULL: failed (e) */
+  char peer[ODO_NODE_ID_HEX + 1];
+  char stream[ODO_MAX_STREAM_ID + 1];
+  size_t len;
+  uint64_t rev; /* the batch's head, or where CAUGHT_UP said */
+  uint32_t count;
+  size_t bytes;
+  odo_err e;
+  struct sync_written *next;
+} sync_written;
+
 typedef struct odo_sync {
   odo_store *store;
   sync_peer *peers;
@@ -100,6 +118,10 @@ typedef struct odo_sync {
   size_t cap_evs;
   uint64_t events_sent;  /* events in the batches sent to every peer */
   uint64_t batches_sent; /* those batches */
+  /* received batches handed to the store's writer (sync_recv.c) */
+  size_t writes, write_bytes;   /* in flight, and the memory they hold */
+  sync_written *done, *done_tail; /* done, for Lua (sync:written) */
+  sync_written *held;             /* CAUGHT_UPs waiting for writes */
 } odo_sync;
 
 /* ---- sync_peers.c ---- */
@@ -169,6 +191,11 @@ int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,
 /* Handles one received message; notes what happened at ev. */
 void odo_sync_handle(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                      int type, const uint8_t *m, size_t n);
+/* Notes at ev what the writer finished since the last call (the "events"
+ * of written batches, a refused batch's violation, held CAUGHT_UPs). */
+void odo_sync_written(lua_State *L, int ev, odo_sync *y);
+/* Waits for the batches in flight and frees every record (closing). */
+void odo_sync_written_release(odo_sync *y);
 
 void odo_sync_open(lua_State *L);
 

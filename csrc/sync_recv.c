@@ -4,7 +4,8 @@
  * hashes to); SUBSCRIBE and UNSUBSCRIBE change what we serve; an EVENTS
  * batch is checked (it continues the stream at last + 1, its chain hashes
  * end at the head's hash, the head carries the source's signature) before
- * it is written with its head in one write; SNAPSHOT chunks are assembled
+ * it is written with its head in one write (pipelined when the store has
+ * a writer: see queue_events); SNAPSHOT chunks are assembled
  * and the whole snapshot verified against the source's signature before
  * it is stored. Nothing unverified reaches the store. What happened goes
  * to Lua as notes; a peer that broke the protocol gets a "violation" note
@@ -249,12 +250,199 @@ static int load_events(odo_sync *y, const odo_msg_events *m) {
   return 1;
 }
 
+/* ---- EVENTS, pipelined ------------------------------------------------------ */
+
+static void note_peer(lua_State *L, const char *peer) {
+  lua_pushstring(L, peer);
+  lua_setfield(L, -2, "peer");
+}
+
+/* Moves the CAUGHT_UPs held for a stream to the done list, in order. */
+static void release_held(odo_sync *y, const char *id, size_t len) {
+  for (sync_written **pp = &y->held; *pp;) {
+    sync_written *w = *pp;
+    if (w->len != len || memcmp(w->stream, id, len) != 0) {
+      pp = &w->next;
+      continue;
+    }
+    *pp = w->next;
+    w->next = NULL;
+    if (y->done_tail) y->done_tail->next = w;
+    else y->done = w;
+    y->done_tail = w;
+  }
+}
+
+/* The writer is done with a batch (loop thread): Lua hears of it at the
+ * next sync:written, and of the CAUGHT_UPs that waited for the stream. */
+static void batch_written(odo_write_done *d, int ok, const odo_err *e) {
+  sync_written *w = (sync_written *)d;
+  odo_sync *y = w->y;
+  odo_stream *st = odo_store_find(y->store, w->stream, w->len);
+  y->writes--;
+  y->write_bytes -= w->bytes;
+  if (ok) {
+    w->kind = "events";
+    if (st) odo_sync_note_head(st, w->rev);
+  } else {
+    w->e = *e;
+  }
+  if (y->done_tail) y->done_tail->next = w;
+  else y->done = w;
+  y->done_tail = w;
+  if (st == NULL || st->inflight == 0) release_held(y, w->stream, w->len);
+}
+
+/* A checked batch (its place and its head's signature) goes to the
+ * store's writer: the head and the catalogue entry are staged here, the
+ * events travel with a chain the writer's thread computes, checks against
+ * the head and writes with them, all in one write (commit_queue.c). */
+static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                         const odo_msg_events *m, const uint8_t *b, size_t n) {
+  odo_store *s = y->store;
+  odo_err e = {0};
+  odo_stream *st;
+  odo_cat *c;
+  odo_chain *ch;
+  sync_written *w;
+  odo_rd r;
+  uint32_t count = m->events.count;
+  const char *id = m->id;
+  size_t sl = m->id_len, bytes = sizeof *ch + count * sizeof *ch->evs + n;
+  uint64_t have, skip;
+  odo_txn_begin(s);
+  s->staging_async = 1; /* stage after the writes in flight, not wait */
+  st = odo_store_stream(s, id, sl, 1, &e);
+  if (st == NULL) {
+    s->staging_async = 0;
+    odo_txn_abort(s);
+    return violation(L, ev, id, sl, "protocol", "%s", e.msg);
+  }
+  if (st->own) {
+    s->staging_async = 0;
+    odo_txn_abort(s);
+    return violation(L, ev, id, sl, "verification failed",
+                     "a peer sent events of a stream this node is the source of");
+  }
+  /* the tip counts the batches in flight: a batch that overlaps it (asked
+   * for from the catalogue's last, before they were written) keeps only
+   * the events past it, chained from the tip's hash */
+  have = odo_stream_tip(st)->last;
+  skip = m->first <= have ? have + 1 - m->first : 0;
+  if (skip >= count || m->first > have + 1 || count - skip > ODO_MAX_REV - have) {
+    s->staging_async = 0;
+    odo_txn_abort(s);
+    if (skip >= count && m->first <= have) return; /* held already */
+    if (m->first > have + 1)
+      return violation(L, ev, id, sl, "protocol",
+                       "a batch of stream %.*s starts at %llu; this node is at %llu",
+                       (int)sl, id, (unsigned long long)m->first, (unsigned long long)have);
+    return violation(L, ev, id, sl, "verification failed",
+                     "stream %.*s would pass revision 2^53", (int)sl, id);
+  }
+  ch = malloc(bytes);
+  w = calloc(1, sizeof *w);
+  if (ch == NULL || w == NULL) {
+    free(ch);
+    free(w);
+    s->staging_async = 0;
+    odo_txn_abort(s);
+    return violation(L, ev, id, sl, "local", "out of memory receiving a batch");
+  }
+  /* the events point into the chain's own copy of the message */
+  ch->evs = (odo_event *)(ch + 1);
+  memcpy(ch->evs + count, b, n);
+  odo_rd_init(&r, (const uint8_t *)(ch->evs + count) + (m->events.p - b), m->events.len);
+  for (uint32_t i = 0, k = 0; i < count; i++) {
+    odo_msg_event_next(&r, &ch->evs[k]);
+    ch->evs[k].rev = m->first + i;
+    if (i >= skip) k++;
+  }
+  ch->n = count - skip;
+  ch->num = st->num;
+  ch->bytes = bytes;
+  memcpy(ch->head, m->head_hash, ODO_HASH_LEN);
+  memcpy(ch->stream, id, sl);
+  ch->stream_len = sl;
+  c = odo_txn_touch(s, st);
+  memcpy(ch->prev, c->hash, ODO_HASH_LEN);
+  c->last = m->head_rev;
+  memcpy(c->hash, m->head_hash, ODO_HASH_LEN);
+  odo_stage_head(s, st, m->head_rev, m->head_hash, m->sig, m->sig_len);
+  w->done.fn = batch_written;
+  w->y = y;
+  snprintf(w->peer, sizeof w->peer, "%s", p->id);
+  memcpy(w->stream, id, sl);
+  w->len = sl;
+  w->rev = m->head_rev;
+  w->count = (uint32_t)(count - skip);
+  w->bytes = bytes;
+  if (s->writer->submit(s->writer, y->replica_sync, ch, &w->done, &e) == 0) {
+    s->staging_async = 0;
+    free(w);
+    return violation(L, ev, id, sl, "local", "%s: %s", e.name, e.msg);
+  }
+  s->staging_async = 0;
+  y->writes++;
+  y->write_bytes += bytes;
+}
+
+void odo_sync_written(lua_State *L, int ev, odo_sync *y) {
+  while (y->done) {
+    sync_written one = *y->done, *w = &one;
+    free(y->done); /* first: a memory error building its note leaks nothing */
+    y->done = one.next;
+    if (y->done == NULL) y->done_tail = NULL;
+    if (w->kind) {
+      odo_sync_note(L, w->kind, w->stream, w->len);
+      odo_pushu64(L, w->rev);
+      lua_setfield(L, -2, w->kind[0] == 'e' ? "last" : "rev");
+      if (w->kind[0] == 'e') {
+        lua_pushinteger(L, w->count);
+        lua_setfield(L, -2, "count");
+      }
+      note_peer(L, w->peer);
+      odo_sync_note_end(L, ev);
+    } else if (strcmp(w->e.name, "ECANCELED") != 0) {
+      /* (a batch behind a refused one: the refusal said it all) */
+      int refused = strcmp(w->e.name, "EVERIFY") == 0;
+      odo_sync_note(L, "violation", w->stream, w->len);
+      lua_pushstring(L, refused ? "verification failed" : "local");
+      lua_setfield(L, -2, "code");
+      if (refused) lua_pushstring(L, w->e.msg);
+      else lua_pushfstring(L, "%s: %s", w->e.name, w->e.msg);
+      lua_setfield(L, -2, "reason");
+      note_peer(L, w->peer);
+      odo_sync_note_end(L, ev);
+    }
+  }
+}
+
+void odo_sync_written_release(odo_sync *y) {
+  if (y->writes && y->store && y->store->writer)
+    y->store->writer->settle(y->store->writer);
+  while (y->held) {
+    sync_written *w = y->held;
+    y->held = w->next;
+    free(w);
+  }
+  while (y->done) {
+    sync_written *w = y->done;
+    y->done = w->next;
+    free(w);
+  }
+  y->done_tail = NULL;
+}
+
+/* ---- EVENTS ------------------------------------------------------------------ */
+
 static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                          const uint8_t *b, size_t n) {
   odo_msg_events m;
   odo_stream *st;
   odo_err e = {0};
   uint32_t count;
+  uint64_t skip;
   const char *id;
   size_t sl;
   if (!odo_msg_events_decode(b, n, &m, &e)) {
@@ -266,13 +454,14 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   sl = m.id_len;
   count = m.events.count;
   if (*odo_sync_find_want(p, id, sl) == NULL) return; /* no longer asked for: stale */
-  if (!load_events(y, &m)) return violation(L, ev, id, sl, "protocol", "out of memory");
   if (m.head_rev != m.first + count - 1)
     return violation(L, ev, id, sl, "verification failed",
                      "a batch of %u events from %llu does not end at its head %llu",
                      count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
   if (!verify_head(y, id, sl, m.head_rev, m.head_hash, m.sig, m.sig_len, &e))
     return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+  if (y->store->writer) return queue_events(L, ev, y, p, &m, b, n);
+  if (!load_events(y, &m)) return violation(L, ev, id, sl, "protocol", "out of memory");
   odo_txn_begin(y->store);
   st = odo_store_stream(y->store, id, sl, 1, &e);
   if (st == NULL) {
@@ -285,22 +474,24 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                      "a peer sent events of a stream this node is the source of");
   }
   {
+    /* a batch that overlaps what we hold keeps the events past it */
     uint64_t have = st->in_txn ? st->staged.last : st->cat.last;
-    if (m.first <= have) {
+    skip = m.first <= have ? have + 1 - m.first : 0;
+    if (skip >= count) {
       /* what we hold already: left over from an earlier subscription */
       odo_txn_abort(y->store);
       return;
     }
-    if (m.first != have + 1) {
+    if (m.first > have + 1) {
       odo_txn_abort(y->store);
       return violation(L, ev, id, sl, "protocol",
                        "a batch of stream %.*s starts at %llu; this node is at %llu",
                        (int)sl, id, (unsigned long long)m.first, (unsigned long long)have);
     }
-  }
-  if (!odo_stage_chain(y->store, st, y->evs, count, &e)) {
-    odo_txn_abort(y->store);
-    return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+    if (!odo_stage_chain(y->store, st, y->evs + skip, count - skip, &e)) {
+      odo_txn_abort(y->store);
+      return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
+    }
   }
   if (memcmp(y->evs[count - 1].hash, m.head_hash, ODO_HASH_LEN) != 0) {
     odo_txn_abort(y->store);
@@ -317,7 +508,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   odo_sync_note(L, "events", id, sl);
   odo_pushu64(L, m.head_rev);
   lua_setfield(L, -2, "last");
-  lua_pushinteger(L, count);
+  lua_pushinteger(L, (lua_Integer)(count - skip));
   lua_setfield(L, -2, "count");
   odo_sync_note_end(L, ev);
 }
@@ -420,13 +611,38 @@ static void on_snapshot(lua_State *L, int ev, odo_sync *y, sync_peer *p,
 
 /* ---- CAUGHT_UP, REFUSED ------------------------------------------------------- */
 
-static void on_caught_up(lua_State *L, int ev, sync_peer *p, const uint8_t *b,
-                         size_t n) {
-  odo_msg_caught_up m;
+/* Whether a CAUGHT_UP or REFUSED (decoded: whether it decoded, *id and
+ * *len then set) is about a stream we ask this peer for; else a violation
+ * was noted, or it is stale. */
+static int wanted(lua_State *L, int ev, sync_peer *p, int decoded,
+                  const odo_err *e, const char *const *id, const size_t *len) {
+  if (!decoded) return violation(L, ev, NULL, 0, "protocol", "%s", e->msg), 0;
+  return *odo_sync_find_want(p, *id, *len) != NULL;
+}
+
+/* A CAUGHT_UP after batches of its stream still on their way to the disk
+ * waits for them: Lua hears it after their "events". */
+static void on_caught_up(lua_State *L, int ev, odo_sync *y, sync_peer *p,
+                         const uint8_t *b, size_t n) {
+  odo_msg_caught_up m = {0};
   odo_err e = {0};
-  if (!odo_msg_caught_up_decode(b, n, &m, &e))
-    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
-  if (*odo_sync_find_want(p, m.id, m.id_len) == NULL) return;
+  odo_stream *st;
+  if (!wanted(L, ev, p, odo_msg_caught_up_decode(b, n, &m, &e), &e, &m.id, &m.id_len))
+    return;
+  st = y->writes ? odo_store_find(y->store, m.id, m.id_len) : NULL;
+  if (st && st->inflight) {
+    sync_written *w = calloc(1, sizeof *w), **pp = &y->held;
+    if (w == NULL) return violation(L, ev, m.id, m.id_len, "local", "out of memory");
+    w->kind = "caught_up";
+    w->y = y;
+    snprintf(w->peer, sizeof w->peer, "%s", p->id);
+    memcpy(w->stream, m.id, m.id_len);
+    w->len = m.id_len;
+    w->rev = m.rev;
+    while (*pp) pp = &(*pp)->next;
+    *pp = w;
+    return;
+  }
   odo_sync_note(L, "caught_up", m.id, m.id_len);
   odo_pushu64(L, m.rev);
   lua_setfield(L, -2, "rev");
@@ -435,11 +651,10 @@ static void on_caught_up(lua_State *L, int ev, sync_peer *p, const uint8_t *b,
 
 static void on_refused(lua_State *L, int ev, sync_peer *p, const uint8_t *b,
                        size_t n) {
-  odo_msg_refused m;
+  odo_msg_refused m = {0};
   odo_err e = {0};
-  if (!odo_msg_refused_decode(b, n, &m, &e))
-    return violation(L, ev, NULL, 0, "protocol", "%s", e.msg);
-  if (*odo_sync_find_want(p, m.id, m.id_len) == NULL) return;
+  if (!wanted(L, ev, p, odo_msg_refused_decode(b, n, &m, &e), &e, &m.id, &m.id_len))
+    return;
   odo_sync_note(L, "refused", m.id, m.id_len);
   lua_pushinteger(L, m.code);
   lua_setfield(L, -2, "code");
@@ -456,7 +671,7 @@ void odo_sync_handle(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   case ODO_MSG_UNSUBSCRIBE: on_unsubscribe(L, ev, p, m, n); break;
   case ODO_MSG_EVENTS: on_events(L, ev, y, p, m, n); break;
   case ODO_MSG_SNAPSHOT: on_snapshot(L, ev, y, p, m, n); break;
-  case ODO_MSG_CAUGHT_UP: on_caught_up(L, ev, p, m, n); break;
+  case ODO_MSG_CAUGHT_UP: on_caught_up(L, ev, y, p, m, n); break;
   case ODO_MSG_REFUSED: on_refused(L, ev, p, m, n); break;
   default:
     violation(L, ev, NULL, 0, "protocol", "an unknown message type %d", type);

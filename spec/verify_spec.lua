@@ -30,7 +30,8 @@ describe("verifiable streams", function()
       peers = opts.peers, listen = opts.listen, policy = H.merge(FAST, opts.policy) })
     n.violations, n.peerlog = {}, {}
     n:on("violation", function(pid, stream, code, reason)
-      n.violations[#n.violations + 1] = { pid, stream, code, reason }
+      local st = stream and n.store:stream(stream)
+      n.violations[#n.violations + 1] = { pid, stream, code, reason, st and st.last or 0 }
     end)
     n:on("peer", function(p, old, new, reason) n.peerlog[#n.peerlog + 1] = { p.id, old, new, reason } end)
     nodes[#nodes + 1] = n
@@ -43,6 +44,15 @@ describe("verifiable streams", function()
     local function mid(msg) return (#msg.events - 1) // 2 + 1 end
     local alter = {
       data = function(msg) -- changes one event's data
+        local ev = msg.events[mid(msg)]
+        ev.data = ev.data:sub(1, -2) .. string.char(ev.data:byte(-1) ~ 0x20)
+      end,
+      overlap = function(msg) -- sends the second batch again from the middle of the first
+        if msg.first ~= 1001 then return end
+        msg.events, msg.first = m.store:read(msg.stream, 501, msg.head_rev), 501
+      end,
+      second = function(msg) -- changes one event's data in the second batch
+        if msg.first ~= 1001 then return end
         local ev = msg.events[mid(msg)]
         ev.data = ev.data:sub(1, -2) .. string.char(ev.data:byte(-1) ~ 0x20)
       end,
@@ -197,6 +207,31 @@ describe("verifiable streams", function()
       honest(a, r)
     end)
   end
+
+  -- the commit queue's worker computes a batch's chain: the refused batch
+  -- is not stored, nor a later batch of its stream queued behind it; the
+  -- batch before it is
+  it("refuses a tampered second batch on the commit queue's worker, keeping the first, nothing after it",
+    function()
+    local a, m, _, r = world("second")
+    assert.is_true(net.run_until(converged(a, r), 30000))
+    local v = r.violations[1]
+    refused(r, m, function(stream)
+      return ("events 1001 to %d of stream %s do not chain to their signed head: they are not what the source wrote")
+        :format(stream:find("/other", 1, true) and 1500 or 2000, stream)
+    end)
+    assert.equal(1000, v[5])
+    honest(a, r)
+  end)
+
+  -- a batch from before the stream's tip (batches of it still on their way
+  -- to the disk count): only the events past the tip are kept
+  it("keeps the events past what it holds of a batch that overlaps it", function()
+    local a, _, _, r = world("overlap")
+    assert.is_true(net.run_until(converged(a, r), 30000))
+    assert.same({}, r.violations)
+    honest(a, r)
+  end)
 
   it("detects a relay that forges a snapshot, and converges through another", function()
     local a, m, _, r = world("snapshot", {

@@ -460,6 +460,25 @@ function Node:_commit_queue()
   return self.cq or nil
 end
 
+--- The store's commit queue, for the node's parts that queue writes of
+-- their own (the sync layer's received batches): made on first use; nil
+-- when it cannot be.
+function Node:commit_queue()
+  return self:_commit_queue()
+end
+
+--- After a part of the node queued writes on the commit queue: makes sure
+-- they are collected when done (without `watch`, by polling). With
+-- `wait`, waits for the worker now and collects (for sockets that cannot
+-- stop reading: the loop is the backpressure).
+function Node:await_commits(wait)
+  if wait and self.cq then
+    self.cq:wait()
+    return self:_commits_done()
+  end
+  self:_await_commits()
+end
+
 -- Checks the groups' events again (they may have changed since the calls)
 -- and queues them as one write.
 local function submit(cq, groups)
@@ -528,6 +547,7 @@ function Node:_commits_done()
   if not cq or not self.store:is_open() then return end
   local done = cq:collect()
   if #done > 0 then self:notify_changes() end
+  if self.sync then self.sync:on_written() end
   for _, job in ipairs(done) do
     local answers = self.cq_jobs[job.id] or {}
     self.cq_jobs[job.id] = nil

@@ -36,6 +36,12 @@ P.turn_budget_ms = 5
 -- its fsync. With `watch` the queue's descriptor wakes the loop instead.
 P.commit_poll_ms = 1
 
+--- Received batches on their way to the disk (the commit queue's worker
+-- chains and writes them), in bytes: past this the node stops reading
+-- from the peers sending them until the worker caught up to half of it.
+-- Bounds a catch-up's memory.
+P.sync_write_backlog = 8 * 1024 * 1024
+
 --- Which reducer snapshots a stream: nil (no snapshots: the default, as
 -- compaction then never discards history), "kv", "last", or a Lua reducer
 -- `{ name = "...", reduce = function(state, events) return state end,

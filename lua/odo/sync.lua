@@ -15,6 +15,14 @@
 -- the policy picks another upstream (6). Every batch is verified against
 -- the source's signed head before it is stored.
 --
+-- Received batches are pipelined: the engine checks each on the loop and
+-- hands it to the store's commit queue, whose worker thread computes its
+-- chain hashes and writes it; "replicated" (and a "caught_up" that came
+-- after the batch) follow once it is written (`on_written`). While more
+-- than policy.sync_write_backlog bytes are on their way, the node stops
+-- reading from the peers that sent them (with an adapter whose sockets
+-- cannot stop reading, the loop waits for the worker instead).
+--
 -- @module odo.sync
 local core = require "odo.core"
 local policy_mod = require "odo.policy_set"
@@ -41,10 +49,13 @@ function Sync.new(node, tls)
     caught_up = {}, -- stream id -> revision the upstream said we caught up at
     changed = {},   -- stream ids to push in the next catalogue update
     snap_asked = {}, -- stream id -> source snapshot revision asked for
+    held_peers = {}, -- peer id -> rec: not read from while batches wait for the disk
     closed = false,
   }, Sync)
   -- our own key, so `odo verify` can check our streams with no node running
   node.store:key_put(node.id, tls:public_key())
+  -- the worker that writes received batches (without it, handle writes them)
+  node:commit_queue()
   -- events appended while the node was stopped get their heads now, and
   -- snapshots stored with no engine their signatures (from now on the
   -- store signs each source snapshot as it stores it)
@@ -189,6 +200,7 @@ function Sync:on_inactive(p)
   if not rec then return end
   self.engine:detach(rec.session)
   self.peers[p.id] = nil
+  self.held_peers[p.id] = nil
   local lost = {}
   for id, up in pairs(self.upstream) do
     if up == p.id then
@@ -209,7 +221,58 @@ function Sync:on_message(p, t, payload)
   local rec = self.peers[p.id]
   if not rec then return end
   self.message_at = self.adapter.hrtime() -- a batch's arrival, for odo.metrics
-  local notes = self.engine:handle(rec.session, t, payload)
+  self:_notes(p, rec, self.engine:handle(rec.session, t, payload))
+  local bytes, writes = self.engine:backlog()
+  if writes > 0 then
+    self.node:await_commits()
+    if bytes >= self.policy.sync_write_backlog then
+      self.held_peers[p.id] = rec
+      if not p.conn:hold_reading(true) then
+        -- sockets that cannot stop reading: the loop waits for the worker
+        self.held_peers[p.id] = nil
+        self.node:await_commits(true)
+      end
+    end
+  end
+end
+
+--- The commit queue wrote received batches: their notes, in order, and
+-- the peers held back read again once the backlog is down to half.
+function Sync:on_written()
+  if self.closed then return end
+  local notes, bytes = self.engine:written()
+  local by_peer, order = {}, {}
+  for _, n in ipairs(notes) do
+    if not by_peer[n.peer] then
+      by_peer[n.peer] = {}
+      order[#order + 1] = n.peer
+    end
+    local list = by_peer[n.peer]
+    list[#list + 1] = n
+  end
+  for _, pid in ipairs(order) do
+    local rec = self.peers[pid]
+    if rec then
+      self:_notes(rec.peer, rec, by_peer[pid])
+    else
+      for _, n in ipairs(by_peer[pid]) do -- the peer has gone meanwhile
+        if n.event == "events" then self.node:emit("replicated", n.stream, n.last, pid, n.count, "events") end
+        if n.event == "violation" then
+          self.node:report_error(("peer %s: %s (%s)"):format(pid:sub(1, 16), n.reason, n.code))
+        end
+      end
+    end
+  end
+  if bytes * 2 < self.policy.sync_write_backlog then
+    for pid, rec in pairs(self.held_peers) do
+      self.held_peers[pid] = nil
+      if self.peers[pid] == rec then rec.peer.conn:hold_reading(false) end
+    end
+  end
+end
+
+-- Acts on the engine's notes about peer p.
+function Sync:_notes(p, rec, notes)
   local changed, choose = false, {}
   for _, n in ipairs(notes) do
     local kind = n.event

@@ -98,9 +98,10 @@ function Transport:_conn(sock, server, handlers)
   conn.hello_timer = self.adapter.timer(self.handshake_timeout_ms, function()
     self.protect(conn._timeout, conn)
   end)
-  sock:read_start(function(err, data)
+  conn.reader = function(err, data)
     self.protect(conn._on_read, conn, err, data)
-  end)
+  end
+  sock:read_start(conn.reader)
   if not server then conn:_events(conn.session:start()) end
   return conn
 end
@@ -307,6 +308,21 @@ function Conn:close(reason)
   if self.closed then return end
   self:_finish({ code = 101, name = "eof", reason = reason or "closed", by = "us" })
   self:_close_socket()
+end
+
+--- Stops reading from the socket while `held` is true (backpressure:
+-- what was read waits on its way to the disk); reads again once false.
+-- Returns false when the adapter's sockets cannot stop reading.
+function Conn:hold_reading(held)
+  if not self.sock.read_stop then return false end
+  if self.closed or (self.reading_held or false) == held then return true end
+  self.reading_held = held
+  if held then
+    self.sock:read_stop()
+  else
+    self.sock:read_start(self.reader)
+  end
+  return true
 end
 
 --- The session's counters and state (see core session:info).

@@ -152,7 +152,7 @@ function Sock:read_start(fn)
   local on_read
   local function resume()
     spent = 0
-    if not tcp:is_closing() then tcp:read_start(on_read) end
+    if not tcp:is_closing() and not self.stopped then tcp:read_start(on_read) end
   end
   on_read = function(err, data)
     local t0 = uv.hrtime()
@@ -165,11 +165,13 @@ function Sock:read_start(fn)
       A.defer(resume)
     end
   end
+  self.stopped = false
   tcp:read_start(on_read)
 end
 
 --- Stops reading until the next `read_start`.
 function Sock:read_stop()
+  self.stopped = true
   self.tcp:read_stop()
 end
 
