@@ -233,6 +233,9 @@ P.verify_signatures = true
 P.replica_sync = false
 --- Catalogue updates are coalesced over this many ms.
 P.catalogue_push_ms = 25
+--- Catalogue updates that only advance a stream (appends, received
+-- batches: no change of route) go out at most once per this many ms.
+P.catalogue_refresh_ms = 1000
 --- Frames the sync engine sends per loop turn, at most.
 P.sync_pump_budget = 256
 --- Events walked per loop turn when signing heads.
@@ -300,6 +303,7 @@ POSITIVE.dns_tries = true
 POSITIVE.commit_poll_ms = true
 POSITIVE.target_peers = true
 POSITIVE.max_hops = true
+POSITIVE.catalogue_refresh_ms = true
 POSITIVE.pex_interval_ms = true
 POSITIVE.max_candidates = true
 
