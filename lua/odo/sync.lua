@@ -125,6 +125,46 @@ local function routing_matters(rec, id, hops, yours, snap_changed)
   return snap_changed or (hops < told % 256 and better)
 end
 
+-- Sends each peer the entries of the streams `ids` that
+-- `pick(rec, h, yours)` picks (h = {id, hops, last, snap}: our distance,
+-- last revision, and whether the source snapshot changed since the last
+-- route push), noting what each peer was told.
+function Sync:_push_entries(ids, route, pick)
+  local hops, held = self:_hops(ids), {}
+  for _, id in ipairs(ids) do
+    local st = self.store:stream(id)
+    if st then
+      local h = { id = id, hops = st.own and 0 or hops[id] or NO_PATH, last = st.last }
+      if route then
+        h.snap = st.snapshot ~= (self.snap_told[id] or 0)
+        self.snap_told[id] = st.snapshot
+      end
+      held[#held + 1] = h
+    end
+  end
+  for pid, rec in pairs(self.peers) do
+    local list, yours = {}, {}
+    for _, h in ipairs(held) do
+      local y = self.upstream[h.id] == pid
+      if pick(rec, h, y) then
+        list[#list + 1] = h.id
+        yours[h.id] = y or nil
+        rec.told[h.id] = told_code(h.hops, y, h.last)
+      end
+    end
+    if #list > 0 then self.engine:catalogue(rec.session, list, hops, yours) end
+  end
+  self:_flush_all()
+end
+
+-- Takes the stream ids of the set self[field] (id = true), emptying it.
+local function take(self, field)
+  local ids = {}
+  for id in pairs(self[field]) do ids[#ids + 1] = id end
+  self[field] = {}
+  return ids
+end
+
 -- Pushes, coalesced over `catalogue_push_ms`, the entries of the streams
 -- that changed to each peer they matter to for routing (routing_matters);
 -- changes that only advance a stream wait for the refresh.
@@ -134,33 +174,11 @@ function Sync:_schedule_catalogue()
     self.node:_protect(function()
       self.catalogue_timer = nil
       if self.closed then return end
-      local ids = {}
-      for id in pairs(self.changed) do ids[#ids + 1] = id end
-      self.changed = {}
+      local ids = take(self, "changed")
       if #ids == 0 then return end
-      local hops, held = self:_hops(ids), {}
-      for _, id in ipairs(ids) do
-        local st = self.store:stream(id)
-        if st then
-          local snap_changed = st.snapshot ~= (self.snap_told[id] or 0)
-          self.snap_told[id] = st.snapshot
-          held[#held + 1] = { id = id, hops = st.own and 0 or hops[id] or NO_PATH, snap = snap_changed,
-            last = st.last }
-        end
-      end
-      for pid, rec in pairs(self.peers) do
-        local list, yours = {}, {}
-        for _, h in ipairs(held) do
-          local y = self.upstream[h.id] == pid
-          if routing_matters(rec, h.id, h.hops, y, h.snap) then
-            list[#list + 1] = h.id
-            yours[h.id] = y or nil
-            rec.told[h.id] = told_code(h.hops, y, h.last)
-          end
-        end
-        if #list > 0 then self.engine:catalogue(rec.session, list, hops, yours) end
-      end
-      self:_flush_all()
+      self:_push_entries(ids, true, function(rec, h, yours)
+        return routing_matters(rec, h.id, h.hops, yours, h.snap)
+      end)
     end)
   end)
 end
@@ -175,29 +193,12 @@ function Sync:_schedule_refresh()
     self.node:_protect(function()
       self.refresh_timer = nil
       if self.closed then return end
-      local ids = {}
-      for id in pairs(self.advanced) do ids[#ids + 1] = id end
-      self.advanced = {}
+      local ids = take(self, "advanced")
       if #ids == 0 then return end
-      local hops, held = self:_hops(ids), {}
-      for _, id in ipairs(ids) do
-        local st = self.store:stream(id)
-        if st then held[#held + 1] = { id = id, hops = st.own and 0 or hops[id] or NO_PATH, last = st.last } end
-      end
-      for pid, rec in pairs(self.peers) do
-        local list, yours = {}, {}
-        for _, h in ipairs(held) do
-          local told = rec.told[h.id]
-          if told and math.floor(told / 512) < h.last then
-            local y = self.upstream[h.id] == pid
-            list[#list + 1] = h.id
-            yours[h.id] = y or nil
-            rec.told[h.id] = told_code(h.hops, y, h.last)
-          end
-        end
-        if #list > 0 then self.engine:catalogue(rec.session, list, hops, yours) end
-      end
-      self:_flush_all()
+      self:_push_entries(ids, false, function(rec, h)
+        local told = rec.told[h.id]
+        return told ~= nil and math.floor(told / 512) < h.last
+      end)
     end)
   end)
 end
