@@ -18,11 +18,11 @@ end
 
 --- Remembers a node this one refused as full (`e` = {id, host, port}, its
 -- announced listen address) at time `t`: it was just introduced, so it is
--- up and it is who it says, and it is looking for peers. At most
--- `pex_per_minute` are kept, for `pex_interval_ms`: a uniform sample of
--- those refused since the list was last empty (reservoir sampling, not a
--- window: nodes refused in a row, handed each other, would link up in a
--- long band).
+-- up and it is who it says, and it is looking for peers. The newest
+-- `4 * pex_per_minute` are kept, for `pex_interval_ms`, and shared in
+-- random samples: a wide window, since nodes refused in a row, handed
+-- each other, link up in a band about as wide as it (the mesh's diameter
+-- grows as the swarm over the window), while older ones are likely full.
 function Mesh.refused(swarm, e, t)
   if not (e.id and Pex.well_formed(e.host, e.port)) then return end
   local list = swarm.mesh_refused or {}
@@ -30,15 +30,8 @@ function Mesh.refused(swarm, e, t)
   for i = #list, 1, -1 do
     if list[i].id == e.id or t - list[i].at > swarm.policy.pex_interval_ms then table.remove(list, i) end
   end
-  if #list == 0 then swarm.mesh_refused_seen = 0 end
-  swarm.mesh_refused_seen = swarm.mesh_refused_seen + 1
-  local entry = { id = e.id, host = e.host, port = e.port, at = t }
-  if #list < swarm.policy.pex_per_minute then
-    list[#list + 1] = entry
-  else
-    local j = math.random(swarm.mesh_refused_seen)
-    if j <= #list then list[j] = entry end
-  end
+  list[#list + 1] = { id = e.id, host = e.host, port = e.port, at = t }
+  if #list > 4 * swarm.policy.pex_per_minute then table.remove(list, 1) end
 end
 
 --- Good addresses to share with peer `to` (its id; nil: anyone), at most
