@@ -10,12 +10,15 @@
 -- (b) ODO_SCALE_SIM nodes (default 1000) in this process on the in-memory
 --     adapter: real TLS sessions, sync engines, swarms and LevelDB stores
 --     (on /dev/shm, tmpfs: appends not synced, LevelDB's write buffers
---     filled only as far as data comes), simulated links and clock. Each
---     node appends ODO_SCALE_SIM_EVENTS (default 1) events: simulated and
+--     filled only as far as data comes), simulated links and clock.
+--     ODO_SCALE_SIM_WRITERS nodes (default 100, spread evenly, the seed
+--     among them; all of them at 100 nodes) each append
+--     ODO_SCALE_SIM_EVENTS (default 1) events to their stream: simulated and
 --     wall time to converge, sync messages (EVENTS batches) and bytes
---     (TLS, all links) per event per node, duplicates (an event received
+--     (TLS, all links; and frame payload bytes by type) per event per
+--     node (per copy delivered), duplicates (an event received
 --     twice at a node), peers per node, the mesh's diameter; then a random
---     10% of the nodes are killed and each survivor appends once more:
+--     10% of the nodes are killed and each surviving writer appends once more:
 --     the same again. Also at 100 nodes, as the baseline the 1,000's
 --     bytes per event per node are compared with (fan-out stays flat).
 -- Nothing here is a spec: it prints figures, ratios against the baseline
@@ -77,7 +80,22 @@ local function diameter(nodes)
   return diam, connected
 end
 
-local function simulate(n, events)
+local function rss_mb()
+  for line in io.lines("/proc/self/status") do
+    local kb = line:match("^VmRSS:%s*(%d+)")
+    if kb then return tonumber(kb) / 1024 end
+  end
+  return 0
+end
+
+-- Whether node i of n writes, when `writers` of them do (spread evenly;
+-- node 1, the seed, always).
+local function writes(i, n, writers)
+  return (i - 1) % math.max(1, n // writers) == 0 and (i - 1) // math.max(1, n // writers) < writers
+end
+
+local function simulate(n, events, writers)
+  writers = math.min(n, writers)
   local memory = require "odo.adapter.memory"
   local odo = require "odo"
   local dir = common.shell("mktemp -d /dev/shm/odo-scale.XXXXXX"):match("[^\n]+")
@@ -85,12 +103,17 @@ local function simulate(n, events)
   local tls = certs(dir, n)
   t_certs = (uv.hrtime() - t_certs) / 1e9
   local net = memory.new(1000000)
-  local bytes = 0
+  local bytes, dials = 0, 0
+  local connect = net.connect
+  net.connect = function(...) dials = dials + 1; return connect(...) end
+  local reasons = {} -- why peers left the active or connecting state, counted
   net.tap(function(_, _, data) bytes = bytes + #data; return data end)
   local policy = { heartbeat_interval_ms = 30000, heartbeat_timeout_ms = 60000, tick_ms = 1000,
     backoff_jitter = 0.5 }
   local nodes, alive, have, complete = {}, {}, {}, 0
   local batches, received, dups = 0, 0, 0
+  local by_type = {} -- frame type -> payload bytes received (every frame a layer above the transport takes)
+  local Swarm = require "odo.swarm"
   local want = events
   local function host(i) return ("10.%d.%d.%d"):format(i // 65536, (i // 256) % 256, i % 256) end
   for i = 1, n do
@@ -100,6 +123,16 @@ local function simulate(n, events)
       policy = policy, sync = false,
     })
     nodes[i], alive[i], have[i] = node, true, {}
+    node:on("peer", function(_, old, new, reason)
+      if new ~= "active" and (old == "active" or old == "connecting") then
+        local k = tostring(reason):match("^[%w_ ]+") or "?"
+        reasons[k] = (reasons[k] or 0) + 1
+      end
+    end)
+    node.swarm._message = function(sw, conn, t, payload)
+      by_type[t] = (by_type[t] or 0) + #payload
+      return Swarm._message(sw, conn, t, payload)
+    end
     node:on("replicated", function(stream, last, _, count, kind)
       if kind == "events" then
         batches = batches + 1
@@ -113,7 +146,11 @@ local function simulate(n, events)
   end
   local function run(label, ns, expect_complete)
     local t0, w0 = net.now(), uv.hrtime()
-    local b0, bytes0, r0 = batches, bytes, received
+    local b0, bytes0, r0, d0 = batches, bytes, received, dials
+    local reasons0 = {}
+    for k, v in pairs(reasons) do reasons0[k] = v end
+    local t_before = {}
+    for t, b in pairs(by_type) do t_before[t] = b end
     local said = uv.hrtime()
     local ok = net.run_until(function()
       if uv.hrtime() - said > 60e9 then -- progress, on stderr, once a wall minute
@@ -132,23 +169,49 @@ local function simulate(n, events)
       peers[#peers + 1] = k
     end
     local diam, connected = diameter(ns)
-    local copies = #ns * (#ns - 1) * events -- events to deliver: each node's to every other
+    local w = 0
+    for _, node in ipairs(ns) do if node.writer then w = w + 1 end end
+    local copies = w * (#ns - 1) * events -- events to deliver: each writer's to every other node
     local lo, med, hi = median(peers)
     print(("scale_sim %-12s nodes=%d converged=%s sim_s=%.1f wall_s=%.1f msgs_per_event_node=%.3f "
-      .. "bytes_per_event_node=%.0f dup_events=%d peers=%d/%d/%d diameter=%d connected=%s")
+      .. "bytes_per_event_node=%.0f dup_events=%d peers=%d/%d/%d diameter=%d connected=%s writers=%d rss_mb=%.0f")
       :format(label, #ns, tostring(ok), sim_s, wall_s, (batches - b0) / copies,
-        (bytes - bytes0) / copies, dups, lo, med, hi, diam, tostring(connected)))
+        (bytes - bytes0) / copies, dups, lo, med, hi, diam, tostring(connected), w, rss_mb()))
+    local names = { [0x10] = "catalogue", [0x11] = "subscribe", [0x12] = "unsubscribe", [0x13] = "snapshot",
+      [0x14] = "events", [0x15] = "caught_up", [0x16] = "refused", [0x30] = "pex" }
+    local parts, types = {}, {}
+    for t in pairs(by_type) do types[#types + 1] = t end
+    table.sort(types)
+    for _, t in ipairs(types) do
+      local b = by_type[t] - (t_before[t] or 0)
+      if b > 0 then parts[#parts + 1] = ("%s=%.0f"):format(names[t] or ("0x%02x"):format(t), b / copies) end
+    end
+    print(("scale_sim %-12s payload_bytes_per_event_node %s"):format(label, table.concat(parts, " ")))
+    local why = {}
+    for k, v in pairs(reasons) do
+      local d = v - (reasons0[k] or 0)
+      if d > 0 then why[#why + 1] = ("%s=%.1f"):format(k:gsub(" ", "_"), d / #ns) end
+    end
+    table.sort(why)
+    print(("scale_sim %-12s connections_per_node=%.1f ends_per_node %s"):format(label, (dials - d0) / #ns,
+      table.concat(why, " ")))
     io.stdout:flush()
     return (bytes - bytes0) / copies, received - r0
   end
-  for i = 1, n do nodes[i]:append(nil, (function()
-    local t = {}
-    for k = 1, events do t[k] = { type = "t", data = ("n%d-e%d"):format(i, k) } end
-    return t
-  end)()) end
-  for i = 1, n do have[i][nodes[i].id] = events end
-  complete = n
-  local per = run("start", nodes, n * n)
+  local nw = 0
+  for i = 1, n do
+    if writes(i, n, writers) then
+      local t = {}
+      for k = 1, events do t[k] = { type = "t", data = ("n%d-e%d"):format(i, k) } end
+      nodes[i]:append(nil, t)
+      nodes[i].writer = true
+      have[i][nodes[i].id] = events
+      nw = nw + 1
+    end
+  end
+  complete = nw
+  io.stderr:write(("  %d nodes set up (certificates %.1f s), rss %.0f MB\n"):format(n, t_certs, rss_mb()))
+  local per = run("start", nodes, n * nw)
   -- a random 10% die; the rest append once more
   local dead = 0
   while dead < n // 10 do
@@ -164,14 +227,17 @@ local function simulate(n, events)
   want = events + 1
   complete = 0
   for _, i in ipairs(rest) do
-    nodes[i]:append(nil, { { type = "t", data = "after" } })
-    have[i][nodes[i].id] = want
-    complete = complete + 1
+    if nodes[i].writer then
+      nodes[i]:append(nil, { { type = "t", data = "after" } })
+      have[i][nodes[i].id] = want
+      complete = complete + 1
+    end
   end
+  local rest_writers = complete
   local survivors = {}
   for _, i in ipairs(rest) do survivors[#survivors + 1] = nodes[i] end
   events = 1
-  run("after-kill", survivors, #rest * #rest)
+  run("after-kill", survivors, #rest * rest_writers)
   for _, i in ipairs(rest) do nodes[i]:close() end
   net.run_until(function() return false end, 100)
   os.execute("rm -rf " .. common.q(dir))
@@ -282,8 +348,9 @@ end
 if which:find("b") then
   local big = tonumber(os.getenv("ODO_SCALE_SIM") or "1000")
   local ev = tonumber(os.getenv("ODO_SCALE_SIM_EVENTS") or "1")
-  local base = simulate(100, ev)
-  local per = simulate(big, ev)
+  local writers = tonumber(os.getenv("ODO_SCALE_SIM_WRITERS") or "100")
+  local base = simulate(100, ev, writers)
+  local per = simulate(big, ev, writers)
   print(("scale_sim bytes_per_event_node ratio %d/100 nodes = %.2f (flat fan-out: about 1)"):format(big, per / base))
 end
 common.remove_tmpdirs()

@@ -62,6 +62,28 @@ describe("mesh", function()
     assert.same({ "full", true }, { p.refused, p.failures >= 5 })
   end)
 
+  it("hands a node it refuses as full the addresses of others it refused lately (they have room)", function()
+    local a = node(1, { policy = { max_peers = 1 } })
+    local b = node(2, { peers = { addr(1) } })
+    assert.is_true(net.run_until(function() return active(a) == 1 and active(b) == 1 end, 5000))
+    local c = node(3, { peers = { addr(1) } })
+    assert.is_true(net.run_until(function() return #c.events > 0 and c:peers()[1].refused == "full" end, 5000))
+    local d = node(4, { peers = { addr(1) } })
+    local Pex, Swarm = require "odo.pex", require "odo.swarm"
+    local offered = {} -- node ids in the refusal frames d got from a
+    d.swarm._pex = function(sw, p, payload)
+      local msg = Pex.decode(payload)
+      if msg and msg.flags == Pex.FULL and p.id == a.id then
+        for _, e in ipairs(msg.entries) do offered[e.id] = e.host .. ":" .. e.port end
+      end
+      return Swarm._pex(sw, p, payload)
+    end
+    assert.is_true(net.run_until(function() return offered[c.id] ~= nil end, 5000))
+    assert.equal(addr(3), offered[c.id])
+    assert.equal(addr(2), offered[b.id]) -- and a's own peer
+    assert.is_true(net.run_until(function() return d.swarm:active(c.id) ~= nil end, 10000))
+  end)
+
   it("takes at most the bound of the addresses a peer floods it with (10,000 in 40 frames)", function()
     local Pex = require "odo.pex"
     local a = node(1, { policy = { pex_per_message = 8, pex_per_minute = 32, dial_peers = 1, max_candidates = 64 } })

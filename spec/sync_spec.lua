@@ -67,10 +67,11 @@ describe("sync", function()
     for _, e in ipairs(cats[1][3]) do seen[e.id] = e end
     assert.same({ 1, 10, true, 0 }, { seen[a.id].first, seen[a.id].last, seen[a.id].source, seen[a.id].hops })
     assert.equal(3, seen[a:stream_id("chat")].last)
-    -- many appends within the push interval: one update
+    -- many appends within the refresh interval (advances, no change of
+    -- route): one update
     local before = #events_of(b.log, "catalogue")
     for _ = 1, 20 do a:append(nil, H.events(1)) end
-    net.advance(100)
+    net.advance(1100)
     local after = events_of(b.log, "catalogue")
     assert.equal(before + 1, #after)
     assert.is_false(after[#after][4]) -- an update, not a full catalogue

@@ -16,18 +16,54 @@ function Mesh.limits(policy)
   return target, math.min(policy.dial_peers, target)
 end
 
+--- Remembers a node this one refused as full (`e` = {id, host, port}, its
+-- announced listen address) at time `t`: it was just introduced, so it is
+-- up and it is who it says, and it is looking for peers. The newest
+-- `4 * pex_per_minute` are kept, for `pex_interval_ms`, and shared in
+-- random samples: a wide window, since nodes refused in a row, handed
+-- each other, link up in a band about as wide as it (the mesh's diameter
+-- grows as the swarm over the window), while older ones are likely full.
+function Mesh.refused(swarm, e, t)
+  if not (e.id and Pex.well_formed(e.host, e.port)) then return end
+  local list = swarm.mesh_refused or {}
+  swarm.mesh_refused = list
+  for i = #list, 1, -1 do
+    if list[i].id == e.id or t - list[i].at > swarm.policy.pex_interval_ms then table.remove(list, i) end
+  end
+  list[#list + 1] = { id = e.id, host = e.host, port = e.port, at = t }
+  if #list > 4 * swarm.policy.pex_per_minute then table.remove(list, 1) end
+end
+
 --- Good addresses to share with peer `to` (its id; nil: anyone), at most
 -- `n`: peers active now, or active within `pex_fresh_ms`, with an address
--- and a node id, in random order.
-function Mesh.good_addresses(swarm, to, n, t)
+-- and a node id, in random order. `full` (a refusal's frame): half of them
+-- at most are nodes refused as full lately (`Mesh.refused`), which have
+-- room, so the refused find each other instead of only this node's
+-- (likely full) peers, and a swarm grown from one seed needs a bounded
+-- number of attempts per node whatever its size.
+function Mesh.good_addresses(swarm, to, n, t, full)
   local out = {}
+  if full then
+    local fresh = {}
+    for _, e in ipairs(swarm.mesh_refused or {}) do
+      if e.id ~= to and t - e.at <= swarm.policy.pex_interval_ms then
+        fresh[#fresh + 1] = { id = e.id, host = e.host, port = e.port }
+      end
+    end
+    for _, e in ipairs(Pex.sample(fresh, math.floor(n / 2))) do out[#out + 1] = e end
+  end
+  local taken = {}
+  for _, e in ipairs(out) do taken[e.id] = true end
+  local good = {}
   for _, p in pairs(swarm.peers) do
     if p.id and p.id ~= to and p.host and p.port and Pex.well_formed(p.host, p.port)
-      and (p.state == "active" or (p.seen_active and t - p.seen_active <= swarm.policy.pex_fresh_ms)) then
-      out[#out + 1] = { id = p.id, host = p.host, port = p.port }
+      and (p.state == "active" or (p.seen_active and t - p.seen_active <= swarm.policy.pex_fresh_ms))
+      and not taken[p.id] then
+      good[#good + 1] = { id = p.id, host = p.host, port = p.port }
     end
   end
-  return Pex.sample(out, n)
+  for _, e in ipairs(Pex.sample(good, n - #out)) do out[#out + 1] = e end
+  return out
 end
 
 --- Active peers to shed when there are more than the target: never one

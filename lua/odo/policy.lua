@@ -239,6 +239,9 @@ P.verify_signatures = true
 P.replica_sync = false
 --- Catalogue updates are coalesced over this many ms.
 P.catalogue_push_ms = 25
+--- Catalogue updates that only advance a stream (appends, received
+-- batches: no change of route) go out at most once per this many ms.
+P.catalogue_refresh_ms = 1000
 --- Frames the sync engine sends per loop turn, at most.
 P.sync_pump_budget = 256
 --- Events walked per loop turn when signing heads.

@@ -28,6 +28,7 @@ POSITIVE.target_peers = true
 POSITIVE.max_hops = true
 POSITIVE.pex_interval_ms = true
 POSITIVE.max_candidates = true
+POSITIVE.catalogue_refresh_ms = true
 POSITIVE.sync_write_backlog = true
 
 -- Policies that are an array of delays (ms) or a function.

@@ -459,6 +459,9 @@ function Swarm:_introduced(conn, hello)
       or ("this node has its maximum of %d peers"):format(self.policy.max_peers)
     self:_send_pex(conn, hello.id, Pex.FULL)
     conn:bye(p.refuse, why)
+    if p.refuse == "full" and not p.dialled then
+      Mesh.refused(self, { id = hello.id, host = p.host, port = hello.port }, now(self))
+    end
     return self:_forget(p, p.refuse, why)
   end
   if not p.dialled then
@@ -519,7 +522,7 @@ end
 -- Sends `to` (a peer id) a sample of good addresses on `conn`; with
 -- Pex.FULL even an empty one (the BYE "full" that follows says why).
 function Swarm:_send_pex(conn, to, flags)
-  local sample = Mesh.good_addresses(self, to, self.policy.pex_per_message, now(self))
+  local sample = Mesh.good_addresses(self, to, self.policy.pex_per_message, now(self), flags == Pex.FULL)
   if #sample == 0 and flags == 0 then return end
   conn:send(Pex.TYPE, Pex.encode(sample, flags))
 end

@@ -31,6 +31,8 @@ local policy_defaults = require "odo.policy"
 local Sync = {}
 Sync.__index = Sync
 
+local NO_PATH = 255 -- a catalogue entry's hops when the sender has no path to the source
+
 
 --- The sync layer of `node` (which has a swarm and a TLS context).
 function Sync.new(node, tls)
@@ -48,6 +50,8 @@ function Sync.new(node, tls)
     upstream = {},  -- stream id -> peer id
     caught_up = {}, -- stream id -> revision the upstream said we caught up at
     changed = {},   -- stream ids to push in the next catalogue update
+    advanced = {},  -- stream ids that advanced since the last catalogue refresh
+    snap_told = {}, -- stream id -> the source snapshot revision we last pushed
     snap_asked = {}, -- stream id -> source snapshot revision asked for
     held_peers = {}, -- peer id -> rec: not read from while batches wait for the disk
     closed = false,
@@ -119,51 +123,131 @@ function Sync:_schedule_sign()
   end)
 end
 
--- Pushes the catalogue entries that changed, coalesced over a short while.
+-- The code of what a peer was told of a stream: our hops, plus 256 when
+-- the peer is our upstream for it (bit 1 of the entry), plus 512 times
+-- the last revision told (exact up to 2^44 revisions on Lua 5.1 too).
+local function told_code(hops, yours, last)
+  return hops + (yours and 256 or 0) + 512 * last
+end
+
+-- Whether telling peer `rec` our entry of a stream now matters for its
+-- routing (docs/PROTOCOL.md "CATALOGUE"): a stream it was never told of
+-- when it has no better path, or we follow it; afterwards a change of
+-- bit 1, a longer distance (loops count up and end), a shorter one when
+-- it follows us or would switch to us, a new source snapshot.
+local function routing_matters(rec, id, hops, yours, snap_changed)
+  local told, e = rec.told[id], rec.catalogue[id]
+  local better = not e or e.follows_you or e.hops > hops + 1
+  if told == nil then return yours or better end
+  told = told % 512
+  if (told >= 256) ~= yours or hops > told % 256 then return true end
+  return snap_changed or (hops < told % 256 and better)
+end
+
+-- Sends each peer the entries of the streams `ids` that
+-- `pick(rec, h, yours)` picks (h = {id, hops, last, snap}: our distance,
+-- last revision, and whether the source snapshot changed since the last
+-- route push), noting what each peer was told.
+function Sync:_push_entries(ids, route, pick)
+  local hops, held = self:_hops(ids), {}
+  for _, id in ipairs(ids) do
+    local st = self.store:stream(id)
+    if st then
+      local h = { id = id, hops = st.own and 0 or hops[id] or NO_PATH, last = st.last }
+      if route then
+        h.snap = st.snapshot ~= (self.snap_told[id] or 0)
+        self.snap_told[id] = st.snapshot
+      end
+      held[#held + 1] = h
+    end
+  end
+  for pid, rec in pairs(self.peers) do
+    local list, yours = {}, {}
+    for _, h in ipairs(held) do
+      local y = self.upstream[h.id] == pid
+      if pick(rec, h, y) then
+        list[#list + 1] = h.id
+        yours[h.id] = y or nil
+        rec.told[h.id] = told_code(h.hops, y, h.last)
+      end
+    end
+    if #list > 0 then self.engine:catalogue(rec.session, list, hops, yours) end
+  end
+  self:_flush_all()
+end
+
+-- Takes the stream ids of the set self[field] (id = true), emptying it.
+local function take(self, field)
+  local ids = {}
+  for id in pairs(self[field]) do ids[#ids + 1] = id end
+  self[field] = {}
+  return ids
+end
+
+-- Pushes, coalesced over `catalogue_push_ms`, the entries of the streams
+-- that changed to each peer they matter to for routing (routing_matters);
+-- changes that only advance a stream wait for the refresh.
 function Sync:_schedule_catalogue()
   if self.catalogue_timer or self.closed then return end
   self.catalogue_timer = self.adapter.timer(self.policy.catalogue_push_ms, function()
     self.node:protect(function()
       self.catalogue_timer = nil
       if self.closed then return end
-      local ids = {}
-      for id in pairs(self.changed) do ids[#ids + 1] = id end
-      self.changed = {}
+      local ids = take(self, "changed")
       if #ids == 0 then return end
-      local hops = self:_hops(ids)
-      for pid, rec in pairs(self.peers) do self.engine:catalogue(rec.session, ids, hops, self:_yours(pid, ids)) end
-      self:_flush_all()
+      self:_push_entries(ids, true, function(rec, h, yours)
+        return routing_matters(rec, h.id, h.hops, yours, h.snap)
+      end)
     end)
   end)
 end
 
--- The upstream of each of `ids` (nil: of every stream we follow), so a
--- catalogue update costs what changed, not every stream held.
-local function upstreams(self, ids)
-  if not ids then return self.upstream end
-  local t = {}
-  for _, id in ipairs(ids) do t[id] = self.upstream[id] end
-  return t
+-- Pushes, at most once per `catalogue_refresh_ms`, the entries of the
+-- streams that advanced (appends, received batches) to the peers that
+-- were told of them: their view of how far we are stays within that
+-- interval, which is all the upstream choice and status need of it.
+function Sync:_schedule_refresh()
+  if self.refresh_timer or self.closed then return end
+  self.refresh_timer = self.adapter.timer(self.policy.catalogue_refresh_ms, function()
+    self.node:protect(function()
+      self.refresh_timer = nil
+      if self.closed then return end
+      local ids = take(self, "advanced")
+      if #ids == 0 then return end
+      self:_push_entries(ids, false, function(rec, h)
+        local told = rec.told[h.id]
+        return told ~= nil and math.floor(told / 512) < h.last
+      end)
+    end)
+  end)
 end
 
--- Our distance to the source of each replica we follow (of `ids`, when
--- given), in hops (as a distance-vector protocol counts): one more than
--- our upstream's; none (no path) when it has none or it reaches `max_hops`.
+-- Our distance to the source of each replica we follow, in hops (as a
+-- distance-vector protocol counts): one more than our upstream's; none
+-- (no path) when it has none or it reaches `max_hops`. `ids` (optional):
+-- only those streams.
 function Sync:_hops(ids)
   local h = {}
-  for id, up in pairs(upstreams(self, ids)) do
+  local function add(id, up)
     local rec = self.peers[up]
     local e = rec and rec.catalogue[id]
     if e and e.hops + 1 < self.policy.max_hops then h[id] = e.hops + 1 end
   end
+  if ids then
+    for _, id in ipairs(ids) do
+      if self.upstream[id] then add(id, self.upstream[id]) end
+    end
+  else
+    for id, up in pairs(self.upstream) do add(id, up) end
+  end
   return h
 end
 
--- The streams (of `ids`, when given) peer `pid` is our upstream for
--- (told to it, so it never follows us back: poisoned reverse).
-function Sync:_yours(pid, ids)
+-- The streams peer `pid` is our upstream for (told to it, so it never
+-- follows us back: poisoned reverse).
+function Sync:_yours(pid)
   local y = {}
-  for id, up in pairs(upstreams(self, ids)) do
+  for id, up in pairs(self.upstream) do
     if up == pid then y[id] = true end
   end
   return y
@@ -175,11 +259,13 @@ function Sync:on_changed(ids)
   local own = false
   for _, id in ipairs(ids) do
     self.changed[id] = true
+    self.advanced[id] = true
     local st = self.store:stream(id)
     if st and st.own then own = true end
   end
   if own then self:_schedule_sign() end
   self:_schedule_catalogue()
+  self:_schedule_refresh()
   self:_schedule_pump()
 end
 
@@ -190,8 +276,14 @@ function Sync:on_active(p)
   if not hello or (hello.features or 0) % 2 == 0 then return end -- no sync on that side (feature bit 0)
   local session = p.conn.session
   self.engine:attach(session, p.id)
-  self.peers[p.id] = { peer = p, session = session, catalogue = {}, refused = {} }
-  self.engine:catalogue(session, nil, self:_hops(), self:_yours(p.id))
+  local rec = { peer = p, session = session, catalogue = {}, refused = {},
+    told = {} } -- told: stream id -> told_code of what this peer was told
+  self.peers[p.id] = rec
+  local hops, yours = self:_hops(), self:_yours(p.id)
+  self.engine:catalogue(session, nil, hops, yours)
+  for _, st in ipairs(self.store:streams()) do
+    rec.told[st.id] = told_code(st.own and 0 or hops[st.id] or NO_PATH, yours[st.id], st.last)
+  end
   p.conn:flush()
 end
 
@@ -282,8 +374,9 @@ function Sync:_notes(p, rec, notes)
         local old = rec.catalogue[e.id]
         rec.catalogue[e.id] = e
         choose[#choose + 1] = e.id
-        if self.upstream[e.id] == p.id and (not old or old.hops ~= e.hops) then
-          -- our own distance follows our upstream's: tell the others
+        if not old or old.hops ~= e.hops or old.follows_you ~= e.follows_you then
+          -- our own distance follows our upstream's, and what matters to
+          -- this peer follows its distance: look again at what to tell
           self.changed[e.id] = true
           self:_schedule_catalogue()
         end
@@ -356,7 +449,8 @@ function Sync:_choose(ids)
       -- a stream whose source is this node is never followed, even before
       -- its first write is stored (a fresh store, a write still queued)
       local own = (st and st.own) or id:match("^[^/]+") == self.node.id
-      if not own and policy_mod.call(self.node, "replicate", id, self.node) then
+      if not own and (self.policy.replicate == policy_defaults.replicate -- the default: every stream
+          or policy_mod.call(self.node, "replicate", id, self.node)) then
         local candidates = {}
         for pid, rec in pairs(self.peers) do
           local e = rec.catalogue[id]
@@ -368,8 +462,13 @@ function Sync:_choose(ids)
         end
         local ours = st and st.last or 0
         local current = self.upstream[id]
-        local ok, best = policy_mod.try(self.node, "upstream", function(b) return b == nil or self.peers[b] end,
-          id, candidates, ours, current, self.node)
+        local ok, best
+        if self.policy.upstream == policy_defaults.upstream then -- the default: no need of protection
+          ok, best = true, policy_defaults.upstream(id, candidates, ours, current, self.node)
+        else
+          ok, best = policy_mod.try(self.node, "upstream", function(b) return b == nil or self.peers[b] end,
+            id, candidates, ours, current, self.node)
+        end
         if not ok then best = policy_defaults.upstream(id, candidates, ours, current, self.node) end
         if best ~= current then self:_switch(id, current, best, ours, subs) end
       end
@@ -427,6 +526,7 @@ end
 function Sync:close()
   self.closed = true
   if self.catalogue_timer then self.catalogue_timer.stop() end
+  if self.refresh_timer then self.refresh_timer.stop() end
   self.engine:close()
 end
 

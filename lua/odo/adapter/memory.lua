@@ -20,11 +20,44 @@ function M.new(start_ms)
 
   function a.hrtime() return math.floor(a.t * 1e6) end
 
+  -- due: a binary heap of the live timers by (at, seq), so a simulation
+  -- of many nodes (thousands of timers) finds the next one in log time;
+  -- a stopped timer leaves `timers` at once and the heap when it surfaces
+  local due = {}
+  local function earlier(x, y) return x.at < y.at or (x.at == y.at and x.seq < y.seq) end
+  local function push(t)
+    local i = #due + 1
+    due[i] = t
+    while i > 1 do
+      local up = math.floor(i / 2)
+      if not earlier(due[i], due[up]) then break end
+      due[i], due[up] = due[up], due[i]
+      i = up
+    end
+  end
+  local function pop()
+    local top, n = due[1], #due
+    due[1] = due[n]
+    due[n] = nil
+    n = n - 1
+    local i = 1
+    while true do
+      local l, m = 2 * i, i
+      if l <= n and earlier(due[l], due[m]) then m = l end
+      if l + 1 <= n and earlier(due[l + 1], due[m]) then m = l + 1 end
+      if m == i then break end
+      due[i], due[m] = due[m], due[i]
+      i = m
+    end
+    return top
+  end
+
   local function add_timer(ms, fn, every)
     seq = seq + 1
     local t = { at = a.t + math.max(0, ms), fn = fn, every = every, seq = seq }
     timers[t] = true
     t.stop = function() timers[t] = nil end
+    push(t)
     return t
   end
 
@@ -49,13 +82,9 @@ function M.new(start_ms)
   end
 
   local function next_timer(limit)
-    local best
-    for t in pairs(timers) do
-      if t.at <= limit and (not best or t.at < best.at or (t.at == best.at and t.seq < best.seq)) then
-        best = t
-      end
-    end
-    return best
+    while due[1] and not timers[due[1]] do pop() end
+    local t = due[1]
+    if t and t.at <= limit then return pop() end
   end
 
   --- Moves the clock forward by ms, firing every timer that falls due in
@@ -69,6 +98,7 @@ function M.new(start_ms)
       a.t = math.max(a.t, t.at)
       if t.every then
         t.at = t.at + t.every
+        push(t)
       else
         timers[t] = nil
       end
