@@ -23,8 +23,10 @@
  * its signed head is refused (EVERIFY) with nothing of it stored, as is
  * every write of that stream queued after it (they were staged on it),
  * the other streams' writes go on. The worker takes every write queued
- * when it wakes; synced ones it merges into one LevelDB write and one
- * sync (a larger batch, a group commit). Touches no Lua state on the
+ * when it wakes and merges them into one LevelDB write (one sync when
+ * any asked for it, a group commit): received batches' events are put
+ * straight into that write, the loop's own unsynced writes go alone
+ * (merging them would copy their events; see write_jobs). Touches no Lua state on the
  * worker; LevelDB writes are thread-safe. */
 
 /***
@@ -117,7 +119,7 @@ static int mark_refused(commit_queue *q, const cq_job *j) {
 }
 
 /* Prepares one job of a write the worker took (mutex not held): a job
- * behind a failure fails, a chain is computed into its batch. */
+ * behind a failure fails, a chain is computed and checked. */
 static void prepare_job(commit_queue *q, cq_job *j) {
   int broken, after_refused;
   pthread_mutex_lock(&q->mu);
@@ -135,7 +137,7 @@ static void prepare_job(commit_queue *q, cq_job *j) {
   } else if (j->chain) {
     if (!q->hasher_ok) {
       j->failed = !odo_err_set(&j->err, "EIO", "no SHA-256 context for the worker");
-    } else if (!odo_chain_write(&q->hasher, &q->val, j->chain, j->d.batch, &j->err)) {
+    } else if (!odo_chain_check(&q->hasher, j->chain, &j->err)) {
       j->failed = 1;
       pthread_mutex_lock(&q->mu);
       if (!mark_refused(q, j) && !q->broken) {
@@ -148,28 +150,66 @@ static void prepare_job(commit_queue *q, cq_job *j) {
   }
 }
 
-/* Writes the jobs of list that did not fail. Unsynced, each is its own
- * write (a failed one fails those after it: the queue breaks); synced,
- * they go in one write merged from their batches, with one sync (a
- * failure fails each of them). */
+/* A merged write stops taking jobs past this many bytes of received
+ * batches: the worker's batch stays bounded whatever the backlog. */
+#define MERGE_BYTES (512u << 10)
+
+/* Writes q->merged (sync when any job in it asked) and fails the jobs
+ * first..last in it when the write fails; returns whether it succeeded. */
+static int write_merged(commit_queue *q, cq_job *first, cq_job *last, int sync,
+                        odo_err *e) {
+  char *err = NULL;
+  leveldb_write(q->store->db, sync ? q->store->wsync : q->store->wnosync, q->merged,
+                &err);
+  leveldb_writebatch_clear(q->merged);
+  if (err == NULL) return 1;
+  odo_store_dberr(e, err, "group commit");
+  for (cq_job *j = first; j; j = j->next) {
+    if (!j->failed && j->d.n > 0) {
+      j->failed = 1;
+      j->err = *e;
+    }
+    if (j == last) break;
+  }
+  return 0;
+}
+
+/* Prepares and writes the jobs of list, in order, in as few LevelDB
+ * writes as it can. Each job is prepared (its chain checked) right before
+ * its records are put, while its events are in the cache. A received
+ * batch's events (a chain) are put straight
+ * into one merged batch after its staged head and catalogue entry (no
+ * batch of their own, so no copy of them); a synced write of the loop's
+ * own is appended to it as well (one sync for all); an unsynced one is
+ * written alone (merging would copy its events), as is a lone job. A
+ * merged write stops growing past MERGE_BYTES (about what a core's cache
+ * holds: the LevelDB write reads it back). A failed write fails its
+ * jobs and every job after it (they were staged on it). */
 static void write_jobs(commit_queue *q, cq_job *list) {
+  cq_job *first = NULL, *last = NULL;
   int n = 0, sync = 0;
+  size_t bytes = 0;
   char *err = NULL;
   odo_err e = {0};
   for (cq_job *j = list; j; j = j->next)
-    if (!j->failed && j->d.n > 0) {
-      n++;
-      sync |= j->sync;
+    if (j->d.n > 0) n++;
+  for (cq_job *j = list; j; j = j->next) {
+    if (e.name && j->d.n > 0) {
+      j->failed = 1; /* queued after a write that failed */
+      j->err = e;
+      continue;
     }
-  if (n == 0) return;
-  if (!sync || n == 1) {
-    for (cq_job *j = list; j; j = j->next) {
-      if (j->failed || j->d.n == 0) continue;
-      if (e.name) {
-        j->failed = 1; /* queued after a write that failed */
+    prepare_job(q, j);
+    if (j->failed || j->d.n == 0) continue;
+    if (j->chain == NULL && (n == 1 || !j->sync)) {
+      if (first && !write_merged(q, first, last, sync, &e)) {
+        j->failed = 1;
         j->err = e;
         continue;
       }
+      first = last = NULL;
+      sync = 0;
+      bytes = 0;
       leveldb_write(q->store->db, j->sync ? q->store->wsync : q->store->wnosync,
                     j->d.batch, &err);
       if (err) {
@@ -178,23 +218,37 @@ static void write_jobs(commit_queue *q, cq_job *list) {
         j->failed = 1;
         j->err = e;
       }
+      continue;
     }
-    return;
-  }
-  leveldb_writebatch_clear(q->merged);
-  for (cq_job *j = list; j; j = j->next)
-    if (!j->failed && j->d.n > 0) leveldb_writebatch_append(q->merged, j->d.batch);
-  leveldb_write(q->store->db, q->store->wsync, q->merged, &err);
-  leveldb_writebatch_clear(q->merged);
-  if (err == NULL || odo_store_dberr(&e, err, "group commit")) return;
-  for (cq_job *j = list; j; j = j->next)
-    if (!j->failed && j->d.n > 0) {
+    leveldb_writebatch_append(q->merged, j->d.batch);
+    if (j->chain && !odo_chain_put(&q->val, j->chain, q->merged, &j->err)) {
+      /* its head is in the merged batch: nothing of it is written */
+      e = j->err;
+      leveldb_writebatch_clear(q->merged);
+      for (cq_job *k = first; k && k != j; k = k->next)
+        if (!k->failed && k->d.n > 0) {
+          k->failed = 1;
+          k->err = e;
+        }
       j->failed = 1;
-      j->err = e;
+      first = last = NULL;
+      continue;
     }
+    if (first == NULL) first = j;
+    last = j;
+    sync |= j->sync;
+    bytes += j->chain ? j->chain->bytes : 0;
+    if (bytes >= MERGE_BYTES) {
+      write_merged(q, first, last, sync, &e);
+      first = last = NULL;
+      sync = 0;
+      bytes = 0;
+    }
+  }
+  if (first) write_merged(q, first, last, sync, &e);
 }
 
-/* Takes every queued write, prepares each, writes them together. */
+/* Takes every queued write and writes them together. */
 static void *worker(void *arg) {
   commit_queue *q = arg;
   uint64_t one = 1;
@@ -208,7 +262,6 @@ static void *worker(void *arg) {
     q->todo = q->todo_tail = NULL;
     q->busy = list;
     pthread_mutex_unlock(&q->mu);
-    for (cq_job *j = list; j; j = j->next) prepare_job(q, j);
     write_jobs(q, list);
     pthread_mutex_lock(&q->mu);
     for (cq_job *j = list; j; j = j->next)

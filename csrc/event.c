@@ -74,10 +74,31 @@ int odo_event_decode(odo_rd *r, odo_event *ev, int with_rev) {
   return !r->bad;
 }
 
+/* Up to this many bytes, an event's hashed input is gathered on the
+ * stack and hashed in one update: the same bytes in the same order (the
+ * same hash), a third of the calls. */
+#define CHAIN_GATHER 512
+
 int odo_chain_next(odo_hasher *h, const uint8_t prev[ODO_HASH_LEN],
                    const odo_event *ev, uint8_t out[ODO_HASH_LEN]) {
   event_fields f;
   event_fields_of(ev, 1, &f);
+  if (ev->type_len + ev->data_len <= CHAIN_GATHER - ODO_HASH_LEN - sizeof f.head - sizeof f.dlen) {
+    uint8_t in[CHAIN_GATHER], *p = in;
+    memcpy(p, prev, ODO_HASH_LEN);
+    p += ODO_HASH_LEN;
+    memcpy(p, f.from, f.n);
+    p += f.n;
+    if (ev->type_len) memcpy(p, ev->type, ev->type_len);
+    p += ev->type_len;
+    memcpy(p, f.dlen, sizeof f.dlen);
+    p += sizeof f.dlen;
+    if (ev->data_len) memcpy(p, ev->data, ev->data_len);
+    p += ev->data_len;
+    return EVP_DigestInit_ex2(h->ctx, h->md, NULL) &&
+           EVP_DigestUpdate(h->ctx, in, (size_t)(p - in)) &&
+           EVP_DigestFinal_ex(h->ctx, out, NULL);
+  }
   return EVP_DigestInit_ex2(h->ctx, h->md, NULL) &&
          EVP_DigestUpdate(h->ctx, prev, ODO_HASH_LEN) &&
          EVP_DigestUpdate(h->ctx, f.from, f.n) &&

@@ -73,11 +73,14 @@ typedef struct odo_chain {
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t stream_len;
 } odo_chain;
-/* Computes and checks the chain on any thread (h and val its own), putting
- * each event's record into b; 0 with e set (EVERIFY: not what the source
- * signed; ENOMEM) and b to be dropped. */
-int odo_chain_write(odo_hasher *h, odo_buf *val, const odo_chain *c,
-                    leveldb_writebatch_t *b, odo_err *e);
+/* Computes the chain on any thread (h its own) into each event's hash
+ * and checks that it ends at the signed head; 0 with e set (EVERIFY: not
+ * what the source signed; EIO). */
+int odo_chain_check(odo_hasher *h, odo_chain *c, odo_err *e);
+/* Puts each checked event's record into b (val the caller's scratch);
+ * 0 with e set (ENOMEM) before anything is put. */
+int odo_chain_put(odo_buf *val, const odo_chain *c, leveldb_writebatch_t *b,
+                  odo_err *e);
 
 /* A core writer's word that its write is done: fn runs on the loop thread
  * as the write is collected (after the catalogue took it), ok or e saying

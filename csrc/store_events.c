@@ -101,22 +101,12 @@ int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   return stage(s, st, evs, n, STAGE_CHAIN, e);
 }
 
-int odo_chain_write(odo_hasher *h, odo_buf *val, const odo_chain *c,
-                    leveldb_writebatch_t *b, odo_err *e) {
-  uint8_t prev[ODO_HASH_LEN], key[ODO_NUMKEY_LEN];
-  odo_event ev;
-  memcpy(prev, c->prev, ODO_HASH_LEN);
+int odo_chain_check(odo_hasher *h, odo_chain *c, odo_err *e) {
+  const uint8_t *prev = c->prev;
   for (size_t i = 0; i < c->n; i++) {
-    ev = c->evs[i];
-    if (!odo_chain_next(h, prev, &ev, ev.hash))
+    if (!odo_chain_next(h, prev, &c->evs[i], c->evs[i].hash))
       return odo_err_set(e, "EIO", "SHA-256 failed");
-    odo_numkey(key, ODO_K_EVENT, c->num, ev.rev);
-    odo_rec_begin(val);
-    if (!odo_rec_event_encode(val, &ev) || !odo_rec_seal(val, key, sizeof key))
-      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
-    leveldb_writebatch_put(b, (const char *)key, sizeof key, (const char *)val->p,
-                           val->len);
-    memcpy(prev, ev.hash, ODO_HASH_LEN);
+    prev = c->evs[i].hash;
   }
   if (c->n == 0 || memcmp(prev, c->head, ODO_HASH_LEN) != 0)
     return odo_err_set(e, "EVERIFY",
@@ -125,6 +115,28 @@ int odo_chain_write(odo_hasher *h, odo_buf *val, const odo_chain *c,
                        (unsigned long long)(c->n ? c->evs[0].rev : 0),
                        (unsigned long long)(c->n ? c->evs[c->n - 1].rev : 0),
                        (int)c->stream_len, c->stream);
+  return 1;
+}
+
+int odo_chain_put(odo_buf *val, const odo_chain *c, leveldb_writebatch_t *b,
+                  odo_err *e) {
+  uint8_t key[ODO_NUMKEY_LEN];
+  size_t most = 0;
+  for (size_t i = 0; i < c->n; i++)
+    if (c->evs[i].type_len + c->evs[i].data_len > most)
+      most = c->evs[i].type_len + c->evs[i].data_len;
+  /* room for the largest record first: nothing below fails half way */
+  val->len = 0;
+  if (!odo_buf_reserve(val, 4 + ODO_HASH_LEN + 8 + 1 + most))
+    return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+  for (size_t i = 0; i < c->n; i++) {
+    odo_numkey(key, ODO_K_EVENT, c->num, c->evs[i].rev);
+    odo_rec_begin(val);
+    odo_rec_event_encode(val, &c->evs[i]);
+    odo_rec_seal(val, key, sizeof key);
+    leveldb_writebatch_put(b, (const char *)key, sizeof key, (const char *)val->p,
+                           val->len);
+  }
   return 1;
 }
 
