@@ -1,6 +1,6 @@
-/* session.c - one peer session: a TLS engine over a memory BIO and an
- * ciphertext queue (session_out.c), frames, introductions (HELLO),
- * heartbeats (PING/PONG with round-trip times),
+/* session.c - one peer session: a TLS engine (ciphertext in over a
+ * memory BIO, out into the session's queue: session_out.c), frames,
+ * introductions (HELLO), heartbeats (PING/PONG with round-trip times),
  * BYE, and an output queue with high and low watermarks.
  *
  * Sans-I/O: Lua feeds the ciphertext a socket received (`feed`), takes
