@@ -1,4 +1,5 @@
-/* session.c - one peer session: a TLS engine over memory BIOs, frames,
+/* session.c - one peer session: a TLS engine (ciphertext in over a
+ * memory BIO, out into the session's queue: session_out.c), frames,
  * introductions (HELLO), heartbeats (PING/PONG with round-trip times),
  * BYE, and an output queue with high and low watermarks.
  *
@@ -95,7 +96,7 @@ int odo_session_write_frames(odo_session *s, const uint8_t *p, size_t n,
 }
 
 size_t odo_session_queued(const odo_session *s) {
-  return (s->ssl ? BIO_ctrl_pending(SSL_get_wbio(s->ssl)) : 0) +
+  return odo_outq_pending(&s->out) +
          s->pending.len + s->in_flight;
 }
 
@@ -367,6 +368,7 @@ static odo_session *check_session(lua_State *L) {
 static void session_release(odo_session *s) {
   if (s->ssl) SSL_free(s->ssl);
   s->ssl = NULL;
+  odo_outq_free(&s->out); /* after the BIO that used its method */
   s->state = ODO_SESSION_CLOSED;
   odo_buf_free(&s->in);
   odo_buf_free(&s->pending);
@@ -425,6 +427,11 @@ static int l_session(lua_State *L) {
   hex_id(t->id, s->ours.id);
   s->ssl = odo_tls_engine(t, s->server, &e);
   if (s->ssl == NULL) return odo_err_push(L, &e);
+  if (!odo_outq_attach(s->ssl, &s->out)) {
+    session_release(s);
+    odo_err_set(&e, "ENOMEM", "out of memory making a TLS output queue");
+    return odo_err_push(L, &e);
+  }
   s->state = ODO_SESSION_HANDSHAKE;
   return 1;
 }
@@ -493,21 +500,14 @@ static int l_eof(lua_State *L) {
  */
 static int l_output(lua_State *L) {
   odo_session *s = check_session(L);
-  BIO *out = SSL_get_wbio(s->ssl);
-  size_t n = BIO_ctrl_pending(out);
-  luaL_Buffer b;
-  char *p;
-  int got;
+  size_t n;
+  const uint8_t *p = odo_outq_peek(&s->out, &n);
   if (n == 0) return 0;
-  /* read, not reset: a memory BIO's reset clears its whole capacity
-   * (megabytes after a catch-up) however little it held; a chunk at a
-   * time, as big blocks would come from fresh mappings */
+  /* a chunk at a time: the string is a copy, and the socket's write
+   * starts before the next chunk is made */
   if (n > OUTPUT_CHUNK) n = OUTPUT_CHUNK;
-  p = luaL_buffinitsize(L, &b, n);
-  got = BIO_read(out, p, (int)n);
-  if (got <= 0) return 0;
-  luaL_pushresultsize(&b, (size_t)got);
-  n = (size_t)got;
+  lua_pushlstring(L, (const char *)p, n);
+  odo_outq_take(&s->out, n);
   s->in_flight += n;
   s->bytes_out += n;
   return 1;

@@ -19,6 +19,25 @@ enum {
 #define ODO_CLOSE_TLS 100 /* the TLS handshake or a record failed */
 #define ODO_CLOSE_EOF 101 /* the connection ended without a BYE */
 
+/* A session's queue of ciphertext to send (session_out.c): the TLS
+ * engine's write BIO appends to buf; output takes from off. */
+typedef struct odo_outq {
+  BIO_METHOD *meth; /* this session's own: freed after its BIO */
+  odo_buf buf;
+  size_t off;
+} odo_outq;
+
+/* Makes q (zeroed here; it must not move while the SSL lives) the write
+ * BIO of ssl; 0 when out of memory (odo_outq_free still releases q). */
+int odo_outq_attach(SSL *ssl, odo_outq *q);
+size_t odo_outq_pending(const odo_outq *q);
+/* The queued bytes, *n of them, without taking them. */
+const uint8_t *odo_outq_peek(const odo_outq *q, size_t *n);
+/* Takes n queued bytes (n at most what is pending). */
+void odo_outq_take(odo_outq *q, size_t n);
+/* Call after SSL_free (which frees the BIO using the method). */
+void odo_outq_free(odo_outq *q);
+
 typedef struct odo_session {
   SSL *ssl;
   odo_tls *tls;
@@ -29,6 +48,7 @@ typedef struct odo_session {
   size_t in_off;
   odo_buf pending;  /* plaintext queued before the handshake finished */
   odo_buf scratch;  /* one frame being built */
+  odo_outq out;     /* ciphertext not yet taken by output */
   size_t in_flight; /* ciphertext handed to the socket, not yet written */
   odo_hello ours, theirs;
   char peer_id[ODO_NODE_ID_HEX + 1];

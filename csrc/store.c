@@ -732,6 +732,7 @@ static void store_release(odo_store *s) {
   if (s->cache) leveldb_cache_destroy(s->cache);
   if (s->filter) leveldb_filterpolicy_destroy(s->filter);
   if (s->ropts) leveldb_readoptions_destroy(s->ropts);
+  if (s->ropts_bulk) leveldb_readoptions_destroy(s->ropts_bulk);
   if (s->wsync) leveldb_writeoptions_destroy(s->wsync);
   if (s->wnosync) leveldb_writeoptions_destroy(s->wnosync);
   s->batch = NULL;
@@ -739,6 +740,7 @@ static void store_release(odo_store *s) {
   s->cache = NULL;
   s->filter = NULL;
   s->ropts = NULL;
+  s->ropts_bulk = NULL;
   s->wsync = s->wnosync = NULL;
   for (size_t i = 0; i < s->nbuckets; i++) {
     odo_stream *st = s->buckets[i], *next;
@@ -817,9 +819,10 @@ int odo_store_l_store_open(lua_State *L) {
   s->cache = leveldb_cache_create_lru((cache_mb ? cache_mb : 1) << 20);
   s->filter = leveldb_filterpolicy_create_bloom(10);
   s->ropts = leveldb_readoptions_create();
+  s->ropts_bulk = leveldb_readoptions_create();
   s->wsync = leveldb_writeoptions_create();
   s->wnosync = leveldb_writeoptions_create();
-  if (!s->path || !odo_hasher_init(&s->hasher)) {
+  if (!s->path || !s->ropts || !s->ropts_bulk || !odo_hasher_init(&s->hasher)) {
     store_release(s);
     return luaL_error(L, "out of memory opening a store");
   }
@@ -831,6 +834,8 @@ int odo_store_l_store_open(lua_State *L) {
   leveldb_options_set_write_buffer_size(s->options, 8u << 20);
   leveldb_options_set_max_open_files(s->options, 256);
   leveldb_readoptions_set_verify_checksums(s->ropts, 1);
+  leveldb_readoptions_set_verify_checksums(s->ropts_bulk, 1);
+  leveldb_readoptions_set_fill_cache(s->ropts_bulk, 0);
   leveldb_writeoptions_set_sync(s->wsync, 1);
   leveldb_writeoptions_set_sync(s->wnosync, 0);
   s->db = leveldb_open(s->options, path, &err);

@@ -111,6 +111,7 @@ typedef struct odo_store {
   leveldb_cache_t *cache;
   leveldb_filterpolicy_t *filter;
   leveldb_readoptions_t *ropts;
+  leveldb_readoptions_t *ropts_bulk; /* long forward scans: no cache fill */
   leveldb_writeoptions_t *wsync, *wnosync;
   leveldb_writebatch_t *batch;
   char *path;
@@ -304,6 +305,11 @@ typedef struct odo_reader {
 
 int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
                     odo_reader *r, odo_err *e);
+/* The same for a long forward scan read once (serving a catch-up): the
+ * blocks it reads do not go into the block cache, so they neither evict
+ * what live readers use nor cost a cache entry each. */
+int odo_reader_open_bulk(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
+                         odo_reader *r, odo_err *e);
 /* 1 and ev filled (pointers valid until the next call), 0 at the end,
  * -1 on corruption with e set. */
 int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e);

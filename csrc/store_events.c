@@ -391,8 +391,8 @@ static int compacted(odo_stream *st, uint64_t from, odo_err *e) {
                      (unsigned long long)st->cat.snap);
 }
 
-int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
-                    odo_reader *r, odo_err *e) {
+static int reader_open(odo_store *s, const leveldb_readoptions_t *ro, odo_stream *st,
+                       uint64_t from, uint64_t to, odo_reader *r, odo_err *e) {
   uint8_t key[ODO_NUMKEY_LEN];
   memset(r, 0, sizeof *r);
   if (from == 0) from = 1;
@@ -402,10 +402,20 @@ int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
   r->to = to < st->cat.last ? to : st->cat.last;
   memcpy(r->stream_id, st->id, st->id_len + 1);
   if (r->next > r->to) return 1; /* nothing to read; no iterator needed */
-  r->it = leveldb_create_iterator(s->db, s->ropts);
+  r->it = leveldb_create_iterator(s->db, ro);
   odo_numkey(key, ODO_K_EVENT, r->num, from);
   leveldb_iter_seek(r->it, (const char *)key, sizeof key);
   return 1;
+}
+
+int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
+                    odo_reader *r, odo_err *e) {
+  return reader_open(s, s->ropts, st, from, to, r, e);
+}
+
+int odo_reader_open_bulk(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
+                         odo_reader *r, odo_err *e) {
+  return reader_open(s, s->ropts_bulk, st, from, to, r, e);
 }
 
 int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e) {

@@ -136,7 +136,8 @@ static int head_after(odo_reader *r, uint64_t rev, odo_head *h, odo_err *e) {
  * one EVENTS frame in y->out, in one walk of the store (heads sit among
  * the events). Returns the frame's size, 0 when there is no head to end
  * at yet, or -1 with e set (a batch whose events are not all held is
- * never sent). */
+ * never sent). A batch far from the stream's end (a catch-up) reads past
+ * the block cache: it reads those blocks once. */
 static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
                         uint64_t *end, odo_err *e) {
   odo_head h;
@@ -144,8 +145,9 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   odo_event ev;
   uint32_t count = 0;
   size_t f, count_at;
-  int rc, found = 0;
-  if (!odo_reader_open(y->store, st, next, st->cat.last, &r, e)) return -1;
+  int rc, found = 0, bulk = next + ODO_HEAD_EVENTS <= st->cat.last;
+  if (!(bulk ? odo_reader_open_bulk : odo_reader_open)(y->store, st, next, st->cat.last, &r, e))
+    return -1;
   /* the events go straight into the frame (a batch is copied once) */
   f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
   count_at = odo_msg_events_open(&y->out, st->id, st->id_len, next);
