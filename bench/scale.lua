@@ -380,6 +380,8 @@ if which:find("b") then
   local writers = tonumber(os.getenv("ODO_SCALE_SIM_WRITERS") or "100")
   local base = os.getenv("ODO_SCALE_SIM_BASE") ~= "0" and simulate(100, ev, writers)
   local per = simulate(big, ev, writers)
-  if base then print(("scale_sim bytes_per_event_node ratio %d/100 nodes = %.2f (flat fan-out: about 1)"):format(big, per / base)) end
+  if base then
+    print(("scale_sim bytes_per_event_node ratio %d/100 nodes = %.2f (flat fan-out: about 1)"):format(big, per / base))
+  end
 end
 common.remove_tmpdirs()
