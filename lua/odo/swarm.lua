@@ -578,6 +578,23 @@ function Swarm:_mesh_tick(t)
       self.waiting_keys[w.key] = nil
       self:discover(w.host, w.port, w.source, far)
     end
+  elseif due and #self.waiting > 0 and sync and sync.cut_off and sync:cut_off() then
+    -- repair: no peer has a path to the source of a stream we hold, so
+    -- the mesh may be split (the nodes that joined its parts died, and
+    -- each part is at its target): one waiting candidate an interval
+    -- (an address, or a peer's retry held for a slot, such as a seed's),
+    -- dialled past the target up to `max_peers`; shedding keeps it if it
+    -- serves what this part lacked
+    self.long_range_at = t
+    local w = table.remove(self.waiting, math.random(#self.waiting))
+    self.waiting_keys[w.key] = nil
+    local p = w.peer
+    if not p then
+      self:discover(w.host, w.port, w.source, self.policy.max_peers)
+    elseif p.state == "lifesupport" and not p.timer and self.peers[p.addr] == p
+      and live < self.policy.max_peers then
+      self:_retry(p)
+    end
   end
 end
 

@@ -253,6 +253,23 @@ function Sync:_yours(pid)
   return y
 end
 
+--- Whether a stream this node holds, not its own, has no path to its
+-- source through any active peer (none nearer than `max_hops`): the
+-- swarm then dials past its target (the mesh may be split).
+function Sync:cut_off()
+  local reach, held = {}, {}
+  for _, rec in pairs(self.peers) do
+    for id, e in pairs(rec.catalogue) do
+      held[id] = true
+      if e.hops < self.policy.max_hops and not e.follows_you then reach[id] = true end
+    end
+  end
+  for id in pairs(held) do
+    if not reach[id] and id:match("^[^/]+") ~= self.node.id then return true end
+  end
+  return false
+end
+
 --- Streams changed in the store (appends, replication, snapshots).
 function Sync:on_changed(ids)
   if self.closed then return end
