@@ -591,9 +591,8 @@ function Swarm:_mesh_tick(t)
     local p = w.peer
     if not p then
       self:discover(w.host, w.port, w.source, self.policy.max_peers)
-    elseif p.state == "lifesupport" and not p.timer and self.peers[p.addr] == p
-      and live < self.policy.max_peers then
-      self:_retry(p)
+    elseif p.state == "lifesupport" and not p.timer and self.peers[p.addr] == p then
+      if live < self.policy.max_peers then self:_retry(p) else self:_wait_for_slot(w) end
     end
   end
 end
