@@ -541,6 +541,16 @@ function Swarm:_pex(p, payload)
   end
 end
 
+-- Whether sync says this node is cut off from a stream's source (a look
+-- over every peer's catalogue: at most once a `pex_interval_ms`).
+local function cut_off(self, sync, t)
+  if not (sync and sync.cut_off) or t - (self.cut_checked_at or 0) < self.policy.pex_interval_ms then
+    return false
+  end
+  self.cut_checked_at = t
+  return sync:cut_off()
+end
+
 -- Every tick: refresh the peers' address samples, shed peers above the
 -- target (keeping those that serve followed streams), and dial waiting
 -- candidates while below the dialling limit.
@@ -578,7 +588,7 @@ function Swarm:_mesh_tick(t)
       self.waiting_keys[w.key] = nil
       self:discover(w.host, w.port, w.source, far)
     end
-  elseif due and #self.waiting > 0 and sync and sync.cut_off and sync:cut_off() then
+  elseif due and #self.waiting > 0 and cut_off(self, sync, t) then
     -- repair: no peer has a path to the source of a stream we hold, so
     -- the mesh may be split (the nodes that joined its parts died, and
     -- each part is at its target): one waiting candidate an interval
