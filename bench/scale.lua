@@ -144,6 +144,34 @@ local function simulate(n, events, writers)
       if last > (h[stream] or 0) then h[stream] = last end
     end)
   end
+  -- (diagnosis) for stuck (node, stream) pairs: the upstream and what each peer says of the stream
+  local function dump_stuck(ns)
+    local name = {}
+    for i, nd in ipairs(nodes) do name[nd.id] = i end
+    local k = 0
+    for _, nd in ipairs(ns) do
+      local i = name[nd.id]
+      for _, w in ipairs(ns) do
+        if w.writer and w ~= nd then
+          local sid = w.id
+          if (have[i][sid] or 0) < want and k < 12 then
+            k = k + 1
+            local sy = nd.sync
+            local up = sy.upstream[sid]
+            local line = { ("stuck n%d stream of n%d: have %s upstream %s"):format(i, name[w.id],
+              tostring(have[i][sid]), up and ("n" .. name[up]) or "none") }
+            for pid, rec in pairs(sy.peers) do
+              local e = rec.catalogue[sid]
+              line[#line + 1] = ("  peer n%d alive=%s: %s"):format(name[pid], tostring(alive[name[pid]]), e and
+                ("hops=%d fresh=%d last=%d follows_you=%s refused=%s told=%s"):format(e.hops, e.fresh, e.last,
+                  tostring(e.follows_you), tostring(rec.refused[sid]), tostring(rec.told[sid])) or "no entry")
+            end
+            io.stderr:write(table.concat(line, "\n"), "\n")
+          end
+        end
+      end
+    end
+  end
   local function run(label, ns, expect_complete)
     local t0, w0 = net.now(), uv.hrtime()
     local b0, bytes0, r0, d0 = batches, bytes, received, dials
@@ -159,7 +187,8 @@ local function simulate(n, events, writers)
           :format(label, complete, expect_complete, (net.now() - t0) / 1000))
       end
       return complete >= expect_complete
-    end, 600000, 10)
+    end, tonumber(os.getenv("ODO_SCALE_SIM_DEADLINE_MS") or "600000"), 10)
+    if not ok and os.getenv("ODO_SCALE_DUMP") then dump_stuck(ns) end
     local sim_s, wall_s = (net.now() - t0) / 1000, (uv.hrtime() - w0) / 1e9
     net.run_until(function() return false end, 2000, 10)
     local peers = {}
@@ -214,7 +243,7 @@ local function simulate(n, events, writers)
   local per = run("start", nodes, n * nw)
   -- a random 10% die; the rest append once more
   local dead = 0
-  while dead < n // 10 do
+  while dead < math.floor(n * tonumber(os.getenv("ODO_SCALE_KILL") or "0.1")) do
     local i = math.random(2, n)
     if alive[i] then
       alive[i] = false
@@ -349,8 +378,10 @@ if which:find("b") then
   local big = tonumber(os.getenv("ODO_SCALE_SIM") or "1000")
   local ev = tonumber(os.getenv("ODO_SCALE_SIM_EVENTS") or "1")
   local writers = tonumber(os.getenv("ODO_SCALE_SIM_WRITERS") or "100")
-  local base = simulate(100, ev, writers)
+  local base = os.getenv("ODO_SCALE_SIM_BASE") ~= "0" and simulate(100, ev, writers)
   local per = simulate(big, ev, writers)
-  print(("scale_sim bytes_per_event_node ratio %d/100 nodes = %.2f (flat fan-out: about 1)"):format(big, per / base))
+  if base then
+    print(("scale_sim bytes_per_event_node ratio %d/100 nodes = %.2f (flat fan-out: about 1)"):format(big, per / base))
+  end
 end
 common.remove_tmpdirs()

@@ -541,6 +541,16 @@ function Swarm:_pex(p, payload)
   end
 end
 
+-- Whether sync says this node is cut off from a stream's source (a look
+-- over every peer's catalogue: at most once a `pex_interval_ms`).
+local function cut_off(self, sync, t)
+  if not (sync and sync.cut_off) or t - (self.cut_checked_at or 0) < self.policy.pex_interval_ms then
+    return false
+  end
+  self.cut_checked_at = t
+  return sync:cut_off()
+end
+
 -- Every tick: refresh the peers' address samples, shed peers above the
 -- target (keeping those that serve followed streams), and dial waiting
 -- candidates while below the dialling limit.
@@ -577,6 +587,22 @@ function Swarm:_mesh_tick(t)
       local w = table.remove(self.waiting, addrs[math.random(#addrs)])
       self.waiting_keys[w.key] = nil
       self:discover(w.host, w.port, w.source, far)
+    end
+  elseif due and #self.waiting > 0 and cut_off(self, sync, t) then
+    -- repair: no peer has a path to the source of a stream we hold, so
+    -- the mesh may be split (the nodes that joined its parts died, and
+    -- each part is at its target): one waiting candidate an interval
+    -- (an address, or a peer's retry held for a slot, such as a seed's),
+    -- dialled past the target up to `max_peers`; shedding keeps it if it
+    -- serves what this part lacked
+    self.long_range_at = t
+    local w = table.remove(self.waiting, math.random(#self.waiting))
+    self.waiting_keys[w.key] = nil
+    local p = w.peer
+    if not p then
+      self:discover(w.host, w.port, w.source, self.policy.max_peers)
+    elseif p.state == "lifesupport" and not p.timer and self.peers[p.addr] == p then
+      if live < self.policy.max_peers then self:_retry(p) else self:_wait_for_slot(w) end
     end
   end
 end

@@ -253,6 +253,30 @@ function Sync:_yours(pid)
   return y
 end
 
+--- Whether a stream our peers hold, not ours, has had no path to its
+-- source through any of them (none nearer than `max_hops`) for less than
+-- `pex_fresh_ms`: the swarm then dials past its target (the mesh may be
+-- split). A source that stopped looks the same from here, hence the
+-- bound in time.
+function Sync:cut_off()
+  local reach, held, t = {}, {}, self.adapter.now()
+  for _, rec in pairs(self.peers) do
+    for id, e in pairs(rec.catalogue) do
+      held[id] = true
+      if e.hops < self.policy.max_hops and not e.follows_you then reach[id] = true end
+    end
+  end
+  local since, cut = self.cut_since or {}, false
+  self.cut_since = {}
+  for id in pairs(held) do
+    if not reach[id] and id:match("^[^/]+") ~= self.node.id then
+      self.cut_since[id] = since[id] or t
+      if t - self.cut_since[id] < self.policy.pex_fresh_ms then cut = true end
+    end
+  end
+  return cut
+end
+
 --- Streams changed in the store (appends, replication, snapshots).
 function Sync:on_changed(ids)
   if self.closed then return end
