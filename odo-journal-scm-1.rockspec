@@ -38,7 +38,7 @@ build = {
         "csrc/mdns.c",
         "csrc/mdns_engine.c",
         "csrc/mdns_wire.c",
-        "csrc/session.c",
+        "csrc/session.c", "csrc/session_out.c",
         "csrc/sign.c",
         "csrc/snapshot.c",
         "csrc/store.c",
