@@ -184,21 +184,27 @@ local function take(self, field)
   return ids
 end
 
+-- Arms timer `field` (at most one) to take, after `ms`, the stream ids
+-- gathered in the set self[set] and push their entries to the peers
+-- `pick` chooses (route: whether these are route changes; _push_entries).
+local function push_later(self, field, ms, set, route, pick)
+  if self[field] or self.closed then return end
+  self[field] = self.adapter.timer(ms, function()
+    self.node:protect(function()
+      self[field] = nil
+      if self.closed then return end
+      local ids = take(self, set)
+      if #ids > 0 then self:_push_entries(ids, route, pick) end
+    end)
+  end)
+end
+
 -- Pushes, coalesced over `catalogue_push_ms`, the entries of the streams
 -- that changed to each peer they matter to for routing (routing_matters);
 -- changes that only advance a stream wait for the refresh.
 function Sync:_schedule_catalogue()
-  if self.catalogue_timer or self.closed then return end
-  self.catalogue_timer = self.adapter.timer(self.policy.catalogue_push_ms, function()
-    self.node:protect(function()
-      self.catalogue_timer = nil
-      if self.closed then return end
-      local ids = take(self, "changed")
-      if #ids == 0 then return end
-      self:_push_entries(ids, true, function(rec, h, yours)
-        return routing_matters(rec, h.id, h.hops, yours, h.snap)
-      end)
-    end)
+  push_later(self, "catalogue_timer", self.policy.catalogue_push_ms, "changed", true, function(rec, h, yours)
+    return routing_matters(rec, h.id, h.hops, yours, h.snap)
   end)
 end
 
@@ -207,18 +213,9 @@ end
 -- were told of them: their view of how far we are stays within that
 -- interval, which is all the upstream choice and status need of it.
 function Sync:_schedule_refresh()
-  if self.refresh_timer or self.closed then return end
-  self.refresh_timer = self.adapter.timer(self.policy.catalogue_refresh_ms, function()
-    self.node:protect(function()
-      self.refresh_timer = nil
-      if self.closed then return end
-      local ids = take(self, "advanced")
-      if #ids == 0 then return end
-      self:_push_entries(ids, false, function(rec, h)
-        local told = rec.told[h.id]
-        return told ~= nil and math.floor(told / 512) < h.last
-      end)
-    end)
+  push_later(self, "refresh_timer", self.policy.catalogue_refresh_ms, "advanced", false, function(rec, h)
+    local told = rec.told[h.id]
+    return told ~= nil and math.floor(told / 512) < h.last
   end)
 end
 
