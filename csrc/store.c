@@ -819,7 +819,7 @@ int odo_store_l_store_open(lua_State *L) {
   s->batch = leveldb_writebatch_create();
   s->options = leveldb_options_create();
   s->cache = leveldb_cache_create_lru((cache_mb ? cache_mb : 1) << 20);
-  s->filter = leveldb_filterpolicy_create_bloom(10);
+  s->filter = odo_store_filter();
   s->ropts = leveldb_readoptions_create();
   s->ropts_bulk = leveldb_readoptions_create();
   s->wsync = leveldb_writeoptions_create();
