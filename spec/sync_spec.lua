@@ -117,12 +117,19 @@ describe("sync", function()
     assert.equal(0, last(a2, a.id))
   end)
 
-  it("rule 3: events come in bounded batches that each end at a signed head", function()
-    local a = node(1, { policy = { sync_bulk_batch_bytes = 0 } })
+  -- a source (node 1, with policy) holding 5333 events, heads every 1000
+  -- and at 5333, and a new node 2 caught up with it
+  local function caught_up_5333(policy)
+    local a = node(1, { policy = policy })
     for _ = 1, 5 do a:append(nil, H.events(1000)) end
     a:append(nil, H.events(333))
     local b = node(2, { peers = { "10.0.0.1:4000" } })
     assert.is_true(net.run_until(has(b, a.id, 5333), 10000))
+    return a, b
+  end
+
+  it("rule 3: events come in bounded batches that each end at a signed head", function()
+    local a, b = caught_up_5333({ sync_bulk_batch_bytes = 0 })
     local total = 0
     for _, r in ipairs(events_of(b.log, "replicated")) do
       assert.is_true(r[5] <= 1000, "a batch of " .. r[5])
@@ -136,11 +143,7 @@ describe("sync", function()
 
   it("rule 3: a catch-up's batches go on to the last head within sync_bulk_batch_bytes", function()
     -- heads every 1000 events of about 20 bytes: batches of two heads
-    local a = node(1, { policy = { sync_bulk_batch_bytes = 30000 } })
-    for _ = 1, 5 do a:append(nil, H.events(1000)) end
-    a:append(nil, H.events(333))
-    local b = node(2, { peers = { "10.0.0.1:4000" } })
-    assert.is_true(net.run_until(has(b, a.id, 5333), 10000))
+    local a, b = caught_up_5333({ sync_bulk_batch_bytes = 30000 })
     local sizes = {}
     for _, r in ipairs(events_of(b.log, "replicated")) do
       sizes[#sizes + 1] = r[5]
