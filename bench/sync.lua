@@ -70,7 +70,9 @@
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
 -- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
 -- (default 100). For finding where time goes: ODO_BENCH_ONLY=during or
--- fleet (that run alone), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
+-- fleet (that run alone), ODO_BENCH_ONLY=sync (the pipe and the default
+-- catch-up alternately, ROUNDS rounds: each round's ratio, their median
+-- and range), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
 -- the source while it serves the live run's catch-up),
 -- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica), ODO_BENCH_TRACE=1
 -- and ODO_BENCH_LUAPROF=1 (bench/sync_peer.lua).
@@ -94,7 +96,8 @@ local ONLY = os.getenv("ODO_BENCH_ONLY")
 -- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run;
 -- ODO_BENCH_PERF_FLEET=FILE: of the fleet's replica
 local PERF_SOURCE, PERF_FLEET = os.getenv("ODO_BENCH_PERF_SOURCE"), os.getenv("ODO_BENCH_PERF_FLEET")
-assert(ONLY == nil or ONLY == "during" or ONLY == "fleet", "ODO_BENCH_ONLY must be during or fleet")
+assert(ONLY == nil or ONLY == "during" or ONLY == "fleet" or ONLY == "sync",
+  "ODO_BENCH_ONLY must be during, fleet or sync")
 local BATCH = 1000
 local DATA_BYTES = 100
 local RUN_TIMEOUT_MS = 600000
@@ -338,7 +341,7 @@ local function run_fleet()
     cpu = tonumber(rmain) + tonumber(rother) }
 end
 
-local live_result, during, fleet
+local live_result, during, fleet, sync_rounds
 local function main()
   dir = common.tmpdir()
   pki = common.make_pki(dir, { "source", "replica", "replica2" })
@@ -354,6 +357,16 @@ local function main()
   end
   src.pipe = fill_pipe(src.id)
   fill_rates = { appended = appended, signed = signed }
+  if ONLY == "sync" then
+    sync_rounds = {}
+    for _ = 1, ROUNDS do
+      local p, o = run_pipe(), run_ours("default")
+      keep("pipe", p)
+      keep("default", o)
+      sync_rounds[#sync_rounds + 1] = { pipe = p, ours = o }
+    end
+    return
+  end
   log("source filled: %.0f events/s appended, %.0f events/s with heads signed", appended, signed)
   for round = 1, ROUNDS do
     keep("pipe", run_pipe())
@@ -381,6 +394,22 @@ if ONLY == "during" then
   print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; %d events caught up"
     .. " in %.3f s)"):format(during.p50, during.p99, during.max, during.mean, during.count, during.events, during.secs))
   print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
+  return
+elseif ONLY == "sync" then
+  local ratios = {}
+  local function us(r) return (r.cpu.main + r.cpu.other) / N * 1e6 end
+  for i, r in ipairs(sync_rounds) do
+    ratios[i] = r.pipe.secs / r.ours.secs
+    print(("round %d: sync %.0f events/s (source %.2f, replica %.2f + %.2f us/event), pipe %.0f events/s"
+      .. " (source %.2f, replica %.2f us/event), ratio %.2f"):format(i, N / r.ours.secs, r.ours.cpu.source / N * 1e6,
+      r.ours.cpu.main / N * 1e6, r.ours.cpu.other / N * 1e6, N / r.pipe.secs, r.pipe.cpu.source / N * 1e6, us(r.pipe),
+      ratios[i]))
+  end
+  table.sort(ratios)
+  local m = #ratios
+  local median = m % 2 == 1 and ratios[(m + 1) // 2] or (ratios[m // 2] + ratios[m // 2 + 1]) / 2
+  print(("peak_rss_mb: %.1f %.1f"):format(peak.source / 1024, peak.replica / 1024))
+  print(("ratio_median: %.2f (range %.2f-%.2f over %d rounds)"):format(median, ratios[1], ratios[m], m))
   return
 elseif ONLY == "fleet" then
   print(("fleet: %d streams x %d events; catalogue exchange %.3f s; first stream caught up at %.3f s, last at"

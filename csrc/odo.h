@@ -117,13 +117,36 @@ typedef struct odo_buf {
 
 void odo_buf_init(odo_buf *b);
 void odo_buf_free(odo_buf *b);
-/* Ensures room for n more bytes; returns 0 on allocation failure. */
-int odo_buf_reserve(odo_buf *b, size_t n);
-int odo_buf_add(odo_buf *b, const void *p, size_t n);
-int odo_buf_add_u8(odo_buf *b, uint8_t v);
-int odo_buf_add_be16(odo_buf *b, uint16_t v);
-int odo_buf_add_be32(odo_buf *b, uint32_t v);
-int odo_buf_add_be64(odo_buf *b, uint64_t v);
+/* Grows b to hold n more bytes (odo_buf_reserve's slow path). */
+int odo_buf_grow(odo_buf *b, size_t n);
+/* Ensures room for n more bytes; returns 0 on allocation failure. The
+ * adds are inline: records and frames are built with several a byte
+ * range, per event. */
+static inline int odo_buf_reserve(odo_buf *b, size_t n) {
+  return n <= b->cap - b->len ? 1 : odo_buf_grow(b, n);
+}
+static inline int odo_buf_add(odo_buf *b, const void *p, size_t n) {
+  if (!odo_buf_reserve(b, n)) return 0;
+  if (n) memcpy(b->p + b->len, p, n);
+  b->len += n;
+  return 1;
+}
+static inline int odo_buf_add_u8(odo_buf *b, uint8_t v) { return odo_buf_add(b, &v, 1); }
+static inline int odo_buf_add_be16(odo_buf *b, uint16_t v) {
+  uint8_t t[2];
+  odo_put_be16(t, v);
+  return odo_buf_add(b, t, 2);
+}
+static inline int odo_buf_add_be32(odo_buf *b, uint32_t v) {
+  uint8_t t[4];
+  odo_put_be32(t, v);
+  return odo_buf_add(b, t, 4);
+}
+static inline int odo_buf_add_be64(odo_buf *b, uint64_t v) {
+  uint8_t t[8];
+  odo_put_be64(t, v);
+  return odo_buf_add(b, t, 8);
+}
 /* Drops n bytes from the front. */
 void odo_buf_consume(odo_buf *b, size_t n);
 /* str8 = u8 len | bytes and str16 = u16be len | bytes, the wire's and the
@@ -144,15 +167,43 @@ static inline void odo_rd_init(odo_rd *r, const void *p, size_t len) {
   r->p = (const uint8_t *)p; r->len = len; r->pos = 0; r->bad = 0;
 }
 static inline size_t odo_rd_left(const odo_rd *r) { return r->len - r->pos; }
-const uint8_t *odo_rd_bytes(odo_rd *r, size_t n);
-uint8_t odo_rd_u8(odo_rd *r);
-uint16_t odo_rd_be16(odo_rd *r);
-uint32_t odo_rd_be32(odo_rd *r);
-uint64_t odo_rd_be64(odo_rd *r);
+/* Inline: every event received is decoded with a handful of these. */
+static inline const uint8_t *odo_rd_bytes(odo_rd *r, size_t n) {
+  const uint8_t *p;
+  if (r->bad || n > r->len - r->pos) {
+    r->bad = 1;
+    return NULL;
+  }
+  p = r->p + r->pos;
+  r->pos += n;
+  return p;
+}
+static inline uint8_t odo_rd_u8(odo_rd *r) {
+  const uint8_t *p = odo_rd_bytes(r, 1);
+  return p ? p[0] : 0;
+}
+static inline uint16_t odo_rd_be16(odo_rd *r) {
+  const uint8_t *p = odo_rd_bytes(r, 2);
+  return p ? odo_get_be16(p) : 0;
+}
+static inline uint32_t odo_rd_be32(odo_rd *r) {
+  const uint8_t *p = odo_rd_bytes(r, 4);
+  return p ? odo_get_be32(p) : 0;
+}
+static inline uint64_t odo_rd_be64(odo_rd *r) {
+  const uint8_t *p = odo_rd_bytes(r, 8);
+  return p ? odo_get_be64(p) : 0;
+}
 /* Reads a str8 or str16 (see odo_buf_add_str8): the bytes, and their
  * length in *len; NULL when r failed. */
-const char *odo_rd_str8(odo_rd *r, size_t *len);
-const char *odo_rd_str16(odo_rd *r, size_t *len);
+static inline const char *odo_rd_str8(odo_rd *r, size_t *len) {
+  *len = odo_rd_u8(r);
+  return (const char *)odo_rd_bytes(r, *len);
+}
+static inline const char *odo_rd_str16(odo_rd *r, size_t *len) {
+  *len = odo_rd_be16(r);
+  return (const char *)odo_rd_bytes(r, *len);
+}
 
 /* Registration of each part of odo.core into the module table on top. */
 void odo_util_open(lua_State *L);

@@ -21,6 +21,8 @@
 
 #include "store.h"
 
+#define ODO_BLOCK_SIZE (16u << 10) /* LevelDB table blocks (see store_open) */
+
 /* The catalogue record holds what events cannot tell: the stream's key
  * number, first held revision, source snapshot revision, purge progress
  * and h(first - 1). The last revision and its hash are those of the
@@ -817,7 +819,7 @@ int odo_store_l_store_open(lua_State *L) {
   s->batch = leveldb_writebatch_create();
   s->options = leveldb_options_create();
   s->cache = leveldb_cache_create_lru((cache_mb ? cache_mb : 1) << 20);
-  s->filter = leveldb_filterpolicy_create_bloom(10);
+  s->filter = odo_store_filter();
   s->ropts = leveldb_readoptions_create();
   s->ropts_bulk = leveldb_readoptions_create();
   s->wsync = leveldb_writeoptions_create();
@@ -832,6 +834,11 @@ int odo_store_l_store_open(lua_State *L) {
   leveldb_options_set_cache(s->options, s->cache);
   leveldb_options_set_filter_policy(s->options, s->filter);
   leveldb_options_set_write_buffer_size(s->options, 8u << 20);
+  /* tables of 16 KiB blocks (LevelDB's default: 4 KiB): a journal is
+   * written in order and read in ranges; a quarter of the blocks to
+   * compress, checksum and index when a catch-up's memtables are flushed,
+   * and to read back when they are served (docs/STORAGE.md) */
+  leveldb_options_set_block_size(s->options, ODO_BLOCK_SIZE);
   leveldb_options_set_max_open_files(s->options, 256);
   leveldb_readoptions_set_verify_checksums(s->ropts, 1);
   leveldb_readoptions_set_verify_checksums(s->ropts_bulk, 1);

@@ -105,6 +105,10 @@ typedef struct odo_writer {
                       odo_write_done *done, odo_err *e);
 } odo_writer;
 
+/* The store's LevelDB filter policy (store_filter.c): bloom filters
+ * over every key but the log's. */
+leveldb_filterpolicy_t *odo_store_filter(void);
+
 typedef struct odo_store {
   leveldb_t *db;
   leveldb_options_t *options;

@@ -58,7 +58,10 @@ static void sync_release(lua_State *L, odo_sync *y) {
  * @tparam odo.store store
  * @tparam odo.tls_context tls
  * @tparam[opt] table opts `verify` (default true: check signatures),
- *   `replica_sync` (default false: fsync replica writes), `max_batch`
+ *   `replica_sync` (default false: fsync replica writes), `max_batch`,
+ *   `bulk_batch` (bytes: a batch of a catch-up goes on past its first
+ *   signed head to the last one within this, default 512 KiB; 0: every
+ *   batch ends at its first head)
  */
 static int l_sync(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
@@ -84,6 +87,8 @@ static int l_sync(lua_State *L) {
   y->replica_sync = lua_istable(L, 3) ? odo_fieldbool(L, 3, "replica_sync", 0) : 0;
   y->max_batch = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "max_batch", 15u << 20)
                                    : (15u << 20);
+  y->bulk_batch = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "bulk_batch", ODO_BULK_BATCH)
+                                    : ODO_BULK_BATCH;
   return 1;
 }
 

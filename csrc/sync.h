@@ -24,6 +24,9 @@
 #define ODO_HEAD_EVENTS 1000
 #define ODO_HEAD_BYTES (4u << 20)
 #define ODO_SNAPSHOT_CHUNK (1u << 20)
+/* A catch-up's batch goes on to the last head within this many bytes
+ * (the engine's `bulk_batch`): fewer frames and signatures to check. */
+#define ODO_BULK_BATCH (512u << 10)
 
 enum {
   ODO_REFUSED_UNKNOWN = 1,
@@ -112,6 +115,7 @@ typedef struct odo_sync {
   int verify;         /* check signatures on what arrives */
   int replica_sync;   /* fsync replica writes */
   size_t max_batch;   /* bytes of one EVENTS frame we build */
+  size_t bulk_batch;  /* a catch-up's batch ends at its last head within this */
   odo_buf out;        /* frames being built */
   odo_buf section;    /* a list section being built */
   odo_event *evs;     /* scratch for decoding a batch */

@@ -137,14 +137,17 @@ static int head_after(odo_reader *r, uint64_t rev, odo_head *h, odo_err *e) {
  * the events). Returns the frame's size, 0 when there is no head to end
  * at yet, or -1 with e set (a batch whose events are not all held is
  * never sent). A batch far from the stream's end (a catch-up) reads past
- * the block cache: it reads those blocks once. */
+ * the block cache: it reads those blocks once; and it goes on past its
+ * first head to the last head within y->bulk_batch bytes, so a catch-up
+ * takes fewer frames and its receiver checks fewer signatures (one a
+ * batch) for the same events. */
 static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
                         uint64_t *end, odo_err *e) {
   odo_head h;
   odo_reader r;
   odo_event ev;
-  uint32_t count = 0;
-  size_t f, count_at;
+  uint32_t count = 0, end_count = 0;
+  size_t f, count_at, end_len = 0;
   int rc, found = 0, bulk = next + ODO_HEAD_EVENTS <= st->cat.last;
   if (!(bulk ? odo_reader_open_bulk : odo_reader_open)(y->store, st, next, st->cat.last, &r, e))
     return -1;
@@ -164,18 +167,28 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
       break;
     }
     rc = head_after(&r, ev.rev, &h, e);
-    if (rc != 0) {
-      found = rc == 1;
-      break;
+    if (rc < 0) break;
+    if (rc == 1) {
+      found = 1;
+      end_len = y->out.len;
+      end_count = count;
+      if (!bulk || end_len - f >= y->bulk_batch) break;
     }
   }
   odo_reader_close(&r);
-  if (rc < 0 || !found) {
+  /* past a head, what follows it (another head's events, the stream's
+   * end, the size limit, a failure) waits for the next batch */
+  if (rc < 0 && !found) {
     y->out.len = f;
-    return rc < 0 ? -1 : 0; /* no head yet: the next one brings it */
+    return -1;
   }
+  if (!found) {
+    y->out.len = f;
+    return 0; /* no head yet: the next one brings it */
+  }
+  y->out.len = end_len;
   *end = h.rev;
-  odo_msg_events_close(&y->out, count_at, count, h.rev, h.hash, h.sig, h.sig_len);
+  odo_msg_events_close(&y->out, count_at, end_count, h.rev, h.hash, h.sig, h.sig_len);
   odo_frame_end(&y->out, f);
   if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
     y->out.len = f;

@@ -195,7 +195,7 @@ void odo_buf_free(odo_buf *b) {
   odo_buf_init(b);
 }
 
-int odo_buf_reserve(odo_buf *b, size_t n) {
+int odo_buf_grow(odo_buf *b, size_t n) {
   size_t need, cap;
   uint8_t *p;
   if (n > SIZE_MAX - b->len) return (b->failed = 1), 0;
@@ -208,33 +208,6 @@ int odo_buf_reserve(odo_buf *b, size_t n) {
   b->p = p;
   b->cap = cap;
   return 1;
-}
-
-int odo_buf_add(odo_buf *b, const void *p, size_t n) {
-  if (!odo_buf_reserve(b, n)) return 0;
-  if (n) memcpy(b->p + b->len, p, n);
-  b->len += n;
-  return 1;
-}
-
-int odo_buf_add_u8(odo_buf *b, uint8_t v) { return odo_buf_add(b, &v, 1); }
-
-int odo_buf_add_be16(odo_buf *b, uint16_t v) {
-  uint8_t t[2];
-  odo_put_be16(t, v);
-  return odo_buf_add(b, t, 2);
-}
-
-int odo_buf_add_be32(odo_buf *b, uint32_t v) {
-  uint8_t t[4];
-  odo_put_be32(t, v);
-  return odo_buf_add(b, t, 4);
-}
-
-int odo_buf_add_be64(odo_buf *b, uint64_t v) {
-  uint8_t t[8];
-  odo_put_be64(t, v);
-  return odo_buf_add(b, t, 8);
 }
 
 int odo_buf_add_str8(odo_buf *b, const void *p, size_t n) {
@@ -254,47 +227,6 @@ void odo_buf_consume(odo_buf *b, size_t n) {
   }
   memmove(b->p, b->p + n, b->len - n);
   b->len -= n;
-}
-
-const uint8_t *odo_rd_bytes(odo_rd *r, size_t n) {
-  const uint8_t *p;
-  if (r->bad || n > r->len - r->pos) {
-    r->bad = 1;
-    return NULL;
-  }
-  p = r->p + r->pos;
-  r->pos += n;
-  return p;
-}
-
-uint8_t odo_rd_u8(odo_rd *r) {
-  const uint8_t *p = odo_rd_bytes(r, 1);
-  return p ? p[0] : 0;
-}
-
-uint16_t odo_rd_be16(odo_rd *r) {
-  const uint8_t *p = odo_rd_bytes(r, 2);
-  return p ? odo_get_be16(p) : 0;
-}
-
-uint32_t odo_rd_be32(odo_rd *r) {
-  const uint8_t *p = odo_rd_bytes(r, 4);
-  return p ? odo_get_be32(p) : 0;
-}
-
-uint64_t odo_rd_be64(odo_rd *r) {
-  const uint8_t *p = odo_rd_bytes(r, 8);
-  return p ? odo_get_be64(p) : 0;
-}
-
-const char *odo_rd_str8(odo_rd *r, size_t *len) {
-  *len = odo_rd_u8(r);
-  return (const char *)odo_rd_bytes(r, *len);
-}
-
-const char *odo_rd_str16(odo_rd *r, size_t *len) {
-  *len = odo_rd_be16(r);
-  return (const char *)odo_rd_bytes(r, *len);
 }
 
 void odo_newclass(lua_State *L, const char *name, const luaL_Reg *methods,

@@ -117,12 +117,19 @@ describe("sync", function()
     assert.equal(0, last(a2, a.id))
   end)
 
-  it("rule 3: events come in bounded batches that each end at a signed head", function()
-    local a = node(1)
+  -- a source (node 1, with policy) holding 5333 events, heads every 1000
+  -- and at 5333, and a new node 2 caught up with it
+  local function caught_up_5333(policy)
+    local a = node(1, { policy = policy })
     for _ = 1, 5 do a:append(nil, H.events(1000)) end
     a:append(nil, H.events(333))
     local b = node(2, { peers = { "10.0.0.1:4000" } })
     assert.is_true(net.run_until(has(b, a.id, 5333), 10000))
+    return a, b
+  end
+
+  it("rule 3: events come in bounded batches that each end at a signed head", function()
+    local a, b = caught_up_5333({ sync_bulk_batch_bytes = 0 })
     local total = 0
     for _, r in ipairs(events_of(b.log, "replicated")) do
       assert.is_true(r[5] <= 1000, "a batch of " .. r[5])
@@ -132,6 +139,26 @@ describe("sync", function()
     end
     assert.equal(5333, total)
     same_stream(a, b, a.id)
+  end)
+
+  it("rule 3: a catch-up's batches go on to the last head within sync_bulk_batch_bytes", function()
+    -- heads every 1000 events of about 20 bytes: batches of two heads
+    local a, b = caught_up_5333({ sync_bulk_batch_bytes = 30000 })
+    local sizes = {}
+    for _, r in ipairs(events_of(b.log, "replicated")) do
+      sizes[#sizes + 1] = r[5]
+      assert.equal(r[3], b.store:head_find(a.id, r[3]).rev)
+    end
+    -- 1..2000, 2001..4000, then 4001..5333 (within 1000 of the end: the
+    -- heads at 5000 and 5333 both fit)
+    assert.same({ 2000, 2000, 1333 }, sizes)
+    same_stream(a, b, a.id)
+    -- b relays with the heads it holds: c catches up from b alone
+    a:close()
+    local c = node(3, { peers = { "10.0.0.2:4000" } })
+    assert.is_true(net.run_until(has(c, a.id, 5333), 10000))
+    same_stream(b, c, a.id)
+    assert.same({}, events_of(c.log, "violation"))
   end)
 
   it("rule 3: a subscriber that stops reading does not grow the server's memory past a bound", function()
@@ -408,8 +435,9 @@ describe("sync", function()
   -- watermark); a fleet of small streams is subscribed in one go and
   -- served whole.
   it("a new event reaches a caught-up follower while another peer's catch-up is still under way", function()
-    -- a bulk slice of a microsecond: one batch of catch-up a loop turn
-    local a = node(1, { policy = { sync_pump_us = 1 } })
+    -- a bulk slice of a microsecond: one batch of catch-up (1000 events) a
+    -- loop turn
+    local a = node(1, { policy = { sync_pump_us = 1, sync_bulk_batch_bytes = 0 } })
     for _ = 1, 20 do a:append(nil, H.events(1000)) end
     local b = node(2, { peers = { "10.0.0.1:4000" } })
     assert.is_true(net.run_until(has(b, a.id, 20000), 30000))

@@ -250,6 +250,11 @@ P.sign_budget = 100000
 -- most (subscriptions owing at most one batch, live traffic, go first and
 -- are not counted); 0: no limit.
 P.sync_pump_us = 1000
+--- Bytes of a catch-up's batch: a batch far from a stream's end goes on
+-- past its first signed head to the last one within this many bytes
+-- (fewer frames, one signature check per batch); 0: every batch ends at
+-- its first head, as live batches do.
+P.sync_bulk_batch_bytes = 512 * 1024
 
 --- Whether stream `st` (a catalogue entry) is due for a snapshot:
 -- `function(st, state, now, policy)` (`policy`: the node's merged policy

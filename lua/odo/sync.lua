@@ -45,6 +45,7 @@ function Sync.new(node, tls)
     engine = core.sync(node.store.core, tls, {
       verify = policy.verify_signatures,
       replica_sync = policy.replica_sync,
+      bulk_batch = policy.sync_bulk_batch_bytes,
     }),
     peers = {},     -- by peer id: {peer, session, catalogue = {id = entry}, refused = {id = true}}
     upstream = {},  -- stream id -> peer id
