@@ -172,6 +172,7 @@ function Node.new(opts)
   store, err, name = Store.open(opts.dir .. "/store", {
     node_id = node_id,
     sync = opts.sync ~= false,
+    worker_nice = policy.worker_nice, -- its threads' priority (odo.policy)
   })
   if not store then
     remove_fresh(made)
