@@ -6,10 +6,11 @@
 -- stream from a peer (`odo run` in a child process, over mutual TLS on
 -- loopback). Prints, per run, how long the steps took: frame_p50_ms,
 -- frame_p99_ms and frame_max_ms (goals: p99 <= 2 ms, max <= 8 ms); how
--- much of that the loop thread ran on a CPU (on_cpu_*), how much it
--- waited for one (runqueue_wait_*, from /proc/thread-self/schedstat: other
--- processes, and the node's own worker and LevelDB threads) and how much
--- it slept (blocked_*: the rest, e.g. waiting for the commit worker); the
+-- much of that the loop thread ran on a CPU (on_cpu_*, its CPU clock:
+-- `odo.core.thread_cpu_ns`), how much it waited for one
+-- (runqueue_wait_*, from /proc/thread-self/schedstat: other processes,
+-- and the node's own worker and LevelDB threads) and how much it slept
+-- (blocked_*: the rest, e.g. waiting for the commit worker); the
 -- catch-up time and the append rate reached. Who had the CPU meanwhile:
 -- for the slowest 1% of steps, the mean wait, sleep and the CPU time that the
 -- node's other threads (commit worker, LevelDB's background thread) and
@@ -24,9 +25,15 @@
 -- the luv adapter's read budget (`read_budget_ms`), to show what it buys.
 -- The worker_nice = 0 run comes first: LevelDB's background thread is
 -- the process's and nothing lowers its nice value again.
--- With BENCH_PEER_NICE=N (e.g. 19) a fifth run, labelled "peer-niceN",
--- restarts the peer under `nice -n N`: a stand-in for a peer on another
--- machine, to see what the host's loop waits for besides the peer.
+-- Then a fifth run, labelled "peer-nice19", durable with the default
+-- policy, restarts the peer under `nice -n 19` (BENCH_PEER_NICE=N for
+-- another value, =off for none): the peer stands for a remote machine,
+-- which on 2 shared cores takes the host's CPU; this run shows what the
+-- host's loop waits for besides it. The default runs keep it at nice 0.
+--
+-- BENCH_RUNS=name,name runs those alone, e.g. to alternate
+-- durable-nice0 and durable in separate processes over the same minutes
+-- (a machine's other load changes from one run to the next).
 --
 -- Runs under Lua 5.4 or LuaJIT (`make bench-embed` runs both); plain Lua
 -- 5.1 syntax. Each run lasts until the catch-up is done and at least
@@ -40,6 +47,7 @@ package.cpath = root .. (jit_core and "/build/luajit" or "/build") .. "/?.so;" .
 
 local uv = require "luv"
 local odo = require "odo"
+local core = require "odo.core"
 
 local LUA = arg[-1] or "lua5.4"
 local N = tonumber(os.getenv("BENCH_EVENTS")) or 200000
@@ -207,11 +215,13 @@ local function run(durable, tls, source_id, serial, worker_nice)
     node:append(events, nil, on_append)
     appended = appended + PER_FRAME
     local o0, p0 = tasks_cpu("/proc/self/task", LOOP_TID), tasks_cpu(peer.tasks)
-    local c0, w0 = schedstat()
+    local _, w0 = schedstat()
+    local c0 = core.thread_cpu_ns()
     local t0 = uv.hrtime()
     node:step(0)
     steps[#steps + 1] = (uv.hrtime() - t0) / 1e6
-    local c1, w1 = schedstat()
+    local c1 = core.thread_cpu_ns()
+    local _, w1 = schedstat()
     local o1, p1 = tasks_cpu("/proc/self/task", LOOP_TID), tasks_cpu(peer.tasks)
     on_cpu[#on_cpu + 1], waits[#waits + 1] = (c1 - c0) / 1e6, (w1 - w0) / 1e6
     -- neither on a CPU nor waiting for one: asleep (blocked on a lock,
@@ -271,8 +281,16 @@ local function main()
     { name = "no-sync", durable = false },
     { name = "no-budget", durable = true, read_budget = false }, -- durable, reads unbounded per turn
   }
-  local peer_nice = tonumber(os.getenv("BENCH_PEER_NICE"))
+  local peer_nice = tonumber(os.getenv("BENCH_PEER_NICE") or "19") -- "off": no such run
   if peer_nice then runs[#runs + 1] = { name = "peer-nice" .. peer_nice, durable = true, peer_nice = peer_nice } end
+  local only = os.getenv("BENCH_RUNS") -- e.g. "durable-nice0" or "durable": these runs alone
+  if only then
+    local picked = {}
+    for _, c in ipairs(runs) do
+      if ("," .. only .. ","):find("," .. c.name .. ",", 1, true) then picked[#picked + 1] = c end
+    end
+    runs = picked
+  end
   for i, c in ipairs(runs) do
     luv_adapter.read_budget_ms = c.read_budget == false and nil or budget
     if c.peer_nice then
@@ -293,6 +311,7 @@ local function main()
   end
   luv_adapter.read_budget_ms = budget
   local z, d, b, u = results["durable-nice0"], results["durable"], results["no-sync"], results["no-budget"]
+  if not (z and d and b and u) then return end -- BENCH_RUNS: no summary
   io.write(("embed (%s): worker_nice %d vs 0: a step p99 %.2f vs %.2f ms, max %.2f vs %.2f ms, waiting for a CPU"
     .. " p99 %.2f vs %.2f ms; durable appends cost a step p99 %+.2f ms, max %+.2f ms (vs no-sync);"
     .. " the read budget saves p99 %.2f ms, max %.2f ms; goals p99 <= 2 ms: %s, max <= 8 ms: %s (wall);"

@@ -285,10 +285,14 @@ static void *worker(void *arg) {
     if (q->fin_tail) q->fin_tail->next = list;
     else q->fin = list;
     q->fin_tail = tail;
+    /* wake the loop with the mutex released: a woken loop thread that
+     * preempts this one (it may be nicer) must not then wait for it */
+    pthread_mutex_unlock(&q->mu);
     pthread_cond_broadcast(&q->done);
     if (write(q->efd, &one, sizeof one) < 0) {
       /* the counter cannot overflow here; collect() reads the list anyway */
     }
+    pthread_mutex_lock(&q->mu);
   }
   pthread_mutex_unlock(&q->mu);
   return NULL;

@@ -14,7 +14,14 @@
  * (the range ["", ""]: it flushes the memtable, empty right after an open,
  * and compacts nothing), which starts the background thread from there:
  * it inherits the name, and every later open finds it by that name in
- * /proc/self/task and sets its nice value by its thread id. */
+ * /proc/self/task and sets its nice value by its thread id.
+ *
+ * Also `odo.core.thread_cpu_ns`: the calling thread's CPU time, exact
+ * (what bench/embed.lua counts a step's time on a CPU with). */
+
+/***
+ * @submodule odo.core
+ */
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef __linux__
 #include <dirent.h>
@@ -169,3 +177,25 @@ leveldb_t *odo_prio_open_db(const leveldb_options_t *o, const char *path, int ni
 }
 
 #endif
+
+/***
+ * The CPU time the calling thread has used, in nanoseconds
+ * (CLOCK_THREAD_CPUTIME_ID: exact, where /proc's schedstat lags by up to
+ * a scheduler tick for a running thread).
+ * @function thread_cpu_ns
+ * @treturn integer
+ * @treturn[2] nil
+ * @treturn[2] string "EIO: ..."
+ */
+static int l_thread_cpu_ns(lua_State *L) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    return odo_fail(L, "EIO", "cannot read this thread's CPU time: %s", strerror(errno));
+  odo_pushu64(L, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
+  return 1;
+}
+
+void odo_thread_prio_open(lua_State *L) {
+  lua_pushcfunction(L, l_thread_cpu_ns);
+  lua_setfield(L, -2, "thread_cpu_ns");
+}
