@@ -161,6 +161,35 @@ describe("the worker_nice policy", function()
     assert.equal(main_nice, after[PID].nice)
   end)
 
+  it("gives a snapshot worker its nice value while it writes", function()
+    local main_nice = threads()[PID].nice
+    assert(main_nice <= 14, "the spec needs a loop thread with a nice value below 15, not " .. main_nice)
+    local want = main_nice + 3
+    local s = assert(require("odo.store").open(H.tmpdir() .. "/store", { node_id = "snap", worker_nice = want }))
+    -- a 10 MB state: the worker encodes and writes it for far longer than
+    -- a look at /proc takes
+    local kv, evs = require("odo").kv, {}
+    local value = noise(200)
+    for i = 1, 50000 do evs[i] = kv.put("k" .. i, value) end
+    s:append(nil, evs)
+    local b = assert(core.snapshot_builder(s.core, "snap", "kv"))
+    while not b:step() do end
+    local fd = assert(b:finish_async())
+    local seen
+    local poll = uv.new_poll(fd)
+    local done = false
+    poll:start("r", function() done = true end)
+    while not done and not seen do
+      seen = named(threads(), "odo-snapshot")[1]
+      uv.run("nowait")
+    end
+    poll:close()
+    assert.equal(50000, b:collect())
+    assert.truthy(seen, "the snapshot worker was done before it was seen")
+    assert.equal(want, seen.nice)
+    s:close()
+  end)
+
   it("refuses a worker_nice that is not an integer from 0 to 19", function()
     for _, bad in ipairs({ -1, 20, 2.5, "5" }) do
       assert.has_error(function()
