@@ -75,13 +75,13 @@ static int task_nice(pid_t tid, int nice, const char *who, odo_err *e) {
 }
 
 int odo_thread_nice(int nice, const char *who, odo_err *e) {
-  if (nice < 0) return 1;
+  if (nice <= 0) return 1; /* 0: the creator's, whatever it is */
   return task_nice((pid_t)syscall(SYS_gettid), nice, who, e);
 }
 
-/* The id of a thread of this process named `name` (not `skip`): > 0, 0
- * when there is none, -1 with e set when /proc cannot be read. */
-static pid_t find_thread(const char *name, pid_t skip, odo_err *e) {
+/* The id of a thread of this process named `name`: > 0, 0 when there is
+ * none, -1 with e set when /proc cannot be read. */
+static pid_t find_thread(const char *name, odo_err *e) {
   DIR *d = opendir("/proc/self/task");
   struct dirent *ent;
   pid_t found = 0;
@@ -96,7 +96,7 @@ static pid_t find_thread(const char *name, pid_t skip, odo_err *e) {
     long tid = strtol(ent->d_name, &end, 10);
     FILE *f;
     int n;
-    if (*end != '\0' || tid <= 0 || tid == (long)skip) continue;
+    if (*end != '\0' || tid <= 0) continue;
     n = snprintf(path, sizeof path, "/proc/self/task/%ld/comm", tid);
     if (n < 0 || (size_t)n >= sizeof path) continue;
     f = fopen(path, "r");
@@ -131,7 +131,7 @@ leveldb_t *odo_prio_open_db(const leveldb_options_t *o, const char *path, int ni
                             char **dberr, odo_err *e) {
   opener op = {o, path, NULL, NULL};
   pthread_t t;
-  pid_t bg = find_thread(ODO_LEVELDB_THREAD, 0, e);
+  pid_t bg = find_thread(ODO_LEVELDB_THREAD, e);
   int rc;
   if (bg < 0 && nice > 0) return NULL;
   if (bg > 0) {
@@ -144,7 +144,7 @@ leveldb_t *odo_prio_open_db(const leveldb_options_t *o, const char *path, int ni
     }
     pthread_join(t, NULL);
     *dberr = op.dberr;
-    if (op.db && nice > 0 && (bg = find_thread(ODO_LEVELDB_THREAD, 0, e)) == 0)
+    if (op.db && nice > 0 && (bg = find_thread(ODO_LEVELDB_THREAD, e)) == 0)
       odo_err_set(e, "ESRCH",
                   "LevelDB's background thread was started before this process opened a "
                   "store (by another part of it), so the worker_nice policy cannot reach "

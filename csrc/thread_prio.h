@@ -18,10 +18,10 @@
  * /proc/PID/task/TID/comm show; at most 15 bytes). */
 void odo_thread_name(const char *name);
 
-/* Gives the calling thread the nice value `nice` (0..19) unless it is
+/* Gives the calling thread the nice value `nice` (1..19) unless it is
  * already at least that nice: a thread never gets ahead of the thread
- * that started it (lowering a nice value needs CAP_SYS_NICE). nice < 0
- * leaves it. `who` names the thread in the error. 1, or 0 with e set
+ * that started it (lowering a nice value needs CAP_SYS_NICE). nice <= 0
+ * leaves it (the creator's). `who` names the thread in the error. 1, or 0 with e set
  * (EACCES, EPERM, ...: setpriority's error, with its text). */
 int odo_thread_nice(int nice, const char *who, odo_err *e);
 
@@ -30,7 +30,7 @@ int odo_thread_nice(int nice, const char *who, odo_err *e);
  * one per process, is one the core can find: when no thread of the
  * process has its name yet, the open and one empty compaction (which
  * starts that thread) run on a short-lived thread of that name, so the
- * background thread inherits it. Then, with nice >= 0, gives it that nice
+ * background thread inherits it. Then, with nice > 0, gives it that nice
  * value (unless it is already nicer). NULL with e set (and *dberr NULL)
  * when a thread cannot be started or the priority cannot be set. */
 leveldb_t *odo_prio_open_db(const leveldb_options_t *o, const char *path,
