@@ -42,6 +42,7 @@
 #include <openssl/err.h>
 
 #include "store.h"
+#include "thread_prio.h"
 
 #define QUEUE_CLASS "odo.commit_queue"
 
@@ -65,6 +66,8 @@ typedef struct commit_queue {
   pthread_mutex_t mu;
   pthread_cond_t work, done;
   int started, stop, broken, efd;
+  int ready;         /* the worker has its name and priority (or failed) */
+  odo_err start_err; /* why it could not take its priority */
   odo_err broken_err;
   cq_job *todo, *todo_tail; /* queued for the worker */
   cq_job *busy;             /* being written */
@@ -248,12 +251,20 @@ static void write_jobs(commit_queue *q, cq_job *list) {
   if (first) write_merged(q, first, last, sync, &e);
 }
 
-/* Takes every queued write and writes them together. */
+/* Takes every queued write and writes them together; first takes the
+ * store's worker priority (worker_nice), and ends at once when it cannot. */
 static void *worker(void *arg) {
   commit_queue *q = arg;
   uint64_t one = 1;
+  odo_err e = {0};
+  int ok;
+  odo_thread_name("odo-commit");
+  ok = odo_thread_nice(q->store->worker_nice, "commit worker", &e);
   pthread_mutex_lock(&q->mu);
-  for (;;) {
+  q->ready = 1;
+  if (!ok) q->start_err = e;
+  pthread_cond_broadcast(&q->done);
+  while (ok) {
     cq_job *list, *tail;
     while (q->todo == NULL && !q->stop) pthread_cond_wait(&q->work, &q->mu);
     if (q->todo == NULL) break;
@@ -274,13 +285,37 @@ static void *worker(void *arg) {
     if (q->fin_tail) q->fin_tail->next = list;
     else q->fin = list;
     q->fin_tail = tail;
+    /* wake the loop with the mutex released: a woken loop thread that
+     * preempts this one (it may be nicer) must not then wait for it */
+    pthread_mutex_unlock(&q->mu);
     pthread_cond_broadcast(&q->done);
     if (write(q->efd, &one, sizeof one) < 0) {
       /* the counter cannot overflow here; collect() reads the list anyway */
     }
+    pthread_mutex_lock(&q->mu);
   }
   pthread_mutex_unlock(&q->mu);
   return NULL;
+}
+
+/* Starts the worker and waits until it has taken its priority (a moment:
+ * once per store); 0 with e set when it cannot start or take it. */
+static int queue_start(commit_queue *q, odo_err *e) {
+  int rc = pthread_create(&q->thread, NULL, worker, q);
+  if (rc != 0)
+    return odo_err_set(e, "EAGAIN", "cannot start the commit worker: %s", strerror(rc));
+  pthread_mutex_lock(&q->mu);
+  while (!q->ready) pthread_cond_wait(&q->done, &q->mu);
+  pthread_mutex_unlock(&q->mu);
+  if (q->start_err.name) {
+    pthread_join(q->thread, NULL); /* it ended */
+    q->ready = 0;
+    *e = q->start_err;
+    q->start_err.name = NULL;
+    return 0;
+  }
+  q->started = 1;
+  return 1;
 }
 
 /* Applies the catalogue entries of every finished write not applied yet
@@ -371,11 +406,13 @@ static commit_queue *check_queue(lua_State *L) {
 /***
  * The store's commit queue: durable writes on a worker thread, with a
  * descriptor that becomes readable when writes are done. One per store.
+ * The worker, named "odo-commit", takes the store's `worker_nice`; with
+ * one (above 0) it starts here, so a priority it cannot take fails this.
  * @function commit_queue
  * @tparam odo.store store
  * @return queue with `submit`, `fd`, `collect`, `wait`, `pending`, `close`
  * @return[2] nil
- * @return[2] string "EIO: ..."
+ * @return[2] string "EIO: ...", "EAGAIN: ...", "EACCES: ...", "EPERM: ..."
  */
 static int l_commit_queue(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
@@ -403,6 +440,14 @@ static int l_commit_queue(lua_State *L) {
   q->next_id = 1;
   s->writer = &q->writer;
   odo_store_add_dependent(s, &q->dep);
+  if (s->worker_nice > 0) {
+    /* started now, so a priority it cannot take is said here */
+    odo_err e = {0};
+    if (!queue_start(q, &e)) {
+      queue_release(q);
+      return odo_err_push(L, &e);
+    }
+  }
   return 1;
 }
 
@@ -414,16 +459,10 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
                              int sync, odo_chain *chain, odo_write_done *done,
                              odo_err *e) {
   cq_job *j;
-  int rc;
-  if (!q->started) {
-    rc = pthread_create(&q->thread, NULL, worker, q);
-    if (rc != 0) {
-      free(chain);
-      odo_txn_abort(q->store);
-      return odo_err_set(e, "EAGAIN", "cannot start the commit worker: %s",
-                         strerror(rc));
-    }
-    q->started = 1;
+  if (!q->started && !queue_start(q, e)) {
+    free(chain);
+    odo_txn_abort(q->store);
+    return 0;
   }
   j = calloc(1, sizeof *j);
   if (j) {

@@ -54,6 +54,7 @@ int luaopen_odo_core(lua_State *L) {
   odo_sync_msg_open(L);
   odo_tls_pipe_open(L);
   odo_dns_open(L);
+  odo_thread_prio_open(L);
   lua_pushstring(L, OPENSSL_VERSION_TEXT);
   lua_setfield(L, -2, "openssl_version");
   lua_pushinteger(L, ODO_MAX_DATA);

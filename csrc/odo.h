@@ -220,6 +220,7 @@ void odo_sync_open(lua_State *L);
 void odo_sync_msg_open(lua_State *L);
 void odo_tls_pipe_open(lua_State *L);
 void odo_dns_open(lua_State *L);
+void odo_thread_prio_open(lua_State *L);
 
 /* Creates a metatable `name` with methods (in __index), __gc, __close and
  * __tostring from the given lists; leaves nothing on the stack. */

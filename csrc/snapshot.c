@@ -28,6 +28,7 @@
 
 #include "sign.h"
 #include "store.h"
+#include "thread_prio.h"
 
 #define BUILDER_CLASS "odo.snapshot_builder"
 
@@ -463,7 +464,8 @@ static int l_builder_finish(lua_State *L) {
 /* Encodes, signs (a source snapshot of an own stream) and writes the
  * snapshot record, through the same record encoder and the same staleness
  * check as the store's own snapshot writes. Touches no Lua state and no
- * mutable store state: LevelDB reads and writes are thread-safe. */
+ * mutable store state: LevelDB reads and writes are thread-safe. Named
+ * "odo-snapshot"; takes the store's worker_nice first (thread_prio.c). */
 static void *finish_worker(void *arg) {
   builder *b = arg;
   odo_store *s = b->store;
@@ -475,7 +477,10 @@ static void *finish_worker(void *arg) {
   odo_snap_rec r;
   odo_buf_init(&data);
   odo_buf_init(&val);
-  if (!builder_bytes(b, &data)) {
+  odo_thread_name("odo-snapshot");
+  if (!odo_thread_nice(s->worker_nice, "snapshot worker", &b->wfail)) {
+    b->wfailed = 1; /* nothing written: the store's policy says not at this priority */
+  } else if (!builder_bytes(b, &data)) {
     b->wfailed = !odo_err_set(&b->wfail, "ENOMEM", "out of memory encoding a snapshot");
   } else if (b->sign_key &&
              (sl = sizeof sig,

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "store.h"
+#include "thread_prio.h"
 
 #define ODO_BLOCK_SIZE (16u << 10) /* LevelDB table blocks (see store_open) */
 
@@ -781,7 +782,10 @@ static int check_node_id(const char *id, size_t len) {
  * @tparam string path LevelDB directory
  * @tparam[opt] table opts `node_id` (required to create), `sync` (default
  *   true: appends return once durable), `create` (default true),
- *   `cache_mb` (default 8)
+ *   `cache_mb` (default 8), `worker_nice` (0..19: the nice value of the
+ *   store's worker threads and of LevelDB's background thread, which is
+ *   the process's; never lowered; default: leave them at their
+ *   creator's; see thread_prio.c)
  * @return store, or nil, message, name
  */
 int odo_store_l_store_open(lua_State *L) {
@@ -789,6 +793,7 @@ int odo_store_l_store_open(lua_State *L) {
   const char *node_id = NULL;
   int create = 1, sync = 1;
   size_t node_len = 0, cache_mb = 8;
+  int worker_nice = -1;
   odo_store *s;
   odo_err e = {0};
   char *err = NULL;
@@ -809,11 +814,19 @@ int odo_store_l_store_open(lua_State *L) {
     create = odo_fieldbool(L, 2, "create", 1);
     sync = odo_fieldbool(L, 2, "sync", 1);
     cache_mb = (size_t)odo_fieldu64(L, 2, "cache_mb", 8);
+    lua_getfield(L, 2, "worker_nice");
+    if (!lua_isnil(L, -1)) {
+      uint64_t n = odo_checku64(L, -1, "opts.worker_nice");
+      if (n > 19) return luaL_error(L, "opts.worker_nice must be 0 to 19");
+      worker_nice = (int)n;
+    }
+    lua_pop(L, 1);
   }
   s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, ODO_STORE_CLASS);
   s->sync_default = sync;
+  s->worker_nice = worker_nice;
   s->next_num = 1;
   s->path = strdup(path);
   s->batch = leveldb_writebatch_create();
@@ -845,8 +858,10 @@ int odo_store_l_store_open(lua_State *L) {
   leveldb_readoptions_set_fill_cache(s->ropts_bulk, 0);
   leveldb_writeoptions_set_sync(s->wsync, 1);
   leveldb_writeoptions_set_sync(s->wnosync, 0);
-  s->db = leveldb_open(s->options, path, &err);
-  if (err) {
+  s->db = odo_prio_open_db(s->options, path, worker_nice, &err, &e);
+  if (s->db == NULL && err == NULL) {
+    /* a thread or its priority (e says which) */
+  } else if (err) {
     odo_store_dberr(&e, err, "opening the store");
     if (strcmp(e.name, "ENOENT") == 0)
       odo_err_set(&e, "ENOENT", "no store at %s%s", path,

@@ -123,6 +123,7 @@ typedef struct odo_store {
   size_t node_len;
   uint64_t created;
   int sync_default;
+  int worker_nice; /* its worker threads' nice value, -1: their creator's */
   odo_hasher hasher;
   odo_stream **buckets;
   size_t nbuckets, nstreams;

@@ -54,6 +54,7 @@ build = {
         "csrc/sync_peers.c",
         "csrc/sync_recv.c",
         "csrc/sync_serve.c",
+        "csrc/thread_prio.c",
         "csrc/tls.c",
         "csrc/tls_pipe.c",
         "csrc/util.c",

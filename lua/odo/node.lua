@@ -172,6 +172,7 @@ function Node.new(opts)
   store, err, name = Store.open(opts.dir .. "/store", {
     node_id = node_id,
     sync = opts.sync ~= false,
+    worker_nice = policy.worker_nice, -- its threads' priority (odo.policy)
   })
   if not store then
     remove_fresh(made)
@@ -204,6 +205,9 @@ end
 -- name (the caller then closes the node).
 function Node:_start(opts, tls, listen, seeds)
   self.journal = Journal.new(self)
+  -- with worker_nice, the commit queue's worker starts (and takes its
+  -- priority, which the queue waits for) now, not in a host's frame
+  if self.durable and self.policy.worker_nice > 0 then self:_commit_queue() end
   self.snapshots = Snapshots.new(self)
   self.ticker = self.adapter.every(self.policy.tick_ms, function()
     self:protect(self._tick, self)

@@ -36,6 +36,19 @@ P.turn_budget_ms = 5
 -- its fsync. With `watch` the queue's descriptor wakes the loop instead.
 P.commit_poll_ms = 1
 
+--- The nice value (0..19; higher: less CPU when the machine is busy) of
+-- the threads the core runs beside the host's loop thread: the commit
+-- queue's worker, the snapshot workers, and LevelDB's background thread
+-- (compactions; one per process, shared by every store in it). Linux
+-- only (each thread's own priority); elsewhere nothing changes. A
+-- thread already nicer keeps its value (lowering it needs CAP_SYS_NICE,
+-- so nothing lowers it, not even closing the node); LevelDB's thread
+-- keeps the highest any node of the process asked for. The host's own
+-- thread is never touched. 10 by default, for embedded nodes (a game's
+-- frame or an nginx worker's request first); `odo run`, whose process is
+-- the node's own, makes it 0 (no change). Read when the node opens.
+P.worker_nice = 10
+
 --- Received batches on their way to the disk (the commit queue's worker
 -- chains and writes them), in bytes: past this the node stops reading
 -- from the peers sending them until the worker caught up to half of it.

@@ -34,6 +34,9 @@ POSITIVE.sync_write_backlog = true
 -- Policies that are an array of delays (ms) or a function.
 local DELAYS = { backoff = true, dns_backoff = true }
 
+-- Policies that are an integer within a range.
+local INTEGER_RANGE = { worker_nice = { 0, 19 } }
+
 -- Policies that are a fraction, from 0 to 1.
 local FRACTION = { backoff_jitter = true }
 
@@ -75,6 +78,9 @@ function S.check(k, v, level)
   elseif DELAYS[k] then
     local ok, why = check_backoff(v)
     if not ok then bad("must be an array of delays (ms) or a function" .. (why and (": " .. why) or "")) end
+  elseif INTEGER_RANGE[k] then
+    local lo, hi = INTEGER_RANGE[k][1], INTEGER_RANGE[k][2]
+    if not compat.is_integer(v) or v < lo or v > hi then bad(("must be an integer from %d to %d"):format(lo, hi)) end
   elseif FRACTION[k] then
     if type(v) ~= "number" or not (v >= 0 and v <= 1) then bad("must be a number from 0 to 1") end
   elseif type(defaults[k]) == "number" then

@@ -61,6 +61,14 @@ local function with_mdns(args, discovery)
   return list
 end
 
+-- The config's policy, with `odo run`'s own default: the process is the
+-- node's, so its worker threads keep the process's priority.
+local function run_policy(policy)
+  local p = { worker_nice = 0 }
+  for k, v in pairs(policy or {}) do p[k] = v end
+  return p
+end
+
 --- The options of `odo.node` for the parsed command line and config.
 local function node_options(args, conf, on_error)
   local peers = {}
@@ -73,7 +81,7 @@ local function node_options(args, conf, on_error)
     listen = args.listen,
     peers = peers,
     discovery = with_mdns(args, conf.discovery),
-    policy = conf.policy,
+    policy = run_policy(conf.policy),
     sync = conf.sync,
     on_error = on_error,
     tune_allocator = true, -- the process is ours (see odo.node)
