@@ -122,6 +122,10 @@ typedef struct odo_store {
   odo_hasher hasher;
   odo_stream **buckets;
   size_t nbuckets, nstreams;
+  /* counts streams taken out of the map (freed): a pointer to a stream
+   * kept since it last moved is still good (the sync engine's
+   * subscriptions keep theirs) */
+  uint64_t streams_freed;
   uint64_t next_num;
   /* the open transaction */
   int txn_open;

@@ -53,6 +53,10 @@ typedef struct sync_sub {
   struct sync_sub *next_sub; /* in the order they came (the pump's) */
   struct sync_sub *prev_sub;
   struct sync_sub *hnext;    /* in its chain of the peer's index */
+  /* its stream in the store, found once (good while st_freed equals the
+   * store's streams_freed): the pump looks at every subscription */
+  odo_stream *st;
+  uint64_t st_freed;
 } sync_sub;
 
 /* A stream this node asked a peer for (so stale batches are dropped);
