@@ -82,6 +82,9 @@ typedef struct sync_peer {
   size_t snap_len;
   uint64_t snap_rev;
   uint32_t snap_total;
+  /* a violation of its waits behind its batches on their way to the disk
+   * (they may hold an earlier one): nothing more of it is taken */
+  int halted;
   struct sync_peer *next;
 } sync_peer;
 
@@ -99,6 +102,7 @@ typedef struct sync_written {
   odo_write_done done; /* first: the writer calls it */
   struct odo_sync *y;
   const char *kind; /* "events", "caught_up", or NULL: failed (e) */
+  const char *code; /* failed: the violation's code when the loop found it */
   char peer[ODO_NODE_ID_HEX + 1];
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t len;
