@@ -56,7 +56,8 @@
 -- timed (wall and process CPU); "quit" (the fleet: its end) prints them
 -- per method on stderr.
 -- ODO_BENCH_FLEET_PROGRESS=1 (fleet): every 250 ms a "progress" line on
--- stderr (streams named, subscribed to and caught up, events received, CPU).
+-- stderr (streams named, subscribed to and caught up, events received, CPU,
+-- the received batches on their way to the disk).
 -- ODO_BENCH_LUAPROF=1 (fleet, source): its Lua code is sampled
 -- (bench/luaprof.lua); the top lines and functions go to stderr at the end.
 --
@@ -329,8 +330,9 @@ local function run_fleet()
     -- every 250 ms on stderr: streams named, subscribed to, caught up; events received; CPU
     local tick = handle(uv.new_timer())
     tick:start(250, 250, function()
-      io.stderr:write(("progress %.2f s: offered %d subscribed %d caught_up %d events %d cpu %s\n"):format(secs(),
-        n_offered, n_subs, n_caught, n_events, thread_cpu()))
+      local bytes, writes = node.sync.engine:backlog()
+      io.stderr:write(("progress %.2f s: offered %d subscribed %d caught_up %d events %d cpu %s backlog %d KiB %d"
+        .. " writes\n"):format(secs(), n_offered, n_subs, n_caught, n_events, thread_cpu(), bytes // 1024, writes))
     end)
   end
   node:on("replicated", function(_, _, _, count) n_events = n_events + (count or 0) end)

@@ -35,6 +35,9 @@ enum {
 #define ODO_SYNC_CLASS "odo.sync"
 /* Parsed events kept between EVENTS frames (larger arrays are freed). */
 #define ODO_SYNC_KEEP_EVENTS 65536
+/* received batches on their way to the disk from which the loop checks a
+ * batch's head signature itself instead of the writer's thread */
+#define ODO_SYNC_LOOP_VERIFY 64
 
 /* A stream a peer asked us for. */
 typedef struct sync_sub {

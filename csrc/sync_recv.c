@@ -509,9 +509,14 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                   "a batch of %u events from %llu does not end at its head %llu",
                   count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
   if (y->store->writer) {
-    /* its signature is checked on the writer's thread, with its chain */
+    /* its signature is checked on the writer's thread, with its chain,
+     * unless that thread is behind: the loop then checks it (the two
+     * share a fleet's many signatures) */
     EVP_PKEY *key = NULL;
-    if (y->verify) {
+    if (y->verify && y->writes >= ODO_SYNC_LOOP_VERIFY) {
+      if (!verify_head(y, id, sl, m.head_rev, m.head_hash, m.sig, m.sig_len, &e))
+        return refuse(L, ev, y, p, id, sl, "verification failed", "%s", e.msg);
+    } else if (y->verify) {
       key = odo_sync_source_key(y, id, odo_sync_source_len(id, sl), &e);
       if (key == NULL) return refuse(L, ev, y, p, id, sl, "verification failed", "%s", e.msg);
     }
