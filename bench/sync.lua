@@ -74,7 +74,8 @@
 -- stream after it, for `fleet_ratio:`), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
 -- the source while it serves the live run's catch-up),
 -- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica),
--- ODO_BENCH_PERF_FLEET_SOURCE=FILE (of the fleet's source), ODO_BENCH_TRACE=1
+-- ODO_BENCH_PERF_FLEET_SOURCE=FILE (of the fleet's source; both with
+-- ODO_BENCH_PERF_CALLS=dwarf unwind with DWARF), ODO_BENCH_TRACE=1
 -- and ODO_BENCH_LUAPROF=1 (bench/sync_peer.lua).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
@@ -98,6 +99,9 @@ local ONLY = os.getenv("ODO_BENCH_ONLY")
 local PERF_SOURCE, PERF_FLEET = os.getenv("ODO_BENCH_PERF_SOURCE"), os.getenv("ODO_BENCH_PERF_FLEET")
 -- ODO_BENCH_PERF_FLEET_SOURCE=FILE: of the fleet's source, while it serves the fleet
 local PERF_FLEET_SOURCE = os.getenv("ODO_BENCH_PERF_FLEET_SOURCE")
+-- ODO_BENCH_PERF_CALLS=dwarf: the fleet's profiles unwind with DWARF (the
+-- libraries have no frame pointers), default fp
+local PERF_CALLS = os.getenv("ODO_BENCH_PERF_CALLS") or "fp"
 assert(ONLY == nil or ONLY == "during" or ONLY == "fleet", "ODO_BENCH_ONLY must be during or fleet")
 local BATCH = 1000
 local DATA_BYTES = 100
@@ -332,9 +336,10 @@ local function run_fleet()
   local source, port = start_source(d)
   local rep = spawn("lua5.4", peer_args("fleet", fresh("fleet-replica"), pki.replica.ca, pki.replica.cert,
     pki.replica.key, port, tostring(FLEET_STREAMS), tostring(FLEET_EVENTS)), common.peer_env())
-  local perf = PERF_FLEET and spawn("perf", { "record", "-g", "-q", "-o", PERF_FLEET, "-p", tostring(rep.pid) })
-  local sperf = PERF_FLEET_SOURCE
-    and spawn("perf", { "record", "-g", "-q", "-o", PERF_FLEET_SOURCE, "-p", tostring(source.pid) })
+  local perf = PERF_FLEET and spawn("perf", { "record", "--call-graph", PERF_CALLS, "-q", "-o", PERF_FLEET, "-p",
+    tostring(rep.pid) })
+  local sperf = PERF_FLEET_SOURCE and spawn("perf", { "record", "--call-graph", PERF_CALLS, "-q", "-o",
+    PERF_FLEET_SOURCE, "-p", tostring(source.pid) })
   local progress = os.getenv("ODO_BENCH_FLEET_PROGRESS") == "1" and uv.new_timer()
   if progress then -- the source's CPU beside the replica's progress lines
     local t_start = uv.hrtime()
@@ -354,7 +359,7 @@ local function run_fleet()
   assert(tonumber(held) == FLEET_STREAMS, ("the fleet replica holds %s of %d streams whole"):format(held,
     FLEET_STREAMS))
   return { catalogue = tonumber(cat), first = tonumber(first), last = tonumber(last),
-    cpu = tonumber(rmain) + tonumber(rother), source_cpu = source_cpu }
+    cpu = tonumber(rmain) + tonumber(rother), cpu_main = tonumber(rmain), source_cpu = source_cpu }
 end
 
 local live_result, during, fleet
@@ -405,11 +410,12 @@ if ONLY == "during" then
   return
 elseif ONLY == "fleet" then
   print(("fleet: %d streams x %d events; catalogue exchange %.3f s; first stream caught up at %.3f s, last at"
-    .. " %.3f s; %.0f events/s; replica CPU s %.2f, source %.2f"):format(FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue,
-    fleet.first, fleet.last, FLEET_STREAMS * FLEET_EVENTS / fleet.last, fleet.cpu, fleet.source_cpu))
+    .. " %.3f s; %.0f events/s; replica CPU s %.2f (loop thread %.2f), source %.2f"):format(FLEET_STREAMS,
+    FLEET_EVENTS, fleet.catalogue, fleet.first, fleet.last, FLEET_STREAMS * FLEET_EVENTS / fleet.last, fleet.cpu,
+    fleet.cpu_main, fleet.source_cpu))
   local one = results.default
-  print(("sync: %.0f events/s (one stream of %d events, one round; replica CPU s %.2f, source %.2f)"):format(rate(one),
-    N, one.cpu.main + one.cpu.other, one.cpu.source))
+  print(("sync: %.0f events/s (one stream of %d events, one round; replica CPU s %.2f (loop thread %.2f), source %.2f)")
+    :format(rate(one), N, one.cpu.main + one.cpu.other, one.cpu.main, one.cpu.source))
   print(("fleet_ratio: %.2f"):format(FLEET_STREAMS * FLEET_EVENTS / fleet.last / rate(one)))
   print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
   return
