@@ -54,7 +54,8 @@
 -- node opens: until its catalogues named every stream (`fleet_catalogue_s:`,
 -- goal < 1 s), until the first and the last stream was caught up; events/s
 -- over the last and its ratio to the single-stream rate (`sync:` above):
--- `fleet_ratio:` (goal >= 0.5).
+-- `fleet_ratio:` (goal >= 0.5). Best of ROUNDS rounds (each a new replica
+-- of the same source folder), as the single-stream rate is.
 --
 -- Replica CPU: the CPU seconds per event of the replica of `ratio:` (loop
 -- thread plus the others) and of the pipe's: `replica_cpu_us_per_event:`.
@@ -70,11 +71,14 @@
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
 -- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
 -- (default 100). For finding where time goes: ODO_BENCH_ONLY=during or
--- fleet (that run alone), ODO_BENCH_ONLY=sync (the pipe and the default
--- catch-up alternately, ROUNDS rounds: each round's ratio, their median
--- and range), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
+-- fleet (that run alone; fleet then with one catch-up of N events in one
+-- stream after it, for `fleet_ratio:`), ODO_BENCH_ONLY=sync (the pipe and
+-- the default catch-up alternately, ROUNDS rounds: each round's ratio,
+-- their median and range), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
 -- the source while it serves the live run's catch-up),
--- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica), ODO_BENCH_TRACE=1
+-- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica),
+-- ODO_BENCH_PERF_FLEET_SOURCE=FILE (of the fleet's source; both with
+-- ODO_BENCH_PERF_CALLS=dwarf unwind with DWARF), ODO_BENCH_TRACE=1
 -- and ODO_BENCH_LUAPROF=1 (bench/sync_peer.lua).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
@@ -96,6 +100,11 @@ local ONLY = os.getenv("ODO_BENCH_ONLY")
 -- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run;
 -- ODO_BENCH_PERF_FLEET=FILE: of the fleet's replica
 local PERF_SOURCE, PERF_FLEET = os.getenv("ODO_BENCH_PERF_SOURCE"), os.getenv("ODO_BENCH_PERF_FLEET")
+-- ODO_BENCH_PERF_FLEET_SOURCE=FILE: of the fleet's source, while it serves the fleet
+local PERF_FLEET_SOURCE = os.getenv("ODO_BENCH_PERF_FLEET_SOURCE")
+-- ODO_BENCH_PERF_CALLS=dwarf: the fleet's profiles unwind with DWARF (the
+-- libraries have no frame pointers), default fp
+local PERF_CALLS = os.getenv("ODO_BENCH_PERF_CALLS") or "fp"
 assert(ONLY == nil or ONLY == "during" or ONLY == "fleet" or ONLY == "sync",
   "ODO_BENCH_ONLY must be during, fleet or sync")
 local BATCH = 1000
@@ -274,10 +283,12 @@ local function start_source(d)
   return source, port, id, tonumber(last)
 end
 
+-- Stops it; returns its CPU seconds (all threads).
 local function stop_source(source)
   source.send("quit")
-  expect(source, "^cpu (%S+) (%S+)$", "the source's end", 60000)
+  local smain, sother = expect(source, "^cpu (%S+) (%S+)$", "the source's end", 60000)
   reap(source, "the source")
+  return tonumber(smain) + tonumber(sother)
 end
 
 -- The live latency at a caught-up replica while a second one catches up.
@@ -320,25 +331,53 @@ local function run_live_during_catchup()
     p99 = tonumber(p99), max = tonumber(max), mean = tonumber(mean) }
 end
 
--- FLEET_STREAMS streams of FLEET_EVENTS events caught up by a new replica.
-local function run_fleet()
-  local d = fresh("fleet-source")
+-- The fleet's source folder: FLEET_STREAMS streams of FLEET_EVENTS
+-- events, filled once for every round.
+local fleet_source
+local function fill_fleet()
+  fleet_source = fresh("fleet-source")
   local t0 = uv.hrtime()
-  common.fill_node(d, pki.source, FLEET_EVENTS, DATA_BYTES, BATCH, FLEET_STREAMS, RUN_TIMEOUT_MS)
+  common.fill_node(fleet_source, pki.source, FLEET_EVENTS, DATA_BYTES, BATCH, FLEET_STREAMS, RUN_TIMEOUT_MS)
   log("fleet source filled and signed in %.1f s", (uv.hrtime() - t0) / 1e9)
-  local source, port = start_source(d)
+end
+
+-- The fleet caught up by a new replica (one round).
+local function run_fleet()
+  local source, port = start_source(fleet_source)
   local rep = spawn("lua5.4", peer_args("fleet", fresh("fleet-replica"), pki.replica.ca, pki.replica.cert,
     pki.replica.key, port, tostring(FLEET_STREAMS), tostring(FLEET_EVENTS)), common.peer_env())
-  local perf = PERF_FLEET and spawn("perf", { "record", "-g", "-q", "-o", PERF_FLEET, "-p", tostring(rep.pid) })
+  local perf = PERF_FLEET and spawn("perf", { "record", "--call-graph", PERF_CALLS, "-q", "-o", PERF_FLEET, "-p",
+    tostring(rep.pid) })
+  local sperf = PERF_FLEET_SOURCE and spawn("perf", { "record", "--call-graph", PERF_CALLS, "-q", "-o",
+    PERF_FLEET_SOURCE, "-p", tostring(source.pid) })
+  local progress = os.getenv("ODO_BENCH_FLEET_PROGRESS") == "1" and uv.new_timer()
+  if progress then -- the source's CPU beside the replica's progress lines
+    local t_start = uv.hrtime()
+    progress:start(250, 250, function()
+      local smain, sother = common.thread_cpu(source.pid)
+      io.stderr:write(("source %.2f s: cpu %.2f %.2f\n"):format((uv.hrtime() - t_start) / 1e9, smain or 0,
+        sother or 0))
+    end)
+  end
   local cat, first, last, held, rmain, rother = expect(rep, "^fleet (%S+) (%S+) (%S+) (%d+) (%S+) (%S+)$",
     "the fleet's catch-up", CATCH_UP_TIMEOUT_MS + FLEET_STREAMS * 10)
+  if progress then progress:close() end
   if perf then common.stop(perf, 10000) end
+  if sperf then common.stop(sperf, 10000) end
   reap(rep, "the fleet replica")
-  stop_source(source)
+  local source_cpu = stop_source(source)
   assert(tonumber(held) == FLEET_STREAMS, ("the fleet replica holds %s of %d streams whole"):format(held,
     FLEET_STREAMS))
   return { catalogue = tonumber(cat), first = tonumber(first), last = tonumber(last),
-    cpu = tonumber(rmain) + tonumber(rother) }
+    cpu = tonumber(rmain) + tonumber(rother), cpu_main = tonumber(rmain), source_cpu = source_cpu }
+end
+
+-- The better of two fleet rounds (the last stream caught up sooner), as
+-- the one-stream catch-ups keep their best round.
+local function best_fleet(a, b)
+  if b then log("fleet round: catalogue %.3f s, first %.3f s, last %.3f s", b.catalogue, b.first, b.last) end
+  if not a or (b and b.last < a.last) then return b end
+  return a
 end
 
 local live_result, during, fleet, sync_rounds
@@ -346,8 +385,13 @@ local function main()
   dir = common.tmpdir()
   pki = common.make_pki(dir, { "source", "replica", "replica2" })
   local appended, signed
-  if ONLY == "fleet" then
-    fleet = run_fleet()
+  if ONLY == "fleet" then -- alternating with catch-ups of N events in one stream, for the ratio
+    fill_fleet()
+    src.node, src.id = fill_node()
+    for _ = 1, ROUNDS do
+      fleet = best_fleet(fleet, run_fleet())
+      keep("default", run_ours("default"))
+    end
     return
   end
   src.node, src.id, appended, signed = fill_node()
@@ -384,8 +428,8 @@ local function main()
   live_result = r
   during = run_live_during_catchup()
   log("live during a catch-up: p99 %.3f ms over %d events", during.p99, during.count)
-  fleet = run_fleet()
-  log("fleet: catalogue %.3f s, first %.3f s, last %.3f s", fleet.catalogue, fleet.first, fleet.last)
+  fill_fleet()
+  for _ = 1, ROUNDS do fleet = best_fleet(fleet, run_fleet()) end
 end
 
 common.main("bench/sync.lua", main, KEEP)
@@ -413,8 +457,13 @@ elseif ONLY == "sync" then
   return
 elseif ONLY == "fleet" then
   print(("fleet: %d streams x %d events; catalogue exchange %.3f s; first stream caught up at %.3f s, last at"
-    .. " %.3f s; %.0f events/s; replica CPU s %.2f"):format(FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue, fleet.first,
-    fleet.last, FLEET_STREAMS * FLEET_EVENTS / fleet.last, fleet.cpu))
+    .. " %.3f s; %.0f events/s; replica CPU s %.2f (loop thread %.2f), source %.2f; best of %d rounds")
+    :format(FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue, fleet.first, fleet.last,
+      FLEET_STREAMS * FLEET_EVENTS / fleet.last, fleet.cpu, fleet.cpu_main, fleet.source_cpu, ROUNDS))
+  local one = results.default
+  print(("sync: %.0f events/s (one stream of %d events, best of %d rounds; replica CPU s %.2f (loop thread %.2f),"
+    .. " source %.2f)"):format(rate(one), N, ROUNDS, one.cpu.main + one.cpu.other, one.cpu.main, one.cpu.source))
+  print(("fleet_ratio: %.2f"):format(FLEET_STREAMS * FLEET_EVENTS / fleet.last / rate(one)))
   print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
   return
 end
@@ -448,9 +497,10 @@ print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms
   during.secs, during.sent))
 local fleet_events = FLEET_STREAMS * FLEET_EVENTS
 print(("fleet: %.0f events/s, %d streams x %d events caught up by a new replica; catalogue exchange %.3f s"
-  .. " (goal < 1 s); first stream caught up at %.3f s, last at %.3f s; ratio to one stream (sync) %.2f (goal >= 0.5);"
-  .. " replica CPU s %.2f"):format(fleet_events / fleet.last, FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue, fleet.first,
-  fleet.last, fleet_events / fleet.last / rate(d), fleet.cpu))
+  .. " (goal < 1 s); first stream caught up at %.3f s, last at %.3f s; best of %d rounds; ratio to one stream (sync)"
+  .. " %.2f (goal >= 0.5);"
+  .. " replica CPU s %.2f, source %.2f"):format(fleet_events / fleet.last, FLEET_STREAMS, FLEET_EVENTS, fleet.catalogue,
+  fleet.first, fleet.last, ROUNDS, fleet_events / fleet.last / rate(d), fleet.cpu, fleet.source_cpu))
 print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
 print(("fleet_ratio: %.2f"):format(fleet_events / fleet.last / rate(d)))
 print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))

@@ -52,8 +52,12 @@
 --         <cpu main> <cpu other>
 -- and exits.
 --
--- ODO_BENCH_TRACE=1 (source): each call into the sync engine is timed
--- (wall and process CPU); "quit" prints them per method on stderr.
+-- ODO_BENCH_TRACE=1 (source, fleet): each call into the sync engine is
+-- timed (wall and process CPU); "quit" (the fleet: its end) prints them
+-- per method on stderr.
+-- ODO_BENCH_FLEET_PROGRESS=1 (fleet): every 250 ms a "progress" line on
+-- stderr (streams named, subscribed to and caught up, events received, CPU,
+-- the received batches on their way to the disk).
 -- ODO_BENCH_LUAPROF=1 (fleet, source): its Lua code is sampled
 -- (bench/luaprof.lua); the top lines and functions go to stderr at the end.
 --
@@ -137,6 +141,34 @@ local stop_live -- ends the running "live N" early, when one runs
 local trace_dump -- with ODO_BENCH_TRACE=1: prints the engine calls' times
 local source_prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and MODE == "source" and require "bench.luaprof"()
 
+-- With ODO_BENCH_TRACE=1: each call of the node into its sync engine is
+-- timed, wall and CPU (process) ms; trace_dump prints them on stderr.
+local function trace_engine()
+  if os.getenv("ODO_BENCH_TRACE") ~= "1" then return end
+  local real = node.sync.engine
+  local hist = {}
+  node.sync.engine = setmetatable({}, { __index = function(_, k)
+    return function(_, ...)
+      local t, c = uv.hrtime(), os.clock()
+      local r = table.pack(real[k](real, ...))
+      local ms = (uv.hrtime() - t) / 1e6
+      local cms = (os.clock() - c) * 1e3
+      local h = hist[k] or { n = 0, sum = 0, max = 0, over5 = 0, cmax = 0, csum = 0 }
+      hist[k] = h
+      h.n, h.sum, h.max = h.n + 1, h.sum + ms, math.max(h.max, ms)
+      h.cmax, h.csum = math.max(h.cmax, cms), h.csum + cms
+      if ms > 5 then h.over5 = h.over5 + 1 end
+      return table.unpack(r, 1, r.n)
+    end
+  end })
+  trace_dump = function()
+    for k, h in pairs(hist) do
+      io.stderr:write(("trace %s: %d calls, wall %.1f ms (max %.1f, %d over 5 ms), CPU %.1f ms (max %.1f)\n")
+        :format(k, h.n, h.sum, h.max, h.over5, h.csum, h.cmax))
+    end
+  end
+end
+
 local function append_live(n)
   local sent, t0 = 0, uv.hrtime()
   local timer = handle(uv.new_timer())
@@ -160,31 +192,7 @@ end
 local function run_source()
   node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
     tune_allocator = true })
-  if os.getenv("ODO_BENCH_TRACE") == "1" then
-    -- each engine call timed: wall and CPU (process) ms, on stderr at "quit"
-    local real = node.sync.engine
-    local hist = {}
-    node.sync.engine = setmetatable({}, { __index = function(_, k)
-      return function(_, ...)
-        local t, c = uv.hrtime(), os.clock()
-        local r = table.pack(real[k](real, ...))
-        local ms = (uv.hrtime() - t) / 1e6
-        local cms = (os.clock() - c) * 1e3
-        local h = hist[k] or { n = 0, sum = 0, max = 0, over5 = 0, cmax = 0, csum = 0 }
-        hist[k] = h
-        h.n, h.sum, h.max = h.n + 1, h.sum + ms, math.max(h.max, ms)
-        h.cmax, h.csum = math.max(h.cmax, cms), h.csum + cms
-        if ms > 5 then h.over5 = h.over5 + 1 end
-        return table.unpack(r, 1, r.n)
-      end
-    end })
-    trace_dump = function()
-      for k, h in pairs(hist) do
-        io.stderr:write(("trace %s: %d calls, wall %.1f ms (max %.1f, %d over 5 ms), CPU %.1f ms (max %.1f)\n")
-          :format(k, h.n, h.sum, h.max, h.over5, h.csum, h.cmax))
-      end
-    end
-  end
+  trace_engine()
   local last, hash = last_hash(node, node.id)
   say("port", node.listen.port, node.id, last, hash)
   commands(function(line)
@@ -307,6 +315,7 @@ local function run_fleet()
   local prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and require "bench.luaprof"()
   local function finish()
     if prof then prof() end
+    if trace_dump then trace_dump() end
     local held = 0
     for _, st in ipairs(node.store:streams()) do
       if not st.own and st.last == events then held = held + 1 end
@@ -315,6 +324,19 @@ local function run_fleet()
     uv.stop()
   end
   node = assert(odo.node { dir = DIR, tls = TLS, peers = { "127.0.0.1:" .. port }, sync = false, on_error = fail })
+  trace_engine()
+  local n_events, n_subs = 0, 0
+  if os.getenv("ODO_BENCH_FLEET_PROGRESS") == "1" then
+    -- every 250 ms on stderr: streams named, subscribed to, caught up; events received; CPU
+    local tick = handle(uv.new_timer())
+    tick:start(250, 250, function()
+      local bytes, writes = node.sync.engine:backlog()
+      io.stderr:write(("progress %.2f s: offered %d subscribed %d caught_up %d events %d cpu %s backlog %d KiB %d"
+        .. " writes\n"):format(secs(), n_offered, n_subs, n_caught, n_events, thread_cpu(), bytes // 1024, writes))
+    end)
+  end
+  node:on("replicated", function(_, _, _, count) n_events = n_events + (count or 0) end)
+  node:on("upstream", function() n_subs = n_subs + 1 end)
   node:on("catalogue", function(_, entries)
     for _, e in ipairs(entries) do
       if not offered[e.id] and e.id:find("/", 1, true) then

@@ -16,11 +16,12 @@
  * written, until the loop has collected them all: they were staged after
  * it. Group commits of `node:append(..., cb)` use it, and so do received
  * batches (pipelined catch-up, sync_recv.c): the loop decrypts, decodes
- * and checks a batch's place and its head's signature, stages the head
- * and the catalogue entry, and queues the events with a chain to compute
- * (odo_chain); the worker computes and checks each chain hash, puts the
+ * and checks a batch's place, stages the head and the catalogue entry,
+ * and queues the events with a chain to compute (odo_chain); the worker
+ * computes and checks each chain hash and the head's signature, puts the
  * event records into the write, and a batch whose chain does not end at
- * its signed head is refused (EVERIFY) with nothing of it stored, as is
+ * its head, or whose head its source did not sign, is refused (EVERIFY)
+ * with nothing of it stored, as is
  * every write of that stream queued after it (they were staged on it),
  * the other streams' writes go on. The worker takes every write queued
  * when it wakes and merges them into one LevelDB write (one sync when
@@ -93,7 +94,7 @@ static void job_free(cq_job *j) {
   free(j->d.streams);
   free(j->d.cats);
   free(j->groups);
-  free(j->chain);
+  odo_chain_free(j->chain);
   free(j);
 }
 
@@ -460,7 +461,7 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
                              odo_err *e) {
   cq_job *j;
   if (!q->started && !queue_start(q, e)) {
-    free(chain);
+    odo_chain_free(chain);
     odo_txn_abort(q->store);
     return 0;
   }
@@ -469,7 +470,7 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
     j->chain = chain;
     j->groups = malloc((n ? n : 1) * sizeof *gs);
   } else {
-    free(chain);
+    odo_chain_free(chain);
   }
   if (j == NULL || j->groups == NULL) {
     job_free(j);

@@ -214,6 +214,7 @@ static void map_remove(odo_store *s, odo_stream *st) {
     if (*pp == st) {
       *pp = st->next;
       s->nstreams--;
+      s->streams_freed++;
       return;
     }
 }
@@ -753,6 +754,7 @@ static void store_release(odo_store *s) {
     }
   }
   free(s->buckets);
+  s->streams_freed++;
   free(s->touched);
   free(s->changed);
   free(s->path);

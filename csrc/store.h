@@ -63,7 +63,10 @@ typedef struct odo_dependent {
  * events of stream `num` (pointers into memory the chain owns, allocated
  * with it in one block), chained from prev; each record goes into the
  * write, and the last hash must equal head, else nothing of the write is
- * stored (EVERIFY). */
+ * stored (EVERIFY). With a key, the writer's thread also checks the
+ * head's signature (head_rev, sig) with it, and refuses the batch the same
+ * way when it fails: a fleet's many small batches carry a signature each,
+ * checked there instead of on the loop. */
 typedef struct odo_chain {
   odo_event *evs;
   size_t n;
@@ -72,7 +75,13 @@ typedef struct odo_chain {
   size_t bytes; /* the block's size, counted against the in-flight bound */
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t stream_len;
+  EVP_PKEY *key; /* the source's key (a reference the chain holds), or NULL */
+  uint64_t head_rev;
+  uint8_t sig[ODO_MAX_SIG];
+  size_t sig_len;
 } odo_chain;
+/* Frees a chain and its reference to the key (NULL: nothing). */
+void odo_chain_free(odo_chain *c);
 /* Computes the chain on any thread (h its own) into each event's hash
  * and checks that it ends at the signed head; 0 with e set (EVERIFY: not
  * what the source signed; EIO). */
@@ -127,6 +136,10 @@ typedef struct odo_store {
   odo_hasher hasher;
   odo_stream **buckets;
   size_t nbuckets, nstreams;
+  /* counts streams taken out of the map (freed): a pointer to a stream
+   * kept since it last moved is still good (the sync engine's
+   * subscriptions keep theirs) */
+  uint64_t streams_freed;
   uint64_t next_num;
   /* the open transaction */
   int txn_open;

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "sign.h"
 #include "store.h"
 
 static const char *stream_arg(lua_State *L, int idx, size_t *len) {
@@ -101,8 +102,30 @@ int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   return stage(s, st, evs, n, STAGE_CHAIN, e);
 }
 
+void odo_chain_free(odo_chain *c) {
+  if (c == NULL) return;
+  EVP_PKEY_free(c->key);
+  free(c);
+}
+
+/* Whether the chain's head is signed by its source's key (or no key is
+ * given); 0 with e set (EVERIFY). */
+static int chain_head_signed(const odo_chain *c, odo_err *e) {
+  uint8_t msg[ODO_SIGNED_MAX];
+  size_t mlen;
+  if (c->key == NULL) return 1;
+  mlen = odo_head_message(msg, c->stream, c->stream_len, c->head_rev, c->head);
+  if (c->sig_len == 0 || !odo_verify(c->key, msg, mlen, c->sig, c->sig_len))
+    return odo_err_set(e, "EVERIFY",
+                       "the head at %llu of stream %.*s is not signed by its "
+                       "source",
+                       (unsigned long long)c->head_rev, (int)c->stream_len, c->stream);
+  return 1;
+}
+
 int odo_chain_check(odo_hasher *h, odo_chain *c, odo_err *e) {
   const uint8_t *prev = c->prev;
+  if (!chain_head_signed(c, e)) return 0; /* first, as a loop's check was */
   for (size_t i = 0; i < c->n; i++) {
     if (!odo_chain_next(h, prev, &c->evs[i], c->evs[i].hash))
       return odo_err_set(e, "EIO", "SHA-256 failed");

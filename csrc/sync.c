@@ -301,6 +301,12 @@ static int l_unsubscribe(lua_State *L) {
   return 1;
 }
 
+/* Streams in the order their records lie in the store. */
+static int by_num(const void *a, const void *b) {
+  uint64_t x = (*(odo_stream *const *)a)->num, y = (*(odo_stream *const *)b)->num;
+  return x < y ? -1 : x > y;
+}
+
 /***
  * Sends our catalogue to a peer: every stream (full) when `ids` is nil,
  * else those streams; `hops` maps a replica's stream id to its distance
@@ -329,6 +335,9 @@ static int l_catalogue(lua_State *L) {
   if (full) {
     for (size_t i = 0; i < s->nbuckets; i++)
       for (odo_stream *st = s->buckets[i]; st; st = st->next) list[nlist++] = st;
+    /* in store order: a peer subscribing to them in this order is served
+     * in it, each batch read where the last one ended (a fleet's) */
+    qsort(list, nlist, sizeof *list, by_num);
   } else {
     size_t n = lua_rawlen(L, 3);
     for (size_t i = 1; i <= n && nlist < s->nstreams; i++) {

@@ -38,6 +38,9 @@ enum {
 #define ODO_SYNC_CLASS "odo.sync"
 /* Parsed events kept between EVENTS frames (larger arrays are freed). */
 #define ODO_SYNC_KEEP_EVENTS 65536
+/* received batches on their way to the disk from which the loop checks a
+ * batch's head signature itself instead of the writer's thread */
+#define ODO_SYNC_LOOP_VERIFY 64
 
 /* A stream a peer asked us for. */
 typedef struct sync_sub {
@@ -56,6 +59,10 @@ typedef struct sync_sub {
   struct sync_sub *next_sub; /* in the order they came (the pump's) */
   struct sync_sub *prev_sub;
   struct sync_sub *hnext;    /* in its chain of the peer's index */
+  /* its stream in the store, found once (good while st_freed equals the
+   * store's streams_freed): the pump looks at every subscription */
+  odo_stream *st;
+  uint64_t st_freed;
 } sync_sub;
 
 /* A stream this node asked a peer for (so stale batches are dropped);
@@ -81,6 +88,9 @@ typedef struct sync_peer {
   size_t snap_len;
   uint64_t snap_rev;
   uint32_t snap_total;
+  /* a violation of its waits behind its batches on their way to the disk
+   * (they may hold an earlier one): nothing more of it is taken */
+  int halted;
   struct sync_peer *next;
 } sync_peer;
 
@@ -98,6 +108,7 @@ typedef struct sync_written {
   odo_write_done done; /* first: the writer calls it */
   struct odo_sync *y;
   const char *kind; /* "events", "caught_up", or NULL: failed (e) */
+  const char *code; /* failed: the violation's code when the loop found it */
   char peer[ODO_NODE_ID_HEX + 1];
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t len;

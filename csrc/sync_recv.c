@@ -40,6 +40,43 @@ static void violation(lua_State *L, int ev, const char *stream, size_t len,
   odo_sync_note_end(L, ev);
 }
 
+/* A violation in a batch of stream id from p. While earlier batches of
+ * that stream are on their way to the disk, the writer's thread may still
+ * refuse one of them (a head not signed by its source): the note waits
+ * behind them, so Lua hears the first wrong thing first, and nothing more
+ * of p is taken meanwhile. Otherwise as violation(). */
+static void refuse(lua_State *L, int ev, odo_sync *y, sync_peer *p, const char *id,
+                   size_t len, const char *code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 8, 9)))
+#endif
+    ;
+
+static void refuse(lua_State *L, int ev, odo_sync *y, sync_peer *p, const char *id,
+                   size_t len, const char *code, const char *fmt, ...) {
+  odo_stream *st = y->writes ? odo_store_find(y->store, id, len) : NULL;
+  sync_written *w = st && st->inflight ? calloc(1, sizeof *w) : NULL, **pp = &y->held;
+  va_list ap;
+  va_start(ap, fmt);
+  if (w) vsnprintf(w->e.msg, sizeof w->e.msg, fmt, ap);
+  else {
+    char msg[sizeof w->e.msg];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    violation(L, ev, id, len, code, "%s", msg);
+  }
+  va_end(ap);
+  if (w == NULL) return;
+  w->code = code;
+  w->e.name = "EREFUSED";
+  w->y = y;
+  snprintf(w->peer, sizeof w->peer, "%s", p->id);
+  memcpy(w->stream, id, len);
+  w->len = len;
+  while (*pp) pp = &(*pp)->next;
+  *pp = w;
+  p->halted = 1;
+}
+
 /* ---- CATALOGUE -------------------------------------------------------------- */
 
 /* Stages the source key an entry offers, when valid and not yet known;
@@ -293,12 +330,14 @@ static void batch_written(odo_write_done *d, int ok, const odo_err *e) {
   if (st == NULL || st->inflight == 0) release_held(y, w->stream, w->len);
 }
 
-/* A checked batch (its place and its head's signature) goes to the
- * store's writer: the head and the catalogue entry are staged here, the
- * events travel with a chain the writer's thread computes, checks against
- * the head and writes with them, all in one write (commit_queue.c). */
+/* A batch checked for its place goes to the store's writer: the head and
+ * the catalogue entry are staged here, the events travel with a chain the
+ * writer's thread computes, checks against the head (and the head's
+ * signature against key, the source's, when not NULL) and writes with
+ * them, all in one write (commit_queue.c). */
 static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
-                         const odo_msg_events *m, const uint8_t *b, size_t n) {
+                         const odo_msg_events *m, const uint8_t *b, size_t n,
+                         EVP_PKEY *key) {
   odo_store *s = y->store;
   odo_err e = {0};
   odo_stream *st;
@@ -334,11 +373,11 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     odo_txn_abort(s);
     if (skip >= count && m->first <= have) return; /* held already */
     if (m->first > have + 1)
-      return violation(L, ev, id, sl, "protocol",
-                       "a batch of stream %.*s starts at %llu; this node is at %llu",
-                       (int)sl, id, (unsigned long long)m->first, (unsigned long long)have);
-    return violation(L, ev, id, sl, "verification failed",
-                     "stream %.*s would pass revision 2^53", (int)sl, id);
+      return refuse(L, ev, y, p, id, sl, "protocol",
+                    "a batch of stream %.*s starts at %llu; this node is at %llu",
+                    (int)sl, id, (unsigned long long)m->first, (unsigned long long)have);
+    return refuse(L, ev, y, p, id, sl, "verification failed",
+                  "stream %.*s would pass revision 2^53", (int)sl, id);
   }
   ch = malloc(bytes);
   w = calloc(1, sizeof *w);
@@ -361,6 +400,17 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   ch->n = count - skip;
   ch->num = st->num;
   ch->bytes = bytes;
+  ch->key = key && EVP_PKEY_up_ref(key) == 1 ? key : NULL;
+  if (key && ch->key == NULL) {
+    free(ch);
+    free(w);
+    s->staging_async = 0;
+    odo_txn_abort(s);
+    return violation(L, ev, id, sl, "local", "cannot hold the source's key");
+  }
+  ch->head_rev = m->head_rev;
+  ch->sig_len = m->sig_len; /* at most ODO_MAX_SIG (the decoder's bound) */
+  memcpy(ch->sig, m->sig, m->sig_len);
   memcpy(ch->head, m->head_hash, ODO_HASH_LEN);
   memcpy(ch->stream, id, sl);
   ch->stream_len = sl;
@@ -407,9 +457,9 @@ void odo_sync_written(lua_State *L, int ev, odo_sync *y) {
       /* (a batch behind a refused one: the refusal said it all) */
       int refused = strcmp(w->e.name, "EVERIFY") == 0;
       odo_sync_note(L, "violation", w->stream, w->len);
-      lua_pushstring(L, refused ? "verification failed" : "local");
+      lua_pushstring(L, w->code ? w->code : refused ? "verification failed" : "local");
       lua_setfield(L, -2, "code");
-      if (refused) lua_pushstring(L, w->e.msg);
+      if (refused || w->code) lua_pushstring(L, w->e.msg);
       else lua_pushfstring(L, "%s: %s", w->e.name, w->e.msg);
       lua_setfield(L, -2, "reason");
       note_peer(L, w->peer);
@@ -455,12 +505,25 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   count = m.events.count;
   if (*odo_sync_find_want(p, id, sl) == NULL) return; /* no longer asked for: stale */
   if (m.head_rev != m.first + count - 1)
-    return violation(L, ev, id, sl, "verification failed",
-                     "a batch of %u events from %llu does not end at its head %llu",
-                     count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
+    return refuse(L, ev, y, p, id, sl, "verification failed",
+                  "a batch of %u events from %llu does not end at its head %llu",
+                  count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
+  if (y->store->writer) {
+    /* its signature is checked on the writer's thread, with its chain,
+     * unless that thread is behind: the loop then checks it (the two
+     * share a fleet's many signatures) */
+    EVP_PKEY *key = NULL;
+    if (y->verify && y->writes >= ODO_SYNC_LOOP_VERIFY) {
+      if (!verify_head(y, id, sl, m.head_rev, m.head_hash, m.sig, m.sig_len, &e))
+        return refuse(L, ev, y, p, id, sl, "verification failed", "%s", e.msg);
+    } else if (y->verify) {
+      key = odo_sync_source_key(y, id, odo_sync_source_len(id, sl), &e);
+      if (key == NULL) return refuse(L, ev, y, p, id, sl, "verification failed", "%s", e.msg);
+    }
+    return queue_events(L, ev, y, p, &m, b, n, key);
+  }
   if (!verify_head(y, id, sl, m.head_rev, m.head_hash, m.sig, m.sig_len, &e))
     return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
-  if (y->store->writer) return queue_events(L, ev, y, p, &m, b, n);
   if (!load_events(y, &m)) return violation(L, ev, id, sl, "protocol", "out of memory");
   odo_txn_begin(y->store);
   st = odo_store_stream(y->store, id, sl, 1, &e);
@@ -518,6 +581,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
  * pin a large array for the session's life). */
 static void on_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                       const uint8_t *b, size_t n) {
+  if (p->halted) return; /* its violation waits for its writes (refuse) */
   apply_events(L, ev, y, p, b, n);
   if (y->cap_evs > ODO_SYNC_KEEP_EVENTS) {
     free(y->evs);

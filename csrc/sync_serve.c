@@ -197,6 +197,16 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   return (long)(y->out.len - f);
 }
 
+/* The stream of a subscription (NULL: not held), found in the store once
+ * and kept while no stream left the store's map. */
+static odo_stream *sub_stream(odo_sync *y, sync_sub *sub) {
+  if (sub->st == NULL || sub->st_freed != y->store->streams_freed) {
+    sub->st = odo_store_find(y->store, sub->stream, sub->len);
+    sub->st_freed = y->store->streams_freed;
+  }
+  return sub->st;
+}
+
 /* Ends the subscription at *pp (the link to it in p's list, which then
  * holds the next one). */
 static void unsubscribe_at(sync_peer *p, sync_sub **pp) {
@@ -208,7 +218,7 @@ static void unsubscribe_at(sync_peer *p, sync_sub **pp) {
 static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
                     int ev) {
   sync_sub *sub = *pp;
-  odo_stream *st = odo_store_find(y->store, sub->stream, sub->len);
+  odo_stream *st = sub_stream(y, sub);
   odo_err e = {0};
   long n;
   uint64_t end = 0;
@@ -252,10 +262,10 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
 /* Whether a subscription owes at most one batch (live traffic, or the
  * end of a catch-up, or a small stream): such subscriptions are served
  * before bulk catch-ups, so a live event never waits behind them. */
-static int at_tail(odo_sync *y, const sync_sub *sub) {
+static int at_tail(odo_sync *y, sync_sub *sub) {
   odo_stream *st;
   if (sub->snap_raw || sub->want_snap) return 0;
-  st = odo_store_find(y->store, sub->stream, sub->len);
+  st = sub_stream(y, sub);
   return st != NULL && sub->next >= st->cat.first &&
          sub->next + ODO_HEAD_EVENTS > st->cat.last;
 }

@@ -9,6 +9,7 @@
 -- @module odo.snapshots
 local core = require "odo.core"
 local policy_mod = require "odo.policy_set"
+local policy_defaults = require "odo.policy"
 local compat = require "odo.compat"
 
 local Snapshots = {}
@@ -110,12 +111,18 @@ end
 
 function Snapshots:_check_stream(st, policy, now)
   if self.busy[st.id] then return end
+  local default_compact = policy.compact_upto == policy_defaults.compact_upto
+  -- with no reducer the default compacts only behind a source snapshot:
+  -- a stream without one (most of a fleet) has nothing to decide
+  if policy.reducer == nil and default_compact and st.snapshot == 0 then return end
   local state = self:_state(st)
   local reducer = self:reducer(st.id)
   if reducer and policy_mod.call(self.node, "snapshot_due", st, state, now, policy) then
     self:_start(st, nil, reducer)
   else
-    local upto = policy_mod.call(self.node, "compact_upto", st, state, now, policy)
+    local upto -- the default cannot fail: called as it is, unprotected
+    if default_compact then upto = policy_defaults.compact_upto(st, state, now, policy)
+    else upto = policy_mod.call(self.node, "compact_upto", st, state, now, policy) end
     if upto then self:compact(st.id, upto) end
   end
 end

@@ -55,6 +55,7 @@ function Sync.new(node, tls)
     snap_told = {}, -- stream id -> the source snapshot revision we last pushed
     snap_asked = {}, -- stream id -> source snapshot revision asked for
     held_peers = {}, -- peer id -> rec: not read from while batches wait for the disk
+    violators = {}, -- peer id -> true: its session ended for a violation (its later ones are not news)
     closed = false,
   }, Sync)
   -- our own key, so `odo verify` can check our streams with no node running
@@ -297,6 +298,7 @@ function Sync:on_active(p)
   local hello = p.conn.hello
   if not hello or (hello.features or 0) % 2 == 0 then return end -- no sync on that side (feature bit 0)
   local session = p.conn.session
+  self.violators[p.id] = nil
   self.engine:attach(session, p.id)
   local rec = { peer = p, session = session, catalogue = {}, refused = {},
     told = {} } -- told: stream id -> told_code of what this peer was told
@@ -371,7 +373,7 @@ function Sync:on_written()
     else
       for _, n in ipairs(by_peer[pid]) do -- the peer has gone meanwhile
         if n.event == "events" then self.node:emit("replicated", n.stream, n.last, pid, n.count, "events") end
-        if n.event == "violation" then
+        if n.event == "violation" and not self.violators[pid] then
           self.node:report_error(("peer %s: %s (%s)"):format(pid:sub(1, 16), n.reason, n.code))
         end
       end
@@ -427,6 +429,7 @@ function Sync:_notes(p, rec, notes)
         -- our own store failed: not the peer's fault; start over later
         p.conn:bye("normal", "this node could not store what it received: " .. n.reason)
       else
+        self.violators[p.id] = true
         self.node:emit("violation", p.id, n.stream, n.code, n.reason)
         p.conn:bye(n.code, n.reason)
       end
