@@ -69,7 +69,7 @@
 -- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
 -- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
--- (default 100). For finding where time goes: ODO_BENCH_ONLY=during or
+-- (default 100). For finding where time goes: ODO_BENCH_ONLY=live, during or
 -- fleet (that run alone), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
 -- the source while it serves the live run's catch-up),
 -- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica), ODO_BENCH_TRACE=1
@@ -89,12 +89,17 @@ local FLEET_STREAMS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_STREAMS
 local FLEET_EVENTS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_EVENTS"))) or 100
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
--- ODO_BENCH_ONLY=during|fleet: that run alone (and its lines), for iterating
+-- ODO_BENCH_ONLY=live|during|fleet: that run alone (and its lines), for iterating
 local ONLY = os.getenv("ODO_BENCH_ONLY")
 -- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run;
 -- ODO_BENCH_PERF_FLEET=FILE: of the fleet's replica
 local PERF_SOURCE, PERF_FLEET = os.getenv("ODO_BENCH_PERF_SOURCE"), os.getenv("ODO_BENCH_PERF_FLEET")
-assert(ONLY == nil or ONLY == "during" or ONLY == "fleet", "ODO_BENCH_ONLY must be during or fleet")
+-- ODO_BENCH_LIVE_TRACE=DIR: where each live event's time goes, and each
+-- thread's run-queue wait (bench/live_trace.lua), printed at the end
+local LIVE_TRACE = os.getenv("ODO_BENCH_LIVE_TRACE")
+local live_trace = LIVE_TRACE and require "bench.live_trace"
+assert(ONLY == nil or ONLY == "during" or ONLY == "fleet" or ONLY == "live",
+  "ODO_BENCH_ONLY must be live, during or fleet")
 local BATCH = 1000
 local DATA_BYTES = 100
 local RUN_TIMEOUT_MS = 600000
@@ -219,12 +224,16 @@ local function run_ours(verify, live)
       expect(replica, "^ready$", "the replica's live subscription", 60000)
       r.live_early = live_phase(source, replica, LIVE_EARLY)
       r.settled_s = settle(replica.pid)
+      local ph = live_trace and live_trace.phase("live", { source = source.pid, replica = replica.pid })
       r.live = live_phase(source, replica, LIVE)
+      if ph then ph.stop() end
+      r.trace = ph
       replica.send("quit")
     end
     reap(replica, "the replica")
     source.send("quit")
     local smain, sother = expect(source, "^cpu (%S+) (%S+)$", "the source's end", 60000)
+    if r.trace then r.trace.join(LIVE_TRACE, replica.pid) end
     r.cpu.source = tonumber(smain) + tonumber(sother)
     reap(source, "the source")
     return r
@@ -295,8 +304,11 @@ local function run_live_during_catchup()
   end
   local perf = PERF_SOURCE
     and spawn("perf", { "record", "-g", "-q", "-o", PERF_SOURCE, "-p", tostring(source.pid) })
+  local ph = live_trace and live_trace.phase("during", { source = source.pid, live_replica = live_rep.pid,
+    bulk_replica = bulk.pid })
   source.send("live 1000000")
   local secs = tonumber(expect(bulk, "^caught_up ([%d.]+) ", "the second replica's catch-up", CATCH_UP_TIMEOUT_MS))
+  if ph then ph.stop() end
   source.send("live_stop")
   if perf then common.stop(perf, 10000) end -- perf writes its file on SIGTERM
   local sent = expect(source, "^live_sent (%d+)$", "the live events' end", 60000)
@@ -313,6 +325,7 @@ local function run_live_during_catchup()
   live_rep.send("quit")
   reap(live_rep, "the first replica")
   stop_source(source)
+  if ph then ph.join(LIVE_TRACE, live_rep.pid) end
   return { events = last, secs = secs, sent = tonumber(sent), count = tonumber(count), p50 = tonumber(p50),
     p99 = tonumber(p99), max = tonumber(max), mean = tonumber(mean) }
 end
@@ -352,6 +365,10 @@ local function main()
     during = run_live_during_catchup()
     return
   end
+  if ONLY == "live" then
+    live_result = run_ours("default", true)
+    return
+  end
   src.pipe = fill_pipe(src.id)
   fill_rates = { appended = appended, signed = signed }
   log("source filled: %.0f events/s appended, %.0f events/s with heads signed", appended, signed)
@@ -376,11 +393,20 @@ local function main()
 end
 
 common.main("bench/sync.lua", main, KEEP)
+if live_trace then print(table.concat(live_trace.lines, "\n")) end
 
 if ONLY == "during" then
   print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; %d events caught up"
     .. " in %.3f s)"):format(during.p50, during.p99, during.max, during.mean, during.count, during.events, during.secs))
   print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
+  return
+elseif ONLY == "live" then
+  local lv, le = live_result.live, live_result.live_early
+  print(("live_after_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events)"):format(le.p50,
+    le.p99, le.max, le.mean, le.count))
+  print(("live: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events, after %.1f s settling)"):format(lv.p50,
+    lv.p99, lv.max, lv.mean, lv.count, live_result.settled_s))
+  print(("live_p99_ms: %.3f"):format(lv.p99))
   return
 elseif ONLY == "fleet" then
   print(("fleet: %d streams x %d events; catalogue exchange %.3f s; first stream caught up at %.3f s, last at"

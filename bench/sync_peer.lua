@@ -54,6 +54,9 @@
 --
 -- ODO_BENCH_TRACE=1 (source): each call into the sync engine is timed
 -- (wall and process CPU); "quit" prints them per method on stderr.
+-- ODO_BENCH_LIVE_TRACE=DIR (source, replica): the times of each live
+-- event's steps (bench/live_trace.lua) go to DIR/source.trace and
+-- DIR/replica-<pid>.trace when the process quits.
 -- ODO_BENCH_LUAPROF=1 (fleet, source): its Lua code is sampled
 -- (bench/luaprof.lua); the top lines and functions go to stderr at the end.
 --
@@ -136,6 +139,9 @@ end
 local stop_live -- ends the running "live N" early, when one runs
 local trace_dump -- with ODO_BENCH_TRACE=1: prints the engine calls' times
 local source_prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and MODE == "source" and require "bench.luaprof"()
+local LIVE_TRACE = os.getenv("ODO_BENCH_LIVE_TRACE")
+local live_trace = LIVE_TRACE and require "bench.live_trace"
+local trace_done -- with ODO_BENCH_LIVE_TRACE: writes this process's trace
 
 local function append_live(n)
   local sent, t0 = 0, uv.hrtime()
@@ -185,6 +191,10 @@ local function run_source()
       end
     end
   end
+  if live_trace then
+    local dump = live_trace.source(node, require "odo.transport")
+    trace_done = function() dump(LIVE_TRACE .. "/source.trace") end
+  end
   local last, hash = last_hash(node, node.id)
   say("port", node.listen.port, node.id, last, hash)
   commands(function(line)
@@ -195,6 +205,7 @@ local function run_source()
       if stop_live then stop_live() end
     elseif line == "quit" then
       if trace_dump then trace_dump() end
+      if trace_done then trace_done() end
       if source_prof then source_prof() end
       say("cpu", thread_cpu())
       uv.stop()
@@ -239,9 +250,12 @@ local function run_replica()
     if not live then return uv.stop() end
     local lat, want = {}, 0
     local recorded -- with "record": {send time, latency} of each live event
+    local tr = live_trace and live_trace.replica(node, require "odo.transport", source)
+    if tr then trace_done = function() tr.dump(("%s/replica-%d.trace"):format(LIVE_TRACE, uv.os_getpid())) end end
     node:subscribe(source, "live", function(batch)
       local now = uv.hrtime()
       for _, ev in ipairs(batch) do
+        if tr then tr.delivered(ev, now) end
         local sent = tonumber(ev.data)
         lat[#lat + 1] = (now - sent) / 1e6
         if recorded then recorded[#recorded + 1] = { sent, lat[#lat] } end
@@ -277,6 +291,7 @@ local function run_replica()
         say("window", #w, ("%.3f %.3f %.3f %.3f"):format(common.percentile(w, 0.5) or 0,
           common.percentile(w, 0.99) or 0, w[#w] or 0, #w > 0 and sum / #w or 0))
       elseif line == "quit" then
+        if trace_done then trace_done() end
         uv.stop()
       else
         error("unknown command: " .. line)
