@@ -19,7 +19,8 @@
 --            handled  sync's on_message returns (decrypted, decoded,
 --                     checked, queued for the commit queue's worker)
 --            written  the loop starts collecting the worker's writes (its
---                     eventfd woke the loop)
+--                     eventfd woke the loop); a batch written at once, in
+--                     on_message, counts as written when it is handled
 --            handler  the subscriber's handler runs
 --
 -- Each process writes its records to DIR (source.trace, replica-PID.trace)
@@ -98,7 +99,9 @@ function M.replica(node, transport_mod, stream)
   local sync = node.sync
   local on_message = sync.on_message
   sync.on_message = function(self, p, t, payload)
+    rec.in_message = true
     on_message(self, p, t, payload)
+    rec.in_message = false
     if t == EVENTS then rec.handled[#rec.handled + 1] = { read_at, hr() } end
   end
   local done = node._commits_done
@@ -107,7 +110,8 @@ function M.replica(node, transport_mod, stream)
     return done(self)
   end
   node:on("replicated", function(id, last)
-    if id == stream then rec.written[#rec.written + 1] = { last, rec.collect_at or 0 } end
+    -- (written at once, in on_message: -1, the message's end counts)
+    if id == stream then rec.written[#rec.written + 1] = { last, rec.in_message and -1 or rec.collect_at or 0 } end
   end)
   return {
     delivered = function(ev, now)
@@ -232,8 +236,8 @@ function M.breakdown(source_trace, replica_trace, t0, t1)
           write = w[2] - w[1],
           wire_to_read = h[1] - w[2], -- (a read may start before the write call returns)
           decrypt_check_queue = h[2] - h[1],
-          worker_to_loop = c[2] - h[2],
-          to_handler = d.at - c[2],
+          worker_to_loop = c[2] < 0 and 0 or c[2] - h[2],
+          to_handler = d.at - (c[2] < 0 and h[2] or c[2]),
         }
         local ok = true
         for _, k in ipairs(STEPS) do
@@ -246,8 +250,8 @@ function M.breakdown(source_trace, replica_trace, t0, t1)
       end
     end
   end
-  local lines = { ("live_breakdown: %d of %d events matched (ms: p50 / p99 / max; mean over the slowest 1 %%)")
-    :format(#rows, #delivered) }
+  local lines = { ("live_breakdown: %d of %d events matched (ms: p50 / p99 / max; mean over all, which add up"
+    .. " to the total's, and over the slowest 1 %%)"):format(#rows, #delivered) }
   if #rows == 0 then return lines end
   table.sort(rows, function(a, b) return a.total < b.total end)
   local tail = {}
@@ -255,12 +259,15 @@ function M.breakdown(source_trace, replica_trace, t0, t1)
   local steps = { table.unpack(STEPS) }
   steps[#steps + 1] = "total"
   for _, k in ipairs(steps) do
-    local v, sum = {}, 0
-    for i, r in ipairs(rows) do v[i] = r[k] / 1e6 end
+    local v, sum, all = {}, 0, 0
+    for i, r in ipairs(rows) do
+      v[i] = r[k] / 1e6
+      all = all + v[i]
+    end
     for _, r in ipairs(tail) do sum = sum + r[k] / 1e6 end
     table.sort(v)
-    lines[#lines + 1] = ("live_step %-20s %7.3f / %7.3f / %8.3f   slowest 1%%: %7.3f"):format(k,
-      v[math.max(1, math.ceil(#v * 0.5))], v[math.max(1, math.ceil(#v * 0.99))], v[#v], sum / #tail)
+    lines[#lines + 1] = ("live_step %-20s %7.3f / %7.3f / %8.3f   mean %7.3f, slowest 1%%: %7.3f"):format(k,
+      v[math.max(1, math.ceil(#v * 0.5))], v[math.max(1, math.ceil(#v * 0.99))], v[#v], all / #rows, sum / #tail)
   end
   return lines
 end

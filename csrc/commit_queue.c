@@ -301,6 +301,10 @@ static void apply_finished(commit_queue *q) {
 }
 
 /* Waits until nothing is queued or being written, then applies. */
+static int queue_busy(odo_writer *w) {
+  return ((commit_queue *)w)->inflight > 0; /* counted on the loop thread only */
+}
+
 static void queue_settle(odo_writer *w) {
   commit_queue *q = (commit_queue *)w;
   pthread_mutex_lock(&q->mu);
@@ -398,6 +402,7 @@ static int l_commit_queue(lua_State *L) {
   pthread_cond_init(&q->done, NULL);
   q->writer.settle = queue_settle;
   q->writer.submit = queue_submit;
+  q->writer.busy = queue_busy;
   q->dep.release = queue_dep_release;
   q->store = s;
   q->next_id = 1;

@@ -103,6 +103,9 @@ typedef struct odo_writer {
   void (*settle)(struct odo_writer *w);
   long long (*submit)(struct odo_writer *w, int sync, odo_chain *chain,
                       odo_write_done *done, odo_err *e);
+  /* whether any write is queued, being written or not yet collected
+   * (loop thread): a write of the loop's own then waits for none */
+  int (*busy)(struct odo_writer *w);
 } odo_writer;
 
 typedef struct odo_store {

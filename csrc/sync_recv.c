@@ -5,7 +5,8 @@
  * batch is checked (it continues the stream at last + 1, its chain hashes
  * end at the head's hash, the head carries the source's signature) before
  * it is written with its head in one write (pipelined when the store has
- * a writer: see queue_events); SNAPSHOT chunks are assembled
+ * a writer: see queue_events; small live batches are written at once, see
+ * write_here); SNAPSHOT chunks are assembled
  * and the whole snapshot verified against the source's signature before
  * it is stored. Nothing unverified reaches the store. What happened goes
  * to Lua as notes; a peer that broke the protocol gets a "violation" note
@@ -436,6 +437,22 @@ void odo_sync_written_release(odo_sync *y) {
 
 /* ---- EVENTS ------------------------------------------------------------------ */
 
+/* Whether a batch is written here, on the loop thread, though the store
+ * has a writer: a small one (live traffic) of a stream with no write in
+ * flight, when no fsync is asked for and the writer has nothing to do. Its
+ * events then reach subscribers in this loop turn, not after two hand-offs
+ * between threads (to the worker, and back through its descriptor), each
+ * a wait for a CPU on a busy machine. Bulk batches keep the pipeline. */
+#define ODO_WRITE_HERE_BYTES 8192u
+static int write_here(odo_sync *y, const odo_msg_events *m, size_t n) {
+  odo_stream *st;
+  if (y->replica_sync || y->writes || n > ODO_WRITE_HERE_BYTES ||
+      y->store->writer->busy(y->store->writer))
+    return 0;
+  st = odo_store_find(y->store, m->id, m->id_len);
+  return st != NULL && st->inflight == 0;
+}
+
 static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                          const uint8_t *b, size_t n) {
   odo_msg_events m;
@@ -460,7 +477,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                      count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
   if (!verify_head(y, id, sl, m.head_rev, m.head_hash, m.sig, m.sig_len, &e))
     return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
-  if (y->store->writer) return queue_events(L, ev, y, p, &m, b, n);
+  if (y->store->writer && !write_here(y, &m, n)) return queue_events(L, ev, y, p, &m, b, n);
   if (!load_events(y, &m)) return violation(L, ev, id, sl, "protocol", "out of memory");
   odo_txn_begin(y->store);
   st = odo_store_stream(y->store, id, sl, 1, &e);
