@@ -124,4 +124,35 @@ describe("the live path", function()
     assert.is_true(net.run_until(has(b, a.id, 11), 10000))
     assert.equal("written", from[11])
   end)
+
+  it("peer_socket_buffer sets the kernel's buffers of both ends of a peer connection", function()
+    local uv = require "luv"
+    local luv_adapter = require "odo.adapter.luv"
+    local lp = H.pki(H.tmpdir())
+    local policy = { peer_socket_buffer = 65536 }
+    local a = H.node { tls = lp.node("a"), listen = "127.0.0.1:0", sync = false, policy = policy }
+    local b = H.node { tls = lp.node("b"), peers = { "127.0.0.1:" .. a.listen.port }, sync = false, policy = policy }
+    local c = H.node { tls = lp.node("c"), peers = { "127.0.0.1:" .. a.listen.port }, sync = false }
+    finally(function()
+      c:close()
+      b:close()
+      a:close()
+      luv_adapter.shutdown()
+    end)
+    a:append(nil, H.events(10))
+    assert.is_true(H.luv_until(function()
+      local sb, sc = b.store:stream(a.id), c.store:stream(a.id)
+      return sb ~= nil and sb.last == 10 and sc ~= nil and sc.last == 10
+    end, 20000))
+    local function sizes(n, peer)
+      local tcp = n.swarm:active(peer).conn.sock.tcp
+      return uv.send_buffer_size(tcp), uv.recv_buffer_size(tcp)
+    end
+    -- Linux doubles what is asked, for its own bookkeeping
+    assert.same({ 131072, 131072 }, { sizes(b, a.id) })
+    assert.same({ 131072, 131072 }, { sizes(a, b.id) }) -- a's side follows its own policy
+    -- without the policy, the kernel's own sizing (not what was asked of b)
+    local snd = sizes(c, a.id)
+    assert.is_true(snd ~= 131072)
+  end)
 end)
