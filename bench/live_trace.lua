@@ -16,8 +16,10 @@
 --                     socket (libuv writes at once when the kernel's
 --                     buffer has room)
 --   replica  read     the socket's read callback starts (the loop woke)
---            handled  sync's on_message returns (decrypted, decoded,
---                     checked, queued for the commit queue's worker)
+--                     for the read that brought the event's batch
+--            handled  sync's on_message of that batch returns (decrypted,
+--                     decoded, checked, queued for the commit queue's
+--                     worker or written)
 --            written  the loop starts collecting the worker's writes (its
 --                     eventfd woke the loop); a batch written at once, in
 --                     on_message, counts as written when it is handled
@@ -102,7 +104,10 @@ function M.replica(node, transport_mod, stream)
     rec.in_message = true
     on_message(self, p, t, payload)
     rec.in_message = false
-    if t == EVENTS then rec.handled[#rec.handled + 1] = { read_at, hr() } end
+    -- EVENTS of the live stream: str8 stream | u64be first | ...
+    if t == EVENTS and payload:sub(2, 1 + payload:byte(1)) == stream then
+      rec.handled[#rec.handled + 1] = { read_at, hr(), string.unpack(">I8", payload, 2 + payload:byte(1)) }
+    end
   end
   local done = node._commits_done
   node._commits_done = function(self)
@@ -120,7 +125,7 @@ function M.replica(node, transport_mod, stream)
     dump = function(path)
       local f = assert(io.open(path, "w"))
       f:write("I ", node.id, "\n")
-      for _, h in ipairs(rec.handled) do f:write(("H %d %d\n"):format(h[1], h[2])) end
+      for _, h in ipairs(rec.handled) do f:write(("H %d %d %d\n"):format(h[1], h[2], h[3])) end
       for _, w in ipairs(rec.written) do f:write(("C %d %d\n"):format(w[1], w[2])) end
       for _, d in ipairs(rec.delivered) do f:write(("D %d %d %d\n"):format(d[1], d[2], d[3])) end
       f:close()
@@ -198,6 +203,15 @@ local function first_after(list, k, t, cursor)
   return list[i]
 end
 
+-- The last element of sorted array `list` (by key k) at or below v, from
+-- index cursor.i on (advanced: the events are taken in order).
+local function last_upto(list, k, v, cursor)
+  local i = cursor.i or 1
+  while list[i + 1] and list[i + 1][k] <= v do i = i + 1 end
+  cursor.i = i
+  return list[i] and list[i][k] <= v and list[i] or nil
+end
+
 local STEPS = { "append", "to_sign", "sign_pump", "write", "wire_to_read", "decrypt_check_queue",
   "worker_to_loop", "to_handler" }
 
@@ -207,7 +221,7 @@ function M.breakdown(source_trace, replica_trace, t0, t1)
   local handled, collected, delivered, peer_id = {}, {}, {}, nil
   for _, l in ipairs(read_lines(replica_trace)) do
     if l[1] == "I" then peer_id = l[2]
-    elseif l[1] == "H" then handled[#handled + 1] = { tonumber(l[2]), tonumber(l[3]) }
+    elseif l[1] == "H" then handled[#handled + 1] = { tonumber(l[2]), tonumber(l[3]), tonumber(l[4]) }
     elseif l[1] == "C" then collected[#collected + 1] = { tonumber(l[2]), tonumber(l[3]) }
     elseif l[1] == "D" then delivered[#delivered + 1] = { rev = tonumber(l[2]), sent = tonumber(l[3]),
       at = tonumber(l[4]) } end
@@ -226,7 +240,7 @@ function M.breakdown(source_trace, replica_trace, t0, t1)
     if a and (not t0 or (d.sent >= t0 and d.sent <= t1)) then
       local s = first_after(signs, 2, a.appended, cs)
       local w = s and first_after(writes, 1, s[2], cw)
-      local h = w and first_after(handled, 1, w[1], ch)
+      local h = last_upto(handled, 3, d.rev, ch) -- the batch that brought it
       local c = first_after(collected, 1, d.rev, cc) -- the collection that reported this revision
       if s and w and h and c then
         local steps = {

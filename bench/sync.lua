@@ -69,9 +69,14 @@
 -- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
 -- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
--- (default 100). For finding where time goes: ODO_BENCH_ONLY=live, during or
--- fleet (that run alone), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
--- the source while it serves the live run's catch-up),
+-- (default 100). For finding where time goes: ODO_BENCH_ONLY=live, during,
+-- shared or fleet (that run alone; shared: live on a connection that
+-- also carries an N-event catch-up, `live_p99_ms_shared_catchup:`, only
+-- run so), ODO_BENCH_LIVE_TRACE=DIR (bench/live_trace.lua),
+-- ODO_BENCH_SOCKBUF=BYTES (policy.peer_socket_buffer of the source and
+-- the replicas),
+-- ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of the source while it
+-- serves the live run's catch-up),
 -- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica), ODO_BENCH_TRACE=1
 -- and ODO_BENCH_LUAPROF=1 (bench/sync_peer.lua).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
@@ -89,7 +94,7 @@ local FLEET_STREAMS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_STREAMS
 local FLEET_EVENTS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_EVENTS"))) or 100
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
--- ODO_BENCH_ONLY=live|during|fleet: that run alone (and its lines), for iterating
+-- ODO_BENCH_ONLY=live|during|shared|fleet: that run alone (and its lines), for iterating
 local ONLY = os.getenv("ODO_BENCH_ONLY")
 -- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run;
 -- ODO_BENCH_PERF_FLEET=FILE: of the fleet's replica
@@ -98,8 +103,8 @@ local PERF_SOURCE, PERF_FLEET = os.getenv("ODO_BENCH_PERF_SOURCE"), os.getenv("O
 -- thread's run-queue wait (bench/live_trace.lua), printed at the end
 local LIVE_TRACE = os.getenv("ODO_BENCH_LIVE_TRACE")
 local live_trace = LIVE_TRACE and require "bench.live_trace"
-assert(ONLY == nil or ONLY == "during" or ONLY == "fleet" or ONLY == "live",
-  "ODO_BENCH_ONLY must be live, during or fleet")
+assert(ONLY == nil or ONLY == "during" or ONLY == "fleet" or ONLY == "live" or ONLY == "shared",
+  "ODO_BENCH_ONLY must be live, during, shared or fleet")
 local BATCH = 1000
 local DATA_BYTES = 100
 local RUN_TIMEOUT_MS = 600000
@@ -330,6 +335,53 @@ local function run_live_during_catchup()
     p99 = tonumber(p99), max = tonumber(max), mean = tonumber(mean) }
 end
 
+-- Live on a connection that carries a catch-up too: a source holding its
+-- own stream (one event) and a named stream of N events; a new replica
+-- follows both from it over one connection, subscribed to the first from
+-- "live": its latency of the events sent while it caught up the second
+-- (from just before its node opened until it was told it caught up).
+local function run_live_shared()
+  local d = fresh("shared-source")
+  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = common.fail,
+    tune_allocator = true })
+  local bulk = node:stream_id("bulk")
+  assert(node:append(nil, { { type = "live", data = "0" } }))
+  local full = {}
+  for i = 1, BATCH do full[i] = { type = "bench", data = ("x"):rep(DATA_BYTES) } end
+  for at = 1, N, BATCH do assert(node:append(bulk, table.move(full, 1, math.min(BATCH, N - at + 1), 1, {}))) end
+  local store = node.store
+  run_until(function() return store:head_find(bulk, N) ~= nil and store:head_find(node.id, 1) ~= nil end,
+    RUN_TIMEOUT_MS, "signing the shared source's heads")
+  node:close()
+  local source, port, id, last = start_source(d)
+  local env = common.peer_env()
+  env[#env + 1] = ("ODO_BENCH_ALSO=%s %d"):format(bulk, N)
+  local rep = spawn("lua5.4", peer_args("replica", fresh("replica"), pki.replica.ca, pki.replica.cert,
+    pki.replica.key, port, id, tostring(last), "default", "1"), env, true)
+  local t0 = tonumber(expect(rep, "^started (%d+)$", "the replica's start", 60000))
+  expect(rep, "^ready$", "the replica's live subscription", CATCH_UP_TIMEOUT_MS)
+  local ph = live_trace and live_trace.phase("shared", { source = source.pid, replica = rep.pid })
+  rep.send("record")
+  source.send("live 1000000")
+  local t1 = tonumber(expect(rep, "^also_caught_up (%d+)$", "the named stream's catch-up", CATCH_UP_TIMEOUT_MS))
+  if ph then ph.stop() end
+  source.send("live_stop")
+  local sent = expect(source, "^live_sent (%d+)$", "the live events' end", 60000)
+  local wait = uv.new_timer()
+  local waited = false
+  wait:start(1000, 0, function() waited = true end)
+  run_until(function() return waited end, 5000, "waiting")
+  wait:close()
+  rep.send(("window %d %d"):format(t0, t1))
+  local count, p50, p99, max, mean = expect(rep, "^window (%d+) (%S+) (%S+) (%S+) (%S+)$", "the live window", 60000)
+  rep.send("quit")
+  reap(rep, "the replica")
+  stop_source(source)
+  if ph then ph.join(LIVE_TRACE, rep.pid) end
+  return { secs = (t1 - t0) / 1e9, sent = tonumber(sent), count = tonumber(count), p50 = tonumber(p50),
+    p99 = tonumber(p99), max = tonumber(max), mean = tonumber(mean) }
+end
+
 -- FLEET_STREAMS streams of FLEET_EVENTS events caught up by a new replica.
 local function run_fleet()
   local d = fresh("fleet-source")
@@ -351,7 +403,7 @@ local function run_fleet()
     cpu = tonumber(rmain) + tonumber(rother) }
 end
 
-local live_result, during, fleet
+local live_result, during, fleet, shared
 local function main()
   dir = common.tmpdir()
   pki = common.make_pki(dir, { "source", "replica", "replica2" })
@@ -367,6 +419,10 @@ local function main()
   end
   if ONLY == "live" then
     live_result = run_ours("default", true)
+    return
+  end
+  if ONLY == "shared" then
+    shared = run_live_shared()
     return
   end
   src.pipe = fill_pipe(src.id)
@@ -399,6 +455,12 @@ if ONLY == "during" then
   print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; %d events caught up"
     .. " in %.3f s)"):format(during.p50, during.p99, during.max, during.mean, during.count, during.events, during.secs))
   print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
+  return
+elseif ONLY == "shared" then
+  print(("live_shared_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; sent on the connection"
+    .. " that carried a %d-event catch-up in %.3f s)"):format(shared.p50, shared.p99, shared.max, shared.mean,
+    shared.count, N, shared.secs))
+  print(("live_p99_ms_shared_catchup: %.3f"):format(shared.p99))
   return
 elseif ONLY == "live" then
   local lv, le = live_result.live, live_result.live_early

@@ -23,6 +23,9 @@
 -- batch it stores is fsynced), "0" or absent: not. Prints first
 --   started <uv.hrtime() in ns just before the node opens>
 -- then
+--   also_caught_up <uv.hrtime() in ns>   (with ODO_BENCH_ALSO="STREAM N",
+--             once STREAM, another of the source's streams, is caught up
+--             at N; any time after "started")
 --   caught_up <seconds> <last revision> <hex hash of the last event> <how>
 --             <cipher> <cpu main> <cpu other>
 -- (one line) where how is "event" or "poll" (what noticed it first),
@@ -86,6 +89,9 @@ if METRICS then
     return new_node(opts)
   end
 end
+
+-- ODO_BENCH_SOCKBUF=BYTES (source, replica): policy.peer_socket_buffer
+local SOCKBUF = tonumber(os.getenv("ODO_BENCH_SOCKBUF"))
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
@@ -165,7 +171,7 @@ end
 
 local function run_source()
   node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
-    tune_allocator = true })
+    tune_allocator = true, policy = SOCKBUF and { peer_socket_buffer = SOCKBUF } or nil })
   if os.getenv("ODO_BENCH_TRACE") == "1" then
     -- each engine call timed: wall and CPU (process) ms, on stderr at "quit"
     local real = node.sync.engine
@@ -228,6 +234,10 @@ local function run_replica()
   if durable then
     policy = policy or {}
     policy.replica_sync = true
+  end
+  if SOCKBUF then
+    policy = policy or {}
+    policy.peer_socket_buffer = SOCKBUF
   end
   local t0, done = uv.hrtime(), false
   local poll = handle(uv.new_timer())
@@ -307,6 +317,17 @@ local function run_replica()
   node:on("caught_up", function(stream, rev)
     if stream == source and rev >= n then finish("event") end
   end)
+  -- ODO_BENCH_ALSO="STREAM N": says when another stream is caught up at N too
+  local also, also_n = (os.getenv("ODO_BENCH_ALSO") or ""):match("^(%S+) (%d+)$")
+  if also then
+    local said = false
+    node:on("caught_up", function(stream, rev)
+      if stream == also and rev >= tonumber(also_n) and not said then
+        said = true
+        say("also_caught_up", ("%d"):format(uv.hrtime()))
+      end
+    end)
+  end
   poll:start(10, 10, function() protect(finish, "poll") end)
 end
 
