@@ -44,6 +44,8 @@ typedef struct odo_stream {
   /* group commits written on the commit queue's worker (commit_queue.c):
    * how many are in flight, and the entry after the newest of them */
   unsigned inflight;
+  unsigned urgent_inflight; /* of them, received batches queued as urgent
+                             * (sync_recv.c: live, ahead of bulk) */
   odo_cat tip;
   uint64_t head;  /* newest signed head's revision, once head_known */
   int head_known; /* (kept by the sync engine, which writes heads) */
@@ -72,6 +74,8 @@ typedef struct odo_chain {
   size_t bytes; /* the block's size, counted against the in-flight bound */
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t stream_len;
+  int urgent; /* a small (live) batch of a stream with nothing in flight:
+               * the writer queues it ahead of the bulk ones */
 } odo_chain;
 /* Computes the chain on any thread (h its own) into each event's hash
  * and checks that it ends at the signed head; 0 with e set (EVERIFY: not

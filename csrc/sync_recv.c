@@ -17,6 +17,10 @@
 
 #include "sync.h"
 
+/* A batch this small is live traffic: written at once when it can be
+ * (write_here), else queued ahead of bulk batches (queue_events). */
+#define ODO_LIVE_BATCH_BYTES 8192u
+
 /* A peer sent something wrong: the session ends with `code` (Lua reports
  * and decides what happens to the peer). */
 static void violation(lua_State *L, int ev, const char *stream, size_t len,
@@ -282,6 +286,7 @@ static void batch_written(odo_write_done *d, int ok, const odo_err *e) {
   odo_stream *st = odo_store_find(y->store, w->stream, w->len);
   y->writes--;
   y->write_bytes -= w->bytes;
+  if (st && w->urgent && st->urgent_inflight) st->urgent_inflight--;
   if (ok) {
     w->kind = "events";
     if (st) odo_sync_note_head(st, w->rev);
@@ -362,6 +367,10 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   ch->n = count - skip;
   ch->num = st->num;
   ch->bytes = bytes;
+  /* live: its stream has nothing in flight but urgent batches before it,
+   * so it can go ahead of the other streams' catch-up batches queued for
+   * the writer (and stay behind its own) */
+  ch->urgent = n <= ODO_LIVE_BATCH_BYTES && st->inflight == st->urgent_inflight;
   memcpy(ch->head, m->head_hash, ODO_HASH_LEN);
   memcpy(ch->stream, id, sl);
   ch->stream_len = sl;
@@ -378,12 +387,14 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   w->rev = m->head_rev;
   w->count = (uint32_t)(count - skip);
   w->bytes = bytes;
+  w->urgent = ch->urgent;
   if (s->writer->submit(s->writer, y->replica_sync, ch, &w->done, &e) == 0) {
     s->staging_async = 0;
     free(w);
     return violation(L, ev, id, sl, "local", "%s: %s", e.name, e.msg);
   }
   s->staging_async = 0;
+  if (w->urgent) st->urgent_inflight++;
   y->writes++;
   y->write_bytes += bytes;
 }
@@ -443,10 +454,9 @@ void odo_sync_written_release(odo_sync *y) {
  * events then reach subscribers in this loop turn, not after two hand-offs
  * between threads (to the worker, and back through its descriptor), each
  * a wait for a CPU on a busy machine. Bulk batches keep the pipeline. */
-#define ODO_WRITE_HERE_BYTES 8192u
 static int write_here(odo_sync *y, const odo_msg_events *m, size_t n) {
   odo_stream *st;
-  if (y->replica_sync || y->writes || n > ODO_WRITE_HERE_BYTES ||
+  if (y->replica_sync || y->writes || n > ODO_LIVE_BATCH_BYTES ||
       y->store->writer->busy(y->store->writer))
     return 0;
   st = odo_store_find(y->store, m->id, m->id_len);
