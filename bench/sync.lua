@@ -70,11 +70,15 @@
 -- (each run on stderr), ODO_BENCH_KEEP=1 (keep the temporary folder and
 -- print its path), ODO_CPATH (where odo/core.so is, default build/?.so),
 -- ODO_BENCH_FLEET_STREAMS (default 10000), ODO_BENCH_FLEET_EVENTS
--- (default 100). For finding where time goes: ODO_BENCH_ONLY=during or
--- fleet (that run alone; fleet then with one catch-up of N events in one
--- stream after it, for `fleet_ratio:`), ODO_BENCH_ONLY=sync (the pipe and
--- the default catch-up alternately, ROUNDS rounds: each round's ratio,
--- their median and range), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
+-- (default 100). For finding where time goes: ODO_BENCH_ONLY=live, during,
+-- shared or fleet (that run alone; shared: live on a connection that
+-- also carries an N-event catch-up, `live_p99_ms_shared_catchup:`, only
+-- run so; fleet then with one catch-up of N events in one stream after
+-- it, for `fleet_ratio:`), ODO_BENCH_ONLY=sync (the pipe and the default
+-- catch-up alternately, ROUNDS rounds: each round's ratio, their median
+-- and range), ODO_BENCH_LIVE_TRACE=DIR (bench/live_trace.lua),
+-- ODO_BENCH_SOCKBUF=BYTES (policy.peer_socket_buffer of the source and
+-- the replicas), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
 -- the source while it serves the live run's catch-up),
 -- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica),
 -- ODO_BENCH_PERF_FLEET_SOURCE=FILE (of the fleet's source; both with
@@ -95,7 +99,7 @@ local FLEET_STREAMS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_STREAMS
 local FLEET_EVENTS = math.tointeger(tonumber(os.getenv("ODO_BENCH_FLEET_EVENTS"))) or 100
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
--- ODO_BENCH_ONLY=during|fleet: that run alone (and its lines), for iterating
+-- ODO_BENCH_ONLY=live|during|shared|fleet: that run alone (and its lines), for iterating
 local ONLY = os.getenv("ODO_BENCH_ONLY")
 -- ODO_BENCH_PERF_SOURCE=FILE: `perf record -g` of the source while it serves the catch-up of the live run;
 -- ODO_BENCH_PERF_FLEET=FILE: of the fleet's replica
@@ -105,8 +109,12 @@ local PERF_FLEET_SOURCE = os.getenv("ODO_BENCH_PERF_FLEET_SOURCE")
 -- ODO_BENCH_PERF_CALLS=dwarf: the fleet's profiles unwind with DWARF (the
 -- libraries have no frame pointers), default fp
 local PERF_CALLS = os.getenv("ODO_BENCH_PERF_CALLS") or "fp"
-assert(ONLY == nil or ONLY == "during" or ONLY == "fleet" or ONLY == "sync",
-  "ODO_BENCH_ONLY must be during, fleet or sync")
+-- ODO_BENCH_LIVE_TRACE=DIR: where each live event's time goes, and each
+-- thread's run-queue wait (bench/live_trace.lua), printed at the end
+local LIVE_TRACE = os.getenv("ODO_BENCH_LIVE_TRACE")
+local live_trace = LIVE_TRACE and require "bench.live_trace"
+assert(ONLY == nil or ONLY == "during" or ONLY == "fleet" or ONLY == "live" or ONLY == "shared" or ONLY == "sync",
+  "ODO_BENCH_ONLY must be live, during, shared, fleet or sync")
 local BATCH = 1000
 local DATA_BYTES = 100
 local RUN_TIMEOUT_MS = 600000
@@ -231,12 +239,16 @@ local function run_ours(verify, live)
       expect(replica, "^ready$", "the replica's live subscription", 60000)
       r.live_early = live_phase(source, replica, LIVE_EARLY)
       r.settled_s = settle(replica.pid)
+      local ph = live_trace and live_trace.phase("live", { source = source.pid, replica = replica.pid })
       r.live = live_phase(source, replica, LIVE)
+      if ph then ph.stop() end
+      r.trace = ph
       replica.send("quit")
     end
     reap(replica, "the replica")
     source.send("quit")
     local smain, sother = expect(source, "^cpu (%S+) (%S+)$", "the source's end", 60000)
+    if r.trace then r.trace.join(LIVE_TRACE, replica.pid) end
     r.cpu.source = tonumber(smain) + tonumber(sother)
     reap(source, "the source")
     return r
@@ -309,8 +321,11 @@ local function run_live_during_catchup()
   end
   local perf = PERF_SOURCE
     and spawn("perf", { "record", "-g", "-q", "-o", PERF_SOURCE, "-p", tostring(source.pid) })
+  local ph = live_trace and live_trace.phase("during", { source = source.pid, live_replica = live_rep.pid,
+    bulk_replica = bulk.pid })
   source.send("live 1000000")
   local secs = tonumber(expect(bulk, "^caught_up ([%d.]+) ", "the second replica's catch-up", CATCH_UP_TIMEOUT_MS))
+  if ph then ph.stop() end
   source.send("live_stop")
   if perf then common.stop(perf, 10000) end -- perf writes its file on SIGTERM
   local sent = expect(source, "^live_sent (%d+)$", "the live events' end", 60000)
@@ -327,7 +342,55 @@ local function run_live_during_catchup()
   live_rep.send("quit")
   reap(live_rep, "the first replica")
   stop_source(source)
+  if ph then ph.join(LIVE_TRACE, live_rep.pid) end
   return { events = last, secs = secs, sent = tonumber(sent), count = tonumber(count), p50 = tonumber(p50),
+    p99 = tonumber(p99), max = tonumber(max), mean = tonumber(mean) }
+end
+
+-- Live on a connection that carries a catch-up too: a source holding its
+-- own stream (one event) and a named stream of N events; a new replica
+-- follows both from it over one connection, subscribed to the first from
+-- "live": its latency of the events sent while it caught up the second
+-- (from just before its node opened until it was told it caught up).
+local function run_live_shared()
+  local d = fresh("shared-source")
+  local node = assert(odo.node { dir = d, tls = pki.source, sync = false, on_error = common.fail,
+    tune_allocator = true })
+  local bulk = node:stream_id("bulk")
+  assert(node:append(nil, { { type = "live", data = "0" } }))
+  local full = {}
+  for i = 1, BATCH do full[i] = { type = "bench", data = ("x"):rep(DATA_BYTES) } end
+  for at = 1, N, BATCH do assert(node:append(bulk, table.move(full, 1, math.min(BATCH, N - at + 1), 1, {}))) end
+  local store = node.store
+  run_until(function() return store:head_find(bulk, N) ~= nil and store:head_find(node.id, 1) ~= nil end,
+    RUN_TIMEOUT_MS, "signing the shared source's heads")
+  node:close()
+  local source, port, id, last = start_source(d)
+  local env = common.peer_env()
+  env[#env + 1] = ("ODO_BENCH_ALSO=%s %d"):format(bulk, N)
+  local rep = spawn("lua5.4", peer_args("replica", fresh("replica"), pki.replica.ca, pki.replica.cert,
+    pki.replica.key, port, id, tostring(last), "default", "1"), env, true)
+  local t0 = tonumber(expect(rep, "^started (%d+)$", "the replica's start", 60000))
+  expect(rep, "^ready$", "the replica's live subscription", CATCH_UP_TIMEOUT_MS)
+  local ph = live_trace and live_trace.phase("shared", { source = source.pid, replica = rep.pid })
+  rep.send("record")
+  source.send("live 1000000")
+  local t1 = tonumber(expect(rep, "^also_caught_up (%d+)$", "the named stream's catch-up", CATCH_UP_TIMEOUT_MS))
+  if ph then ph.stop() end
+  source.send("live_stop")
+  local sent = expect(source, "^live_sent (%d+)$", "the live events' end", 60000)
+  local wait = uv.new_timer()
+  local waited = false
+  wait:start(1000, 0, function() waited = true end)
+  run_until(function() return waited end, 5000, "waiting")
+  wait:close()
+  rep.send(("window %d %d"):format(t0, t1))
+  local count, p50, p99, max, mean = expect(rep, "^window (%d+) (%S+) (%S+) (%S+) (%S+)$", "the live window", 60000)
+  rep.send("quit")
+  reap(rep, "the replica")
+  stop_source(source)
+  if ph then ph.join(LIVE_TRACE, rep.pid) end
+  return { secs = (t1 - t0) / 1e9, sent = tonumber(sent), count = tonumber(count), p50 = tonumber(p50),
     p99 = tonumber(p99), max = tonumber(max), mean = tonumber(mean) }
 end
 
@@ -380,7 +443,7 @@ local function best_fleet(a, b)
   return a
 end
 
-local live_result, during, fleet, sync_rounds
+local live_result, during, fleet, sync_rounds, shared
 local function main()
   dir = common.tmpdir()
   pki = common.make_pki(dir, { "source", "replica", "replica2" })
@@ -397,6 +460,14 @@ local function main()
   src.node, src.id, appended, signed = fill_node()
   if ONLY == "during" then
     during = run_live_during_catchup()
+    return
+  end
+  if ONLY == "live" then
+    live_result = run_ours("default", true)
+    return
+  end
+  if ONLY == "shared" then
+    shared = run_live_shared()
     return
   end
   src.pipe = fill_pipe(src.id)
@@ -433,6 +504,7 @@ local function main()
 end
 
 common.main("bench/sync.lua", main, KEEP)
+if live_trace then print(table.concat(live_trace.lines, "\n")) end
 
 if ONLY == "during" then
   print(("live_during_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; %d events caught up"
@@ -454,6 +526,20 @@ elseif ONLY == "sync" then
   local median = m % 2 == 1 and ratios[(m + 1) // 2] or (ratios[m // 2] + ratios[m // 2 + 1]) / 2
   print(("peak_rss_mb: %.1f %.1f"):format(peak.source / 1024, peak.replica / 1024))
   print(("ratio_median: %.2f (range %.2f-%.2f over %d rounds)"):format(median, ratios[1], ratios[m], m))
+  return
+elseif ONLY == "shared" then
+  print(("live_shared_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events; sent on the connection"
+    .. " that carried a %d-event catch-up in %.3f s)"):format(shared.p50, shared.p99, shared.max, shared.mean,
+    shared.count, N, shared.secs))
+  print(("live_p99_ms_shared_catchup: %.3f"):format(shared.p99))
+  return
+elseif ONLY == "live" then
+  local lv, le = live_result.live, live_result.live_early
+  print(("live_after_catchup: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events)"):format(le.p50,
+    le.p99, le.max, le.mean, le.count))
+  print(("live: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms (%d events, after %.1f s settling)"):format(lv.p50,
+    lv.p99, lv.max, lv.mean, lv.count, live_result.settled_s))
+  print(("live_p99_ms: %.3f"):format(lv.p99))
   return
 elseif ONLY == "fleet" then
   print(("fleet: %d streams x %d events; catalogue exchange %.3f s; first stream caught up at %.3f s, last at"

@@ -23,6 +23,9 @@
 -- batch it stores is fsynced), "0" or absent: not. Prints first
 --   started <uv.hrtime() in ns just before the node opens>
 -- then
+--   also_caught_up <uv.hrtime() in ns>   (with ODO_BENCH_ALSO="STREAM N",
+--             once STREAM, another of the source's streams, is caught up
+--             at N; any time after "started")
 --   caught_up <seconds> <last revision> <hex hash of the last event> <how>
 --             <cipher> <cpu main> <cpu other>
 -- (one line) where how is "event" or "poll" (what noticed it first),
@@ -58,6 +61,9 @@
 -- ODO_BENCH_FLEET_PROGRESS=1 (fleet): every 250 ms a "progress" line on
 -- stderr (streams named, subscribed to and caught up, events received, CPU,
 -- the received batches on their way to the disk).
+-- ODO_BENCH_LIVE_TRACE=DIR (source, replica): the times of each live
+-- event's steps (bench/live_trace.lua) go to DIR/source.trace and
+-- DIR/replica-<pid>.trace when the process quits.
 -- ODO_BENCH_LUAPROF=1 (fleet, source): its Lua code is sampled
 -- (bench/luaprof.lua); the top lines and functions go to stderr at the end.
 --
@@ -87,6 +93,9 @@ if METRICS then
     return new_node(opts)
   end
 end
+
+-- ODO_BENCH_SOCKBUF=BYTES (source, replica): policy.peer_socket_buffer
+local SOCKBUF = tonumber(os.getenv("ODO_BENCH_SOCKBUF"))
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
@@ -140,6 +149,9 @@ end
 local stop_live -- ends the running "live N" early, when one runs
 local trace_dump -- with ODO_BENCH_TRACE=1: prints the engine calls' times
 local source_prof = os.getenv("ODO_BENCH_LUAPROF") == "1" and MODE == "source" and require "bench.luaprof"()
+local LIVE_TRACE = os.getenv("ODO_BENCH_LIVE_TRACE")
+local live_trace = LIVE_TRACE and require "bench.live_trace"
+local trace_done -- with ODO_BENCH_LIVE_TRACE: writes this process's trace
 
 -- With ODO_BENCH_TRACE=1: each call of the node into its sync engine is
 -- timed, wall and CPU (process) ms; trace_dump prints them on stderr.
@@ -191,8 +203,12 @@ end
 
 local function run_source()
   node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
-    tune_allocator = true })
+    tune_allocator = true, policy = SOCKBUF and { peer_socket_buffer = SOCKBUF } or nil })
   trace_engine()
+  if live_trace then
+    local dump = live_trace.source(node, require "odo.transport")
+    trace_done = function() dump(LIVE_TRACE .. "/source.trace") end
+  end
   local last, hash = last_hash(node, node.id)
   say("port", node.listen.port, node.id, last, hash)
   commands(function(line)
@@ -203,6 +219,7 @@ local function run_source()
       if stop_live then stop_live() end
     elseif line == "quit" then
       if trace_dump then trace_dump() end
+      if trace_done then trace_done() end
       if source_prof then source_prof() end
       say("cpu", thread_cpu())
       uv.stop()
@@ -226,6 +243,10 @@ local function run_replica()
     policy = policy or {}
     policy.replica_sync = true
   end
+  if SOCKBUF then
+    policy = policy or {}
+    policy.peer_socket_buffer = SOCKBUF
+  end
   local t0, done = uv.hrtime(), false
   local poll = handle(uv.new_timer())
   local function finish(how)
@@ -247,9 +268,12 @@ local function run_replica()
     if not live then return uv.stop() end
     local lat, want = {}, 0
     local recorded -- with "record": {send time, latency} of each live event
+    local tr = live_trace and live_trace.replica(node, require "odo.transport", source)
+    if tr then trace_done = function() tr.dump(("%s/replica-%d.trace"):format(LIVE_TRACE, uv.os_getpid())) end end
     node:subscribe(source, "live", function(batch)
       local now = uv.hrtime()
       for _, ev in ipairs(batch) do
+        if tr then tr.delivered(ev, now) end
         local sent = tonumber(ev.data)
         lat[#lat + 1] = (now - sent) / 1e6
         if recorded then recorded[#recorded + 1] = { sent, lat[#lat] } end
@@ -285,6 +309,7 @@ local function run_replica()
         say("window", #w, ("%.3f %.3f %.3f %.3f"):format(common.percentile(w, 0.5) or 0,
           common.percentile(w, 0.99) or 0, w[#w] or 0, #w > 0 and sum / #w or 0))
       elseif line == "quit" then
+        if trace_done then trace_done() end
         uv.stop()
       else
         error("unknown command: " .. line)
@@ -300,6 +325,17 @@ local function run_replica()
   node:on("caught_up", function(stream, rev)
     if stream == source and rev >= n then finish("event") end
   end)
+  -- ODO_BENCH_ALSO="STREAM N": says when another stream is caught up at N too
+  local also, also_n = (os.getenv("ODO_BENCH_ALSO") or ""):match("^(%S+) (%d+)$")
+  if also then
+    local said = false
+    node:on("caught_up", function(stream, rev)
+      if stream == also and rev >= tonumber(also_n) and not said then
+        said = true
+        say("also_caught_up", ("%d"):format(uv.hrtime()))
+      end
+    end)
+  end
   poll:start(10, 10, function() protect(finish, "poll") end)
 end
 

@@ -23,11 +23,15 @@
  * its head, or whose head its source did not sign, is refused (EVERIFY)
  * with nothing of it stored, as is
  * every write of that stream queued after it (they were staged on it),
- * the other streams' writes go on. The worker takes every write queued
- * when it wakes and merges them into one LevelDB write (one sync when
- * any asked for it, a group commit): received batches' events are put
- * straight into that write, the loop's own unsynced writes go alone
- * (merging them would copy their events; see write_jobs). Touches no Lua state on the
+ * the other streams' writes go on. The worker takes the writes queued
+ * when it wakes, up to a merged write's worth of received batches, and
+ * merges them into one LevelDB write (one sync when any asked for it, a
+ * group commit): received batches' events are put straight into that
+ * write, the loop's own unsynced writes go alone (merging them would copy
+ * their events; see write_jobs). A small received batch of a stream with
+ * nothing in flight (live traffic, odo_chain.urgent) is queued ahead of
+ * the others, after the urgent ones before it: it waits for one merged
+ * write at most, not for megabytes of another stream's catch-up. Touches no Lua state on the
  * worker; LevelDB writes are thread-safe. */
 
 /***
@@ -71,6 +75,7 @@ typedef struct commit_queue {
   odo_err start_err; /* why it could not take its priority */
   odo_err broken_err;
   cq_job *todo, *todo_tail; /* queued for the worker */
+  cq_job *urgent_tail;      /* the last urgent job at the front of todo */
   cq_job *busy;             /* being written */
   cq_job *fin, *fin_tail;   /* written (or failed), not yet collected */
   size_t inflight;          /* queued and not yet collected */
@@ -269,9 +274,18 @@ static void *worker(void *arg) {
     cq_job *list, *tail;
     while (q->todo == NULL && !q->stop) pthread_cond_wait(&q->work, &q->mu);
     if (q->todo == NULL) break;
-    list = q->todo;
-    tail = q->todo_tail;
-    q->todo = q->todo_tail = NULL;
+    /* the jobs queued, up to a merged write's worth of received batches,
+     * so that an urgent job queued meanwhile waits for one write at most */
+    list = tail = q->todo;
+    for (size_t bytes = 0; tail->next; tail = tail->next) {
+      if (tail == q->urgent_tail) q->urgent_tail = NULL;
+      bytes += tail->chain ? tail->chain->bytes : 0;
+      if (bytes >= MERGE_BYTES) break;
+    }
+    if (tail == q->urgent_tail) q->urgent_tail = NULL;
+    q->todo = tail->next;
+    if (q->todo == NULL) q->todo_tail = NULL;
+    tail->next = NULL;
     q->busy = list;
     pthread_mutex_unlock(&q->mu);
     write_jobs(q, list);
@@ -337,6 +351,10 @@ static void apply_finished(commit_queue *q) {
 }
 
 /* Waits until nothing is queued or being written, then applies. */
+static int queue_busy(odo_writer *w) {
+  return ((commit_queue *)w)->inflight > 0; /* counted on the loop thread only */
+}
+
 static void queue_settle(odo_writer *w) {
   commit_queue *q = (commit_queue *)w;
   pthread_mutex_lock(&q->mu);
@@ -436,6 +454,7 @@ static int l_commit_queue(lua_State *L) {
   pthread_cond_init(&q->done, NULL);
   q->writer.settle = queue_settle;
   q->writer.submit = queue_submit;
+  q->writer.busy = queue_busy;
   q->dep.release = queue_dep_release;
   q->store = s;
   q->next_id = 1;
@@ -488,9 +507,19 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
   j->sync = sync;
   j->id = q->next_id++;
   pthread_mutex_lock(&q->mu);
-  if (q->todo_tail) q->todo_tail->next = j;
-  else q->todo = j;
-  q->todo_tail = j;
+  if (chain && chain->urgent) {
+    /* ahead of the bulk jobs queued, after the urgent ones: it depends on
+     * none of them (its stream had nothing in flight) */
+    cq_job **at = q->urgent_tail ? &q->urgent_tail->next : &q->todo;
+    j->next = *at;
+    *at = j;
+    if (j->next == NULL) q->todo_tail = j;
+    q->urgent_tail = j;
+  } else {
+    if (q->todo_tail) q->todo_tail->next = j;
+    else q->todo = j;
+    q->todo_tail = j;
+  }
   q->inflight++;
   pthread_cond_signal(&q->work);
   pthread_mutex_unlock(&q->mu);

@@ -44,6 +44,8 @@ typedef struct odo_stream {
   /* group commits written on the commit queue's worker (commit_queue.c):
    * how many are in flight, and the entry after the newest of them */
   unsigned inflight;
+  unsigned urgent_inflight; /* of them, received batches queued as urgent
+                             * (sync_recv.c: live, ahead of bulk) */
   odo_cat tip;
   uint64_t head;  /* newest signed head's revision, once head_known */
   int head_known; /* (kept by the sync engine, which writes heads) */
@@ -79,6 +81,8 @@ typedef struct odo_chain {
   uint64_t head_rev;
   uint8_t sig[ODO_MAX_SIG];
   size_t sig_len;
+  int urgent; /* a small (live) batch of a stream with nothing in flight:
+               * the writer queues it ahead of the bulk ones */
 } odo_chain;
 /* Frees a chain and its reference to the key (NULL: nothing). */
 void odo_chain_free(odo_chain *c);
@@ -112,6 +116,9 @@ typedef struct odo_writer {
   void (*settle)(struct odo_writer *w);
   long long (*submit)(struct odo_writer *w, int sync, odo_chain *chain,
                       odo_write_done *done, odo_err *e);
+  /* whether any write is queued, being written or not yet collected
+   * (loop thread): a write of the loop's own then waits for none */
+  int (*busy)(struct odo_writer *w);
 } odo_writer;
 
 /* The store's LevelDB filter policy (store_filter.c): bloom filters

@@ -137,7 +137,10 @@ static int l_detach(lua_State *L) {
  * session. Returns events for Lua: catalogue {full, entries}, subscribed
  * {stream, from}, events {stream, last, count}, snapshot {stream, rev},
  * caught_up {stream, rev}, refused {stream, code, reason}, violation
- * {stream, code, reason} (end the session with BYE `code`).
+ * {stream, code, reason} (end the session with BYE `code`). With a commit
+ * queue on the store, "events" of a batch queued for its worker come from
+ * `written` instead; a small batch of a stream with nothing in flight,
+ * without `replica_sync`, is written at once and noted here.
  * @function sync:handle
  */
 static int l_handle(lua_State *L) {
@@ -159,7 +162,7 @@ static int l_handle(lua_State *L) {
  * until the batches before it were, violation {stream, code, reason,
  * peer} for a batch refused or not written (end that peer's session).
  * With no commit queue on the store, `handle` writes batches itself and
- * this returns none.
+ * this returns none (so it does for small live batches: see `handle`).
  * @function sync:written
  * @treturn table the notes
  * @treturn integer bytes of batches in flight to the writer

@@ -115,6 +115,7 @@ typedef struct sync_written {
   uint64_t rev; /* the batch's head, or where CAUGHT_UP said */
   uint32_t count;
   size_t bytes;
+  int urgent; /* queued ahead of bulk batches (counted in urgent_inflight) */
   odo_err e;
   struct sync_written *next;
 } sync_written;

@@ -5,7 +5,8 @@
  * batch is checked (it continues the stream at last + 1, its chain hashes
  * end at the head's hash, the head carries the source's signature) before
  * it is written with its head in one write (pipelined when the store has
- * a writer: see queue_events); SNAPSHOT chunks are assembled
+ * a writer: see queue_events; small live batches are written at once, see
+ * write_here); SNAPSHOT chunks are assembled
  * and the whole snapshot verified against the source's signature before
  * it is stored. Nothing unverified reaches the store. What happened goes
  * to Lua as notes; a peer that broke the protocol gets a "violation" note
@@ -15,6 +16,10 @@
 #include <stdlib.h>
 
 #include "sync.h"
+
+/* A batch this small is live traffic: written at once when it can be
+ * (write_here), else queued ahead of bulk batches (queue_events). */
+#define ODO_LIVE_BATCH_BYTES 8192u
 
 /* A peer sent something wrong: the session ends with `code` (Lua reports
  * and decides what happens to the peer). */
@@ -318,6 +323,7 @@ static void batch_written(odo_write_done *d, int ok, const odo_err *e) {
   odo_stream *st = odo_store_find(y->store, w->stream, w->len);
   y->writes--;
   y->write_bytes -= w->bytes;
+  if (st && w->urgent && st->urgent_inflight) st->urgent_inflight--;
   if (ok) {
     w->kind = "events";
     if (st) odo_sync_note_head(st, w->rev);
@@ -411,6 +417,10 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   ch->head_rev = m->head_rev;
   ch->sig_len = m->sig_len; /* at most ODO_MAX_SIG (the decoder's bound) */
   memcpy(ch->sig, m->sig, m->sig_len);
+  /* live: its stream has nothing in flight but urgent batches before it,
+   * so it can go ahead of the other streams' catch-up batches queued for
+   * the writer (and stay behind its own) */
+  ch->urgent = n <= ODO_LIVE_BATCH_BYTES && st->inflight == st->urgent_inflight;
   memcpy(ch->head, m->head_hash, ODO_HASH_LEN);
   memcpy(ch->stream, id, sl);
   ch->stream_len = sl;
@@ -427,12 +437,14 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   w->rev = m->head_rev;
   w->count = (uint32_t)(count - skip);
   w->bytes = bytes;
+  w->urgent = ch->urgent;
   if (s->writer->submit(s->writer, y->replica_sync, ch, &w->done, &e) == 0) {
     s->staging_async = 0;
     free(w);
     return violation(L, ev, id, sl, "local", "%s: %s", e.name, e.msg);
   }
   s->staging_async = 0;
+  if (w->urgent) st->urgent_inflight++;
   y->writes++;
   y->write_bytes += bytes;
 }
@@ -486,6 +498,21 @@ void odo_sync_written_release(odo_sync *y) {
 
 /* ---- EVENTS ------------------------------------------------------------------ */
 
+/* Whether a batch is written here, on the loop thread, though the store
+ * has a writer: a small one (live traffic) of a stream with no write in
+ * flight, when no fsync is asked for and the writer has nothing to do. Its
+ * events then reach subscribers in this loop turn, not after two hand-offs
+ * between threads (to the worker, and back through its descriptor), each
+ * a wait for a CPU on a busy machine. Bulk batches keep the pipeline. */
+static int write_here(odo_sync *y, const odo_msg_events *m, size_t n) {
+  odo_stream *st;
+  if (y->replica_sync || y->writes || n > ODO_LIVE_BATCH_BYTES ||
+      y->store->writer->busy(y->store->writer))
+    return 0;
+  st = odo_store_find(y->store, m->id, m->id_len);
+  return st != NULL && st->inflight == 0;
+}
+
 static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                          const uint8_t *b, size_t n) {
   odo_msg_events m;
@@ -508,7 +535,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     return refuse(L, ev, y, p, id, sl, "verification failed",
                   "a batch of %u events from %llu does not end at its head %llu",
                   count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
-  if (y->store->writer) {
+  if (y->store->writer && !write_here(y, &m, n)) {
     /* its signature is checked on the writer's thread, with its chain,
      * unless that thread is behind: the loop then checks it (the two
      * share a fleet's many signatures) */

@@ -55,6 +55,16 @@ P.worker_nice = 10
 -- Bounds a catch-up's memory.
 P.sync_write_backlog = 8 * 1024 * 1024
 
+--- The kernel's send and receive buffers of each peer socket, in bytes
+-- (SO_SNDBUF and SO_RCVBUF, where the adapter can set them); nil: the
+-- kernel's own sizing. Live events that share a connection with a
+-- catch-up wait behind what these buffers hold: bounding them (128-256
+-- KiB) cuts that wait from hundreds of ms to tens on a loaded machine
+-- (bench/README.md, "live on a shared connection"), but caps one
+-- connection's throughput near buffer / round-trip time, too low for a
+-- link of tens of ms (256 KiB over 50 ms: about 10 MB/s).
+P.peer_socket_buffer = nil
+
 --- Which reducer snapshots a stream: nil (no snapshots: the default, as
 -- compaction then never discards history), "kv", "last", or a Lua reducer
 -- `{ name = "...", reduce = function(state, events) return state end,

@@ -12,6 +12,7 @@ local S = {}
 
 -- Policies whose default is nil (so `odo.policy` has no entry for them).
 local DEFAULT_NIL = { reducer = true }
+DEFAULT_NIL.peer_socket_buffer = true
 
 -- Policies that must be positive numbers (a zero would stall a loop or
 -- spin a timer); every other number must be at least 0.
@@ -75,6 +76,10 @@ function S.check(k, v, level)
   end
   if k == "reducer" then
     if not check_reducer(v) then bad("must be nil, \"kv\", \"last\", a function or { name =, reduce = }") end
+  elseif k == "peer_socket_buffer" then
+    if v ~= nil and (type(v) ~= "number" or not (v >= 4096 and v <= 2 ^ 30)) then
+      bad("must be nil or a number of bytes from 4096 to 2^30")
+    end
   elseif DELAYS[k] then
     local ok, why = check_backoff(v)
     if not ok then bad("must be an array of delays (ms) or a function" .. (why and (": " .. why) or "")) end

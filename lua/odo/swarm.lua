@@ -59,6 +59,7 @@ function Swarm.new(node, opts)
     host = opts.host,
     handshake_timeout_ms = self.policy.handshake_timeout_ms,
     max_frame = self.policy.max_frame_bytes,
+    socket_buffer = self.policy.peer_socket_buffer,
     tune_allocator = opts.tune_allocator,
     protect = function(fn, ...) return node:protect(fn, ...) end,
     admission = {

@@ -91,6 +91,9 @@ function Sync:_schedule_pump()
     self.node:protect(function()
       self.pump_scheduled = false
       if self.closed then return end
+      -- own appends waiting for their heads: signed first, so their live
+      -- batches go out before this slice of bulk, not a slice later
+      if self.sign_scheduled then self:_sign() end
       self:_pump(self.policy.sync_pump_us)
     end)
   end)
@@ -114,15 +117,20 @@ function Sync:_schedule_sign()
   self.sign_scheduled = true
   self.adapter.defer(function()
     self.node:protect(function()
-      self.sign_scheduled = false
-      if self.closed or not self.store:is_open() then return end
-      local n, more = self.engine:sign_heads(self.policy.sign_budget)
-      if n == nil then return self.node:report_error("signing heads: " .. tostring(more)) end
-      -- new heads make live batches due: out at once, before any bulk
-      if n > 0 then self:_pump(1) end
-      if more then self:_schedule_sign() end
+      if self.sign_scheduled then self:_sign() end -- (unless a pump did it first)
     end)
   end)
+end
+
+-- Signs what is due now (see _schedule_sign).
+function Sync:_sign()
+  self.sign_scheduled = false
+  if self.closed or not self.store:is_open() then return end
+  local n, more = self.engine:sign_heads(self.policy.sign_budget)
+  if n == nil then return self.node:report_error("signing heads: " .. tostring(more)) end
+  -- new heads make live batches due: out at once, before any bulk
+  if n > 0 then self:_pump(1) end
+  if more then self:_schedule_sign() end
 end
 
 -- The code of what a peer was told of a stream: our hops, plus 256 when

@@ -34,6 +34,9 @@ local function noop() end
 --   `handshake_timeout_ms` (default 10000), `protect` (runs callbacks:
 --   `function(fn, ...)`, default pcall and print), `admission` (the
 --   bounds on unauthenticated incoming connections: see `odo.admission`),
+--   `socket_buffer` (bytes: the kernel's send and receive buffers of each
+--   socket, when the adapter's sockets have `buffer_size`; nil: the
+--   kernel's own sizing),
 --   `tune_allocator` (boolean: tune glibc's malloc for the whole process,
 --   see `odo.core.tune_allocator`; `odo run` asks for it, an embedded node
 --   does not by default)
@@ -56,6 +59,7 @@ function Transport.new(opts)
     host = opts.host,
     instance = instance,
     max_frame = opts.max_frame,
+    socket_buffer = opts.socket_buffer,
     high = opts.high,
     low = opts.low,
     handshake_timeout_ms = opts.handshake_timeout_ms or 10000,
@@ -94,6 +98,7 @@ function Transport:_conn(sock, server, handlers)
   }, Conn)
   self.conns[conn] = true
   self.admission.open = self.admission.open + 1
+  if self.socket_buffer and sock.buffer_size then sock:buffer_size(self.socket_buffer) end
   conn.remote_host, conn.remote_port = sock:peer()
   conn.hello_timer = self.adapter.timer(self.handshake_timeout_ms, function()
     self.protect(conn._timeout, conn)

@@ -181,6 +181,14 @@ function Sock:write(data, cb)
   if not ok and cb then A.defer(function() cb(err or "write failed") end) end
 end
 
+--- Sets the kernel's send and receive buffers (SO_SNDBUF, SO_RCVBUF;
+-- Linux doubles them for its own bookkeeping); false when it could not.
+function Sock:buffer_size(bytes)
+  local ok = pcall(uv.send_buffer_size, self.tcp, bytes)
+  local ok2 = pcall(uv.recv_buffer_size, self.tcp, bytes)
+  return ok and ok2
+end
+
 --- Bytes queued in libuv, not yet written.
 function Sock:queued()
   return self.tcp:get_write_queue_size()
