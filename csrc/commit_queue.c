@@ -350,11 +350,12 @@ static void apply_finished(commit_queue *q) {
   }
 }
 
-/* Waits until nothing is queued or being written, then applies. */
+/* Whether a write is queued, being written or not yet collected. */
 static int queue_busy(odo_writer *w) {
   return ((commit_queue *)w)->inflight > 0; /* counted on the loop thread only */
 }
 
+/* Waits until nothing is queued or being written, then applies. */
 static void queue_settle(odo_writer *w) {
   commit_queue *q = (commit_queue *)w;
   pthread_mutex_lock(&q->mu);

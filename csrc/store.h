@@ -49,6 +49,7 @@ typedef struct odo_stream {
   odo_cat tip;
   uint64_t head;  /* newest signed head's revision, once head_known */
   int head_known; /* (kept by the sync engine, which writes heads) */
+  uint64_t head_staged; /* newest head handed to the writer (0: none) */
   struct odo_stream *next; /* hash bucket chain */
 } odo_stream;
 

@@ -108,6 +108,7 @@ typedef struct sync_written {
   odo_write_done done; /* first: the writer calls it */
   struct odo_sync *y;
   const char *kind; /* "events", "caught_up", or NULL: failed (e) */
+  int heads;        /* own heads signed (sync_serve.c), not a batch */
   const char *code; /* failed: the violation's code when the loop found it */
   char peer[ODO_NODE_ID_HEX + 1];
   char stream[ODO_MAX_STREAM_ID + 1];

@@ -455,7 +455,16 @@ void odo_sync_written(lua_State *L, int ev, odo_sync *y) {
     free(y->done); /* first: a memory error building its note leaks nothing */
     y->done = one.next;
     if (y->done == NULL) y->done_tail = NULL;
-    if (w->kind) {
+    if (w->heads) {
+      odo_sync_note(L, "heads", w->stream, w->len);
+      odo_pushu64(L, w->rev);
+      lua_setfield(L, -2, "rev");
+      if (w->kind == NULL) {
+        lua_pushfstring(L, "%s: %s", w->e.name, w->e.msg);
+        lua_setfield(L, -2, "reason");
+      }
+      odo_sync_note_end(L, ev);
+    } else if (w->kind) {
       odo_sync_note(L, w->kind, w->stream, w->len);
       odo_pushu64(L, w->rev);
       lua_setfield(L, -2, w->kind[0] == 'e' ? "last" : "rev");

@@ -458,7 +458,8 @@ unsigned odo_sync_catalogue(lua_State *L, odo_sync *y, odo_stream **list,
 /* ---- signing heads ------------------------------------------------------------ */
 
 /* The newest signed head's revision (0: none), found in the store once,
- * then kept up to date as heads are written. */
+ * then kept up to date as heads are written; a head with the writer
+ * counts (it is not signed twice). */
 static int last_head(odo_sync *y, odo_stream *st, uint64_t *rev, odo_err *e) {
   odo_head h;
   int rc;
@@ -468,7 +469,65 @@ static int last_head(odo_sync *y, odo_stream *st, uint64_t *rev, odo_err *e) {
     st->head = rc == 1 ? h.rev : 0;
     st->head_known = 1;
   }
-  *rev = st->head;
+  *rev = st->head > st->head_staged ? st->head : st->head_staged;
+  return 1;
+}
+
+/* The writer is done with own heads (loop thread): the pump may serve up
+ * to them, and Lua hears of it at the next sync:written. Heads that were
+ * not written are signed again at the next pass. */
+static void heads_written(odo_write_done *d, int ok, const odo_err *e) {
+  sync_written *w = (sync_written *)d;
+  odo_sync *y = w->y;
+  odo_stream *st = odo_store_find(y->store, w->stream, w->len);
+  y->writes--;
+  if (ok) {
+    w->kind = "heads";
+    if (st) odo_sync_note_head(st, w->rev);
+  } else {
+    w->e = *e;
+    if (st && st->head_staged <= w->rev) st->head_staged = st->head;
+  }
+  if (y->done_tail) y->done_tail->next = w;
+  else y->done = w;
+  y->done_tail = w;
+}
+
+/* Ends the signing transaction: while the writer (the commit queue) has
+ * writes, hands it over, never waiting on the loop in LevelDB's writer
+ * queue (behind a durable commit's fsync); with the writer idle or none,
+ * writes it at once (no round trip through the worker for a live head). */
+static int commit_heads(odo_sync *y, odo_stream *st, uint64_t rev, odo_err *e) {
+  odo_store *s = y->store;
+  sync_written *w;
+  if (s->writer == NULL || !s->writer->busy(s->writer)) {
+    if (!odo_txn_commit(s, 0, e)) return 0;
+    odo_sync_note_head(st, rev);
+    return 1;
+  }
+  w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    odo_txn_abort(s);
+    return odo_err_set(e, "ENOMEM", "out of memory signing heads of stream %.*s",
+                       (int)st->id_len, st->id);
+  }
+  w->done.fn = heads_written;
+  w->y = y;
+  w->heads = 1;
+  memcpy(w->stream, st->id, st->id_len);
+  w->len = st->id_len;
+  w->rev = rev;
+  s->staging_async = 1;
+  /* a write of the queue's holds a stream; this one's entry is unchanged */
+  (void)odo_txn_touch(s, st);
+  if (s->writer->submit(s->writer, 0, NULL, &w->done, e) == 0) {
+    s->staging_async = 0;
+    free(w);
+    return 0;
+  }
+  s->staging_async = 0;
+  y->writes++;
+  st->head_staged = rev;
   return 1;
 }
 
@@ -513,10 +572,14 @@ int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,
     }
   }
   odo_reader_close(&r);
-  if (rc < 0 || !odo_txn_commit(y->store, 0, e)) {
+  if (rc < 0) {
     odo_txn_abort(y->store);
     return -1;
   }
-  odo_sync_note_head(st, signed_to);
+  if (signed_n == 0) {
+    odo_txn_abort(y->store);
+    return 0;
+  }
+  if (!commit_heads(y, st, signed_to, e)) return -1;
   return signed_n;
 }

@@ -128,8 +128,12 @@ function Sync:_sign()
   if self.closed or not self.store:is_open() then return end
   local n, more = self.engine:sign_heads(self.policy.sign_budget)
   if n == nil then return self.node:report_error("signing heads: " .. tostring(more)) end
-  -- new heads make live batches due: out at once, before any bulk
-  if n > 0 then self:_pump(1) end
+  -- new heads make live batches due: out at once, before any bulk (heads
+  -- handed to a busy commit queue: once it wrote them, on_written)
+  if n > 0 then
+    if select(2, self.engine:backlog()) > 0 then self.node:await_commits() end
+    self:_pump(1)
+  end
   if more then self:_schedule_sign() end
 end
 
@@ -365,14 +369,24 @@ end
 function Sync:on_written()
   if self.closed then return end
   local notes, bytes = self.engine:written()
-  local by_peer, order = {}, {}
+  local by_peer, order, heads = {}, {}, false
   for _, n in ipairs(notes) do
-    if not by_peer[n.peer] then
-      by_peer[n.peer] = {}
-      order[#order + 1] = n.peer
+    if n.event == "heads" then
+      -- own heads the commit queue wrote (signed in _schedule_sign)
+      if n.reason then
+        self.node:report_error(("signing heads of %s: %s"):format(n.stream, n.reason))
+      else
+        heads = true
+      end
+    else
+      local list = by_peer[n.peer]
+      if not list then
+        list = {}
+        by_peer[n.peer] = list
+        order[#order + 1] = n.peer
+      end
+      list[#list + 1] = n
     end
-    local list = by_peer[n.peer]
-    list[#list + 1] = n
   end
   for _, pid in ipairs(order) do
     local rec = self.peers[pid]
@@ -393,6 +407,8 @@ function Sync:on_written()
       if self.peers[pid] == rec then rec.peer.conn:hold_reading(false) end
     end
   end
+  -- their live batches are due: out at once, before any bulk
+  if heads then self:_pump(1) end
 end
 
 -- Acts on the engine's notes about peer p.

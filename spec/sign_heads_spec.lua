@@ -1,0 +1,59 @@
+-- Own heads are written on the commit queue's worker while it has writes,
+-- not on the loop: a write on the loop would wait in LevelDB's writer
+-- queue behind the worker's durable commit (its fsync), stalling a host's
+-- frame. With the worker idle they are written at once. A head handed to
+-- the worker is not signed again while in flight, the pump serves up to
+-- it once written, and a peer gets the events it covers.
+local H = require "helper"
+
+describe("own heads", function()
+  local env = H.memory_world("heads", 2)
+  setup(function() env.setup() end)
+  teardown(H.cleanup)
+  before_each(function() env.before_each() end)
+  after_each(function()
+    for _, n in ipairs(env.after_each()) do assert.same({}, n.errors) end
+  end)
+
+  it("go to the commit queue's worker while it writes, are signed once, and reach a peer once written", function()
+    local net, pki = env.net, env.pki
+    local a = H.net_node(net, 1, pki.n[1])
+    env.nodes[#env.nodes + 1] = a
+    assert.is_truthy(a:commit_queue(), "the node has a commit queue")
+    local engine = a.sync.engine
+    -- the worker idle: written at once (no round trip for a live head)
+    a:append(nil, H.events(2, "idle"))
+    assert.equal(1, (engine:sign_heads()))
+    assert.equal(0, select(2, engine:backlog()))
+    -- a durable append on the worker: the head of the events before it
+    -- is handed to the worker behind it, not written on the loop
+    a:append(nil, H.events(3))
+    -- (queued straight on the node's commit queue: the worker holds it
+    -- until the loop collects it)
+    assert.is_truthy(a:commit_queue():submit({ { events = H.events(1, "durable"), sync = true } }))
+    -- (the node's own signing pass is deferred to the next loop turn)
+    local signed, more = engine:sign_heads()
+    assert.equal(1, signed)
+    assert.is_false(more)
+    assert.equal(1, select(2, engine:backlog()))
+    -- in flight: not signed again
+    assert.equal(0, (engine:sign_heads()))
+    a:await_commits() -- (what the node's own pass does after signing)
+    assert.is_true(net.run_until(function() return select(2, engine:backlog()) == 0 end, 5000))
+    assert.equal(0, (engine:sign_heads()))
+    -- the head is stored: a peer catches up to it
+    local b = H.net_node(net, 2, pki.n[2], { peers = { "10.0.0.1:4000" } })
+    env.nodes[#env.nodes + 1] = b
+    b:subscribe(a.id, 1, function() end)
+    assert.is_true(net.run_until(function() return b:caught_up(a.id) end, 20000))
+    assert.equal(6, b.store:stream(a.id).last)
+    -- more appends: signed from where the written head ended
+    a:append(nil, H.events(3, "more"))
+    assert.equal(1, (engine:sign_heads()))
+    a:await_commits()
+    assert.is_true(net.run_until(function()
+      local st = b.store:stream(a.id)
+      return st and st.last == 9
+    end, 20000))
+  end)
+end)
