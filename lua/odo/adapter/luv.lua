@@ -143,8 +143,12 @@ end
 -- turn, and each 64 KiB chunk of a catch-up costs the node about 0.7 ms,
 -- so without a budget one turn (a host's `step`) could run for 20 ms and
 -- more. Past the budget the socket stops reading until the next loop
--- turn (a deferred call); nil: no budget.
-A.read_budget_ms = 1
+-- turn (a deferred call); nil: no budget. 0.5 ms keeps a host's step
+-- under 2 ms at the 99th percentile while catching up (`make
+-- bench-embed`: 1 ms gave 2.05-2.61 ms on a quiet machine, 0.5 ms
+-- 1.36-1.57) and costs a catch-up nothing measurable (bench-sync's
+-- ratio to the C pipe 0.87-0.89 with 1 ms, 0.90-0.92 with 0.5 ms).
+A.read_budget_ms = 0.5
 
 --- Starts reading: fn(err, data); data is nil at end of stream.
 function Sock:read_start(fn)
