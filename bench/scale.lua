@@ -107,9 +107,10 @@ local function simulate(n, events, writers)
   local connect = net.connect
   net.connect = function(...) dials = dials + 1; return connect(...) end
   local reasons = {} -- why peers left the active or connecting state, counted
+  local attempts, dialling = {}, {} -- "origin>outcome" -> dials; node -> address -> origin of the dial under way
   net.tap(function(_, _, data) bytes = bytes + #data; return data end)
   local policy = { heartbeat_interval_ms = 30000, heartbeat_timeout_ms = 60000, tick_ms = 1000,
-    backoff_jitter = 0.5 }
+    backoff_jitter = 0.5, dial_peers = tonumber(os.getenv("ODO_SCALE_DIAL_PEERS") or "") }
   local nodes, alive, have, complete = {}, {}, {}, 0
   local batches, received, dups = 0, 0, 0
   local by_type = {} -- frame type -> payload bytes received (every frame a layer above the transport takes)
@@ -133,6 +134,41 @@ local function simulate(n, events, writers)
       by_type[t] = (by_type[t] or 0) + #payload
       return Swarm._message(sw, conn, t, payload)
     end
+    -- why each dial was made: where its address came from (a PEX frame of
+    -- a refusal or a sample, the seed, history), or a long-range or repair
+    -- dial past the dialling limit, or a retry after a refusal or failure
+    local origin, pex_flags = {}, nil
+    node.swarm._pex = function(sw, p, payload)
+      pex_flags = payload:byte(1)
+      Swarm._pex(sw, p, payload)
+      pex_flags = nil
+    end
+    node.swarm.discover = function(sw, h, port, source, limit)
+      local key = h .. ":" .. tostring(port)
+      local o = source and source.name or "?"
+      if o == "pex" then o = pex_flags == 1 and "pex_full" or "pex_sample" end
+      if limit then o = limit >= sw.policy.max_peers and "repair" or "long_range" end
+      if limit or not origin[key] then origin[key] = o end
+      return Swarm.discover(sw, h, port, source, limit)
+    end
+    node.dial_origin = origin
+    node:on("peer", function(info, old, new, reason)
+      local key = info.host and info.port and (info.host .. ":" .. info.port)
+      local d = key and dialling[i] and dialling[i][key]
+      if new == "connecting" and key and old ~= "active" then
+        if d and d.active then attempts[d.o .. ">active"] = (attempts[d.o .. ">active"] or 0) + 1 end
+        local o = old == "lifesupport" and ("retry_" .. (info.refused or "failed")) or origin[key] or "?"
+        dialling[i] = dialling[i] or {}
+        dialling[i][key] = { o = o }
+      elseif d and old == "connecting" and new == "active" then
+        d.active = true -- the outcome: whether it stays, or ends at once refused
+      elseif d and (old == "connecting" or old == "active") then
+        dialling[i][key] = nil
+        local k = d.o .. ">" .. ((d.active and not (reason == "full" or reason == "duplicate")) and "active"
+          or tostring(reason))
+        attempts[k] = (attempts[k] or 0) + 1
+      end
+    end)
     node:on("replicated", function(stream, last, _, count, kind)
       if kind == "events" then
         batches = batches + 1
@@ -172,6 +208,18 @@ local function simulate(n, events, writers)
       end
     end
   end
+  -- dials by "origin>outcome", those under way counted as they stand
+  local function dials_counted()
+    local out = {}
+    for k, v in pairs(attempts) do out[k] = v end
+    for _, ds in pairs(dialling) do
+      for _, d in pairs(ds) do
+        local k = d.o .. ">" .. (d.active and "active" or "connecting")
+        out[k] = (out[k] or 0) + 1
+      end
+    end
+    return out
+  end
   local function run(label, ns, expect_complete)
     local t0, w0 = net.now(), uv.hrtime()
     local b0, bytes0, r0, d0 = batches, bytes, received, dials
@@ -179,6 +227,10 @@ local function simulate(n, events, writers)
     for k, v in pairs(reasons) do reasons0[k] = v end
     local t_before = {}
     for t, b in pairs(by_type) do t_before[t] = b end
+    local a_before, c_before = dials_counted(), {}
+    for _, nd in ipairs(ns) do
+      for k, v in pairs(nd.sync.sent) do c_before[k] = (c_before[k] or 0) + v end
+    end
     local said = uv.hrtime()
     local ok = net.run_until(function()
       if uv.hrtime() - said > 60e9 then -- progress, on stderr, once a wall minute
@@ -224,6 +276,23 @@ local function simulate(n, events, writers)
     table.sort(why)
     print(("scale_sim %-12s connections_per_node=%.1f ends_per_node %s"):format(label, (dials - d0) / #ns,
       table.concat(why, " ")))
+    local per_origin = {}
+    for k, v in pairs(dials_counted()) do
+      local d = v - (a_before[k] or 0)
+      if d > 0 then per_origin[#per_origin + 1] = ("%s=%.2f"):format(k, d / #ns) end
+    end
+    table.sort(per_origin)
+    print(("scale_sim %-12s dials_per_node (origin>outcome) %s"):format(label, table.concat(per_origin, " ")))
+    local sent, causes = {}, {}
+    for _, nd in ipairs(ns) do
+      for k, v in pairs(nd.sync.sent) do sent[k] = (sent[k] or 0) + v end
+    end
+    for k, v in pairs(sent) do
+      local d = v - (c_before[k] or 0)
+      if d > 0 then causes[#causes + 1] = ("%s=%.1f"):format(k, d / #ns / math.max(1, w)) end
+    end
+    table.sort(causes)
+    print(("scale_sim %-12s catalogue_entries_per_node_per_stream %s"):format(label, table.concat(causes, " ")))
     io.stdout:flush()
     return (bytes - bytes0) / copies, received - r0
   end

@@ -54,6 +54,10 @@ function Sync.new(node, tls)
     snap_told = {}, -- stream id -> the source snapshot revision we last pushed
     snap_asked = {}, -- stream id -> source snapshot revision asked for
     held_peers = {}, -- peer id -> rec: not read from while batches wait for the disk
+    -- catalogue entries sent, by cause: "full" (a new peer's catalogue),
+    -- "new", "follows", "lost", "longer", "shorter", "snapshot" (route
+    -- pushes: routing_matters), "advance" (refreshes)
+    sent = {},
     closed = false,
   }, Sync)
   -- our own key, so `odo verify` can check our streams with no node running
@@ -135,13 +139,16 @@ end
 -- when it has no better path, or we follow it; afterwards a change of
 -- bit 1, a longer distance (loops count up and end), a shorter one when
 -- it follows us or would switch to us, a new source snapshot.
+-- Returns why (the cause `Sync.sent` counts it under), or nil.
 local function routing_matters(rec, id, hops, yours, snap_changed)
   local told, e = rec.told[id], rec.catalogue[id]
   local better = not e or e.follows_you or e.hops > hops + 1
-  if told == nil then return yours or better end
+  if told == nil then return (yours or better) and "new" or nil end
   told = told % 512
-  if (told >= 256) ~= yours or hops > told % 256 then return true end
-  return snap_changed or (hops < told % 256 and better)
+  if (told >= 256) ~= yours then return "follows" end
+  if hops > told % 256 then return hops == NO_PATH and "lost" or "longer" end
+  if snap_changed then return "snapshot" end
+  return hops < told % 256 and better and "shorter" or nil
 end
 
 -- Sends each peer the entries of the streams `ids` that
@@ -149,7 +156,7 @@ end
 -- last revision, and whether the source snapshot changed since the last
 -- route push), noting what each peer was told.
 function Sync:_push_entries(ids, route, pick)
-  local hops, held = self:_hops(ids), {}
+  local hops, held, sent = self:_hops(ids), {}, self.sent
   for _, id in ipairs(ids) do
     local st = self.store:stream(id)
     if st then
@@ -165,7 +172,9 @@ function Sync:_push_entries(ids, route, pick)
     local list, yours = {}, {}
     for _, h in ipairs(held) do
       local y = self.upstream[h.id] == pid
-      if pick(rec, h, y) then
+      local why = pick(rec, h, y)
+      if why then
+        sent[why] = (sent[why] or 0) + 1
         list[#list + 1] = h.id
         yours[h.id] = y or nil
         rec.told[h.id] = told_code(h.hops, y, h.last)
@@ -215,7 +224,7 @@ end
 function Sync:_schedule_refresh()
   push_later(self, "refresh_timer", self.policy.catalogue_refresh_ms, "advanced", false, function(rec, h)
     local told = rec.told[h.id]
-    return told ~= nil and math.floor(told / 512) < h.last
+    return told ~= nil and math.floor(told / 512) < h.last and "advance" or nil
   end)
 end
 
@@ -302,7 +311,9 @@ function Sync:on_active(p)
   self.peers[p.id] = rec
   local hops, yours = self:_hops(), self:_yours(p.id)
   self.engine:catalogue(session, nil, hops, yours)
-  for _, st in ipairs(self.store:streams()) do
+  local streams = self.store:streams()
+  self.sent.full = (self.sent.full or 0) + #streams
+  for _, st in ipairs(streams) do
     rec.told[st.id] = told_code(st.own and 0 or hops[st.id] or NO_PATH, yours[st.id], st.last)
   end
   p.conn:flush()
