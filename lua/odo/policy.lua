@@ -133,9 +133,13 @@ P.refusal_memory_ms = 10 * 60 * 1000
 -- as "full" with addresses to try, and extra peers are shed politely.
 P.target_peers = 8
 --- A node dials candidates while it has fewer live peers than this (at
--- most `target_peers`), so nodes keep room for newcomers to join them
--- (half the target: the mesh's mean degree stays well below it).
-P.dial_peers = 4
+-- most `target_peers`), so nodes keep room for newcomers to join them.
+-- Every dial that stays is a link with two ends: a swarm grown by
+-- newcomers dialling has a mean degree of twice this, so it stays below
+-- half the target (3 of 8: mean 6, a quarter of the slots free; at 4
+-- every node ended full, and a newcomer's dials were refused more often
+-- the larger the swarm).
+P.dial_peers = 3
 --- Of the peers kept above those that serve followed streams, this many
 -- are random ones (long-range links that keep the mesh's diameter small).
 P.long_range_peers = 2
