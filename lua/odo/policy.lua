@@ -234,6 +234,11 @@ P.upstream_switch_lag = 1000
 --- Distances to a source (hops) from this many on count as no path: a
 -- loop left by a broken link counts up to it and ends.
 P.max_hops = 32
+--- A node whose path to a stream's source broke, with only peers left
+-- that say more hops than its feasible distance (they may be behind it),
+-- says it has no path and waits this long (ms) before it follows one of
+-- them: time for that to reach whoever was behind it, so no loop forms.
+P.route_hold_ms = 1000
 
 --- Check the source's signature on every batch and snapshot received
 -- (chain hashes are checked always). Turn off only to measure its cost.

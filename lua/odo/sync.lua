@@ -58,6 +58,8 @@ function Sync.new(node, tls)
     -- "new", "follows", "lost", "longer", "shorter", "snapshot" (route
     -- pushes: routing_matters), "advance" (refreshes)
     sent = {},
+    feasible = {}, -- stream id -> feasible distance (_feasibility)
+    holds = {},    -- stream id -> timer: held down, with no feasible path
     closed = false,
   }, Sync)
   -- our own key, so `odo verify` can check our streams with no node running
@@ -483,12 +485,14 @@ function Sync:_choose(ids)
       local own = (st and st.own) or id:match("^[^/]+") == self.node.id
       if not own and (self.policy.replicate == policy_defaults.replicate -- the default: every stream
           or policy_mod.call(self.node, "replicate", id, self.node)) then
-        local candidates = {}
+        local candidates, fd, infeasible = {}, self.feasible[id], false
         for pid, rec in pairs(self.peers) do
           local e = rec.catalogue[id]
           if e and not rec.refused[id] then
+            local hops = e.hops
+            if fd and hops < self.policy.max_hops and hops > fd then hops, infeasible = NO_PATH, true end
             candidates[#candidates + 1] = { id = pid, last = e.last, first = e.first,
-              source = e.source, direct = e.direct, snapshot = e.snapshot, hops = e.hops,
+              source = e.source, direct = e.direct, snapshot = e.snapshot, hops = hops,
               fresh = e.fresh, follows_you = e.follows_you }
           end
         end
@@ -503,6 +507,7 @@ function Sync:_choose(ids)
         end
         if not ok then best = policy_defaults.upstream(id, candidates, ours, current, self.node) end
         if best ~= current then self:_switch(id, current, best, ours, subs) end
+        self:_feasibility(id, best, infeasible)
       end
     end
   end
@@ -514,6 +519,30 @@ function Sync:_choose(ids)
     end
   end
   return seen
+end
+
+-- The feasibility condition of a distance-vector protocol (Babel's, in
+-- hops), which keeps a lost path from turning into a loop that counts up
+-- to `max_hops` (each step a catalogue update to every peer): a node's
+-- feasible distance for a stream is the least distance it had since it
+-- last held down, and a peer that says more hops than it is not followed
+-- (it may be behind us: everyone behind us is at least one more); with
+-- only such peers left, the node says it has no path and holds down for
+-- `route_hold_ms`, long enough for that to reach whoever was behind it,
+-- then forgets its feasible distance and chooses again.
+function Sync:_feasibility(id, best, infeasible)
+  local e = best and self.peers[best] and self.peers[best].catalogue[id]
+  if e and e.hops < self.policy.max_hops then
+    local d = e.hops + 1
+    if not self.feasible[id] or d < self.feasible[id] then self.feasible[id] = d end
+  elseif infeasible and not self.holds[id] then
+    self.holds[id] = self.adapter.timer(self.policy.route_hold_ms, function()
+      self.node:protect(function()
+        self.holds[id], self.feasible[id] = nil, nil
+        if not self.closed then self:_choose({ id }) end
+      end)
+    end)
+  end
 end
 
 -- `subs`: where new subscriptions wait, by peer id, to go out in one message
@@ -559,6 +588,7 @@ function Sync:close()
   self.closed = true
   if self.catalogue_timer then self.catalogue_timer.stop() end
   if self.refresh_timer then self.refresh_timer.stop() end
+  for _, t in pairs(self.holds) do t.stop() end
   self.engine:close()
 end
 
