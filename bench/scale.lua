@@ -21,6 +21,9 @@
 --     10% of the nodes are killed and each surviving writer appends once more:
 --     the same again. Also at 100 nodes, as the baseline the 1,000's
 --     bytes per event per node are compared with (fan-out stays flat).
+--     Each phase prints dials per node by origin and outcome, and catalogue
+--     entries per node per stream by cause (bench/README.md says which).
+--     ODO_SCALE_DIAL_PEERS sets the nodes' dial_peers.
 -- Nothing here is a spec: it prints figures, ratios against the baseline
 -- run in the same invocation.
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
@@ -112,7 +115,7 @@ local function simulate(n, events, writers)
   local policy = { heartbeat_interval_ms = 30000, heartbeat_timeout_ms = 60000, tick_ms = 1000,
     backoff_jitter = 0.5, dial_peers = tonumber(os.getenv("ODO_SCALE_DIAL_PEERS") or "") }
   local nodes, alive, have, complete = {}, {}, {}, 0
-  local batches, received, dups = 0, 0, 0
+  local batches, dups = 0, 0
   local by_type = {} -- frame type -> payload bytes received (every frame a layer above the transport takes)
   local Swarm = require "odo.swarm"
   local want = events
@@ -170,10 +173,7 @@ local function simulate(n, events, writers)
       end
     end)
     node:on("replicated", function(stream, last, _, count, kind)
-      if kind == "events" then
-        batches = batches + 1
-        received = received + count
-      end
+      if kind == "events" then batches = batches + 1 end
       local h = have[i]
       if (h[stream] or 0) >= last then dups = dups + count end
       if (h[stream] or 0) < want and last >= want then complete = complete + 1 end
@@ -222,7 +222,7 @@ local function simulate(n, events, writers)
   end
   local function run(label, ns, expect_complete)
     local t0, w0 = net.now(), uv.hrtime()
-    local b0, bytes0, r0, d0 = batches, bytes, received, dials
+    local b0, bytes0, d0 = batches, bytes, dials
     local reasons0 = {}
     for k, v in pairs(reasons) do reasons0[k] = v end
     local t_before = {}
@@ -294,7 +294,7 @@ local function simulate(n, events, writers)
     table.sort(causes)
     print(("scale_sim %-12s catalogue_entries_per_node_per_stream %s"):format(label, table.concat(causes, " ")))
     io.stdout:flush()
-    return (bytes - bytes0) / copies, received - r0
+    return (bytes - bytes0) / copies, (dials - d0) / #ns
   end
   local nw = 0
   for i = 1, n do
@@ -309,7 +309,7 @@ local function simulate(n, events, writers)
   end
   complete = nw
   io.stderr:write(("  %d nodes set up (certificates %.1f s), rss %.0f MB\n"):format(n, t_certs, rss_mb()))
-  local per = run("start", nodes, n * nw)
+  local per, conns = run("start", nodes, n * nw)
   -- a random 10% die; the rest append once more
   local dead = 0
   while dead < math.floor(n * tonumber(os.getenv("ODO_SCALE_KILL") or "0.1")) do
@@ -339,7 +339,7 @@ local function simulate(n, events, writers)
   for _, i in ipairs(rest) do nodes[i]:close() end
   net.run_until(function() return false end, 100)
   os.execute("rm -rf " .. common.q(dir))
-  return per, t_certs
+  return per, conns
 end
 
 -- ---- (a) real processes ------------------------------------------------------------------
@@ -447,10 +447,12 @@ if which:find("b") then
   local big = tonumber(os.getenv("ODO_SCALE_SIM") or "1000")
   local ev = tonumber(os.getenv("ODO_SCALE_SIM_EVENTS") or "1")
   local writers = tonumber(os.getenv("ODO_SCALE_SIM_WRITERS") or "100")
-  local base = os.getenv("ODO_SCALE_SIM_BASE") ~= "0" and simulate(100, ev, writers)
-  local per = simulate(big, ev, writers)
+  local base, base_conns
+  if os.getenv("ODO_SCALE_SIM_BASE") ~= "0" then base, base_conns = simulate(100, ev, writers) end
+  local per, conns = simulate(big, ev, writers)
   if base then
     print(("scale_sim bytes_per_event_node ratio %d/100 nodes = %.2f (flat fan-out: about 1)"):format(big, per / base))
+    print(("scale_sim connections_per_node ratio %d/100 nodes = %.2f (flat: about 1)"):format(big, conns / base_conns))
   end
 end
 common.remove_tmpdirs()
