@@ -191,7 +191,8 @@ end
 --- The upstream to follow for a stream, among `candidates` (active peers
 -- that have it: `{id, last, first, snapshot, source, direct, hops, fresh,
 -- follows_you}`; `hops` is the peer's distance to the source, 255 for no
--- path; `fresh` the newest signed head it holds; `follows_you` whether
+-- path, or when following it could make a loop (more hops than this
+-- node's feasible distance: `route_hold_ms`); `fresh` the newest signed head it holds; `follows_you` whether
 -- it follows this node for the stream):
 -- `function(stream_id, candidates, our_last, current, node)` returns a
 -- peer id or nil. By default, loop-free as a distance-vector protocol:
