@@ -21,6 +21,9 @@
 --     10% of the nodes are killed and each surviving writer appends once more:
 --     the same again. Also at 100 nodes, as the baseline the 1,000's
 --     bytes per event per node are compared with (fan-out stays flat).
+--     Each phase prints dials per node by origin and outcome, and catalogue
+--     entries per node per stream by cause (bench/README.md says which).
+--     ODO_SCALE_DIAL_PEERS sets the nodes' dial_peers.
 -- Nothing here is a spec: it prints figures, ratios against the baseline
 -- run in the same invocation.
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
@@ -107,11 +110,12 @@ local function simulate(n, events, writers)
   local connect = net.connect
   net.connect = function(...) dials = dials + 1; return connect(...) end
   local reasons = {} -- why peers left the active or connecting state, counted
+  local attempts, dialling = {}, {} -- "origin>outcome" -> dials; node -> address -> origin of the dial under way
   net.tap(function(_, _, data) bytes = bytes + #data; return data end)
   local policy = { heartbeat_interval_ms = 30000, heartbeat_timeout_ms = 60000, tick_ms = 1000,
-    backoff_jitter = 0.5 }
+    backoff_jitter = 0.5, dial_peers = tonumber(os.getenv("ODO_SCALE_DIAL_PEERS") or "") }
   local nodes, alive, have, complete = {}, {}, {}, 0
-  local batches, received, dups = 0, 0, 0
+  local batches, dups = 0, 0
   local by_type = {} -- frame type -> payload bytes received (every frame a layer above the transport takes)
   local Swarm = require "odo.swarm"
   local want = events
@@ -133,11 +137,43 @@ local function simulate(n, events, writers)
       by_type[t] = (by_type[t] or 0) + #payload
       return Swarm._message(sw, conn, t, payload)
     end
-    node:on("replicated", function(stream, last, _, count, kind)
-      if kind == "events" then
-        batches = batches + 1
-        received = received + count
+    -- why each dial was made: where its address came from (a PEX frame of
+    -- a refusal or a sample, the seed, history), or a long-range or repair
+    -- dial past the dialling limit, or a retry after a refusal or failure
+    local origin, pex_flags = {}, nil
+    node.swarm._pex = function(sw, p, payload)
+      pex_flags = payload:byte(1)
+      Swarm._pex(sw, p, payload)
+      pex_flags = nil
+    end
+    node.swarm.discover = function(sw, h, port, source, limit)
+      local key = h .. ":" .. tostring(port)
+      local o = source and source.name or "?"
+      if o == "pex" then o = pex_flags == 1 and "pex_full" or "pex_sample" end
+      if limit then o = limit >= sw.policy.max_peers and "repair" or "long_range" end
+      if limit or not origin[key] then origin[key] = o end
+      return Swarm.discover(sw, h, port, source, limit)
+    end
+    node.dial_origin = origin
+    node:on("peer", function(info, old, new, reason)
+      local key = info.host and info.port and (info.host .. ":" .. info.port)
+      local d = key and dialling[i] and dialling[i][key]
+      if new == "connecting" and key and old ~= "active" then
+        if d and d.active then attempts[d.o .. ">active"] = (attempts[d.o .. ">active"] or 0) + 1 end
+        local o = old == "lifesupport" and ("retry_" .. (info.refused or "failed")) or origin[key] or "?"
+        dialling[i] = dialling[i] or {}
+        dialling[i][key] = { o = o }
+      elseif d and old == "connecting" and new == "active" then
+        d.active = true -- the outcome: whether it stays, or ends at once refused
+      elseif d and (old == "connecting" or old == "active") then
+        dialling[i][key] = nil
+        local k = d.o .. ">" .. ((d.active and not (reason == "full" or reason == "duplicate")) and "active"
+          or tostring(reason))
+        attempts[k] = (attempts[k] or 0) + 1
       end
+    end)
+    node:on("replicated", function(stream, last, _, count, kind)
+      if kind == "events" then batches = batches + 1 end
       local h = have[i]
       if (h[stream] or 0) >= last then dups = dups + count end
       if (h[stream] or 0) < want and last >= want then complete = complete + 1 end
@@ -172,13 +208,29 @@ local function simulate(n, events, writers)
       end
     end
   end
+  -- dials by "origin>outcome", those under way counted as they stand
+  local function dials_counted()
+    local out = {}
+    for k, v in pairs(attempts) do out[k] = v end
+    for _, ds in pairs(dialling) do
+      for _, d in pairs(ds) do
+        local k = d.o .. ">" .. (d.active and "active" or "connecting")
+        out[k] = (out[k] or 0) + 1
+      end
+    end
+    return out
+  end
   local function run(label, ns, expect_complete)
     local t0, w0 = net.now(), uv.hrtime()
-    local b0, bytes0, r0, d0 = batches, bytes, received, dials
+    local b0, bytes0, d0 = batches, bytes, dials
     local reasons0 = {}
     for k, v in pairs(reasons) do reasons0[k] = v end
     local t_before = {}
     for t, b in pairs(by_type) do t_before[t] = b end
+    local a_before, c_before = dials_counted(), {}
+    for _, nd in ipairs(ns) do
+      for k, v in pairs(nd.sync.sent) do c_before[k] = (c_before[k] or 0) + v end
+    end
     local said = uv.hrtime()
     local ok = net.run_until(function()
       if uv.hrtime() - said > 60e9 then -- progress, on stderr, once a wall minute
@@ -224,8 +276,25 @@ local function simulate(n, events, writers)
     table.sort(why)
     print(("scale_sim %-12s connections_per_node=%.1f ends_per_node %s"):format(label, (dials - d0) / #ns,
       table.concat(why, " ")))
+    local per_origin = {}
+    for k, v in pairs(dials_counted()) do
+      local d = v - (a_before[k] or 0)
+      if d > 0 then per_origin[#per_origin + 1] = ("%s=%.2f"):format(k, d / #ns) end
+    end
+    table.sort(per_origin)
+    print(("scale_sim %-12s dials_per_node (origin>outcome) %s"):format(label, table.concat(per_origin, " ")))
+    local sent, causes = {}, {}
+    for _, nd in ipairs(ns) do
+      for k, v in pairs(nd.sync.sent) do sent[k] = (sent[k] or 0) + v end
+    end
+    for k, v in pairs(sent) do
+      local d = v - (c_before[k] or 0)
+      if d > 0 then causes[#causes + 1] = ("%s=%.1f"):format(k, d / #ns / math.max(1, w)) end
+    end
+    table.sort(causes)
+    print(("scale_sim %-12s catalogue_entries_per_node_per_stream %s"):format(label, table.concat(causes, " ")))
     io.stdout:flush()
-    return (bytes - bytes0) / copies, received - r0
+    return (bytes - bytes0) / copies, (dials - d0) / #ns
   end
   local nw = 0
   for i = 1, n do
@@ -240,7 +309,7 @@ local function simulate(n, events, writers)
   end
   complete = nw
   io.stderr:write(("  %d nodes set up (certificates %.1f s), rss %.0f MB\n"):format(n, t_certs, rss_mb()))
-  local per = run("start", nodes, n * nw)
+  local per, conns = run("start", nodes, n * nw)
   -- a random 10% die; the rest append once more
   local dead = 0
   while dead < math.floor(n * tonumber(os.getenv("ODO_SCALE_KILL") or "0.1")) do
@@ -270,7 +339,7 @@ local function simulate(n, events, writers)
   for _, i in ipairs(rest) do nodes[i]:close() end
   net.run_until(function() return false end, 100)
   os.execute("rm -rf " .. common.q(dir))
-  return per, t_certs
+  return per, conns
 end
 
 -- ---- (a) real processes ------------------------------------------------------------------
@@ -378,10 +447,12 @@ if which:find("b") then
   local big = tonumber(os.getenv("ODO_SCALE_SIM") or "1000")
   local ev = tonumber(os.getenv("ODO_SCALE_SIM_EVENTS") or "1")
   local writers = tonumber(os.getenv("ODO_SCALE_SIM_WRITERS") or "100")
-  local base = os.getenv("ODO_SCALE_SIM_BASE") ~= "0" and simulate(100, ev, writers)
-  local per = simulate(big, ev, writers)
+  local base, base_conns
+  if os.getenv("ODO_SCALE_SIM_BASE") ~= "0" then base, base_conns = simulate(100, ev, writers) end
+  local per, conns = simulate(big, ev, writers)
   if base then
     print(("scale_sim bytes_per_event_node ratio %d/100 nodes = %.2f (flat fan-out: about 1)"):format(big, per / base))
+    print(("scale_sim connections_per_node ratio %d/100 nodes = %.2f (flat: about 1)"):format(big, conns / base_conns))
   end
 end
 common.remove_tmpdirs()

@@ -43,7 +43,11 @@ describe("mesh", function()
     local b = node(2, { peers = { addr(1) } })
     assert.is_true(net.run_until(function() return active(a) == 1 and active(b) == 1 end, 5000))
     local c = node(3, { peers = { addr(1) } }) -- a pinned seed that refuses it as full
+    c:append(nil, H.events(1, "c"))
     net.run_until(function() return false end, 30000)
+    -- refused at once each time, c never started sync with a: the one
+    -- catalogue of its stream went to b (whose address a handed it)
+    assert.is_true((c.sync.sent.full or 0) <= 1, tostring(c.sync.sent.full))
     local retries = {}
     for _, e in ipairs(c.events) do
       if e.old == "lifesupport" and e.new == "connecting" then retries[#retries + 1] = e.at end
@@ -281,6 +285,14 @@ describe("mesh", function()
     -- node 2 follows node 1's stream straight from it; cut that link
     assert.equal(ns[1].id, ns[2].sync.upstream[ns[1].id])
     cut(ns[1], ns[2])
+    -- node 2's only peer left, 3, is further than 2's feasible distance
+    -- (it may be behind 2, and is): 2 says it has no path, and holds down
+    -- instead of following 3 at once (a loop counting up to max_hops)
+    net.run_until(function() return false end, ns[2].policy.route_hold_ms // 2)
+    assert.is_not_nil(ns[2].sync.holds[ns[1].id])
+    assert.is_nil(ns[2].sync.upstream[ns[1].id])
+    assert.equal(255, ns[3].sync.peers[ns[2].id].catalogue[ns[1].id].hops)
+    assert.is_nil(ns[2].sync.sent.longer)
     for _, n in ipairs(ns) do n:append(nil, H.events(5, "after")) end
     local ok = net.run_until(holds(ns, 15), 30000)
     if not ok then
@@ -296,6 +308,9 @@ describe("mesh", function()
       end
     end
     assert.is_true(ok, "no re-route")
+    -- node 2 (and 3 behind it) had only peers further than their feasible
+    -- distance left: they held down (route_hold_ms) before following them
+    net.run_until(function() return false end, 2 * ns[2].policy.route_hold_ms)
     assert.is_nil(ns[2].swarm:active(ns[1].id))
     assert.equal(ns[3].id, ns[2].sync.upstream[ns[1].id]) -- the long way round
     assert.is_true(loop_free(ns))

@@ -156,9 +156,13 @@ P.refusal_memory_ms = 10 * 60 * 1000
 -- as "full" with addresses to try, and extra peers are shed politely.
 P.target_peers = 8
 --- A node dials candidates while it has fewer live peers than this (at
--- most `target_peers`), so nodes keep room for newcomers to join them
--- (half the target: the mesh's mean degree stays well below it).
-P.dial_peers = 4
+-- most `target_peers`), so nodes keep room for newcomers to join them.
+-- Every dial that stays is a link with two ends: a swarm grown by
+-- newcomers dialling has a mean degree of twice this, so it stays below
+-- half the target (3 of 8: mean 6, a quarter of the slots free; at 4
+-- every node ended full, and a newcomer's dials were refused more often
+-- the larger the swarm).
+P.dial_peers = 3
 --- Of the peers kept above those that serve followed streams, this many
 -- are random ones (long-range links that keep the mesh's diameter small).
 P.long_range_peers = 2
@@ -210,7 +214,8 @@ end
 --- The upstream to follow for a stream, among `candidates` (active peers
 -- that have it: `{id, last, first, snapshot, source, direct, hops, fresh,
 -- follows_you}`; `hops` is the peer's distance to the source, 255 for no
--- path; `fresh` the newest signed head it holds; `follows_you` whether
+-- path, or when following it could make a loop (more hops than this
+-- node's feasible distance: `route_hold_ms`); `fresh` the newest signed head it holds; `follows_you` whether
 -- it follows this node for the stream):
 -- `function(stream_id, candidates, our_last, current, node)` returns a
 -- peer id or nil. By default, loop-free as a distance-vector protocol:
@@ -253,6 +258,11 @@ P.upstream_switch_lag = 1000
 --- Distances to a source (hops) from this many on count as no path: a
 -- loop left by a broken link counts up to it and ends.
 P.max_hops = 32
+--- A node whose path to a stream's source broke, with only peers left
+-- that say more hops than its feasible distance (they may be behind it),
+-- says it has no path and waits this long (ms) before it follows one of
+-- them: time for that to reach whoever was behind it, so no loop forms.
+P.route_hold_ms = 1000
 
 --- Check the source's signature on every batch and snapshot received
 -- (chain hashes are checked always). Turn off only to measure its cost.

@@ -30,6 +30,7 @@ POSITIVE.max_hops = true
 POSITIVE.pex_interval_ms = true
 POSITIVE.max_candidates = true
 POSITIVE.catalogue_refresh_ms = true
+POSITIVE.route_hold_ms = true
 POSITIVE.sync_write_backlog = true
 
 -- Policies that are an array of delays (ms) or a function.

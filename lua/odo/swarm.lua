@@ -233,6 +233,10 @@ function Swarm:_handlers()
     on_pong = function(conn, rtt)
       local e = conn.entry
       if e then e.rtt, e.ping_at = rtt, nil end
+      if e and e.await_first == conn and e.conn == conn and e.state == "active" then
+        e.await_first = nil
+        self:_on_active(e)
+      end
     end,
     on_drain = function(conn)
       local e = conn.entry
@@ -506,7 +510,7 @@ function Swarm:_activate(p, conn)
   if p.failures == 0 then p.attempts = 0 end
   p.active_at, p.seen_active = now(self), now(self)
   p.pex_sent_at = now(self)
-  p.ping_at = nil
+  p.ping_at, p.await_first = nil, nil
   self.by_id[p.id] = p
   self:_set(p, "active", "introduced", conn.incoming and "incoming" or "outgoing")
   if self.closed then return end -- a handler closed the node
@@ -515,7 +519,11 @@ function Swarm:_activate(p, conn)
     if not ok then self.node:report_error("peer history: " .. tostring(err)) end
   end
   self:_send_pex(conn, p.id, 0)
-  self:_on_active(p)
+  if conn.incoming then return self:_on_active(p) end
+  -- a peer we dialled may be about to refuse us (a PEX "full", then BYE):
+  -- the layers above start once it sends anything else (or answers a
+  -- heartbeat), so a refused dial costs no catalogue (_message)
+  p.await_first = conn
 end
 
 -- ---- peer exchange (odo.pex) and the target degree (odo.mesh) ---------------------------
@@ -683,7 +691,7 @@ function Swarm:_resolve(e, p, conn)
   if keeper.state == "active" then
     -- same peer, another connection: layers above start over on it
     self:_inactive(keeper)
-    keeper.conn, keeper.ping_at = conn, nil
+    keeper.conn, keeper.ping_at, keeper.await_first = conn, nil, nil
     if self.closed then return end
     self:_on_active(keeper)
   else
@@ -744,6 +752,11 @@ end
 function Swarm:_message(conn, t, payload)
   local p = conn.entry
   if conn.superseded or not p or p.conn ~= conn or p.state ~= "active" then return end
+  if p.await_first == conn and not (t == Pex.TYPE and payload:byte(1) == Pex.FULL) then
+    p.await_first = nil
+    self:_on_active(p)
+    if self.closed or conn.superseded or p.conn ~= conn or p.state ~= "active" then return end
+  end
   if t == Pex.TYPE then return self:_pex(p, payload) end
   if self.handlers.on_message then self.handlers.on_message(p, t, payload) end
 end

@@ -56,6 +56,12 @@ function Sync.new(node, tls)
     snap_asked = {}, -- stream id -> source snapshot revision asked for
     held_peers = {}, -- peer id -> rec: not read from while batches wait for the disk
     violators = {}, -- peer id -> true: its session ended for a violation (its later ones are not news)
+    -- catalogue entries sent, by cause: "full" (a new peer's catalogue),
+    -- "new", "follows", "lost", "longer", "shorter", "snapshot" (route
+    -- pushes: routing_matters), "advance" (refreshes)
+    sent = {},
+    feasible = {}, -- stream id -> feasible distance (_feasibility)
+    holds = {},    -- stream id -> timer: held down, with no feasible path
     closed = false,
   }, Sync)
   -- our own key, so `odo verify` can check our streams with no node running
@@ -149,13 +155,16 @@ end
 -- when it has no better path, or we follow it; afterwards a change of
 -- bit 1, a longer distance (loops count up and end), a shorter one when
 -- it follows us or would switch to us, a new source snapshot.
+-- Returns why (the cause `Sync.sent` counts it under), or nil.
 local function routing_matters(rec, id, hops, yours, snap_changed)
   local told, e = rec.told[id], rec.catalogue[id]
   local better = not e or e.follows_you or e.hops > hops + 1
-  if told == nil then return yours or better end
+  if told == nil then return (yours or better) and "new" or nil end
   told = told % 512
-  if (told >= 256) ~= yours or hops > told % 256 then return true end
-  return snap_changed or (hops < told % 256 and better)
+  if (told >= 256) ~= yours then return "follows" end
+  if hops > told % 256 then return hops == NO_PATH and "lost" or "longer" end
+  if snap_changed then return "snapshot" end
+  return hops < told % 256 and better and "shorter" or nil
 end
 
 -- Sends each peer the entries of the streams `ids` that
@@ -163,7 +172,7 @@ end
 -- last revision, and whether the source snapshot changed since the last
 -- route push), noting what each peer was told.
 function Sync:_push_entries(ids, route, pick)
-  local hops, held = self:_hops(ids), {}
+  local hops, held, sent = self:_hops(ids), {}, self.sent
   for _, id in ipairs(ids) do
     local st = self.store:stream(id)
     if st then
@@ -179,7 +188,9 @@ function Sync:_push_entries(ids, route, pick)
     local list, yours = {}, {}
     for _, h in ipairs(held) do
       local y = self.upstream[h.id] == pid
-      if pick(rec, h, y) then
+      local why = pick(rec, h, y)
+      if why then
+        sent[why] = (sent[why] or 0) + 1
         list[#list + 1] = h.id
         yours[h.id] = y or nil
         rec.told[h.id] = told_code(h.hops, y, h.last)
@@ -229,7 +240,7 @@ end
 function Sync:_schedule_refresh()
   push_later(self, "refresh_timer", self.policy.catalogue_refresh_ms, "advanced", false, function(rec, h)
     local told = rec.told[h.id]
-    return told ~= nil and math.floor(told / 512) < h.last
+    return told ~= nil and math.floor(told / 512) < h.last and "advance" or nil
   end)
 end
 
@@ -317,7 +328,9 @@ function Sync:on_active(p)
   self.peers[p.id] = rec
   local hops, yours = self:_hops(), self:_yours(p.id)
   self.engine:catalogue(session, nil, hops, yours)
-  for _, st in ipairs(self.store:streams()) do
+  local streams = self.store:streams()
+  self.sent.full = (self.sent.full or 0) + #streams
+  for _, st in ipairs(streams) do
     rec.told[st.id] = told_code(st.own and 0 or hops[st.id] or NO_PATH, yours[st.id], st.last)
   end
   p.conn:flush()
@@ -500,12 +513,14 @@ function Sync:_choose(ids)
       local own = (st and st.own) or id:match("^[^/]+") == self.node.id
       if not own and (self.policy.replicate == policy_defaults.replicate -- the default: every stream
           or policy_mod.call(self.node, "replicate", id, self.node)) then
-        local candidates = {}
+        local candidates, fd, infeasible = {}, self.feasible[id], false
         for pid, rec in pairs(self.peers) do
           local e = rec.catalogue[id]
           if e and not rec.refused[id] then
+            local hops = e.hops
+            if fd and hops < self.policy.max_hops and hops > fd then hops, infeasible = NO_PATH, true end
             candidates[#candidates + 1] = { id = pid, last = e.last, first = e.first,
-              source = e.source, direct = e.direct, snapshot = e.snapshot, hops = e.hops,
+              source = e.source, direct = e.direct, snapshot = e.snapshot, hops = hops,
               fresh = e.fresh, follows_you = e.follows_you }
           end
         end
@@ -520,6 +535,7 @@ function Sync:_choose(ids)
         end
         if not ok then best = policy_defaults.upstream(id, candidates, ours, current, self.node) end
         if best ~= current then self:_switch(id, current, best, ours, subs) end
+        self:_feasibility(id, best, infeasible)
       end
     end
   end
@@ -531,6 +547,30 @@ function Sync:_choose(ids)
     end
   end
   return seen
+end
+
+-- The feasibility condition of a distance-vector protocol (Babel's, in
+-- hops), which keeps a lost path from turning into a loop that counts up
+-- to `max_hops` (each step a catalogue update to every peer): a node's
+-- feasible distance for a stream is the least distance it had since it
+-- last held down, and a peer that says more hops than it is not followed
+-- (it may be behind us: everyone behind us is at least one more); with
+-- only such peers left, the node says it has no path and holds down for
+-- `route_hold_ms`, long enough for that to reach whoever was behind it,
+-- then forgets its feasible distance and chooses again.
+function Sync:_feasibility(id, best, infeasible)
+  local e = best and self.peers[best] and self.peers[best].catalogue[id]
+  if e and e.hops < self.policy.max_hops then
+    local d = e.hops + 1
+    if not self.feasible[id] or d < self.feasible[id] then self.feasible[id] = d end
+  elseif infeasible and not self.holds[id] then
+    self.holds[id] = self.adapter.timer(self.policy.route_hold_ms, function()
+      self.node:protect(function()
+        self.holds[id], self.feasible[id] = nil, nil
+        if not self.closed then self:_choose({ id }) end
+      end)
+    end)
+  end
 end
 
 -- `subs`: where new subscriptions wait, by peer id, to go out in one message
@@ -576,6 +616,7 @@ function Sync:close()
   self.closed = true
   if self.catalogue_timer then self.catalogue_timer.stop() end
   if self.refresh_timer then self.refresh_timer.stop() end
+  for _, t in pairs(self.holds) do t.stop() end
   self.engine:close()
 end
 
