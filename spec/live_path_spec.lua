@@ -32,8 +32,9 @@ describe("the live path", function()
   end
 
   it("a source serving a catch-up sends an append's live batch before its next bulk slice", function()
-    -- a bulk slice of a microsecond: one catch-up batch a loop turn
-    local a = node(1, { policy = { sync_pump_us = 1 } })
+    -- a bulk slice of a microsecond: one catch-up batch a loop turn, of
+    -- one signed head (1,000 events) each
+    local a = node(1, { policy = { sync_pump_us = 1, sync_bulk_batch_bytes = 0 } })
     for _ = 1, 20 do a:append(nil, H.events(1000)) end
     local b = node(2, { peers = { "10.0.0.1:4000" } })
     assert.is_true(net.run_until(has(b, a.id, 20000), 30000))
