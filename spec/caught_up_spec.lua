@@ -5,12 +5,10 @@ local H = require "helper"
 
 describe("caught up", function()
   local env = H.memory_world("cu", 2)
-  setup(function() env.setup() end)
+  setup(env.setup)
   teardown(H.cleanup)
-  before_each(function() env.before_each() end)
-  after_each(function()
-    for _, n in ipairs(env.after_each()) do assert.same({}, n.errors) end
-  end)
+  before_each(env.before_each)
+  after_each(env.after_each_checked)
 
   it("with the local store comes first; with the swarm once the upstream sent everything", function()
     local net, pki = env.net, env.pki

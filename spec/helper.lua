@@ -182,6 +182,18 @@ function H.memory_world(prefix, count)
     w.net.run_until(function() return false end, 50)
     return w.nodes
   end
+  --- after_each, then fails the test when a node reported an error (its
+  -- `errors`, H.node): hand it to busted's after_each as it is.
+  function w.after_each_checked()
+    for i, n in ipairs(w.after_each()) do
+      if n.errors and #n.errors > 0 then
+        local lines = {}
+        for k, e in ipairs(n.errors) do lines[k] = tostring(e) end
+        error(("node %d reported errors:\n%s"):format(i, table.concat(lines, "\n")), 0)
+      end
+    end
+    return w.nodes
+  end
   return w
 end
 

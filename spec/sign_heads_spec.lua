@@ -8,12 +8,10 @@ local H = require "helper"
 
 describe("own heads", function()
   local env = H.memory_world("heads", 2)
-  setup(function() env.setup() end)
+  setup(env.setup)
   teardown(H.cleanup)
-  before_each(function() env.before_each() end)
-  after_each(function()
-    for _, n in ipairs(env.after_each()) do assert.same({}, n.errors) end
-  end)
+  before_each(env.before_each)
+  after_each(env.after_each_checked)
 
   it("go to the commit queue's worker while it writes, are signed once, and reach a peer once written", function()
     local net, pki = env.net, env.pki

@@ -11,7 +11,7 @@ describe("swarm", function()
   teardown(H.cleanup)
   before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
   after_each(function()
-    for _, n in ipairs(env.after_each()) do assert.same({}, n.errors) end
+    env.after_each_checked()
     assert.equal(0, net.pending_timers())
   end)
 

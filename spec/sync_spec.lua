@@ -12,9 +12,7 @@ describe("sync", function()
   setup(function() env.setup(); pki = env.pki end)
   teardown(H.cleanup)
   before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
-  after_each(function()
-    for _, n in ipairs(env.after_each()) do assert.same({}, n.errors) end
-  end)
+  after_each(env.after_each_checked)
 
   local function node(i, opts)
     opts = opts or {}
