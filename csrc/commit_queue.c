@@ -56,6 +56,7 @@ typedef struct cq_job {
   lua_Integer id;
   odo_detached d;
   int sync, failed, applied;
+  int writes; /* has records: a stream it holds, or a core writer's own (heads) */
   odo_err err;
   odo_chain *chain;     /* events to chain into the write, or NULL */
   odo_write_done *done; /* the core writer to tell, or NULL */
@@ -174,7 +175,7 @@ static int write_merged(commit_queue *q, cq_job *first, cq_job *last, int sync,
   if (err == NULL) return 1;
   odo_store_dberr(e, err, "group commit");
   for (cq_job *j = first; j; j = j->next) {
-    if (!j->failed && j->d.n > 0) {
+    if (!j->failed && j->writes) {
       j->failed = 1;
       j->err = *e;
     }
@@ -201,15 +202,15 @@ static void write_jobs(commit_queue *q, cq_job *list) {
   char *err = NULL;
   odo_err e = {0};
   for (cq_job *j = list; j; j = j->next)
-    if (j->d.n > 0) n++;
+    if (j->writes) n++;
   for (cq_job *j = list; j; j = j->next) {
-    if (e.name && j->d.n > 0) {
+    if (e.name && j->writes) {
       j->failed = 1; /* queued after a write that failed */
       j->err = e;
       continue;
     }
     prepare_job(q, j);
-    if (j->failed || j->d.n == 0) continue;
+    if (j->failed || !j->writes) continue;
     if (j->chain == NULL && (n == 1 || !j->sync)) {
       if (first && !write_merged(q, first, last, sync, &e)) {
         j->failed = 1;
@@ -235,7 +236,7 @@ static void write_jobs(commit_queue *q, cq_job *list) {
       e = j->err;
       leveldb_writebatch_clear(q->merged);
       for (cq_job *k = first; k && k != j; k = k->next)
-        if (!k->failed && k->d.n > 0) {
+        if (!k->failed && k->writes) {
           k->failed = 1;
           k->err = e;
         }
@@ -502,6 +503,8 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
     return 0;
   }
   j->done = done;
+  /* a core writer's write may hold no stream (own heads: sync_serve.c) */
+  j->writes = j->d.n > 0 || done != NULL;
   if (n) memcpy(j->groups, gs, n * sizeof *gs);
   for (size_t i = 0; i < n; i++) j->groups[i].evs = NULL; /* Lua's */
   j->ngroups = n;

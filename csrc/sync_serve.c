@@ -517,9 +517,9 @@ static int commit_heads(odo_sync *y, odo_stream *st, uint64_t rev, odo_err *e) {
   memcpy(w->stream, st->id, st->id_len);
   w->len = st->id_len;
   w->rev = rev;
+  /* it holds no stream (heads only): a transaction of the loop's own on
+   * the stream, such as the next append, does not wait for it */
   s->staging_async = 1;
-  /* a write of the queue's holds a stream; this one's entry is unchanged */
-  (void)odo_txn_touch(s, st);
   if (s->writer->submit(s->writer, 0, NULL, &w->done, e) == 0) {
     s->staging_async = 0;
     free(w);

@@ -23,12 +23,13 @@ describe("own heads", function()
     a:append(nil, H.events(2, "idle"))
     assert.equal(1, (engine:sign_heads()))
     assert.equal(0, select(2, engine:backlog()))
-    -- a durable append on the worker: the head of the events before it
-    -- is handed to the worker behind it, not written on the loop
-    a:append(nil, H.events(3))
+    -- a durable write of another stream on the worker: the head of new
+    -- events is handed to the worker behind it, not written on the loop
     -- (queued straight on the node's commit queue: the worker holds it
     -- until the loop collects it)
-    assert.is_truthy(a:commit_queue():submit({ { events = H.events(1, "durable"), sync = true } }))
+    a:append(nil, H.events(3))
+    local other = a.id .. "/other"
+    assert.is_truthy(a:commit_queue():submit({ { stream = other, events = H.events(1, "o"), sync = true } }))
     -- (the node's own signing pass is deferred to the next loop turn)
     local signed, more = engine:sign_heads()
     assert.equal(1, signed)
@@ -36,6 +37,11 @@ describe("own heads", function()
     assert.equal(1, select(2, engine:backlog()))
     -- in flight: not signed again
     assert.equal(0, (engine:sign_heads()))
+    -- the heads' write holds no stream: the loop's next write to the
+    -- stream does not wait for the worker (waiting would also apply the
+    -- other stream's write)
+    a:append(nil, H.events(1, "after"))
+    assert.equal(0, a.store:stream(other).last)
     a:await_commits() -- (what the node's own pass does after signing)
     assert.is_true(net.run_until(function() return select(2, engine:backlog()) == 0 end, 5000))
     assert.equal(0, (engine:sign_heads()))
