@@ -164,6 +164,16 @@ static void prepare_job(commit_queue *q, cq_job *j) {
  * batches: the worker's batch stays bounded whatever the backlog. */
 #define MERGE_BYTES (512u << 10)
 
+/* Fails the jobs from first up to (not including) end that write and
+ * have not failed yet, with e. */
+static void fail_jobs(cq_job *first, const cq_job *end, const odo_err *e) {
+  for (cq_job *j = first; j && j != end; j = j->next)
+    if (!j->failed && j->writes) {
+      j->failed = 1;
+      j->err = *e;
+    }
+}
+
 /* Writes q->merged (sync when any job in it asked) and fails the jobs
  * first..last in it when the write fails; returns whether it succeeded. */
 static int write_merged(commit_queue *q, cq_job *first, cq_job *last, int sync,
@@ -174,13 +184,7 @@ static int write_merged(commit_queue *q, cq_job *first, cq_job *last, int sync,
   leveldb_writebatch_clear(q->merged);
   if (err == NULL) return 1;
   odo_store_dberr(e, err, "group commit");
-  for (cq_job *j = first; j; j = j->next) {
-    if (!j->failed && j->writes) {
-      j->failed = 1;
-      j->err = *e;
-    }
-    if (j == last) break;
-  }
+  fail_jobs(first, last->next, e);
   return 0;
 }
 
@@ -235,11 +239,7 @@ static void write_jobs(commit_queue *q, cq_job *list) {
       /* its head is in the merged batch: nothing of it is written */
       e = j->err;
       leveldb_writebatch_clear(q->merged);
-      for (cq_job *k = first; k && k != j; k = k->next)
-        if (!k->failed && k->writes) {
-          k->failed = 1;
-          k->err = e;
-        }
+      fail_jobs(first, j, &e);
       j->failed = 1;
       first = last = NULL;
       continue;

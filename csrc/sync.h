@@ -163,6 +163,8 @@ EVP_PKEY *odo_sync_source_key(odo_sync *y, const char *src, size_t len,
 size_t odo_sync_source_len(const char *id, size_t len);
 /* A head was written: keep the stream's newest-head revision current. */
 void odo_sync_note_head(odo_stream *st, uint64_t rev);
+/* Appends w to the writes done, for Lua's next sync:written. */
+void odo_sync_done_push(odo_sync *y, sync_written *w);
 /* Empties y->out: every builder starts with it, so a frame left half
  * built by an argument error is never sent. */
 void odo_sync_out_reset(odo_sync *y);

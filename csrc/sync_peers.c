@@ -118,6 +118,13 @@ void odo_sync_note_head(odo_stream *st, uint64_t rev) {
   if (st->head_known && rev > st->head) st->head = rev;
 }
 
+void odo_sync_done_push(odo_sync *y, sync_written *w) {
+  w->next = NULL;
+  if (y->done_tail) y->done_tail->next = w;
+  else y->done = w;
+  y->done_tail = w;
+}
+
 void odo_sync_out_reset(odo_sync *y) {
   y->out.len = 0;
   y->out.failed = 0;

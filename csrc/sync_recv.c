@@ -308,10 +308,7 @@ static void release_held(odo_sync *y, const char *id, size_t len) {
       continue;
     }
     *pp = w->next;
-    w->next = NULL;
-    if (y->done_tail) y->done_tail->next = w;
-    else y->done = w;
-    y->done_tail = w;
+    odo_sync_done_push(y, w);
   }
 }
 
@@ -330,9 +327,7 @@ static void batch_written(odo_write_done *d, int ok, const odo_err *e) {
   } else {
     w->e = *e;
   }
-  if (y->done_tail) y->done_tail->next = w;
-  else y->done = w;
-  y->done_tail = w;
+  odo_sync_done_push(y, w);
   if (st == NULL || st->inflight == 0) release_held(y, w->stream, w->len);
 }
 
@@ -508,18 +503,15 @@ void odo_sync_written_release(odo_sync *y) {
 /* ---- EVENTS ------------------------------------------------------------------ */
 
 /* Whether a batch is written here, on the loop thread, though the store
- * has a writer: a small one (live traffic) of a stream with no write in
- * flight, when no fsync is asked for and the writer has nothing to do. Its
+ * has a writer: a small one (live traffic), when no fsync is asked for and
+ * the writer has nothing queued or uncollected (so no stream has a write
+ * in flight, this engine's batches included). Its
  * events then reach subscribers in this loop turn, not after two hand-offs
  * between threads (to the worker, and back through its descriptor), each
  * a wait for a CPU on a busy machine. Bulk batches keep the pipeline. */
-static int write_here(odo_sync *y, const odo_msg_events *m, size_t n) {
-  odo_stream *st;
-  if (y->replica_sync || y->writes || n > ODO_LIVE_BATCH_BYTES ||
-      y->store->writer->busy(y->store->writer))
-    return 0;
-  st = odo_store_find(y->store, m->id, m->id_len);
-  return st != NULL && st->inflight == 0;
+static int write_here(const odo_sync *y, size_t n) {
+  return !y->replica_sync && n <= ODO_LIVE_BATCH_BYTES &&
+         !y->store->writer->busy(y->store->writer);
 }
 
 static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
@@ -544,7 +536,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     return refuse(L, ev, y, p, id, sl, "verification failed",
                   "a batch of %u events from %llu does not end at its head %llu",
                   count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
-  if (y->store->writer && !write_here(y, &m, n)) {
+  if (y->store->writer && !write_here(y, n)) {
     /* its signature is checked on the writer's thread, with its chain,
      * unless that thread is behind: the loop then checks it (the two
      * share a fleet's many signatures) */

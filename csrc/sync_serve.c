@@ -488,9 +488,7 @@ static void heads_written(odo_write_done *d, int ok, const odo_err *e) {
     w->e = *e;
     if (st && st->head_staged <= w->rev) st->head_staged = st->head;
   }
-  if (y->done_tail) y->done_tail->next = w;
-  else y->done = w;
-  y->done_tail = w;
+  odo_sync_done_push(y, w);
 }
 
 /* Ends the signing transaction: while the writer (the commit queue) has

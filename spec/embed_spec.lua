@@ -30,10 +30,7 @@ describe("an embedded node", function()
   end)
   before_each(function() opened = {} end)
   after_each(function()
-    for _, n in ipairs(opened) do
-      n:close()
-      assert.same({}, n.errors)
-    end
+    H.close_checked(opened)
     luv_adapter.shutdown()
     assert.same({}, H.active_handles())
   end)

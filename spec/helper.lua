@@ -160,6 +160,37 @@ function H.net_node(net, i, tls, opts)
   }
 end
 
+--- Nodes 1..#links on the simulated network, node i dialling the nodes
+-- links[i] names (H.net_node's addresses): make(i, peers) makes node i.
+function H.link_nodes(links, make)
+  local ns = {}
+  for i, to in ipairs(links) do
+    local peers = {}
+    for _, j in ipairs(to) do peers[#peers + 1] = "10.0.0." .. j .. ":4000" end
+    ns[i] = make(i, peers)
+  end
+  return ns
+end
+
+--- Fails the test (an error, from an after_each too) when a node of
+-- `nodes` reported an error (its `errors`, H.node); returns nodes.
+function H.check_errors(nodes)
+  for i, n in ipairs(nodes) do
+    if n.errors and #n.errors > 0 then
+      local lines = {}
+      for k, e in ipairs(n.errors) do lines[k] = tostring(e) end
+      error(("node %d reported errors:\n%s"):format(i, table.concat(lines, "\n")), 0)
+    end
+  end
+  return nodes
+end
+
+--- Closes the nodes, then fails as H.check_errors does.
+function H.close_checked(nodes)
+  for _, n in ipairs(nodes) do n:close() end
+  return H.check_errors(nodes)
+end
+
 --- The world the in-memory specs share: a PKI with `count` node
 -- certificates (pki.n[i], named prefix .. i), a fresh simulated network
 -- per test, and the nodes a test made (append to w.nodes), closed and
@@ -185,14 +216,7 @@ function H.memory_world(prefix, count)
   --- after_each, then fails the test when a node reported an error (its
   -- `errors`, H.node): hand it to busted's after_each as it is.
   function w.after_each_checked()
-    for i, n in ipairs(w.after_each()) do
-      if n.errors and #n.errors > 0 then
-        local lines = {}
-        for k, e in ipairs(n.errors) do lines[k] = tostring(e) end
-        error(("node %d reported errors:\n%s"):format(i, table.concat(lines, "\n")), 0)
-      end
-    end
-    return w.nodes
+    return H.check_errors(w.after_each())
   end
   return w
 end

@@ -26,10 +26,7 @@ describe("journal", function()
 
   before_each(function() nodes = {} end)
   after_each(function()
-    for _, n in ipairs(nodes) do
-      n:close()
-      assert.same({}, n.errors)
-    end
+    H.close_checked(nodes)
     luv_adapter.shutdown()
     assert.same({}, H.active_handles())
     H.cleanup()

@@ -257,12 +257,9 @@ describe("mesh", function()
 
   -- nodes 1..#links, each dialling the nodes links[i] names; no peer exchange, so the shape stays
   local function shape(links, policy)
-    local ns = {}
-    for i, to in ipairs(links) do
-      local peers = {}
-      for _, j in ipairs(to) do peers[#peers + 1] = addr(j) end
-      ns[i] = node(i, { peers = peers, policy = H.merge({ pex_per_minute = 0 }, policy) })
-    end
+    local ns = H.link_nodes(links, function(i, peers)
+      return node(i, { peers = peers, policy = H.merge({ pex_per_minute = 0 }, policy) })
+    end)
     for i, n in ipairs(ns) do n:append(nil, H.events(10 + i, "s" .. i)) end
     assert.is_true(net.run_until(holds(ns, 10), 30000), "stalled")
     net.run_until(function() return false end, 1000)

@@ -15,14 +15,11 @@ describe("relaying after relays die", function()
 
   -- nodes 1..#links, each dialling the nodes links[i] names; no peer exchange
   local function shape(links, policy)
-    local ns = {}
-    for i, to in ipairs(links) do
-      local peers = {}
-      for _, j in ipairs(to) do peers[#peers + 1] = addr(j) end
-      ns[i] = H.net_node(net, i, pki.n[i], { peers = peers, policy = H.merge({ pex_per_minute = 0 }, policy) })
-      nodes[#nodes + 1] = ns[i]
-    end
-    return ns
+    return H.link_nodes(links, function(i, peers)
+      local n = H.net_node(net, i, pki.n[i], { peers = peers, policy = H.merge({ pex_per_minute = 0 }, policy) })
+      nodes[#nodes + 1] = n
+      return n
+    end)
   end
 
   -- a condition: every node of ns holds every stream of ns up to `last`

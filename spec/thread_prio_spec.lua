@@ -65,10 +65,7 @@ describe("the worker_nice policy", function()
   local opened
   before_each(function() opened = {} end)
   after_each(function()
-    for _, n in ipairs(opened) do
-      n:close()
-      assert.same({}, n.errors)
-    end
+    H.close_checked(opened)
     luv_adapter.shutdown()
     H.cleanup()
   end)
