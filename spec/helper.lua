@@ -231,14 +231,33 @@ end
 -- ---- processes --------------------------------------------------------------------
 
 --- n distinct free TCP ports on 127.0.0.1 (bound at once, then released).
+-- Below the kernel's ephemeral range (ip_local_port_range): a port
+-- taken from that range (bind to port 0) can be handed meanwhile to any
+-- outgoing connection on the machine, and was ("address already in use"
+-- when a node started on it). A random one below it is only at risk
+-- from another spec picking the same number within the moment.
+local function ephemeral_low()
+  local f = io.open("/proc/sys/net/ipv4/ip_local_port_range")
+  local low = f and tonumber(f:read("*n"))
+  if f then f:close() end
+  return low or 32768
+end
+
 function H.free_ports(n)
   local uv = require "luv"
-  local socks, ports = {}, {}
-  for i = 1, n do
+  local high = ephemeral_low() - 1
+  local low = math.max(1024, high - 20000)
+  local socks, ports, taken = {}, {}, {}
+  while #ports < n do
+    local port = math.random(low, high)
     local s = uv.new_tcp()
-    assert(s:bind("127.0.0.1", 0))
-    socks[i] = s
-    ports[i] = s:getsockname().port
+    if not taken[port] and s:bind("127.0.0.1", port) and s:listen(1, function() end) then
+      taken[port] = true
+      socks[#socks + 1] = s
+      ports[#ports + 1] = port
+    else
+      s:close()
+    end
   end
   for _, s in ipairs(socks) do s:close() end
   uv.run("nowait")
