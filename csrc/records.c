@@ -15,6 +15,22 @@ void odo_headkey(uint8_t key[ODO_HEADKEY_LEN], uint64_t num, uint64_t rev) {
   key[ODO_NUMKEY_LEN] = 1;
 }
 
+void odo_segkey(uint8_t key[ODO_SEGKEY_LEN], uint64_t num, uint64_t last) {
+  odo_numkey(key, ODO_K_EVENT, num, last);
+  key[ODO_NUMKEY_LEN] = ODO_SEG_TAG;
+}
+
+int odo_logkey_kind(const uint8_t *k, size_t klen, uint64_t num, uint64_t *rev) {
+  if (klen < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != num)
+    return ODO_LOG_OTHER;
+  *rev = odo_get_be64(k + 9);
+  if (klen == ODO_NUMKEY_LEN) return ODO_LOG_EVENT;
+  if (klen != ODO_HEADKEY_LEN) return ODO_LOG_OTHER;
+  return k[ODO_NUMKEY_LEN] == ODO_HEAD_TAG  ? ODO_LOG_HEAD
+         : k[ODO_NUMKEY_LEN] == ODO_SEG_TAG ? ODO_LOG_SEGMENT
+                                            : ODO_LOG_OTHER;
+}
+
 /* ---- framing ---------------------------------------------------------- */
 
 static uint32_t value_crc(const uint8_t *key, size_t klen, const uint8_t *p,
@@ -95,6 +111,28 @@ int odo_rec_event_decode(const uint8_t *key, const char *val, size_t vlen,
   ev->data = (const char *)p + r.pos;
   ev->data_len = odo_rd_left(&r);
   ev->rev = odo_get_be64(key + 9);
+  return 1;
+}
+
+/* ---- segment ---------------------------------------------------------- */
+
+int odo_rec_segment_encode(odo_buf *b, const odo_seg_rec *r) {
+  return odo_buf_reserve(b, ODO_SEG_FIXED + r->len) &&
+         odo_buf_add_u8(b, ODO_SEG_VERSION) && odo_buf_add_be32(b, r->count) &&
+         odo_buf_add(b, r->prev, ODO_HASH_LEN) &&
+         odo_buf_add(b, r->last, ODO_HASH_LEN) && odo_buf_add(b, r->events, r->len);
+}
+
+int odo_rec_segment_decode(const uint8_t *p, size_t n, odo_seg_rec *sr) {
+  odo_rd r;
+  odo_rd_init(&r, p, n);
+  if (odo_rd_u8(&r) != ODO_SEG_VERSION) return 0;
+  sr->count = odo_rd_be32(&r);
+  sr->prev = odo_rd_bytes(&r, ODO_HASH_LEN);
+  sr->last = odo_rd_bytes(&r, ODO_HASH_LEN);
+  if (r.bad || sr->count == 0) return 0;
+  sr->events = p + r.pos;
+  sr->len = odo_rd_left(&r);
   return 1;
 }
 

@@ -15,6 +15,8 @@
  *              | u64be purged | base[32]
  *   event      hash[32] | u64be ts | u8 type_len | type | data
  *   head       hash[32] | u16be sig_len | sig
+ *   segment    u8 version (1) | u32be count | prev[32] | last[32]
+ *              | (u64be ts | str8 type | u32be data_len | data) * count
  *   snapshot   u64be rev | hash[32] | u8 format_len | format
  *              | u16be sig_len | sig | data
  *   peer       u16be port | u64be last_seen_ms | u8 host_len | host
@@ -38,10 +40,21 @@
 #define ODO_K_EVENT 'z'
 #define ODO_NUMKEY_LEN 17  /* tag, u64be stream number, u64be revision */
 #define ODO_HEADKEY_LEN 18 /* an event's key, then 0x01: its signed head */
+#define ODO_SEGKEY_LEN 18  /* its last event's key, then 0x00: a segment */
+#define ODO_SEG_TAG 0
+#define ODO_HEAD_TAG 1
+
+/* What a key of the log is, for stream num: a single event, a segment
+ * (a run of events stored as one record, keyed by its last revision), a
+ * signed head, or not the stream's (ODO_LOG_OTHER). *rev is the
+ * revision in the key. */
+enum { ODO_LOG_OTHER, ODO_LOG_EVENT, ODO_LOG_SEGMENT, ODO_LOG_HEAD };
+int odo_logkey_kind(const uint8_t *k, size_t klen, uint64_t num, uint64_t *rev);
 
 void odo_numkey(uint8_t key[ODO_NUMKEY_LEN], char tag, uint64_t num,
                 uint64_t rev);
 void odo_headkey(uint8_t key[ODO_HEADKEY_LEN], uint64_t num, uint64_t rev);
+void odo_segkey(uint8_t key[ODO_SEGKEY_LEN], uint64_t num, uint64_t last);
 
 /* ---- framing ---- */
 
@@ -71,6 +84,23 @@ int odo_rec_event_encode(odo_buf *b, const odo_event *ev);
  * key); 0 when the checksum or the layout is wrong. */
 int odo_rec_event_decode(const uint8_t *key, const char *val, size_t vlen,
                          odo_event *ev);
+
+/* A segment: count events ending at the revision in its key, stored as
+ * they travel in an EVENTS message (docs/PROTOCOL.md), with the chain
+ * hash before the first (prev) and of the last (last). A replica writes
+ * a received batch as one. */
+#define ODO_SEG_VERSION 1
+#define ODO_SEG_FIXED (1 + 4 + 2 * ODO_HASH_LEN)
+typedef struct odo_seg_rec {
+  uint32_t count;
+  const uint8_t *prev, *last;
+  const uint8_t *events; /* count events, len bytes */
+  size_t len;
+} odo_seg_rec;
+int odo_rec_segment_encode(odo_buf *b, const odo_seg_rec *r);
+/* Checks the framing and the header (not each event: the reader decodes
+ * them as it goes, each bounds-checked). */
+int odo_rec_segment_decode(const uint8_t *p, size_t n, odo_seg_rec *r);
 
 /* A signed head. */
 typedef struct odo_head {

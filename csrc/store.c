@@ -325,14 +325,18 @@ static int cat_record_changed(const odo_cat *a, const odo_cat *b) {
          memcmp(a->base, b->base, ODO_HASH_LEN) != 0;
 }
 
-/* Sets last and hash from the stream's highest event at or past first. */
+/* Sets last and hash from the stream's highest event at or past first
+ * (a single event's record, or the last of a segment). */
 static int cat_find_last(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
                          odo_err *e) {
   uint8_t key[ODO_NUMKEY_LEN];
-  size_t kl, vl;
-  const uint8_t *k;
+  size_t kl, vl, pl;
+  const uint8_t *k, *p;
   const char *v;
+  uint64_t rev = 0;
+  int kind;
   odo_event ev;
+  odo_seg_rec sr;
   odo_numkey(key, ODO_K_EVENT, st->num + 1, 0);
   leveldb_iter_seek(it, (const char *)key, sizeof key);
   if (leveldb_iter_valid(it)) leveldb_iter_prev(it);
@@ -343,21 +347,24 @@ static int cat_find_last(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
   for (;;) {
     if (!leveldb_iter_valid(it)) return odo_iter_ok(it, e, "finding a stream's last event");
     k = (const uint8_t *)leveldb_iter_key(it, &kl);
-    if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != st->num)
+    kind = odo_logkey_kind(k, kl, st->num, &rev);
+    if (kind == ODO_LOG_EVENT || kind == ODO_LOG_SEGMENT) break;
+    if (kind == ODO_LOG_OTHER && (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT ||
+                                  odo_get_be64(k + 1) != st->num))
       return odo_iter_ok(it, e, "finding a stream's last event");
-    if (kl == ODO_NUMKEY_LEN) break;
     leveldb_iter_prev(it);
   }
   if (!odo_iter_ok(it, e, "finding a stream's last event")) return 0;
-  if (odo_get_be64(k + 9) < st->cat.first) return 1;
+  if (rev < st->cat.first) return 1;
   v = leveldb_iter_value(it, &vl);
-  if (!odo_rec_event_decode(k, v, vl, &ev))
+  if (kind == ODO_LOG_EVENT ? !odo_rec_event_decode(k, v, vl, &ev)
+                            : (p = odo_rec_open(k, kl, v, vl, &pl)) == NULL ||
+                                  !odo_rec_segment_decode(p, pl, &sr) || sr.count > rev)
     return odo_err_set(e, "ECORRUPT",
                        "%s: the last event (%llu) of stream %s is damaged",
-                       s->path, (unsigned long long)odo_get_be64(k + 9),
-                       st->id);
-  st->cat.last = ev.rev;
-  memcpy(st->cat.hash, ev.hash, ODO_HASH_LEN);
+                       s->path, (unsigned long long)rev, st->id);
+  st->cat.last = rev;
+  memcpy(st->cat.hash, kind == ODO_LOG_EVENT ? ev.hash : sr.last, ODO_HASH_LEN);
   return 1;
 }
 
@@ -587,6 +594,28 @@ static int db_is_empty(odo_store *s) {
   return empty;
 }
 
+/* Writes the meta records put in s->batch, synced. */
+static int meta_write(odo_store *s, const char *doing, odo_err *e) {
+  char *err = NULL;
+  if (s->txn_failed) return odo_err_set(e, "ENOMEM", "out of memory %s", doing);
+  leveldb_write(s->db, s->wsync, s->batch, &err);
+  leveldb_writebatch_clear(s->batch);
+  if (err) return odo_store_dberr(e, err, doing);
+  return 1;
+}
+
+/* A store of format 1 reads as it is in format 2 (which adds segments
+ * to the log); its record says 2 from now on, so an older odo-journal,
+ * which would not read the segments this one writes, refuses it. */
+static int upgrade_format(odo_store *s, odo_err *e) {
+  uint8_t fmt[4];
+  odo_put_be32(fmt, ODO_STORE_FORMAT);
+  leveldb_writebatch_clear(s->batch);
+  s->txn_failed = 0;
+  meta_put(s, "format", fmt, 4);
+  return meta_write(s, "upgrading the store's format", e);
+}
+
 static int init_meta(odo_store *s, const char *node_id, odo_err *e) {
   uint8_t buf[ODO_MAX_NODE_ID], fmt[4], created[8];
   size_t n = 0;
@@ -613,15 +642,7 @@ static int init_meta(odo_store *s, const char *node_id, odo_err *e) {
     meta_put(s, "format", fmt, 4);
     meta_put(s, "node", node_id, s->node_len);
     meta_put(s, "created", created, 8);
-    {
-      char *err = NULL;
-      if (s->txn_failed)
-        return odo_err_set(e, "ENOMEM", "out of memory creating the store");
-      leveldb_write(s->db, s->wsync, s->batch, &err);
-      leveldb_writebatch_clear(s->batch);
-      if (err) return odo_store_dberr(e, err, "creating the store");
-    }
-    return 1;
+    return meta_write(s, "creating the store", e);
   }
   if (n != 4)
     return odo_err_set(e, "ECORRUPT", "%s: bad format record", s->path);
@@ -630,6 +651,7 @@ static int init_meta(odo_store *s, const char *node_id, odo_err *e) {
                        "%s is in store format %u, newer than this "
                        "odo-journal reads (%d); upgrade odo-journal to open it",
                        s->path, (unsigned)odo_get_be32(fmt), ODO_STORE_FORMAT);
+  if (odo_get_be32(fmt) < ODO_STORE_FORMAT && !upgrade_format(s, e)) return 0;
   if (meta_get(s, "node", buf, sizeof buf, &n, e) != 1)
     return e->name ? 0
                    : odo_err_set(e, "ECORRUPT", "%s: node id missing",

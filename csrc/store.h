@@ -17,7 +17,7 @@
 
 #define ODO_STORE_CLASS "odo.store"
 #define ODO_ITER_CLASS "odo.store.iterator"
-#define ODO_STORE_FORMAT 1
+#define ODO_STORE_FORMAT 2 /* 2: segments in the log (format 1 stores are upgraded at open) */
 
 /* Snapshot origins. */
 #define ODO_ORIGIN_SOURCE 1 /* made (and later signed) by the stream's source */
@@ -84,15 +84,19 @@ typedef struct odo_chain {
   size_t sig_len;
   int urgent; /* a small (live) batch of a stream with nothing in flight:
                * the writer queues it ahead of the bulk ones */
+  int packed; /* the events lie back to back as they travelled (each
+               * event's bytes right after the one before): from
+               * ODO_SEG_MIN_EVENTS on they are written as one segment */
 } odo_chain;
+#define ODO_SEG_MIN_EVENTS 2
 /* Frees a chain and its reference to the key (NULL: nothing). */
 void odo_chain_free(odo_chain *c);
 /* Computes the chain on any thread (h its own) into each event's hash
  * and checks that it ends at the signed head; 0 with e set (EVERIFY: not
  * what the source signed; EIO). */
 int odo_chain_check(odo_hasher *h, odo_chain *c, odo_err *e);
-/* Puts each checked event's record into b (val the caller's scratch);
- * 0 with e set (ENOMEM) before anything is put. */
+/* Puts the checked events into b (val the caller's scratch): one record
+ * each, or one segment; 0 with e set (ENOMEM) before anything is put. */
 int odo_chain_put(odo_buf *val, const odo_chain *c, leveldb_writebatch_t *b,
                   odo_err *e);
 
@@ -233,9 +237,11 @@ int odo_stage_own(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
 int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs,
                       size_t n, odo_err *e);
 /* Like odo_stage_replica, but computes each event's hash instead of
- * checking a given one (the caller checks the last against a head). */
+ * checking a given one (the caller checks the last against a head).
+ * packed: the events lie back to back as they travelled, and from
+ * ODO_SEG_MIN_EVENTS on are stored as one segment. */
 int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
-                    odo_err *e);
+                    int packed, odo_err *e);
 /* One group of an append (store:append_many, the commit queue), read
  * from Lua before the transaction opens, so a programmer error raises
  * with nothing staged. */
@@ -321,12 +327,24 @@ int odo_store_hash_at(odo_store *s, odo_stream *st, uint64_t rev,
                       uint8_t out[ODO_HASH_LEN], odo_err *e);
 
 /* A forward reader over one stream's events from a revision on, used by
- * Lua iterators, the snapshot builder and the sync engine. */
+ * Lua iterators, the snapshot builder and the sync engine (store_reader.c).
+ * Events are stored one record each, or many in a segment (a received
+ * batch): the reader walks both, and computes the chain hash of each
+ * event it reads out of a segment (from the segment's first), checking
+ * the segment's last hash when it reaches it. */
 typedef struct odo_reader {
   leveldb_iterator_t *it;
   uint64_t num, next, to;
   char stream_id[ODO_MAX_STREAM_ID + 1];
   int started;
+  int no_hashes; /* set by a reader that never looks at ev->hash (a
+                  * sender): events out of segments are not hashed */
+  /* the segment the iterator stands on, while its events are read */
+  uint64_t seg_first, seg_at, seg_last; /* seg_last 0: not in one */
+  odo_rd seg;                /* its events not read yet */
+  const uint8_t *seg_hash;   /* its last event's hash, as stored */
+  uint8_t hash[ODO_HASH_LEN]; /* h(seg_at - 1) while hashing */
+  odo_hasher hasher;          /* made when a segment is first hashed */
 } odo_reader;
 
 int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
@@ -339,6 +357,17 @@ int odo_reader_open_bulk(odo_store *s, odo_stream *st, uint64_t from, uint64_t t
 /* 1 and ev filled (pointers valid until the next call), 0 at the end,
  * -1 on corruption with e set. */
 int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e);
+/* When the next event to read starts a stored segment that ends by the
+ * reader's end and holds at most max bytes of events: 1, with its
+ * events as they travel in an EVENTS message (pointers valid until the
+ * reader moves) and the reader past them. Else 0, and odo_reader_next
+ * reads on as before. */
+int odo_reader_segment(odo_reader *r, size_t max, const uint8_t **events,
+                       size_t *len, uint32_t *count);
+/* After the reader returned event rev (alone, or a segment's last):
+ * whether the stored signed head at rev follows it. 1 with h filled, 0
+ * not (the reader reads on from where it stands), -1 with e set. */
+int odo_reader_head_after(odo_reader *r, uint64_t rev, odo_head *h, odo_err *e);
 void odo_reader_close(odo_reader *r);
 
 void odo_store_add_dependent(odo_store *s, odo_dependent *d);

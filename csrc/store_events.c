@@ -25,6 +25,24 @@ static int encode_event(odo_store *s, odo_stream *st, const odo_event *ev) {
   return odo_store_put(s, key, sizeof key, &s->val);
 }
 
+/* Begins in val the segment record of evs (their hashes computed, after
+ * prev), which lie back to back as they travelled, so its body is a copy
+ * of those bytes; key is filled. 0 when out of memory. Sealed by the
+ * caller. */
+static int segment_encode(odo_buf *val, uint64_t num, const uint8_t prev[ODO_HASH_LEN],
+                          const odo_event *evs, size_t n, uint8_t key[ODO_SEGKEY_LEN]) {
+  const odo_event *last = &evs[n - 1];
+  odo_seg_rec sr;
+  sr.count = (uint32_t)n;
+  sr.prev = prev;
+  sr.last = last->hash;
+  sr.events = (const uint8_t *)evs[0].type - 8 - 1; /* its ts, its type's length */
+  sr.len = (size_t)((const uint8_t *)last->data + last->data_len - sr.events);
+  odo_segkey(key, num, last->rev);
+  odo_rec_begin(val);
+  return odo_rec_segment_encode(val, &sr);
+}
+
 static int check_room(odo_stream *st, const odo_cat *c, size_t n,
                       odo_err *e) {
   if (n > ODO_MAX_REV - c->last)
@@ -33,16 +51,18 @@ static int check_room(odo_stream *st, const odo_cat *c, size_t n,
   return 1;
 }
 
-enum { STAGE_OWN, STAGE_CHECK, STAGE_CHAIN };
+enum { STAGE_OWN, STAGE_CHECK, STAGE_CHAIN, STAGE_SEGMENT };
 
 /* Adds events to the open transaction after the stream's last revision:
  * STAGE_OWN numbers them (the source appending); STAGE_CHECK and
  * STAGE_CHAIN take their revisions, which must continue the stream, and
- * either check the chain hash each carries or compute it. */
+ * either check the chain hash each carries or compute it; STAGE_SEGMENT
+ * computes them too, and stores the events (back to back as they
+ * travelled) as one segment. */
 static int stage(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                  int mode, odo_err *e) {
   odo_cat *c;
-  uint8_t h[ODO_HASH_LEN];
+  uint8_t h[ODO_HASH_LEN], prev[ODO_HASH_LEN];
   char hex[2 * ODO_HASH_LEN + 1];
   if (mode == STAGE_OWN && !st->own)
     return odo_err_set(e, "ENOTSOURCE",
@@ -57,6 +77,7 @@ static int stage(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   c = odo_txn_touch(s, st);
   if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
   if (!check_room(st, c, n, e)) return 0;
+  memcpy(prev, c->hash, ODO_HASH_LEN);
   for (size_t i = 0; i < n; i++) {
     if (mode == STAGE_OWN)
       evs[i].rev = c->last + 1;
@@ -78,11 +99,18 @@ static int stage(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
                          (unsigned long long)evs[i].rev, st->id, hex);
     }
     memcpy(evs[i].hash, h, ODO_HASH_LEN);
-    if (!encode_event(s, st, &evs[i]))
+    if (mode != STAGE_SEGMENT && !encode_event(s, st, &evs[i]))
       return (s->txn_failed = 1),
              odo_err_set(e, "ENOMEM", "out of memory encoding an event");
     memcpy(c->hash, h, ODO_HASH_LEN);
     c->last++;
+  }
+  if (mode == STAGE_SEGMENT) {
+    uint8_t key[ODO_SEGKEY_LEN];
+    if (!segment_encode(&s->val, st->num, prev, evs, n, key) ||
+        !odo_store_put(s, key, sizeof key, &s->val))
+      return (s->txn_failed = 1),
+             odo_err_set(e, "ENOMEM", "out of memory encoding a segment");
   }
   return 1;
 }
@@ -98,8 +126,8 @@ int odo_stage_replica(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
 }
 
 int odo_stage_chain(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
-                    odo_err *e) {
-  return stage(s, st, evs, n, STAGE_CHAIN, e);
+                    int packed, odo_err *e) {
+  return stage(s, st, evs, n, packed && n >= ODO_SEG_MIN_EVENTS ? STAGE_SEGMENT : STAGE_CHAIN, e);
 }
 
 void odo_chain_free(odo_chain *c) {
@@ -145,6 +173,14 @@ int odo_chain_put(odo_buf *val, const odo_chain *c, leveldb_writebatch_t *b,
                   odo_err *e) {
   uint8_t key[ODO_NUMKEY_LEN];
   size_t most = 0;
+  if (c->packed && c->n >= ODO_SEG_MIN_EVENTS) {
+    uint8_t skey[ODO_SEGKEY_LEN];
+    if (!segment_encode(val, c->num, c->prev, c->evs, c->n, skey) ||
+        !odo_rec_seal(val, skey, sizeof skey))
+      return odo_err_set(e, "ENOMEM", "out of memory encoding a segment");
+    leveldb_writebatch_put(b, (const char *)skey, sizeof skey, (const char *)val->p, val->len);
+    return 1;
+  }
   for (size_t i = 0; i < c->n; i++)
     if (c->evs[i].type_len + c->evs[i].data_len > most)
       most = c->evs[i].type_len + c->evs[i].data_len;
@@ -404,83 +440,6 @@ int odo_store_l_append_replica(lua_State *L) {
 
 /* ---- reading ----------------------------------------------------------- */
 
-static int compacted(odo_stream *st, uint64_t from, odo_err *e) {
-  return odo_err_set(e, "ECOMPACTED",
-                     "revision %llu of stream %s is compacted; events are "
-                     "held from %llu, and the snapshot at %llu covers the "
-                     "rest",
-                     (unsigned long long)from, st->id,
-                     (unsigned long long)st->cat.first,
-                     (unsigned long long)st->cat.snap);
-}
-
-static int reader_open(odo_store *s, const leveldb_readoptions_t *ro, odo_stream *st,
-                       uint64_t from, uint64_t to, odo_reader *r, odo_err *e) {
-  uint8_t key[ODO_NUMKEY_LEN];
-  memset(r, 0, sizeof *r);
-  if (from == 0) from = 1;
-  if (from < st->cat.first) return compacted(st, from, e);
-  r->num = st->num;
-  r->next = from;
-  r->to = to < st->cat.last ? to : st->cat.last;
-  memcpy(r->stream_id, st->id, st->id_len + 1);
-  if (r->next > r->to) return 1; /* nothing to read; no iterator needed */
-  r->it = leveldb_create_iterator(s->db, ro);
-  odo_numkey(key, ODO_K_EVENT, r->num, from);
-  leveldb_iter_seek(r->it, (const char *)key, sizeof key);
-  return 1;
-}
-
-int odo_reader_open(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
-                    odo_reader *r, odo_err *e) {
-  return reader_open(s, s->ropts, st, from, to, r, e);
-}
-
-int odo_reader_open_bulk(odo_store *s, odo_stream *st, uint64_t from, uint64_t to,
-                         odo_reader *r, odo_err *e) {
-  return reader_open(s, s->ropts_bulk, st, from, to, r, e);
-}
-
-int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e) {
-  size_t klen, vlen;
-  const char *k, *v;
-  if (r->next > r->to || r->it == NULL) return 0;
-  if (r->started) leveldb_iter_next(r->it);
-  r->started = 1;
-  if (!leveldb_iter_valid(r->it)) goto missing;
-  k = leveldb_iter_key(r->it, &klen);
-  /* signed heads sit right after their events: step over them */
-  while (klen == ODO_HEADKEY_LEN && k[0] == ODO_K_EVENT &&
-         odo_get_be64((const uint8_t *)k + 1) == r->num) {
-    leveldb_iter_next(r->it);
-    if (!leveldb_iter_valid(r->it)) goto missing;
-    k = leveldb_iter_key(r->it, &klen);
-  }
-  if (klen != ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT ||
-      odo_get_be64((const uint8_t *)k + 1) != r->num)
-    goto missing;
-  if (odo_get_be64((const uint8_t *)k + 9) != r->next) goto missing;
-  v = leveldb_iter_value(r->it, &vlen);
-  if (!odo_rec_event_decode((const uint8_t *)k, v, vlen, ev)) {
-    odo_err_set(e, "ECORRUPT",
-                "event %llu of stream %s is damaged (checksum mismatch)",
-                (unsigned long long)r->next, r->stream_id);
-    return -1;
-  }
-  r->next++;
-  return 1;
-missing:
-  if (!odo_iter_ok(r->it, e, "reading events")) return -1;
-  odo_err_set(e, "ECORRUPT", "event %llu of stream %s is missing",
-              (unsigned long long)r->next, r->stream_id);
-  return -1;
-}
-
-void odo_reader_close(odo_reader *r) {
-  if (r->it) leveldb_iter_destroy(r->it);
-  r->it = NULL;
-}
-
 /* Reads up to limit events from r into a new Lua array on the stack.
  * Returns the count, or -1 with e set (nothing pushed). */
 static long read_into(lua_State *L, odo_reader *r, uint64_t limit,
@@ -696,7 +655,7 @@ int odo_store_l_verify(lua_State *L) {
     memcpy(h, computed, ODO_HASH_LEN);
   }
   odo_reader_close(&r);
-  if (rc < 0) bad = r.next;
+  if (rc < 0) bad = r.seg_last ? r.seg_first : r.next; /* a segment: its first */
   if (!bad && rc == 0 && memcmp(h, st->cat.hash, ODO_HASH_LEN) != 0) {
     bad = st->cat.last;
     odo_err_set(&e, "ECORRUPT",

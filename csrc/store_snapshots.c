@@ -334,6 +334,45 @@ int odo_store_l_compact(lua_State *L) {
   return 1;
 }
 
+/* A segment under it that reaches past upto: when it holds events at or
+ * below upto, it is rewritten under its key without them, its chain
+ * continuing from h(upto) (computed over the events dropped). */
+static int segment_cut(odo_store *s, odo_stream *st, leveldb_iterator_t *it,
+                       uint64_t upto, odo_err *e) {
+  size_t kl, vl, pl;
+  const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
+  const char *v = leveldb_iter_value(it, &vl);
+  const uint8_t *p = odo_rec_open(k, kl, v, vl, &pl);
+  uint64_t last = odo_get_be64(k + 9), rev;
+  uint8_t h[ODO_HASH_LEN];
+  odo_seg_rec sr;
+  odo_event ev;
+  odo_rd r;
+  if (p == NULL || !odo_rec_segment_decode(p, pl, &sr) || sr.count > last)
+    return odo_err_set(e, "ECORRUPT", "a segment of stream %s is damaged (at %llu)",
+                       st->id, (unsigned long long)last);
+  rev = last - sr.count + 1;
+  if (rev > upto) return 1;
+  memcpy(h, sr.prev, ODO_HASH_LEN);
+  odo_rd_init(&r, sr.events, sr.len);
+  for (; rev <= upto; rev++) {
+    ev.rev = rev;
+    if (!odo_event_decode(&r, &ev, 0))
+      return odo_err_set(e, "ECORRUPT", "a segment of stream %s is damaged (at %llu)",
+                         st->id, (unsigned long long)last);
+    if (!odo_chain_next(&s->hasher, h, &ev, h)) return odo_err_set(e, "EIO", "SHA-256 failed");
+  }
+  sr.count = (uint32_t)(last - upto);
+  sr.prev = h;
+  sr.events += r.pos;
+  sr.len -= r.pos;
+  odo_rec_begin(&s->val);
+  odo_rec_segment_encode(&s->val, &sr);
+  if (!odo_store_put(s, k, kl, &s->val))
+    return odo_err_set(e, "ENOMEM", "out of memory cutting a segment");
+  return 1;
+}
+
 /***
  * Deletes at most max compacted records of a stream (events below the
  * first held revision, and signed heads below it).
@@ -366,10 +405,18 @@ int odo_store_l_purge(lua_State *L) {
     for (leveldb_iter_seek(it, (const char *)key, sizeof key);
          leveldb_iter_valid(it); leveldb_iter_next(it)) {
       size_t kl;
+      uint64_t rev;
       const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
-      if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT ||
-          odo_get_be64(k + 1) != st->num || odo_get_be64(k + 9) > upto)
+      int kind = odo_logkey_kind(k, kl, st->num, &rev);
+      if (kind == ODO_LOG_OTHER) break;
+      if (rev > upto) {
+        if (kind == ODO_LOG_SEGMENT && !segment_cut(s, st, it, upto, &e)) {
+          leveldb_iter_destroy(it);
+          odo_txn_abort(s);
+          return odo_err_push(L, &e);
+        }
         break;
+      }
       odo_store_del(s, k, kl);
     }
     /* records stepped over unread stay on disk: record no progress */
@@ -417,8 +464,10 @@ int odo_head_read(odo_store *s, odo_stream *st, uint64_t rev, int last,
     const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
     const char *v;
     const uint8_t *p;
-    if (kl < ODO_NUMKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != st->num) break;
-    if (kl != ODO_HEADKEY_LEN) continue;
+    uint64_t at;
+    int kind = odo_logkey_kind(k, kl, st->num, &at);
+    if (kind == ODO_LOG_OTHER) break;
+    if (kind != ODO_LOG_HEAD) continue;
     v = leveldb_iter_value(it, &vl);
     p = odo_rec_open(k, kl, v, vl, &pl);
     if (p == NULL || !odo_rec_head_decode(p, pl, h)) {

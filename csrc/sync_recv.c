@@ -416,6 +416,7 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
    * so it can go ahead of the other streams' catch-up batches queued for
    * the writer (and stay behind its own) */
   ch->urgent = n <= ODO_LIVE_BATCH_BYTES && st->inflight == st->urgent_inflight;
+  ch->packed = 1; /* decoded in place from the copy of the message */
   memcpy(ch->head, m->head_hash, ODO_HASH_LEN);
   memcpy(ch->stream, id, sl);
   ch->stream_len = sl;
@@ -579,7 +580,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                        "a batch of stream %.*s starts at %llu; this node is at %llu",
                        (int)sl, id, (unsigned long long)m.first, (unsigned long long)have);
     }
-    if (!odo_stage_chain(y->store, st, y->evs + skip, count - skip, &e)) {
+    if (!odo_stage_chain(y->store, st, y->evs + skip, count - skip, 1, &e)) {
       odo_txn_abort(y->store);
       return violation(L, ev, id, sl, "verification failed", "%s", e.msg);
     }

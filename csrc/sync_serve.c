@@ -110,28 +110,6 @@ static int send_snapshot_chunk(odo_sync *y, sync_peer *p, sync_sub *sub,
 
 /* ---- batches ---------------------------------------------------------------- */
 
-/* After odo_reader_next returned event rev: whether its signed head
- * follows it (heads sit right after their events). 1 with h filled, 0
- * when not (the reader goes on from where it stands), -1 with e set. */
-static int head_after(odo_reader *r, uint64_t rev, odo_head *h, odo_err *e) {
-  size_t kl, vl, pl;
-  const uint8_t *k, *p;
-  const char *v;
-  leveldb_iter_next(r->it);
-  r->started = 0; /* its next call reads where the iterator stands */
-  if (!leveldb_iter_valid(r->it)) return 0;
-  k = (const uint8_t *)leveldb_iter_key(r->it, &kl);
-  if (kl != ODO_HEADKEY_LEN || k[0] != ODO_K_EVENT || odo_get_be64(k + 1) != r->num ||
-      odo_get_be64(k + 9) != rev)
-    return 0;
-  v = leveldb_iter_value(r->it, &vl);
-  p = odo_rec_open(k, kl, v, vl, &pl);
-  if (p == NULL || !odo_rec_head_decode(p, pl, h))
-    return odo_err_set(e, "ECORRUPT", "a signed head of stream %s is damaged", r->stream_id), -1;
-  h->rev = rev;
-  return 1;
-}
-
 /* Encodes events next..head.rev and the first head at or after next as
  * one EVENTS frame in y->out, in one walk of the store (heads sit among
  * the events). Returns the frame's size, 0 when there is no head to end
@@ -151,22 +129,39 @@ static long build_batch(odo_sync *y, odo_stream *st, uint64_t next,
   int rc, found = 0, bulk = next + ODO_HEAD_EVENTS <= st->cat.last;
   if (!(bulk ? odo_reader_open_bulk : odo_reader_open)(y->store, st, next, st->cat.last, &r, e))
     return -1;
+  r.no_hashes = 1; /* the receiver chains them itself */
   /* the events go straight into the frame (a batch is copied once) */
   f = odo_frame_begin(&y->out, ODO_MSG_EVENTS);
   count_at = odo_msg_events_open(&y->out, st->id, st->id_len, next);
-  while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
-    if (!odo_event_encode(&y->out, &ev, 0)) {
-      rc = -1;
-      odo_err_set(e, "ENOMEM", "out of memory building a batch");
-      break;
+  for (;;) {
+    const uint8_t *seg;
+    size_t seg_len, used = y->out.len - f;
+    uint32_t seg_count;
+    /* a stored segment (a batch this node received) goes as it is */
+    if (used <= y->max_batch &&
+        odo_reader_segment(&r, y->max_batch - used, &seg, &seg_len, &seg_count)) {
+      if (!odo_buf_add(&y->out, seg, seg_len)) {
+        rc = -1;
+        odo_err_set(e, "ENOMEM", "out of memory building a batch");
+        break;
+      }
+      count += seg_count;
+      ev.rev = r.next - 1;
+    } else {
+      if ((rc = odo_reader_next(&r, &ev, e)) != 1) break;
+      if (!odo_event_encode(&y->out, &ev, 0)) {
+        rc = -1;
+        odo_err_set(e, "ENOMEM", "out of memory building a batch");
+        break;
+      }
+      count++;
     }
-    count++;
     if (y->out.len - f > y->max_batch + ODO_FRAME_HEADER) {
       rc = -1;
       odo_err_set(e, "ETOOBIG", "a batch of stream %s is too big to send", st->id);
       break;
     }
-    rc = head_after(&r, ev.rev, &h, e);
+    rc = odo_reader_head_after(&r, ev.rev, &h, e);
     if (rc < 0) break;
     if (rc == 1) {
       found = 1;

@@ -45,6 +45,7 @@ build = {
         "csrc/store.c",
         "csrc/store_class.c",
         "csrc/store_events.c",
+        "csrc/store_reader.c",
         "csrc/store_filter.c",
         "csrc/store_peers.c",
         "csrc/store_snapshots.c",

@@ -50,6 +50,13 @@ describe("a store in the v1 format", function()
       assert.same({ "raw", "w6n/AGJpbmFyeQ==" }, { e.type, e.data_base64 })
       e = cjson.decode((H.odo_cmd("tail", "--dir", dir, B)))
       assert.same({ "note", "hello" }, { e.type, e.data })
+      -- opened once, it says format 2 (segments may follow), which an
+      -- older odo-journal refuses instead of misreading
+      local fmt
+      for _, rec in ipairs(H.records(dir .. "/store")) do
+        if rec.key == "mformat" then fmt = rec.value:sub(5) end
+      end
+      assert.equal(string.pack(">I4", 2), fmt)
     end)
   end
 end)

@@ -322,27 +322,50 @@ describe("verifiable streams", function()
     local dir = b.dir
     b:close()
     net.drain()
-    -- forge event 700's data behind the store's back, with a valid checksum
+    -- forge event 700's data behind the store's back, with a valid
+    -- checksum: the replica holds it in a segment (a received batch, one
+    -- record keyed by its last revision), which no longer chains to its
+    -- stored hash; the report names the segment's first revision
     local num
     for _, rec in ipairs(H.records(dir .. "/store")) do
       if rec.key == "c" .. a.id then num = string.unpack(">I8", rec.value, 6) end
     end
-    local key = "z" .. string.pack(">I8I8", num, 700)
-    local raw
+    local prefix = "z" .. string.pack(">I8", num)
+    local key, raw, first
     for _, rec in ipairs(H.records(dir .. "/store")) do
-      if rec.key == key then raw = rec.value end
+      local k = rec.key
+      if not key and #k == 18 and k:sub(1, 9) == prefix and k:byte(18) == 0 then
+        local seg_last = string.unpack(">I8", k, 10)
+        local count = string.unpack(">I4", rec.value, 6)
+        if seg_last >= 700 and seg_last - count + 1 <= 700 then
+          key, raw, first = k, rec.value, seg_last - count + 1
+        end
+      end
     end
+    assert(key, "no segment holds event 700")
+    assert.is_true(first < 700) -- the tampered byte is in a later event
     local payload = raw:sub(5, -2) .. string.char((raw:byte(-1) + 1) % 256)
     local out, ok = H.ldb("putframed", dir .. "/store", H.hex(key), H.hex(payload))
     assert(ok, out)
     out = H.run(("'%s' verify --dir '%s'"):format(H.odo, dir))
     assert.matches("BAD +" .. a.id, out)
-    assert.matches("chain broken at revision 700", out)
+    assert.matches("chain broken at revision " .. first .. ":", out, 1, true)
+    assert.matches("stored as one segment", out, 1, true)
     local _, rc = H.run(("'%s' verify --dir '%s' '%s'"):format(H.odo, dir, a.id))
     assert.is_false(rc)
     -- the source's own copy is fine
     a:close()
     out, rc = H.run(("'%s' verify --dir '%s' '%s'"):format(H.odo, a.dir, a.id))
     assert.is_true(rc, out)
+    -- and holds one record per event: one forged is named by its revision
+    key = prefix .. string.pack(">I8", 700)
+    for _, rec in ipairs(H.records(a.dir .. "/store")) do
+      if rec.key == key then raw = rec.value end
+    end
+    payload = raw:sub(5, -2) .. string.char((raw:byte(-1) + 1) % 256)
+    out, ok = H.ldb("putframed", a.dir .. "/store", H.hex(key), H.hex(payload))
+    assert(ok, out)
+    out = H.run(("'%s' verify --dir '%s'"):format(H.odo, a.dir))
+    assert.matches("chain broken at revision 700", out, 1, true)
   end)
 end)
