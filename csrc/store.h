@@ -89,6 +89,15 @@ typedef struct odo_chain {
                * ODO_SEG_MIN_EVENTS on they are written as one segment */
 } odo_chain;
 #define ODO_SEG_MIN_EVENTS 2
+/* A source's own append of this many events or more is stored as
+ * segments (fewer: one record per event, each read back on its own).
+ * They are cut after every revision that is a multiple of
+ * ODO_SEG_CUT_EVENTS (where the signer puts a head: sync.h's
+ * ODO_HEAD_EVENTS) and before their data would pass ODO_SEG_MAX_BYTES,
+ * so no signed head ever falls inside one. */
+#define ODO_SEG_MIN_OWN 16
+#define ODO_SEG_CUT_EVENTS 1000
+#define ODO_SEG_MAX_BYTES (1u << 20)
 /* Frees a chain and its reference to the key (NULL: nothing). */
 void odo_chain_free(odo_chain *c);
 /* Computes the chain on any thread (h its own) into each event's hash

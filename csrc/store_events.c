@@ -53,6 +53,62 @@ static int check_room(odo_stream *st, const odo_cat *c, size_t n,
 
 enum { STAGE_OWN, STAGE_CHECK, STAGE_CHAIN, STAGE_SEGMENT };
 
+/* Numbers and chains events i.. of an own append into one segment in
+ * s->val (cut as ODO_SEG_MIN_OWN says) and returns where the next one
+ * starts; *ok 1, or 0 when SHA-256 failed, -1 when out of memory. */
+static size_t own_segment(odo_store *s, odo_cat *c, odo_event *evs, size_t i, size_t n,
+                          int *ok) {
+  size_t at, bytes = 0;
+  odo_rec_begin(&s->val);
+  odo_buf_add_u8(&s->val, ODO_SEG_VERSION);
+  odo_buf_add_be32(&s->val, 0); /* the count, filled in below */
+  odo_buf_add(&s->val, c->hash, ODO_HASH_LEN);
+  at = s->val.len;
+  odo_buf_add(&s->val, c->hash, ODO_HASH_LEN); /* the last hash, below */
+  *ok = 1;
+  for (;;) {
+    odo_event *ev = &evs[i++];
+    ev->rev = c->last + 1;
+    if (!odo_chain_next(&s->hasher, c->hash, ev, ev->hash) && *ok == 1) *ok = 0;
+    memcpy(c->hash, ev->hash, ODO_HASH_LEN);
+    c->last++;
+    bytes += ev->type_len + ev->data_len;
+    odo_event_encode(&s->val, ev, 0);
+    if (i == n || ev->rev % ODO_SEG_CUT_EVENTS == 0 ||
+        bytes + evs[i].type_len + evs[i].data_len > ODO_SEG_MAX_BYTES)
+      break;
+  }
+  if (s->val.failed) *ok = -1;
+  if (*ok == 1) memcpy(s->val.p + at, c->hash, ODO_HASH_LEN);
+  return i;
+}
+
+/* An own append of many events, as segments (one record for a lone
+ * event a cut leaves). */
+static int stage_own_segments(odo_store *s, odo_stream *st, odo_cat *c, odo_event *evs,
+                              size_t n, odo_err *e) {
+  size_t i = 0;
+  while (i < n) {
+    uint8_t key[ODO_SEGKEY_LEN];
+    int ok;
+    size_t j = own_segment(s, c, evs, i, n, &ok);
+    if (ok != 1)
+      return (s->txn_failed = 1), ok == 0 ? odo_err_set(e, "EIO", "SHA-256 failed")
+                                          : odo_err_set(e, "ENOMEM", "out of memory encoding events");
+    if (j - i == 1) {
+      if (!encode_event(s, st, &evs[i]))
+        return (s->txn_failed = 1), odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+    } else {
+      odo_put_be32(s->val.p + 4 + 1, (uint32_t)(j - i));
+      odo_segkey(key, st->num, evs[j - 1].rev);
+      if (!odo_store_put(s, key, sizeof key, &s->val))
+        return (s->txn_failed = 1), odo_err_set(e, "ENOMEM", "out of memory encoding events");
+    }
+    i = j;
+  }
+  return 1;
+}
+
 /* Adds events to the open transaction after the stream's last revision:
  * STAGE_OWN numbers them (the source appending); STAGE_CHECK and
  * STAGE_CHAIN take their revisions, which must continue the stream, and
@@ -77,6 +133,7 @@ static int stage(odo_store *s, odo_stream *st, odo_event *evs, size_t n,
   c = odo_txn_touch(s, st);
   if (c == NULL) return odo_err_set(e, "ENOMEM", "out of memory");
   if (!check_room(st, c, n, e)) return 0;
+  if (mode == STAGE_OWN && n >= ODO_SEG_MIN_OWN) return stage_own_segments(s, st, c, evs, n, e);
   memcpy(prev, c->hash, ODO_HASH_LEN);
   for (size_t i = 0; i < n; i++) {
     if (mode == STAGE_OWN)

@@ -18,10 +18,11 @@
 #include "store.h"
 #include "sync_msg.h"
 
-/* A head is signed at least every HEAD_EVENTS revisions and HEAD_BYTES of
- * event data, and at the end of every live batch, so every batch a
- * replica verifies is bounded. */
-#define ODO_HEAD_EVENTS 1000
+/* A head is signed at every revision that is a multiple of HEAD_EVENTS,
+ * after HEAD_BYTES of event data, and at the end of every live batch, so
+ * every batch a replica verifies is bounded; always at the end of a
+ * stored record (a source's segments are cut at those multiples). */
+#define ODO_HEAD_EVENTS ODO_SEG_CUT_EVENTS
 #define ODO_HEAD_BYTES (4u << 20)
 #define ODO_SNAPSHOT_CHUNK (1u << 20)
 /* A catch-up's batch goes on to the last head within this many bytes

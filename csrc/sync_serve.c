@@ -524,15 +524,17 @@ static int commit_heads(odo_sync *y, odo_stream *st, uint64_t rev, odo_err *e) {
   return 1;
 }
 
-/* Signs and stores heads for an own stream's unsigned events: one every
- * ODO_HEAD_EVENTS revisions or ODO_HEAD_BYTES of data, and one at the
- * last revision. Walks at most `budget` events; *more is set when events
- * are left. */
+/* Signs and stores heads for an own stream's unsigned events: one at
+ * every revision that is a multiple of ODO_HEAD_EVENTS, one after
+ * ODO_HEAD_BYTES of data, and one at the last revision; each at the end
+ * of a stored record (an event, or a segment, which the store cuts at
+ * those multiples). Walks about `budget` events (to the end of the
+ * record it is in); *more is set when events are left. */
 int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,
                          int *more, odo_err *e) {
   odo_reader r;
   odo_event ev;
-  uint64_t from, until, since = 0, signed_to = 0;
+  uint64_t from, until, signed_to = 0;
   size_t bytes = 0;
   int rc, signed_n = 0;
   uint8_t msg[ODO_SIGNED_MAX], sig[ODO_MAX_SIG];
@@ -541,16 +543,13 @@ int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,
   if (from < st->cat.first) from = st->cat.first;
   if (from > st->cat.last) return 0;
   until = st->cat.last;
-  if (until - from + 1 > budget) {
-    until = from + budget - 1;
-    *more = 1;
-  }
-  if (!odo_reader_open(y->store, st, from, until, &r, e)) return -1;
+  if (until - from + 1 > budget) until = from + budget - 1;
+  if (!odo_reader_open(y->store, st, from, st->cat.last, &r, e)) return -1;
   odo_txn_begin(y->store);
   while ((rc = odo_reader_next(&r, &ev, e)) == 1) {
-    since++;
     bytes += ev.data_len;
-    if (since >= ODO_HEAD_EVENTS || bytes >= ODO_HEAD_BYTES || ev.rev == until) {
+    if (r.seg_last != 0) continue; /* inside a segment: no head here */
+    if (ev.rev % ODO_HEAD_EVENTS == 0 || bytes >= ODO_HEAD_BYTES || ev.rev >= until) {
       size_t sl = sizeof sig;
       size_t mlen = odo_head_message(msg, st->id, st->id_len, ev.rev, ev.hash);
       if (!odo_sign(y->store->signer, msg, mlen, sig, &sl, e)) {
@@ -560,10 +559,11 @@ int odo_sync_sign_stream(odo_sync *y, odo_stream *st, uint64_t budget,
       odo_stage_head(y->store, st, ev.rev, ev.hash, sig, sl);
       signed_n++;
       signed_to = ev.rev;
-      since = 0;
       bytes = 0;
+      if (ev.rev >= until) break;
     }
   }
+  if (signed_to < st->cat.last) *more = 1;
   odo_reader_close(&r);
   if (rc < 0) {
     odo_txn_abort(y->store);

@@ -109,6 +109,44 @@ describe("segments", function()
     end
   end)
 
+  it("of a source end where its heads go: at multiples of 1000, never inside one, whatever the budget", function()
+    for _, budget in ipairs({ 100000, 300 }) do
+      local a = H.net_node(net, 1, env.pki.n[1], { policy = H.merge(FAST, { sign_budget = budget }) })
+      nodes[#nodes + 1] = a
+      a:append(nil, H.events(2500))     -- 1..1000, 1001..2000, 2001..2500
+      a:append(nil, H.events(30, "f"))  -- 2501..2530, in the same loop turn
+      a:append(nil, H.events(5, "g"))   -- 2531..2535, one record each
+      a:append(nil, H.events(1700, "h")) -- 2536..3000, 3001..4000, 4001..4235
+      assert.is_true(net.run_until(function()
+        local h = a.store:head_last(a.id)
+        return h and h.rev == 4235
+      end, 20000))
+      local dir = a.dir
+      a:close()
+      net.drain()
+      local log = log_records(dir, stream_num(dir, a.id))
+      local segs = {}
+      for _, sg in ipairs(log.segments) do segs[#segs + 1] = { sg.last - sg.count + 1, sg.last } end
+      assert.same({ { 1, 1000 }, { 1001, 2000 }, { 2001, 2500 }, { 2501, 2530 }, { 2536, 3000 },
+        { 3001, 4000 }, { 4001, 4235 } }, segs)
+      assert.same({ 2531, 2532, 2533, 2534, 2535 }, log.events)
+      -- every head at the end of a record, at most 1000 revisions apart,
+      -- one at each multiple of 1000
+      local ends = {}
+      for _, sg in ipairs(segs) do ends[sg[2]] = true end
+      for _, rev in ipairs(log.events) do ends[rev] = true end
+      local prev, at = 0, {}
+      for _, rev in ipairs(log.heads) do
+        assert.is_true(ends[rev], ("budget %d: a head inside a segment, at %d"):format(budget, rev))
+        assert.is_true(rev - prev <= 1000)
+        prev, at[rev] = rev, true
+      end
+      for _, m in ipairs({ 1000, 2000, 3000, 4000, 4235 }) do assert.is_true(at[m], "no head at " .. m) end
+      nodes = {}
+      env.nodes = nodes
+    end
+  end)
+
   it("keep the chain across a compaction point inside a segment, its purge and a reopen", function()
     local a = node(1)
     a:append(nil, H.events(N))
