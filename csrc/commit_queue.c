@@ -163,6 +163,11 @@ static void prepare_job(commit_queue *q, cq_job *j) {
 /* A merged write stops taking jobs past this many bytes of received
  * batches: the worker's batch stays bounded whatever the backlog. */
 #define MERGE_BYTES (512u << 10)
+/* ... and, when they are synced, past this many: an fsync costs more
+ * than reading a larger write back, so a backlog of durable batches
+ * shares fewer of them. */
+#define MERGE_SYNC_BYTES (4u << 20)
+static size_t merge_limit(int sync) { return sync ? MERGE_SYNC_BYTES : MERGE_BYTES; }
 
 /* Fails the jobs from first up to (not including) end that write and
  * have not failed yet, with e. */
@@ -248,7 +253,7 @@ static void write_jobs(commit_queue *q, cq_job *list) {
     last = j;
     sync |= j->sync;
     bytes += j->chain ? j->chain->bytes : 0;
-    if (bytes >= MERGE_BYTES) {
+    if (bytes >= merge_limit(sync)) {
       write_merged(q, first, last, sync, &e);
       first = last = NULL;
       sync = 0;
@@ -281,7 +286,7 @@ static void *worker(void *arg) {
     for (size_t bytes = 0; tail->next; tail = tail->next) {
       if (tail == q->urgent_tail) q->urgent_tail = NULL;
       bytes += tail->chain ? tail->chain->bytes : 0;
-      if (bytes >= MERGE_BYTES) break;
+      if (bytes >= merge_limit(list->sync)) break;
     }
     if (tail == q->urgent_tail) q->urgent_tail = NULL;
     q->todo = tail->next;
