@@ -31,8 +31,12 @@
  * their events; see write_jobs). A small received batch of a stream with
  * nothing in flight (live traffic, odo_chain.urgent) is queued ahead of
  * the others, after the urgent ones before it: it waits for one merged
- * write at most, not for megabytes of another stream's catch-up. Touches no Lua state on the
- * worker; LevelDB writes are thread-safe. */
+ * write at most, not for megabytes of another stream's catch-up. A second
+ * thread, the verifier ("odo-verify"), computes and checks the queued
+ * chains ahead of the worker, so one batch's hashing overlaps the write
+ * and sync of the one before (the worker checks a chain itself when the
+ * verifier has not begun it). Touches no Lua state on either thread;
+ * LevelDB writes are thread-safe. */
 
 /***
  * @submodule odo.core
@@ -59,18 +63,26 @@ typedef struct cq_job {
   int writes; /* has records: a stream it holds, or a core writer's own (heads) */
   odo_err err;
   odo_chain *chain;     /* events to chain into the write, or NULL */
+  int vstate;           /* its chain's check: VERIFY_* */
+  int vok;              /* the verifier's result, and why not */
+  odo_err verr;
   odo_write_done *done; /* the core writer to tell, or NULL */
   odo_group *groups; /* per group: its last revision or its error */
   size_t ngroups;
 } cq_job;
 
+/* A chain's check: not begun, under way on the verifier, done by the
+ * verifier (vok, verr), or taken by the writer (which checks it itself). */
+enum { VERIFY_NONE, VERIFY_BUSY, VERIFY_DONE, VERIFY_WRITER };
+
 typedef struct commit_queue {
   odo_writer writer; /* first: the store calls settle through it */
   odo_dependent dep;
   odo_store *store;
-  pthread_t thread;
+  pthread_t thread, vthread;
   pthread_mutex_t mu;
-  pthread_cond_t work, done;
+  pthread_cond_t work, done, vwork;
+  int vstarted; /* the verifier runs */
   int started, stop, broken, efd;
   int ready;         /* the worker has its name and priority (or failed) */
   odo_err start_err; /* why it could not take its priority */
@@ -87,6 +99,8 @@ typedef struct commit_queue {
   /* the worker's own: chain hashing, record encoding, merged writes */
   odo_hasher hasher;
   int hasher_ok;
+  odo_hasher vhasher; /* the verifier's */
+  int vhasher_ok;
   odo_buf val;
   leveldb_writebatch_t *merged;
 } commit_queue;
@@ -128,6 +142,68 @@ static int mark_refused(commit_queue *q, const cq_job *j) {
   return 1;
 }
 
+/* ---- the verifier -----------------------------------------------------------
+ * A second thread computes and checks the chains of queued batches ahead
+ * of the writer (the worker), in order, so that one batch's SHA-256 runs
+ * while the batch before it is written and synced. The writer takes a
+ * chain's result when the verifier has it (waiting when it is under way),
+ * and checks the chain itself when the verifier has not begun it; what a
+ * result means (a refused stream, the jobs after it) is the writer's, in
+ * order, as before. */
+
+/* The next chain to check (mutex held): in the writer's list first. */
+static cq_job *next_unverified(commit_queue *q) {
+  for (cq_job *j = q->busy; j; j = j->next)
+    if (j->chain && j->vstate == VERIFY_NONE) return j;
+  for (cq_job *j = q->todo; j; j = j->next)
+    if (j->chain && j->vstate == VERIFY_NONE) return j;
+  return NULL;
+}
+
+static void *verifier(void *arg) {
+  commit_queue *q = arg;
+  odo_err e = {0};
+  int ok;
+  odo_thread_name("odo-verify");
+  /* without its priority it ends, and the writer checks every chain */
+  ok = odo_thread_nice(q->store->worker_nice, "chain verifier", &e) && q->vhasher_ok;
+  pthread_mutex_lock(&q->mu);
+  while (ok) {
+    cq_job *j;
+    while ((j = next_unverified(q)) == NULL && !q->stop) pthread_cond_wait(&q->vwork, &q->mu);
+    if (j == NULL) break;
+    j->vstate = VERIFY_BUSY;
+    pthread_mutex_unlock(&q->mu);
+    j->vok = odo_chain_check(&q->vhasher, j->chain, &j->verr);
+    pthread_mutex_lock(&q->mu);
+    j->vstate = VERIFY_DONE;
+    pthread_cond_broadcast(&q->done);
+  }
+  pthread_mutex_unlock(&q->mu);
+  return NULL;
+}
+
+/* The writer's turn for j's chain (mutex not held): 1 the verifier found
+ * it sound, 0 not (j->verr), -1 the writer checks it (it is its now). */
+static int chain_checked(commit_queue *q, cq_job *j) {
+  int v;
+  pthread_mutex_lock(&q->mu);
+  while (j->vstate == VERIFY_BUSY) pthread_cond_wait(&q->done, &q->mu);
+  v = j->vstate;
+  if (v == VERIFY_NONE) j->vstate = VERIFY_WRITER;
+  pthread_mutex_unlock(&q->mu);
+  return v == VERIFY_DONE ? j->vok : -1;
+}
+
+/* Waits until the verifier holds none of list (mutex held), and keeps it
+ * from taking any: the list goes to the loop, which frees it. */
+static void release_from_verifier(commit_queue *q, cq_job *list) {
+  for (cq_job *j = list; j; j = j->next) {
+    while (j->vstate == VERIFY_BUSY) pthread_cond_wait(&q->done, &q->mu);
+    if (j->vstate == VERIFY_NONE) j->vstate = VERIFY_WRITER;
+  }
+}
+
 /* Prepares one job of a write the worker took (mutex not held): a job
  * behind a failure fails, a chain is computed and checked. */
 static void prepare_job(commit_queue *q, cq_job *j) {
@@ -145,9 +221,11 @@ static void prepare_job(commit_queue *q, cq_job *j) {
                 "not written: a batch of the same stream queued before it was "
                 "refused");
   } else if (j->chain) {
-    if (!q->hasher_ok) {
+    int ok = chain_checked(q, j); /* -1: the writer checks it */
+    if (ok == 0) j->err = j->verr;
+    if (ok < 0 && !q->hasher_ok) {
       j->failed = !odo_err_set(&j->err, "EIO", "no SHA-256 context for the worker");
-    } else if (!odo_chain_check(&q->hasher, j->chain, &j->err)) {
+    } else if (ok == 0 || (ok < 0 && !odo_chain_check(&q->hasher, j->chain, &j->err))) {
       j->failed = 1;
       pthread_mutex_lock(&q->mu);
       if (!mark_refused(q, j) && !q->broken) {
@@ -296,6 +374,7 @@ static void *worker(void *arg) {
     pthread_mutex_unlock(&q->mu);
     write_jobs(q, list);
     pthread_mutex_lock(&q->mu);
+    release_from_verifier(q, list);
     for (cq_job *j = list; j; j = j->next)
       if (j->failed && !q->broken && strcmp(j->err.name, "EVERIFY") != 0 &&
           strcmp(j->err.name, "ECANCELED") != 0) {
@@ -336,6 +415,8 @@ static int queue_start(commit_queue *q, odo_err *e) {
     return 0;
   }
   q->started = 1;
+  /* without a verifier the writer checks every chain itself */
+  q->vstarted = pthread_create(&q->vthread, NULL, verifier, q) == 0;
   return 1;
 }
 
@@ -378,9 +459,11 @@ static void queue_release(commit_queue *q) {
     pthread_mutex_lock(&q->mu);
     q->stop = 1;
     pthread_cond_signal(&q->work);
+    pthread_cond_signal(&q->vwork);
     pthread_mutex_unlock(&q->mu);
     pthread_join(q->thread, NULL);
-    q->started = 0;
+    if (q->vstarted) pthread_join(q->vthread, NULL);
+    q->started = q->vstarted = 0;
   }
   while ((j = q->fin) != NULL) {
     q->fin = j->next;
@@ -391,13 +474,15 @@ static void queue_release(commit_queue *q) {
   q->refused = NULL;
   q->nrefused = q->caprefused = 0;
   if (q->hasher_ok) odo_hasher_free(&q->hasher);
-  q->hasher_ok = 0;
+  if (q->vhasher_ok) odo_hasher_free(&q->vhasher);
+  q->hasher_ok = q->vhasher_ok = 0;
   odo_buf_free(&q->val);
   if (q->merged) leveldb_writebatch_destroy(q->merged);
   q->merged = NULL;
   pthread_mutex_destroy(&q->mu);
   pthread_cond_destroy(&q->work);
   pthread_cond_destroy(&q->done);
+  pthread_cond_destroy(&q->vwork);
   if (q->efd >= 0) close(q->efd);
   q->efd = -1;
   odo_store_remove_dependent(q->store, &q->dep);
@@ -453,12 +538,14 @@ static int l_commit_queue(lua_State *L) {
   q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (q->efd < 0) return odo_fail(L, "EIO", "eventfd: %s", strerror(errno));
   q->hasher_ok = odo_hasher_init(&q->hasher);
-  if (!q->hasher_ok) ERR_clear_error(); /* a received batch then fails, said why */
+  q->vhasher_ok = odo_hasher_init(&q->vhasher);
+  if (!q->hasher_ok || !q->vhasher_ok) ERR_clear_error(); /* a received batch then fails, said why */
   odo_buf_init(&q->val);
   q->merged = leveldb_writebatch_create();
   pthread_mutex_init(&q->mu, NULL);
   pthread_cond_init(&q->work, NULL);
   pthread_cond_init(&q->done, NULL);
+  pthread_cond_init(&q->vwork, NULL);
   q->writer.settle = queue_settle;
   q->writer.submit = queue_submit;
   q->writer.busy = queue_busy;
@@ -531,6 +618,7 @@ static lua_Integer queue_txn(commit_queue *q, const odo_group *gs, size_t n,
   }
   q->inflight++;
   pthread_cond_signal(&q->work);
+  if (chain) pthread_cond_signal(&q->vwork);
   pthread_mutex_unlock(&q->mu);
   return j->id;
 }

@@ -115,10 +115,13 @@ describe("the worker_nice policy", function()
     assert.is_true(ok, "LevelDB's background thread wrote no table file")
     local after = threads()
     local workers, leveldb = named(after, "odo-commit"), named(after, "odo-leveldb")
+    local verifiers = named(after, "odo-verify") -- checks received chains ahead of the writer
     assert.equal(1, #workers)
     assert.equal(1, #leveldb)
+    assert.equal(1, #verifiers)
     assert.equal(want, workers[1].nice)
     assert.equal(want, leveldb[1].nice)
+    assert.equal(want, verifiers[1].nice)
     assert.equal(main_nice, after[PID].nice)
     -- every thread that wrote the store's megabytes has the policy's nice
     -- value (the log: the commit worker; the table: LevelDB's thread)
@@ -150,10 +153,12 @@ describe("the worker_nice policy", function()
     end
     assert.is_true(H.luv_until(function() return done == 3 end, 10000))
     local after = threads()
-    local nices = {}
-    for _, t in ipairs(named(after, "odo-commit")) do nices[#nices + 1] = t.nice end
-    table.sort(nices)
-    assert.same({ main_nice, main_nice + 2, main_nice + 4 }, nices)
+    for _, name in ipairs({ "odo-commit", "odo-verify" }) do
+      local nices = {}
+      for _, t in ipairs(named(after, name)) do nices[#nices + 1] = t.nice end
+      table.sort(nices)
+      assert.same({ main_nice, main_nice + 2, main_nice + 4 }, nices, name)
+    end
     local leveldb = named(after, "odo-leveldb")
     assert.equal(1, #leveldb)
     assert.equal(highest, leveldb[1].nice)
