@@ -123,6 +123,15 @@ int odo_rec_segment_encode(odo_buf *b, const odo_seg_rec *r) {
          odo_buf_add(b, r->last, ODO_HASH_LEN) && odo_buf_add(b, r->events, r->len);
 }
 
+void odo_rec_segment_frame(const odo_seg_rec *r, const uint8_t *key, size_t klen) {
+  uint8_t *h = (uint8_t *)(uintptr_t)r->events - ODO_SEG_FIXED;
+  h[0] = ODO_SEG_VERSION;
+  odo_put_be32(h + 1, r->count);
+  memcpy(h + 5, r->prev, ODO_HASH_LEN);
+  memcpy(h + 5 + ODO_HASH_LEN, r->last, ODO_HASH_LEN);
+  odo_put_be32(h - 4, value_crc(key, klen, h, ODO_SEG_FIXED + r->len));
+}
+
 int odo_rec_segment_decode(const uint8_t *p, size_t n, odo_seg_rec *sr) {
   odo_rd r;
   odo_rd_init(&r, p, n);

@@ -98,6 +98,11 @@ typedef struct odo_seg_rec {
   size_t len;
 } odo_seg_rec;
 int odo_rec_segment_encode(odo_buf *b, const odo_seg_rec *r);
+/* Frames a segment whose events are already in memory: writes its
+ * checksum and header into the 4 + ODO_SEG_FIXED bytes right before
+ * r->events (which the caller owns) for key; the record is those bytes
+ * and the events. */
+void odo_rec_segment_frame(const odo_seg_rec *r, const uint8_t *key, size_t klen);
 /* Checks the framing and the header (not each event: the reader decodes
  * them as it goes, each bounds-checked). */
 int odo_rec_segment_decode(const uint8_t *p, size_t n, odo_seg_rec *r);

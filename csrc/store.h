@@ -63,18 +63,23 @@ typedef struct odo_dependent {
 } odo_dependent;
 
 /* A received batch whose chain hashes the writer's thread computes: n
- * events of stream `num` (pointers into memory the chain owns, allocated
- * with it in one block), chained from prev; each record goes into the
- * write, and the last hash must equal head, else nothing of the write is
+ * events of stream `num` from revision first, as they travelled (u64be
+ * ts | str8 type | u32be len | data, back to back: `len` bytes the chain
+ * owns, allocated with it in one block, with ODO_SEG_ROOM bytes of its
+ * own before them), chained from prev; they go into the write (one
+ * segment record, its header written into that room: no copy of them),
+ * and the last hash must equal head, else nothing of the write is
  * stored (EVERIFY). With a key, the writer's thread also checks the
  * head's signature (head_rev, sig) with it, and refuses the batch the same
  * way when it fails: a fleet's many small batches carry a signature each,
  * checked there instead of on the loop. */
+#define ODO_SEG_ROOM (4 + ODO_SEG_FIXED) /* a segment record's checksum and header */
 typedef struct odo_chain {
-  odo_event *evs;
-  size_t n;
-  uint64_t num;
+  uint8_t *events; /* n events, len bytes, validated by the sender's decoder */
+  size_t len, n;
+  uint64_t first, num;
   uint8_t prev[ODO_HASH_LEN], head[ODO_HASH_LEN];
+  uint8_t last[ODO_HASH_LEN]; /* h(first + n - 1), computed by the check */
   size_t bytes; /* the block's size, counted against the in-flight bound */
   char stream[ODO_MAX_STREAM_ID + 1];
   size_t stream_len;
@@ -84,9 +89,6 @@ typedef struct odo_chain {
   size_t sig_len;
   int urgent; /* a small (live) batch of a stream with nothing in flight:
                * the writer queues it ahead of the bulk ones */
-  int packed; /* the events lie back to back as they travelled (each
-               * event's bytes right after the one before): from
-               * ODO_SEG_MIN_EVENTS on they are written as one segment */
 } odo_chain;
 #define ODO_SEG_MIN_EVENTS 2
 /* A source's own append of this many events or more is stored as
@@ -100,12 +102,13 @@ typedef struct odo_chain {
 #define ODO_SEG_MAX_BYTES (1u << 20)
 /* Frees a chain and its reference to the key (NULL: nothing). */
 void odo_chain_free(odo_chain *c);
-/* Computes the chain on any thread (h its own) into each event's hash
- * and checks that it ends at the signed head; 0 with e set (EVERIFY: not
- * what the source signed; EIO). */
+/* Computes the chain on any thread (h its own) into c->last and checks
+ * that it ends at the signed head; 0 with e set (EVERIFY: not what the
+ * source signed; EIO). */
 int odo_chain_check(odo_hasher *h, odo_chain *c, odo_err *e);
-/* Puts the checked events into b (val the caller's scratch): one record
- * each, or one segment; 0 with e set (ENOMEM) before anything is put. */
+/* Puts the checked events into b (val the caller's scratch, for a lone
+ * event's record): one segment, framed in place; 0 with e set (ENOMEM)
+ * before anything is put. */
 int odo_chain_put(odo_buf *val, const odo_chain *c, leveldb_writebatch_t *b,
                   odo_err *e);
 

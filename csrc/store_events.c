@@ -210,48 +210,53 @@ static int chain_head_signed(const odo_chain *c, odo_err *e) {
 
 int odo_chain_check(odo_hasher *h, odo_chain *c, odo_err *e) {
   const uint8_t *prev = c->prev;
+  odo_event ev;
+  odo_rd r;
   if (!chain_head_signed(c, e)) return 0; /* first, as a loop's check was */
+  odo_rd_init(&r, c->events, c->len);
   for (size_t i = 0; i < c->n; i++) {
-    if (!odo_chain_next(h, prev, &c->evs[i], c->evs[i].hash))
-      return odo_err_set(e, "EIO", "SHA-256 failed");
-    prev = c->evs[i].hash;
+    ev.rev = c->first + i;
+    if (!odo_event_decode(&r, &ev, 0)) return odo_err_set(e, "EIO", "a received batch is cut short");
+    if (!odo_chain_next(h, prev, &ev, c->last)) return odo_err_set(e, "EIO", "SHA-256 failed");
+    prev = c->last;
   }
   if (c->n == 0 || memcmp(prev, c->head, ODO_HASH_LEN) != 0)
     return odo_err_set(e, "EVERIFY",
                        "events %llu to %llu of stream %.*s do not chain to their "
                        "signed head: they are not what the source wrote",
-                       (unsigned long long)(c->n ? c->evs[0].rev : 0),
-                       (unsigned long long)(c->n ? c->evs[c->n - 1].rev : 0),
+                       (unsigned long long)c->first,
+                       (unsigned long long)(c->first + c->n - 1),
                        (int)c->stream_len, c->stream);
   return 1;
 }
 
 int odo_chain_put(odo_buf *val, const odo_chain *c, leveldb_writebatch_t *b,
                   odo_err *e) {
-  uint8_t key[ODO_NUMKEY_LEN];
-  size_t most = 0;
-  if (c->packed && c->n >= ODO_SEG_MIN_EVENTS) {
-    uint8_t skey[ODO_SEGKEY_LEN];
-    if (!segment_encode(val, c->num, c->prev, c->evs, c->n, skey) ||
-        !odo_rec_seal(val, skey, sizeof skey))
-      return odo_err_set(e, "ENOMEM", "out of memory encoding a segment");
-    leveldb_writebatch_put(b, (const char *)skey, sizeof skey, (const char *)val->p, val->len);
-    return 1;
-  }
-  for (size_t i = 0; i < c->n; i++)
-    if (c->evs[i].type_len + c->evs[i].data_len > most)
-      most = c->evs[i].type_len + c->evs[i].data_len;
-  /* room for the largest record first: nothing below fails half way */
-  val->len = 0;
-  if (!odo_buf_reserve(val, 4 + ODO_HASH_LEN + 8 + 1 + most))
-    return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
-  for (size_t i = 0; i < c->n; i++) {
-    odo_numkey(key, ODO_K_EVENT, c->num, c->evs[i].rev);
+  uint8_t key[ODO_SEGKEY_LEN];
+  uint64_t last = c->first + c->n - 1;
+  if (c->n == 1) { /* a lone event: its own record */
+    odo_event ev;
+    odo_rd r;
+    odo_rd_init(&r, c->events, c->len);
+    ev.rev = last;
+    odo_event_decode(&r, &ev, 0);
+    memcpy(ev.hash, c->last, ODO_HASH_LEN);
+    odo_numkey(key, ODO_K_EVENT, c->num, last);
     odo_rec_begin(val);
-    odo_rec_event_encode(val, &c->evs[i]);
-    odo_rec_seal(val, key, sizeof key);
-    leveldb_writebatch_put(b, (const char *)key, sizeof key, (const char *)val->p,
-                           val->len);
+    if (!odo_rec_event_encode(val, &ev) || !odo_rec_seal(val, key, ODO_NUMKEY_LEN))
+      return odo_err_set(e, "ENOMEM", "out of memory encoding an event");
+    leveldb_writebatch_put(b, (const char *)key, ODO_NUMKEY_LEN, (const char *)val->p, val->len);
+  } else {
+    odo_seg_rec sr;
+    sr.count = (uint32_t)c->n;
+    sr.prev = c->prev;
+    sr.last = c->last;
+    sr.events = c->events;
+    sr.len = c->len;
+    odo_segkey(key, c->num, last);
+    odo_rec_segment_frame(&sr, key, sizeof key);
+    leveldb_writebatch_put(b, (const char *)key, sizeof key,
+                           (const char *)c->events - ODO_SEG_ROOM, ODO_SEG_ROOM + c->len);
   }
   return 1;
 }

@@ -348,7 +348,7 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   odo_rd r;
   uint32_t count = m->events.count;
   const char *id = m->id;
-  size_t sl = m->id_len, bytes = sizeof *ch + count * sizeof *ch->evs + n;
+  size_t sl = m->id_len, bytes = sizeof *ch + ODO_SEG_ROOM + n;
   uint64_t have, skip;
   odo_txn_begin(s);
   s->staging_async = 1; /* stage after the writes in flight, not wait */
@@ -389,15 +389,17 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     odo_txn_abort(s);
     return violation(L, ev, id, sl, "local", "out of memory receiving a batch");
   }
-  /* the events point into the chain's own copy of the message */
-  ch->evs = (odo_event *)(ch + 1);
-  memcpy(ch->evs + count, b, n);
-  odo_rd_init(&r, (const uint8_t *)(ch->evs + count) + (m->events.p - b), m->events.len);
-  for (uint32_t i = 0, k = 0; i < count; i++) {
-    odo_msg_event_next(&r, &ch->evs[k]);
-    ch->evs[k].rev = m->first + i;
-    if (i >= skip) k++;
+  /* the events are the chain's own copy of the message's, past those
+   * held already, with room before them for a segment's header */
+  memcpy((uint8_t *)(ch + 1) + ODO_SEG_ROOM, b, n);
+  odo_rd_init(&r, (uint8_t *)(ch + 1) + ODO_SEG_ROOM + (m->events.p - b), m->events.len);
+  for (uint64_t i = 0; i < skip; i++) {
+    odo_event held;
+    odo_msg_event_next(&r, &held);
   }
+  ch->events = (uint8_t *)r.p + r.pos;
+  ch->len = m->events.len - r.pos;
+  ch->first = m->first + skip;
   ch->n = count - skip;
   ch->num = st->num;
   ch->bytes = bytes;
@@ -416,7 +418,6 @@ static void queue_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
    * so it can go ahead of the other streams' catch-up batches queued for
    * the writer (and stay behind its own) */
   ch->urgent = n <= ODO_LIVE_BATCH_BYTES && st->inflight == st->urgent_inflight;
-  ch->packed = 1; /* decoded in place from the copy of the message */
   memcpy(ch->head, m->head_hash, ODO_HASH_LEN);
   memcpy(ch->stream, id, sl);
   ch->stream_len = sl;
