@@ -584,6 +584,12 @@ function H.stream_of(dir, id)
   end
 end
 
+--- The last revision of stream `id` an in-process node `n` holds (0: none).
+function H.node_last(n, id)
+  local st = n.store:stream(id)
+  return st and st.last or 0
+end
+
 --- The last revision of stream `id` the node in `dir` holds (0: none).
 function H.last_of(dir, id)
   local s = H.stream_of(dir, id)

@@ -51,10 +51,7 @@ describe("segments", function()
     nodes[#nodes + 1] = n
     return n
   end
-  local function last(n, id)
-    local st = n.store:stream(id)
-    return st and st.last or 0
-  end
+  local last = H.node_last
   -- n's events from..to with their hashes equal the source's
   local function same_reads(src, n, id, ranges)
     for _, r in ipairs(ranges) do
@@ -217,23 +214,19 @@ describe("segments", function()
     assert.equal("ECORRUPT", vname, verr)
     assert.equal(1001, bad)
     s:close()
-    -- a byte changed behind the checksum's back: no event of it is read
-    local flipped = raw:sub(1, 200) .. string.char(raw:byte(201) ~ 1) .. raw:sub(202)
-    out, ok = H.ldb("put", dir .. "/store", H.hex(key), H.hex(flipped))
-    assert(ok, out)
-    s = assert(Store.open(dir .. "/store"))
-    got, err, name = s:read(a.id, 1500, 1500)
-    assert.is_nil(got)
-    assert.equal("ECORRUPT", name, err)
-    s:close()
-    -- a segment whose count does not fit its key is damaged, not read
-    local short = raw:sub(5, 5) .. string.pack(">I4", 2001) .. raw:sub(10)
-    out, ok = H.ldb("putframed", dir .. "/store", H.hex(key), H.hex(short))
-    assert(ok, out)
-    s = assert(Store.open(dir .. "/store"))
-    got, err, name = s:read(a.id, 1500, 1500)
-    assert.is_nil(got)
-    assert.equal("ECORRUPT", name, err)
-    s:close()
+    -- a record put under the segment's key: no event of it is read
+    local function unreadable(op, value)
+      out, ok = H.ldb(op, dir .. "/store", H.hex(key), H.hex(value))
+      assert(ok, out)
+      s = assert(Store.open(dir .. "/store"))
+      got, err, name = s:read(a.id, 1500, 1500)
+      assert.is_nil(got)
+      assert.equal("ECORRUPT", name, err)
+      s:close()
+    end
+    -- a byte changed behind the checksum's back
+    unreadable("put", raw:sub(1, 200) .. string.char(raw:byte(201) ~ 1) .. raw:sub(202))
+    -- a count that does not fit its key
+    unreadable("putframed", raw:sub(5, 5) .. string.pack(">I4", 2001) .. raw:sub(10))
   end)
 end)

@@ -27,10 +27,7 @@ describe("sync", function()
     return n
   end
 
-  local function last(n, id)
-    local st = n.store:stream(id)
-    return st and st.last or 0
-  end
+  local last = H.node_last
 
   local function has(n, id, rev)
     return function() return last(n, id) >= rev end

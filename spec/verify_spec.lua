@@ -91,10 +91,7 @@ describe("verifiable streams", function()
     end
   end
 
-  local function last(n, id)
-    local st = n.store:stream(id)
-    return st and st.last or 0
-  end
+  local last = H.node_last
 
   -- source a (10.0.0.1), a tampering relay m (.2) and an honest relay h
   -- (.3) that both follow a; replica r (.4) knows only the relays and
