@@ -310,6 +310,7 @@ function Sync:on_changed(ids)
     if st and st.own then own = true end
   end
   if own then self:_schedule_sign() end
+  self.engine:wake(ids) -- the pump looks at their subscriptions again
   self:_schedule_catalogue()
   self:_schedule_refresh()
   self:_schedule_pump()
