@@ -61,7 +61,10 @@ static void sync_release(lua_State *L, odo_sync *y) {
  *   `replica_sync` (default false: fsync replica writes), `max_batch`,
  *   `bulk_batch` (bytes: a batch of a catch-up goes on past its first
  *   signed head to the last one within this, default 512 KiB; 0: every
- *   batch ends at its first head)
+ *   batch ends at its first head), `bulk_queue` (bytes: bulk catch-ups
+ *   stop while a session holds this much queued, so a live batch waits
+ *   behind less; default 0, or more than the session's low watermark:
+ *   that watermark)
  */
 static int l_sync(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
@@ -89,6 +92,8 @@ static int l_sync(lua_State *L) {
                                    : (15u << 20);
   y->bulk_batch = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "bulk_batch", ODO_BULK_BATCH)
                                     : ODO_BULK_BATCH;
+  y->bulk_queue = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "bulk_queue", ODO_BULK_QUEUE)
+                                    : ODO_BULK_QUEUE;
   return 1;
 }
 

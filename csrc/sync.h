@@ -27,6 +27,9 @@
 /* A catch-up's batch goes on to the last head within this many bytes
  * (the engine's `bulk_batch`): fewer frames and signatures to check. */
 #define ODO_BULK_BATCH (512u << 10)
+/* Bulk catch-ups stop while a session holds this much queued (the
+ * engine's `bulk_queue`; 0: the session's low watermark, 1 MiB). */
+#define ODO_BULK_QUEUE 0
 
 enum {
   ODO_REFUSED_UNKNOWN = 1,
@@ -152,6 +155,9 @@ typedef struct odo_sync {
   sync_written *done, *done_tail; /* done, for Lua (sync:written) */
   sync_written *held;             /* CAUGHT_UPs waiting for writes */
   uint64_t pump_visits; /* subscriptions the pump looked at */
+  /* bulk goes out while a session holds less than this queued (0, or
+   * more than its low watermark: the low watermark) */
+  size_t bulk_queue;
 } odo_sync;
 
 /* ---- sync_peers.c ---- */

@@ -350,9 +350,10 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
                        ev);
   if (deadline && odo_mono_ns() >= deadline) timed_out = 1;
   /* bulk: one frame for each ready subscription in turn, a snapshot
-   * going out whole first, while the session is under its low watermark */
+   * going out whole first, while the session holds less than bulk_queue
+   * (at most its low watermark): a live batch queues behind no more */
   for (sync_peer *p = y->peers; p && budget > 0 && !timed_out; p = p->next) {
-    while (budget > 0 && odo_session_bulk_writable(p->s)) {
+    while (budget > 0 && odo_session_bulk_writable_under(p->s, y->bulk_queue)) {
       sync_sub *sub = snapshot_going(p);
       if (deadline && odo_mono_ns() >= deadline) {
         timed_out = 1; /* the rest on a later turn: live events go first */

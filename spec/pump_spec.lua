@@ -19,7 +19,7 @@ describe("the serving pump", function()
 
   local function node(i, opts)
     opts = opts or {}
-    local n = H.net_node(net, i, pki.n[i], { peers = opts.peers, policy = SOLO })
+    local n = H.net_node(net, i, pki.n[i], { peers = opts.peers, policy = H.merge(SOLO, opts.policy) })
     nodes[#nodes + 1] = n
     return n
   end
@@ -96,5 +96,27 @@ describe("the serving pump", function()
     local looked = visits(b) - before
     assert.is_true(looked >= 1 and looked <= 8, "the relay looked at " .. looked .. " subscriptions")
     assert.is_true(c.store:verify(ids[7]))
+  end)
+
+  it("stops bulk while a session holds sync_bulk_queue_bytes queued", function()
+    -- one signed head (1,000 events, ~130 KB) a batch; bulk waits while
+    -- a byte is queued: one bulk batch a pump, then the flush
+    local a = node(1, { policy = { sync_bulk_batch_bytes = 0, sync_bulk_queue_bytes = 1 } })
+    for _ = 1, 20 do a:append(nil, H.events(1000)) end
+    local engine, most = a.sync.engine, 0
+    a.sync.engine = setmetatable({
+      pump = function(_, ...)
+        local before = engine:counters().batches_sent
+        local more, notes = engine:pump(...)
+        most = math.max(most, engine:counters().batches_sent - before)
+        return more, notes
+      end,
+    }, { __index = function(_, k)
+      return function(_, ...) return engine[k](engine, ...) end
+    end })
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    assert.is_true(net.run_until(function() return last(b, a.id) >= 20000 end, 30000))
+    assert.equal(1, most)
+    assert.is_true(b.store:verify(a.id))
   end)
 end)

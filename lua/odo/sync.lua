@@ -46,6 +46,7 @@ function Sync.new(node, tls)
       verify = policy.verify_signatures,
       replica_sync = policy.replica_sync,
       bulk_batch = policy.sync_bulk_batch_bytes,
+      bulk_queue = policy.sync_bulk_queue_bytes,
     }),
     peers = {},     -- by peer id: {peer, session, catalogue = {id = entry}, refused = {id = true}}
     upstream = {},  -- stream id -> peer id
