@@ -354,13 +354,14 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
    * (at most its low watermark): a live batch queues behind no more */
   for (sync_peer *p = y->peers; p && budget > 0 && !timed_out; p = p->next) {
     while (budget > 0 && odo_session_bulk_writable_under(p->s, y->bulk_queue)) {
-      sync_sub *sub = snapshot_going(p);
+      sync_sub *snap = snapshot_going(p), *sub = snap ? snap : p->ready;
       if (deadline && odo_mono_ns() >= deadline) {
         timed_out = 1; /* the rest on a later turn: live events go first */
         break;
       }
-      if (sub == NULL && (sub = p->ready) == NULL) break;
+      if (sub == NULL) break;
       if (visit_first(L, y, p, sub, ev)) budget--;
+      else if (snap) break; /* its stream left the store: nothing to send */
     }
   }
   return budget <= 0 || timed_out;
