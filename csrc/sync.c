@@ -137,17 +137,6 @@ static int l_detach(lua_State *L) {
   return 0;
 }
 
-/***
- * Handles a sync message (type 0x10..0x16) received on an attached
- * session. Returns events for Lua: catalogue {full, entries}, subscribed
- * {stream, from}, events {stream, last, count}, snapshot {stream, rev},
- * caught_up {stream, rev}, refused {stream, code, reason}, violation
- * {stream, code, reason} (end the session with BYE `code`). With a commit
- * queue on the store, "events" of a batch queued for its worker come from
- * `written` instead; a small batch of a stream with nothing in flight,
- * without `replica_sync`, is written at once and noted here.
- * @function sync:handle
- */
 /* Wakes the subscriptions to the streams of the notes at ev that stored
  * something ("events", "snapshot"): a relay serves what it received. */
 static void wake_stored(lua_State *L, odo_sync *y, int ev) {
@@ -168,6 +157,17 @@ static void wake_stored(lua_State *L, odo_sync *y, int ev) {
   }
 }
 
+/***
+ * Handles a sync message (type 0x10..0x16) received on an attached
+ * session. Returns events for Lua: catalogue {full, entries}, subscribed
+ * {stream, from}, events {stream, last, count}, snapshot {stream, rev},
+ * caught_up {stream, rev}, refused {stream, code, reason}, violation
+ * {stream, code, reason} (end the session with BYE `code`). With a commit
+ * queue on the store, "events" of a batch queued for its worker come from
+ * `written` instead; a small batch of a stream with nothing in flight,
+ * without `replica_sync`, is written at once and noted here.
+ * @function sync:handle
+ */
 static int l_handle(lua_State *L) {
   odo_sync *y = check_sync(L);
   sync_peer *p = check_peer(L, y, 2);

@@ -63,7 +63,7 @@ typedef struct sync_sub {
   struct sync_sub *prev_sub;
   struct sync_sub *hnext;    /* in its chain of the peer's index */
   /* its stream in the store, found once (good while st_freed equals the
-   * store's streams_freed): the pump looks at every subscription */
+   * store's streams_freed): the pump looks at it on every visit */
   odo_stream *st;
   uint64_t st_freed;
   /* on its peer's ready list: it may have something to send (the pump
@@ -212,10 +212,11 @@ void odo_sync_note_end(lua_State *L, int ev);
 /* ---- sync_serve.c ---- */
 void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
                            size_t len, uint16_t code, const char *why);
-/* Sends what subscriptions are owed, at most `budget` frames: first one
- * frame at a time to every subscription owing at most one batch (live
- * traffic, while the session is writable), then bulk catch-ups (while
- * the session is under its low watermark: odo_session_bulk_writable),
+/* Sends what subscriptions are owed, at most `budget` frames, looking
+ * only at those on their peer's ready list: first one frame at a time to
+ * every subscription owing at most one batch (live traffic, while the
+ * session is writable), then bulk catch-ups (while the session holds
+ * less than bulk_queue, at most its low watermark),
  * those for at most max_ns nanoseconds (0: no limit); notes serving
  * errors at ev. Returns whether work is left (a session that waits to
  * drain reports it through `written`). */
