@@ -31,6 +31,16 @@ describe("the serving pump", function()
 
   local function visits(n) return n.sync.engine:counters().pump_visits end
 
+  -- whether node n holds every stream of ids up to rev
+  local function holds_all(n, ids, rev)
+    return function()
+      for _, id in ipairs(ids) do
+        if last(n, id) < rev then return false end
+      end
+      return true
+    end
+  end
+
   -- a source of STREAMS named streams of 3 events each, and a replica
   -- caught up with all of them (following them live)
   local function fleet()
@@ -41,12 +51,7 @@ describe("the serving pump", function()
       a:append(ids[i], H.events(3))
     end
     local b = node(2, { peers = { "10.0.0.1:4000" } })
-    assert.is_true(net.run_until(function()
-      for _, id in ipairs(ids) do
-        if last(b, id) < 3 then return false end
-      end
-      return true
-    end, 30000))
+    assert.is_true(net.run_until(holds_all(b, ids, 3), 30000))
     net.advance(200) -- CAUGHT_UPs out, the catalogue pushes settled
     return a, b, ids
   end
@@ -82,12 +87,7 @@ describe("the serving pump", function()
     local a, b, ids = fleet()
     local c = node(3, { peers = { "10.0.0.2:4000" } })
     -- c follows a's streams through b (c knows only b)
-    assert.is_true(net.run_until(function()
-      for _, id in ipairs(ids) do
-        if last(c, id) < 3 then return false end
-      end
-      return true
-    end, 30000))
+    assert.is_true(net.run_until(holds_all(c, ids, 3), 30000))
     net.advance(200)
     assert.equal(b.id, c.sync.upstream[ids[7]])
     local before = visits(b)
