@@ -211,7 +211,7 @@ static odo_stream *sub_stream(odo_sync *y, sync_sub *sub) {
 enum {
   SUB_IDLE, /* nothing to send now: off the ready list until woken */
   SUB_MORE, /* sent, and may have more */
-  SUB_DONE, /* sent CAUGHT_UP: nothing more until its stream moves */
+  SUB_DONE, /* sent, and CAUGHT_UP: nothing more until its stream moves */
   SUB_GONE  /* sent, and the subscription ended (it is freed) */
 };
 
@@ -227,8 +227,9 @@ static int at_end(odo_sync *y, sync_peer *p, sync_sub *sub, odo_stream *st) {
   return SUB_DONE;
 }
 
-/* Moves one subscription forward by at most one frame (events, a
- * snapshot chunk, or CAUGHT_UP). */
+/* Moves one subscription forward by at most one frame of events or of a
+ * snapshot, and the CAUGHT_UP that follows when that reached the end of
+ * the stream, or sends a CAUGHT_UP that is due. */
 static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub *sub,
                     int ev) {
   odo_stream *st = sub_stream(y, sub);
@@ -267,7 +268,10 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub *sub,
   sub->next = end + 1;
   odo_sync_send_out(y, p, 1);
   sub->caught_up = 0;
-  return SUB_MORE; /* its CAUGHT_UP, when due, on its next visit */
+  /* at the end: CAUGHT_UP at once, not a round of every other ready
+   * subscription later (a fleet's streams are caught up one by one) */
+  if (sub->next > st->cat.last) return at_end(y, p, sub, st);
+  return SUB_MORE;
 }
 
 /* The subscription of p whose snapshot is going out, or NULL: a receiver
