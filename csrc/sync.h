@@ -178,6 +178,8 @@ sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len);
 void odo_sync_remove_sub(sync_peer *p, sync_sub *sub);
 /* Puts sub last on p's ready list (nothing when it is on it). */
 void odo_sync_wake_sub(sync_peer *p, sync_sub *sub);
+/* Puts sub first on p's ready list (nothing when it is on it). */
+void odo_sync_wake_sub_first(sync_peer *p, sync_sub *sub);
 /* Takes sub off p's ready list (nothing when it is not on it). */
 void odo_sync_park_sub(sync_peer *p, sync_sub *sub);
 /* Wakes every peer's subscription to stream id: it has a new head, a

@@ -69,6 +69,17 @@ void odo_sync_wake_sub(sync_peer *p, sync_sub *sub) {
   p->nready++;
 }
 
+void odo_sync_wake_sub_first(sync_peer *p, sync_sub *sub) {
+  if (sub->ready) return;
+  sub->ready = 1;
+  sub->ready_prev = NULL;
+  sub->ready_next = p->ready;
+  if (p->ready) p->ready->ready_prev = sub;
+  else p->ready_last = sub;
+  p->ready = sub;
+  p->nready++;
+}
+
 void odo_sync_park_sub(sync_peer *p, sync_sub *sub) {
   if (!sub->ready) return;
   if (sub->ready_prev) sub->ready_prev->ready_next = sub->ready_next;

@@ -293,15 +293,18 @@ static int at_tail(odo_sync *y, sync_sub *sub) {
          sub->next + ODO_HEAD_EVENTS > st->cat.last;
 }
 
-/* One visit of the first subscription on p's ready list: it goes last on
- * the list when it may send more, leaves it when not. Returns whether it
- * sent something. */
-static int visit_first(lua_State *L, odo_sync *y, sync_peer *p, sync_sub *sub,
-                       int ev) {
+/* One visit of sub, the first subscription on p's ready list (or the
+ * one sending a snapshot): when it may send more it goes last on the
+ * list (in turn), or stays first (`stay`: bulk serves one catch-up to
+ * its end before the next, so streams are caught up one by one, not all
+ * at the end); it leaves the list when not. Returns whether it sent
+ * something. */
+static int visit(lua_State *L, odo_sync *y, sync_peer *p, sync_sub *sub,
+                 int stay, int ev) {
   int rc;
   odo_sync_park_sub(p, sub);
   rc = pump_sub(L, y, p, sub, ev);
-  if (rc == SUB_MORE) odo_sync_wake_sub(p, sub);
+  if (rc == SUB_MORE) (stay ? odo_sync_wake_sub_first : odo_sync_wake_sub)(p, sub);
   return rc != SUB_IDLE;
 }
 
@@ -329,7 +332,7 @@ static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget,
           odo_sync_wake_sub(p, sub);
           continue;
         }
-        if (visit_first(L, y, p, sub, ev)) {
+        if (visit(L, y, p, sub, 0, ev)) {
           progress = 1;
           sent++;
         }
@@ -351,9 +354,10 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
                                    : now + (max_ns > ODO_TAIL_NS ? max_ns : ODO_TAIL_NS),
                        ev);
   if (deadline && odo_mono_ns() >= deadline) timed_out = 1;
-  /* bulk: one frame for each ready subscription in turn, a snapshot
-   * going out whole first, while the session holds less than bulk_queue
-   * (at most its low watermark): a live batch queues behind no more */
+  /* bulk: the first ready subscription to its end, then the next (a
+   * snapshot going out whole first), while the session holds less than
+   * bulk_queue (at most its low watermark): a live batch queues behind
+   * no more */
   for (sync_peer *p = y->peers; p && budget > 0 && !timed_out; p = p->next) {
     while (budget > 0 && odo_session_bulk_writable_under(p->s, y->bulk_queue)) {
       sync_sub *snap = snapshot_going(p), *sub = snap ? snap : p->ready;
@@ -362,7 +366,7 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
         break;
       }
       if (sub == NULL) break;
-      if (visit_first(L, y, p, sub, ev)) budget--;
+      if (visit(L, y, p, sub, 1, ev)) budget--;
       else if (snap) break; /* its stream left the store: nothing to send */
     }
   }

@@ -119,4 +119,24 @@ describe("the serving pump", function()
     assert.equal(1, most)
     assert.is_true(b.store:verify(a.id))
   end)
+
+  it("serves one catch-up to its end before the next: streams are caught up one by one", function()
+    -- batches of one signed head (1,000 events): 10 per stream
+    local a = node(1, { policy = { sync_bulk_batch_bytes = 0 } })
+    local ids = {}
+    for i = 1, 3 do
+      ids[i] = a:stream_id("s" .. i)
+      for _ = 1, 10 do a:append(ids[i], H.events(1000)) end
+    end
+    local b = node(2, { peers = { "10.0.0.1:4000" } })
+    local order = {}
+    b:on("replicated", function(stream)
+      if order[#order] ~= stream then order[#order + 1] = stream end
+    end)
+    assert.is_true(net.run_until(holds_all(b, ids, 10000), 30000))
+    -- each stream's batches in one run (round robin would switch at
+    -- every batch)
+    assert.equal(3, #order, "the streams' batches came in " .. #order .. " runs")
+    for _, id in ipairs(ids) do assert.is_true(b.store:verify(id)) end
+  end)
 end)
