@@ -108,9 +108,15 @@ int odo_session_writable(odo_session *s) {
 }
 
 int odo_session_bulk_writable(odo_session *s) {
+  return odo_session_bulk_writable_under(s, s->low);
+}
+
+int odo_session_bulk_writable_under(odo_session *s, size_t mark) {
   if (!odo_session_writable(s)) return 0;
-  if (odo_session_queued(s) < s->low) return 1;
+  if (mark == 0 || mark > s->low) mark = s->low;
+  if (odo_session_queued(s) < mark) return 1;
   s->bulk_waits = 1;
+  s->bulk_mark = mark;
   return 0;
 }
 
@@ -524,7 +530,7 @@ static int l_written(lua_State *L) {
   size_t n = (size_t)odo_checku64(L, 2, "n");
   int was = s->blocked;
   s->in_flight -= n < s->in_flight ? n : s->in_flight;
-  if (s->bulk_waits && odo_session_queued(s) < s->low) {
+  if (s->bulk_waits && odo_session_queued(s) < (s->bulk_mark ? s->bulk_mark : s->low)) {
     s->bulk_waits = 0;
     was = 1; /* a bulk producer waits for this */
   }

@@ -59,6 +59,8 @@ typedef struct odo_session {
   uint16_t close_code;
   char reason[300];
   char write_error[256]; /* why the last write failed */
+  /* the queue a waiting bulk producer waits to fall under (0: low) */
+  size_t bulk_mark;
 } odo_session;
 
 /* Queues one frame (encrypting it once the handshake is done); 0 on
@@ -77,6 +79,10 @@ int odo_session_writable(odo_session *s);
  * live and control frames (a heartbeat) never queue behind more than that
  * of it. When not, `written` reports the drain below the low watermark. */
 int odo_session_bulk_writable(odo_session *s);
+/* The same with bulk held under `mark` bytes queued when that is below
+ * the low watermark (a sender that keeps less bulk in flight, so a live
+ * frame queues behind less); `written` then reports the drain below it. */
+int odo_session_bulk_writable_under(odo_session *s, size_t mark);
 
 void odo_session_open(lua_State *L);
 

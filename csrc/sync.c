@@ -61,7 +61,10 @@ static void sync_release(lua_State *L, odo_sync *y) {
  *   `replica_sync` (default false: fsync replica writes), `max_batch`,
  *   `bulk_batch` (bytes: a batch of a catch-up goes on past its first
  *   signed head to the last one within this, default 512 KiB; 0: every
- *   batch ends at its first head)
+ *   batch ends at its first head), `bulk_queue` (bytes: bulk catch-ups
+ *   stop while a session holds this much queued, so a live batch waits
+ *   behind less; default 0, or more than the session's low watermark:
+ *   that watermark)
  */
 static int l_sync(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
@@ -89,6 +92,8 @@ static int l_sync(lua_State *L) {
                                    : (15u << 20);
   y->bulk_batch = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "bulk_batch", ODO_BULK_BATCH)
                                     : ODO_BULK_BATCH;
+  y->bulk_queue = lua_istable(L, 3) ? (size_t)odo_fieldu64(L, 3, "bulk_queue", ODO_BULK_QUEUE)
+                                    : ODO_BULK_QUEUE;
   return 1;
 }
 
@@ -132,6 +137,26 @@ static int l_detach(lua_State *L) {
   return 0;
 }
 
+/* Wakes the subscriptions to the streams of the notes at ev that stored
+ * something ("events", "snapshot"): a relay serves what it received. */
+static void wake_stored(lua_State *L, odo_sync *y, int ev) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, ev);
+  for (lua_Integer i = 1; i <= n; i++) {
+    const char *kind, *id;
+    size_t len;
+    lua_rawgeti(L, ev, i);
+    lua_getfield(L, -1, "event");
+    kind = lua_tostring(L, -1);
+    if (kind && (strcmp(kind, "events") == 0 || strcmp(kind, "snapshot") == 0)) {
+      lua_getfield(L, -2, "stream");
+      id = lua_tolstring(L, -1, &len);
+      if (id) odo_sync_wake_stream(y, id, len);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+  }
+}
+
 /***
  * Handles a sync message (type 0x10..0x16) received on an attached
  * session. Returns events for Lua: catalogue {full, entries}, subscribed
@@ -152,6 +177,7 @@ static int l_handle(lua_State *L) {
   lua_newtable(L);
   odo_sync_handle(L, lua_gettop(L), y, p,
                   type < 0 || type > 255 ? -1 : (int)type, m, n);
+  wake_stored(L, y, lua_gettop(L));
   return 1;
 }
 
@@ -172,6 +198,7 @@ static int l_written(lua_State *L) {
   odo_sync *y = check_sync(L);
   lua_newtable(L);
   odo_sync_written(L, lua_gettop(L), y);
+  wake_stored(L, y, lua_gettop(L));
   lua_pushinteger(L, (lua_Integer)y->write_bytes);
   lua_pushinteger(L, (lua_Integer)y->writes);
   return 3;
@@ -471,18 +498,50 @@ static int l_info(lua_State *L) {
 }
 
 /***
- * What the engine has sent since it was made: {events_sent, batches_sent}
- * (batches of events to every peer, in catch-up and live).
+ * What the engine has sent since it was made: {events_sent, batches_sent,
+ * pump_visits} (batches of events to every peer, in catch-up and live;
+ * and how many times the pump looked at a subscription: only those that
+ * may have something to send are looked at).
  * @function sync:counters
  */
 static int l_counters(lua_State *L) {
   odo_sync *y = check_sync(L);
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   odo_pushu64(L, y->events_sent);
   lua_setfield(L, -2, "events_sent");
   odo_pushu64(L, y->batches_sent);
   lua_setfield(L, -2, "batches_sent");
+  odo_pushu64(L, y->pump_visits);
+  lua_setfield(L, -2, "pump_visits");
   return 1;
+}
+
+/***
+ * Tells the pump that streams changed in the store (appends, compaction,
+ * snapshots): the peers' subscriptions to them are looked at again. The
+ * engine already wakes them for the heads it writes and the batches it
+ * stores; this is for changes made beside it.
+ * @function sync:wake
+ * @tparam[opt] {string,...} ids the streams (none: every subscription)
+ */
+static int l_wake(lua_State *L) {
+  odo_sync *y = check_sync(L);
+  if (lua_isnoneornil(L, 2)) {
+    for (sync_peer *p = y->peers; p; p = p->next)
+      for (sync_sub *s = p->subs; s; s = s->next_sub) odo_sync_wake_sub(p, s);
+    return 0;
+  }
+  luaL_checktype(L, 2, LUA_TTABLE);
+  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, 2); i <= n; i++) {
+    size_t len;
+    const char *id;
+    lua_rawgeti(L, 2, i);
+    id = lua_tolstring(L, -1, &len);
+    if (id == NULL) return luaL_error(L, "bad stream id at %d (a string expected)", (int)i);
+    odo_sync_wake_stream(y, id, len);
+    lua_pop(L, 1);
+  }
+  return 0;
 }
 
 static int l_sync_gc(lua_State *L) {
@@ -507,7 +566,7 @@ void odo_sync_open(lua_State *L) {
       {"pump", l_pump},               {"sign_heads", l_sign_heads},
       {"sign_snapshot", l_sign_snapshot}, {"info", l_info},
       {"counters", l_counters},       {"written", l_written},
-      {"backlog", l_backlog},
+      {"backlog", l_backlog},         {"wake", l_wake},
       {"close", l_sync_gc},           {NULL, NULL}};
   odo_newclass(L, ODO_SYNC_CLASS, methods, l_sync_gc, l_sync_tostring);
   lua_pushcfunction(L, l_sync);

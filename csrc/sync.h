@@ -28,6 +28,9 @@
 /* A catch-up's batch goes on to the last head within this many bytes
  * (the engine's `bulk_batch`): fewer frames and signatures to check. */
 #define ODO_BULK_BATCH (512u << 10)
+/* Bulk catch-ups stop while a session holds this much queued (the
+ * engine's `bulk_queue`; 0: the session's low watermark, 1 MiB). */
+#define ODO_BULK_QUEUE 0
 
 enum {
   ODO_REFUSED_UNKNOWN = 1,
@@ -61,9 +64,14 @@ typedef struct sync_sub {
   struct sync_sub *prev_sub;
   struct sync_sub *hnext;    /* in its chain of the peer's index */
   /* its stream in the store, found once (good while st_freed equals the
-   * store's streams_freed): the pump looks at every subscription */
+   * store's streams_freed): the pump looks at it on every visit */
   odo_stream *st;
   uint64_t st_freed;
+  /* on its peer's ready list: it may have something to send (the pump
+   * visits only those; one found with nothing leaves the list until a
+   * new head of its stream, or a change to it, wakes it) */
+  int ready;
+  struct sync_sub *ready_next, *ready_prev;
 } sync_sub;
 
 /* A stream this node asked a peer for (so stale batches are dropped);
@@ -93,6 +101,13 @@ typedef struct sync_peer {
    * (they may hold an earlier one): nothing more of it is taken */
   int halted;
   struct sync_peer *next;
+  /* its subscriptions that may have something to send, in the order the
+   * pump serves them (odo_sync_wake_sub, _park_sub) */
+  sync_sub *ready, *ready_last;
+  size_t nready;
+  /* the subscription whose snapshot is going out, when one is (a hint:
+   * good while its snap_raw is set) */
+  sync_sub *snap_sub;
 } sync_peer;
 
 typedef struct src_key {
@@ -140,6 +155,10 @@ typedef struct odo_sync {
   size_t writes, write_bytes;   /* in flight, and the memory they hold */
   sync_written *done, *done_tail; /* done, for Lua (sync:written) */
   sync_written *held;             /* CAUGHT_UPs waiting for writes */
+  uint64_t pump_visits; /* subscriptions the pump looked at */
+  /* bulk goes out while a session holds less than this queued (0, or
+   * more than its low watermark: the low watermark) */
+  size_t bulk_queue;
 } odo_sync;
 
 /* ---- sync_peers.c ---- */
@@ -150,13 +169,23 @@ void odo_sync_peer_free(lua_State *L, sync_peer *p);
 /* The link in its chain that holds stream id, or the empty link at the
  * end of the chain where it belongs (set it to add one). */
 sync_want **odo_sync_find_want(sync_peer *p, const char *id, size_t len);
-/* The subscription of p to stream id, or NULL. */
+/* The subscription of p to stream id, or NULL; found, it is put on the
+ * pump's ready list (the caller is about to change or end it). */
 sync_sub *odo_sync_find_sub(sync_peer *p, const char *id, size_t len);
 /* A new subscription of p to stream id (not held yet), last in the
  * pump's order; NULL when out of memory. */
 sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len);
 /* Ends and frees subscription sub of p. */
 void odo_sync_remove_sub(sync_peer *p, sync_sub *sub);
+/* Puts sub last on p's ready list (nothing when it is on it). */
+void odo_sync_wake_sub(sync_peer *p, sync_sub *sub);
+/* Puts sub first on p's ready list (nothing when it is on it). */
+void odo_sync_wake_sub_first(sync_peer *p, sync_sub *sub);
+/* Takes sub off p's ready list (nothing when it is not on it). */
+void odo_sync_park_sub(sync_peer *p, sync_sub *sub);
+/* Wakes every peer's subscription to stream id: it has a new head, a
+ * new first revision or a snapshot. */
+void odo_sync_wake_stream(odo_sync *y, const char *id, size_t len);
 /* The public key of a stream's source: ours, cached, or from the store. */
 EVP_PKEY *odo_sync_source_key(odo_sync *y, const char *src, size_t len,
                               odo_err *e);
@@ -186,10 +215,11 @@ void odo_sync_note_end(lua_State *L, int ev);
 /* ---- sync_serve.c ---- */
 void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
                            size_t len, uint16_t code, const char *why);
-/* Sends what subscriptions are owed, at most `budget` frames: first one
- * frame at a time to every subscription owing at most one batch (live
- * traffic, while the session is writable), then bulk catch-ups (while
- * the session is under its low watermark: odo_session_bulk_writable),
+/* Sends what subscriptions are owed, at most `budget` frames, looking
+ * only at those on their peer's ready list: first one frame at a time to
+ * every subscription owing at most one batch (live traffic, while the
+ * session is writable), then bulk catch-ups (while the session holds
+ * less than bulk_queue, at most its low watermark),
  * those for at most max_ns nanoseconds (0: no limit); notes serving
  * errors at ev. Returns whether work is left (a session that waits to
  * drain reports it through `written`). */

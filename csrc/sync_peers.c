@@ -46,10 +46,56 @@ static size_t bucket_of(const char *id, size_t len) {
   return (size_t)(odo_fnv1a(id, len) % ODO_SYNC_WANT_BUCKETS);
 }
 
-sync_sub *odo_sync_find_sub(sync_peer *p, const char *id, size_t len) {
+static sync_sub *lookup_sub(sync_peer *p, const char *id, size_t len) {
   for (sync_sub *s = p->sub_index[bucket_of(id, len)]; s; s = s->hnext)
     if (s->len == len && memcmp(s->stream, id, len) == 0) return s;
   return NULL;
+}
+
+sync_sub *odo_sync_find_sub(sync_peer *p, const char *id, size_t len) {
+  sync_sub *sub = lookup_sub(p, id, len);
+  if (sub) odo_sync_wake_sub(p, sub);
+  return sub;
+}
+
+void odo_sync_wake_sub(sync_peer *p, sync_sub *sub) {
+  if (sub->ready) return;
+  sub->ready = 1;
+  sub->ready_next = NULL;
+  sub->ready_prev = p->ready_last;
+  if (p->ready_last) p->ready_last->ready_next = sub;
+  else p->ready = sub;
+  p->ready_last = sub;
+  p->nready++;
+}
+
+void odo_sync_wake_sub_first(sync_peer *p, sync_sub *sub) {
+  if (sub->ready) return;
+  sub->ready = 1;
+  sub->ready_prev = NULL;
+  sub->ready_next = p->ready;
+  if (p->ready) p->ready->ready_prev = sub;
+  else p->ready_last = sub;
+  p->ready = sub;
+  p->nready++;
+}
+
+void odo_sync_park_sub(sync_peer *p, sync_sub *sub) {
+  if (!sub->ready) return;
+  if (sub->ready_prev) sub->ready_prev->ready_next = sub->ready_next;
+  else p->ready = sub->ready_next;
+  if (sub->ready_next) sub->ready_next->ready_prev = sub->ready_prev;
+  else p->ready_last = sub->ready_prev;
+  sub->ready = 0;
+  sub->ready_next = sub->ready_prev = NULL;
+  p->nready--;
+}
+
+void odo_sync_wake_stream(odo_sync *y, const char *id, size_t len) {
+  for (sync_peer *p = y->peers; p; p = p->next) {
+    sync_sub *sub = lookup_sub(p, id, len);
+    if (sub) odo_sync_wake_sub(p, sub);
+  }
 }
 
 sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len) {
@@ -64,10 +110,13 @@ sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len) {
   if (p->subs_last) p->subs_last->next_sub = sub;
   else p->subs = sub;
   p->subs_last = sub;
+  odo_sync_wake_sub(p, sub);
   return sub;
 }
 
 void odo_sync_remove_sub(sync_peer *p, sync_sub *sub) {
+  odo_sync_park_sub(p, sub);
+  if (p->snap_sub == sub) p->snap_sub = NULL;
   sync_sub **h = &p->sub_index[bucket_of(sub->stream, sub->len)];
   while (*h && *h != sub) h = &(*h)->hnext;
   if (*h) *h = sub->hnext;

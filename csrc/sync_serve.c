@@ -202,36 +202,48 @@ static odo_stream *sub_stream(odo_sync *y, sync_sub *sub) {
   return sub->st;
 }
 
-/* Ends the subscription at *pp (the link to it in p's list, which then
- * holds the next one). */
-static void unsubscribe_at(sync_peer *p, sync_sub **pp) {
-  odo_sync_remove_sub(p, *pp);
+/* What one visit of a subscription did (pump_sub). */
+enum {
+  SUB_IDLE, /* nothing to send now: off the ready list until woken */
+  SUB_MORE, /* sent, and may have more */
+  SUB_DONE, /* sent, and CAUGHT_UP: nothing more until its stream moves */
+  SUB_GONE  /* sent, and the subscription ended (it is freed) */
+};
+
+/* The end of a subscription's stream is reached: CAUGHT_UP once, and a
+ * subscription that is not live ends. */
+static int at_end(odo_sync *y, sync_peer *p, sync_sub *sub, odo_stream *st) {
+  if (sub->caught_up) return SUB_IDLE;
+  send_caught_up(y, p, sub, st->cat.last);
+  if (!sub->live) {
+    odo_sync_remove_sub(p, sub);
+    return SUB_GONE;
+  }
+  return SUB_DONE;
 }
 
-/* Moves one subscription forward by at most one frame. Returns 1 when it
- * sent something, 0 when it has nothing to send now. */
-static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
+/* Moves one subscription forward by at most one frame of events or of a
+ * snapshot, and the CAUGHT_UP that follows when that reached the end of
+ * the stream, or sends a CAUGHT_UP that is due. */
+static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub *sub,
                     int ev) {
-  sync_sub *sub = *pp;
   odo_stream *st = sub_stream(y, sub);
   odo_err e = {0};
   long n;
   uint64_t end = 0;
-  if (st == NULL) return 0;
+  y->pump_visits++;
+  if (st == NULL) return SUB_IDLE;
   if (sub->snap_raw || sub->want_snap || sub->next < st->cat.first) {
-    if (send_snapshot_chunk(y, p, sub, st) < 0) unsubscribe_at(p, pp);
-    return 1;
-  }
-  if (sub->next > st->cat.last) {
-    if (!sub->caught_up) {
-      send_caught_up(y, p, sub, st->cat.last);
-      if (!sub->live) unsubscribe_at(p, pp);
-      return 1;
+    if (send_snapshot_chunk(y, p, sub, st) < 0) {
+      odo_sync_remove_sub(p, sub);
+      return SUB_GONE;
     }
-    return 0;
+    if (sub->snap_raw) p->snap_sub = sub;
+    return SUB_MORE;
   }
+  if (sub->next > st->cat.last) return at_end(y, p, sub, st);
   n = build_batch(y, st, sub->next, &end, &e);
-  if (n == 0) return 0; /* not signed yet: the next head brings it */
+  if (n == 0) return SUB_IDLE; /* not signed yet: the next head wakes it */
   if (n < 0) {
     odo_sync_note(L, "error", sub->stream, sub->len);
     lua_pushfstring(L, "%s: %s", e.name, e.msg);
@@ -242,8 +254,8 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
                           strcmp(e.name, "ETOOBIG") == 0 ? ODO_REFUSED_TOO_BIG
                                                          : ODO_REFUSED_UNAVAILABLE,
                           e.msg);
-    unsubscribe_at(p, pp);
-    return 1;
+    odo_sync_remove_sub(p, sub);
+    return SUB_GONE;
   }
   /* the head ends the batch: what it covers is sent */
   y->events_sent += end - sub->next + 1;
@@ -251,7 +263,18 @@ static int pump_sub(lua_State *L, odo_sync *y, sync_peer *p, sync_sub **pp,
   sub->next = end + 1;
   odo_sync_send_out(y, p, 1);
   sub->caught_up = 0;
-  return 1;
+  /* at the end: CAUGHT_UP at once, not a round of every other ready
+   * subscription later (a fleet's streams are caught up one by one) */
+  if (sub->next > st->cat.last) return at_end(y, p, sub, st);
+  return SUB_MORE;
+}
+
+/* The subscription of p whose snapshot is going out, or NULL: a receiver
+ * assembles one snapshot at a time, so it goes out whole before anything
+ * else on the session. */
+static sync_sub *snapshot_going(sync_peer *p) {
+  if (p->snap_sub && p->snap_sub->snap_raw == NULL) p->snap_sub = NULL;
+  return p->snap_sub;
 }
 
 /* Whether a subscription owes at most one batch (live traffic, or the
@@ -265,11 +288,27 @@ static int at_tail(odo_sync *y, sync_sub *sub) {
          sub->next + ODO_HEAD_EVENTS > st->cat.last;
 }
 
+/* One visit of sub, the first subscription on p's ready list (or the
+ * one sending a snapshot): when it may send more it goes last on the
+ * list (in turn), or stays first (`stay`: bulk serves one catch-up to
+ * its end before the next, so streams are caught up one by one, not all
+ * at the end); it leaves the list when not. Returns whether it sent
+ * something. */
+static int visit(lua_State *L, odo_sync *y, sync_peer *p, sync_sub *sub,
+                 int stay, int ev) {
+  int rc;
+  odo_sync_park_sub(p, sub);
+  rc = pump_sub(L, y, p, sub, ev);
+  if (rc == SUB_MORE) (stay ? odo_sync_wake_sub_first : odo_sync_wake_sub)(p, sub);
+  return rc != SUB_IDLE;
+}
+
 /* The tail pass (up to the session's high watermark; bulk stops at its
- * low one): one frame for each subscription at its tail, over every
+ * low one): one frame for each ready subscription at its tail, over every
  * peer, until none has anything (or budget, the session's watermark or
- * the deadline stop it: the rest on a later turn). Returns the frames
- * sent. */
+ * the deadline stop it: the rest on a later turn). Only subscriptions on
+ * a ready list are looked at: one with nothing to send costs nothing.
+ * Returns the frames sent. */
 #define ODO_TAIL_NS 1000000u
 static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget,
                           uint64_t deadline, int ev) {
@@ -278,18 +317,20 @@ static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget,
   while (progress && sent < budget && odo_mono_ns() < deadline) {
     progress = 0;
     for (sync_peer *p = y->peers; p && sent < budget; p = p->next) {
-      int busy = 0;
-      for (sync_sub *sub = p->subs; sub; sub = sub->next_sub)
-        if (sub->snap_raw) busy = 1; /* a snapshot goes out whole first */
-      if (busy) continue;
-      for (sync_sub **pp = &p->subs; *pp && sent < budget;) {
-        sync_sub *sub = *pp;
-        if (!odo_session_writable(p->s)) break;
-        if (at_tail(y, sub) && pump_sub(L, y, p, pp, ev)) {
+      /* each subscription ready as the pass begins, once, in turn */
+      size_t n = p->nready;
+      if (snapshot_going(p)) continue;
+      while (n-- > 0 && p->ready && sent < budget && odo_session_writable(p->s)) {
+        sync_sub *sub = p->ready;
+        if (!at_tail(y, sub)) {
+          odo_sync_park_sub(p, sub); /* bulk: its turn comes after the tails */
+          odo_sync_wake_sub(p, sub);
+          continue;
+        }
+        if (visit(L, y, p, sub, 0, ev)) {
           progress = 1;
           sent++;
         }
-        if (*pp == sub) pp = &sub->next_sub;
       }
     }
   }
@@ -308,37 +349,20 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
                                    : now + (max_ns > ODO_TAIL_NS ? max_ns : ODO_TAIL_NS),
                        ev);
   if (deadline && odo_mono_ns() >= deadline) timed_out = 1;
+  /* bulk: the first ready subscription to its end, then the next (a
+   * snapshot going out whole first), while the session holds less than
+   * bulk_queue (at most its low watermark): a live batch queues behind
+   * no more */
   for (sync_peer *p = y->peers; p && budget > 0 && !timed_out; p = p->next) {
-    int progress = 1;
-    while (progress && budget > 0 && odo_session_bulk_writable(p->s)) {
-      /* a snapshot goes out whole before anything else on this session:
-       * a receiver assembles one snapshot at a time */
-      sync_sub **busy = NULL;
-      progress = 0;
+    while (budget > 0 && odo_session_bulk_writable_under(p->s, y->bulk_queue)) {
+      sync_sub *snap = snapshot_going(p), *sub = snap ? snap : p->ready;
       if (deadline && odo_mono_ns() >= deadline) {
         timed_out = 1; /* the rest on a later turn: live events go first */
         break;
       }
-      for (sync_sub **pp = &p->subs; *pp; pp = &(*pp)->next_sub)
-        if ((*pp)->snap_raw) busy = pp;
-      if (busy) {
-        if (pump_sub(L, y, p, busy, ev)) {
-          progress = 1;
-          budget--;
-        }
-        continue;
-      }
-      for (sync_sub **pp = &p->subs; *pp && budget > 0;) {
-        sync_sub *sub = *pp;
-        if (!odo_session_bulk_writable(p->s)) break;
-        if (pump_sub(L, y, p, pp, ev)) {
-          progress = 1;
-          budget--;
-        }
-        if (*pp == sub) pp = &sub->next_sub;
-        if (sub->snap_raw) break; /* it started a snapshot: finish it first */
-        if (deadline && odo_mono_ns() >= deadline) break;
-      }
+      if (sub == NULL) break;
+      if (visit(L, y, p, sub, 1, ev)) budget--;
+      else if (snap) break; /* its stream left the store: nothing to send */
     }
   }
   return budget <= 0 || timed_out;
@@ -479,6 +503,7 @@ static void heads_written(odo_write_done *d, int ok, const odo_err *e) {
   if (ok) {
     w->kind = "heads";
     if (st) odo_sync_note_head(st, w->rev);
+    odo_sync_wake_stream(y, w->stream, w->len); /* they may be served */
   } else {
     w->e = *e;
     if (st && st->head_staged <= w->rev) st->head_staged = st->head;
@@ -496,6 +521,7 @@ static int commit_heads(odo_sync *y, odo_stream *st, uint64_t rev, odo_err *e) {
   if (s->writer == NULL || !s->writer->busy(s->writer)) {
     if (!odo_txn_commit(s, 0, e)) return 0;
     odo_sync_note_head(st, rev);
+    odo_sync_wake_stream(y, st->id, st->id_len); /* they may be served */
     return 1;
   }
   w = calloc(1, sizeof *w);

@@ -288,6 +288,12 @@ P.sync_pump_us = 1000
 -- (fewer frames, one signature check per batch); 0: every batch ends at
 -- its first head, as live batches do.
 P.sync_bulk_batch_bytes = 512 * 1024
+--- Bytes queued on a peer's session past which bulk catch-ups wait (live
+-- batches and control frames do not): a live batch queues behind no more
+-- than this of bulk in the sender; 0: the session's low watermark (1 MiB).
+-- (A smaller bound helps only with small socket buffers too,
+-- `peer_socket_buffer`: bench/README.md, "The serving pump".)
+P.sync_bulk_queue_bytes = 0
 
 --- Whether stream `st` (a catalogue entry) is due for a snapshot:
 -- `function(st, state, now, policy)` (`policy`: the node's merged policy

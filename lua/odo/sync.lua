@@ -46,6 +46,7 @@ function Sync.new(node, tls)
       verify = policy.verify_signatures,
       replica_sync = policy.replica_sync,
       bulk_batch = policy.sync_bulk_batch_bytes,
+      bulk_queue = policy.sync_bulk_queue_bytes,
     }),
     peers = {},     -- by peer id: {peer, session, catalogue = {id = entry}, refused = {id = true}}
     upstream = {},  -- stream id -> peer id
@@ -310,6 +311,7 @@ function Sync:on_changed(ids)
     if st and st.own then own = true end
   end
   if own then self:_schedule_sign() end
+  self.engine:wake(ids) -- the pump looks at their subscriptions again
   self:_schedule_catalogue()
   self:_schedule_refresh()
   self:_schedule_pump()
