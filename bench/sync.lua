@@ -78,7 +78,8 @@
 -- catch-up alternately, ROUNDS rounds: each round's ratio, their median
 -- and range), ODO_BENCH_LIVE_TRACE=DIR (bench/live_trace.lua),
 -- ODO_BENCH_SOCKBUF=BYTES (policy.peer_socket_buffer of the source and
--- the replicas), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
+-- the replicas), ODO_BENCH_BULK_RATE=BYTES (policy.sync_bulk_bytes_per_s
+-- of the source), ODO_BENCH_PERF_SOURCE=FILE (`perf record -g` of
 -- the source while it serves the live run's catch-up),
 -- ODO_BENCH_PERF_FLEET=FILE (of the fleet's replica),
 -- ODO_BENCH_PERF_FLEET_SOURCE=FILE (of the fleet's source; both with

@@ -96,6 +96,8 @@ end
 
 -- ODO_BENCH_SOCKBUF=BYTES (source, replica): policy.peer_socket_buffer
 local SOCKBUF = tonumber(os.getenv("ODO_BENCH_SOCKBUF"))
+-- ODO_BENCH_BULK_RATE=BYTES (source): policy.sync_bulk_bytes_per_s
+local BULK_RATE = tonumber(os.getenv("ODO_BENCH_BULK_RATE"))
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
@@ -203,7 +205,7 @@ end
 
 local function run_source()
   node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
-    tune_allocator = true, policy = SOCKBUF and { peer_socket_buffer = SOCKBUF } or nil })
+    tune_allocator = true, policy = { peer_socket_buffer = SOCKBUF, sync_bulk_bytes_per_s = BULK_RATE } })
   trace_engine()
   if live_trace then
     local dump = live_trace.source(node, require "odo.transport")

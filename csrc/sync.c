@@ -392,8 +392,12 @@ static int l_catalogue(lua_State *L) {
  * watermark, at most `budget` frames in all (default 256): first what
  * each subscription owing at most one batch is owed (live traffic), then
  * bulk catch-ups for at most `max_us` microseconds (default 0: no limit),
- * so one turn of the loop never holds live events long.
+ * so one turn of the loop never holds live events long; with `tails_only`,
+ * no bulk at all (it then says work is left).
  * @function sync:pump
+ * @tparam[opt] integer budget
+ * @tparam[opt] integer max_us
+ * @tparam[opt] boolean tails_only
  * @treturn boolean whether work is left (call again on a later turn)
  * @treturn table events: {event = "error", stream, reason}
  */
@@ -401,11 +405,11 @@ static int l_pump(lua_State *L) {
   odo_sync *y = check_sync(L);
   lua_Integer budget = luaL_optinteger(L, 2, 256);
   uint64_t max_us = odo_optu64(L, 3, 0, "max_us");
-  int more;
+  int tails_only = lua_toboolean(L, 4), more;
   lua_settop(L, 1);
   lua_pushnil(L); /* placeholder for `more` */
   lua_newtable(L);
-  more = odo_sync_pump(L, y, (int64_t)budget, max_us * 1000u, lua_gettop(L));
+  more = odo_sync_pump(L, y, (int64_t)budget, max_us * 1000u, tails_only, lua_gettop(L));
   lua_pushboolean(L, more);
   lua_replace(L, -3);
   return 2;

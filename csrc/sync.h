@@ -220,11 +220,11 @@ void odo_sync_send_refused(odo_sync *y, sync_peer *p, const char *id,
  * every subscription owing at most one batch (live traffic, while the
  * session is writable), then bulk catch-ups (while the session holds
  * less than bulk_queue, at most its low watermark),
- * those for at most max_ns nanoseconds (0: no limit); notes serving
- * errors at ev. Returns whether work is left (a session that waits to
+ * those for at most max_ns nanoseconds (0: no limit; none with
+ * tails_only); notes serving errors at ev. Returns whether work is left (a session that waits to
  * drain reports it through `written`). */
 int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
-                  int ev);
+                  int tails_only, int ev);
 /* Builds the CATALOGUE frames of list[0..n) into y->out; each replica's
  * hop count is the integer at its id in the table at hops_idx (none, or
  * no table: no path), and the streams true in the table at yours_idx

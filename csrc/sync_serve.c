@@ -338,7 +338,7 @@ static int64_t pump_tails(lua_State *L, odo_sync *y, int64_t budget,
 }
 
 int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
-                  int ev) {
+                  int tails_only, int ev) {
   uint64_t now = odo_mono_ns();
   uint64_t deadline = max_ns ? now + max_ns : 0;
   int timed_out = 0;
@@ -349,6 +349,7 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
                                    : now + (max_ns > ODO_TAIL_NS ? max_ns : ODO_TAIL_NS),
                        ev);
   if (deadline && odo_mono_ns() >= deadline) timed_out = 1;
+  if (tails_only) return 1; /* bulk, if any, on its own turn */
   /* bulk: the first ready subscription to its end, then the next (a
    * snapshot going out whole first), while the session holds less than
    * bulk_queue (at most its low watermark): a live batch queues behind

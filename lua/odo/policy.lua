@@ -283,6 +283,14 @@ P.sign_budget = 100000
 -- most (subscriptions owing at most one batch, live traffic, go first and
 -- are not counted); 0: no limit.
 P.sync_pump_us = 1000
+--- Bytes a second of bulk catch-up this node sends, at most (all its
+-- peers together; live batches and control frames are not held back);
+-- nil: no limit. After a loop turn's slice of bulk (`sync_pump_us`) the
+-- next waits until the bytes sent are paid for at this rate. A catch-up
+-- otherwise takes every CPU it can on both ends, and on a machine with
+-- no core to spare a live event then waits for one in every process it
+-- passes through (bench/README.md, "A rate for bulk catch-ups").
+P.sync_bulk_bytes_per_s = nil
 --- Bytes of a catch-up's batch: a batch far from a stream's end goes on
 -- past its first signed head to the last one within this many bytes
 -- (fewer frames, one signature check per batch); 0: every batch ends at

@@ -13,6 +13,7 @@ local S = {}
 -- Policies whose default is nil (so `odo.policy` has no entry for them).
 local DEFAULT_NIL = { reducer = true }
 DEFAULT_NIL.peer_socket_buffer = true
+DEFAULT_NIL.sync_bulk_bytes_per_s = true
 
 -- Policies that must be positive numbers (a zero would stall a loop or
 -- spin a timer); every other number must be at least 0.

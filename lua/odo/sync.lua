@@ -101,20 +101,40 @@ function Sync:_schedule_pump()
       -- own appends waiting for their heads: signed first, so their live
       -- batches go out before this slice of bulk, not a slice later
       if self.sign_scheduled then self:_sign() end
-      self:_pump(self.policy.sync_pump_us)
+      -- while bulk waits (policy.sync_bulk_bytes_per_s), live traffic only
+      self:_pump(self.policy.sync_pump_us, self.bulk_timer ~= nil)
     end)
   end)
 end
 
 -- Sends what is owed: first to subscriptions owing at most a batch (live
--- traffic), then bulk catch-ups for at most max_us; the rest later.
-function Sync:_pump(max_us)
-  local more, notes = self.engine:pump(self.policy.sync_pump_budget, max_us)
+-- traffic), then bulk catch-ups for at most max_us (none with
+-- tails_only); the rest on the next loop turn, or, under
+-- policy.sync_bulk_bytes_per_s, once the bytes this turn sent are paid
+-- for at that rate (live traffic only meanwhile).
+function Sync:_pump(max_us, tails_only)
+  local tr = self.node.swarm and self.node.swarm.transport
+  local before = tr and tr.bytes_out
+  local more, notes = self.engine:pump(self.policy.sync_pump_budget, max_us, tails_only)
   for _, n in ipairs(notes) do
     self.node:report_error(("serving %s: %s"):format(n.stream, n.reason))
   end
   self:_flush_all()
-  if more then self:_schedule_pump() end
+  if self.bulk_timer then return end -- a paced bulk resumes on its timer
+  local rate = self.policy.sync_bulk_bytes_per_s
+  local ms = (not tails_only and rate and before) and (tr.bytes_out - before) * 1000 / rate or 0
+  if ms >= 1 then
+    -- whether bulk stopped at its time or at the session's watermark (a
+    -- drain would wake it at once), it waits
+    self.bulk_timer = self.adapter.timer(ms, function()
+      self.node:protect(function()
+        self.bulk_timer = nil
+        if not self.closed then self:_schedule_pump() end
+      end)
+    end)
+  elseif more then
+    self:_schedule_pump()
+  end
 end
 
 -- Signs heads for new own events once per loop turn, whatever the number
@@ -139,7 +159,7 @@ function Sync:_sign()
   -- handed to a busy commit queue: once it wrote them, on_written)
   if n > 0 then
     if select(2, self.engine:backlog()) > 0 then self.node:await_commits() end
-    self:_pump(1)
+    self:_pump(1, true) -- live batches only: bulk goes on in its own turn
   end
   if more then self:_schedule_sign() end
 end
@@ -423,7 +443,7 @@ function Sync:on_written()
     end
   end
   -- their live batches are due: out at once, before any bulk
-  if heads then self:_pump(1) end
+  if heads then self:_pump(1, true) end
 end
 
 -- Acts on the engine's notes about peer p.
@@ -618,6 +638,7 @@ function Sync:close()
   self.closed = true
   if self.catalogue_timer then self.catalogue_timer.stop() end
   if self.refresh_timer then self.refresh_timer.stop() end
+  if self.bulk_timer then self.bulk_timer.stop() end
   for _, t in pairs(self.holds) do t.stop() end
   self.engine:close()
 end
