@@ -12,10 +12,10 @@ local BATCHES = 20
 
 describe("a rate for bulk catch-ups", function()
   local env = H.memory_world("q", 2)
-  local net, nodes
+  local net
   setup(function() env.setup() end)
   teardown(H.cleanup)
-  before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
+  before_each(function() env.before_each(); net = env.net end)
   after_each(env.after_each_checked)
 
   local last = H.node_last
@@ -24,13 +24,11 @@ describe("a rate for bulk catch-ups", function()
   -- and a replica of both; returns them, the live stream's id, and the
   -- simulated times at which the replica stored the catch-up's batches.
   local function start(rate)
-    local a = H.net_node(net, 1, env.pki.n[1], { policy = H.merge(POLICY, { sync_bulk_bytes_per_s = rate }) })
-    nodes[#nodes + 1] = a
+    local a = env.node(1, { policy = { sync_bulk_bytes_per_s = rate } }, POLICY)
     local live = a:stream_id("live")
     a:append(live, H.events(1))
     a:append(nil, H.events(1000 * BATCHES))
-    local b = H.net_node(net, 2, env.pki.n[2], { peers = { "10.0.0.1:4000" }, policy = POLICY })
-    nodes[#nodes + 1] = b
+    local b = env.node(2, { peers = { "10.0.0.1:4000" } }, POLICY)
     local times = {}
     b:on("replicated", function(stream) if stream == a.id then times[#times + 1] = net.now() end end)
     return a, b, live, times

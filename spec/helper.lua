@@ -213,6 +213,16 @@ function H.memory_world(prefix, count)
     w.net.run_until(function() return false end, 50)
     return w.nodes
   end
+  --- Node i of the test (H.net_node with the world's key i, or opts.tls),
+  -- closed by after_each; opts: peers, policy (over `defaults`), dir,
+  -- on_error.
+  function w.node(i, opts, defaults)
+    opts = opts or {}
+    local n = H.net_node(w.net, i, opts.tls or w.pki.n[i], { dir = opts.dir, peers = opts.peers,
+      policy = H.merge(defaults or {}, opts.policy), on_error = opts.on_error })
+    w.nodes[#w.nodes + 1] = n
+    return n
+  end
   --- after_each, then fails the test when a node reported an error (its
   -- `errors`, H.node): hand it to busted's after_each as it is.
   function w.after_each_checked()

@@ -9,18 +9,13 @@ local H = require "helper"
 
 describe("the live path", function()
   local env = H.memory_world("l", 3)
-  local pki, net, nodes
-  setup(function() env.setup(); pki = env.pki end)
+  local net
+  setup(function() env.setup() end)
   teardown(H.cleanup)
-  before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
+  before_each(function() env.before_each(); net = env.net end)
   after_each(env.after_each_checked)
 
-  local function node(i, opts)
-    opts = opts or {}
-    local n = H.net_node(net, i, pki.n[i], { peers = opts.peers, policy = opts.policy })
-    nodes[#nodes + 1] = n
-    return n
-  end
+  local function node(i, opts) return env.node(i, opts) end
 
   local function has(n, id, rev)
     return function()

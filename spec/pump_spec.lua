@@ -11,23 +11,14 @@ local SOLO = { pex_per_minute = 0 } -- (nodes meet only whom the spec names)
 
 describe("the serving pump", function()
   local env = H.memory_world("p", 3)
-  local pki, net, nodes
-  setup(function() env.setup(); pki = env.pki end)
+  local net
+  setup(function() env.setup() end)
   teardown(H.cleanup)
-  before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
+  before_each(function() env.before_each(); net = env.net end)
   after_each(env.after_each_checked)
 
-  local function node(i, opts)
-    opts = opts or {}
-    local n = H.net_node(net, i, pki.n[i], { peers = opts.peers, policy = H.merge(SOLO, opts.policy) })
-    nodes[#nodes + 1] = n
-    return n
-  end
-
-  local function last(n, id)
-    local st = n.store:stream(id)
-    return st and st.last or 0
-  end
+  local function node(i, opts) return env.node(i, opts, SOLO) end
+  local last = H.node_last
 
   local function visits(n) return n.sync.engine:counters().pump_visits end
 

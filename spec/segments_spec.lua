@@ -46,11 +46,7 @@ describe("segments", function()
   before_each(function() env.before_each(); net, nodes = env.net, env.nodes end)
   after_each(env.after_each_checked)
 
-  local function node(i, peers)
-    local n = H.net_node(net, i, env.pki.n[i], { peers = peers, policy = FAST })
-    nodes[#nodes + 1] = n
-    return n
-  end
+  local function node(i, peers) return env.node(i, { peers = peers }, FAST) end
   local last = H.node_last
   -- n's events from..to with their hashes equal the source's
   local function same_reads(src, n, id, ranges)
@@ -108,8 +104,7 @@ describe("segments", function()
 
   it("of a source end where its heads go: at multiples of 1000, never inside one, whatever the budget", function()
     for _, budget in ipairs({ 100000, 300 }) do
-      local a = H.net_node(net, 1, env.pki.n[1], { policy = H.merge(FAST, { sign_budget = budget }) })
-      nodes[#nodes + 1] = a
+      local a = env.node(1, { policy = { sign_budget = budget } }, FAST)
       a:append(nil, H.events(2500))     -- 1..1000, 1001..2000, 2001..2500
       a:append(nil, H.events(30, "f"))  -- 2501..2530, in the same loop turn
       a:append(nil, H.events(5, "g"))   -- 2531..2535, one record each
