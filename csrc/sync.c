@@ -137,26 +137,6 @@ static int l_detach(lua_State *L) {
   return 0;
 }
 
-/* Wakes the subscriptions to the streams of the notes at ev that stored
- * something ("events", "snapshot"): a relay serves what it received. */
-static void wake_stored(lua_State *L, odo_sync *y, int ev) {
-  lua_Integer n = (lua_Integer)lua_rawlen(L, ev);
-  for (lua_Integer i = 1; i <= n; i++) {
-    const char *kind, *id;
-    size_t len;
-    lua_rawgeti(L, ev, i);
-    lua_getfield(L, -1, "event");
-    kind = lua_tostring(L, -1);
-    if (kind && (strcmp(kind, "events") == 0 || strcmp(kind, "snapshot") == 0)) {
-      lua_getfield(L, -2, "stream");
-      id = lua_tolstring(L, -1, &len);
-      if (id) odo_sync_wake_stream(y, id, len);
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 2);
-  }
-}
-
 /***
  * Handles a sync message (type 0x10..0x16) received on an attached
  * session. Returns events for Lua: catalogue {full, entries}, subscribed
@@ -177,7 +157,6 @@ static int l_handle(lua_State *L) {
   lua_newtable(L);
   odo_sync_handle(L, lua_gettop(L), y, p,
                   type < 0 || type > 255 ? -1 : (int)type, m, n);
-  wake_stored(L, y, lua_gettop(L));
   return 1;
 }
 
@@ -198,7 +177,6 @@ static int l_written(lua_State *L) {
   odo_sync *y = check_sync(L);
   lua_newtable(L);
   odo_sync_written(L, lua_gettop(L), y);
-  wake_stored(L, y, lua_gettop(L));
   lua_pushinteger(L, (lua_Integer)y->write_bytes);
   lua_pushinteger(L, (lua_Integer)y->writes);
   return 3;

@@ -191,8 +191,11 @@ EVP_PKEY *odo_sync_source_key(odo_sync *y, const char *src, size_t len,
                               odo_err *e);
 /* The length of the source id at the start of a stream id. */
 size_t odo_sync_source_len(const char *id, size_t len);
-/* A head was written: keep the stream's newest-head revision current. */
-void odo_sync_note_head(odo_stream *st, uint64_t rev);
+/* A signed head of stream id (st: its stream, or NULL when it left the
+ * store) was written: the stream's newest-head revision follows, and the
+ * peers' subscriptions to it are woken (they may have a batch to send). */
+void odo_sync_head_stored(odo_sync *y, odo_stream *st, const char *id, size_t len,
+                          uint64_t rev);
 /* Appends w to the writes done, for Lua's next sync:written. */
 void odo_sync_done_push(odo_sync *y, sync_written *w);
 /* Empties y->out: every builder starts with it, so a frame left half

@@ -163,8 +163,10 @@ size_t odo_sync_source_len(const char *id, size_t len) {
   return slash ? (size_t)(slash - id) : len;
 }
 
-void odo_sync_note_head(odo_stream *st, uint64_t rev) {
-  if (st->head_known && rev > st->head) st->head = rev;
+void odo_sync_head_stored(odo_sync *y, odo_stream *st, const char *id, size_t len,
+                          uint64_t rev) {
+  if (st && st->head_known && rev > st->head) st->head = rev;
+  odo_sync_wake_stream(y, id, len);
 }
 
 void odo_sync_done_push(odo_sync *y, sync_written *w) {

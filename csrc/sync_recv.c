@@ -323,7 +323,7 @@ static void batch_written(odo_write_done *d, int ok, const odo_err *e) {
   if (st && w->urgent && st->urgent_inflight) st->urgent_inflight--;
   if (ok) {
     w->kind = "events";
-    if (st) odo_sync_note_head(st, w->rev);
+    odo_sync_head_stored(y, st, w->stream, w->len, w->rev); /* a relay serves it */
   } else {
     w->e = *e;
   }
@@ -597,7 +597,7 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
   odo_stage_head(y->store, st, m.head_rev, m.head_hash, m.sig, m.sig_len);
   if (!odo_txn_commit(y->store, y->replica_sync, &e))
     return violation(L, ev, id, sl, "local", "%s: %s", e.name, e.msg);
-  odo_sync_note_head(st, m.head_rev);
+  odo_sync_head_stored(y, st, id, sl, m.head_rev);
   odo_sync_note(L, "events", id, sl);
   odo_pushu64(L, m.head_rev);
   lua_setfield(L, -2, "last");
@@ -697,6 +697,7 @@ static void on_snapshot(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                      "%s: %s", e.name, e.msg);
   }
   odo_buf_free(&p->snap);
+  odo_sync_wake_stream(y, id, sl); /* a relay serves it */
   odo_sync_note(L, "snapshot", id, sl);
   odo_pushu64(L, m.rev);
   lua_setfield(L, -2, "rev");

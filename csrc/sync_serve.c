@@ -503,8 +503,7 @@ static void heads_written(odo_write_done *d, int ok, const odo_err *e) {
   y->writes--;
   if (ok) {
     w->kind = "heads";
-    if (st) odo_sync_note_head(st, w->rev);
-    odo_sync_wake_stream(y, w->stream, w->len); /* they may be served */
+    odo_sync_head_stored(y, st, w->stream, w->len, w->rev);
   } else {
     w->e = *e;
     if (st && st->head_staged <= w->rev) st->head_staged = st->head;
@@ -521,8 +520,7 @@ static int commit_heads(odo_sync *y, odo_stream *st, uint64_t rev, odo_err *e) {
   sync_written *w;
   if (s->writer == NULL || !s->writer->busy(s->writer)) {
     if (!odo_txn_commit(s, 0, e)) return 0;
-    odo_sync_note_head(st, rev);
-    odo_sync_wake_stream(y, st->id, st->id_len); /* they may be served */
+    odo_sync_head_stored(y, st, st->id, st->id_len, rev);
     return 1;
   }
   w = calloc(1, sizeof *w);
