@@ -371,7 +371,7 @@ static int l_catalogue(lua_State *L) {
  * each subscription owing at most one batch is owed (live traffic), then
  * bulk catch-ups for at most `max_us` microseconds (default 0: no limit),
  * so one turn of the loop never holds live events long; with `tails_only`,
- * no bulk at all (it then says work is left).
+ * no bulk at all (work is left while a subscription is ready).
  * @function sync:pump
  * @tparam[opt] integer budget
  * @tparam[opt] integer max_us

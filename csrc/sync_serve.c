@@ -349,7 +349,11 @@ int odo_sync_pump(lua_State *L, odo_sync *y, int64_t budget, uint64_t max_ns,
                                    : now + (max_ns > ODO_TAIL_NS ? max_ns : ODO_TAIL_NS),
                        ev);
   if (deadline && odo_mono_ns() >= deadline) timed_out = 1;
-  if (tails_only) return 1; /* bulk, if any, on its own turn */
+  if (tails_only) { /* bulk, if any, on its own turn */
+    for (sync_peer *p = y->peers; p; p = p->next)
+      if (p->ready) return 1;
+    return budget <= 0;
+  }
   /* bulk: the first ready subscription to its end, then the next (a
    * snapshot going out whole first), while the session holds less than
    * bulk_queue (at most its low watermark): a live batch queues behind
