@@ -116,19 +116,37 @@ int odo_rec_event_decode(const uint8_t *key, const char *val, size_t vlen,
 
 /* ---- segment ---------------------------------------------------------- */
 
+/* The header at h: version, count, prev, last. */
+static void segment_header(uint8_t *h, uint32_t count, const uint8_t *prev,
+                           const uint8_t *last) {
+  h[0] = ODO_SEG_VERSION;
+  odo_put_be32(h + 1, count);
+  if (prev != h + 5) memcpy(h + 5, prev, ODO_HASH_LEN);
+  memcpy(h + 5 + ODO_HASH_LEN, last, ODO_HASH_LEN);
+}
+
+int odo_rec_segment_begin(odo_buf *b, const uint8_t prev[ODO_HASH_LEN]) {
+  uint8_t h[ODO_SEG_FIXED];
+  segment_header(h, 0, prev, prev); /* count and last: odo_rec_segment_end */
+  return odo_buf_add(b, h, sizeof h);
+}
+
+void odo_rec_segment_end(odo_buf *b, uint32_t count, const uint8_t last[ODO_HASH_LEN]) {
+  if (b->failed || b->len < 4 + ODO_SEG_FIXED) return;
+  segment_header(b->p + 4, count, b->p + 4 + 5, last);
+}
+
 int odo_rec_segment_encode(odo_buf *b, const odo_seg_rec *r) {
-  return odo_buf_reserve(b, ODO_SEG_FIXED + r->len) &&
-         odo_buf_add_u8(b, ODO_SEG_VERSION) && odo_buf_add_be32(b, r->count) &&
-         odo_buf_add(b, r->prev, ODO_HASH_LEN) &&
-         odo_buf_add(b, r->last, ODO_HASH_LEN) && odo_buf_add(b, r->events, r->len);
+  if (!odo_buf_reserve(b, ODO_SEG_FIXED + r->len) || !odo_rec_segment_begin(b, r->prev) ||
+      !odo_buf_add(b, r->events, r->len))
+    return 0;
+  odo_rec_segment_end(b, r->count, r->last);
+  return 1;
 }
 
 void odo_rec_segment_frame(const odo_seg_rec *r, const uint8_t *key, size_t klen) {
   uint8_t *h = (uint8_t *)(uintptr_t)r->events - ODO_SEG_FIXED;
-  h[0] = ODO_SEG_VERSION;
-  odo_put_be32(h + 1, r->count);
-  memcpy(h + 5, r->prev, ODO_HASH_LEN);
-  memcpy(h + 5 + ODO_HASH_LEN, r->last, ODO_HASH_LEN);
+  segment_header(h, r->count, r->prev, r->last);
   odo_put_be32(h - 4, value_crc(key, klen, h, ODO_SEG_FIXED + r->len));
 }
 

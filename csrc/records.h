@@ -98,6 +98,11 @@ typedef struct odo_seg_rec {
   size_t len;
 } odo_seg_rec;
 int odo_rec_segment_encode(odo_buf *b, const odo_seg_rec *r);
+/* The same, its events added by the caller (each as odo_event_encode
+ * without its revision writes it) between begin and end, which fills in
+ * their count and the last one's hash. */
+int odo_rec_segment_begin(odo_buf *b, const uint8_t prev[ODO_HASH_LEN]);
+void odo_rec_segment_end(odo_buf *b, uint32_t count, const uint8_t last[ODO_HASH_LEN]);
 /* Frames a segment whose events are already in memory: writes its
  * checksum and header into the 4 + ODO_SEG_FIXED bytes right before
  * r->events (which the caller owns) for key; the record is those bytes

@@ -58,13 +58,9 @@ enum { STAGE_OWN, STAGE_CHECK, STAGE_CHAIN, STAGE_SEGMENT };
  * starts; *ok 1, or 0 when SHA-256 failed, -1 when out of memory. */
 static size_t own_segment(odo_store *s, odo_cat *c, odo_event *evs, size_t i, size_t n,
                           int *ok) {
-  size_t at, bytes = 0;
+  size_t first = i, bytes = 0;
   odo_rec_begin(&s->val);
-  odo_buf_add_u8(&s->val, ODO_SEG_VERSION);
-  odo_buf_add_be32(&s->val, 0); /* the count, filled in below */
-  odo_buf_add(&s->val, c->hash, ODO_HASH_LEN);
-  at = s->val.len;
-  odo_buf_add(&s->val, c->hash, ODO_HASH_LEN); /* the last hash, below */
+  odo_rec_segment_begin(&s->val, c->hash);
   *ok = 1;
   for (;;) {
     odo_event *ev = &evs[i++];
@@ -78,8 +74,8 @@ static size_t own_segment(odo_store *s, odo_cat *c, odo_event *evs, size_t i, si
         bytes + evs[i].type_len + evs[i].data_len > ODO_SEG_MAX_BYTES)
       break;
   }
+  odo_rec_segment_end(&s->val, (uint32_t)(i - first), c->hash);
   if (s->val.failed) *ok = -1;
-  if (*ok == 1) memcpy(s->val.p + at, c->hash, ODO_HASH_LEN);
   return i;
 }
 
@@ -99,7 +95,6 @@ static int stage_own_segments(odo_store *s, odo_stream *st, odo_cat *c, odo_even
       if (!encode_event(s, st, &evs[i]))
         return (s->txn_failed = 1), odo_err_set(e, "ENOMEM", "out of memory encoding an event");
     } else {
-      odo_put_be32(s->val.p + 4 + 1, (uint32_t)(j - i));
       odo_segkey(key, st->num, evs[j - 1].rev);
       if (!odo_store_put(s, key, sizeof key, &s->val))
         return (s->txn_failed = 1), odo_err_set(e, "ENOMEM", "out of memory encoding events");
