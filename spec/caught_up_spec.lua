@@ -11,13 +11,11 @@ describe("caught up", function()
   after_each(env.after_each_checked)
 
   it("with the local store comes first; with the swarm once the upstream sent everything", function()
-    local net, pki = env.net, env.pki
-    local a = H.net_node(net, 1, pki.n[1])
-    env.nodes[#env.nodes + 1] = a
+    local net = env.net
+    local a = env.node(1)
     a:append(nil, H.events(3000))
     assert.is_true(a:caught_up(a.id)) -- its own stream
-    local b = H.net_node(net, 2, pki.n[2], { peers = { "10.0.0.1:4000" } })
-    env.nodes[#env.nodes + 1] = b
+    local b = env.node(2, { peers = { "10.0.0.1:4000" } })
     local local_done, swarm_events = nil, {}
     b:on("caught_up", function(stream, rev) swarm_events[#swarm_events + 1] = { stream, rev } end)
     b:subscribe(a.id, 1, function() end, { on_caught_up = function(sub)

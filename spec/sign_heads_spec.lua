@@ -14,9 +14,8 @@ describe("own heads", function()
   after_each(env.after_each_checked)
 
   it("go to the commit queue's worker while it writes, are signed once, and reach a peer once written", function()
-    local net, pki = env.net, env.pki
-    local a = H.net_node(net, 1, pki.n[1])
-    env.nodes[#env.nodes + 1] = a
+    local net = env.net
+    local a = env.node(1)
     assert.is_truthy(a:commit_queue(), "the node has a commit queue")
     local engine = a.sync.engine
     -- the worker idle: written at once (no round trip for a live head)
@@ -46,8 +45,7 @@ describe("own heads", function()
     assert.is_true(net.run_until(function() return select(2, engine:backlog()) == 0 end, 5000))
     assert.equal(0, (engine:sign_heads()))
     -- the head is stored: a peer catches up to it
-    local b = H.net_node(net, 2, pki.n[2], { peers = { "10.0.0.1:4000" } })
-    env.nodes[#env.nodes + 1] = b
+    local b = env.node(2, { peers = { "10.0.0.1:4000" } })
     b:subscribe(a.id, 1, function() end)
     assert.is_true(net.run_until(function() return b:caught_up(a.id) end, 20000))
     assert.equal(6, b.store:stream(a.id).last)
