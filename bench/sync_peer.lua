@@ -83,6 +83,17 @@ assert((MODE == "source" and #arg == 5) or (MODE == "replica" and (#arg == 10 or
 local DIR, TLS = arg[2], { ca = arg[3], cert = arg[4], key = arg[5] }
 
 local fail, protect = common.fail, common.protect
+-- ODO_BENCH_VERIFY_THREADS=N: the node's policy verify_threads (the
+-- commit queue's verifier threads; default: one per core beside the loop's)
+local VERIFY_THREADS = math.tointeger(tonumber(os.getenv("ODO_BENCH_VERIFY_THREADS")))
+if VERIFY_THREADS then
+  local new_node = odo.node
+  odo.node = function(opts)
+    opts.policy = opts.policy or {}
+    opts.policy.verify_threads = VERIFY_THREADS
+    return new_node(opts)
+  end
+end
 -- ODO_BENCH_METRICS=HOST:PORT: the node also serves GET /metrics there
 -- (bench/metrics.lua scrapes it while the catch-up runs)
 local METRICS = os.getenv("ODO_BENCH_METRICS")

@@ -31,11 +31,13 @@
  * their events; see write_jobs). A small received batch of a stream with
  * nothing in flight (live traffic, odo_chain.urgent) is queued ahead of
  * the others, after the urgent ones before it: it waits for one merged
- * write at most, not for megabytes of another stream's catch-up. A second
- * thread, the verifier ("odo-verify"), computes and checks the queued
- * chains ahead of the worker, so one batch's hashing overlaps the write
- * and sync of the one before (the worker checks a chain itself when the
- * verifier has not begun it). Touches no Lua state on either thread;
+ * write at most, not for megabytes of another stream's catch-up. Verifier
+ * threads ("odo-verify", by default one per core beside the loop's, see
+ * l_commit_queue) compute and check the queued chains ahead of the
+ * worker, each its own, so one batch's hashing overlaps the write and
+ * sync of the one before and a catch-up's hashes and signatures spread
+ * over the machine's cores (the worker checks a chain itself when no
+ * verifier has begun it). Touches no Lua state on any of these threads;
  * LevelDB writes are thread-safe. */
 
 /***
@@ -54,6 +56,8 @@
 #include "thread_prio.h"
 
 #define QUEUE_CLASS "odo.commit_queue"
+/* the most verifier threads a queue runs */
+#define VERIFIERS_MAX 16
 
 typedef struct cq_job {
   struct cq_job *next;
@@ -75,14 +79,25 @@ typedef struct cq_job {
  * verifier (vok, verr), or taken by the writer (which checks it itself). */
 enum { VERIFY_NONE, VERIFY_BUSY, VERIFY_DONE, VERIFY_WRITER };
 
+struct commit_queue;
+
+/* One verifier thread and its SHA-256 context. */
+typedef struct cq_verifier {
+  struct commit_queue *q;
+  pthread_t thread;
+  odo_hasher hasher;
+  int hasher_ok, started;
+} cq_verifier;
+
 typedef struct commit_queue {
   odo_writer writer; /* first: the store calls settle through it */
   odo_dependent dep;
   odo_store *store;
-  pthread_t thread, vthread;
+  pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t work, done, vwork;
-  int vstarted; /* the verifier runs */
+  cq_verifier verifiers[VERIFIERS_MAX];
+  int nverifiers; /* how many start with the worker */
   int started, stop, broken, efd;
   int ready;         /* the worker has its name and priority (or failed) */
   odo_err start_err; /* why it could not take its priority */
@@ -99,8 +114,6 @@ typedef struct commit_queue {
   /* the worker's own: chain hashing, record encoding, merged writes */
   odo_hasher hasher;
   int hasher_ok;
-  odo_hasher vhasher; /* the verifier's */
-  int vhasher_ok;
   odo_buf val;
   leveldb_writebatch_t *merged;
 } commit_queue;
@@ -161,12 +174,14 @@ static cq_job *next_unverified(commit_queue *q) {
 }
 
 static void *verifier(void *arg) {
-  commit_queue *q = arg;
+  cq_verifier *v = arg;
+  commit_queue *q = v->q;
   odo_err e = {0};
   int ok;
   odo_thread_name("odo-verify");
-  /* without its priority it ends, and the writer checks every chain */
-  ok = odo_thread_nice(q->store->worker_nice, "chain verifier", &e) && q->vhasher_ok;
+  /* without its priority it ends: the others (or the writer) check the
+   * chains */
+  ok = odo_thread_nice(q->store->worker_nice, "chain verifier", &e) && v->hasher_ok;
   pthread_mutex_lock(&q->mu);
   while (ok) {
     cq_job *j;
@@ -174,7 +189,7 @@ static void *verifier(void *arg) {
     if (j == NULL) break;
     j->vstate = VERIFY_BUSY;
     pthread_mutex_unlock(&q->mu);
-    j->vok = odo_chain_check(&q->vhasher, j->chain, &j->verr);
+    j->vok = odo_chain_check(&v->hasher, j->chain, &j->verr);
     pthread_mutex_lock(&q->mu);
     j->vstate = VERIFY_DONE;
     pthread_cond_broadcast(&q->done);
@@ -415,8 +430,11 @@ static int queue_start(commit_queue *q, odo_err *e) {
     return 0;
   }
   q->started = 1;
-  /* without a verifier the writer checks every chain itself */
-  q->vstarted = pthread_create(&q->vthread, NULL, verifier, q) == 0;
+  /* without verifiers the writer checks every chain itself */
+  for (int i = 0; i < q->nverifiers; i++) {
+    cq_verifier *v = &q->verifiers[i];
+    v->started = pthread_create(&v->thread, NULL, verifier, v) == 0;
+  }
   return 1;
 }
 
@@ -459,11 +477,12 @@ static void queue_release(commit_queue *q) {
     pthread_mutex_lock(&q->mu);
     q->stop = 1;
     pthread_cond_signal(&q->work);
-    pthread_cond_signal(&q->vwork);
+    pthread_cond_broadcast(&q->vwork);
     pthread_mutex_unlock(&q->mu);
     pthread_join(q->thread, NULL);
-    if (q->vstarted) pthread_join(q->vthread, NULL);
-    q->started = q->vstarted = 0;
+    for (int i = 0; i < q->nverifiers; i++)
+      if (q->verifiers[i].started) pthread_join(q->verifiers[i].thread, NULL);
+    q->started = 0;
   }
   while ((j = q->fin) != NULL) {
     q->fin = j->next;
@@ -474,8 +493,12 @@ static void queue_release(commit_queue *q) {
   q->refused = NULL;
   q->nrefused = q->caprefused = 0;
   if (q->hasher_ok) odo_hasher_free(&q->hasher);
-  if (q->vhasher_ok) odo_hasher_free(&q->vhasher);
-  q->hasher_ok = q->vhasher_ok = 0;
+  for (int i = 0; i < q->nverifiers; i++) {
+    cq_verifier *v = &q->verifiers[i];
+    if (v->hasher_ok) odo_hasher_free(&v->hasher);
+    v->hasher_ok = v->started = 0;
+  }
+  q->hasher_ok = 0;
   odo_buf_free(&q->val);
   if (q->merged) leveldb_writebatch_destroy(q->merged);
   q->merged = NULL;
@@ -514,20 +537,40 @@ static commit_queue *check_queue(lua_State *L) {
   return q;
 }
 
+/* One verifier per online core beside the loop's thread, 1 to
+ * VERIFIERS_MAX. */
+static int default_verifiers(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+  return n < 1 ? 1 : n > VERIFIERS_MAX ? VERIFIERS_MAX : (int)n;
+}
+
 /***
  * The store's commit queue: durable writes on a worker thread, with a
  * descriptor that becomes readable when writes are done. One per store.
  * The worker, named "odo-commit", takes the store's `worker_nice`; with
  * one (above 0) it starts here, so a priority it cannot take fails this.
+ * Verifier threads ("odo-verify", at the same priority) check received
+ * batches' chain hashes and signatures ahead of the worker.
  * @function commit_queue
  * @tparam odo.store store
+ * @tparam[opt] table opts `verifiers`: how many verifier threads, 0 to 16
+ *   (0: the worker checks every batch itself); default one per online
+ *   core beside the caller's thread, at least 1, at most 16
  * @return queue with `submit`, `fd`, `collect`, `wait`, `pending`, `close`
  * @return[2] nil
  * @return[2] string "EIO: ...", "EAGAIN: ...", "EACCES: ...", "EPERM: ..."
  */
 static int l_commit_queue(lua_State *L) {
   odo_store *s = odo_store_check(L, 1);
+  int nverifiers = default_verifiers();
   commit_queue *q;
+  if (!lua_isnoneornil(L, 2)) {
+    uint64_t n;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    n = odo_fieldu64(L, 2, "verifiers", (uint64_t)nverifiers);
+    if (n > VERIFIERS_MAX) return luaL_error(L, "opts.verifiers must be 0 to %d", VERIFIERS_MAX);
+    nverifiers = (int)n;
+  }
   if (s->writer) return luaL_error(L, "the store already has a commit queue");
   q = lua_newuserdatauv(L, sizeof *q, 1);
   memset(q, 0, sizeof *q);
@@ -538,8 +581,14 @@ static int l_commit_queue(lua_State *L) {
   q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (q->efd < 0) return odo_fail(L, "EIO", "eventfd: %s", strerror(errno));
   q->hasher_ok = odo_hasher_init(&q->hasher);
-  q->vhasher_ok = odo_hasher_init(&q->vhasher);
-  if (!q->hasher_ok || !q->vhasher_ok) ERR_clear_error(); /* a received batch then fails, said why */
+  if (!q->hasher_ok) ERR_clear_error(); /* a received batch then fails, said why */
+  q->nverifiers = nverifiers;
+  for (int i = 0; i < nverifiers; i++) {
+    cq_verifier *v = &q->verifiers[i];
+    v->q = q;
+    v->hasher_ok = odo_hasher_init(&v->hasher);
+    if (!v->hasher_ok) ERR_clear_error(); /* that one ends: the others check */
+  }
   odo_buf_init(&q->val);
   q->merged = leveldb_writebatch_create();
   pthread_mutex_init(&q->mu, NULL);

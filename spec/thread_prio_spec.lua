@@ -70,8 +70,11 @@ describe("the worker_nice policy", function()
     H.cleanup()
   end)
 
-  local function node(nice, id)
-    local n = H.node { node_id = id, policy = { worker_nice = nice } }
+  -- (one verifier thread unless said: the counts below are per node)
+  local function node(nice, id, verifiers)
+    -- (false: the default)
+    local n = H.node { node_id = id, policy = { worker_nice = nice,
+      verify_threads = verifiers == nil and 1 or verifiers or nil } }
     opened[#opened + 1] = n
     return n
   end
@@ -80,7 +83,7 @@ describe("the worker_nice policy", function()
     local main_nice = threads()[PID].nice
     assert(main_nice <= 14, "the spec needs a loop thread with a nice value below 15, not " .. main_nice)
     local want = main_nice + 5
-    local n = node(want, "prio-a")
+    local n = node(want, "prio-a", 3)
     local before = threads()
     -- 12 MB of durable appends, then one more: the commit worker writes
     -- LevelDB's log,
@@ -115,13 +118,13 @@ describe("the worker_nice policy", function()
     assert.is_true(ok, "LevelDB's background thread wrote no table file")
     local after = threads()
     local workers, leveldb = named(after, "odo-commit"), named(after, "odo-leveldb")
-    local verifiers = named(after, "odo-verify") -- checks received chains ahead of the writer
+    local verifiers = named(after, "odo-verify") -- check received chains ahead of the writer
     assert.equal(1, #workers)
     assert.equal(1, #leveldb)
-    assert.equal(1, #verifiers)
+    assert.equal(3, #verifiers) -- policy verify_threads
     assert.equal(want, workers[1].nice)
     assert.equal(want, leveldb[1].nice)
-    assert.equal(want, verifiers[1].nice)
+    for _, v in ipairs(verifiers) do assert.equal(want, v.nice) end
     assert.equal(main_nice, after[PID].nice)
     -- every thread that wrote the store's megabytes has the policy's nice
     -- value (the log: the commit worker; the table: LevelDB's thread)
@@ -163,6 +166,28 @@ describe("the worker_nice policy", function()
     assert.equal(1, #leveldb)
     assert.equal(highest, leveldb[1].nice)
     assert.equal(main_nice, after[PID].nice)
+  end)
+
+  it("runs verify_threads verifier threads: by default one per online core beside the loop's, at most 16", function()
+    local cores = tonumber((H.run("nproc"):match("%d+")))
+    -- a durable append starts the node's commit queue (worker_nice 0
+    -- leaves it for the first write); returns the threads it added
+    local function started(verifiers, id)
+      local before = threads()
+      local n = node(0, id, verifiers)
+      local done
+      n:append({ type = "t", data = "x" }, { sync = true }, function(last) done = last end)
+      assert.is_true(H.luv_until(function() return done ~= nil end, 10000))
+      local added = {}
+      for tid, t in pairs(threads()) do
+        if not before[tid] then added[t.name] = (added[t.name] or 0) + 1 end
+      end
+      return added
+    end
+    assert.same({ ["odo-commit"] = 1 }, started(0, "verifiers-none"))
+    assert.same({ ["odo-commit"] = 1, ["odo-verify"] = 4 }, started(4, "verifiers-four"))
+    local default = math.max(1, math.min(16, cores - 1))
+    assert.same({ ["odo-commit"] = 1, ["odo-verify"] = default }, started(false, "verifiers-default"))
   end)
 
   it("gives a snapshot worker its nice value while it writes", function()

@@ -96,8 +96,8 @@ describe("verifiable streams", function()
   -- source a (10.0.0.1), a tampering relay m (.2) and an honest relay h
   -- (.3) that both follow a; replica r (.4) knows only the relays and
   -- prefers m. m is a real node on port 4001 behind spec/relay.lua on
-  -- port 4000, which alters what m serves.
-  local function world(kind, source_policy, prepare)
+  -- port 4000, which alters what m serves. `r_policy`: more of r's policy.
+  local function world(kind, source_policy, prepare, r_policy)
     local a = node(1, { policy = source_policy })
     if prepare then prepare(a) else
       for _ = 1, 3 do a:append(nil, H.events(1000)) end
@@ -114,12 +114,12 @@ describe("verifiable streams", function()
     assert.is_true(net.run_until(done, 20000))
     relay = Relay.start(net, { host = "10.0.0.2", port = 4000, front_tls = core.tls_context(pki.n[2]),
       back_tls = core.tls_context(pki.n[5]), to_host = "10.0.0.2", to_port = 4001, alter = tamper(kind, m) })
-    local r = node(4, { peers = { "10.0.0.2:4000", "10.0.0.3:4000" }, policy = {
+    local r = node(4, { peers = { "10.0.0.2:4000", "10.0.0.3:4000" }, policy = H.merge({
       upstream = function(stream, candidates, ours, current, n)
         for _, c in ipairs(candidates) do if c.id == m.id then return m.id end end
         return odo.policy.upstream(stream, candidates, ours, current, n)
       end,
-    } })
+    }, r_policy) })
     -- everything r's application ever sees
     r.seen = {}
     r:subscribe(nil, 1, function(batch)
@@ -207,21 +207,23 @@ describe("verifiable streams", function()
     end)
   end
 
-  -- the commit queue's worker computes a batch's chain: the refused batch
-  -- is not stored, nor a later batch of its stream queued behind it; the
-  -- batch before it is
-  it("refuses a tampered second batch on the commit queue's worker, keeping the first, nothing after it",
-    function()
-    local a, m, _, r = world("second")
-    assert.is_true(net.run_until(converged(a, r), 30000))
-    local v = r.violations[1]
-    refused(r, m, function(stream)
-      return ("events 1001 to %d of stream %s do not chain to their signed head: they are not what the source wrote")
-        :format(stream:find("/other", 1, true) and 1500 or 2000, stream)
+  -- the commit queue's verifiers (or its worker, with none) check a
+  -- batch's chain: the refused batch is not stored, nor a later batch of
+  -- its stream queued behind it; the batch before it is
+  for _, verifiers in ipairs({ 1, 0, 4 }) do
+    it(("refuses a tampered second batch on the commit queue (%d verifier threads), keeping the first, nothing "
+      .. "after it"):format(verifiers), function()
+      local a, m, _, r = world("second", nil, nil, { verify_threads = verifiers })
+      assert.is_true(net.run_until(converged(a, r), 30000))
+      local v = r.violations[1]
+      refused(r, m, function(stream)
+        return ("events 1001 to %d of stream %s do not chain to their signed head: they are not what the source wrote")
+          :format(stream:find("/other", 1, true) and 1500 or 2000, stream)
+      end)
+      assert.equal(1000, v[5])
+      honest(a, r)
     end)
-    assert.equal(1000, v[5])
-    honest(a, r)
-  end)
+  end
 
   -- a batch from before the stream's tip (batches of it still on their way
   -- to the disk count): only the events past the tip are kept

@@ -450,7 +450,7 @@ end
 -- (`_await_commits`).
 function Node:_commit_queue()
   if self.cq == nil then
-    local cq, err = core.commit_queue(self.store.core)
+    local cq, err = core.commit_queue(self.store.core, { verifiers = self.policy.verify_threads })
     if not cq then
       self:report_error("durable appends stay on the loop thread: " .. tostring(err))
       self.cq = false

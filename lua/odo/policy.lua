@@ -49,6 +49,16 @@ P.commit_poll_ms = 1
 -- the node's own, makes it 0 (no change). Read when the node opens.
 P.worker_nice = 10
 
+--- Verifier threads of the commit queue (`verify_threads`, default nil):
+-- they check received batches' chain hashes and head signatures ahead of
+-- the thread that writes them, each its own batch, so a catch-up (above
+-- all a fleet's many signatures) spreads over the machine's cores. nil:
+-- one per online core beside the loop's, at least 1 and at most 16; 0:
+-- the writer checks every batch itself (and the loop shares the
+-- signatures when it falls behind). An integer from 0 to 16; read when
+-- the commit queue starts (at the node's open or first durable write).
+P.verify_threads = nil
+
 --- Received batches on their way to the disk (the commit queue's worker
 -- chains and writes them), in bytes: past this the node stops reading
 -- from the peers sending them until the worker caught up to half of it.

@@ -14,6 +14,7 @@ local S = {}
 local DEFAULT_NIL = { reducer = true }
 DEFAULT_NIL.peer_socket_buffer = true
 DEFAULT_NIL.sync_bulk_bytes_per_s = true
+DEFAULT_NIL.verify_threads = true
 
 -- Policies that must be positive numbers (a zero would stall a loop or
 -- spin a timer); every other number must be at least 0.
@@ -82,6 +83,8 @@ function S.check(k, v, level)
     if v ~= nil and (type(v) ~= "number" or not (v >= 4096 and v <= 2 ^ 30)) then
       bad("must be nil or a number of bytes from 4096 to 2^30")
     end
+  elseif k == "verify_threads" then
+    if v ~= nil and (not compat.is_integer(v) or v < 0 or v > 16) then bad("must be nil or an integer from 0 to 16") end
   elseif DELAYS[k] then
     local ok, why = check_backoff(v)
     if not ok then bad("must be an array of delays (ms) or a function" .. (why and (": " .. why) or "")) end
