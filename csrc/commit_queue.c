@@ -598,6 +598,7 @@ static int l_commit_queue(lua_State *L) {
   q->writer.settle = queue_settle;
   q->writer.submit = queue_submit;
   q->writer.busy = queue_busy;
+  q->writer.verifiers = nverifiers;
   q->dep.release = queue_dep_release;
   q->store = s;
   q->next_id = 1;

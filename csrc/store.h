@@ -136,6 +136,7 @@ typedef struct odo_writer {
   /* whether any write is queued, being written or not yet collected
    * (loop thread): a write of the loop's own then waits for none */
   int (*busy)(struct odo_writer *w);
+  int verifiers; /* threads that check received batches ahead of it */
 } odo_writer;
 
 /* The store's LevelDB filter policy (store_filter.c): bloom filters

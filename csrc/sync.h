@@ -43,7 +43,10 @@ enum {
 /* Parsed events kept between EVENTS frames (larger arrays are freed). */
 #define ODO_SYNC_KEEP_EVENTS 65536
 /* received batches on their way to the disk from which the loop checks a
- * batch's head signature itself instead of the writer's thread */
+ * batch's head signature itself instead of the writer's thread, when the
+ * writer has at most one verifier (a machine with no core to spare: with
+ * more, the loop, the one thread a catch-up cannot spread, leaves them
+ * every signature) */
 #define ODO_SYNC_LOOP_VERIFY 64
 
 /* A stream a peer asked us for. */

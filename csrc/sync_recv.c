@@ -539,11 +539,11 @@ static void apply_events(lua_State *L, int ev, odo_sync *y, sync_peer *p,
                   "a batch of %u events from %llu does not end at its head %llu",
                   count, (unsigned long long)m.first, (unsigned long long)m.head_rev);
   if (y->store->writer && !write_here(y, n)) {
-    /* its signature is checked on the writer's thread, with its chain,
-     * unless that thread is behind: the loop then checks it (the two
-     * share a fleet's many signatures) */
+    /* its signature is checked on the writer's threads, with its chain,
+     * unless they are behind and have at most one verifier: the loop then
+     * checks it (they share a fleet's many signatures) */
     EVP_PKEY *key = NULL;
-    if (y->verify && y->writes >= ODO_SYNC_LOOP_VERIFY) {
+    if (y->verify && y->writes >= ODO_SYNC_LOOP_VERIFY && y->store->writer->verifiers <= 1) {
       if (!verify_head(y, id, sl, m.head_rev, m.head_hash, m.sig, m.sig_len, &e))
         return refuse(L, ev, y, p, id, sl, "verification failed", "%s", e.msg);
     } else if (y->verify) {
