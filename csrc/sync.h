@@ -157,7 +157,9 @@ typedef struct odo_sync {
   /* received batches handed to the store's writer (sync_recv.c) */
   size_t writes, write_bytes;   /* in flight, and the memory they hold */
   sync_written *done, *done_tail; /* done, for Lua (sync:written) */
-  sync_written *held;             /* CAUGHT_UPs waiting for writes */
+  /* CAUGHT_UPs and refusals waiting for their stream's writes, by
+   * odo_fnv1a(stream), each chain in arrival order (sync_recv.c hold) */
+  sync_written *held[ODO_SYNC_WANT_BUCKETS];
   uint64_t pump_visits; /* subscriptions the pump looked at */
   /* bulk goes out while a session holds less than this queued (0, or
    * more than its low watermark: the low watermark) */

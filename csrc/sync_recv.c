@@ -57,10 +57,24 @@ static void refuse(lua_State *L, int ev, odo_sync *y, sync_peer *p, const char *
 #endif
     ;
 
+/* The chain of what is held for stream id (a few in flight at a time:
+ * thousands of a fleet's streams cost no walk of each other's). */
+static sync_written **held_chain(odo_sync *y, const char *id, size_t len) {
+  return &y->held[odo_fnv1a(id, len) % ODO_SYNC_WANT_BUCKETS];
+}
+
+/* Holds w (a CAUGHT_UP or a refusal) until its stream's writes in flight
+ * are done, after what its stream has held already. */
+static void hold(odo_sync *y, sync_written *w) {
+  sync_written **pp = held_chain(y, w->stream, w->len);
+  while (*pp) pp = &(*pp)->next;
+  *pp = w;
+}
+
 static void refuse(lua_State *L, int ev, odo_sync *y, sync_peer *p, const char *id,
                    size_t len, const char *code, const char *fmt, ...) {
   odo_stream *st = y->writes ? odo_store_find(y->store, id, len) : NULL;
-  sync_written *w = st && st->inflight ? calloc(1, sizeof *w) : NULL, **pp = &y->held;
+  sync_written *w = st && st->inflight ? calloc(1, sizeof *w) : NULL;
   va_list ap;
   va_start(ap, fmt);
   if (w) vsnprintf(w->e.msg, sizeof w->e.msg, fmt, ap);
@@ -77,8 +91,7 @@ static void refuse(lua_State *L, int ev, odo_sync *y, sync_peer *p, const char *
   snprintf(w->peer, sizeof w->peer, "%s", p->id);
   memcpy(w->stream, id, len);
   w->len = len;
-  while (*pp) pp = &(*pp)->next;
-  *pp = w;
+  hold(y, w);
   p->halted = 1;
 }
 
@@ -301,7 +314,7 @@ static void note_peer(lua_State *L, const char *peer) {
 
 /* Moves the CAUGHT_UPs held for a stream to the done list, in order. */
 static void release_held(odo_sync *y, const char *id, size_t len) {
-  for (sync_written **pp = &y->held; *pp;) {
+  for (sync_written **pp = held_chain(y, id, len); *pp;) {
     sync_written *w = *pp;
     if (w->len != len || memcmp(w->stream, id, len) != 0) {
       pp = &w->next;
@@ -489,11 +502,12 @@ void odo_sync_written(lua_State *L, int ev, odo_sync *y) {
 void odo_sync_written_release(odo_sync *y) {
   if (y->writes && y->store && y->store->writer)
     y->store->writer->settle(y->store->writer);
-  while (y->held) {
-    sync_written *w = y->held;
-    y->held = w->next;
-    free(w);
-  }
+  for (size_t i = 0; i < ODO_SYNC_WANT_BUCKETS; i++)
+    while (y->held[i]) {
+      sync_written *w = y->held[i];
+      y->held[i] = w->next;
+      free(w);
+    }
   while (y->done) {
     sync_written *w = y->done;
     y->done = w->next;
@@ -726,7 +740,7 @@ static void on_caught_up(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     return;
   st = y->writes ? odo_store_find(y->store, m.id, m.id_len) : NULL;
   if (st && st->inflight) {
-    sync_written *w = calloc(1, sizeof *w), **pp = &y->held;
+    sync_written *w = calloc(1, sizeof *w);
     if (w == NULL) return violation(L, ev, m.id, m.id_len, "local", "out of memory");
     w->kind = "caught_up";
     w->y = y;
@@ -734,8 +748,7 @@ static void on_caught_up(lua_State *L, int ev, odo_sync *y, sync_peer *p,
     memcpy(w->stream, m.id, m.id_len);
     w->len = m.id_len;
     w->rev = m.rev;
-    while (*pp) pp = &(*pp)->next;
-    *pp = w;
+    hold(y, w);
     return;
   }
   odo_sync_note(L, "caught_up", m.id, m.id_len);
