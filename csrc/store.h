@@ -394,6 +394,7 @@ int odo_store_l_is_open(lua_State *L);
 int odo_store_l_info(lua_State *L);
 int odo_store_l_streams(lua_State *L);
 int odo_store_l_stream(lua_State *L);
+int odo_store_l_stream_state(lua_State *L);
 int odo_store_l_changes(lua_State *L);
 int odo_store_l_sync(lua_State *L);
 int odo_store_l_tostring(lua_State *L);

@@ -13,6 +13,7 @@ void odo_store_open(lua_State *L) {
       {"info", odo_store_l_info},
       {"streams", odo_store_l_streams},
       {"stream", odo_store_l_stream},
+      {"stream_state", odo_store_l_stream_state},
       {"changes", odo_store_l_changes},
       {"sync", odo_store_l_sync},
       {"append", odo_store_l_append},

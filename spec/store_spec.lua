@@ -471,7 +471,15 @@ describe("store", function()
       assert.same({ NODE, NODE .. "/b", "node-s" }, { before[1].id, before[2].id, before[3].id })
       assert.equal(2, before[1].snapshot)
       assert.is_false(before[3].own)
+      -- stream_state: what stream() says of last, snapshot and own
+      for _, st in ipairs(before) do
+        assert.same({ st.last, st.snapshot, st.own }, { s:stream_state(st.id) })
+      end
+      assert.same({ 3, 2, true }, { s:stream_state() })
+      assert.same({ 4, 0, false }, { s:stream_state("node-s") })
+      assert.equal(0, select("#", s:stream_state("node-none")))
       s:close()
+      assert.has_error(function() s:stream_state() end)
     end)
 
     it("reports which streams changed", function()

@@ -79,10 +79,16 @@ end
 -- the node's tick for all streams).
 function Snapshots:check(ids)
   if self.closed then return end
-  local policy, now = self.node.policy, self.node.adapter.now()
+  local policy, now, store = self.node.policy, self.node.adapter.now(), self.store
+  -- no reducer and the default compaction: only a stream with a source
+  -- snapshot has anything to decide (_check_stream), and most of a
+  -- fleet's have none: their entries are not even read
+  local quiet = policy.reducer == nil and policy.compact_upto == policy_defaults.compact_upto
   for _, id in ipairs(ids) do
-    local st = self.store:stream(id)
-    if st then self:_check_stream(st, policy, now) end
+    if not quiet or (select(2, store:stream_state(id)) or 0) ~= 0 then
+      local st = store:stream(id)
+      if st then self:_check_stream(st, policy, now) end
+    end
   end
 end
 

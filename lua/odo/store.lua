@@ -160,6 +160,14 @@ function Store:streams() return self.core:streams() end
 --- One stream's catalogue entry, or nil.
 function Store:stream(id) return self.core:stream(id or self.node_id) end
 
+--- A stream's last revision, its newest source snapshot's revision (0:
+-- none) and whether this node is its source, without the table `stream`
+-- makes; nothing when the store has no such stream.
+-- @treturn integer last
+-- @treturn integer snapshot
+-- @treturn boolean own
+function Store:stream_state(id) return self.core:stream_state(id or self.node_id) end
+
 --- Recomputes a stream's chain; true, or nil, "ECORRUPT: ...", "ECORRUPT",
 -- first bad revision.
 function Store:verify(stream) return self.core:verify(stream or self.node_id) end

@@ -193,14 +193,14 @@ end
 -- last revision, and whether the source snapshot changed since the last
 -- route push), noting what each peer was told.
 function Sync:_push_entries(ids, route, pick)
-  local hops, held, sent = self:_hops(ids), {}, self.sent
+  local hops, held, sent, store = self:_hops(ids), {}, self.sent, self.store
   for _, id in ipairs(ids) do
-    local st = self.store:stream(id)
-    if st then
-      local h = { id = id, hops = st.own and 0 or hops[id] or NO_PATH, last = st.last }
+    local last, snapshot, own = store:stream_state(id)
+    if last then
+      local h = { id = id, hops = own and 0 or hops[id] or NO_PATH, last = last }
       if route then
-        h.snap = st.snapshot ~= (self.snap_told[id] or 0)
-        self.snap_told[id] = st.snapshot
+        h.snap = snapshot ~= (self.snap_told[id] or 0)
+        self.snap_told[id] = snapshot
       end
       held[#held + 1] = h
     end
@@ -323,12 +323,11 @@ end
 --- Streams changed in the store (appends, replication, snapshots).
 function Sync:on_changed(ids)
   if self.closed then return end
-  local own = false
+  local own, store = false, self.store
   for _, id in ipairs(ids) do
     self.changed[id] = true
     self.advanced[id] = true
-    local st = self.store:stream(id)
-    if st and st.own then own = true end
+    if not own and select(3, store:stream_state(id)) then own = true end
   end
   if own then self:_schedule_sign() end
   self.engine:wake(ids) -- the pump looks at their subscriptions again
