@@ -56,9 +56,15 @@
 -- over the last and its ratio to the single-stream rate (`sync:` above):
 -- `fleet_ratio:` (goal >= 0.5). Best of ROUNDS rounds (each a new replica
 -- of the same source folder), as the single-stream rate is.
+-- `fleet_ratio_bound:` is the most that ratio can be on this machine from
+-- CPU alone: every core busy all the time with one Ed25519 check a stream
+-- (timed by `openssl speed ed25519` in the same run) and the single-stream
+-- catch-up's CPU an event (source and replica), nothing a stream besides.
 --
 -- Replica CPU: the CPU seconds per event of the replica of `ratio:` (loop
 -- thread plus the others) and of the pipe's: `replica_cpu_us_per_event:`.
+-- `sync_rate_bound:` is the single-stream rate with every core busy all
+-- the time with the CPU its source and replica spent an event.
 --
 -- Rounds alternate the pipe and ours; the best rate of each is kept.
 -- Prints context lines, then `verify_ratio: X`, `peak_rss_mb: SOURCE
@@ -444,6 +450,39 @@ local function best_fleet(a, b)
   return a
 end
 
+-- ---- what this machine allows at most ------------------------------------------------
+
+-- Microseconds of one Ed25519 signature check here (`openssl speed`, the
+-- library the core checks with), or nil when it cannot be measured.
+local function ed25519_verify_us()
+  local ok, out = pcall(common.shell, "openssl speed -seconds 1 ed25519")
+  local per_s = ok and tonumber(out:match("Ed25519%)%s+%S+%s+%S+%s+%S+%s+(%S+)"))
+  return per_s and per_s > 0 and 1e6 / per_s or nil
+end
+
+-- The most the fleet's rate can be, over the one-stream rate, from CPU
+-- alone: every core busy all the time, with the one-stream catch-up's
+-- CPU an event (source and replica, less every signature check it might
+-- have made: one a 1000 events) plus one check a stream, and nothing a
+-- stream besides. `one`: the one-stream result. Returns the ratio and
+-- the figures it was made of, or nil.
+local function fleet_ratio_bound(one)
+  local sig_us, cores = ed25519_verify_us(), #uv.cpu_info()
+  if not sig_us then return nil end
+  local per_event = ((one.cpu.main + one.cpu.other + one.cpu.source) - N / 1000 * sig_us / 1e6) / N
+  local fleet_events = FLEET_STREAMS * FLEET_EVENTS
+  local cpu = fleet_events * per_event + FLEET_STREAMS * sig_us / 1e6
+  return fleet_events * cores / cpu / rate(one), sig_us, cores, per_event * 1e6, fleet_events * cores / cpu
+end
+
+local function print_fleet_bound(one)
+  local bound, sig_us, cores, per_event_us, fleet_rate = fleet_ratio_bound(one)
+  if not bound then return print("fleet_ratio_bound: unknown (openssl speed ed25519 failed)") end
+  print(("fleet_ratio_bound: %.2f (the most this machine allows: %.0f events/s, %d cores busy all the time with %d"
+    .. " Ed25519 checks at %.0f us and %.2f us of CPU an event as in the one-stream catch-up, nothing a stream"
+    .. " besides)"):format(bound, fleet_rate, cores, FLEET_STREAMS, sig_us, per_event_us))
+end
+
 local live_result, during, fleet, sync_rounds, shared
 local function main()
   dir = common.tmpdir()
@@ -551,6 +590,7 @@ elseif ONLY == "fleet" then
   print(("sync: %.0f events/s (one stream of %d events, best of %d rounds; replica CPU s %.2f (loop thread %.2f),"
     .. " source %.2f)"):format(rate(one), N, ROUNDS, one.cpu.main + one.cpu.other, one.cpu.main, one.cpu.source))
   print(("fleet_ratio: %.2f"):format(FLEET_STREAMS * FLEET_EVENTS / fleet.last / rate(one)))
+  print_fleet_bound(one)
   print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
   return
 end
@@ -590,6 +630,7 @@ print(("fleet: %.0f events/s, %d streams x %d events caught up by a new replica;
   fleet.first, fleet.last, ROUNDS, fleet_events / fleet.last / rate(d), fleet.cpu, fleet.source_cpu))
 print(("live_p99_ms_during_catchup: %.3f"):format(during.p99))
 print(("fleet_ratio: %.2f"):format(fleet_events / fleet.last / rate(d)))
+print_fleet_bound(d)
 print(("fleet_catalogue_s: %.3f"):format(fleet.catalogue))
 -- the replica's CPU per event in the catch-up of `ratio:` (its loop thread
 -- and the others: the commit queue's worker, LevelDB's compaction), so a
@@ -599,6 +640,11 @@ print(("replica_cpu: %.2f us/event (loop thread %.2f, other threads %.2f); pipe 
   .. " cpu_ratio %.2f (pipe / ours)"):format(us(d.cpu.main + d.cpu.other), us(d.cpu.main),
   us(d.cpu.other), us(p.cpu.main + p.cpu.other), (p.cpu.main + p.cpu.other) / (d.cpu.main + d.cpu.other)))
 print(("replica_cpu_us_per_event: %.2f"):format(us(d.cpu.main + d.cpu.other)))
+-- the one-stream catch-up's rate with every core busy all the time with
+-- its work (both processes'): what this machine allows at most
+print(("sync_rate_bound: %.0f events/s (the most this machine allows: %d cores busy all the time with the %.2f us"
+  .. " of CPU an event the source and the replica spent; sync ran at %.0f)"):format(N * #uv.cpu_info()
+  / (d.cpu.main + d.cpu.other + d.cpu.source), #uv.cpu_info(), us(d.cpu.main + d.cpu.other + d.cpu.source), rate(d)))
 print(("verify_ratio: %.2f"):format(rate(on) / rate(off)))
 print(("peak_rss_mb: %s %s"):format(mb(peak.source), mb(peak.replica)))
 print(("live_p99_ms: %.3f"):format(lv.p99))
