@@ -190,6 +190,11 @@ function Store:compact(stream, upto) return self.core:compact(stream, upto) end
 --- Deletes at most `max` compacted events; returns how many remain.
 function Store:purge(stream, max) return self.core:purge(stream, max) end
 
+--- Packs the oldest run of single-event records into segments (at most
+-- `max` events of work); returns the events packed and whether more is
+-- left (see odo.core's store `pack`).
+function Store:pack(stream, max) return self.core:pack(stream, max) end
+
 --- Deletes every compacted event of every stream, `slice` at a time.
 function Store:purge_all(slice)
   for _, st in ipairs(self:streams()) do
