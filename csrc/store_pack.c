@@ -366,6 +366,8 @@ fail:
  * @tparam[opt] integer max_events work per call (default 5000, at least 1)
  * @treturn integer events packed by this call (0: none)
  * @treturn boolean whether more is left to pack now
+ * @treturn integer the ranges up to this revision need no packing (as
+ *   far as this open store has looked: 0 after an open)
  * @treturn[2] nil
  * @treturn[2] string "ECORRUPT: ..." (naming the revision), or LevelDB's error
  * @treturn[2] string its name
@@ -382,5 +384,6 @@ int odo_store_l_pack(lua_State *L) {
   if (st != NULL && !pack_stream(s, st, max, &n, &more, &e)) return odo_err_push(L, &e);
   odo_pushu64(L, n);
   lua_pushboolean(L, more);
-  return 2;
+  odo_pushu64(L, st ? st->packed : 0);
+  return 3;
 }

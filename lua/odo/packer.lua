@@ -1,0 +1,140 @@
+--- Packing in the background: rewrites each stream's runs of single-event
+-- records (a live source's appends of one event, a replica's live
+-- batches) as segments of 1000 events, a slice a loop turn, so serving a
+-- catch-up sends stored segments as they are instead of decoding and
+-- re-encoding each event (the store's `pack`, docs/STORAGE.md "Segment").
+--
+-- A stream is looked at once after the node opens (a store written
+-- before) and whenever its last revision crosses a multiple of 1000; a
+-- range whose signed head was not stored yet when looked at is taken up
+-- again on the node's tick. One job per stream: it holds the stream in
+-- the busy table it shares with `odo.snapshots`, so a pack never runs on
+-- a stream while a snapshot is built or a purge deletes its old events
+-- (and those wait for it). The policy `pack_slice` (events a loop turn;
+-- 0 turns packing off) paces it. Each finished job emits "packed"
+-- `(stream, last, count)`: ranges up to `last` are packed, `count`
+-- events were rewritten.
+-- @module odo.packer
+local compat = require "odo.compat"
+
+local Packer = {}
+Packer.__index = Packer
+
+local RANGE = 1000 -- the store's range of revisions (ODO_SEG_CUT_EVENTS)
+
+--- A packer for `node`, sharing `busy` (stream id -> job) with the
+-- node's snapshots.
+function Packer.new(node, busy)
+  return setmetatable({
+    node = node,
+    store = node.store,
+    busy = busy,
+    done = {},    -- stream id -> ranges up to here are packed (as the store says)
+    crossed = {}, -- stream id -> the multiple of RANGE its last was at when looked at
+    pending = {}, -- stream id -> true: to look at again on the next tick
+    opened = false,
+    closed = false,
+  }, Packer)
+end
+
+local function slice_of(node)
+  local n = node.policy.pack_slice
+  return type(n) == "number" and n >= 1 and math.floor(n) or 0
+end
+
+-- Whether stream st has a range to look at: one ends at or below its
+-- last revision past what is packed, and (unless `again`) its last
+-- crossed a multiple of RANGE since it was last looked at.
+function Packer:_due(st, again)
+  local mark = st.last - st.last % RANGE
+  if mark <= (self.done[st.id] or 0) then return false end
+  return again or mark > (self.crossed[st.id] or -1)
+end
+
+--- Looks at the streams with these ids (after they changed).
+function Packer:check(ids)
+  if self.closed or slice_of(self.node) == 0 then return end
+  for _, id in ipairs(ids) do
+    local st = self.store:stream(id)
+    if st and self:_due(st) then self:_start(st) end
+  end
+end
+
+--- The node's tick: once after opening, every stream; after that, the
+-- streams left with a range to pack (its signed head was not stored yet,
+-- or the stream was busy) when last looked at.
+function Packer:tick()
+  if self.closed or slice_of(self.node) == 0 then return end
+  if not self.opened then
+    self.opened = true
+    for _, st in ipairs(self.store:streams()) do
+      if self:_due(st) then self:_start(st) end
+    end
+    return
+  end
+  local ids = {}
+  for id in pairs(self.pending) do ids[#ids + 1] = id end
+  for _, id in ipairs(ids) do
+    local st = self.store:stream(id)
+    self.pending[id] = nil
+    if st and self:_due(st, true) then self:_start(st) end
+  end
+end
+
+-- Starts a job packing stream st, a slice a turn (nothing when the
+-- stream is busy: a later tick takes it up). The job has the shape of
+-- `odo.snapshots`' jobs (`kind`, `waiters`, `done`), which that module
+-- settles when it closes.
+function Packer:_start(st)
+  local id = st.id
+  if self.busy[id] then
+    self.pending[id] = true
+    return
+  end
+  self.pending[id] = nil
+  self.crossed[id] = st.last - st.last % RANGE
+  local node, count, done_to = self.node, 0, nil
+  local job = { kind = "pack", waiters = {} }
+  self.busy[id] = job
+  function job.done(_, err)
+    if job.settled then return end
+    job.settled = true
+    if self.busy[id] == job then self.busy[id] = nil end
+    if err and not tostring(err):match("^ECANCELED") then
+      node:report_error("packing of " .. id .. ": " .. tostring(err))
+    end
+    if count > 0 then node:emit("packed", id, done_to, count) end
+    local now = self.store:is_open() and self.store:stream(id)
+    if not err and now and self:_due(now, true) then self.pending[id] = true end
+    for _, waiter in ipairs(job.waiters) do node:protect(waiter) end
+  end
+  local function step()
+    if self.closed or not self.store:is_open() then return job.done(nil, "ECANCELED: the node closed") end
+    local slice, used = slice_of(node), 0
+    if slice == 0 then return job.done() end
+    while used < slice do
+      local n, more, upto = self.store:pack(id, slice - used)
+      if not n then return job.done(nil, more) end
+      count, used = count + n, used + (n > 0 and n or slice)
+      done_to = upto
+      self.done[id] = upto
+      if not more then return job.done() end
+    end
+    return true -- more next turn
+  end
+  local turn
+  turn = function()
+    if job.settled then return end
+    local ok, again = compat.xpcall(step, debug.traceback)
+    if not ok then return job.done(nil, again) end
+    if again then node.adapter.defer(turn) end
+  end
+  node.adapter.defer(turn)
+end
+
+--- Stops every job (call it before the store closes).
+function Packer:close()
+  self.closed = true
+end
+
+return Packer
