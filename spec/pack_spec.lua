@@ -105,7 +105,7 @@ describe("pack", function()
     s:close()
   end)
 
-  it("waits for the range's end to be settled below the newest head, and skips ranges without a head at their end", function()
+  it("waits for a range end at or below the newest head, and skips ranges with no head at their end", function()
     local dir, s = single_appends(3000)
     local evs = assert(s:read(ID, 1, 3000))
     -- 1000 has no head, 2000 has: 1..1000 is never packed, 1001..2000 is
