@@ -248,6 +248,37 @@ describe("pack", function()
     assert.same({ 1000, 2000 }, log.heads)
   end)
 
+  it("packs beside writes in flight on the commit queue, losing and reordering nothing", function()
+    local core = require "odo.core"
+    local dir, s = single_appends(2000)
+    local evs = assert(s:read(ID, 1, 2000))
+    heads_at(s, { 500, 1000, 2000 }, evs)
+    local q = core.commit_queue(s.core)
+    local groups = {}
+    for i = 1, 300 do groups[i] = { events = { { type = "q", data = "q" .. i } } } end
+    q:submit(groups)
+    q:submit({ { events = H.events(40, "r") } })
+    assert.equal(2, q:pending())
+    -- the writes in flight are past the settled last revision: packing
+    -- neither waits for them nor touches what they write
+    assert.same({ 1000, true }, pack(s, 5000))
+    assert.same({ 1000, false }, pack(s, 5000))
+    q:wait()
+    assert.equal(2, #q:collect())
+    assert.equal(2340, s:stream(ID).last)
+    local all = assert(s:read(ID, 1, 2340))
+    same_events(evs, { table.unpack(all, 1, 2000) })
+    for i = 1, 300 do assert.equal("q" .. i, all[2000 + i].data) end
+    for i = 1, 40 do assert.equal("r" .. i, all[2300 + i].data) end
+    assert.is_true(s:verify(ID))
+    q:close()
+    s:close()
+    local log = log_records(dir)
+    assert.same({ { 1, 1000 }, { 1001, 2000 }, { 2301, 2340 } }, log.segments)
+    assert.same(range(2001, 2300), log.events)
+    assert.same({ 1000, 2000 }, log.heads)
+  end)
+
   it("raises on wrong arguments, and packs nothing of a stream it does not hold", function()
     local _, s = single_appends(3)
     assert.has_error(function() s:pack(ID, 0) end)

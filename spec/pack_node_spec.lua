@@ -1,0 +1,157 @@
+-- Packing in a node (odo.packer): a source appending one event at a
+-- time, and a replica storing live batches of one event, both end with a
+-- segment per 1000 revisions once the heads there are stored, announce
+-- it ("packed"), serve the same events and heads to a node catching up
+-- (which verifies them), and `odo verify` finds the stores clean. On the
+-- in-memory adapter with real TLS and real stores.
+local H = require "helper"
+
+local FAST = H.merge(H.FAST, { purgatory_ms = 600000 })
+
+-- The log's records of a stream in a closed store, by kind.
+local function log_records(dir, id)
+  local num
+  for _, rec in ipairs(H.records(dir .. "/store")) do
+    if rec.key == "c" .. id then num = string.unpack(">I8", rec.value, 6) end
+  end
+  local prefix = "z" .. string.pack(">I8", num)
+  local out = { events = 0, segments = {}, heads = {} }
+  for _, rec in ipairs(H.records(dir .. "/store")) do
+    local k = rec.key
+    if k:sub(1, 9) == prefix then
+      local rev = string.unpack(">I8", k, 10)
+      if #k == 17 then
+        out.events = out.events + 1
+      elseif k:byte(18) == 1 then
+        out.heads[#out.heads + 1] = rev
+      else
+        local count = string.unpack(">I4", rec.value, 6)
+        out.segments[#out.segments + 1] = { rev - count + 1, rev }
+      end
+    end
+  end
+  return out
+end
+
+-- No signed head strictly inside a packed range's segment.
+local function no_head_inside(log)
+  for _, h in ipairs(log.heads) do
+    for _, sg in ipairs(log.segments) do
+      assert.is_false(h >= sg[1] and h < sg[2], ("a head at %d inside %d..%d"):format(h, sg[1], sg[2]))
+    end
+  end
+end
+
+local function same_reads(want, got)
+  assert.equal(#want, #got)
+  for i = 1, #want do
+    for _, f in ipairs({ "type", "data", "ts", "rev", "hash" }) do
+      assert.equal(want[i][f], got[i][f], ("revision %d, %s"):format(want[i].rev, f))
+    end
+  end
+end
+
+local function verify_dir(dir)
+  local out, ok = H.odo_cmd("verify", "--dir", dir)
+  assert(ok, out)
+end
+
+describe("packing in a node", function()
+  local env = H.memory_world("pk", 3)
+  setup(env.setup)
+  teardown(H.cleanup)
+  before_each(env.before_each)
+  after_each(env.after_each_checked)
+
+  local function last(n, id) return H.node_last(n, id) end
+
+  it("packs a source's appends of one event once its heads are signed, and serves them", function()
+    local net = env.net
+    local a = env.node(1, nil, FAST)
+    local packed = {}
+    a:on("packed", function(stream, upto, count) packed[#packed + 1] = { stream, upto, count } end)
+    for i = 1, 2500 do
+      assert(a:append(nil, { { type = "t", data = "e" .. i } }, { sync = false }))
+      if i % 100 == 0 then net.run_until(function() return false end, 5) end
+    end
+    assert.is_true(net.run_until(function()
+      return #packed > 0 and packed[#packed][2] == 2000
+    end, 20000))
+    local total = 0
+    for _, p in ipairs(packed) do
+      assert.equal(a.id, p[1])
+      total = total + p[3]
+    end
+    assert.equal(2000, total)
+    local want = assert(a.store:read(a.id, 1, 2500))
+    assert.is_true(a.store:verify(a.id))
+    -- a node catching up gets the packed ranges, verified with a's heads
+    local b = env.node(2, { peers = { "10.0.0.1:4000" } }, FAST)
+    assert.is_true(net.run_until(function() return last(b, a.id) == 2500 end, 20000))
+    same_reads(want, assert(b.store:read(a.id, 1, 2500)))
+    local adir = a.dir
+    a:close()
+    net.drain()
+    local log = log_records(adir, a.id)
+    assert.same({ { 1, 1000 }, { 1001, 2000 } }, log.segments)
+    assert.equal(500, log.events)
+    no_head_inside(log)
+    verify_dir(adir)
+  end)
+
+  it("packs a replica's live batches of one event, which then serves a third node that verifies them", function()
+    local net = env.net
+    local a = env.node(1, nil, FAST)
+    assert(a:append(nil, { { type = "t", data = "first" } }))
+    local b = env.node(2, { peers = { "10.0.0.1:4000" } }, FAST)
+    local packed = {}
+    b:on("packed", function(stream, upto) packed[#packed + 1] = { stream, upto } end)
+    assert.is_true(net.run_until(function() return last(b, a.id) == 1 end, 20000))
+    -- live: each event goes to b as a batch of its own
+    for i = 2, 2100 do
+      assert(a:append(nil, { { type = "t", data = "e" .. i } }, { sync = false }))
+      assert.is_true(net.run_until(function() return last(b, a.id) == i end, 20000))
+    end
+    assert.is_true(net.run_until(function()
+      return #packed > 0 and packed[#packed][2] == 2000
+    end, 20000))
+    local want = assert(a.store:read(a.id, 1, 2100))
+    same_reads(want, assert(b.store:read(a.id, 1, 2100)))
+    assert.is_true(b.store:verify(a.id))
+    a:close()
+    local c = env.node(3, { peers = { "10.0.0.2:4000" } }, FAST)
+    assert.is_true(net.run_until(function() return last(c, a.id) == 2100 end, 20000))
+    same_reads(want, assert(c.store:read(a.id, 1, 2100)))
+    assert.is_true(c.store:verify(a.id))
+    local bdir, cdir = b.dir, c.dir
+    b:close()
+    c:close()
+    net.drain()
+    local log = log_records(bdir, a.id)
+    assert.same({ { 1, 1000 }, { 1001, 2000 } }, log.segments)
+    no_head_inside(log)
+    verify_dir(bdir)
+    verify_dir(cdir)
+  end)
+
+  it("packs nothing with pack_slice 0", function()
+    local net = env.net
+    local a = env.node(1, { policy = { pack_slice = 0 } }, FAST)
+    local packed = 0
+    a:on("packed", function() packed = packed + 1 end)
+    for i = 1, 1200 do
+      assert(a:append(nil, { { type = "t", data = "e" .. i } }, { sync = false }))
+      if i % 100 == 0 then net.run_until(function() return false end, 5) end
+    end
+    assert.is_true(net.run_until(function()
+      local h = a.store:head_last(a.id)
+      return h and h.rev == 1200
+    end, 20000))
+    net.run_until(function() return false end, 3000) -- ticks go by
+    assert.equal(0, packed)
+    local adir = a.dir
+    a:close()
+    net.drain()
+    assert.same({}, log_records(adir, a.id).segments)
+  end)
+end)
