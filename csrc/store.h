@@ -410,6 +410,7 @@ int odo_store_l_snapshot_install(lua_State *L);
 int odo_store_l_compact(lua_State *L);
 int odo_store_l_purge(lua_State *L);
 int odo_store_l_pack(lua_State *L);
+int odo_store_l_compact_packed(lua_State *L);
 int odo_store_l_head_put(lua_State *L);
 int odo_store_l_head_find(lua_State *L);
 int odo_store_l_peer_put(lua_State *L);

@@ -28,6 +28,7 @@ void odo_store_open(lua_State *L) {
       {"compact", odo_store_l_compact},
       {"purge", odo_store_l_purge},
       {"pack", odo_store_l_pack},
+      {"compact_packed", odo_store_l_compact_packed},
       {"head_put", odo_store_l_head_put},
       {"head_find", odo_store_l_head_find},
       {"peer_put", odo_store_l_peer_put},

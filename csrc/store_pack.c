@@ -14,14 +14,22 @@
  * inside the range and the new segments go in one write. The catalogue
  * does not change (the stream's last revision is that of its highest
  * event key, which packing keeps).
+ *
+ * LevelDB keeps the deleted records, and a tombstone each, until a
+ * compaction reaches them, and a reader steps over all of them meanwhile
+ * (measured, bench/pack.lua: serving a packed stream cost 0.26 us an
+ * event, 0.11 once compacted). compact_packed asks LevelDB to compact a
+ * packed span, from a thread of its own that waits for it.
  */
 
 /***
  * @submodule odo.core
  */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "store.h"
+#include "thread_prio.h"
 
 /* Packing of one range stops early (the rest waits for the next call) at
  * a record boundary once this much data is staged. */
@@ -350,6 +358,102 @@ fail:
   odo_buf_free(&p->seg);
   free(p);
   return 0;
+}
+
+/* ---- compacting packed spans ------------------------------------------ */
+
+/* One compaction of a span of a stream's log: a thread that waits in
+ * leveldb_compact_range (LevelDB's background thread does the work),
+ * held by the store as a dependent, so the store's close waits for it. */
+typedef struct log_compaction {
+  odo_dependent dep; /* first: the store's list holds &dep */
+  odo_store *s;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  int done;
+  uint8_t from[ODO_NUMKEY_LEN], to[ODO_HEADKEY_LEN];
+} log_compaction;
+
+static void *compaction_worker(void *arg) {
+  log_compaction *c = arg;
+  odo_thread_name("odo-compact");
+  leveldb_compact_range(c->s->db, (const char *)c->from, sizeof c->from, (const char *)c->to,
+                        sizeof c->to);
+  pthread_mutex_lock(&c->mu);
+  c->done = 1;
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
+static void compaction_release(odo_dependent *d) {
+  log_compaction *c = (log_compaction *)d;
+  pthread_join(c->thread, NULL);
+  odo_store_remove_dependent(c->s, d);
+  pthread_mutex_destroy(&c->mu);
+  free(c);
+}
+
+/* Whether a compaction of the store's is still running (one that ended
+ * is joined and freed). */
+static int compaction_running(odo_store *s) {
+  for (odo_dependent *d = s->dependents; d != NULL; d = d->next) {
+    log_compaction *c = (log_compaction *)d;
+    int done;
+    if (d->release != compaction_release) continue;
+    pthread_mutex_lock(&c->mu);
+    done = c->done;
+    pthread_mutex_unlock(&c->mu);
+    if (!done) return 1;
+    compaction_release(d); /* at most one is kept */
+    return 0;
+  }
+  return 0;
+}
+
+/***
+ * Starts a LevelDB compaction of a stream's log from revision `from` to
+ * `to` (a span `pack` rewrote) on a thread of its own, so the deleted
+ * records stop costing readers; the store's close waits for it. One at a
+ * time per store.
+ * @function compact_packed
+ * @tparam string stream
+ * @tparam integer from
+ * @tparam integer to
+ * @treturn boolean true: started; false: one is still running (ask later)
+ * @treturn[2] nil
+ * @treturn[2] string "EAGAIN: ..." (no thread)
+ */
+int odo_store_l_compact_packed(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len;
+  const char *id = luaL_checklstring(L, 2, &len);
+  uint64_t from = odo_checku64(L, 3, "from"), to = odo_checku64(L, 4, "to");
+  odo_stream *st = odo_store_find(s, id, len);
+  log_compaction *c;
+  int rc;
+  luaL_argcheck(L, from <= to, 4, "to must not be below from");
+  if (st == NULL) return odo_fail(L, "ENOENT", "no stream %s", id);
+  if (compaction_running(s)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  c = calloc(1, sizeof *c);
+  if (c == NULL) return odo_fail(L, "ENOMEM", "out of memory compacting stream %s", st->id);
+  c->s = s;
+  c->dep.release = compaction_release;
+  odo_numkey(c->from, ODO_K_EVENT, st->num, from);
+  odo_headkey(c->to, st->num, to);
+  pthread_mutex_init(&c->mu, NULL);
+  rc = pthread_create(&c->thread, NULL, compaction_worker, c);
+  if (rc != 0) {
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    return odo_fail(L, "EAGAIN", "cannot start a thread to compact stream %s: %s", st->id,
+                    strerror(rc));
+  }
+  odo_store_add_dependent(s, &c->dep);
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /***

@@ -134,6 +134,38 @@ describe("packing in a node", function()
     verify_dir(cdir)
   end)
 
+  it("packs a store written before once it opens, and has LevelDB compact it", function()
+    local net = env.net
+    local a = env.node(1, { policy = { pack_slice = 0 } }, FAST)
+    for i = 1, 12000 do
+      assert(a:append(nil, { { type = "t", data = "e" .. i } }, { sync = false }))
+      if i % 500 == 0 then net.run_until(function() return false end, 5) end
+    end
+    assert.is_true(net.run_until(function()
+      local h = a.store:head_last(a.id)
+      return h and h.rev == 12000
+    end, 20000))
+    local want = assert(a.store:read(a.id, 1, 12000))
+    local dir = a.dir
+    a:close()
+    net.drain()
+    env.nodes = {}
+    -- opened again with packing on: it packs everything at once
+    a = env.node(1, { dir = dir }, FAST)
+    local packed = {}
+    a:on("packed", function(_, upto, count) packed[#packed + 1] = { upto, count } end)
+    assert.is_true(net.run_until(function() return #packed > 0 end, 20000))
+    assert.same({ { 12000, 12000 } }, packed)
+    same_reads(want, assert(a.store:read(a.id, 1, 12000)))
+    a:close()
+    net.drain()
+    local log = log_records(dir, a.id)
+    assert.equal(12, #log.segments)
+    assert.equal(0, log.events)
+    no_head_inside(log)
+    verify_dir(dir)
+  end)
+
   it("packs nothing with pack_slice 0", function()
     local net = env.net
     local a = env.node(1, { policy = { pack_slice = 0 } }, FAST)

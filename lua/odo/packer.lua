@@ -21,6 +21,12 @@ local Packer = {}
 Packer.__index = Packer
 
 local RANGE = 1000 -- the store's range of revisions (ODO_SEG_CUT_EVENTS)
+-- A job that packed this many events (a store written before) has
+-- LevelDB compact what it rewrote: until a compaction reaches them, the
+-- deleted records cost every reader of the span (bench/pack.lua). The
+-- few ranges a live stream packs at a time are compacted by LevelDB's
+-- own compactions soon enough.
+local COMPACT_AFTER = 10000
 
 --- A packer for `node`, sharing `busy` (stream id -> job) with the
 -- node's snapshots.
@@ -32,6 +38,7 @@ function Packer.new(node, busy)
     done = {},    -- stream id -> ranges up to here are packed (as the store says)
     crossed = {}, -- stream id -> the multiple of RANGE its last was at when looked at
     pending = {}, -- stream id -> true: to look at again on the next tick
+    spans = {},   -- stream id -> { from, to }: packed, to have LevelDB compact
     opened = false,
     closed = false,
   }, Packer)
@@ -60,11 +67,24 @@ function Packer:check(ids)
   end
 end
 
+-- Asks the store to compact one packed span (one at a time: another
+-- waits for a later tick).
+function Packer:_compact()
+  local id, span = next(self.spans)
+  if not id then return end
+  local started, err = self.store:compact_packed(id, span[1], span[2])
+  if started == false then return end
+  self.spans[id] = nil
+  if not started then self.node:report_error("compacting what was packed of " .. id .. ": " .. tostring(err)) end
+end
+
 --- The node's tick: once after opening, every stream; after that, the
 -- streams left with a range to pack (its signed head was not stored yet,
 -- or the stream was busy) when last looked at.
 function Packer:tick()
-  if self.closed or slice_of(self.node) == 0 then return end
+  if self.closed then return end
+  self:_compact()
+  if slice_of(self.node) == 0 then return end
   if not self.opened then
     self.opened = true
     for _, st in ipairs(self.store:streams()) do
@@ -94,6 +114,7 @@ function Packer:_start(st)
   self.pending[id] = nil
   self.crossed[id] = st.last - st.last % RANGE
   local node, count, done_to = self.node, 0, nil
+  local from = (self.done[id] or 0) + 1
   local job = { kind = "pack", waiters = {} }
   self.busy[id] = job
   function job.done(_, err)
@@ -104,6 +125,11 @@ function Packer:_start(st)
       node:report_error("packing of " .. id .. ": " .. tostring(err))
     end
     if count > 0 then node:emit("packed", id, done_to, count) end
+    if not err and not self.closed and count >= COMPACT_AFTER then
+      local span = self.spans[id]
+      self.spans[id] = { span and math.min(span[1], from) or from, done_to }
+      self:_compact()
+    end
     local now = self.store:is_open() and self.store:stream(id)
     if not err and now and self:_due(now, true) then self.pending[id] = true end
     for _, waiter in ipairs(job.waiters) do node:protect(waiter) end
