@@ -24,7 +24,9 @@
 -- `source_cpu_ratio:` (packed / unpacked source CPU per event).
 --
 -- Environment: ODO_BENCH_EVENTS (N, default 200000), ODO_BENCH_ROUNDS
--- (default 3), ODO_BENCH_VERBOSE=1 (each run on stderr), ODO_BENCH_KEEP=1,
+-- (default 3), ODO_BENCH_NO_COMPACT=1 (the packed span is not compacted:
+-- LevelDB still holds the deleted records when the source serves it),
+-- ODO_BENCH_VERBOSE=1 (each run on stderr), ODO_BENCH_KEEP=1,
 -- ODO_CPATH (where odo/core.so is, default build/?.so).
 package.path = (arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local common = require "bench.common" -- and with it the paths to odo's modules
@@ -36,6 +38,7 @@ local N = math.tointeger(tonumber(os.getenv("ODO_BENCH_EVENTS"))) or 200000
 local ROUNDS = math.tointeger(tonumber(os.getenv("ODO_BENCH_ROUNDS"))) or 3
 local VERBOSE = os.getenv("ODO_BENCH_VERBOSE") == "1"
 local KEEP = os.getenv("ODO_BENCH_KEEP") == "1"
+local NO_COMPACT = os.getenv("ODO_BENCH_NO_COMPACT") == "1"
 local DATA_BYTES = 100
 local RUN_TIMEOUT_MS = 600000
 assert(N >= 1000 and ROUNDS >= 1, "ODO_BENCH_EVENTS must be 1000 or more, ODO_BENCH_ROUNDS positive")
@@ -80,7 +83,7 @@ local function pack(d, id)
   assert(s:verify(id))
   assert(total == N - N % 1000, ("packed %d events of %d"):format(total, N))
   t0 = uv.hrtime()
-  assert(s:compact_packed(id, 1, N))
+  if not NO_COMPACT then assert(s:compact_packed(id, 1, N)) end
   s:close()
   return total / secs, cpu / total * 1e6, (uv.hrtime() - t0) / 1e9
 end
