@@ -8,6 +8,7 @@
 -- stores on disk, read raw with build/tools/ldb.
 local H = require "helper"
 local Store = require "odo.store"
+local pack_log = require "pack_log"
 
 local ID = "node-a"
 
@@ -21,27 +22,7 @@ local function single_appends(n)
   return dir, s
 end
 
--- The log's records of the stream, by kind (the store closed).
-local function log_records(dir)
-  local prefix = "z" .. string.pack(">I8", 1)
-  local out = { events = {}, segments = {}, heads = {}, raw = {} }
-  for _, rec in ipairs(H.records(dir .. "/store")) do
-    local k = rec.key
-    if k:sub(1, 9) == prefix then
-      local rev = string.unpack(">I8", k, 10)
-      out.raw[#out.raw + 1] = H.hex(k) .. "=" .. H.hex(rec.value)
-      if #k == 17 then
-        out.events[#out.events + 1] = rev
-      elseif k:byte(18) == 1 then
-        out.heads[#out.heads + 1] = rev
-      else
-        local count = string.unpack(">I4", rec.value, 6)
-        out.segments[#out.segments + 1] = { rev - count + 1, rev }
-      end
-    end
-  end
-  return out
-end
+local function log_records(dir) return pack_log.records(dir, 1) end
 
 local function range(a, b)
   local t = {}
@@ -49,15 +30,7 @@ local function range(a, b)
   return t
 end
 
--- Every event of both reads is the same, field by field.
-local function same_events(want, got)
-  assert.equal(#want, #got)
-  for i = 1, #want do
-    for _, f in ipairs({ "type", "data", "ts", "rev", "hash" }) do
-      assert.equal(want[i][f], got[i][f], ("revision %d, %s"):format(want[i].rev, f))
-    end
-  end
-end
+local same_events = pack_log.same_events
 
 -- One call's {events packed, more left}, raising on a failure.
 local function pack(s, max)
