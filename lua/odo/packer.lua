@@ -7,7 +7,8 @@
 -- A stream is looked at once after the node opens (a store written
 -- before) and whenever its last revision crosses a multiple of 1000; a
 -- range whose signed head was not stored yet when looked at is taken up
--- again on the node's tick. One job per stream: it holds the stream in
+-- again on the node's tick when the job got somewhere, else at the next
+-- crossing. One job per stream: it holds the stream in
 -- the busy table it shares with `odo.snapshots`, so a pack never runs on
 -- a stream while a snapshot is built or a purge deletes its old events
 -- (and those wait for it). The policy `pack_slice` (events a loop turn;
@@ -130,7 +131,9 @@ function Packer:_start(st)
       self.spans[id] = { span and math.min(span[1], from) or from, done_to }
       self:_compact()
     end
-    local now = self.store:is_open() and self.store:stream(id)
+    -- a job that got somewhere may find more on the next tick (a head
+    -- signed since); one that did not waits for the next crossing
+    local now = done_to and done_to >= from and self.store:is_open() and self.store:stream(id)
     if not err and now and self:_due(now, true) then self.pending[id] = true end
     for _, waiter in ipairs(job.waiters) do node:protect(waiter) end
   end
