@@ -141,6 +141,20 @@ describe("packing in a node", function()
     verify_dir(dir)
   end)
 
+  it("never packs a stream while a snapshot build or a purge holds it, and packs it after", function()
+    local net = env.net
+    local a = env.node(1, nil, FAST)
+    local packed = {}
+    a:on("packed", function(_, upto) packed[#packed + 1] = upto end)
+    -- what a purge job of odo.snapshots holds while it runs
+    a.snapshots.busy[a.id] = { kind = "purge" }
+    single_appends(a, 2500, 100)
+    net.run_until(function() return false end, 3000) -- ticks go by
+    assert.same({}, packed)
+    a.snapshots.busy[a.id] = nil
+    assert.is_true(net.run_until(function() return packed[#packed] == 2000 end, 20000))
+  end)
+
   it("packs nothing with pack_slice 0", function()
     local net = env.net
     local a = env.node(1, { policy = { pack_slice = 0 } }, FAST)

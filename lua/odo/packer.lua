@@ -8,10 +8,11 @@
 -- before) and whenever its last revision crosses a multiple of 1000; a
 -- range whose signed head was not stored yet when looked at is taken up
 -- again on the node's tick when the job got somewhere, else at the next
--- crossing. One job per stream: it holds the stream in
--- the busy table it shares with `odo.snapshots`, so a pack never runs on
--- a stream while a snapshot is built or a purge deletes its old events
--- (and those wait for it). The policy `pack_slice` (events a loop turn;
+-- crossing. One job per stream, a slice a loop turn: each slice holds the
+-- stream in the busy table it shares with `odo.snapshots`, and a turn
+-- that finds the stream busy (a snapshot being built, a purge deleting
+-- its old events) leaves it to a later tick, so a pack never runs on a
+-- stream while those do. The policy `pack_slice` (events a loop turn;
 -- 0 turns packing off) paces it. Each finished job emits "packed"
 -- `(stream, last, count)`: ranges up to `last` are packed, `count`
 -- events were rewritten.
@@ -40,6 +41,7 @@ function Packer.new(node, busy)
     crossed = {}, -- stream id -> the multiple of RANGE its last was at when looked at
     pending = {}, -- stream id -> true: to look at again on the next tick
     spans = {},   -- stream id -> { from, to }: packed, to have LevelDB compact
+    running = {}, -- stream id -> its job
     opened = false,
     closed = false,
   }, Packer)
@@ -102,26 +104,24 @@ function Packer:tick()
   end
 end
 
--- Starts a job packing stream st, a slice a turn (nothing when the
--- stream is busy: a later tick takes it up). The job has the shape of
--- `odo.snapshots`' jobs (`kind`, `waiters`, `done`), which that module
--- settles when it closes.
+-- Starts a job packing stream st, a slice a loop turn. It holds the
+-- stream in the busy table only while a slice runs (so a snapshot asked
+-- for meanwhile never hears "busy"), and a turn that finds the stream
+-- busy with a build or a purge ends the job: the next tick takes the
+-- stream up again.
 function Packer:_start(st)
   local id = st.id
-  if self.busy[id] then
-    self.pending[id] = true
-    return
-  end
+  if self.running[id] then return end
   self.pending[id] = nil
   self.crossed[id] = st.last - st.last % RANGE
   local node, count, done_to = self.node, 0, nil
   local from = (self.done[id] or 0) + 1
-  local job = { kind = "pack", waiters = {} }
-  self.busy[id] = job
-  function job.done(_, err)
+  local job = { kind = "pack" }
+  self.running[id] = job
+  local function done(err)
     if job.settled then return end
     job.settled = true
-    if self.busy[id] == job then self.busy[id] = nil end
+    if self.running[id] == job then self.running[id] = nil end
     if err and not tostring(err):match("^ECANCELED") then
       node:report_error("packing of " .. id .. ": " .. tostring(err))
     end
@@ -135,27 +135,33 @@ function Packer:_start(st)
     -- signed since); one that did not waits for the next crossing
     local now = done_to and done_to >= from and self.store:is_open() and self.store:stream(id)
     if not err and now and self:_due(now, true) then self.pending[id] = true end
-    for _, waiter in ipairs(job.waiters) do node:protect(waiter) end
   end
+  -- one turn's slice; true when more is left for the next turn
   local function step()
-    if self.closed or not self.store:is_open() then return job.done(nil, "ECANCELED: the node closed") end
+    if self.closed or not self.store:is_open() then return done("ECANCELED: the node closed") end
     local slice, used = slice_of(node), 0
-    if slice == 0 then return job.done() end
+    if slice == 0 then return done() end
     while used < slice do
       local n, more, upto = self.store:pack(id, slice - used)
-      if not n then return job.done(nil, more) end
+      if not n then return done(more) end
       count, used = count + n, used + (n > 0 and n or slice)
       done_to = upto
       self.done[id] = upto
-      if not more then return job.done() end
+      if not more then return done() end
     end
-    return true -- more next turn
+    return true
   end
   local turn
   turn = function()
     if job.settled then return end
+    if self.busy[id] then -- a snapshot build or a purge: after it
+      self.pending[id] = true
+      return done()
+    end
+    self.busy[id] = job
     local ok, again = compat.xpcall(step, debug.traceback)
-    if not ok then return job.done(nil, again) end
+    if self.busy[id] == job then self.busy[id] = nil end
+    if not ok then return done(again) end
     if again then node.adapter.defer(turn) end
   end
   node.adapter.defer(turn)
