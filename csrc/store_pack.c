@@ -43,7 +43,7 @@ typedef struct pack_out {
   int lone;     /* a single-event record (else a segment) */
 } pack_out;
 
-/* One range being packed: its reader, the segment being built, and the
+/* One range being packed: where it is, the segment being built, and the
  * records put so far. */
 typedef struct packing {
   odo_store *s;

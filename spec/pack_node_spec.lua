@@ -55,6 +55,7 @@ describe("packing in a node", function()
     local a = env.node(1, nil, FAST)
     local packed = {}
     a:on("packed", function(stream, upto, count) packed[#packed + 1] = { stream, upto, count } end)
+    local metrics = require("odo.metrics").new(a)
     single_appends(a, 2500, 100)
     assert.is_true(net.run_until(function()
       return #packed > 0 and packed[#packed][2] == 2000
@@ -65,6 +66,8 @@ describe("packing in a node", function()
       total = total + p[3]
     end
     assert.equal(2000, total)
+    assert.truthy(metrics:text():find("\nodo_events_packed_total 2000\n", 1, true))
+    metrics:close()
     local want = assert(a.store:read(a.id, 1, 2500))
     assert.is_true(a.store:verify(a.id))
     -- a node catching up gets the packed ranges, verified with a's heads
