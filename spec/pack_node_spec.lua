@@ -144,6 +144,49 @@ describe("packing in a node", function()
     verify_dir(dir)
   end)
 
+  it("works the streams to pack in one queue, one after the other, a slice a loop turn", function()
+    local net = env.net
+    local a = env.node(1, { policy = { pack_slice = 0 } }, FAST)
+    local ids = { a:stream_id("s1"), a:stream_id("s2"), a:stream_id("s3") }
+    for i = 1, 2500 do
+      for _, id in ipairs(ids) do assert(a:append(id, { { type = "t", data = "e" .. i } }, { sync = false })) end
+      if i % 100 == 0 then net.run_until(function() return false end, 5) end
+    end
+    assert.is_true(net.run_until(function()
+      for _, id in ipairs(ids) do
+        local h = a.store:head_last(id)
+        if not (h and h.rev == 2500) then return false end
+      end
+      return true
+    end, 20000))
+    local dir = a.dir
+    a:close()
+    net.drain()
+    env.nodes = {}
+    a = env.node(1, { dir = dir, policy = { pack_slice = 700 } }, FAST)
+    -- the store's pack calls, in order: {stream, budget}
+    local calls, packed = {}, {}
+    local pack = a.store.pack
+    a.store.pack = function(store, id, max)
+      calls[#calls + 1] = { id, max }
+      return pack(store, id, max)
+    end
+    a:on("packed", function(id, upto) packed[id] = upto end)
+    assert.is_true(net.run_until(function()
+      return packed[ids[1]] == 2000 and packed[ids[2]] == 2000 and packed[ids[3]] == 2000
+    end, 20000))
+    -- one stream after the other, never more than the slice asked for
+    local left = {}
+    for i, c in ipairs(calls) do
+      assert.is_true(c[2] <= 700)
+      if i > 1 and calls[i - 1][1] ~= c[1] then
+        assert.is_nil(left[c[1]], "stream " .. c[1] .. " taken up again")
+        left[calls[i - 1][1]] = true
+      end
+    end
+    assert.is_true(#calls >= 9, #calls .. " calls")
+  end)
+
   it("never packs a stream while a snapshot build or a purge holds it, and packs it after", function()
     local net = env.net
     local a = env.node(1, nil, FAST)

@@ -8,12 +8,13 @@
 -- before) and whenever its last revision crosses a multiple of 1000; a
 -- range whose signed head was not stored yet when looked at is taken up
 -- again on the node's tick when the job got somewhere, else at the next
--- crossing. One job per stream, a slice a loop turn: each slice holds the
--- stream in the busy table it shares with `odo.snapshots`, and a turn
--- that finds the stream busy (a snapshot being built, a purge deleting
--- its old events) leaves it to a later tick, so a pack never runs on a
--- stream while those do. The policy `pack_slice` (events a loop turn;
--- 0 turns packing off) paces it. Each finished job emits "packed"
+-- crossing. The streams to pack wait in one queue, worked a slice a
+-- loop turn: the policy `pack_slice` (events a loop turn over all
+-- streams; 0 turns packing off) paces it. Each slice holds its stream in
+-- the busy table it shares with `odo.snapshots`, and a turn that finds
+-- the stream busy (a snapshot being built, a purge deleting its old
+-- events) leaves it to a later tick, so a pack never runs on a stream
+-- while those do. Each finished job emits "packed"
 -- `(stream, last, count)`: ranges up to `last` are packed, `count`
 -- events were rewritten.
 -- @module odo.packer
@@ -41,7 +42,8 @@ function Packer.new(node, busy)
     crossed = {}, -- stream id -> the multiple of RANGE its last was at when looked at
     pending = {}, -- stream id -> true: to look at again on the next tick
     spans = {},   -- stream id -> { from, to }: packed, to have LevelDB compact
-    running = {}, -- stream id -> its job
+    jobs = {},    -- stream id -> { count, from, upto }: queued or being packed
+    queue = {},   -- the stream ids of the jobs, in order
     opened = false,
     closed = false,
   }, Packer)
@@ -104,67 +106,90 @@ function Packer:tick()
   end
 end
 
--- Starts a job packing stream st, a slice a loop turn. It holds the
--- stream in the busy table only while a slice runs (so a snapshot asked
--- for meanwhile never hears "busy"), and a turn that finds the stream
--- busy with a build or a purge ends the job: the next tick takes the
--- stream up again.
+-- Queues stream st for packing. The queue is worked a slice a loop
+-- turn, `pack_slice` events over every stream together (a store of many
+-- streams opened does not pack them all in one turn), one stream after
+-- the other.
 function Packer:_start(st)
   local id = st.id
-  if self.running[id] then return end
-  self.pending[id] = nil
   self.crossed[id] = st.last - st.last % RANGE
-  local node, count, done_to = self.node, 0, nil
-  local from = (self.done[id] or 0) + 1
-  local job = { kind = "pack" }
-  self.running[id] = job
-  local function done(err)
-    if job.settled then return end
-    job.settled = true
-    if self.running[id] == job then self.running[id] = nil end
-    if err and not tostring(err):match("^ECANCELED") then
-      node:report_error("packing of " .. id .. ": " .. tostring(err))
-    end
-    if count > 0 then node:emit("packed", id, done_to, count) end
-    if not err and not self.closed and count >= COMPACT_AFTER then
-      local span = self.spans[id]
-      self.spans[id] = { span and math.min(span[1], from) or from, done_to }
-      self:_compact()
-    end
-    -- a job that got somewhere may find more on the next tick (a head
-    -- signed since); one that did not waits for the next crossing
-    local now = done_to and done_to >= from and self.store:is_open() and self.store:stream(id)
-    if not err and now and self:_due(now, true) then self.pending[id] = true end
+  self.pending[id] = nil
+  if self.jobs[id] then return end
+  self.jobs[id] = { count = 0, from = (self.done[id] or 0) + 1 }
+  self.queue[#self.queue + 1] = id
+  if not self.turning then
+    self.turning = true
+    self.node.adapter.defer(function() self.node:protect(self._turn, self) end)
   end
-  -- one turn's slice; true when more is left for the next turn
-  local function step()
-    if self.closed or not self.store:is_open() then return done("ECANCELED: the node closed") end
-    local slice, used = slice_of(node), 0
-    if slice == 0 then return done() end
-    while used < slice do
-      local n, more, upto = self.store:pack(id, slice - used)
-      if not n then return done(more) end
-      count, used = count + n, used + (n > 0 and n or slice)
-      done_to = upto
-      self.done[id] = upto
-      if not more then return done() end
-    end
-    return true
+end
+
+-- Ends the job of stream id (first in the queue): announces what it
+-- packed, has a large pass compacted, and notes whether to look again.
+function Packer:_finish(id, err)
+  local job = self.jobs[id]
+  self.jobs[id] = nil
+  table.remove(self.queue, 1)
+  if err and not tostring(err):match("^ECANCELED") then
+    self.node:report_error("packing of " .. id .. ": " .. tostring(err))
   end
-  local turn
-  turn = function()
-    if job.settled then return end
-    if self.busy[id] then -- a snapshot build or a purge: after it
-      self.pending[id] = true
-      return done()
+  if job.count > 0 then self.node:emit("packed", id, job.upto, job.count) end
+  if err or self.closed or not self.store:is_open() then return end
+  if job.count >= COMPACT_AFTER then
+    local span = self.spans[id]
+    self.spans[id] = { span and math.min(span[1], job.from) or job.from, job.upto }
+    self:_compact()
+  end
+  -- a job that got somewhere may find more on the next tick (a head
+  -- signed since); one that did not waits for the next crossing
+  local now = job.upto and job.upto >= job.from and self.store:stream(id)
+  if now and self:_due(now, true) then self.pending[id] = true end
+end
+
+-- One slice of the first stream in the queue; true when it is done.
+function Packer:_slice(id, slice)
+  local job, used = self.jobs[id], 0
+  while used < slice do
+    local n, more, upto = self.store:pack(id, slice - used)
+    if not n then
+      self:_finish(id, more)
+      return
     end
+    job.count, used = job.count + n, used + (n > 0 and n or slice)
+    job.upto = upto
+    self.done[id] = upto
+    if not more then return true end
+  end
+end
+
+-- A loop turn's work: a slice of the first queued stream, holding it in
+-- the busy table it shares with `odo.snapshots` meanwhile. A stream a
+-- snapshot build or a purge holds is left to a later tick.
+function Packer:_turn()
+  self.turning = false
+  local id = self.queue[1]
+  if not id then return end
+  local slice = slice_of(self.node)
+  if self.closed or not self.store:is_open() or slice == 0 then
+    while self.queue[1] do self:_finish(self.queue[1], "ECANCELED: packing stopped") end
+    return
+  end
+  if self.busy[id] then
+    self.pending[id] = true
+    self:_finish(id)
+  else
+    local job = self.jobs[id]
     self.busy[id] = job
-    local ok, again = compat.xpcall(step, debug.traceback)
+    local ok, finished = compat.xpcall(self._slice, debug.traceback, self, id, slice)
     if self.busy[id] == job then self.busy[id] = nil end
-    if not ok then return done(again) end
-    if again then node.adapter.defer(turn) end
+    if self.jobs[id] == job then
+      if not ok then self:_finish(id, finished)
+      elseif finished then self:_finish(id) end
+    end
   end
-  node.adapter.defer(turn)
+  if self.queue[1] and not self.turning then
+    self.turning = true
+    self.node.adapter.defer(function() self.node:protect(self._turn, self) end)
+  end
 end
 
 --- Stops every job (call it before the store closes).
