@@ -119,6 +119,34 @@ describe("packing in a node", function()
     verify_dir(cdir)
   end)
 
+  it("serves a node that resumes from inside a range packed since (its heads inside gone)", function()
+    local net = env.net
+    local a = env.node(1, nil, FAST)
+    assert(a:append(nil, { { type = "t", data = "first" } }))
+    local b = env.node(2, { peers = { "10.0.0.1:4000" } }, FAST)
+    local packed = {}
+    b:on("packed", function(_, upto) packed[#packed + 1] = upto end)
+    local function live(from, to)
+      for i = from, to do
+        assert(a:append(nil, { { type = "t", data = "e" .. i } }, { sync = false }))
+        assert.is_true(net.run_until(function() return last(b, a.id) == i end, 20000))
+      end
+    end
+    assert.is_true(net.run_until(function() return last(b, a.id) == 1 end, 20000))
+    live(2, 1500)
+    local c = env.node(3, { peers = { "10.0.0.2:4000" } }, FAST)
+    assert.is_true(net.run_until(function() return last(c, a.id) == 1500 end, 20000))
+    local cdir = c.dir
+    c:close()
+    live(1501, 2100)
+    assert.is_true(net.run_until(function() return packed[#packed] == 2000 end, 20000))
+    assert.equal(2000, b.store:head_find(a.id, 1500).rev)
+    c = env.node(3, { dir = cdir, peers = { "10.0.0.2:4000" } }, FAST)
+    assert.is_true(net.run_until(function() return last(c, a.id) == 2100 end, 20000))
+    same_reads(assert(a.store:read(a.id, 1, 2100)), assert(c.store:read(a.id, 1, 2100)))
+    assert.is_true(c.store:verify(a.id))
+  end)
+
   it("packs a store written before once it opens, and has LevelDB compact it", function()
     local net = env.net
     local a = env.node(1, { policy = { pack_slice = 0 } }, FAST)
