@@ -468,7 +468,8 @@ int odo_store_l_compact_packed(lua_State *L) {
  * @function pack
  * @tparam string stream
  * @tparam[opt] integer max_events work per call (default 5000, at least 1)
- * @treturn integer events packed by this call (0: none)
+ * @treturn integer events rewritten by this call (0: none; a range packed
+ *   in parts rewrites what its earlier parts packed again)
  * @treturn boolean whether more is left to pack now
  * @treturn integer the ranges up to this revision need no packing (as
  *   far as this open store has looked: 0 after an open)
