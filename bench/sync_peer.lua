@@ -109,6 +109,9 @@ end
 local SOCKBUF = tonumber(os.getenv("ODO_BENCH_SOCKBUF"))
 -- ODO_BENCH_BULK_RATE=BYTES (source): policy.sync_bulk_bytes_per_s
 local BULK_RATE = tonumber(os.getenv("ODO_BENCH_BULK_RATE"))
+-- ODO_BENCH_PACK_SLICE=N (source): policy.pack_slice (0: the source
+-- serves its records as they are, packing none; bench/pack.lua)
+local PACK_SLICE = tonumber(os.getenv("ODO_BENCH_PACK_SLICE"))
 
 local function say(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
@@ -216,7 +219,8 @@ end
 
 local function run_source()
   node = assert(odo.node { dir = DIR, tls = TLS, listen = "127.0.0.1:0", sync = false, on_error = fail,
-    tune_allocator = true, policy = { peer_socket_buffer = SOCKBUF, sync_bulk_bytes_per_s = BULK_RATE } })
+    tune_allocator = true, policy = { peer_socket_buffer = SOCKBUF, sync_bulk_bytes_per_s = BULK_RATE,
+      pack_slice = PACK_SLICE } })
   trace_engine()
   if live_trace then
     local dump = live_trace.source(node, require "odo.transport")

@@ -50,6 +50,8 @@ typedef struct odo_stream {
   uint64_t head;  /* newest signed head's revision, once head_known */
   int head_known; /* (kept by the sync engine, which writes heads) */
   uint64_t head_staged; /* newest head handed to the writer (0: none) */
+  uint64_t packed; /* store_pack.c: ranges up to here need no packing
+                    * (in memory only; 0 after an open) */
   struct odo_stream *next; /* hash bucket chain */
 } odo_stream;
 
@@ -409,6 +411,8 @@ int odo_store_l_snapshot_get(lua_State *L);
 int odo_store_l_snapshot_install(lua_State *L);
 int odo_store_l_compact(lua_State *L);
 int odo_store_l_purge(lua_State *L);
+int odo_store_l_pack(lua_State *L);
+int odo_store_l_compact_packed(lua_State *L);
 int odo_store_l_head_put(lua_State *L);
 int odo_store_l_head_find(lua_State *L);
 int odo_store_l_peer_put(lua_State *L);

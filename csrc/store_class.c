@@ -2,7 +2,8 @@
  * methods of odo.store): one table of the methods the store's files
  * define (store.c: opening and the catalogue; store_events.c: events and
  * iterators; store_snapshots.c: snapshots, compaction, heads;
- * store_peers.c: peer history and source keys). It sits on top of them,
+ * store_peers.c: peer history and source keys; store_pack.c: packing
+ * single-event records into segments). It sits on top of them,
  * so none of them calls another's Lua methods. */
 #include "store.h"
 
@@ -27,6 +28,8 @@ void odo_store_open(lua_State *L) {
       {"snapshot_install", odo_store_l_snapshot_install},
       {"compact", odo_store_l_compact},
       {"purge", odo_store_l_purge},
+      {"pack", odo_store_l_pack},
+      {"compact_packed", odo_store_l_compact_packed},
       {"head_put", odo_store_l_head_put},
       {"head_find", odo_store_l_head_find},
       {"peer_put", odo_store_l_peer_put},

@@ -49,6 +49,7 @@ build = {
         "csrc/store_filter.c",
         "csrc/store_peers.c",
         "csrc/store_snapshots.c",
+        "csrc/store_pack.c",
         "csrc/sync.c",
         "csrc/sync_msg.c",
         "csrc/sync_msg_lua.c",

@@ -14,6 +14,7 @@ E.FIELDS = {
   peer = { "peer", "old", "new", "reason" },
   snapshot = { "stream", "rev" },
   compact = { "stream", "first" },
+  packed = { "stream", "last", "count" },
   close = {},
   error = { "message" },
   catalogue = { "peer", "entries", "full" },

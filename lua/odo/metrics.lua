@@ -113,6 +113,9 @@ function Metrics.new(node, opts)
         self.handshakes[r] = self.handshakes[r] + 1
       end
     end),
+    packed = node:on("packed", function(_, _, count)
+      self.counters.packed = (self.counters.packed or 0) + count
+    end),
     candidate = node:on("candidate", function(_, _, source)
       source = source or "other"
       self.candidates[source] = (self.candidates[source] or 0) + 1
@@ -415,6 +418,8 @@ function Metrics:_counters(out)
     transport and transport.bytes_out or 0)
   counter("odo_verify_failures_total", "Batches refused because they did not verify against the source's head.",
     c.verify_failures)
+  counter("odo_events_packed_total", "Events rewritten from single-event records into segments (odo.packer).",
+    c.packed or 0)
   header(out, "odo_handshakes_total", "counter", "Introductions with peers that ended, by result.")
   for _, r in ipairs({ "success", "failure", "rejected", "timeout", "refused" }) do
     out[#out + 1] = ('odo_handshakes_total{result="%s"} %d'):format(r, self.handshakes[r])

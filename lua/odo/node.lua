@@ -11,7 +11,7 @@
 -- transition of a peer entry, each entry's from "none" to "deleted" (an
 -- incoming entry that joins the entry kept for its address ends with
 -- "merged"; see `odo.swarm`); "snapshot" `(stream, rev)`; "compact"
--- `(stream, first)`; "close"; "notice" `(kind, message)` (what the
+-- `(stream, first)`; "packed" `(stream, last, count)` (`odo.packer`); "close"; "notice" `(kind, message)` (what the
 -- transport refused or evicted, see `odo.admission`); and the sync events
 -- (`odo.sync`), among
 -- them "caught_up" `(stream, rev, peer_id)`: the stream's upstream sent
@@ -25,6 +25,7 @@ local core = require "odo.core"
 local Store = require "odo.store"
 local Journal = require "odo.journal"
 local Snapshots = require "odo.snapshots"
+local Packer = require "odo.packer"
 local policy_mod = require "odo.policy_set"
 local emitter = require "odo.emitter"
 local compat = require "odo.compat"
@@ -209,6 +210,10 @@ function Node:_start(opts, tls, listen, seeds)
   -- priority, which the queue waits for) now, not in a host's frame
   if self.durable and self.policy.worker_nice > 0 then self:_commit_queue() end
   self.snapshots = Snapshots.new(self)
+  -- packs single-event records into segments, one job per stream shared
+  -- with the snapshots' (a pack and a purge never run on one stream)
+  self.packer = Packer.new(self, self.snapshots.busy)
+  self.adapter.defer(function() self:protect(self.packer.tick, self.packer) end)
   self.ticker = self.adapter.every(self.policy.tick_ms, function()
     self:protect(self._tick, self)
   end)
@@ -327,12 +332,14 @@ function Node:notify_changes()
   if self.metrics then self.metrics:touched(ids) end
   self.journal:notify(ids)
   self.snapshots:check(ids)
+  if self.packer then self.packer:check(ids) end
   if self.sync then self.sync:on_changed(ids) end
 end
 
 function Node:_tick()
   if self.closed then return end
   self.snapshots:tick()
+  if self.packer then self.packer:tick() end
 end
 
 -- ---- appending ------------------------------------------------------------------
@@ -827,6 +834,7 @@ function Node:close()
   if self.metrics then self.metrics:close() end
   if self.journal then self.journal:close() end
   -- before the store: a snapshot worker's descriptor is watched
+  if self.packer then self.packer:close() end
   if self.snapshots then self:protect(self.snapshots.close, self.snapshots) end
   self.store:close()
   self:emit("close")

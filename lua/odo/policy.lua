@@ -101,6 +101,13 @@ P.compact_after_ms = 60 * 1000
 P.compact_keep = 0
 --- Old events deleted per loop turn after a compaction.
 P.purge_slice = 5000
+--- Events packed per loop turn: runs of single-event records (a live
+-- source's appends of one event, a replica's live batches) are
+-- rewritten in the background as one segment per 1000 revisions, once a
+-- signed head is stored at the range's end (`odo.packer`,
+-- docs/STORAGE.md "Segment"); serving a catch-up then sends stored
+-- segments as they are. 0 turns packing off.
+P.pack_slice = 5000
 
 -- ---- peers (the swarm) ------------------------------------------------------------
 

@@ -198,6 +198,15 @@ function Store:compact(stream, upto) return self.core:compact(stream, upto) end
 --- Deletes at most `max` compacted events; returns how many remain.
 function Store:purge(stream, max) return self.core:purge(stream, max) end
 
+--- Packs the oldest run of single-event records into segments (at most
+-- `max` events of work); returns the events packed and whether more is
+-- left (see odo.core's store `pack`).
+function Store:pack(stream, max) return self.core:pack(stream, max) end
+
+--- Starts a LevelDB compaction of revisions `from`..`to` of a stream's
+-- log (what `pack` rewrote) on a thread of its own; false while one runs.
+function Store:compact_packed(stream, from, to) return self.core:compact_packed(stream, from, to) end
+
 --- Deletes every compacted event of every stream, `slice` at a time.
 function Store:purge_all(slice)
   for _, st in ipairs(self:streams()) do
