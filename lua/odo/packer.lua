@@ -14,7 +14,10 @@
 -- the busy table it shares with `odo.snapshots`, and a turn that finds
 -- the stream busy (a snapshot being built, a purge deleting its old
 -- events) leaves it to a later tick, so a pack never runs on a stream
--- while those do. Each finished job emits "packed"
+-- while those do. While the commit queue has writes in flight (a
+-- catch-up, durable appends) packing waits: its write would queue behind
+-- theirs inside LevelDB, the loop waiting for an fsync. Each finished job
+-- emits "packed"
 -- `(stream, last, count)`: ranges up to `last` are packed, `count`
 -- events were rewritten.
 -- @module odo.packer
@@ -54,21 +57,23 @@ local function slice_of(node)
   return type(n) == "number" and n >= 1 and math.floor(n) or 0
 end
 
--- Whether stream st has a range to look at: one ends at or below its
--- last revision past what is packed, and (unless `again`) its last
--- crossed a multiple of RANGE since it was last looked at.
-function Packer:_due(st, again)
-  local mark = st.last - st.last % RANGE
-  if mark <= (self.done[st.id] or 0) then return false end
-  return again or mark > (self.crossed[st.id] or -1)
+-- Whether stream `id`, at revision `last`, has a range to look at: one
+-- ends at or below its last revision past what is packed, and (unless
+-- `again`) its last crossed a multiple of RANGE since it was last looked at.
+function Packer:_due(id, last, again)
+  local mark = last - last % RANGE
+  if mark <= (self.done[id] or 0) then return false end
+  return again or mark > (self.crossed[id] or -1)
 end
 
 --- Looks at the streams with these ids (after they changed).
 function Packer:check(ids)
   if self.closed or slice_of(self.node) == 0 then return end
+  local store = self.store
   for _, id in ipairs(ids) do
-    local st = self.store:stream(id)
-    if st and self:_due(st) then self:_start(st) end
+    -- (no entry table for each of a fleet's changed streams: most are not due)
+    local last = store:stream_state(id)
+    if last and self:_due(id, last) then self:_start(store:stream(id)) end
   end
 end
 
@@ -93,7 +98,7 @@ function Packer:tick()
   if not self.opened then
     self.opened = true
     for _, st in ipairs(self.store:streams()) do
-      if self:_due(st) then self:_start(st) end
+      if self:_due(st.id, st.last) then self:_start(st) end
     end
     return
   end
@@ -102,7 +107,7 @@ function Packer:tick()
   for _, id in ipairs(ids) do
     local st = self.store:stream(id)
     self.pending[id] = nil
-    if st and self:_due(st, true) then self:_start(st) end
+    if st and self:_due(id, st.last, true) then self:_start(st) end
   end
 end
 
@@ -141,8 +146,8 @@ function Packer:_finish(id, err)
   end
   -- a job that got somewhere may find more on the next tick (a head
   -- signed since); one that did not waits for the next crossing
-  local now = job.upto and job.upto >= job.from and self.store:stream(id)
-  if now and self:_due(now, true) then self.pending[id] = true end
+  local now = job.upto and job.upto >= job.from and self.store:stream_state(id)
+  if now and self:_due(id, now, true) then self.pending[id] = true end
 end
 
 -- One slice of the first stream in the queue; true when it is done.
@@ -173,6 +178,18 @@ function Packer:_turn()
     while self.queue[1] do self:_finish(self.queue[1], "ECANCELED: packing stopped") end
     return
   end
+  local cq = self.node.cq
+  if cq and cq:pending() > 0 then
+    -- the commit queue is writing: a write of the loop's own would queue
+    -- behind it inside LevelDB (behind an fsync, in a durable store), the
+    -- loop waiting; packing waits instead (the queue stays as it is)
+    self.turning = true
+    self.wait_timer = self.node.adapter.timer(math.max(10, self.node.policy.commit_poll_ms), function()
+      self.wait_timer = nil
+      self.node:protect(self._turn, self)
+    end)
+    return
+  end
   if self.busy[id] then
     self.pending[id] = true
     self:_finish(id)
@@ -195,6 +212,8 @@ end
 --- Stops every job (call it before the store closes).
 function Packer:close()
   self.closed = true
+  if self.wait_timer then self.wait_timer.stop() end
+  self.wait_timer = nil
 end
 
 return Packer
