@@ -99,7 +99,12 @@ describe("a node inside nginx", function()
   end)
 
   teardown(function()
-    if nginx_pid and H.alive(nginx_pid) then H.kill(nginx_pid, "KILL") end
+    if nginx_pid and H.alive(nginx_pid) then
+      -- its workers first: killed alone, the master leaves them running
+      -- (their nodes with them), on this machine's CPUs after the run
+      os.execute(("pkill -KILL -P %d 2>/dev/null"):format(nginx_pid))
+      H.kill(nginx_pid, "KILL")
+    end
     if run then H.kill(run.pid) end
     H.wait(function() return not (run and H.alive(run.pid)) end, 5000)
     H.cleanup()
