@@ -168,6 +168,23 @@ describe("a node inside nginx", function()
     assert.is_true(H.wait(function() return stream_last(H.status(run.dir), ngx_id) == before + 60 end, 15000))
   end)
 
+  -- the scheduler sleeps between its timers (a poll of the other
+  -- workers' requests every 2 ms), not spins: a turn that finds nothing
+  -- to do is a wait that ended early, a few against the timers run; a
+  -- wait shorter than nginx's millisecond used to return at once, and the
+  -- idle node took half a CPU turning
+  it("sleeps between its timers while idle instead of spinning", function()
+    local a = curl(http_port, "/odo/status")
+    assert.is_table(a and a.scheduler, cjson.encode(a or {}))
+    local b
+    assert.is_true(H.wait(function()
+      b = curl(http_port, "/odo/status")
+      return b and b.scheduler and b.scheduler.timers - a.scheduler.timers >= 500
+    end, 20000))
+    local timers, idle = b.scheduler.timers - a.scheduler.timers, b.scheduler.idle - a.scheduler.idle
+    assert.is_true(idle <= timers, ("%d idle turns for %d timers run"):format(idle, timers))
+  end)
+
   it("redials its peer after the connection was lost", function()
     local function active()
       local st = curl(http_port, "/odo/status")

@@ -49,9 +49,11 @@ end
 
 -- ---- the node's worker ---------------------------------------------------------------
 
--- The node's status as JSON for the other workers.
-local function publish(node, dict, state)
-  local st = { state = state, pid = ngx.worker.pid(), worker = ngx.worker.id() }
+-- The node's status as JSON for the other workers (with its adapter's
+-- scheduler counts, `scheduler`, when given).
+local function publish(node, dict, state, adapter)
+  local st = { state = state, pid = ngx.worker.pid(), worker = ngx.worker.id(),
+    scheduler = adapter and adapter.stats and adapter.stats() or nil }
   if node and not node.closed then
     local s = node:status()
     st.id = s.id
@@ -155,8 +157,8 @@ local function run_node(premature, opts)
   local state = { pending = 0 }
   node:on("peer", function(p, old, new) log(ngx.INFO, "peer ", tostring(p.id), " ", old, " -> ", new) end)
   adapter.every(opts.poll_ms or 2, function() take_requests(node, dict, state) end)
-  adapter.every(opts.status_ms or 200, function() publish(node, dict, "running") end)
-  publish(node, dict, "running")
+  adapter.every(opts.status_ms or 200, function() publish(node, dict, "running", adapter) end)
+  publish(node, dict, "running", adapter)
   adapter.run(exiting)
 
   -- stopping: answer what was queued before the others saw us go, then

@@ -80,6 +80,8 @@ function M.new(opts)
   local timers = {}         -- set of {at = ms, fn, every = ms or nil}
   local socks = {}          -- open sockets (set)
   local threads = 0         -- I/O light threads still running
+  -- scheduler turns; of them, those that ran nothing (woken early); timers run
+  local stats = { turns = 0, idle = 0, timers = 0 }
 
   local function poke()
     if sleeping then
@@ -279,6 +281,7 @@ function M.new(opts)
   local function turn()
     local q = queue
     queue = {}
+    stats.turns = stats.turns + 1
     for i = 1, #q do
       local ok, e = pcall(q[i])
       if not ok then log("a deferred call failed: " .. tostring(e)) end
@@ -289,6 +292,8 @@ function M.new(opts)
       if t.at <= now then due[#due + 1] = t end
     end
     table.sort(due, function(x, y) return x.at < y.at end)
+    stats.timers = stats.timers + #due
+    if #q == 0 and #due == 0 then stats.idle = stats.idle + 1 end
     for _, t in ipairs(due) do
       if timers[t] then
         if t.every then
@@ -322,7 +327,10 @@ function M.new(opts)
         end
       elseif wait == nil or wait > 0 then
         sleeping = true
-        wake:wait(math.min(wait or max_wait, max_wait))
+        -- nginx's timers count whole milliseconds: a wait for less than
+        -- one returns at once, and the loop would spin until the timer
+        -- is due (half a CPU for a poll every 2 ms)
+        wake:wait(math.max(0.001, math.min(wait or max_wait, max_wait)))
         sleeping = false
         busy_since = a.now()
       end
@@ -346,6 +354,12 @@ function M.new(opts)
 
   --- The I/O light threads still running (for tests and the runner).
   function a.threads() return threads end
+
+  --- The scheduler's counts so far: `turns`, of them `idle` (turns that
+  -- found no deferred call and no timer due: a wait that ended early),
+  -- and `timers` run. Idle turns stay few against timers run; many more
+  -- mean the scheduler spins instead of sleeping.
+  function a.stats() return { turns = stats.turns, idle = stats.idle, timers = stats.timers } end
 
   return a
 end
