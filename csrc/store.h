@@ -50,8 +50,9 @@ typedef struct odo_stream {
   uint64_t head;  /* newest signed head's revision, once head_known */
   int head_known; /* (kept by the sync engine, which writes heads) */
   uint64_t head_staged; /* newest head handed to the writer (0: none) */
-  uint64_t packed; /* store_pack.c: ranges up to here need no packing
-                    * (in memory only; 0 after an open) */
+  uint64_t packed; /* store_pack.c: ranges up to here need no packing */
+  uint64_t packed_saved; /* ... as stored ('m' "packed/" num), once loaded */
+  int packed_loaded;
   struct odo_stream *next; /* hash bucket chain */
 } odo_stream;
 

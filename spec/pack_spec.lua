@@ -71,9 +71,12 @@ describe("pack", function()
     assert.same(range(2001, 2500), log.events)
     -- heads strictly inside a packed range are gone; its end's is kept
     assert.same({ 1000, 2000, 2001, 2400, 2500 }, log.heads)
-    -- and a reopened store reads the same
+    -- and a reopened store reads the same, and knows how far it is
+    -- packed without looking at the ranges again (stored: a look at a
+    -- range that is one segment reads its whole block)
     s = open(dir)
     same_events(before, assert(s:read(ID, 1, 2500)))
+    assert.same({ 0, false, 2000 }, { s:pack(ID, 1) })
     assert.same({ 0, false }, pack(s, 5000))
     s:close()
   end)
