@@ -160,29 +160,28 @@ static int delete_old(packing *p, uint64_t upto, size_t *heads, odo_err *e) {
   return ok;
 }
 
-/* Whether a .. end is one record already (a segment holding it, or one
- * event): 1 yes, 0 no, -1 with e set. (A look that fills no cache: it
- * reads a segment's whole block for its header.) */
-static int one_record(odo_store *s, odo_stream *st, uint64_t a, uint64_t end, odo_err *e) {
+/* Whether a .. end lies inside one record already (a segment, or one
+ * event): 1 yes, with *reach the last revision of that record (every
+ * range up to it needs nothing: inside it, or crossed by it), 0 no, -1
+ * with e set. Only keys are looked at: records are keyed by their last
+ * revision, so the first record key at or after a's is the record that
+ * holds a. (A look that fills no cache; LevelDB still reads the block.) */
+static int one_record(odo_store *s, odo_stream *st, uint64_t a, uint64_t end, uint64_t *reach,
+                      odo_err *e) {
   uint8_t key[ODO_NUMKEY_LEN];
   leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ropts_bulk);
   int found = 0;
   odo_numkey(key, ODO_K_EVENT, st->num, a);
   for (leveldb_iter_seek(it, (const char *)key, sizeof key); leveldb_iter_valid(it);
        leveldb_iter_next(it)) {
-    size_t kl, vl, pl;
+    size_t kl;
     uint64_t rev;
-    const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl), *pay;
+    const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl);
     int kind = odo_logkey_kind(k, kl, st->num, &rev);
-    odo_seg_rec sr;
     if (kind == ODO_LOG_HEAD) continue;
-    if (kind == ODO_LOG_EVENT) found = rev == end && a == end;
-    if (kind == ODO_LOG_SEGMENT && rev == end) {
-      const char *v = leveldb_iter_value(it, &vl);
-      pay = odo_rec_open(k, kl, v, vl, &pl);
-      found = pay != NULL && odo_rec_segment_decode(pay, pl, &sr) && sr.count <= end &&
-              end - sr.count + 1 <= a;
-    }
+    found = (kind == ODO_LOG_EVENT && rev == end && a == end) ||
+            (kind == ODO_LOG_SEGMENT && rev >= end);
+    if (found) *reach = rev;
     break;
   }
   if (!found && !odo_iter_ok(it, e, "packing events")) found = -1;
@@ -371,7 +370,7 @@ static int pack_stream(odo_store *s, odo_stream *st, uint64_t budget, uint64_t *
   p->st = st;
   for (;;) {
     uint64_t lo = st->packed + 1 > st->cat.first ? st->packed + 1 : st->cat.first;
-    uint64_t end = ((lo - 1) / ODO_SEG_CUT_EVENTS + 1) * ODO_SEG_CUT_EVENTS;
+    uint64_t end = ((lo - 1) / ODO_SEG_CUT_EVENTS + 1) * ODO_SEG_CUT_EVENTS, reach = 0;
     odo_head h;
     int rc, whole;
     if (end > limit) break;
@@ -383,11 +382,18 @@ static int pack_stream(odo_store *s, odo_stream *st, uint64_t budget, uint64_t *
     p->end = end;
     p->nouts = p->count = 0;
     p->bytes = p->staged = 0;
-    rc = odo_head_read(s, st, end, 0, &h, e);
-    if (rc == 1 && h.rev == end) {
-      int one = one_record(s, st, lo, end, e);
-      rc = one < 0 ? -1 : one == 0 ? 2 : 1;
+    /* one record already (most ranges of a source that appends in
+     * batches): looked at without filling the block cache; else a head
+     * must end it */
+    rc = one_record(s, st, lo, end, &reach, e);
+    if (rc == 0) {
+      rc = odo_head_read(s, st, end, 0, &h, e);
+      if (rc == 1) rc = h.rev == end ? 2 : 0;
     } else if (rc == 1) {
+      /* and every range up to the end of that record (a catch-up's
+       * segment spans several) */
+      if (reach / ODO_SEG_CUT_EVENTS * ODO_SEG_CUT_EVENTS > end)
+        end = reach / ODO_SEG_CUT_EVENTS * ODO_SEG_CUT_EVENTS;
       rc = 0;
     }
     if (rc < 0) goto fail;

@@ -119,6 +119,28 @@ describe("packing in a node", function()
     verify_dir(cdir)
   end)
 
+  -- a catch-up's batch, stored as one segment, spans several ranges:
+  -- one look at its key steps over all of them (each range's own look
+  -- would read that segment's block again)
+  it("steps over every range a received segment spans in one look", function()
+    local net = env.net
+    local a = env.node(1, nil, FAST)
+    assert(a:append(nil, H.events(5000)))
+    assert.is_true(net.run_until(function()
+      local h = a.store:head_last(a.id)
+      return h and h.rev == 5000
+    end, 20000))
+    local b = env.node(2, { peers = { "10.0.0.1:4000" }, policy = { pack_slice = 0 } }, FAST)
+    assert.is_true(net.run_until(function() return last(b, a.id) == 5000 end, 20000))
+    local bdir = b.dir
+    b:close()
+    net.drain()
+    assert.same({ { 1, 5000 } }, log_records(bdir, a.id).segments)
+    local s = assert(require("odo.store").open(bdir .. "/store", { sync = false, create = false }))
+    assert.same({ 0, false, 5000 }, { s:pack(a.id, 1) })
+    s:close()
+  end)
+
   it("serves a node that resumes from inside a range packed since (its heads inside gone)", function()
     local net = env.net
     local a = env.node(1, nil, FAST)
