@@ -994,15 +994,20 @@ int odo_store_l_streams(lua_State *L) {
   return 1;
 }
 
+/* The stream named by argument 2 of a store method, or NULL. */
+static odo_stream *stream_arg(lua_State *L) {
+  odo_store *s = odo_store_check(L, 1);
+  size_t len;
+  const char *id = luaL_checklstring(L, 2, &len);
+  return odo_store_find(s, id, len);
+}
+
 /***
  * One stream's catalogue entry, or nil when the store has none.
  * @function stream
  */
 int odo_store_l_stream(lua_State *L) {
-  odo_store *s = odo_store_check(L, 1);
-  size_t len;
-  const char *id = luaL_checklstring(L, 2, &len);
-  odo_stream *st = odo_store_find(s, id, len);
+  odo_stream *st = stream_arg(L);
   if (st == NULL) return 0;
   push_stream(L, st);
   return 1;
@@ -1020,10 +1025,7 @@ int odo_store_l_stream(lua_State *L) {
  * @treturn boolean own
  */
 int odo_store_l_stream_state(lua_State *L) {
-  odo_store *s = odo_store_check(L, 1);
-  size_t len;
-  const char *id = luaL_checklstring(L, 2, &len);
-  odo_stream *st = odo_store_find(s, id, len);
+  odo_stream *st = stream_arg(L);
   if (st == NULL) return 0;
   odo_pushu64(L, st->cat.last);
   odo_pushu64(L, st->cat.snap);
