@@ -39,8 +39,12 @@
  * a record boundary once this much data is staged. */
 #define PACK_MAX_STAGED (8u << 20)
 /* What stepping over a range that needs nothing costs against a call's
- * budget (a seek or two, no event decoded). */
+ * budget (a unit is about what packing an event costs, ~1 us): a seek or
+ * two, no event decoded; plus, when it looked at a segment, one unit for
+ * each PACK_LOOK_EVENTS events of it (LevelDB read its whole block: a
+ * catch-up's segment of 5000 events is half a millisecond). */
 #define PACK_SKIP_COST 10
+#define PACK_LOOK_EVENTS 8
 
 typedef struct pack_out {
   uint64_t rev; /* the record's key revision */
@@ -370,7 +374,7 @@ static int pack_stream(odo_store *s, odo_stream *st, uint64_t budget, uint64_t *
   p->st = st;
   for (;;) {
     uint64_t lo = st->packed + 1 > st->cat.first ? st->packed + 1 : st->cat.first;
-    uint64_t end = ((lo - 1) / ODO_SEG_CUT_EVENTS + 1) * ODO_SEG_CUT_EVENTS, reach = 0;
+    uint64_t end = ((lo - 1) / ODO_SEG_CUT_EVENTS + 1) * ODO_SEG_CUT_EVENTS, reach = 0, cost;
     odo_head h;
     int rc, whole;
     if (end > limit) break;
@@ -386,10 +390,12 @@ static int pack_stream(odo_store *s, odo_stream *st, uint64_t budget, uint64_t *
      * batches): looked at without filling the block cache; else a head
      * must end it */
     rc = one_record(s, st, lo, end, &reach, e);
+    cost = PACK_SKIP_COST;
     if (rc == 0) {
       rc = odo_head_read(s, st, end, 0, &h, e);
       if (rc == 1) rc = h.rev == end ? 2 : 0;
     } else if (rc == 1) {
+      cost += (reach - lo + 1) / PACK_LOOK_EVENTS;
       /* and every range up to the end of that record (a catch-up's
        * segment spans several) */
       if (reach / ODO_SEG_CUT_EVENTS * ODO_SEG_CUT_EVENTS > end)
@@ -401,7 +407,7 @@ static int pack_stream(odo_store *s, odo_stream *st, uint64_t budget, uint64_t *
      * signed past it) or one record already: nothing to do there, ever */
     if (rc < 2) {
       st->packed = end;
-      work += PACK_SKIP_COST;
+      work += cost;
       continue;
     }
     if (!pack_range(p, budget - work, n, &whole, e)) goto fail;
