@@ -105,6 +105,7 @@ build = {
     ["odo.policy_set"] = "lua/odo/policy_set.lua",
     ["odo.resolver"] = "lua/odo/resolver.lua",
     ["odo.snapshots"] = "lua/odo/snapshots.lua",
+    ["odo.packer"] = "lua/odo/packer.lua",
     ["odo.store"] = "lua/odo/store.lua",
     ["odo.swarm"] = "lua/odo/swarm.lua",
     ["odo.pex"] = "lua/odo/pex.lua",
