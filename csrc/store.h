@@ -380,6 +380,10 @@ int odo_reader_next(odo_reader *r, odo_event *ev, odo_err *e);
  * reads on as before. */
 int odo_reader_segment(odo_reader *r, size_t max, const uint8_t **events,
                        size_t *len, uint32_t *count);
+/* When the next event to read is the last of a stored segment: 1, with
+ * its hash as stored (its record's checksum checked, no event hashed)
+ * and the reader past it. Else 0, and odo_reader_next reads on. */
+int odo_reader_segment_end_hash(odo_reader *r, uint8_t out[ODO_HASH_LEN]);
 /* After the reader returned event rev (alone, or a segment's last):
  * whether the stored signed head at rev follows it. 1 with h filled, 0
  * not (the reader reads on from where it stands), -1 with e set. */

@@ -665,8 +665,13 @@ int odo_store_hash_at(odo_store *s, odo_stream *st, uint64_t rev,
     return 1;
   }
   if (!odo_reader_open(s, st, rev, rev, &r, e)) return -1;
-  rc = odo_reader_next(&r, &ev, e);
-  if (rc == 1) memcpy(out, ev.hash, ODO_HASH_LEN);
+  /* a segment's last event: its stored hash, none of its events hashed */
+  if (odo_reader_segment_end_hash(&r, out)) {
+    rc = 1;
+  } else {
+    rc = odo_reader_next(&r, &ev, e);
+    if (rc == 1) memcpy(out, ev.hash, ODO_HASH_LEN);
+  }
   odo_reader_close(&r);
   return rc;
 }

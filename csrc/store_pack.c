@@ -193,40 +193,11 @@ static int one_record(odo_store *s, odo_stream *st, uint64_t a, uint64_t end, ui
   return found;
 }
 
-/* h(a - 1): the base at the compaction point, or the hash stored in the
- * record that ends at a - 1 (no event of it hashed), else as the reader
- * computes it. */
+/* h(a - 1) (at the compaction point its base; at a record's end its
+ * stored hash). */
 static int hash_before(odo_store *s, odo_stream *st, uint64_t a, uint8_t out[ODO_HASH_LEN],
                        odo_err *e) {
-  uint8_t key[ODO_NUMKEY_LEN];
-  leveldb_iterator_t *it;
-  int rc = 0;
-  if (a != st->cat.first) {
-    it = leveldb_create_iterator(s->db, s->ropts);
-    odo_numkey(key, ODO_K_EVENT, st->num, a - 1);
-    leveldb_iter_seek(it, (const char *)key, sizeof key);
-    if (leveldb_iter_valid(it)) {
-      size_t kl, vl, pl;
-      uint64_t rev;
-      const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kl), *pay;
-      const char *v = leveldb_iter_value(it, &vl);
-      int kind = odo_logkey_kind(k, kl, st->num, &rev);
-      odo_event ev;
-      odo_seg_rec sr;
-      if (kind == ODO_LOG_EVENT && rev == a - 1 && odo_rec_event_decode(k, v, vl, &ev)) {
-        memcpy(out, ev.hash, ODO_HASH_LEN);
-        rc = 1;
-      } else if (kind == ODO_LOG_SEGMENT && rev == a - 1 &&
-                 (pay = odo_rec_open(k, kl, v, vl, &pl)) != NULL &&
-                 odo_rec_segment_decode(pay, pl, &sr)) {
-        memcpy(out, sr.last, ODO_HASH_LEN);
-        rc = 1;
-      }
-    }
-    leveldb_iter_destroy(it);
-    if (rc) return 1;
-  }
-  rc = odo_store_hash_at(s, st, a - 1, out, e);
+  int rc = odo_store_hash_at(s, st, a - 1, out, e);
   if (rc == 0)
     return odo_err_set(e, "ECORRUPT", "stream %s holds no hash for revision %llu",
                        st->id, (unsigned long long)(a - 1));

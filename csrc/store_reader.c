@@ -181,6 +181,20 @@ int odo_reader_segment(odo_reader *r, size_t max, const uint8_t **events,
   return 1;
 }
 
+int odo_reader_segment_end_hash(odo_reader *r, uint8_t out[ODO_HASH_LEN]) {
+  odo_seg_rec sr;
+  uint64_t last = 0;
+  if (r->seg_last || r->it == NULL || r->next > r->to) return 0;
+  if (next_record(r, &last) != ODO_LOG_SEGMENT || last != r->next || !segment_here(r, &sr) ||
+      sr.count > last) {
+    r->started = 0; /* odo_reader_next reads this record itself */
+    return 0;
+  }
+  memcpy(out, sr.last, ODO_HASH_LEN);
+  r->next = last + 1;
+  return 1;
+}
+
 int odo_reader_head_after(odo_reader *r, uint64_t rev, odo_head *h, odo_err *e) {
   size_t kl, vl, pl;
   const uint8_t *k, *p;
