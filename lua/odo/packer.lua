@@ -46,7 +46,8 @@ function Packer.new(node, busy)
     pending = {}, -- stream id -> true: to look at again on the next tick
     spans = {},   -- stream id -> { from, to }: packed, to have LevelDB compact
     jobs = {},    -- stream id -> { count, from, upto }: queued or being packed
-    queue = {},   -- the stream ids of the jobs, in order
+    queue = {},   -- the stream ids of the jobs, in order: queue[head .. tail]
+    head = 1, tail = 0,
     opened = false,
     closed = false,
   }, Packer)
@@ -121,7 +122,8 @@ function Packer:_start(st)
   self.pending[id] = nil
   if self.jobs[id] then return end
   self.jobs[id] = { count = 0, from = (self.done[id] or 0) + 1 }
-  self.queue[#self.queue + 1] = id
+  self.tail = self.tail + 1
+  self.queue[self.tail] = id
   if not self.turning then
     self.turning = true
     self.node.adapter.defer(function() self.node:protect(self._turn, self) end)
@@ -133,7 +135,8 @@ end
 function Packer:_finish(id, err)
   local job = self.jobs[id]
   self.jobs[id] = nil
-  table.remove(self.queue, 1)
+  self.queue[self.head] = nil -- (taken from the front: no array shifted for each)
+  self.head = self.head + 1
   if err and not tostring(err):match("^ECANCELED") then
     self.node:report_error("packing of " .. id .. ": " .. tostring(err))
   end
@@ -171,11 +174,11 @@ end
 -- snapshot build or a purge holds is left to a later tick.
 function Packer:_turn()
   self.turning = false
-  local id = self.queue[1]
+  local id = self.queue[self.head]
   if not id then return end
   local slice = slice_of(self.node)
   if self.closed or not self.store:is_open() or slice == 0 then
-    while self.queue[1] do self:_finish(self.queue[1], "ECANCELED: packing stopped") end
+    while self.queue[self.head] do self:_finish(self.queue[self.head], "ECANCELED: packing stopped") end
     return
   end
   local cq = self.node.cq
@@ -203,7 +206,7 @@ function Packer:_turn()
       elseif finished then self:_finish(id) end
     end
   end
-  if self.queue[1] and not self.turning then
+  if self.queue[self.head] and not self.turning then
     self.turning = true
     self.node.adapter.defer(function() self.node:protect(self._turn, self) end)
   end
