@@ -92,8 +92,8 @@ typedef struct sync_peer {
   int ref; /* registry reference keeping the session alive */
   char id[ODO_NODE_ID_HEX + 1];
   sync_sub *subs, *subs_last; /* changed by odo_sync_add_sub, _remove_sub */
-  sync_sub *sub_index[ODO_SYNC_WANT_BUCKETS]; /* chains, by odo_fnv1a(id) */
-  sync_want *wants[ODO_SYNC_WANT_BUCKETS];    /* chains, by odo_fnv1a(id) */
+  sync_sub *sub_index[ODO_SYNC_WANT_BUCKETS]; /* chains, by odo_sync_bucket(id) */
+  sync_want *wants[ODO_SYNC_WANT_BUCKETS];    /* chains, by odo_sync_bucket(id) */
   /* a snapshot being received */
   odo_buf snap;
   char snap_stream[ODO_MAX_STREAM_ID + 1];
@@ -158,7 +158,7 @@ typedef struct odo_sync {
   size_t writes, write_bytes;   /* in flight, and the memory they hold */
   sync_written *done, *done_tail; /* done, for Lua (sync:written) */
   /* CAUGHT_UPs and refusals waiting for their stream's writes, by
-   * odo_fnv1a(stream), each chain in arrival order (sync_recv.c hold) */
+   * odo_sync_bucket(stream), each chain in arrival order (sync_recv.c hold) */
   sync_written *held[ODO_SYNC_WANT_BUCKETS];
   uint64_t pump_visits; /* subscriptions the pump looked at */
   /* bulk goes out while a session holds less than this queued (0, or
@@ -173,6 +173,9 @@ void odo_sync_sub_free(sync_sub *sub);
 void odo_sync_peer_free(lua_State *L, sync_peer *p);
 /* The link in its chain that holds stream id, or the empty link at the
  * end of the chain where it belongs (set it to add one). */
+/* A stream id's bucket in the engine's tables of ODO_SYNC_WANT_BUCKETS
+ * chains (a peer's wants and subscriptions, the held notes). */
+size_t odo_sync_bucket(const char *id, size_t len);
 sync_want **odo_sync_find_want(sync_peer *p, const char *id, size_t len);
 /* The subscription of p to stream id, or NULL; found, it is put on the
  * pump's ready list (the caller is about to change or end it). */

@@ -36,18 +36,18 @@ void odo_sync_peer_free(lua_State *L, sync_peer *p) {
 }
 
 sync_want **odo_sync_find_want(sync_peer *p, const char *id, size_t len) {
-  sync_want **w = &p->wants[odo_fnv1a(id, len) % ODO_SYNC_WANT_BUCKETS];
+  sync_want **w = &p->wants[odo_sync_bucket(id, len)];
   for (; *w; w = &(*w)->next)
     if ((*w)->len == len && memcmp((*w)->stream, id, len) == 0) break;
   return w;
 }
 
-static size_t bucket_of(const char *id, size_t len) {
+size_t odo_sync_bucket(const char *id, size_t len) {
   return (size_t)(odo_fnv1a(id, len) % ODO_SYNC_WANT_BUCKETS);
 }
 
 static sync_sub *lookup_sub(sync_peer *p, const char *id, size_t len) {
-  for (sync_sub *s = p->sub_index[bucket_of(id, len)]; s; s = s->hnext)
+  for (sync_sub *s = p->sub_index[odo_sync_bucket(id, len)]; s; s = s->hnext)
     if (s->len == len && memcmp(s->stream, id, len) == 0) return s;
   return NULL;
 }
@@ -100,7 +100,7 @@ void odo_sync_wake_stream(odo_sync *y, const char *id, size_t len) {
 
 sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len) {
   sync_sub *sub = calloc(1, sizeof *sub);
-  size_t b = bucket_of(id, len);
+  size_t b = odo_sync_bucket(id, len);
   if (sub == NULL) return NULL;
   memcpy(sub->stream, id, len);
   sub->len = len;
@@ -117,7 +117,7 @@ sync_sub *odo_sync_add_sub(sync_peer *p, const char *id, size_t len) {
 void odo_sync_remove_sub(sync_peer *p, sync_sub *sub) {
   odo_sync_park_sub(p, sub);
   if (p->snap_sub == sub) p->snap_sub = NULL;
-  sync_sub **h = &p->sub_index[bucket_of(sub->stream, sub->len)];
+  sync_sub **h = &p->sub_index[odo_sync_bucket(sub->stream, sub->len)];
   while (*h && *h != sub) h = &(*h)->hnext;
   if (*h) *h = sub->hnext;
   if (sub->prev_sub) sub->prev_sub->next_sub = sub->next_sub;

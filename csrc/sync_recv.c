@@ -60,7 +60,7 @@ static void refuse(lua_State *L, int ev, odo_sync *y, sync_peer *p, const char *
 /* The chain of what is held for stream id (a few in flight at a time:
  * thousands of a fleet's streams cost no walk of each other's). */
 static sync_written **held_chain(odo_sync *y, const char *id, size_t len) {
-  return &y->held[odo_fnv1a(id, len) % ODO_SYNC_WANT_BUCKETS];
+  return &y->held[odo_sync_bucket(id, len)];
 }
 
 /* Holds w (a CAUGHT_UP or a refusal) until its stream's writes in flight

@@ -38,7 +38,7 @@ P.commit_poll_ms = 1
 
 --- The nice value (0..19; higher: less CPU when the machine is busy) of
 -- the threads the core runs beside the host's loop thread: the commit
--- queue's worker and its verifier, the snapshot workers, and LevelDB's background thread
+-- queue's worker and its verifiers, the snapshot workers, and LevelDB's background thread
 -- (compactions; one per process, shared by every store in it). Linux
 -- only (each thread's own priority); elsewhere nothing changes. A
 -- thread already nicer keeps its value (lowering it needs CAP_SYS_NICE,
